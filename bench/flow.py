@@ -1,0 +1,677 @@
+"""Benchmark of the orchestration of an engineering task: `python bench/flow.py` (or `make bench`).
+
+The system runs as in production, one process per actor (`python -m services.cli.main run
+<actor>`): the API on SQLite in a temporary data directory, its outbox relay, the scaffolder,
+the worker-manager with local-process workers running the built-in deterministic agent (no
+LLM: it writes the prompt to a file, commits and pushes), and the langgraph actor, all on a
+private redis-server started here; git remotes are local bare repositories. Tasks are created
+with `POST /api/tasks` and followed to `completed`.
+
+Figures:
+
+- overhead of a task = end to end (client clock just before `POST /api/tasks` → the API's
+  `updated_at` of the completed task) minus the agent's own time (the interval between the
+  worker's "worker started" and "agent answered" progress events, i.e. the agent run plus the
+  publish of its answer). It is what the system adds around the agent: the outbox relay,
+  LangGraph's checkpoints, API calls, starting a worker process and cloning the repository,
+  the message hops, verifying the commit, deleting the worker. The progress events' own
+  timestamps split it per step.
+- one task at a time (`--repeat` runs, median), then `--tasks` tasks created at once
+  (per-task p50/p95, wall time from the first POST to the last completion, tasks/s). A warm-up
+  task runs first: it scaffolds the project (the timed tasks find it scaffolded).
+- memory: a fresh langgraph process runs one task to warm up, its RSS is read with no flow
+  alive; then the worker-manager is stopped and `--waiting` tasks are created, so every flow
+  stops at its `create_worker` interrupt (the command waits unanswered on `worker:commands`:
+  no worker process exists) and the RSS is read again. VmRSS / VmHWM of that process from
+  /proc, and the size of its SQLite checkpoint file.
+
+Baselines, measured in the same run:
+
+- bus floor: a task's flow crosses 9 sequential bus hops (engineering:queue; create, send and
+  delete on worker:commands and their answers on worker:responses; the worker's input and
+  output streams). One hop (`Bus.publish` → consumer handler, one message at a time, on the
+  idle server before the actors start) is timed, median of 200; `overhead / (9 x hop)` says
+  how far the orchestration is from pure messaging.
+- by hand: what a person would do without the system, in this process: clone the repository
+  and check out a branch, as the worker-manager does, then run the same built-in agent
+  directly. `end to end / by hand` is the price of going through the system; the agent's
+  time measured here also checks the agent time subtracted above.
+- worker start: a fresh interpreter importing the worker wrapper, the part of
+  `create_worker` that every local worker pays before it takes input.
+
+Everything started here (actors, workers, redis-server) is stopped at the end; the data
+directory is removed. Bounded: every wait has a deadline. `--quick` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis.asyncio as aioredis
+import structlog
+
+from services.cli.admin import create_admin_key
+from services.langgraph.keys import FLOWS_KEY, WAITS_KEY
+from services.worker_manager.workspace import clone_repository
+from services.worker_wrapper.agents import AgentRequest, BuiltinAgent
+from services.worker_wrapper.agents.base import ignore_activity
+from shared import registry
+from shared.api_client import ApiClient
+from shared.contracts import (
+    EngineeringMessage,
+    ProgressEvent,
+    ProjectCreate,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+)
+from shared.messaging import Bus, MessageContext
+from shared.redis_server import RedisServer, free_port
+from shared.registry import Actor
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+HOPS = 9
+"""Sequential bus hops of an engineering task on a scaffolded project (see the docstring)."""
+ACTORS = ("api", "scaffolder", "worker-manager", "langgraph")
+START_TIMEOUT_S = 90.0
+TASK_TIMEOUT_S = 600.0
+SEGMENTS = (
+    ("API → flow started", "created", "start"),
+    ("start, prepare", "start", "create_worker"),
+    ("create_worker (spawn, clone)", "create_worker", "send_spec"),
+    ("spec → agent starts", "send_spec", "agent_start"),
+    ("agent (not overhead)", "agent_start", "agent_end"),
+    ("answer → verify", "agent_end", "verify"),
+    ("verify", "verify", "delete_worker"),
+    ("delete_worker, finish", "delete_worker", "end"),
+)
+"""(label, from mark, to mark) of a task's timeline, marks from its progress events."""
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank); nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+@dataclass
+class TaskRun:
+    """One task's timeline (epoch seconds)."""
+
+    task_id: str
+    created: float
+    ended: float = 0.0
+    status: str = ""
+    error: str = ""
+    marks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def e2e_s(self) -> float:
+        """Creation to the recorded final status."""
+        return self.ended - self.created
+
+    @property
+    def agent_s(self) -> float:
+        """The agent's own time (worker's progress events)."""
+        return self.marks["agent_end"] - self.marks["agent_start"]
+
+    @property
+    def overhead_s(self) -> float:
+        """End to end minus the agent's own time."""
+        return self.e2e_s - self.agent_s
+
+    def segment_s(self, start: str, end: str) -> float | None:
+        """Time between two marks (None when one is missing)."""
+        if start in self.marks and end in self.marks:
+            return self.marks[end] - self.marks[start]
+        return None
+
+
+def mark_of(event: ProgressEvent) -> str | None:
+    """Which mark of the timeline a progress event sets (None: not one we time)."""
+    if event.current_step == "agent" and event.message:
+        if event.message.startswith("worker "):
+            return "agent_start"
+        if event.message.startswith("agent answered"):
+            return "agent_end"
+        return None
+    if event.type == "started":
+        return "start"
+    if event.type == "progress" and event.current_step in (
+        "prepare",
+        "scaffold",
+        "create_worker",
+        "send_spec",
+        "verify",
+        "delete_worker",
+    ):
+        return event.current_step
+    return None
+
+
+# the system ---------------------------------------------------------------------------------
+
+
+class System:
+    """The actors as processes on one data directory and one redis-server."""
+
+    def __init__(self, data_dir: Path, redis_url: str) -> None:
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.logs = data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        service_key = secrets.token_urlsafe(32)
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ORCHESTRATOR_") and k not in ("REDIS_URL", "DATABASE_URL")
+        }
+        self.env = {
+            **inherited,
+            "ORCHESTRATOR_DATA_DIR": str(data_dir),
+            "ORCHESTRATOR_REDIS_URL": redis_url,
+            "ORCHESTRATOR_API__PORT": str(port),
+            "ORCHESTRATOR_API__SERVICE_KEY": service_key,
+            "ORCHESTRATOR_API__KEY": service_key,
+            "ORCHESTRATOR_LOG_LEVEL": "WARNING",
+            "ORCHESTRATOR_WORKERS__ADAPTER": "builtin",
+            # deadlines only (a loaded 2-core machine starts 50 Python workers slowly)
+            "ORCHESTRATOR_WORKERS__START_TIMEOUT_S": "300",
+            "ORCHESTRATOR_LANGGRAPH__TIMEOUTS__CREATE_WORKER_S": "3600",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings = Settings(data_dir=data_dir, redis_url=redis_url)
+
+    def start(self, actor: str) -> int:
+        """Start `orchestrator run <actor>`; returns its pid."""
+        log = (self.logs / f"{actor}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "run", actor],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[actor] = process
+        return process.pid
+
+    def stop(self, actor: str) -> None:
+        """SIGTERM (the actor shuts down gracefully), SIGKILL after 30 s."""
+        process = self.processes.pop(actor, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def check(self) -> None:
+        """Raise when an actor died."""
+        for actor, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs / f"{actor}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{actor} exited with {process.returncode}:\n{tail}")
+
+    def wait_api(self) -> None:
+        """Until the API answers /health."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.check()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"the API did not answer within {START_TIMEOUT_S:.0f} s")
+
+    def stop_all(self) -> None:
+        """Stop every actor, then every worker process left on this system's Redis."""
+        for actor in reversed(list(self.processes)):
+            self.stop(actor)
+        for pid in self.worker_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # a worker leads a process group of its own
+
+    def worker_pids(self) -> list[int]:
+        """Worker wrappers started for this system (their WORKER_REDIS_URL is ours)."""
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if "services.worker_wrapper" not in cmdline:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("WORKER_REDIS_URL") == self.redis_url:
+                    found.append(int(process.info["pid"]))
+        return found
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB, from /proc."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            figures[name] = int(value.split()[0])
+    return figures
+
+
+def checkpoint_bytes(data_dir: Path) -> int:
+    """Size of langgraph's SQLite checkpoint database with its write-ahead log."""
+    return sum(path.stat().st_size for path in (data_dir / "langgraph").glob("checkpoints.sqlite*"))
+
+
+# driving tasks ------------------------------------------------------------------------------
+
+
+class Driver:
+    """Creates tasks through the API and follows them to their final status."""
+
+    def __init__(self, api: ApiClient, redis: aioredis.Redis, project_id: str) -> None:
+        self.api = api
+        self.bus = Bus(redis, actor=Actor.API)
+        self.project_id = project_id
+
+    async def create(self, spec: str) -> TaskRun:
+        """POST /api/tasks; the clock starts just before."""
+        created = time.time()
+        task = await self.api.create_task(
+            TaskCreate(project_id=self.project_id, type=TaskType.ENGINEERING, spec=spec)
+        )
+        return TaskRun(task.id, created)
+
+    async def follow(self, run: TaskRun) -> TaskRun:
+        """Collect the task's progress marks until its terminal event, then its end time."""
+        async with asyncio.timeout(TASK_TIMEOUT_S):
+            async for event in self.bus.follow_progress(run.task_id):
+                mark = mark_of(event)
+                if mark is not None:
+                    run.marks.setdefault(mark, event.timestamp.timestamp())
+                if event.is_terminal:
+                    run.error = event.error or ""
+        task = await self.api.get_task(run.task_id)
+        run.status = task.status.value
+        run.ended = (task.updated_at or task.created_at).timestamp()
+        run.marks["created"] = run.created
+        run.marks["end"] = run.ended
+        if task.status != TaskStatus.COMPLETED or "agent_end" not in run.marks:
+            raise RuntimeError(f"task {run.task_id} ended {run.status}: {run.error}")
+        return run
+
+    async def one(self, spec: str) -> TaskRun:
+        """Create a task and wait for it."""
+        return await self.follow(await self.create(spec))
+
+    async def many(self, count: int, spec: str) -> list[TaskRun]:
+        """Create `count` tasks at once and wait for all of them."""
+
+        async def run_one(index: int) -> TaskRun:
+            return await self.follow(await self.create(f"{spec} #{index}"))
+
+        return list(await asyncio.gather(*(run_one(i) for i in range(count))))
+
+
+async def wait_for(redis: aioredis.Redis, key: str, count: int, timeout_s: float) -> int:
+    """Until the hash `key` holds `count` fields (or the deadline); returns the last count."""
+    deadline = time.monotonic() + timeout_s
+    held = 0
+    while time.monotonic() < deadline:
+        held = int(await redis.hlen(key))
+        if held == count:
+            return held
+        await asyncio.sleep(0.2)
+    return held
+
+
+# baselines ----------------------------------------------------------------------------------
+
+
+async def bus_hop_ms(redis_url: str, rounds: int) -> float:
+    """Median publish → handler time of one message at a time on our Bus (idle server)."""
+    client = aioredis.Redis.from_url(redis_url)
+    stream = registry.get("engineering:queue").name
+    bus = Bus(client, actor=Actor.LANGGRAPH)
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def handle(message: EngineeringMessage, ctx: MessageContext) -> None:
+        arrived.put_nowait(time.perf_counter())
+
+    consumer = bus.consumer(stream, handle, concurrency=1, block_ms=1000)
+    await consumer.ensure_groups()
+    runner = asyncio.create_task(consumer.run())
+    samples = []
+    try:
+        for index in range(rounds + 20):
+            sent = time.perf_counter()
+            await bus.publish(
+                stream, EngineeringMessage(task_id=f"t-{index}", project_id="p", user_id=1)
+            )
+            got = await asyncio.wait_for(arrived.get(), 10)
+            if index >= 20:  # the first ones warm the connections up
+                samples.append((got - sent) * 1000)
+    finally:
+        consumer.stop()
+        await runner
+        await client.flushdb()
+        await client.aclose()
+    return statistics.median(samples)
+
+
+async def by_hand_s(repo_url: str, work: Path, rounds: int) -> tuple[float, float]:
+    """Median (clone + checkout + agent, agent alone) of the built-in agent run directly."""
+    agent = BuiltinAgent()
+    totals, agents = [], []
+    for index in range(rounds):
+        workspace = work / f"by-hand-{index}"
+        started = time.perf_counter()
+        await asyncio.to_thread(
+            clone_repository, repo_url, workspace, f"by-hand/{index}", dict(os.environ)
+        )
+        agent_started = time.perf_counter()
+        request = AgentRequest(
+            request_id=f"by-hand-{index}",
+            prompt=f"bench: by hand #{index}",
+            workspace=workspace,
+            timeout_s=60,
+            env=dict(os.environ),
+        )
+        result = await agent.run(request, ignore_activity)
+        if result.status != "success":
+            raise RuntimeError(f"the built-in agent failed by hand: {result.error}")
+        done = time.perf_counter()
+        totals.append(done - started)
+        agents.append(done - agent_started)
+    return statistics.median(totals), statistics.median(agents)
+
+
+def worker_start_s(rounds: int) -> float:
+    """Median time of a fresh interpreter importing the worker wrapper (what every local
+    worker pays before it can take input)."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", "import services.worker_wrapper.main"], cwd=ROOT, check=True
+        )
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+# the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """Command-line options."""
+
+    tasks: int
+    repeat: int
+    waiting: int
+    as_json: bool
+    settle_s: float
+    """Pause before reading a process's memory."""
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    """Read the command line (`--quick` changes the defaults, explicit values still win)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, help="tasks created at once (50; quick 3)")
+    parser.add_argument("--repeat", type=int, help="one-task runs (5; quick 2)")
+    parser.add_argument("--waiting", type=int, help="waiting flows, memory (1000; quick 20)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run with small counts")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+
+    def chosen(value: int | None, full: int, smoke: int) -> int:
+        if value is not None:
+            return value
+        return smoke if quick else full
+
+    options = Options(
+        tasks=chosen(args.tasks, 50, 3),
+        repeat=chosen(args.repeat, 5, 2),
+        waiting=chosen(args.waiting, 1000, 20),
+        as_json=bool(args.json),
+        settle_s=1.0 if quick else 3.0,
+    )
+    if min(options.tasks, options.repeat, options.waiting) < 1:
+        parser.error("--tasks, --repeat and --waiting must be at least 1")
+    return options
+
+
+def say(text: str) -> None:
+    """Progress of the run, on stderr (stdout carries the figures)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+async def measure(options: Options, system: System) -> dict[str, Any]:
+    """Every phase; returns the figures."""
+    figures: dict[str, Any] = {"options": vars(options)}
+    redis = aioredis.Redis.from_url(system.redis_url)
+    try:
+        say("baseline: bus hop")
+        figures["bus_hop_ms"] = await bus_hop_ms(system.redis_url, 200)
+        _, admin_key = await create_admin_key(system.settings, 1, "bench")
+        for actor in ACTORS:
+            system.start(actor)
+            if actor == "api":
+                await asyncio.to_thread(system.wait_api)
+        async with ApiClient(system.api_url, key=admin_key, timeout_s=60) as api:
+            project = await api.create_project(ProjectCreate(name="bench"))
+            driver = Driver(api, redis, project.id)
+            say("warm-up task (scaffolds the project)")
+            first = await driver.one("bench: warm-up")
+            figures["first_task"] = {"e2e_s": first.e2e_s, "overhead_s": first.overhead_s}
+            say(f"one task at a time, {options.repeat} runs")
+            singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
+            say(f"{options.tasks} tasks at once")
+            batch = await driver.many(options.tasks, "bench: batch")
+            await wait_for(redis, FLOWS_KEY, 0, 60)
+            figures.update(timing_figures(singles, batch))
+            repo_url = (await api.get_project(project.id)).repository_url or ""
+            say("baseline: by hand")
+            rounds = min(options.repeat, 5)
+            total_s, agent_s = await by_hand_s(repo_url, system.data_dir / "by-hand", rounds)
+            figures["by_hand_s"], figures["by_hand_agent_s"] = total_s, agent_s
+            figures["worker_start_s"] = await asyncio.to_thread(worker_start_s, rounds)
+            figures["memory"] = await memory(options, system, driver, redis)
+    finally:
+        await redis.aclose()
+    return figures
+
+
+async def guarded(options: Options, system: System) -> dict[str, Any]:
+    """`measure`, stopped with the actor's log tail as the error when an actor dies."""
+    run = asyncio.create_task(measure(options, system))
+    while True:
+        done, _ = await asyncio.wait({run}, timeout=1)
+        if done:
+            return run.result()
+        try:
+            system.check()
+        except RuntimeError:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            raise
+
+
+def timing_figures(singles: list[TaskRun], batch: list[TaskRun]) -> dict[str, Any]:
+    """Medians and percentiles of the two timed phases."""
+
+    def phase(runs: list[TaskRun]) -> dict[str, Any]:
+        overheads = [r.overhead_s for r in runs]
+        wall_s = max(r.ended for r in runs) - min(r.created for r in runs)
+        segments: dict[str, float] = {}
+        for label, start, end in SEGMENTS:
+            values = [s for r in runs if (s := r.segment_s(start, end)) is not None]
+            segments[label] = statistics.median(values) if values else float("nan")
+        return {
+            "tasks": len(runs),
+            "e2e_p50_s": statistics.median(r.e2e_s for r in runs),
+            "agent_p50_s": statistics.median(r.agent_s for r in runs),
+            "overhead_p50_s": statistics.median(overheads),
+            "overhead_p95_s": pct(overheads, 0.95),
+            "wall_s": wall_s,
+            "tasks_per_s": len(runs) / wall_s,
+            "segments_p50_s": segments,
+        }
+
+    return {"single": phase(singles), "concurrent": phase(batch)}
+
+
+async def memory(
+    options: Options, system: System, driver: Driver, redis: aioredis.Redis
+) -> dict[str, Any]:
+    """RSS of a fresh langgraph process with no flow, then with `waiting` flows waiting."""
+    say("memory: fresh langgraph process, one warm-up task")
+    system.stop("langgraph")
+    pid = system.start("langgraph")
+    await driver.one("bench: memory warm-up")
+    await wait_for(redis, FLOWS_KEY, 0, 60)
+    system.stop("worker-manager")
+    await asyncio.sleep(options.settle_s)
+    idle = memory_kib(pid)
+    size_before = checkpoint_bytes(system.data_dir)
+    say(f"memory: {options.waiting} tasks, flows stop at create_worker")
+    slots = asyncio.Semaphore(8)
+
+    async def create(index: int) -> None:
+        async with slots:
+            await driver.create(f"bench: waiting #{index}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(create(i) for i in range(options.waiting)))
+    held = await wait_for(redis, WAITS_KEY, options.waiting, 60 + options.waiting * 0.5)
+    settle_s = time.perf_counter() - started
+    system.check()
+    await asyncio.sleep(options.settle_s)
+    loaded = memory_kib(pid)
+    waits = await redis.hgetall(WAITS_KEY)
+    steps = {json.loads(v)["step"] for v in waits.values()}
+    return {
+        "waiting": held,
+        "wanted": options.waiting,
+        "waiting_at": sorted(steps),
+        "seconds_to_reach": settle_s,
+        "rss_idle_kib": idle["VmRSS"],
+        "rss_waiting_kib": loaded["VmRSS"],
+        "peak_rss_kib": loaded["VmHWM"],
+        "per_flow_kib": (loaded["VmRSS"] - idle["VmRSS"]) / max(held, 1),
+        "checkpoint_bytes_per_flow": (checkpoint_bytes(system.data_dir) - size_before)
+        / max(held, 1),
+    }
+
+
+def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None:
+    """The figures as a table."""
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    hop_ms = figures["bus_hop_ms"]
+    floor_s = HOPS * hop_ms / 1000
+    by_hand_s = figures["by_hand_s"]
+    print(
+        f"engineering task, built-in agent, actors as processes, API on SQLite, {redis_binary}; "
+        f"{elapsed_s:.0f} s; {os.cpu_count()} CPUs, load average {load}"
+    )
+    print(
+        f"baselines: bus hop {hop_ms:.2f} ms (x{HOPS} hops = {floor_s * 1000:.1f} ms); "
+        f"by hand (clone + agent) {by_hand_s * 1000:.0f} ms, "
+        f"agent alone {figures['by_hand_agent_s'] * 1000:.0f} ms; a worker's interpreter "
+        f"start and imports {figures['worker_start_s'] * 1000:.0f} ms"
+    )
+    first = figures["first_task"]
+    print(
+        f"first task of a new project (scaffold included): end to end {first['e2e_s']:.2f} s, "
+        f"overhead {first['overhead_s']:.2f} s"
+    )
+    print(
+        f"{'scenario':<16}{'e2e p50':>9}{'agent p50':>11}{'ovh p50':>9}{'ovh p95':>9}"
+        f"{'wall s':>8}{'tasks/s':>9}{'ovh/bus':>9}{'e2e/hand':>10}"
+    )
+    single, batch = figures["single"], figures["concurrent"]
+    for label, row in (
+        (f"1 task (x{single['tasks']})", single),
+        (f"{batch['tasks']} at once", batch),
+    ):
+        print(
+            f"{label:<16}{row['e2e_p50_s']:>8.2f}s{row['agent_p50_s']:>10.2f}s"
+            f"{row['overhead_p50_s']:>8.2f}s{row['overhead_p95_s']:>8.2f}s"
+            f"{row['wall_s']:>8.1f}{row['tasks_per_s']:>9.2f}"
+            f"{row['overhead_p50_s'] / floor_s:>8.0f}x{row['e2e_p50_s'] / by_hand_s:>9.1f}x"
+        )
+    many_label = f"{batch['tasks']} at once"
+    print(f"{'per step, median':<32}{'1 task':>10}{many_label:>14}")
+    for label, _, _ in SEGMENTS:
+        one, many = single["segments_p50_s"][label], batch["segments_p50_s"][label]
+        print(f"  {label:<30}{one * 1000:>8.0f}ms{many * 1000:>12.0f}ms")
+    mem = figures["memory"]
+    print(
+        f"langgraph RSS: {mem['rss_idle_kib'] / 1024:.1f} MiB with no flow, "
+        f"{mem['rss_waiting_kib'] / 1024:.1f} MiB with {mem['waiting']} flows waiting at "
+        f"{', '.join(mem['waiting_at']) or '-'} (peak {mem['peak_rss_kib'] / 1024:.1f} MiB): "
+        f"{mem['per_flow_kib']:.1f} KiB per flow; checkpoints "
+        f"{mem['checkpoint_bytes_per_flow'] / 1024:.1f} KiB per flow on disk; "
+        f"{mem['seconds_to_reach']:.0f} s to create and park them"
+    )
+    if mem["waiting"] != mem["wanted"]:
+        print(f"  only {mem['waiting']} of {mem['wanted']} flows reached their wait in time")
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Warnings and errors only from the libraries used in this process."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when every task completed and every flow reached its wait."""
+    options = parse(argv)
+    started = time.perf_counter()
+    with (
+        quiet_logs(),
+        RedisServer() as redis_server,
+        tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp,
+    ):
+        system = System(Path(tmp) / "var", redis_server.url)
+        try:
+            figures = asyncio.run(guarded(options, system))
+        finally:
+            system.stop_all()
+        binary = Path(redis_server.binary).name
+    elapsed_s = time.perf_counter() - started
+    if options.as_json:
+        print(json.dumps(figures, indent=2))
+    else:
+        report(figures, binary, elapsed_s)
+    return 0 if figures["memory"]["waiting"] == options.waiting else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""`python -m services.api`: run the API actor with settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from services.api.main import run_api
+from shared.settings import Settings
+
+
+async def _main() -> None:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level)
+    task = asyncio.create_task(run_api(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

@@ -1,0 +1,48 @@
+"""The FastAPI application: routers, error handlers, OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from services.api.auth.router import router as keys_router
+from services.api.db import Database
+from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
+from services.api.health import router as health_router
+from services.api.projects.router import router as projects_router
+from services.api.servers.router import router as servers_router
+from services.api.tasks.router import router as tasks_router
+from services.api.users.router import router as users_router
+from shared.settings import TaskDeadlines
+
+__all__ = ["API_VERSION", "create_app"]
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    database: Database,
+    *,
+    relay_wake: asyncio.Event | None = None,
+    task_deadlines: TaskDeadlines | None = None,
+) -> FastAPI:
+    """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
+    `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`)."""
+    app = FastAPI(
+        title="Codegen orchestrator API",
+        version=API_VERSION,
+        description=(
+            "Users, projects, tasks, servers and port allocations. Every route except "
+            "`/health` and `/ready` needs `Authorization: Bearer <API key or user token>`. "
+            "Every error has the body `ErrorBody`."
+        ),
+    )
+    app.state.db = database
+    app.state.relay_wake = relay_wake or asyncio.Event()
+    app.state.task_deadlines = task_deadlines or TaskDeadlines()
+    install_error_handlers(app)
+    app.include_router(health_router)
+    for router in (users_router, keys_router, projects_router, tasks_router, servers_router):
+        app.include_router(router, responses=ERROR_RESPONSES)
+    return app

@@ -1,0 +1,1 @@
+"""Credentials: API keys stored hashed, with a scope (admin, service, user)."""

@@ -1,0 +1,119 @@
+"""Run the `api` actor: migrate, register the configured service key, serve, relay the outbox.
+
+`run_api(settings)` is what `orchestrator run api` and `orchestrator up` call; it returns
+when cancelled, after uvicorn stopped and the relay finished its current batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+import uvicorn
+
+from services.api.app import create_app
+from services.api.auth.service import AuthService
+from services.api.db import Database
+from services.api.migrate import upgrade
+from services.api.outbox.publisher import OutboxPublisher
+from services.api.outbox.relay import OutboxRelay
+from shared import registry
+from shared.settings import Settings
+
+__all__ = ["ApiStartError", "run_api"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_KEY_NAME = "service (configured)"
+
+
+class ApiStartError(RuntimeError):
+    """The API could not start (the port is taken, the database refuses, ...)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: whoever runs `run_api` decides on signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]  # uvicorn's own signature
+        yield
+
+
+async def prepare_database(settings: Settings) -> Database:
+    """The database, migrated to the newest revision, with the configured service key."""
+    database = Database(settings.effective_database_url)
+    try:
+        await upgrade(database)
+        if settings.api.service_key is not None:
+            async with database.sessionmaker() as session:
+                secret = settings.api.service_key.get_secret_value()
+                await AuthService(session).ensure_key(SERVICE_KEY_NAME, "service", secret)
+                await session.commit()
+    except BaseException:
+        await database.close()
+        raise
+    return database
+
+
+async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Serve the API (and its outbox relay) until cancelled; `ready` is set once it listens."""
+    database = await prepare_database(settings)
+    wake = asyncio.Event()
+    app = create_app(database, relay_wake=wake, task_deadlines=settings.api.task_deadlines)
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = _Server(config)
+    redis: aioredis.Redis | None = None
+    relay_task: asyncio.Task[None] | None = None
+    serving: asyncio.Task[None] | None = None
+    try:
+        if settings.api.relay_enabled:
+            if not settings.redis_url:
+                raise ApiStartError("the outbox relay needs REDIS_URL (or relay_enabled=false)")
+            redis = aioredis.Redis.from_url(settings.redis_url)
+            relay = OutboxRelay(
+                database, _publisher(redis), wake=wake, poll_s=settings.api.relay_poll_s
+            )
+            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        serving = asyncio.create_task(_serve(server), name="uvicorn")
+        while not server.started:
+            if serving.done():
+                await serving
+                raise ApiStartError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        log.info("api listening on %s", settings.api.base_url)
+        if ready is not None:
+            ready.set()
+        await serving
+    finally:
+        server.should_exit = True  # uvicorn finishes in-flight requests, then returns
+        if relay_task is not None:
+            relay_task.cancel()
+        pending = [task for task in (relay_task, serving) if task is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
+        if redis is not None:
+            await redis.aclose()
+        await database.close()
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as error:  # uvicorn exits the process when it cannot bind
+        raise ApiStartError(f"uvicorn could not start (exit {error.code})") from None
+
+
+def _publisher(redis: aioredis.Redis) -> OutboxPublisher:
+    """The messaging runtime's `Bus`, publishing as the `api` actor."""
+    from shared.messaging import Bus
+
+    return Bus(redis, actor=registry.Actor.API, publish_attempts=2)

@@ -1,0 +1,114 @@
+"""The relay: publishes committed outbox rows to their streams, at least once.
+
+A row is marked published only after the publisher returned, so a crash between the two
+publishes it again on the next run (consumers are idempotent by `task_id`/`request_id`).
+On a transport failure the relay backs off (up to `max_backoff_s`) and retries the same
+row, so the order of a stream is kept. Woken at once by requests that wrote a row; otherwise
+it polls every `poll_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from services.api.db import Database, utc_now
+from services.api.outbox.publisher import OutboxPublisher
+from services.api.outbox.repository import OutboxRepository
+from shared import registry
+from shared.messaging.cancel import wait_event
+
+__all__ = ["OutboxRelay"]
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Moves outbox rows to their streams; `run()` until cancelled."""
+
+    def __init__(
+        self,
+        database: Database,
+        publisher: OutboxPublisher,
+        *,
+        wake: asyncio.Event | None = None,
+        poll_s: float = 0.5,
+        batch_size: int = 100,
+        max_backoff_s: float = 5.0,
+        retention_s: float = 3600.0,
+    ) -> None:
+        self.database = database
+        self.publisher = publisher
+        self.wake = wake or asyncio.Event()
+        self.poll_s = poll_s
+        self.batch_size = batch_size
+        self.max_backoff_s = max_backoff_s
+        self.retention_s = retention_s
+        self.published = 0
+
+    async def run(self) -> None:
+        """Publish until cancelled, backing off while the publisher or database fails."""
+        backoff_s = 0.0
+        while True:
+            self.wake.clear()
+            try:
+                sent = await self.publish_pending()
+                backoff_s = 0.0
+                if sent:
+                    continue
+            except Exception as error:  # noqa: BLE001 - keep relaying; the row stays pending
+                backoff_s = min(self.max_backoff_s, max(0.05, backoff_s * 2))
+                log.warning(
+                    "outbox relay: %s: %s; retrying in %.2fs",
+                    type(error).__name__,
+                    str(error)[:300],
+                    backoff_s,
+                )
+                await asyncio.sleep(backoff_s)
+                continue
+            await wait_event(self.wake, self.poll_s)
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; returns how many were published.
+
+        Rows are marked after their publish, in one short write at the end of the batch; a
+        publish failure marks the rows before it, records the error on its row and raises.
+        Cancelled mid-batch, nothing is marked: those rows are published again later."""
+        published: list[int] = []
+        failure: tuple[int, Exception] | None = None
+        async with self.database.sessionmaker() as session:
+            repo = OutboxRepository(session)
+            for row in await repo.pending(limit=self.batch_size):
+                try:
+                    message = _decode(row.stream, row.message_type, row.payload)
+                    await self.publisher.publish(
+                        row.stream, message, correlation_id=row.correlation_id
+                    )
+                except Exception as error:  # noqa: BLE001 - recorded on the row, raised below
+                    failure = (row.id, error)
+                    break
+                published.append(row.id)
+            async with self.database.write_lock or contextlib.nullcontext():
+                if published:
+                    await repo.mark_published(published)
+                    await repo.purge_published(utc_now() - timedelta(seconds=self.retention_s))
+                if failure is not None:
+                    row_id, cause = failure
+                    await repo.mark_failed(row_id, f"{type(cause).__name__}: {cause}")
+                await session.commit()
+        self.published += len(published)
+        if failure is not None:
+            raise failure[1]
+        return len(published)
+
+
+def _decode(stream: str, type_name: str, payload: str) -> BaseModel:
+    """The typed message of a row, found by its type name among the stream's types."""
+    for message_type in registry.resolve(stream).message_types:
+        if registry.message_type_name(message_type) == type_name:
+            return message_type.model_validate_json(payload)
+    raise registry.WrongMessageTypeError(f"{type_name} is not allowed on {stream!r}")

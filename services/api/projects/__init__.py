@@ -1,0 +1,1 @@
+"""Projects: owned by a user, moving along the `ProjectStatus` lifecycle."""

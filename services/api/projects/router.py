@@ -1,0 +1,56 @@
+"""HTTP routes of projects."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.projects.service import ProjectService
+from shared.api_client.schemas import Page, ProjectUpdate
+from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+OwnerId = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Owner's user id.")]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_project(
+    body: ProjectCreate, caller: CallerDep, db: SessionDep, owner_id: OwnerId = None
+) -> ProjectDTO:
+    """Create a draft project owned by the caller (admins and services pass `owner_id`)."""
+    project = await ProjectService(db).create(caller, body, owner_id=owner_id)
+    return ProjectDTO.model_validate(project)
+
+
+@router.get("")
+async def list_projects(
+    caller: CallerDep,
+    db: SessionDep,
+    page: PageDep,
+    status: ProjectStatus | None = None,
+    owner_id: OwnerId = None,
+) -> Page[ProjectDTO]:
+    """List the projects the caller may see, newest first."""
+    rows, total = await ProjectService(db).list(
+        caller, status=status, owner_id=owner_id, limit=page.limit, offset=page.offset
+    )
+    items = [ProjectDTO.model_validate(row) for row in rows]
+    return Page[ProjectDTO](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{project_id}")
+async def get_project(project_id: str, caller: CallerDep, db: SessionDep) -> ProjectDTO:
+    """One project."""
+    return ProjectDTO.model_validate(await ProjectService(db).get(caller, project_id))
+
+
+@router.patch("/{project_id}")
+async def update_project(
+    project_id: str, body: ProjectUpdate, caller: CallerDep, db: SessionDep
+) -> ProjectDTO:
+    """Change a project's status (along the lifecycle), description or repository URL."""
+    project = await ProjectService(db).update(caller, project_id, body)
+    return ProjectDTO.model_validate(project)

@@ -1,0 +1,1 @@
+"""Deploy servers and their port allocations (atomic, reused on re-deploy)."""

@@ -1,0 +1,1 @@
+"""Tasks: created with their queue message (outbox), moving along `TaskStatus`."""

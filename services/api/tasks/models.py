@@ -1,0 +1,40 @@
+"""ORM model of tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.api.db import Base, utc_now
+
+
+class Task(Base):
+    """A task of a project; `cancelled_at` is the cancellation record the orchestrator reads.
+
+    `deadline_at` is when it must have ended (set at creation from the type's allowance; NULL
+    for tasks created before deadlines existed); `redrive_count` and `redriven_at` record how
+    often, and when last, its queue message was published again (`POST .../redrive`)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    spec: Mapped[str | None] = mapped_column(Text, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+    redrive_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    redriven_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,121 @@
+"""HTTP routes of tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, status
+
+from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.tasks.models import Task
+from services.api.tasks.service import TaskService
+from shared.api_client.schemas import Page, TaskCreated, TaskSchedule, TaskUpdate
+from shared.contracts import TaskCreate, TaskDTO, TaskStatus, TaskType
+from shared.settings import TaskDeadlines
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+
+def task_service(request: Request, db: SessionDep) -> TaskService:
+    """The request's task service, with the deadlines the application was configured with."""
+    deadlines: TaskDeadlines = request.app.state.task_deadlines
+    return TaskService(db, deadlines)
+
+
+ServiceDep = Annotated[TaskService, Depends(task_service)]
+
+
+def _schedule(service: TaskService, task: Task) -> TaskSchedule:
+    fields = {name: getattr(task, name) for name in TaskSchedule.model_fields}
+    return TaskSchedule.model_validate({**fields, "deadline_at": service.deadline_of(task)})
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_task(body: TaskCreate, caller: CallerDep, tasks: ServiceDep) -> TaskCreated:
+    """Create a queued task; engineering and deploy tasks start their flow (via the outbox)."""
+    task = await tasks.create(caller, body)
+    return TaskCreated.model_validate(task)
+
+
+@router.get("")
+async def list_tasks(
+    caller: CallerDep,
+    tasks: ServiceDep,
+    page: PageDep,
+    status: TaskStatus | None = None,
+    project_id: str | None = None,
+    type: TaskType | None = None,
+    owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> Page[TaskDTO]:
+    """List the tasks the caller may see, newest first."""
+    rows, total = await tasks.list(
+        caller,
+        status=status,
+        project_id=project_id,
+        owner_id=owner_id,
+        task_type=type,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [TaskDTO.model_validate(row) for row in rows]
+    return Page[TaskDTO](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/schedules")
+async def list_task_schedules(
+    caller: CallerDep,
+    tasks: ServiceDep,
+    page: PageDep,
+    status: TaskStatus | None = None,
+    type: TaskType | None = None,
+) -> Page[TaskSchedule]:
+    """Tasks with their deadline and re-drives, newest first (services and admins)."""
+    caller.require("admin", "service")
+    rows, total = await tasks.list(
+        caller,
+        status=status,
+        project_id=None,
+        owner_id=None,
+        task_type=type,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [_schedule(tasks, row) for row in rows]
+    return Page[TaskSchedule](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{task_id}")
+async def get_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
+    """One task."""
+    return TaskDTO.model_validate(await tasks.get(caller, task_id))
+
+
+@router.patch("/{task_id}")
+async def update_task(
+    task_id: str, body: TaskUpdate, caller: CallerDep, tasks: ServiceDep
+) -> TaskDTO:
+    """Change a task's status (along the lifecycle) or result (services and admins); the
+    result of a completed or failed task is final."""
+    return TaskDTO.model_validate(await tasks.update(caller, task_id, body))
+
+
+@router.post("/{task_id}/cancel")
+async def cancel_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
+    """Cancel a queued or running task; the orchestrator sees it on the task's status."""
+    return TaskDTO.model_validate(await tasks.cancel(caller, task_id))
+
+
+@router.get("/{task_id}/schedule")
+async def get_task_schedule(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskSchedule:
+    """One task with its deadline and re-drives (services and admins)."""
+    caller.require("admin", "service")
+    return _schedule(tasks, await tasks.get(caller, task_id))
+
+
+@router.post("/{task_id}/redrive")
+async def redrive_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskSchedule:
+    """Publish a queued task's queue message again (services and admins): the same task id
+    and correlation id, written to the outbox with the count in one transaction. For a
+    message lost before the orchestrator took it (dead-lettered, or on a stream lost with
+    Redis); the orchestrator starts at most one flow per task."""
+    return _schedule(tasks, await tasks.redrive(caller, task_id))

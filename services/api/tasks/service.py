@@ -1,0 +1,220 @@
+"""Rules of tasks: creation with its queue message (outbox), the lifecycle, cancellation,
+deadlines and re-drives.
+
+Deadlines: each task gets `deadline_at` at creation, its creation plus the allowance of its
+type (`ApiSettings.task_deadlines`); the scheduler fails a task still open past it. A
+completed or failed task's result is final: a later, different result is refused (409), so
+the reason a task was failed for (e.g. its deadline) is not overwritten by a late flow.
+
+Re-drive: `redrive` publishes a queued task's queue message again (the same task id and
+correlation id, through the outbox in the request's transaction) and counts it. The
+orchestrator's flow is keyed by the task id, so a message that was not lost after all starts
+nothing twice.
+
+Cancellation: `cancel` moves a queued or running task to `cancelled` and stamps
+`cancelled_at`. That row is the record the orchestrator reads: langgraph checks the task's
+status (`GET /api/tasks/{id}`) before each step and stops a cancelled flow, and any later
+status change it tries (`running`, `completed`, ...) is refused with 409
+`invalid_transition`, so a flow cannot overwrite a cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.auth.principal import Principal
+from services.api.db import utc_now
+from services.api.errors import (
+    ConflictError,
+    InvalidRequestError,
+    InvalidTransitionError,
+    NotFoundError,
+)
+from services.api.lifecycle import TASK_TRANSITIONS, check_transition
+from services.api.outbox.repository import OutboxRepository
+from services.api.projects.service import ProjectService
+from services.api.tasks.models import Task
+from services.api.tasks.repository import TaskRepository
+from shared import registry
+from shared.api_client.schemas import TaskUpdate
+from shared.contracts import (
+    DeployMessage,
+    EngineeringMessage,
+    ProjectStatus,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+    new_id,
+)
+from shared.settings import TaskDeadlines
+
+__all__ = ["TaskService"]
+
+_QUEUE_OF: dict[TaskType, str] = {
+    TaskType.ENGINEERING: registry.get("engineering:queue").name,
+    TaskType.DEPLOY: registry.get("deploy:queue").name,
+}
+"""Task types that start a flow, and the queue their message goes to."""
+
+_FINAL_RESULTS = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
+"""Statuses whose result may no longer change (a cancelled task still records why it
+stopped)."""
+
+
+class TaskService:
+    """Create, find, list, change, cancel and re-drive tasks as a given caller."""
+
+    def __init__(self, session: AsyncSession, deadlines: TaskDeadlines | None = None) -> None:
+        self.tasks = TaskRepository(session)
+        self.projects = ProjectService(session)
+        self.outbox = OutboxRepository(session)
+        self.deadlines = deadlines or TaskDeadlines()
+
+    async def create(self, principal: Principal, request: TaskCreate) -> Task:
+        """A queued task; for engineering and deploy, its message joins the outbox atomically."""
+        try:
+            project = await self.projects.get(principal, request.project_id)
+        except NotFoundError as error:
+            raise NotFoundError(error.message, field="project_id") from None
+        if project.status == ProjectStatus.ARCHIVED.value:
+            raise InvalidRequestError("the project is archived", field="project_id")
+        user_id = project.owner_id if project.owner_id is not None else principal.user_id
+        now = utc_now()
+        task = Task(
+            id=new_id(),
+            project_id=project.id,
+            user_id=user_id,
+            type=request.type.value,
+            status=TaskStatus.QUEUED.value,
+            spec=request.spec,
+            correlation_id=new_id(),
+            created_at=now,
+            deadline_at=now + timedelta(seconds=self.deadlines.of(request.type.value)),
+            redrive_count=0,
+        )
+        await self.tasks.add(task)
+        stream = _QUEUE_OF.get(request.type)
+        if stream is not None:
+            if user_id is None:
+                raise InvalidRequestError(
+                    "the project has no owner to run it for", field="project_id"
+                )
+            await self.outbox.add(
+                stream, _message(task, request.type, user_id), correlation_id=task.correlation_id
+            )
+        return task
+
+    async def get(self, principal: Principal, task_id: str) -> Task:
+        """A task the caller may see; `NotFoundError` otherwise."""
+        found = await self.tasks.get_with_owner(task_id)
+        if found is None or not principal.can_see_owner(found[1]):
+            raise NotFoundError(f"task {task_id!r} not found")
+        return found[0]
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        status: TaskStatus | None,
+        project_id: str | None,
+        owner_id: int | None,
+        task_type: TaskType | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[Task], int]:
+        """A page of the tasks the caller may see, filtered."""
+        if not principal.sees_everything:
+            if owner_id is not None and owner_id != principal.user_id:
+                return [], 0
+            owner_id = principal.user_id
+        return await self.tasks.list(
+            status=status.value if status else None,
+            project_id=project_id,
+            owner_id=owner_id,
+            task_type=task_type.value if task_type else None,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def update(self, principal: Principal, task_id: str, change: TaskUpdate) -> Task:
+        """Change status (along the lifecycle) and result; services and admins only."""
+        principal.require("admin", "service")
+        task = await self.get(principal, task_id)
+        if (
+            "result" in change.model_fields_set
+            and task.status in _FINAL_RESULTS
+            and change.result != task.result
+        ):
+            raise ConflictError(f"task is {task.status}; its result is final", field="result")
+        if change.status is not None:
+            check_transition("task", TASK_TRANSITIONS, TaskStatus(task.status), change.status)
+            if change.status == TaskStatus.CANCELLED and task.cancelled_at is None:
+                task.cancelled_at = utc_now()
+            task.status = change.status.value
+        if "result" in change.model_fields_set:
+            task.result = change.result
+        task.updated_at = utc_now()
+        await self.tasks.flush()
+        return task
+
+    async def cancel(self, principal: Principal, task_id: str) -> Task:
+        """Cancel a queued or running task (its owner, admins, services)."""
+        task = await self.get(principal, task_id)
+        if task.status not in (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value):
+            raise InvalidTransitionError(
+                f"task is {task.status}; only a queued or running task can be cancelled",
+                field="status",
+            )
+        task.status = TaskStatus.CANCELLED.value
+        task.cancelled_at = task.updated_at = utc_now()
+        await self.tasks.flush()
+        return task
+
+    async def redrive(self, principal: Principal, task_id: str) -> Task:
+        """Publish a queued task's queue message again (services and admins): the same task
+        id and correlation id, through the outbox; counted in `redrive_count`."""
+        principal.require("admin", "service")
+        task = await self.tasks.get_for_update(task_id)
+        if task is None:
+            raise NotFoundError(f"task {task_id!r} not found")
+        if task.status != TaskStatus.QUEUED.value:
+            raise ConflictError(
+                f"task is {task.status}; only a queued task can be re-driven", field="status"
+            )
+        task_type = TaskType(task.type)
+        stream = _QUEUE_OF.get(task_type)
+        if stream is None:
+            raise ConflictError(f"a {task.type} task has no queue message", field="type")
+        if task.user_id is None:
+            raise ConflictError("the task has no user to run it for", field="user_id")
+        await self.outbox.add(
+            stream, _message(task, task_type, task.user_id), correlation_id=task.correlation_id
+        )
+        task.redrive_count += 1
+        task.redriven_at = utc_now()
+        await self.tasks.flush()
+        return task
+
+    def deadline_of(self, task: Task) -> datetime:
+        """When the task must have ended: its own deadline, or (a task created before
+        deadlines existed) its creation plus its type's allowance."""
+        if task.deadline_at is not None:
+            return task.deadline_at
+        return task.created_at + timedelta(seconds=self.deadlines.of(task.type))
+
+
+def _message(task: Task, task_type: TaskType, user_id: int) -> BaseModel:
+    """The queue message that starts the task's flow."""
+    fields = {
+        "task_id": task.id,
+        "project_id": task.project_id,
+        "user_id": user_id,
+        "correlation_id": task.correlation_id,
+    }
+    if task_type == TaskType.DEPLOY:
+        return DeployMessage.model_validate(fields)
+    return EngineeringMessage.model_validate(fields)

@@ -1,0 +1,1 @@
+"""The `orchestrator` command: runs actors and the user-facing commands."""

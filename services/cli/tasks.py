@@ -1,0 +1,132 @@
+"""`orchestrator task create|list|show|cancel|schedule|redrive`: tasks through the REST API
+(see `projects`); `schedule` and `redrive` need an admin (or service) credential."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.cli.projects import JsonFlag, call_api, emit
+from shared.api_client.schemas import TaskSchedule
+from shared.contracts import TaskCreate, TaskDTO, TaskStatus, TaskType
+
+app = typer.Typer(
+    help="Tasks: create, list, show, cancel; deadlines and re-drives.", no_args_is_help=True
+)
+
+
+def task_table(tasks: Sequence[TaskDTO], *, title: str = "Tasks") -> Table:
+    """Tasks as a table."""
+    table = Table(title=title)
+    for column in ("id", "project", "type", "status", "created", "spec / result"):
+        table.add_column(column)
+    for task in tasks:
+        detail = str(task.result) if task.result else (task.spec or "")
+        table.add_row(
+            task.id,
+            task.project_id,
+            task.type.value,
+            task.status.value,
+            task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            detail[:60],
+        )
+    return table
+
+
+def schedule_table(task: TaskSchedule, *, title: str) -> Table:
+    """A task's deadline and re-drives as a table."""
+    table = Table(title=title)
+    for column in ("id", "type", "status", "created", "deadline", "re-drives", "last re-drive"):
+        table.add_column(column)
+    when = "%Y-%m-%d %H:%M:%S"
+    table.add_row(
+        task.id,
+        task.type.value,
+        task.status.value,
+        task.created_at.strftime(when),
+        task.deadline_at.strftime(when),
+        str(task.redrive_count),
+        task.redriven_at.strftime(when) if task.redriven_at else "",
+    )
+    return table
+
+
+@app.command("create")
+def create(
+    project_id: Annotated[str, typer.Argument(help="The project's id.")],
+    task_type: Annotated[
+        TaskType, typer.Option("--type", help="What to do.")
+    ] = TaskType.ENGINEERING,
+    spec: Annotated[str | None, typer.Option(help="What to build (engineering).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a task; engineering and deploy tasks start their flow."""
+    body = TaskCreate(project_id=project_id, type=task_type, spec=spec)
+    created = call_api(lambda api: api.create_task(body))
+    if as_json:
+        emit(created, Table(), as_json=True)
+        return
+    emit(
+        created,
+        task_table([created], title=f"Created (correlation {created.correlation_id})"),
+        as_json=False,
+    )
+
+
+@app.command("list")
+def list_tasks(
+    status: Annotated[TaskStatus | None, typer.Option(help="Only this status.")] = None,
+    project_id: Annotated[
+        str | None, typer.Option("--project", help="Only this project's.")
+    ] = None,
+    task_type: Annotated[TaskType | None, typer.Option("--type", help="Only this type.")] = None,
+    owner_id: Annotated[int | None, typer.Option(help="Only this owner's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """List tasks, newest first."""
+    page = call_api(
+        lambda api: api.list_tasks(
+            status=status,
+            project_id=project_id,
+            task_type=task_type,
+            owner_id=owner_id,
+            limit=limit,
+            offset=offset,
+        )
+    )
+    title = f"Tasks {offset + 1}-{offset + len(page.items)} of {page.total}"
+    emit(page.items, task_table(page.items, title=title), as_json=as_json)
+
+
+@app.command("show")
+def show(task_id: str, as_json: JsonFlag = False) -> None:
+    """Show one task."""
+    task = call_api(lambda api: api.get_task(task_id))
+    emit(task, task_table([task], title=f"Task {task.id}"), as_json=as_json)
+
+
+@app.command("cancel")
+def cancel(task_id: str, as_json: JsonFlag = False) -> None:
+    """Cancel a queued or running task."""
+    task = call_api(lambda api: api.cancel_task(task_id))
+    emit(task, task_table([task], title="Cancelled"), as_json=as_json)
+
+
+@app.command("schedule")
+def schedule(task_id: str, as_json: JsonFlag = False) -> None:
+    """Show a task's deadline and re-drives (admins)."""
+    task = call_api(lambda api: api.get_task_schedule(task_id))
+    emit(task, schedule_table(task, title=f"Task {task.id} (UTC)"), as_json=as_json)
+
+
+@app.command("redrive")
+def redrive(task_id: str, as_json: JsonFlag = False) -> None:
+    """Publish a queued task's queue message again, e.g. after it was dead-lettered or lost
+    with Redis (admins); its flow starts at most once."""
+    task = call_api(lambda api: api.redrive_task(task_id))
+    emit(task, schedule_table(task, title=f"Re-driven {task.id} (UTC)"), as_json=as_json)

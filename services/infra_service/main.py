@@ -1,0 +1,190 @@
+"""Running infra-service on the bus: build the dependencies, consume both queues, reconcile
+archived projects, shut down.
+
+    await run_infra_service(settings, bus)   # until cancelled
+
+With the API, a reconcile loop (`reconcile.py`) runs beside the consumers, on the same
+dependencies (so the same per-project locks): at start and every `reconcile_interval_s` it
+removes the deployments of archived projects and releases their ports.
+
+`settings` is the system's `Settings` (infra settings are derived from it and the
+environment, `ORCHESTRATOR_INFRA_*`) or an `InfraSettings`. `run_actor(ctx)` is the entry
+of `orchestrator up` / `orchestrator run infra-service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from services.infra_service.ansible import AnsiblePlaybookRunner
+from services.infra_service.cancellation import (
+    ApiCancellation,
+    CancellationSource,
+    NeverCancelled,
+    task_of_step,
+)
+from services.infra_service.handlers import (
+    InfraDeps,
+    handle_ansible_deploy_message,
+    handle_provisioner_message,
+)
+from services.infra_service.reconcile import (
+    ApiArchivedDeployments,
+    ArchivedDeployments,
+    run_reconcile_loop,
+)
+from services.infra_service.secrets import SchemeSecretsProvider
+from services.infra_service.servers import ApiServerLookup, ServerLookup, SettingsServerLookup
+from services.infra_service.settings import InfraSettings
+from shared import registry
+from shared.actor import ActorContext
+from shared.api_client import ApiClient
+from shared.contracts import (
+    AnsibleDeployMessage,
+    AnsibleDeployResult,
+    BaseMessage,
+    ProgressEvent,
+    ProvisionerMessage,
+    ProvisionerResult,
+)
+from shared.messaging import Bus, MessageContext, MessagingError
+from shared.settings import Settings
+
+__all__ = ["BusProgressReporter", "build_deps", "run_actor", "run_infra_service", "task_id_of"]
+
+log = structlog.get_logger(__name__)
+
+
+def task_id_of(message: BaseMessage) -> tuple[str, bool]:
+    """The task whose progress stream a message's events go to, and whether infra owns it.
+
+    A request of a task's step (`<task_id>~<step>`) reports into the task's stream, which its
+    flow ends itself; any other message (e.g. the scheduler's provisioning) reports into a
+    stream of its own, keyed by its correlation id."""
+    task_id = task_of_step(message.request_id)
+    if task_id is not None:
+        return task_id, False
+    return message.correlation_id, True
+
+
+class BusProgressReporter:
+    """Publishes progress on `task_progress:{task_id}`; never ends a task it does not own."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
+        """Publish `event` (as a plain `progress` event into a task owned by its flow)."""
+        task_id, owned = task_id_of(message)
+        update: dict[str, object] = {"task_id": task_id}
+        if not owned and event.type != "progress":
+            update["type"] = "progress"
+            if event.error:
+                update["message"] = f"{event.message}: {event.error}"
+        try:
+            await self._bus.progress(task_id, event.model_copy(update=update))
+        except (MessagingError, OSError) as error:  # progress is best effort, never fatal
+            log.warning("progress not published", task_id=task_id, error=str(error))
+
+
+def build_deps(
+    settings: InfraSettings,
+    bus: Bus,
+    servers: ServerLookup,
+    cancellations: CancellationSource | None = None,
+) -> InfraDeps:
+    """The real dependencies: `ansible-playbook`, env/file secrets, the given servers and
+    task source (none: deploy jobs are never cancelled)."""
+    return InfraDeps(
+        settings=settings,
+        runner=AnsiblePlaybookRunner(settings),
+        secrets=SchemeSecretsProvider.default(settings.effective_secrets_dir),
+        servers=servers,
+        progress=BusProgressReporter(bus),
+        cancellations=cancellations or NeverCancelled(),
+    )
+
+
+async def run_infra_service(
+    settings: Settings | InfraSettings,
+    bus: Bus,
+    *,
+    servers: ServerLookup | None = None,
+    api: ApiClient | None = None,
+) -> None:
+    """Consume `provisioner:queue` and `ansible:deploy:queue` until cancelled.
+
+    With the REST API (`api`, else a client built from the system's `Settings`), servers come
+    from its registry (falling back to the configured ones), provisioning records their status
+    there, and deploy jobs stop when their task is cancelled there. With `InfraSettings` and
+    no `api`, only the configured servers are known and jobs run to their end. `servers`
+    overrides the registry. A given `api` is the caller's to close."""
+    owned: ApiClient | None = None
+    if isinstance(settings, InfraSettings):
+        infra = settings
+    else:
+        infra = InfraSettings.for_system(settings)
+        if api is None:
+            api = owned = ApiClient.from_settings(settings)
+    if servers is None and api is not None:
+        servers = ApiServerLookup(api, infra)
+    cancellations = None if api is None else ApiCancellation(api)
+    archived = None if api is None else ApiArchivedDeployments(api)
+    infra.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await _consume(infra, bus, servers or SettingsServerLookup(infra), cancellations, archived)
+    finally:
+        if owned is not None:
+            await owned.aclose()
+
+
+async def _consume(
+    infra: InfraSettings,
+    bus: Bus,
+    servers: ServerLookup,
+    cancellations: CancellationSource | None,
+    archived: ArchivedDeployments | None,
+) -> None:
+    deps = build_deps(infra, bus, servers, cancellations)
+
+    async def on_provision(message: ProvisionerMessage, ctx: MessageContext) -> ProvisionerResult:
+        return await handle_provisioner_message(message, deps)
+
+    async def on_deploy(message: AnsibleDeployMessage, ctx: MessageContext) -> AnsibleDeployResult:
+        return await handle_ansible_deploy_message(message, deps)
+
+    consumers = [
+        bus.consumer(
+            registry.get("provisioner:queue").name, on_provision, concurrency=infra.concurrency
+        ),
+        bus.consumer(
+            registry.get("ansible:deploy:queue").name, on_deploy, concurrency=infra.concurrency
+        ),
+    ]
+    log.info("infra_service_started", data_dir=str(infra.data_dir))
+    tasks = [asyncio.create_task(consumer.run()) for consumer in consumers]
+    if archived is not None:
+        reconcile = run_reconcile_loop(archived, deps, interval_s=infra.reconcile_interval_s)
+        tasks.append(asyncio.create_task(reconcile))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def run_actor(ctx: ActorContext) -> None:
+    """The `infra-service` actor for `orchestrator up` / `orchestrator run`."""
+    redis = ctx.redis()
+    try:
+        await run_infra_service(ctx.settings, Bus(redis, actor=registry.Actor.INFRA_SERVICE))
+    finally:
+        await redis.aclose()

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""A tiny process supervisor for deployed projects (stdlib only, no systemd needed).
+
+Installed on every server by `provision_server.yml` as `<base_dir>/bin/supervise.py`. Each
+project lives in `<base_dir>/apps/<name>/` with a `service.json`:
+
+    {"command": ["venv/bin/python", "main.py"], "cwd": "src", "env_file": ".env",
+     "port": 8123, "host": "127.0.0.1"}
+
+Commands (all idempotent):
+    start NAME      (re)start the project's supervisor daemon, detached in its own session
+    stop NAME       stop the daemon and the project's whole process group
+    status NAME     print {"running": bool, "pid": int | null} as JSON
+    start-all       start every enabled project whose daemon is not running; print the count
+
+`deployctl.py`, beside this file, prepares and releases projects on top of these commands.
+    run NAME        the daemon itself: keeps the project running, restarts it with backoff
+
+The daemon gets a clean environment (PATH, HOME, LANG), then the project's env file, then
+PORT and HOST, with the project's venv activated (its `bin/` first on PATH); nothing of the
+caller's environment leaks into the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+STOP_TIMEOUT_S = 10.0
+MAX_BACKOFF_S = 30.0
+HEALTHY_RUN_S = 30.0
+SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+def _app_dir(root: Path, name: str) -> Path:
+    return root / "apps" / name
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_our_daemon(pid: int, name: str) -> bool:
+    """True when `pid` is alive and is this project's `supervise.py run` (no PID reuse)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    args = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    return "run" in args and name in args and any(a.endswith("supervise.py") for a in args)
+
+
+def _runs_in(pid: int, app_dir: Path) -> bool:
+    """True when process `pid` is alive with its working directory inside `app_dir`."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return cwd == app_dir.resolve() or app_dir.resolve() in cwd.parents
+
+
+def daemon_pid(root: Path, name: str) -> int | None:
+    pid = _read_pid(_app_dir(root, name) / "supervisor.pid")
+    return pid if pid is not None and _is_our_daemon(pid, name) else None
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if not path.exists():
+        return env
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or "=" not in stripped:
+            continue
+        key, _, value = stripped.partition("=")
+        env[key.strip()] = value
+    return env
+
+
+def _load_service(root: Path, name: str) -> dict[str, Any]:
+    service: dict[str, Any] = json.loads((_app_dir(root, name) / "service.json").read_text())
+    return service
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    return False
+
+
+def stop(root: Path, name: str) -> int:
+    """Stop the daemon (which stops its project); print whether one was running."""
+    sys.stdout.write(json.dumps({"stopped": stop_daemon(root, name)}) + "\n")
+    return 0
+
+
+def stop_daemon(root: Path, name: str) -> bool:
+    """Stop the daemon (which stops its project); kill the session when it lingers."""
+    pid = daemon_pid(root, name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, STOP_TIMEOUT_S + 2):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _wait_gone(pid, 2.0)
+    app_pid = _read_pid(_app_dir(root, name) / "app.pid")
+    if app_pid is not None and _runs_in(app_pid, _app_dir(root, name)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(app_pid, signal.SIGKILL)
+    for stale in ("supervisor.pid", "app.pid"):
+        with contextlib.suppress(FileNotFoundError):
+            (_app_dir(root, name) / stale).unlink()
+    return pid is not None
+
+
+def start(root: Path, name: str) -> int:
+    """(Re)start the daemon of a project; print its pid."""
+    sys.stdout.write(json.dumps({"started": True, "pid": start_daemon(root, name)}) + "\n")
+    return 0
+
+
+def start_daemon(root: Path, name: str) -> int:
+    """(Re)start the daemon of a project, detached from the caller; return its pid."""
+    app_dir = _app_dir(root, name)
+    _load_service(root, name)  # fail early on a missing or broken service.json
+    stop_daemon(root, name)
+    env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
+    with open(app_dir / "supervisor.log", "ab") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--root", str(root), "run", name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd=str(app_dir),
+        )
+    (app_dir / "supervisor.pid").write_text(f"{daemon.pid}\n")
+    (app_dir / "enabled").touch()
+    return daemon.pid
+
+
+def _activate_venv(env: dict[str, str], venv: Path) -> None:
+    """Run the project as if its venv were activated, so that a Procfile's bare `python` or
+    `uvicorn` is the venv's and not whatever comes first on the supervisor's PATH."""
+    if not (venv / "bin").is_dir():
+        return
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = os.pathsep.join(filter(None, [str(venv / "bin"), env.get("PATH", "")]))
+
+
+def run(root: Path, name: str) -> int:
+    """The daemon: run the project in its own process group, restart it when it dies."""
+    app_dir = _app_dir(root, name)
+    service = _load_service(root, name)
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    (app_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    backoff_s = 1.0
+    while not stopping.is_set():
+        env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
+        env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
+        env["PORT"] = str(service["port"])
+        env["HOST"] = str(service.get("host", "127.0.0.1"))
+        _activate_venv(env, app_dir / "venv")
+        substitutions = {"$PORT": env["PORT"], "$HOST": env["HOST"]}
+        command = [substitutions.get(str(part), str(part)) for part in service["command"]]
+        with open(app_dir / "app.log", "ab") as log:
+            child = subprocess.Popen(
+                command,
+                cwd=str(app_dir / str(service.get("cwd", "src"))),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (app_dir / "app.pid").write_text(f"{child.pid}\n")
+        if stopping.is_set():  # a stop that arrived while the child was being spawned
+            on_term(signal.SIGTERM, None)
+        started_at = time.monotonic()
+        while child.poll() is None:
+            time.sleep(0.2)
+        if stopping.is_set():
+            break
+        if time.monotonic() - started_at > HEALTHY_RUN_S:
+            backoff_s = 1.0
+        stopping.wait(backoff_s)
+        backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+    if child is not None and child.poll() is None:
+        try:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    for stale in ("supervisor.pid", "app.pid"):
+        with contextlib.suppress(FileNotFoundError):
+            (app_dir / stale).unlink()
+    return 0
+
+
+def status(root: Path, name: str) -> int:
+    """Print whether the project's daemon runs."""
+    pid = daemon_pid(root, name)
+    sys.stdout.write(json.dumps({"running": pid is not None, "pid": pid}) + "\n")
+    return 0
+
+
+def start_all(root: Path) -> int:
+    """Start every enabled project whose daemon is not running; print how many."""
+    started = start_stopped(root)
+    sys.stdout.write(json.dumps({"started": started, "count": len(started)}) + "\n")
+    return 0
+
+
+def start_stopped(root: Path) -> list[str]:
+    """Start every enabled project whose daemon is not running; return their names."""
+    started: list[str] = []
+    apps = root / "apps"
+    for app_dir in sorted(apps.iterdir()) if apps.is_dir() else []:
+        name = app_dir.name
+        enabled = (app_dir / "enabled").exists() and (app_dir / "service.json").exists()
+        if enabled and daemon_pid(root, name) is None:
+            start_daemon(root, name)
+            started.append(name)
+    return started
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(prog="supervise.py", description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("command", choices=["start", "stop", "status", "run", "start-all"])
+    parser.add_argument("target", nargs="?", default="")
+    args = parser.parse_args(argv)
+    root: Path = args.root.resolve()
+    if args.command == "start-all":
+        return start_all(root)
+    if not args.target:
+        parser.error(f"{args.command} needs a project name")
+    handlers = {"start": start, "stop": stop, "status": status, "run": run}
+    return handlers[args.command](root, args.target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`python -m services.langgraph`."""
+
+from services.langgraph.main import main
+
+main()

@@ -1,0 +1,69 @@
+"""Errors of the langgraph actor.
+
+Tree::
+
+    LanggraphError              base of every error raised by `services.langgraph`
+    ├── StepFailedError         a step of a flow failed (its message is the task's error)
+    │   └── StepTimeoutError    a step's awaited answer did not arrive before its deadline
+    ├── TaskCancelledError      the task was cancelled through the API while it ran
+    ├── ApiCallError            the REST API refused or failed a request (status code kept)
+    └── CheckpointerConfigError the configured checkpointer URL cannot be used
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiCallError",
+    "CheckpointerConfigError",
+    "LanggraphError",
+    "StepFailedError",
+    "StepTimeoutError",
+    "TaskCancelledError",
+]
+
+
+class LanggraphError(Exception):
+    """Base of every error raised by the langgraph actor."""
+
+
+class StepFailedError(LanggraphError):
+    """A step of a flow failed; the message says which step and why."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"step {step} failed: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class StepTimeoutError(StepFailedError):
+    """The answer a step waited for did not arrive before its deadline."""
+
+    def __init__(self, step: str, timeout_s: float) -> None:
+        super().__init__(step, f"no answer within {timeout_s:g}s")
+        self.timeout_s = timeout_s
+
+
+class TaskCancelledError(LanggraphError):
+    """The task was cancelled through the API."""
+
+
+class ApiCallError(LanggraphError):
+    """The REST API refused or failed a request."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def is_conflict(self) -> bool:
+        """True for 409 (e.g. a status change refused because the task was cancelled)."""
+        return self.status_code == 409
+
+    @property
+    def is_not_found(self) -> bool:
+        """True for 404."""
+        return self.status_code == 404
+
+
+class CheckpointerConfigError(LanggraphError):
+    """The checkpointer URL names a backend that cannot be used."""

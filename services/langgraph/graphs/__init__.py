@@ -1,0 +1,1 @@
+"""The flows as LangGraph `StateGraph`s: `engineering` and `deploy`, built on `steps`."""

@@ -1,0 +1,93 @@
+"""The state of a flow, as the checkpointer keeps it (plain JSON-able values only)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+__all__ = ["FlowState", "Outcome", "Resume", "initial_state", "request_id_for", "task_of"]
+
+Outcome = Literal["running", "completed", "failed", "cancelled", "skipped"]
+"""`skipped`: the task had already ended before this flow started (nothing to do)."""
+
+_SEPARATOR = "~"
+
+
+class FlowState(TypedDict, total=False):
+    """Everything a flow knows; every field but the first five is filled in by a step."""
+
+    task_id: str
+    project_id: str
+    user_id: int
+    request_id: str
+    """The request id of the message that started the flow (its progress events carry it)."""
+    correlation_id: str
+    callback_stream: str | None
+    outcome: Outcome
+    error: str | None
+    failed_step: str | None
+    deadline_at: float
+    """Epoch seconds: when the step now awaited times out."""
+    warnings: list[str]
+    spec: str | None
+    # engineering
+    project_name: str
+    modules: list[str]
+    repo_full_name: str
+    needs_scaffold: bool
+    branch: str
+    base_branch: str
+    base_sha: str | None
+    worker_id: str | None
+    worker_deleted: bool
+    agent_response: str | None
+    commit_sha: str
+    files_changed: list[str]
+    # deploy
+    server_handle: str
+    server_ip: str
+    port: int
+    deployed_url: str
+    project_running: bool
+    """Whether a release of the project may run on its port: the allocation existed before
+    (allocate), a deploy was requested (deploy), infra-service's word after a cancel."""
+
+
+class Resume(TypedDict, total=False):
+    """The value a waiting step is resumed with."""
+
+    kind: Literal["answer", "timeout", "cancelled"]
+    answer: dict[str, Any]
+
+
+def initial_state(
+    *,
+    task_id: str,
+    project_id: str,
+    user_id: int,
+    request_id: str,
+    correlation_id: str,
+    callback_stream: str | None,
+) -> FlowState:
+    """The state a flow starts from."""
+    return FlowState(
+        task_id=task_id,
+        project_id=project_id,
+        user_id=user_id,
+        request_id=request_id,
+        correlation_id=correlation_id,
+        callback_stream=callback_stream,
+        outcome="running",
+        error=None,
+        warnings=[],
+    )
+
+
+def request_id_for(task_id: str, step: str) -> str:
+    """The request id of a step's command: the same every time the step is replayed."""
+    return f"{task_id}{_SEPARATOR}{step}"
+
+
+def task_of(request_id: str) -> str | None:
+    """The task a request id of ours belongs to (None for someone else's request)."""
+    task_id, sep, step = request_id.rpartition(_SEPARATOR)
+    return task_id if sep and task_id and step else None

@@ -1,0 +1,261 @@
+"""Building blocks of the flows: plain steps, awaited steps (send, then interrupt), routing.
+
+An awaited step is two nodes, so that publishing and waiting are separate checkpoints:
+`<name>` publishes the request (its request_id derived from task id and step, so a replay
+republishes the same id) and records the deadline; `<name>_wait` takes the answer from the
+inbox or calls `interrupt()` until the runner resumes it with an answer, a timeout or a
+cancellation. Every node first checks that its task was not cancelled, and turns expected
+failures into the flow's outcome, so the graph routes to cleanup and the task fails with a
+clear error; anything unexpected propagates and the node is retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import structlog
+from langgraph.graph import StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+from pydantic import BaseModel
+
+from services.langgraph.errors import (
+    ApiCallError,
+    StepFailedError,
+    StepTimeoutError,
+    TaskCancelledError,
+)
+from services.langgraph.graphs.state import FlowState, Resume, request_id_for
+from services.langgraph.ports import FlowDeps
+from services.langgraph.settings import StepTimeouts
+from services.langgraph.store import PendingWait
+from shared.contracts import ProgressEvent, TaskStatus
+from shared.git import GitError
+from shared.registry import RegistryError
+
+__all__ = [
+    "AwaitedStep",
+    "Graph",
+    "Node",
+    "PlainStep",
+    "add_awaited_step",
+    "add_plain_step",
+    "check_not_cancelled",
+    "report",
+]
+
+log = structlog.get_logger("services.langgraph.steps")
+
+Graph = StateGraph[FlowState, FlowDeps, FlowState, FlowState]
+
+
+class Node(Protocol):
+    """A graph node: state in, state update out; dependencies from the runtime context."""
+
+    async def __call__(self, state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+        """Run the node."""
+        ...
+
+
+Build = Callable[[FlowState, FlowDeps, str], Awaitable[tuple[str, BaseModel, FlowState]]]
+"""(state, deps, request_id) → (stream, request message, state update)."""
+Accept = Callable[[FlowState, FlowDeps, dict[str, Any]], Awaitable[FlowState]]
+"""(state, deps, answer payload) → state update; raises `StepFailedError`."""
+Run = Callable[[FlowState, FlowDeps], Awaitable[FlowState]]
+
+_FAILURES = (StepFailedError, GitError, RegistryError)
+"""Expected failures of a step: they fail the task (others are retried)."""
+
+
+async def report(deps: FlowDeps, state: FlowState, step: str, pct: int, message: str) -> None:
+    """A `progress` event of the task for a step."""
+    event = ProgressEvent(
+        type="progress",
+        request_id=state["request_id"],
+        task_id=state["task_id"],
+        message=message,
+        progress_pct=pct,
+        current_step=step,
+    )
+    await deps.bus.progress(state["task_id"], event)
+
+
+async def check_not_cancelled(deps: FlowDeps, state: FlowState) -> None:
+    """Raise `TaskCancelledError` when the task was cancelled through the API."""
+    task = await deps.api.get_task(state["task_id"])
+    if task.status == TaskStatus.CANCELLED:
+        raise TaskCancelledError(f"task {state['task_id']} was cancelled")
+
+
+def _failed(step: str, error: Exception) -> FlowState:
+    if isinstance(error, TaskCancelledError):
+        return FlowState(outcome="cancelled", failed_step=step, error="task cancelled")
+    reason = error.reason if isinstance(error, StepFailedError) else str(error)
+    log.info("step_failed", step=step, error=reason)
+    return FlowState(outcome="failed", failed_step=step, error=f"{step}: {reason}")
+
+
+def _api_failure(error: ApiCallError) -> bool:
+    """API refusals (4xx) fail the step; server errors and no answer are retried."""
+    return error.status_code is not None and 400 <= error.status_code < 500
+
+
+async def _guarded(
+    step: str, state: FlowState, work: Callable[[], Awaitable[FlowState]]
+) -> FlowState:
+    try:
+        return await work()
+    except (*_FAILURES, TaskCancelledError) as error:
+        return _failed(step, error)
+    except ApiCallError as error:
+        if _api_failure(error):
+            return _failed(step, StepFailedError(step, str(error)))
+        raise
+
+
+@dataclass(frozen=True)
+class PlainStep:
+    """A step that calls outside systems directly and needs no answer from a queue."""
+
+    name: str
+    pct: int
+    label: str
+    run: Run
+
+
+@dataclass(frozen=True)
+class AwaitedStep:
+    """A step that publishes a request and waits for its answer (an interrupt)."""
+
+    name: str
+    pct: int
+    label: str
+    timeout_s: Callable[[StepTimeouts], float]
+    build: Build
+    accept: Accept
+    tolerant: bool = False
+    """A tolerant step (cleanup) records failures as warnings and never changes the outcome."""
+
+    def request_id(self, state: FlowState) -> str:
+        """The request id of this step of this flow."""
+        return request_id_for(state["task_id"], self.name)
+
+
+def plain_node(step: PlainStep) -> Node:
+    """The node of a plain step."""
+
+    async def node(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+        deps = runtime.context
+
+        async def work() -> FlowState:
+            await check_not_cancelled(deps, state)
+            await report(deps, state, step.name, step.pct, step.label)
+            return await step.run(state, deps)
+
+        return await _guarded(step.name, state, work)
+
+    node.__name__ = step.name
+    return node
+
+
+def send_node(step: AwaitedStep) -> Node:
+    """The node that publishes an awaited step's request."""
+
+    async def node(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+        deps = runtime.context
+
+        async def work() -> FlowState:
+            if not step.tolerant:
+                await check_not_cancelled(deps, state)
+            await report(deps, state, step.name, step.pct, step.label)
+            request_id = step.request_id(state)
+            stream, message, update = await step.build(state, deps, request_id)
+            await deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
+            timeout_s = step.timeout_s(deps.settings.timeouts)
+            return FlowState(**update, deadline_at=deps.clock_s() + timeout_s)
+
+        if step.tolerant:
+            return await work()
+        return await _guarded(step.name, state, work)
+
+    node.__name__ = step.name
+    return node
+
+
+def wait_node(step: AwaitedStep) -> Node:
+    """The node that waits (interrupt) for an awaited step's answer and accepts it."""
+
+    async def node(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+        deps = runtime.context
+        request_id = step.request_id(state)
+        answer = await deps.store.get_answer(request_id)
+        if answer is None:
+            wait = PendingWait(
+                request_id=request_id, step=step.name, deadline_at=state["deadline_at"]
+            )
+            await deps.store.set_wait(state["task_id"], wait)
+            resume = cast(Resume, interrupt(wait.model_dump()))
+            if resume.get("kind") == "answer":
+                answer = await deps.store.get_answer(request_id)
+        await deps.store.clear_wait(state["task_id"])
+        if answer is not None:
+            return await _accept(step, state, deps, answer)
+        kind = resume.get("kind")
+        if step.tolerant:
+            note = f"{step.name}: {'cancelled' if kind == 'cancelled' else 'no answer in time'}"
+            return FlowState(warnings=[*state.get("warnings", []), note])
+        if kind == "cancelled":
+            return _failed(step.name, TaskCancelledError("cancelled"))
+        return _failed(
+            step.name, StepTimeoutError(step.name, step.timeout_s(deps.settings.timeouts))
+        )
+
+    node.__name__ = f"{step.name}_wait"
+    return node
+
+
+async def _accept(
+    step: AwaitedStep, state: FlowState, deps: FlowDeps, answer: dict[str, Any]
+) -> FlowState:
+    try:
+        return await step.accept(state, deps, answer)
+    except (*_FAILURES, ApiCallError) as error:
+        if not step.tolerant:
+            return _failed(step.name, error)
+        return FlowState(warnings=[*state.get("warnings", []), f"{step.name}: {error}"])
+
+
+def add_plain_step(graph: Graph, step: PlainStep) -> None:
+    """Add a plain step's node."""
+    graph.add_node(step.name, plain_node(step))
+
+
+def add_awaited_step(graph: Graph, step: AwaitedStep) -> None:
+    """Add an awaited step's two nodes, the send node flowing into the wait node when it
+    succeeded (else into the router given later for `<name>`)."""
+    graph.add_node(step.name, send_node(step))
+    graph.add_node(f"{step.name}_wait", wait_node(step))
+
+
+StopRoute = Callable[[FlowState], str]
+"""Where a flow goes once its outcome is no longer `running` (cleanup, then finish)."""
+
+
+def route(graph: Graph, source: str, next_node: str, on_stop: StopRoute) -> None:
+    """After `source`: on to `next_node` while the flow runs, else to `on_stop(state)`."""
+
+    def choose(state: FlowState) -> str:
+        if state.get("outcome", "running") == "running":
+            return next_node
+        return on_stop(state)
+
+    choose.__name__ = f"after_{source}"
+    graph.add_conditional_edges(source, choose)
+
+
+def route_awaited(graph: Graph, step: AwaitedStep, next_node: str, on_stop: StopRoute) -> None:
+    """Route an awaited step: send → wait → `next_node`, stopping where the flow stopped."""
+    route(graph, step.name, f"{step.name}_wait", on_stop)
+    route(graph, f"{step.name}_wait", next_node, on_stop)

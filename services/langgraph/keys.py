@@ -1,0 +1,25 @@
+"""Redis keys the langgraph actor owns (declared once, here).
+
+- `langgraph:flows`        hash  task_id → graph name, for every flow not yet finished
+- `langgraph:waits`        hash  task_id → `PendingWait` JSON, for every flow at an interrupt
+- `langgraph:answer:<id>`  string  the answer that arrived for request `<id>` (the inbox)
+- `langgraph:lock:<task>`  string  the lease of the process advancing that flow
+"""
+
+from __future__ import annotations
+
+__all__ = ["FLOWS_KEY", "WAITS_KEY", "answer_key", "lock_key"]
+
+_PREFIX = "langgraph"
+FLOWS_KEY = f"{_PREFIX}:flows"
+WAITS_KEY = f"{_PREFIX}:waits"
+
+
+def answer_key(request_id: str) -> str:
+    """Where the answer to `request_id` waits until its flow takes it."""
+    return f"{_PREFIX}:answer:{request_id}"
+
+
+def lock_key(task_id: str) -> str:
+    """The lease key of a flow."""
+    return f"{_PREFIX}:lock:{task_id}"

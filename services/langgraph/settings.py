@@ -1,0 +1,97 @@
+"""Settings of the langgraph actor (prefix `ORCHESTRATOR_LANGGRAPH__`), built once in `main`.
+
+`LanggraphSettings.from_system(settings)` takes the data directory, the API and the
+database from the system's `Settings` and reads the rest from the environment; tests build
+`LanggraphSettings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.git import GitSettings
+from shared.settings import Settings
+
+__all__ = ["LanggraphSettings", "StepTimeouts"]
+
+
+class StepTimeouts(BaseModel):
+    """The deadline of each awaited step, in seconds; a step past it fails its task."""
+
+    scaffold_s: float = 900.0
+    create_worker_s: float = 300.0
+    agent_s: float = 1800.0
+    """How long the developer agent may work on the spec (sent as the command's timeout)."""
+    delete_worker_s: float = 120.0
+    deploy_s: float = 1800.0
+    deploy_stop_s: float = 300.0
+    """How long infra-service may take to stop and undo the deploy of a cancelled task."""
+    health_check_s: float = 60.0
+    """How long a deployed URL may take to answer HTTP 200."""
+    server_ready_s: float = 300.0
+    """How long a deploy waits for a server still being set up (none ready yet: e.g. the
+    local server's first provisioning right after `orchestrator up`)."""
+    api_s: float = 15.0
+    """The timeout of one REST API call."""
+
+
+class LanggraphSettings(BaseSettings):
+    """Everything the langgraph actor needs; every field has an embedded default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_LANGGRAPH__", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("var")
+    checkpoint_url: str | None = None
+    """`postgresql://...` for the PostgreSQL checkpointer; unset: SQLite under the data dir."""
+    api_url: str = "http://127.0.0.1:8800"
+    api_key: SecretStr | None = None
+    concurrency: int = 64
+    """How many messages of each stream are handled at once."""
+    max_attempts: int = 5
+    reclaim_idle_ms: int = 60_000
+    sweep_interval_s: float = 1.0
+    """How often waiting flows are checked for answers, deadlines and cancellations."""
+    cancel_poll_s: float = 2.0
+    """How often the API is asked which running tasks were cancelled."""
+    lock_ttl_ms: int = 30_000
+    """Lease of the per-task lock that keeps two replicas from advancing one flow at once."""
+    shutdown_grace_s: float = 5.0
+    """How long in-flight handlers may finish when the actor stops."""
+    timeouts: StepTimeouts = Field(default_factory=StepTimeouts)
+    repo_owner: str = "projects"
+    """Owner part of the repositories of new projects (`<owner>/<slug>-<id8>`)."""
+    branch_template: str = "task/{task_id}"
+    """The branch a developer worker commits to."""
+    default_modules: list[str] = Field(default_factory=lambda: ["backend"])
+    worker_agent: Literal["claude-code", "factory-droid"] = "claude-code"
+    worker_capabilities: list[str] = Field(default_factory=lambda: ["git", "python"])
+    github_token_ref: str = "env:GITHUB_TOKEN"  # noqa: S105 - a reference, not a secret
+    """A reference handed to infra-service, never a token."""
+    secrets_ref_template: str = "file:{data_dir}/secrets/{project_id}.env"
+    """The reference to a project's secrets handed to infra-service, never the secrets."""
+    git: GitSettings = Field(default_factory=GitSettings)
+
+    @classmethod
+    def from_system(cls, settings: Settings) -> LanggraphSettings:
+        """This actor's settings: the environment plus the system's data dir, API, database."""
+        own = cls()
+        update: dict[str, object] = {
+            "data_dir": settings.data_dir,
+            "api_url": settings.api.base_url,
+        }
+        if own.api_key is None:
+            update["api_key"] = settings.api.key or settings.api.service_key
+        if own.checkpoint_url is None and (settings.database_url or "").startswith("postgres"):
+            update["checkpoint_url"] = settings.database_url
+        return own.model_copy(update=update)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The SQLite checkpoint file of the embedded mode."""
+        return self.data_dir / "langgraph" / "checkpoints.sqlite"

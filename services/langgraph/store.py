@@ -1,0 +1,166 @@
+"""Flow bookkeeping in Redis: which flows live, what each waits for, answers, leases.
+
+The checkpointer holds each flow's state; this store only indexes it, so the sweeper finds
+the flows to resume without reading every checkpoint: flows at an interrupt (with the
+request they wait for and its deadline), answers that arrived (the inbox, keyed by
+request_id), and a per-task lease so two replicas never advance one flow at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, lock_key
+
+__all__ = ["FlowKind", "FlowStore", "PendingWait"]
+
+FlowKind = Literal["engineering", "deploy"]
+ANSWER_TTL_S = 7 * 86400
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PendingWait(BaseModel):
+    """What a flow at an interrupt waits for."""
+
+    request_id: str
+    step: str
+    deadline_at: float
+    """Epoch seconds after which the wait fails its task."""
+
+
+class FlowStore:
+    """The Redis index of flows; safe to share between every flow of a process."""
+
+    def __init__(self, redis: aioredis.Redis, *, lock_ttl_ms: int = 30_000) -> None:
+        self.redis = redis
+        self.lock_ttl_ms = lock_ttl_ms
+        self._local: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    # flows --------------------------------------------------------------------------------
+
+    async def add_flow(self, task_id: str, kind: FlowKind) -> None:
+        """Record a living flow."""
+        await self.redis.hset(FLOWS_KEY, task_id, kind)
+
+    async def finish_flow(self, task_id: str) -> None:
+        """Forget a flow that ended (and whatever it waited for)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(FLOWS_KEY, task_id)
+            pipe.hdel(WAITS_KEY, task_id)
+            await pipe.execute()
+
+    async def flows(self) -> dict[str, FlowKind]:
+        """Every living flow: task_id → graph name."""
+        raw = await self.redis.hgetall(FLOWS_KEY)
+        found: dict[str, FlowKind] = {}
+        for key, value in raw.items():
+            kind = _text(value)
+            if kind in ("engineering", "deploy"):
+                found[_text(key)] = "engineering" if kind == "engineering" else "deploy"
+        return found
+
+    async def kind_of(self, task_id: str) -> FlowKind | None:
+        """The graph of a living flow, or None when the flow ended (or never started)."""
+        raw = await self.redis.hget(FLOWS_KEY, task_id)
+        kind = None if raw is None else _text(raw)
+        if kind == "engineering":
+            return "engineering"
+        return "deploy" if kind == "deploy" else None
+
+    # waits --------------------------------------------------------------------------------
+
+    async def set_wait(self, task_id: str, wait: PendingWait) -> None:
+        """Record what the flow waits for."""
+        await self.redis.hset(WAITS_KEY, task_id, wait.model_dump_json())
+
+    async def clear_wait(self, task_id: str) -> None:
+        """The flow no longer waits."""
+        await self.redis.hdel(WAITS_KEY, task_id)
+
+    async def waits(self) -> dict[str, PendingWait]:
+        """Every flow at an interrupt: task_id → what it waits for."""
+        raw = await self.redis.hgetall(WAITS_KEY)
+        return {_text(k): PendingWait.model_validate_json(v) for k, v in raw.items()}
+
+    # inbox --------------------------------------------------------------------------------
+
+    async def put_answer(self, request_id: str, answer: dict[str, Any]) -> None:
+        """Keep the answer to a request until its flow takes it (idempotent)."""
+        await self.redis.set(answer_key(request_id), json.dumps(answer), ex=ANSWER_TTL_S)
+
+    async def get_answer(self, request_id: str) -> dict[str, Any] | None:
+        """The answer to a request, if it arrived."""
+        raw = await self.redis.get(answer_key(request_id))
+        if raw is None:
+            return None
+        found = json.loads(raw)
+        return found if isinstance(found, dict) else None
+
+    async def answered(self, request_ids: list[str]) -> list[bool]:
+        """For each request, whether its answer arrived (one round trip)."""
+        if not request_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for request_id in request_ids:
+                pipe.exists(answer_key(request_id))
+            return [bool(n) for n in await pipe.execute()]
+
+    # leases -------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(self, task_id: str, *, wait_s: float = 60.0) -> AsyncIterator[None]:
+        """Hold the flow's lease: one advancer per flow in this process and across replicas.
+
+        `TimeoutError` when the lease stays held elsewhere for `wait_s`."""
+        local = self._local.setdefault(task_id, asyncio.Lock())
+        self._users[task_id] = self._users.get(task_id, 0) + 1
+        try:
+            async with local:
+                token = uuid.uuid4().hex
+                await self._acquire(task_id, token, wait_s)
+                renew = asyncio.create_task(self._renew(task_id, token))
+                try:
+                    yield
+                finally:
+                    renew.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await renew
+                    await self.redis.eval(_RELEASE, 1, lock_key(task_id), token)
+        finally:
+            self._users[task_id] -= 1
+            if self._users[task_id] == 0:
+                del self._users[task_id]
+                self._local.pop(task_id, None)
+
+    async def _acquire(self, task_id: str, token: str, wait_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not await self.redis.set(lock_key(task_id), token, nx=True, px=self.lock_ttl_ms):
+            if loop.time() >= deadline:
+                raise TimeoutError(f"the flow of task {task_id} is held by another process")
+            await asyncio.sleep(0.05)
+
+    async def _renew(self, task_id: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.lock_ttl_ms / 3000)
+            await self.redis.eval(_RENEW, 1, lock_key(task_id), token, self.lock_ttl_ms)

@@ -1,0 +1,1 @@
+"""The scaffolder actor: creates a project's repository from templates (`scaffolder:queue`)."""

@@ -1,0 +1,90 @@
+"""Build the scheduler's dependencies, run its jobs, shut down.
+
+`run_scheduler(settings, redis_url)` is what `orchestrator run scheduler` / `orchestrator up`
+call: it runs until cancelled (then stops at once, releasing its leases) and closes what it
+opened.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import redis.asyncio as aioredis
+
+from services.scheduler.api import HttpSchedulerApi, SchedulerApi
+from services.scheduler.deps import Publisher, SchedulerDeps
+from services.scheduler.jobs import build_jobs
+from services.scheduler.lock import JobLocks
+from services.scheduler.loop import Scheduler
+from services.scheduler.metrics import SchedulerMetrics
+from services.scheduler.probe import HealthProbe, TcpProbe
+from services.scheduler.settings import SchedulerSettings
+from services.scheduler.workers import RedisWorkerDirectory, WorkerDirectory
+from shared.messaging import Bus
+from shared.registry import Actor
+from shared.settings import Settings
+
+__all__ = ["build_scheduler", "replica_name", "run_scheduler"]
+
+
+def replica_name() -> str:
+    """This replica's name in lock values: host, pid and a short random tag."""
+    return f"{Actor.SCHEDULER.value}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def build_scheduler(
+    redis: aioredis.Redis,
+    settings: SchedulerSettings,
+    *,
+    api: SchedulerApi,
+    publisher: Publisher | None = None,
+    workers: WorkerDirectory | None = None,
+    probe: HealthProbe | None = None,
+    metrics: SchedulerMetrics | None = None,
+    owner: str | None = None,
+) -> Scheduler:
+    """A scheduler with every job; parts not given get their real implementation."""
+    metrics = metrics or SchedulerMetrics.default()
+    deps = SchedulerDeps(
+        redis=redis,
+        publisher=publisher or Bus(redis, actor=Actor.SCHEDULER),
+        api=api,
+        workers=workers or RedisWorkerDirectory(redis),
+        probe=probe
+        or TcpProbe(
+            port=settings.health_port,
+            timeout_s=settings.health_timeout_s,
+            banner=settings.health_banner.encode(),
+            local_addresses=settings.local_addresses,
+        ),
+        settings=settings,
+        metrics=metrics,
+    )
+    locks = JobLocks(redis, owner=owner or replica_name(), lease_ttl_s=settings.lease_ttl_s)
+    return Scheduler(
+        build_jobs(deps),
+        locks,
+        jitter_ratio=settings.jitter_ratio,
+        jitter_max_s=settings.jitter_max_s,
+        metrics=metrics,
+    )
+
+
+async def run_scheduler(
+    settings: Settings,
+    redis_url: str,
+    scheduler_settings: SchedulerSettings | None = None,
+) -> None:
+    """Run every scheduler job against the Redis at `redis_url` and the API of `settings`
+    until cancelled. `scheduler_settings` default to the environment
+    (`ORCHESTRATOR_SCHEDULER__*`)."""
+    own = scheduler_settings or SchedulerSettings()
+    redis = aioredis.Redis.from_url(redis_url)
+    api = HttpSchedulerApi.from_settings(settings)
+    try:
+        await build_scheduler(redis, own, api=api).run()
+    finally:
+        await api.aclose()
+        await redis.aclose()

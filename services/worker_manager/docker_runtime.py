@@ -1,0 +1,187 @@
+"""Workers as Docker containers (docker SDK): one container and one network per worker.
+
+Each container runs the wrapper from `DockerSettings.image` with every capability dropped,
+`no-new-privileges`, CPU / memory / pid limits, a bridge network of its own, the worker's
+workspace at `/workspace`, its session state at `/session` (a named volume that outlives the
+container when the create command asked for a session volume), and labels naming the
+manager and the worker, by which a later run of the manager finds its containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import DockerException, NotFound
+
+from services.worker_manager.errors import RuntimeBackendError, WorkerStartError
+from services.worker_manager.local_runtime import WRAPPER_MODULE
+from services.worker_manager.runtime import WorkerExit, WorkerSpec
+from services.worker_manager.settings import DockerSettings
+
+__all__ = ["LABEL_MANAGER", "LABEL_WORKER", "DockerRuntime"]
+
+LABEL_MANAGER = "org.codegen-orchestrator.manager"
+LABEL_WORKER = "org.codegen-orchestrator.worker"
+_HOST_ONLY_ENV = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME"})
+_WORKSPACE = "/workspace"
+_SESSION = "/session"
+T = TypeVar("T")
+
+
+class DockerRuntime:
+    """Runs each worker's wrapper in a container of its own."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        settings: DockerSettings,
+        *,
+        data_dir: Path,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The Docker client (connected on first use)."""
+        if self._client is None:
+            if self.settings.base_url:
+                self._client = docker.DockerClient(
+                    base_url=self.settings.base_url, version=self.settings.api_version
+                )
+            else:
+                self._client = docker.from_env(version=self.settings.api_version)
+        return self._client
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _call(self, operation: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(operation)
+        except NotFound:
+            raise
+        except (DockerException, requests.RequestException) as exc:
+            raise RuntimeBackendError(f"docker: {exc}") from None
+
+    def _environment(self, spec: WorkerSpec) -> dict[str, str]:
+        env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY_ENV}
+        env["WORKER_WORKSPACE"] = _WORKSPACE
+        env["WORKER_SESSION_DIR"] = _SESSION
+        if self.settings.redis_url:
+            env["WORKER_REDIS_URL"] = self.settings.redis_url
+        return env
+
+    def _run(self, spec: WorkerSpec) -> str:
+        labels = {LABEL_MANAGER: spec.manager_id, LABEL_WORKER: spec.worker_id}
+        network = self.client.networks.create(
+            f"{self.settings.network_prefix}{spec.worker_id}", driver="bridge", labels=labels
+        )
+        session_source = spec.session_volume or str(spec.session_dir.resolve())
+        limits = spec.limits
+        options: dict[str, Any] = {
+            "name": f"orchestrator-worker-{spec.worker_id}",
+            "command": [
+                "python",
+                "-m",
+                WRAPPER_MODULE,
+                "--worker-id",
+                spec.worker_id,
+                "--manager-id",
+                spec.manager_id,
+            ],
+            "detach": True,
+            "environment": self._environment(spec),
+            "labels": labels,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "nano_cpus": int(limits.cpus * 1_000_000_000),
+            "pids_limit": limits.pids,
+            "network": network.name,
+            "working_dir": _WORKSPACE,
+            "volumes": {
+                str(spec.workspace.resolve()): {"bind": _WORKSPACE, "mode": "rw"},
+                session_source: {"bind": _SESSION, "mode": "rw"},
+            },
+        }
+        if limits.memory_mb:
+            options["mem_limit"] = f"{limits.memory_mb}m"
+        try:
+            container = self.client.containers.run(self.settings.image, **options)
+        except (DockerException, requests.RequestException):
+            network.remove()
+            raise
+        return str(container.id)
+
+    async def start(self, spec: WorkerSpec) -> str:
+        """Create the worker's network and container and start it; answer the container id."""
+        try:
+            return await self._call(lambda: self._run(spec))
+        except (RuntimeBackendError, NotFound) as exc:
+            raise WorkerStartError(f"cannot start worker container: {exc}") from None
+
+    async def is_alive(self, ref: str) -> bool:
+        """True while the container runs."""
+        try:
+            container = await self._call(lambda: self.client.containers.get(ref))
+        except NotFound:
+            return False
+        return bool(container.status == "running")
+
+    async def exit_info(self, ref: str) -> WorkerExit:
+        """The container's exit code and the tail of its log."""
+        try:
+            attrs = await self._call(lambda: self.client.api.inspect_container(ref))
+            logs = await self._call(lambda: self.client.api.logs(ref, tail=20))
+        except NotFound:
+            return WorkerExit(exit_code=None, detail=f"container {ref[:12]} is gone")
+        code = attrs.get("State", {}).get("ExitCode")
+        tail = logs.decode("utf-8", errors="replace").strip() if isinstance(logs, bytes) else ""
+        detail = f"container {ref[:12]} exited (exit code {code})"
+        return WorkerExit(exit_code=code, detail=f"{detail}; log tail: {tail}" if tail else detail)
+
+    def _remove(self, ref: str, grace_s: float) -> None:
+        try:
+            container = self.client.containers.get(ref)
+        except NotFound:
+            return
+        worker_id = (container.labels or {}).get(LABEL_WORKER)
+        try:
+            container.stop(timeout=max(int(grace_s), 0))
+        except NotFound:
+            return
+        container.remove(force=True)
+        if worker_id:
+            with contextlib.suppress(NotFound):
+                self.client.networks.get(f"{self.settings.network_prefix}{worker_id}").remove()
+
+    async def stop(self, ref: str, *, grace_s: float) -> None:
+        """Stop (SIGTERM, then SIGKILL after `grace_s`) and remove the container and network."""
+        await self._call(lambda: self._remove(ref, grace_s))
+
+    async def list_owned(self, manager_id: str) -> dict[str, str]:
+        """Running containers labelled with `manager_id`: worker id → container id."""
+        containers = await self._call(
+            lambda: self.client.containers.list(
+                filters={"label": f"{LABEL_MANAGER}={manager_id}", "status": "running"},
+                sparse=True,
+            )
+        )
+        found: dict[str, str] = {}
+        for container in containers:
+            labels = container.attrs.get("Labels") or {}
+            if LABEL_WORKER in labels and labels.get(LABEL_MANAGER) == manager_id:
+                found[labels[LABEL_WORKER]] = str(container.id)
+        return found

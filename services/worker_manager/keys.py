@@ -1,0 +1,33 @@
+"""Redis keys of the worker registry (declared once, here)."""
+
+from __future__ import annotations
+
+from shared.registry import WORKER_INDEX_KEY, worker_record_key
+
+__all__ = [
+    "API_KEYS",
+    "REGISTRY_INDEX",
+    "create_request_key",
+    "registry_key",
+    "sent_request_key",
+]
+
+REGISTRY_INDEX = WORKER_INDEX_KEY
+"""A set of every worker id the registry knows (its layout is shared: `shared.registry`)."""
+
+API_KEYS = "workers:api-keys"
+"""A hash: worker id → id of the user-scoped API key minted for it (never the secret)."""
+
+
+registry_key = worker_record_key
+"""The hash holding one worker's record: `workers:{<worker_id>}`."""
+
+
+def create_request_key(request_id: str) -> str:
+    """The worker id a create command made (idempotency of `create`)."""
+    return f"workers:create:{request_id}"
+
+
+def sent_request_key(request_id: str) -> str:
+    """The input entry a send_message command relayed (idempotency of `send_message`)."""
+    return f"workers:sent:{request_id}"

@@ -1,0 +1,358 @@
+"""The worker-manager's operations: create a worker, relay a message to it, delete it.
+
+A worker whose create command asks for an API key by reference (`api_keys.py`) gets it
+minted at start, in its environment only, and revoked whenever it ends (deleted, failed,
+stopped idle, replaced).
+
+Failures a requester should hear about raise `WorkerManagerError` subclasses with a clear
+message; the handlers turn them into unsuccessful responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from services.worker_manager import workspace as files
+from services.worker_manager.adapters import adapter_env, choose_adapter
+from services.worker_manager.api_keys import WorkerApiKeys, api_key_request
+from services.worker_manager.errors import (
+    InvalidWorkerConfigError,
+    UnknownWorkerError,
+    WorkerDiedError,
+    WorkerStartError,
+    WorkerUnavailableError,
+)
+from services.worker_manager.keys import create_request_key, registry_key, sent_request_key
+from services.worker_manager.registry import WorkerRecord, WorkerRegistry, as_text
+from services.worker_manager.runtime import WorkerRuntime, WorkerSpec
+from services.worker_manager.settings import WorkerManagerSettings
+from shared import registry as queues
+from shared.contracts import (
+    CreateWorkerCommand,
+    ProgressEvent,
+    SendMessageCommand,
+    WorkerInputMessage,
+    WorkerOutputMessage,
+)
+from shared.messaging import Bus, MessagingError, RequestTimeoutError
+from shared.messaging.cancel import wait_event
+
+__all__ = ["WorkerManager"]
+
+log = structlog.get_logger("services.worker_manager")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_REPLY_MARGIN_S = 30.0
+_KEY_TTL_S = 7 * 86400
+_STOP_WAIT_S = 2.0
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:40] or "worker"
+
+
+@dataclass
+class WorkerManager:
+    """Creates, relays to and deletes workers; owns their registry records."""
+
+    settings: WorkerManagerSettings
+    bus: Bus
+    redis: aioredis.Redis
+    runtime: WorkerRuntime
+    redis_url: str
+    api_keys: WorkerApiKeys
+    registry: WorkerRegistry = field(init=False)
+    busy: set[str] = field(default_factory=set)
+    """Workers being created or deleted right now (the monitor leaves them alone)."""
+
+    def __post_init__(self) -> None:
+        self.registry = WorkerRegistry(self.redis, record_ttl_s=self.settings.record_ttl_s)
+
+    # create -------------------------------------------------------------------------------
+
+    async def create(self, command: CreateWorkerCommand) -> str:
+        """Start a worker and wait until its wrapper takes input; answer its id."""
+        claimed = await self.redis.get(create_request_key(command.request_id))
+        if claimed is not None:
+            existing = await self.registry.get(as_text(claimed))
+            if existing is not None and existing.is_live:
+                return existing.worker_id
+        config = command.config
+        if not _NAME.match(config.name):
+            raise InvalidWorkerConfigError(
+                f"invalid worker name {config.name!r}: use 1-63 letters, digits, '.', '_', '-'"
+            )
+        adapter = choose_adapter(self.settings, config.agent)
+        key_request = api_key_request(command.context)
+        worker_id = f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
+        worker_dir = self.settings.data_dir / worker_id
+        session_volume = f"session-{_slug(config.name)}" if config.mount_session_volume else None
+        if session_volume:
+            await self._refuse_shared_volume(config.name)
+            root = self.settings.data_dir / "sessions" / session_volume
+            workspace, session_dir = root / "workspace", root / "state"
+        else:
+            workspace, session_dir = worker_dir / "workspace", worker_dir / "session"
+        env = files.allowlisted_env(
+            files.process_env(), self.settings.env_allowlist, config.env_vars
+        )
+        context = command.context
+        record = WorkerRecord(
+            worker_id=worker_id,
+            name=config.name,
+            agent=config.agent,
+            adapter=adapter,
+            runtime=self.runtime.name,
+            manager_id=self.settings.manager_id,
+            profile=context.get("profile", "developer"),
+            owner=context.get("owner", ""),
+            task_id=context.get("task_id", ""),
+            request_id=command.request_id,
+            workspace=str(workspace),
+            session_dir=str(session_dir),
+            keep_session=config.mount_session_volume,
+            created_at=time.time(),
+            last_activity_at=time.time(),
+        )
+        self.busy.add(worker_id)
+        try:
+            await asyncio.to_thread(
+                self._prepare_files, record, workspace, session_dir, context, config.capabilities
+            )
+            env.update(self._wrapper_env(record, adapter, workspace, session_dir, context))
+            env["AGENT_CAPABILITIES"] = ",".join(config.capabilities)
+            await self.registry.put(record)
+            await self.redis.set(create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S)
+            try:
+                if key_request is not None:  # minted once the record exists (see the sweep)
+                    env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
+                spec = WorkerSpec(
+                    worker_id=worker_id,
+                    manager_id=self.settings.manager_id,
+                    env=env,
+                    worker_dir=worker_dir,
+                    workspace=workspace,
+                    session_dir=session_dir,
+                    session_volume=session_volume,
+                    limits=self.settings.limits,
+                )
+                ref = await self.runtime.start(spec)
+                await self.registry.update(worker_id, runtime_ref=ref)
+            except WorkerStartError as exc:
+                await self.registry.finish(worker_id, "failed", error=str(exc))
+                await self.api_keys.release(worker_id)
+                raise
+            try:
+                await self._wait_ready(worker_id, ref)
+            except WorkerStartError:  # failed (a worker cut off by a restart is adopted)
+                await self.api_keys.release(worker_id)
+                raise
+        finally:
+            self.busy.discard(worker_id)
+        log.info("worker_created", worker_id=worker_id, adapter=adapter, agent=config.agent)
+        return worker_id
+
+    async def _refuse_shared_volume(self, name: str) -> None:
+        for other in await self.registry.all():
+            if other.is_live and other.keep_session and other.name == name:
+                raise InvalidWorkerConfigError(
+                    f"the session volume of {name!r} is in use by worker {other.worker_id}"
+                )
+
+    def _prepare_files(
+        self,
+        record: WorkerRecord,
+        workspace: Path,
+        session_dir: Path,
+        context: dict[str, str],
+        capabilities: list[str],
+    ) -> None:
+        repo_url = context.get("repo_url")
+        if repo_url and not (workspace / ".git").exists():
+            workspace.parent.mkdir(parents=True, exist_ok=True)
+            files.clone_repository(repo_url, workspace, context.get("branch"), files.process_env())
+        workspace.mkdir(parents=True, exist_ok=True)
+        session_dir.mkdir(parents=True, exist_ok=True)
+        files.write_instructions(
+            workspace, record.adapter, record.profile, context.get("instructions"), capabilities
+        )
+
+    def _wrapper_env(
+        self,
+        record: WorkerRecord,
+        adapter: str,
+        workspace: Path,
+        session_dir: Path,
+        context: dict[str, str],
+    ) -> dict[str, str]:
+        env = adapter_env(self.settings, adapter)
+        env.update(
+            {
+                "WORKER_ID": record.worker_id,
+                "WORKER_REDIS_URL": self.redis_url,
+                "WORKER_REGISTRY_KEY": registry_key(record.worker_id),
+                "WORKER_WORKSPACE": str(workspace.resolve()),
+                "WORKER_SESSION_DIR": str(session_dir.resolve()),
+                "WORKER_KILL_GRACE_S": str(min(self.settings.stop_grace_s, 5.0)),
+            }
+        )
+        if context.get("task_id"):
+            env["WORKER_TASK_ID"] = context["task_id"]
+        return env
+
+    async def _wait_ready(self, worker_id: str, ref: str) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            record = await self.registry.get(worker_id)
+            if record is not None and record.status in ("running", "busy"):
+                return
+            if not await self.runtime.is_alive(ref):
+                detail = (await self.runtime.exit_info(ref)).detail
+                await self.registry.finish(worker_id, "failed", error=detail)
+                raise WorkerStartError(f"worker {worker_id} exited while starting: {detail}")
+            await asyncio.sleep(0.05)
+        await self.runtime.stop(ref, grace_s=0)
+        error = f"worker {worker_id} was not ready within {self.settings.start_timeout_s:g} s"
+        await self.registry.finish(worker_id, "failed", error=error)
+        raise WorkerStartError(error)
+
+    # send_message -------------------------------------------------------------------------
+
+    async def live_record(self, worker_id: str) -> WorkerRecord:
+        """The record of a worker that can take input, or a clear error."""
+        record = await self.registry.get(worker_id)
+        if record is None:
+            raise UnknownWorkerError(f"unknown worker {worker_id!r}")
+        if not record.is_live:
+            reason = f": {record.error}" if record.error else ""
+            raise WorkerUnavailableError(f"worker {worker_id} is {record.status}{reason}")
+        return record
+
+    async def send(self, command: SendMessageCommand) -> WorkerOutputMessage:
+        """Relay the message to the worker and wait for its answer (or its death)."""
+        if command.timeout <= 0:
+            raise InvalidWorkerConfigError("timeout must be a positive number of seconds")
+        record = await self.live_record(command.worker_id)
+        await self.registry.touch(record.worker_id)
+        input_stream = queues.get("worker:{id}:input").format(id=record.worker_id)
+        output_stream = queues.get("worker:{id}:output").format(id=record.worker_id)
+        sent_key = sent_request_key(command.request_id)
+        previous = await self.redis.get(sent_key)
+        if previous is None:
+            message = WorkerInputMessage(
+                request_id=command.request_id, prompt=command.message, timeout=command.timeout
+            )
+            entry_id = await self.bus.publish(input_stream, message)
+            await self.redis.set(sent_key, entry_id, ex=_KEY_TTL_S)
+        else:
+            entry_id = as_text(previous)
+        log.info("message_relayed", worker_id=record.worker_id, request_id=command.request_id)
+        reply = asyncio.create_task(
+            self.bus.wait_reply(
+                output_stream,
+                command.request_id,
+                since_id=entry_id,
+                timeout_s=command.timeout + _REPLY_MARGIN_S,
+            )
+        )
+        finished = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_death(record, finished))
+        try:
+            done, _ = await asyncio.wait({reply, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if reply in done:
+                try:
+                    output = reply.result()
+                except RequestTimeoutError:
+                    raise WorkerUnavailableError(
+                        f"no answer from worker {record.worker_id} within "
+                        f"{command.timeout + _REPLY_MARGIN_S:g} s"
+                    ) from None
+                assert isinstance(output, WorkerOutputMessage)
+                log.info("worker_answered", worker_id=record.worker_id, status=output.status)
+                await self.registry.touch(record.worker_id)
+                return output
+            raise WorkerDiedError(watcher.result())
+        finally:
+            # a cancellation that lands inside a Redis call can be absorbed (redis-py 8 on
+            # Python 3.11): the watcher also stops on `finished`, and nobody waits forever
+            finished.set()
+            for task in (reply, watcher):
+                task.cancel()
+            await asyncio.wait({reply, watcher}, timeout=_STOP_WAIT_S)
+
+    async def _watch_death(self, record: WorkerRecord, finished: asyncio.Event) -> str:
+        """Return (with an account of it) once the worker is dead or no longer live."""
+        while not finished.is_set():
+            if await wait_event(finished, self.settings.liveness_poll_s):
+                break
+            current = await self.registry.get(record.worker_id)
+            if current is None or not current.is_live:
+                if current is not None and current.status == "failed":
+                    return (
+                        f"worker {record.worker_id} died while handling the request: "
+                        f"{current.error or 'no detail'}"
+                    )
+                status = current.status if current else "gone"
+                return f"worker {record.worker_id} was {status} while handling the request"
+            ref = current.runtime_ref or record.runtime_ref
+            if ref and not await self.runtime.is_alive(ref):
+                detail = (await self.runtime.exit_info(ref)).detail
+                await self.mark_failed(current, detail)
+                await self.runtime.stop(ref, grace_s=0)  # whatever it left behind
+                return f"worker {record.worker_id} died while handling the request: {detail}"
+        return "the request finished"
+
+    async def mark_failed(self, record: WorkerRecord, detail: str) -> bool:
+        """Mark a live worker failed and report it (log; progress event of its task)."""
+        if not await self.registry.fail_if_live(record.worker_id, detail):
+            return False  # stopped or failed by someone else meanwhile
+        log.error("worker_failed", worker_id=record.worker_id, error=detail)
+        await self.api_keys.release(record.worker_id)
+        if record.task_id:
+            event = ProgressEvent(
+                type="progress",
+                request_id=record.request_id or record.worker_id,
+                task_id=record.task_id,
+                message=f"worker {record.worker_id} failed",
+                current_step="worker",
+                error=detail[:1000],
+            )
+            with contextlib.suppress(MessagingError, RedisError):
+                await self.bus.progress(record.task_id, event)
+        return True
+
+    async def is_live(self, worker_id: str) -> bool:
+        """True while a worker is being created or deleted here, or its record is live."""
+        if worker_id in self.busy:
+            return True
+        record = await self.registry.get(worker_id)
+        return record is not None and record.is_live
+
+    # delete -------------------------------------------------------------------------------
+
+    async def delete(self, worker_id: str, *, reason: str = "") -> None:
+        """Stop the worker gracefully, kill its tree, clean its files (not a kept session)."""
+        record = await self.registry.get(worker_id)
+        if record is None:
+            raise UnknownWorkerError(f"unknown worker {worker_id!r}")
+        self.busy.add(worker_id)
+        try:
+            if record.runtime_ref:
+                await self.runtime.stop(record.runtime_ref, grace_s=self.settings.stop_grace_s)
+            if record.status != "failed":
+                await self.registry.finish(worker_id, "stopped", error=reason)
+            await self.api_keys.release(worker_id)
+            await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
+        finally:
+            self.busy.discard(worker_id)
+        log.info("worker_deleted", worker_id=worker_id, reason=reason or "delete command")

@@ -1,0 +1,131 @@
+"""Watching workers: adoption on start, death detection, idle reaping.
+
+On start the manager looks for the workers of its previous run (same `manager_id`): live
+ones are adopted (or removed when `adopt_on_start` is off), records whose process is gone
+are marked failed, and processes without a live record are stopped. Then, every
+`monitor_interval_s`, a worker whose process died or whose heartbeat went stale is marked
+failed and reported (log, and a progress event of its task), a worker idle past
+`idle_timeout_s` is stopped, and the API keys of workers that are no longer live are revoked
+(those a failed or missed revocation left behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from redis.exceptions import RedisError
+
+from services.worker_manager.errors import WorkerManagerError
+from services.worker_manager.manager import WorkerManager
+from services.worker_manager.registry import WorkerRecord
+
+__all__ = ["WorkerMonitor"]
+
+log = structlog.get_logger("services.worker_manager")
+
+
+class WorkerMonitor:
+    """Keeps the registry true to the runtime."""
+
+    def __init__(self, manager: WorkerManager) -> None:
+        self.manager = manager
+        self.settings = manager.settings
+        self.registry = manager.registry
+        self.runtime = manager.runtime
+
+    def _mine(self, record: WorkerRecord) -> bool:
+        return (
+            record.is_live
+            and record.manager_id == self.settings.manager_id
+            and record.runtime == self.runtime.name
+        )
+
+    async def adopt(self) -> tuple[list[str], list[str]]:
+        """Adopt (or remove) the previous run's workers; answer (adopted, failed or removed)."""
+        owned = await self.runtime.list_owned(self.settings.manager_id)
+        adopted: list[str] = []
+        dropped: list[str] = []
+        known: set[str] = set()
+        for record in await self.registry.all():
+            if not self._mine(record):
+                continue
+            known.add(record.worker_id)
+            ref = owned.get(record.worker_id)
+            if ref is None:
+                await self._failed(record, "the worker's process was gone when the manager started")
+                dropped.append(record.worker_id)
+            elif self.settings.adopt_on_start:
+                await self.registry.update(record.worker_id, runtime_ref=ref)
+                adopted.append(record.worker_id)
+            else:
+                await self.manager.delete(record.worker_id, reason="removed on manager start")
+                dropped.append(record.worker_id)
+        for worker_id, ref in owned.items():
+            if worker_id not in known:
+                log.warning("orphan_worker_stopped", worker_id=worker_id)
+                await self.runtime.stop(ref, grace_s=self.settings.stop_grace_s)
+                dropped.append(worker_id)
+        log.info("workers_adopted", adopted=adopted, dropped=dropped)
+        return adopted, dropped
+
+    async def delete_all(self, *, reason: str) -> list[str]:
+        """Delete every live worker of this manager at once; answer their ids."""
+        mine = [record.worker_id for record in await self.registry.all() if self._mine(record)]
+        results = await asyncio.gather(
+            *(self.manager.delete(worker_id, reason=reason) for worker_id in mine),
+            return_exceptions=True,
+        )
+        for worker_id, result in zip(mine, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("worker_delete_failed", worker_id=worker_id, error=repr(result))
+        log.info("workers_deleted_on_exit", workers=mine)
+        return mine
+
+    async def _failed(self, record: WorkerRecord, detail: str) -> None:
+        await self.manager.mark_failed(record, detail)
+
+    async def check_once(self) -> None:
+        """One pass: mark dead workers failed, stop idle ones, revoke leftover keys."""
+        now = time.time()
+        for record in await self.registry.all():
+            if not self._mine(record) or record.worker_id in self.manager.busy:
+                continue
+            alive = not record.runtime_ref or await self.runtime.is_alive(record.runtime_ref)
+            if record.worker_id in self.manager.busy:
+                continue  # a delete began meanwhile: its stop is not a death
+            current = await self.registry.get(record.worker_id)
+            if current is None or not current.is_live:
+                continue  # stopped (deleted) since this pass read the registry
+            if not alive:
+                detail = (await self.runtime.exit_info(record.runtime_ref)).detail
+                await self._failed(record, detail)
+                await self.runtime.stop(record.runtime_ref, grace_s=0)  # its leftovers
+                continue
+            beat = record.heartbeat_at
+            if beat and now - beat > self.settings.heartbeat_timeout_s:
+                await self.runtime.stop(record.runtime_ref, grace_s=0)
+                await self._failed(record, f"no heartbeat for {now - beat:.0f} s")
+                continue
+            idle_s = now - max(record.last_activity_at, record.created_at)
+            if (
+                self.settings.idle_timeout_s > 0
+                and record.status == "running"
+                and idle_s > self.settings.idle_timeout_s
+            ):
+                await self.manager.delete(record.worker_id, reason=f"idle for {idle_s:.0f} s")
+        await self.manager.api_keys.sweep(self.manager.is_live)
+
+    async def run(self) -> None:
+        """Check every `monitor_interval_s` until cancelled; errors are logged, never fatal."""
+        current = asyncio.current_task()
+        while True:
+            try:
+                await self.check_once()
+            except (RedisError, OSError, WorkerManagerError) as exc:
+                log.warning("monitor_pass_failed", error=str(exc))
+            if current is not None and current.cancelling():
+                # a cancellation that a Redis call absorbed (seen with redis-py 8 on 3.11)
+                raise asyncio.CancelledError
+            await asyncio.sleep(self.settings.monitor_interval_s)

@@ -1,0 +1,150 @@
+"""The registry of workers in Redis: one hash per worker plus an index set.
+
+Fields the wrapper writes itself (only while the manager has not stopped or failed the
+worker): `status` (`running` ⇄ `busy`), `heartbeat_at`, `last_activity_at`. Everything else
+is the manager's. Times are Unix seconds (floats). Records of stopped or failed workers
+expire after `record_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from services.worker_manager.keys import REGISTRY_INDEX, registry_key
+
+__all__ = ["LIVE_STATUSES", "WorkerRecord", "WorkerRegistry", "WorkerStatus", "as_text"]
+
+WorkerStatus = Literal["starting", "running", "busy", "stopped", "failed"]
+LIVE_STATUSES: frozenset[str] = frozenset({"starting", "running", "busy"})
+_FAIL_IF_LIVE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'starting' and status ~= 'running' and status ~= 'busy' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
+class WorkerRecord(BaseModel):
+    """One worker as the registry knows it."""
+
+    worker_id: str
+    name: str
+    agent: str
+    """The agent the create command asked for (`claude-code`, `factory-droid`)."""
+    adapter: str
+    """The adapter that really runs (`claude-code`, `factory-droid`, `command`, `builtin`)."""
+    runtime: str
+    manager_id: str
+    status: WorkerStatus = "starting"
+    profile: str = "developer"
+    owner: str = ""
+    task_id: str = ""
+    request_id: str = ""
+    """The create command's request id (idempotency)."""
+    runtime_ref: str = ""
+    """Process `pid:create_time` or container id."""
+    workspace: str = ""
+    session_dir: str = ""
+    keep_session: bool = False
+    created_at: float = 0.0
+    last_activity_at: float = 0.0
+    heartbeat_at: float = 0.0
+    error: str = ""
+
+    @property
+    def is_live(self) -> bool:
+        """True while the worker is starting, running or busy."""
+        return self.status in LIVE_STATUSES
+
+    def to_hash(self) -> dict[Any, Any]:
+        """The record as Redis hash fields."""
+        return {key: _encode(value) for key, value in self.model_dump().items()}
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[Any, Any]) -> WorkerRecord:
+        """A record from Redis hash fields."""
+        decoded = {as_text(k): as_text(v) for k, v in fields.items()}
+        decoded["keep_session"] = str(decoded.get("keep_session") == "1")
+        return cls.model_validate(decoded)
+
+
+def _encode(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class WorkerRegistry:
+    """Reads and writes worker records."""
+
+    def __init__(self, redis: aioredis.Redis, *, record_ttl_s: int = 86400) -> None:
+        self.redis = redis
+        self.record_ttl_s = record_ttl_s
+
+    async def put(self, record: WorkerRecord) -> None:
+        """Write a whole record and index it."""
+        key = registry_key(record.worker_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record.to_hash())
+            pipe.persist(key)
+            pipe.sadd(REGISTRY_INDEX, record.worker_id)
+            await pipe.execute()
+
+    async def get(self, worker_id: str) -> WorkerRecord | None:
+        """The record of a worker, or None."""
+        fields = await self.redis.hgetall(registry_key(worker_id))
+        return WorkerRecord.from_hash(fields) if fields else None
+
+    async def update(self, worker_id: str, **fields: str | float | bool) -> None:
+        """Set some fields of an existing record."""
+        mapping: dict[Any, Any] = {key: _encode(value) for key, value in fields.items()}
+        await self.redis.hset(registry_key(worker_id), mapping=mapping)
+
+    async def finish(self, worker_id: str, status: WorkerStatus, *, error: str = "") -> None:
+        """Mark a worker stopped or failed; its record expires after `record_ttl_s`."""
+        key = registry_key(worker_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": status, "error": error})
+            pipe.expire(key, self.record_ttl_s)
+            await pipe.execute()
+
+    async def fail_if_live(self, worker_id: str, error: str) -> bool:
+        """Mark a live worker failed, atomically; False when it was already stopped/failed."""
+        done = await self.redis.eval(
+            _FAIL_IF_LIVE, 1, registry_key(worker_id), error, str(self.record_ttl_s)
+        )
+        return bool(done)
+
+    async def touch(self, worker_id: str) -> None:
+        """Record activity now (a command for the worker)."""
+        await self.update(worker_id, last_activity_at=time.time())
+
+    async def all(self) -> list[WorkerRecord]:
+        """Every known record, oldest first; ids whose record expired leave the index."""
+        ids = sorted(as_text(i) for i in await self.redis.smembers(REGISTRY_INDEX))
+        records: list[WorkerRecord] = []
+        for worker_id in ids:
+            record = await self.get(worker_id)
+            if record is None:
+                await self.redis.srem(REGISTRY_INDEX, worker_id)
+            else:
+                records.append(record)
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def find_by_request(self, request_id: str) -> WorkerRecord | None:
+        """The worker a create command with this request id made, if any."""
+        for record in await self.all():
+            if record.request_id == request_id:
+                return record
+        return None

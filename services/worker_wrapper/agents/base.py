@@ -1,0 +1,107 @@
+"""The one interface every coding agent sits behind, and the values it exchanges.
+
+An `Agent` runs one prompt in a workspace and answers an `AgentResult`; while it works it
+reports `AgentActivity` (tool calls, files touched, text) to a callback, which the wrapper
+turns into `ProgressEvent`s when the request belongs to a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "ActivityKind",
+    "ActivitySink",
+    "Agent",
+    "AgentActivity",
+    "AgentRequest",
+    "AgentResult",
+    "AgentStatus",
+    "StreamParser",
+    "ignore_activity",
+]
+
+AgentStatus = Literal["success", "error", "timeout"]
+ActivityKind = Literal["session", "text", "tool", "file", "warning"]
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """One prompt for an agent."""
+
+    request_id: str
+    prompt: str
+    workspace: Path
+    timeout_s: float
+    env: Mapping[str, str]
+    """The complete environment of the agent's process (already allowlisted)."""
+    session_id: str | None = None
+    """The agent session to continue, or None for a fresh one."""
+
+
+@dataclass(frozen=True)
+class AgentActivity:
+    """Something the agent did, worth telling a watching user."""
+
+    kind: ActivityKind
+    message: str
+
+
+@dataclass
+class AgentResult:
+    """The outcome of one prompt."""
+
+    status: AgentStatus
+    response: str | None = None
+    """The final answer (success), or the partial output so far (timeout)."""
+    error: str | None = None
+    session_id: str | None = None
+    """The session the agent used; the next prompt may resume it."""
+    usage: dict[str, Any] = field(default_factory=dict)
+    """Token usage figures as the agent reported them."""
+    cost_usd: float | None = None
+    exit_code: int | None = None
+
+
+ActivitySink = Callable[[AgentActivity], Awaitable[None]]
+
+
+async def ignore_activity(_activity: AgentActivity) -> None:
+    """An `ActivitySink` that drops everything."""
+
+
+class Agent(Protocol):
+    """A coding agent: runs one prompt to completion, a timeout, or an error."""
+
+    @property
+    def name(self) -> str:
+        """The adapter's name (`claude-code`, `factory-droid`, `command`, `builtin`)."""
+        ...
+
+    @property
+    def supports_sessions(self) -> bool:
+        """True when `AgentRequest.session_id` is honoured (the CLI can resume)."""
+        ...
+
+    async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
+        """Run the prompt; never raises for agent failures (they are `AgentResult`s)."""
+        ...
+
+
+class StreamParser(Protocol):
+    """Reads an agent's structured stdout, one line at a time."""
+
+    def feed(self, line: str) -> list[AgentActivity]:
+        """Take one line; answer the activity it reports (malformed lines are skipped)."""
+        ...
+
+    def finish(self, *, exit_code: int, stderr_tail: str) -> AgentResult:
+        """The result once the process has exited."""
+        ...
+
+    def partial(self) -> str:
+        """The output so far (for a timeout)."""
+        ...

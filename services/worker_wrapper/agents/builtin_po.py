@@ -1,0 +1,155 @@
+"""The built-in agent in the Product-Owner role: a small fixed grammar, no LLM.
+
+A worker started with the PO profile (`AGENT_PROFILE=po` in its environment, see
+`shared.chat.po_profile`) answers the user's messages with this agent when no LLM agent is
+configured. It acts through the REST API with the user-scoped token of its environment
+(`PO_API_URL`, `PO_API_TOKEN`): creating a project, an engineering task, a deploy task, or
+reporting status. The current project is remembered in the workspace (`.po-state.json`).
+Requests of any other profile go to the wrapped agent unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.worker_wrapper.agents.base import (
+    ActivitySink,
+    Agent,
+    AgentActivity,
+    AgentRequest,
+    AgentResult,
+)
+from services.worker_wrapper.agents.builtin import BUILTIN_AGENT_NOTICE
+from shared.chat.po_profile import (
+    PO_API_TOKEN_ENV,
+    PO_API_URL_ENV,
+    PO_GRAMMAR_HELP,
+    PO_PROFILE,
+    PROFILE_ENV,
+)
+from shared.contracts import ProjectCreate, ProjectDTO, TaskCreate, TaskType
+
+if TYPE_CHECKING:
+    from shared.api_client import ApiClient
+
+__all__ = ["BuiltinPoAgent", "PoGrammar"]
+
+_STATE_FILE = ".po-state.json"
+_CREATE = re.compile(r"^(?:create|new)\s+project\s+(?P<name>.+)$", re.IGNORECASE | re.DOTALL)
+_USE = re.compile(r"^(?:use|switch to)\s+project\s+(?P<name>.+)$", re.IGNORECASE | re.DOTALL)
+_DEVELOP = re.compile(r"^(?:develop|build|implement)\s+(?P<spec>.+)$", re.IGNORECASE | re.DOTALL)
+_DEPLOY = re.compile(r"^deploy\b", re.IGNORECASE)
+_STATUS = re.compile(r"^status\b", re.IGNORECASE)
+_INTRO = "I am the built-in PO agent, without an LLM: I follow a fixed grammar."
+
+
+class PoGrammar:
+    """Turns one message into API calls as the user; answers what it did."""
+
+    def __init__(self, api: ApiClient, state_path: Path) -> None:
+        self.api = api
+        self.state_path = state_path
+
+    def _current(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _remember(self, project: ProjectDTO) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"project_id": project.id, "project_name": project.name}
+        self.state_path.write_text(json.dumps(state), encoding="utf-8")
+
+    async def _project(self) -> ProjectDTO | None:
+        current = self._current().get("project_id")
+        if current:
+            return await self.api.get_project(current)
+        page = await self.api.list_projects(limit=1)
+        return page.items[0] if page.items else None
+
+    async def handle(self, prompt: str) -> str:
+        """The answer to one message."""
+        text = prompt.strip()
+        if match := _CREATE.match(text):
+            name = match["name"].strip().strip("\"'")
+            project = await self.api.create_project(ProjectCreate(name=name))
+            self._remember(project)
+            return f"Created project {project.name} (id {project.id}). It is the current one."
+        if match := _USE.match(text):
+            return await self._use(match["name"].strip().strip("\"'"))
+        if match := _DEVELOP.match(text):
+            return await self._task(TaskType.ENGINEERING, match["spec"].strip())
+        if _DEPLOY.match(text):
+            return await self._task(TaskType.DEPLOY, None)
+        if _STATUS.match(text):
+            return await self._status()
+        return f"{_INTRO}\n{PO_GRAMMAR_HELP}"
+
+    async def _use(self, name: str) -> str:
+        page = await self.api.list_projects(limit=200)
+        for project in page.items:
+            if project.name == name or project.id == name:
+                self._remember(project)
+                return f"The current project is now {project.name} (id {project.id})."
+        return f"You have no project named {name!r}. Create it with: create project {name}"
+
+    async def _task(self, task_type: TaskType, spec: str | None) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        task = await self.api.create_task(
+            TaskCreate(project_id=project.id, type=task_type, spec=spec)
+        )
+        what = "Development" if task_type == TaskType.ENGINEERING else "Deploy"
+        return (
+            f"{what} of {project.name} started: task {task.id}. "
+            "You will see its progress and result here."
+        )
+
+    async def _status(self) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        page = await self.api.list_tasks(project_id=project.id, limit=10)
+        lines = [f"Project {project.name}: {project.status.value}"]
+        lines += [f"- {t.id[:8]} {t.type.value}: {t.status.value}" for t in page.items]
+        return "\n".join(lines)
+
+
+class BuiltinPoAgent:
+    """The built-in agent: the PO grammar for PO workers, the wrapped agent for the rest."""
+
+    name = "builtin"
+    supports_sessions = False
+
+    def __init__(self, fallback: Agent) -> None:
+        self.fallback = fallback
+
+    async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
+        """Answer a PO message through the API; delegate any other profile."""
+        if request.env.get(PROFILE_ENV) != PO_PROFILE:
+            return await self.fallback.run(request, on_activity)
+        url, token = request.env.get(PO_API_URL_ENV), request.env.get(PO_API_TOKEN_ENV)
+        if not url or not token:
+            return AgentResult(
+                status="error",
+                error=f"the PO worker has no API credential ({PO_API_URL_ENV}, {PO_API_TOKEN_ENV})",
+            )
+        await on_activity(AgentActivity("tool", "orchestrator API"))
+        # Imported here: a developer worker never talks to the API, and this import is a
+        # third of the wrapper's start-up time.
+        from shared.api_client import ApiClient, ApiClientError
+
+        try:
+            async with ApiClient(url, key=token) as api:
+                answer = await PoGrammar(api, request.workspace / _STATE_FILE).handle(
+                    request.prompt
+                )
+        except ApiClientError as error:
+            answer = f"The orchestrator API refused that: {error}"
+        return AgentResult(status="success", response=f"{BUILTIN_AGENT_NOTICE} {answer}")

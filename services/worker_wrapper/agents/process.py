@@ -1,0 +1,152 @@
+"""Run an agent CLI as a process group: stream its stdout, bound it by a timeout.
+
+The child starts in a process group of its own (in the wrapper's session, so the manager
+can still find it after the wrapper died), and a timeout kills that whole group, then every
+descendant that escaped the group; nothing is left behind. Stderr is kept as a bounded
+tail for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+__all__ = ["CliOutcome", "kill_process_tree", "run_cli"]
+
+_LINE_LIMIT_BYTES = 32 * 1024 * 1024
+_STDERR_TAIL_BYTES = 4096
+_DRAIN_AFTER_EXIT_S = 2.0
+
+
+@dataclass(frozen=True)
+class CliOutcome:
+    """How a CLI run ended."""
+
+    exit_code: int | None
+    """The exit code (negative: killed by that signal); None when it had to be killed."""
+    timed_out: bool
+    stderr_tail: str
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_process_tree(pid: int, *, grace_s: float = 2.0) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it after `grace_s`, then strays.
+
+    Blocking (it waits up to `grace_s` and a little more); call it from a thread in async
+    code. Descendants that left the group (their own session) are found through the
+    process table before anything is signalled, and killed too.
+    """
+    strays = _descendants(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    try:
+        leader = [psutil.Process(pid)]
+    except psutil.Error:
+        leader = []
+    _, alive = psutil.wait_procs(leader + strays, timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+async def _read_lines(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> None:
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # a line longer than the limit: skip what was buffered
+            continue
+        if not raw:
+            return
+        on_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+
+
+async def _read_tail(stream: asyncio.StreamReader, tail: deque[bytes]) -> None:
+    while chunk := await stream.read(1024):
+        tail.append(chunk)
+        while sum(len(part) for part in tail) > _STDERR_TAIL_BYTES and len(tail) > 1:
+            tail.popleft()
+
+
+async def run_cli(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_text: str | None,
+    timeout_s: float,
+    on_line: Callable[[str], None],
+    kill_grace_s: float = 2.0,
+) -> CliOutcome:
+    """Run `argv` in its own process group; feed each stdout line to `on_line`.
+
+    Raises `OSError` when the program cannot be started (not found, not executable).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=str(cwd),
+        env=dict(env),
+        stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        process_group=0,
+        limit=_LINE_LIMIT_BYTES,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    tail: deque[bytes] = deque()
+    readers = [
+        asyncio.create_task(_read_lines(proc.stdout, on_line)),
+        asyncio.create_task(_read_tail(proc.stderr, tail)),
+    ]
+    if stdin_text is not None and proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin_text.encode())
+            await proc.stdin.drain()
+        proc.stdin.close()
+    timed_out = False
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=timeout_s)
+    except TimeoutError:
+        timed_out = True
+    except asyncio.CancelledError:
+        await asyncio.to_thread(kill_process_tree, proc.pid, grace_s=kill_grace_s)
+        raise
+    # the leader is gone (or timed out); whatever it left behind goes with its group
+    if timed_out or _descendants(proc.pid) or not _group_empty(proc.pid):
+        await asyncio.to_thread(kill_process_tree, proc.pid, grace_s=kill_grace_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), timeout=kill_grace_s + 1)
+    _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT_S)
+    for task in pending:
+        task.cancel()
+    stderr_tail = b"".join(tail).decode("utf-8", errors="replace")[-_STDERR_TAIL_BYTES:]
+    exit_code = None if timed_out else proc.returncode
+    return CliOutcome(exit_code=exit_code, timed_out=timed_out, stderr_tail=stderr_tail)
+
+
+def _group_empty(pgid: int) -> bool:
+    """True when no process is left in the process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

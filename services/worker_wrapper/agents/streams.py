@@ -1,0 +1,56 @@
+"""Shared pieces of the stream-json parsers: JSON line decoding and activity wording."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["decode_line", "describe_tool", "error_text"]
+
+_FILE_KEYS = ("file_path", "path", "notebook_path", "filePath")
+_SUMMARY_KEYS = ("command", "pattern", "url", "query", "description")
+_SUMMARY_CHARS = 120
+
+
+def decode_line(line: str) -> dict[str, Any] | None:
+    """The JSON object on a line, or None for blank, malformed or non-object lines."""
+    text = line.strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def describe_tool(name: str, arguments: Any) -> tuple[str, str | None]:
+    """A one-line description of a tool call, and the file it touches (if any)."""
+    touched: str | None = None
+    detail = ""
+    if isinstance(arguments, dict):
+        for key in _FILE_KEYS:
+            value = arguments.get(key)
+            if isinstance(value, str) and value:
+                touched = value
+                detail = value
+                break
+        else:
+            for key in _SUMMARY_KEYS:
+                value = arguments.get(key)
+                if isinstance(value, str) and value:
+                    detail = value
+                    break
+    detail = detail.replace("\n", " ")[:_SUMMARY_CHARS]
+    return (f"{name}: {detail}" if detail else name), touched
+
+
+def error_text(message: str, *, exit_code: int | None, stderr_tail: str) -> str:
+    """An error message with the exit code and the last lines of stderr."""
+    parts = [message]
+    if exit_code is not None:
+        parts.append(f"(exit code {exit_code})")
+    tail = stderr_tail.strip()
+    if tail:
+        parts.append(f"stderr: {tail[-1500:]}")
+    return " ".join(parts)

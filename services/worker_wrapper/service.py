@@ -1,0 +1,147 @@
+"""The wrapper's handler: one `WorkerInputMessage` in, one `WorkerOutputMessage` out.
+
+Inputs are handled one at a time, in order. The agent runs with the worker's allowlisted
+environment minus the wrapper's own variables; its activity becomes `ProgressEvent`s when the
+worker belongs to a task. Secrets of the environment are masked in everything written back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+from redis.exceptions import RedisError
+
+from services.worker_wrapper.agents import Agent, AgentActivity, AgentRequest, AgentResult
+from services.worker_wrapper.heartbeat import RegistryReporter
+from services.worker_wrapper.session import SessionStore, split_fresh
+from services.worker_wrapper.settings import CONTROL_ENV_PREFIXES, WrapperSettings
+from shared import registry
+from shared.contracts import ProgressEvent, WorkerInputMessage, WorkerOutputMessage
+from shared.messaging import Bus, MessageContext, MessagingError, Retry
+
+__all__ = ["WrapperService", "agent_environment", "mask_secrets"]
+
+log = structlog.get_logger("services.worker_wrapper")
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+_MIN_SECRET_CHARS = 6
+
+
+def agent_environment(source: Mapping[str, str]) -> dict[str, str]:
+    """The wrapper's environment without its own controls (WORKER_*, REDIS_URL, ...)."""
+    return {k: v for k, v in source.items() if not k.startswith(CONTROL_ENV_PREFIXES)}
+
+
+def mask_secrets(text: str | None, env: Mapping[str, str]) -> str | None:
+    """`text` with the values of secret-looking variables replaced by `***`."""
+    if not text:
+        return text
+    for name, value in env.items():
+        if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS:
+            text = text.replace(value, "***")
+    return text
+
+
+@dataclass
+class WrapperService:
+    """Runs the agent for each input of one worker."""
+
+    settings: WrapperSettings
+    bus: Bus
+    agent: Agent
+    reporter: RegistryReporter
+    sessions: SessionStore
+    stopping: bool = False
+
+    @property
+    def output_stream(self) -> str:
+        """`worker:{id}:output` of this worker."""
+        return registry.get("worker:{id}:output").format(id=self.settings.id)
+
+    async def _progress(self, request_id: str, message: str, step: str) -> None:
+        task_id = self.settings.task_id
+        if not task_id:
+            return
+        event = ProgressEvent(
+            type="progress",
+            request_id=request_id,
+            task_id=task_id,
+            message=message[:500],
+            current_step=step,
+        )
+        with contextlib.suppress(MessagingError, RedisError, OSError):
+            await self.bus.progress(task_id, event)
+
+    async def handle_input(self, message: WorkerInputMessage, ctx: MessageContext) -> None:
+        """Run the agent on the prompt and publish the answer (at most once per request)."""
+        if self.stopping:
+            raise Retry("the wrapper is stopping; the next wrapper of this worker handles it")
+        key = f"worker-wrapper:{self.settings.id}:{message.request_id}"
+        async with self.bus.once(key) as first:
+            if not first:
+                log.info("duplicate_input_skipped", request_id=message.request_id)
+                return
+            await self._answer(message)
+
+    async def _answer(self, message: WorkerInputMessage) -> None:
+        started = time.monotonic()
+        await self.reporter.status("busy")
+        await self._progress(message.request_id, f"worker {self.settings.id} started", "agent")
+        env = agent_environment(os.environ)
+        try:
+            result = await self._run_agent(message, env)
+        finally:
+            await self.reporter.status("running")
+        output = WorkerOutputMessage(
+            request_id=message.request_id,
+            status=result.status,
+            response=mask_secrets(result.response, env),
+            error=mask_secrets(result.error, env),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        await self.bus.publish(self.output_stream, output)
+        await self._progress(message.request_id, f"agent answered: {result.status}", "agent")
+        log.info(
+            "agent_answered",
+            request_id=message.request_id,
+            status=result.status,
+            duration_ms=output.duration_ms,
+            cost_usd=result.cost_usd,
+            usage=result.usage or None,
+        )
+
+    async def _run_agent(self, message: WorkerInputMessage, env: dict[str, str]) -> AgentResult:
+        prompt, fresh = split_fresh(message.prompt)
+        session_id = None
+        if self.agent.supports_sessions and not fresh:
+            session_id = self.sessions.current()
+
+        async def on_activity(activity: AgentActivity) -> None:
+            if activity.kind != "text":
+                await self._progress(message.request_id, activity.message, activity.kind)
+
+        def request(session: str | None) -> AgentRequest:
+            return AgentRequest(
+                request_id=message.request_id,
+                prompt=prompt,
+                workspace=self.settings.workspace,
+                timeout_s=float(message.timeout),
+                env=env,
+                session_id=session,
+            )
+
+        result = await self.agent.run(request(session_id), on_activity)
+        if session_id and result.status == "error":
+            log.info("resume_failed_starting_fresh", session_id=session_id, error=result.error)
+            result = await self.agent.run(request(None), on_activity)
+        if result.session_id and self.agent.supports_sessions:
+            self.sessions.save(result.session_id)
+        elif fresh:
+            self.sessions.clear()
+        return result

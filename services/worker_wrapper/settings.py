@@ -1,0 +1,54 @@
+"""Settings of one worker-wrapper process, read from its environment (prefix `WORKER_`).
+
+The worker-manager builds this environment when it starts a worker; the wrapper strips
+every variable it reads (`WORKER_*`, `REDIS_URL`) before starting the agent, so the agent
+never sees the Redis address or the wrapper's controls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.worker_wrapper.agents.command import CommandOutputFormat
+from services.worker_wrapper.agents.factory_droid import AutonomyLevel
+
+__all__ = ["CONTROL_ENV_PREFIXES", "AdapterName", "WrapperSettings"]
+
+AdapterName = Literal["claude-code", "factory-droid", "command", "builtin"]
+CONTROL_ENV_PREFIXES = ("WORKER_", "REDIS_URL", "ORCHESTRATOR_")
+"""Variables with these prefixes belong to the wrapper and never reach the agent."""
+
+
+class WrapperSettings(BaseSettings):
+    """Everything a wrapper needs to know; every field comes from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    id: str
+    """The worker id; names the streams `worker:{id}:input` / `worker:{id}:output`."""
+    redis_url: str = Field(validation_alias=AliasChoices("WORKER_REDIS_URL", "REDIS_URL"))
+    registry_key: str
+    """The Redis hash of this worker in the manager's registry (heartbeats go there)."""
+    workspace: Path
+    session_dir: Path
+    """Where the agent session state lives (outlives the worker with a session volume)."""
+    adapter: AdapterName = "builtin"
+    task_id: str | None = None
+    """When set, agent activity is published as progress of this task."""
+    heartbeat_interval_s: float = 2.0
+    session_ttl_s: float = 6 * 3600
+    """A session unused for longer than this is not resumed; the next prompt starts fresh."""
+    kill_grace_s: float = 2.0
+    orphan_after_s: float = 600.0
+    """With Redis unreachable this long, the wrapper stops (its manager is gone for good)."""
+    claude_command: list[str] = Field(default_factory=lambda: ["claude"])
+    claude_permission_mode: str = "bypassPermissions"
+    droid_command: list[str] = Field(default_factory=lambda: ["droid"])
+    droid_autonomy: AutonomyLevel = "high"
+    command_template: list[str] = Field(default_factory=list)
+    command_output_format: CommandOutputFormat = "text"
+    log_level: str = "INFO"

@@ -1,0 +1,27 @@
+"""Typed async client of the REST API: `ApiClient`, its errors, and the API's extra bodies."""
+
+from shared.api_client.client import ApiClient
+from shared.api_client.errors import (
+    ApiClientError,
+    ApiStatusError,
+    ApiUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ServerError,
+    UnauthorizedError,
+    ValidationError,
+)
+
+__all__ = [
+    "ApiClient",
+    "ApiClientError",
+    "ApiStatusError",
+    "ApiUnavailableError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ServerError",
+    "UnauthorizedError",
+    "ValidationError",
+]

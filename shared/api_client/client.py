@@ -1,0 +1,304 @@
+"""`ApiClient`: the typed async client of the REST API (httpx); returns DTOs, raises typed
+errors (`shared.api_client.errors`).
+
+    async with ApiClient(settings.api.base_url, key=secret) as api:
+        project = await api.create_project(ProjectCreate(name="shop"))
+        created = await api.create_task(TaskCreate(project_id=project.id, type="engineering"))
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.api_client.errors import ApiUnavailableError, error_for_status
+from shared.api_client.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ErrorBody,
+    Health,
+    Page,
+    PortAllocationDTO,
+    ProjectUpdate,
+    ServerCreate,
+    ServerDTO,
+    ServerStatus,
+    ServerUpdate,
+    TaskCreated,
+    TaskSchedule,
+    TaskUpdate,
+    UserCreate,
+)
+from shared.contracts import (
+    ProjectCreate,
+    ProjectDTO,
+    ProjectStatus,
+    TaskCreate,
+    TaskDTO,
+    TaskStatus,
+    TaskType,
+    UserDTO,
+)
+from shared.settings import Settings
+
+__all__ = ["ApiClient"]
+
+M = TypeVar("M", bound=BaseModel)
+_ALLOCATIONS = TypeAdapter(list[PortAllocationDTO])
+
+
+class ApiClient:
+    """One HTTP connection pool to the API, authenticated with one credential."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        key: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ApiClient:
+        """A client for `settings.api.base_url` with the credential `settings.api.key`."""
+        key = settings.api.key.get_secret_value() if settings.api.key else None
+        return cls(settings.api.base_url, key=key, **kwargs)
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # users and keys ------------------------------------------------------------------------
+
+    async def create_user(self, body: UserCreate) -> UserDTO:
+        """Create a user (admins)."""
+        return UserDTO.model_validate(await self._call("POST", "/api/users", body=body))
+
+    async def me(self) -> UserDTO:
+        """The user the credential acts as."""
+        return UserDTO.model_validate(await self._call("GET", "/api/users/me"))
+
+    async def get_user(self, user_id: int) -> UserDTO:
+        """One user."""
+        return UserDTO.model_validate(await self._call("GET", f"/api/users/{user_id}"))
+
+    async def find_user(self, telegram_id: int) -> UserDTO | None:
+        """The user with a Telegram id, or None (admins and services)."""
+        page = await self._page(UserDTO, "/api/users", {"telegram_id": telegram_id})
+        return page.items[0] if page.items else None
+
+    async def create_key(self, body: ApiKeyCreate) -> ApiKeyCreated:
+        """Create an API key or user token; the secret is returned this once."""
+        return ApiKeyCreated.model_validate(await self._call("POST", "/api/keys", body=body))
+
+    async def revoke_key(self, key_id: int) -> None:
+        """Revoke a key (admins: any; services: user tokens); it stops working at once."""
+        await self._call("DELETE", f"/api/keys/{key_id}")
+
+    # projects ------------------------------------------------------------------------------
+
+    async def create_project(
+        self, body: ProjectCreate, *, owner_id: int | None = None
+    ) -> ProjectDTO:
+        """Create a draft project (owned by the caller's user, or `owner_id`)."""
+        params = {"owner_id": owner_id} if owner_id is not None else None
+        data = await self._call("POST", "/api/projects", body=body, params=params)
+        return ProjectDTO.model_validate(data)
+
+    async def get_project(self, project_id: str) -> ProjectDTO:
+        """One project."""
+        return ProjectDTO.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+
+    async def list_projects(
+        self,
+        *,
+        status: ProjectStatus | None = None,
+        owner_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[ProjectDTO]:
+        """A page of projects."""
+        params = {"status": status, "owner_id": owner_id, "limit": limit, "offset": offset}
+        return await self._page(ProjectDTO, "/api/projects", params)
+
+    async def update_project(self, project_id: str, body: ProjectUpdate) -> ProjectDTO:
+        """Change a project (status along the lifecycle)."""
+        data = await self._call("PATCH", f"/api/projects/{project_id}", body=body)
+        return ProjectDTO.model_validate(data)
+
+    # tasks ---------------------------------------------------------------------------------
+
+    async def create_task(self, body: TaskCreate) -> TaskCreated:
+        """Create a task; engineering and deploy tasks start their flow."""
+        return TaskCreated.model_validate(await self._call("POST", "/api/tasks", body=body))
+
+    async def get_task(self, task_id: str) -> TaskDTO:
+        """One task."""
+        return TaskDTO.model_validate(await self._call("GET", f"/api/tasks/{task_id}"))
+
+    async def list_tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        project_id: str | None = None,
+        task_type: TaskType | None = None,
+        owner_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[TaskDTO]:
+        """A page of tasks."""
+        params = {
+            "status": status,
+            "project_id": project_id,
+            "type": task_type,
+            "owner_id": owner_id,
+            "limit": limit,
+            "offset": offset,
+        }
+        return await self._page(TaskDTO, "/api/tasks", params)
+
+    async def update_task(self, task_id: str, body: TaskUpdate) -> TaskDTO:
+        """Change a task's status or result (services and admins)."""
+        data = await self._call("PATCH", f"/api/tasks/{task_id}", body=body)
+        return TaskDTO.model_validate(data)
+
+    async def cancel_task(self, task_id: str) -> TaskDTO:
+        """Cancel a queued or running task."""
+        return TaskDTO.model_validate(await self._call("POST", f"/api/tasks/{task_id}/cancel"))
+
+    async def list_task_schedules(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        task_type: TaskType | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[TaskSchedule]:
+        """A page of tasks with their deadline and re-drives (services and admins)."""
+        params = {"status": status, "type": task_type, "limit": limit, "offset": offset}
+        return await self._page(TaskSchedule, "/api/tasks/schedules", params)
+
+    async def get_task_schedule(self, task_id: str) -> TaskSchedule:
+        """One task with its deadline and re-drives (services and admins)."""
+        data = await self._call("GET", f"/api/tasks/{task_id}/schedule")
+        return TaskSchedule.model_validate(data)
+
+    async def redrive_task(self, task_id: str) -> TaskSchedule:
+        """Publish a queued task's queue message again (services and admins)."""
+        data = await self._call("POST", f"/api/tasks/{task_id}/redrive")
+        return TaskSchedule.model_validate(data)
+
+    # servers -------------------------------------------------------------------------------
+
+    async def create_server(self, body: ServerCreate) -> ServerDTO:
+        """Register a deploy server."""
+        return ServerDTO.model_validate(await self._call("POST", "/api/servers", body=body))
+
+    async def get_server(self, handle: str) -> ServerDTO:
+        """One server."""
+        return ServerDTO.model_validate(await self._call("GET", f"/api/servers/{handle}"))
+
+    async def list_servers(
+        self, *, status: ServerStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[ServerDTO]:
+        """A page of servers."""
+        params = {"status": status, "limit": limit, "offset": offset}
+        return await self._page(ServerDTO, "/api/servers", params)
+
+    async def update_server(self, handle: str, body: ServerUpdate) -> ServerDTO:
+        """Change a server."""
+        data = await self._call("PATCH", f"/api/servers/{handle}", body=body)
+        return ServerDTO.model_validate(data)
+
+    async def allocate_port(self, handle: str, project_id: str) -> PortAllocationDTO:
+        """The project's port on a server (reused when it has one)."""
+        data = await self._call(
+            "POST", f"/api/servers/{handle}/allocations", json={"project_id": project_id}
+        )
+        return PortAllocationDTO.model_validate(data)
+
+    async def list_allocations(
+        self, handle: str, *, project_status: ProjectStatus | None = None
+    ) -> list[PortAllocationDTO]:
+        """Every allocation of a server (only those of projects in `project_status`)."""
+        params = {"project_status": project_status}
+        return _ALLOCATIONS.validate_python(
+            await self._call("GET", f"/api/servers/{handle}/allocations", params=params)
+        )
+
+    async def release_port(self, handle: str, project_id: str) -> None:
+        """Free the project's port on a server."""
+        await self._call("DELETE", f"/api/servers/{handle}/allocations/{project_id}")
+
+    # health --------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """`/health`."""
+        return Health.model_validate(await self._call("GET", "/health"))
+
+    # plumbing ------------------------------------------------------------------------------
+
+    async def _page(self, item: type[M], path: str, params: dict[str, Any]) -> Page[M]:
+        data = await self._call("GET", path, params=params)
+        return Page[item].model_validate(data)  # type: ignore[valid-type]  # runtime generic
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: BaseModel | None = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send a request; the decoded JSON of a success, a typed error otherwise."""
+        if body is not None:
+            json = body.model_dump(mode="json", exclude_unset=isinstance(body, _PATCHES))
+        query = {k: _plain(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self._http.request(method, path, json=json, params=query)
+        except httpx.TransportError as error:
+            raise ApiUnavailableError(
+                f"API at {self._http.base_url} unreachable: {type(error).__name__}"
+            ) from error
+        if response.status_code >= 400:
+            raise error_for_status(response.status_code, _error_body(response))
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+
+_PATCHES = (ProjectUpdate, TaskUpdate, ServerUpdate)
+"""Bodies sent with only the fields the caller set (a PATCH changes what it names)."""
+
+
+def _plain(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
+
+
+def _error_body(response: httpx.Response) -> ErrorBody:
+    try:
+        return ErrorBody.model_validate_json(response.content)
+    except PydanticValidationError:
+        text = response.text[:200] or response.reason_phrase
+        return ErrorBody(code=f"http_{response.status_code}", message=text)

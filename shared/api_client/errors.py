@@ -1,0 +1,96 @@
+"""Errors of the API client.
+
+ApiClientError
+├── ApiUnavailableError        the API could not be reached (connection, timeout)
+└── ApiStatusError             the API answered with an error status; carries `ErrorBody`
+    ├── UnauthorizedError      401
+    ├── ForbiddenError         403
+    ├── NotFoundError          404
+    ├── ConflictError          409 (including invalid_transition, no_free_port)
+    ├── ValidationError        422 (`fields` names each problem)
+    └── ServerError            5xx
+"""
+
+from __future__ import annotations
+
+from shared.api_client.schemas import ErrorBody, FieldProblem
+
+__all__ = [
+    "ApiClientError",
+    "ApiStatusError",
+    "ApiUnavailableError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ServerError",
+    "UnauthorizedError",
+    "ValidationError",
+    "error_for_status",
+]
+
+
+class ApiClientError(Exception):
+    """Base of the client's errors."""
+
+
+class ApiUnavailableError(ApiClientError):
+    """The API did not answer (refused connection, timeout, ...)."""
+
+
+class ApiStatusError(ApiClientError):
+    """The API answered with an error; `body` is its `ErrorBody`."""
+
+    def __init__(self, status_code: int, body: ErrorBody) -> None:
+        super().__init__(f"{status_code} {body.code}: {body.message}")
+        self.status_code = status_code
+        self.body = body
+
+    @property
+    def code(self) -> str:
+        """The machine-readable error code."""
+        return self.body.code
+
+    @property
+    def fields(self) -> list[FieldProblem]:
+        """The invalid fields, when the error names any."""
+        return self.body.fields
+
+
+class UnauthorizedError(ApiStatusError):
+    """401: missing, unknown or revoked credential."""
+
+
+class ForbiddenError(ApiStatusError):
+    """403: the credential's scope does not allow the operation."""
+
+
+class NotFoundError(ApiStatusError):
+    """404: absent, or not visible to the caller."""
+
+
+class ConflictError(ApiStatusError):
+    """409: conflicts with the current state (unique value, lifecycle, full server)."""
+
+
+class ValidationError(ApiStatusError):
+    """422: invalid request; `fields` names each problem."""
+
+
+class ServerError(ApiStatusError):
+    """5xx: the API failed."""
+
+
+_BY_STATUS: dict[int, type[ApiStatusError]] = {
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: ValidationError,
+}
+
+
+def error_for_status(status_code: int, body: ErrorBody) -> ApiStatusError:
+    """The typed error of an error response."""
+    if status_code >= 500:
+        return ServerError(status_code, body)
+    return _BY_STATUS.get(status_code, ApiStatusError)(status_code, body)

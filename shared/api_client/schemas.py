@@ -1,0 +1,215 @@
+"""Bodies of the REST API beyond the specification's DTOs (which stay in `shared.contracts`).
+
+Shared by the API (which serves them) and the typed client (which parses them).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts import ProjectStatus, TaskDTO, TaskStatus
+from shared.contracts._types import UtcDatetime
+
+__all__ = [
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyDTO",
+    "ErrorBody",
+    "FieldProblem",
+    "Health",
+    "Page",
+    "PortAllocationCreate",
+    "PortAllocationDTO",
+    "ProjectUpdate",
+    "Scope",
+    "ServerCreate",
+    "ServerDTO",
+    "ServerStatus",
+    "ServerUpdate",
+    "TaskCreated",
+    "TaskSchedule",
+    "TaskUpdate",
+    "UserCreate",
+]
+
+T = TypeVar("T")
+
+Scope = Literal["admin", "service", "user"]
+"""What a credential may do: everything; act for the system's services; act as one user."""
+
+_PG_INT_MAX = 2**31 - 1
+_PG_BIGINT_MAX = 2**63 - 1
+
+
+class FieldProblem(BaseModel):
+    """One invalid field of a request: where it is and what is wrong with it."""
+
+    field: str
+    """Dotted location, e.g. `body.name` or `query.limit`."""
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """The one body of every error response (4xx and 5xx)."""
+
+    code: str
+    """Machine-readable: `unauthenticated`, `forbidden`, `not_found`, `conflict`,
+    `invalid_transition`, `no_free_port`, `validation_error`, `internal`, ..."""
+    message: str
+    fields: list[FieldProblem] = Field(default_factory=list)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: the items, the total matching count, and the window asked for."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    """Answer of `/health` and `/ready`."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class UserCreate(BaseModel):
+    """Create a user (admins only)."""
+
+    telegram_id: int = Field(ge=1, le=_PG_BIGINT_MAX)
+    is_admin: bool = False
+
+
+class ApiKeyCreate(BaseModel):
+    """Create an API key (admin: any scope; a service: a `user` token of any user; a user: a
+    `user` token for themselves)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    scope: Scope = "user"
+    user_id: int | None = Field(default=None, ge=1, le=_PG_INT_MAX)
+    """The user a `user` (or `admin`) key acts as; required for `user`."""
+
+
+class ApiKeyDTO(BaseModel):
+    """An API key as listed: never its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    scope: Scope
+    user_id: int | None = None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None = None
+
+
+class ApiKeyCreated(ApiKeyDTO):
+    """A freshly created key: the only time its secret is shown."""
+
+    key: str
+
+
+class ProjectUpdate(BaseModel):
+    """Change a project: its status (along the lifecycle), description or repository."""
+
+    status: ProjectStatus | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    repository_url: str | None = Field(default=None, max_length=500)
+
+
+class TaskCreated(TaskDTO):
+    """A created task, with the correlation id its queue message carries."""
+
+    correlation_id: str
+
+
+class TaskSchedule(TaskDTO):
+    """A task as admins and services see it: its `TaskDTO` fields, the correlation id of its
+    queue message, its deadline and how often its message was re-driven."""
+
+    correlation_id: str
+    deadline_at: UtcDatetime
+    """When the task must have ended; the scheduler fails it past this time."""
+    redrive_count: int = 0
+    """How often its queue message was published again (`POST /api/tasks/{id}/redrive`)."""
+    redriven_at: UtcDatetime | None = None
+    """When it was last re-driven."""
+
+
+class TaskUpdate(BaseModel):
+    """Change a task (services and admins): its status along the lifecycle, its result."""
+
+    status: TaskStatus | None = None
+    result: dict[str, Any] | None = None
+
+
+class ServerStatus(StrEnum):
+    """Lifecycle of a deploy server."""
+
+    PENDING_SETUP = "pending_setup"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    ERROR = "error"
+    DECOMMISSIONED = "decommissioned"
+
+
+class ServerCreate(BaseModel):
+    """Register a deploy server. Credentials travel as a reference, never as a secret."""
+
+    handle: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    address: str = Field(min_length=1, max_length=255)
+    ssh_user: str = Field(default="root", min_length=1, max_length=100)
+    credentials_ref: str | None = Field(default=None, max_length=255)
+    """A secret reference (e.g. `env:DEPLOY_SSH_KEY`), resolved only by infra-service."""
+    status: ServerStatus = ServerStatus.PENDING_SETUP
+    port_range_start: int = Field(default=10_000, ge=1024, le=65_535)
+    port_range_end: int = Field(default=10_999, ge=1024, le=65_535)
+
+
+class ServerUpdate(BaseModel):
+    """Change a server's status, address or credential reference."""
+
+    status: ServerStatus | None = None
+    address: str | None = Field(default=None, min_length=1, max_length=255)
+    credentials_ref: str | None = Field(default=None, max_length=255)
+
+
+class ServerDTO(BaseModel):
+    """A deploy server; `capacity` is the number of ports it can allocate."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    handle: str
+    address: str
+    ssh_user: str
+    credentials_ref: str | None = None
+    status: ServerStatus
+    port_range_start: int
+    port_range_end: int
+    capacity: int
+    allocated: int = 0
+    created_at: UtcDatetime
+
+
+class PortAllocationCreate(BaseModel):
+    """Allocate (or find again) the port of a project on a server."""
+
+    project_id: str = Field(min_length=1, max_length=64)
+
+
+class PortAllocationDTO(BaseModel):
+    """A project's port on a server; `reused` is true when it existed before the request."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    server_handle: str
+    project_id: str
+    port: int
+    created_at: UtcDatetime
+    reused: bool = False

@@ -1,0 +1,197 @@
+"""`GitHubProvider`: repositories on GitHub (or GitHub Enterprise) through its REST API.
+
+The token is resolved by the caller (see `resolve_token_ref`) and handed in as a `SecretStr`;
+it goes to the API in the `Authorization` header and to git as an `http.<host>.extraHeader`
+entry carried by the environment, never in a URL, argv, log line or error text.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from shared.git.errors import ProviderError, RepoNotFoundError
+from shared.git.ops import check_sha
+from shared.git.provider import RemoteRepo, split_full_name
+from shared.git.runner import GitAuth
+
+__all__ = ["GitHubProvider", "resolve_token_ref"]
+
+_API_VERSION = "2022-11-28"
+
+
+def resolve_token_ref(ref: str) -> SecretStr:
+    """Resolve a secret reference: `env:NAME` (an environment variable) or `file:PATH`."""
+    scheme, sep, target = ref.partition(":")
+    if not sep or not target:
+        raise ProviderError("a token reference must be 'env:NAME' or 'file:PATH'")
+    if scheme == "env":
+        value = os.environ.get(target)
+        if not value:
+            raise ProviderError(f"token reference names an unset variable {target!r}")
+        return SecretStr(value.strip())
+    if scheme == "file":
+        try:
+            return SecretStr(Path(target).read_text(encoding="utf-8").strip())
+        except OSError as error:
+            raise ProviderError(f"cannot read the token file: {error.strerror}") from None
+    raise ProviderError(f"unknown token reference scheme {scheme!r}")
+
+
+class GitHubProvider:
+    """Repositories on GitHub, created private, reached over HTTPS with a token."""
+
+    def __init__(
+        self,
+        token: SecretStr,
+        *,
+        api_url: str = "https://api.github.com",
+        git_url: str = "https://github.com",
+        private: bool = True,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._token = token
+        self._git_url = git_url.rstrip("/") + "/"
+        self._private = private
+        self._client = httpx.AsyncClient(
+            base_url=api_url.rstrip("/"),
+            timeout=timeout_s,
+            transport=transport,
+            headers={
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": _API_VERSION,
+                "User-Agent": "codegen-orchestrator",
+            },
+        )
+        self._login: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Provider name for logs."""
+        return "github"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    def auth(self) -> GitAuth:
+        """An `extraHeader` for the git host with the token as basic credentials."""
+        basic = base64.b64encode(f"x-access-token:{self._token.get_secret_value()}".encode())
+        host = urlsplit(self._git_url)
+        key = f"http.{host.scheme}://{host.netloc}/.extraheader"
+        return GitAuth(config={key: f"AUTHORIZATION: basic {basic.decode()}"})
+
+    async def _request(
+        self, method: str, path: str, *, json: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        try:
+            return await self._client.request(method, path, json=json, headers=headers)
+        except httpx.HTTPError as error:
+            raise ProviderError(f"GitHub API {method} {path}: {type(error).__name__}") from None
+
+    @staticmethod
+    def _fail(response: httpx.Response, what: str) -> ProviderError:
+        try:
+            detail = str(response.json().get("message", ""))
+        except ValueError:
+            detail = ""
+        return ProviderError(
+            f"GitHub API {what}: HTTP {response.status_code} {detail}".strip(),
+            status_code=response.status_code,
+        )
+
+    @staticmethod
+    def _to_repo(data: dict[str, Any]) -> RemoteRepo:
+        return RemoteRepo(
+            full_name=str(data["full_name"]),
+            clone_url=str(data["clone_url"]),
+            web_url=str(data["html_url"]),
+            default_branch=str(data.get("default_branch") or "main"),
+        )
+
+    @staticmethod
+    def _repo_path(full_name: str) -> str:
+        owner, name = split_full_name(full_name)
+        return f"/repos/{quote(owner)}/{quote(name)}"
+
+    async def get_repo(self, full_name: str) -> RemoteRepo | None:
+        """The repository, or None on 404."""
+        response = await self._request("GET", self._repo_path(full_name))
+        if response.status_code == httpx.codes.NOT_FOUND:
+            return None
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get {full_name}")
+        return self._to_repo(response.json())
+
+    async def _authenticated_login(self) -> str:
+        if self._login is None:
+            response = await self._request("GET", "/user")
+            if response.status_code != httpx.codes.OK:
+                raise self._fail(response, "get the authenticated user")
+            self._login = str(response.json()["login"])
+        return self._login
+
+    async def create_repo(self, full_name: str, *, description: str | None = None) -> RemoteRepo:
+        """Create an empty private repository under a user or an organisation; idempotent."""
+        existing = await self.get_repo(full_name)
+        if existing is not None:
+            return existing
+        owner, name = split_full_name(full_name)
+        body: dict[str, Any] = {"name": name, "private": self._private, "auto_init": False}
+        if description:
+            body["description"] = description
+        if owner.lower() == (await self._authenticated_login()).lower():
+            path = "/user/repos"
+        else:
+            path = f"/orgs/{quote(owner)}/repos"
+        response = await self._request("POST", path, json=body)
+        if response.status_code == httpx.codes.CREATED:
+            return self._to_repo(response.json())
+        if response.status_code == httpx.codes.UNPROCESSABLE_ENTITY:
+            raced = await self.get_repo(full_name)  # created meanwhile by another delivery
+            if raced is not None:
+                return raced
+        raise self._fail(response, f"create {full_name}")
+
+    async def head_of(self, full_name: str, branch: str) -> str | None:
+        """The sha of the branch's head, or None on 404 (or 409: an empty repository)."""
+        path = f"{self._repo_path(full_name)}/branches/{quote(branch, safe='')}"
+        response = await self._request("GET", path)
+        if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.CONFLICT):
+            return None
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get branch {branch} of {full_name}")
+        return str(response.json()["commit"]["sha"])
+
+    async def _commit(self, full_name: str, sha: str) -> dict[str, Any] | None:
+        path = f"{self._repo_path(full_name)}/commits/{check_sha(sha)}"
+        response = await self._request("GET", path)
+        if response.status_code in (
+            httpx.codes.NOT_FOUND,
+            httpx.codes.UNPROCESSABLE_ENTITY,
+            httpx.codes.CONFLICT,
+        ):
+            return None
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get commit {sha} of {full_name}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def commit_exists(self, full_name: str, sha: str) -> bool:
+        """True when GitHub knows the commit in that repository."""
+        return await self._commit(full_name, sha) is not None
+
+    async def files_changed(self, full_name: str, sha: str) -> list[str]:
+        """Paths the commit changed (GitHub lists up to 300 files per commit)."""
+        data = await self._commit(full_name, sha)
+        if data is None:
+            raise RepoNotFoundError(f"no commit {sha} in {full_name!r}")
+        return sorted(str(entry["filename"]) for entry in data.get("files", []))

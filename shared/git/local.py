@@ -1,0 +1,103 @@
+"""`LocalGitProvider`: remote repositories as bare git repositories under a directory.
+
+`org/repo` lives at `<root>/org/repo.git`; its clone URL is a `file://` URL, so every git
+client (workers, deploys, people) can clone and push it like any remote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from shared.git.errors import GitCommandError, RepoNotFoundError
+from shared.git.ops import commit_exists_in, files_changed_in, rev_parse
+from shared.git.provider import RemoteRepo, split_full_name
+from shared.git.runner import GitAuth, run_git
+
+__all__ = ["LocalGitProvider"]
+
+
+class LocalGitProvider:
+    """Bare repositories under `root`; the embedded default."""
+
+    def __init__(self, root: Path, *, default_branch: str = "main") -> None:
+        self._root = root.resolve()
+        self._default_branch = default_branch
+        self._create_lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        """Provider name for logs."""
+        return "local"
+
+    @property
+    def root(self) -> Path:
+        """Directory holding the bare repositories."""
+        return self._root
+
+    def path_of(self, full_name: str) -> Path:
+        """Where the bare repository of `full_name` lives (whether or not it exists)."""
+        owner, name = split_full_name(full_name)
+        return self._root / owner / f"{name}.git"
+
+    def auth(self) -> GitAuth:
+        """Local repositories need no credential."""
+        return GitAuth()
+
+    def _repo(self, full_name: str) -> RemoteRepo:
+        url = self.path_of(full_name).as_uri()
+        return RemoteRepo(
+            full_name=full_name,
+            clone_url=url,
+            web_url=url,
+            default_branch=self._default_branch,
+        )
+
+    async def get_repo(self, full_name: str) -> RemoteRepo | None:
+        """The repository, or None when there is no bare repository of that name."""
+        path = self.path_of(full_name)
+        if not (path / "HEAD").is_file():
+            return None
+        return self._repo(full_name)
+
+    async def create_repo(self, full_name: str, *, description: str | None = None) -> RemoteRepo:
+        """Create an empty bare repository, or return the existing one."""
+        async with self._create_lock:
+            existing = await self.get_repo(full_name)
+            if existing is not None:
+                return existing
+            path = self.path_of(full_name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await run_git(
+                "init", "--bare", "--quiet", f"--initial-branch={self._default_branch}", str(path)
+            )
+            if description:
+                (path / "description").write_text(description.strip() + "\n", encoding="utf-8")
+            return self._repo(full_name)
+
+    async def _existing(self, full_name: str) -> Path:
+        if await self.get_repo(full_name) is None:
+            raise RepoNotFoundError(f"no repository {full_name!r}")
+        return self.path_of(full_name)
+
+    async def head_of(self, full_name: str, branch: str) -> str | None:
+        """The commit `branch` points at, or None."""
+        if await self.get_repo(full_name) is None:
+            return None
+        if branch.startswith("-"):
+            raise ValueError(f"not a branch name: {branch!r}")
+        return await rev_parse(self.path_of(full_name), f"refs/heads/{branch}")
+
+    async def commit_exists(self, full_name: str, sha: str) -> bool:
+        """True when the bare repository holds the commit."""
+        if await self.get_repo(full_name) is None:
+            return False
+        return await commit_exists_in(self.path_of(full_name), sha)
+
+    async def files_changed(self, full_name: str, sha: str) -> list[str]:
+        """Paths the commit changed."""
+        path = await self._existing(full_name)
+        try:
+            return await files_changed_in(path, sha)
+        except GitCommandError as error:
+            raise RepoNotFoundError(f"no commit {sha} in {full_name!r}") from error

@@ -1,0 +1,81 @@
+"""The git provider interface: where remote repositories live and how to reach them.
+
+Two real implementations: `LocalGitProvider` (bare repositories under a data directory, the
+embedded default) and `GitHubProvider` (GitHub's REST API). Both answer the questions other
+actors ask about a remote: does a commit exist there, where does a branch point, which files
+did a commit change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from shared.git.errors import RepoNameError
+from shared.git.runner import GitAuth
+
+__all__ = ["GitProvider", "RemoteRepo", "split_full_name"]
+
+_PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def split_full_name(full_name: str) -> tuple[str, str]:
+    """("org", "repo") of "org/repo"; `RepoNameError` for anything else (no `..`, no `/x/y`)."""
+    owner, sep, name = full_name.partition("/")
+    if (
+        not sep
+        or not _PART.match(owner)
+        or not _PART.match(name)
+        or owner.startswith(".")
+        or name.startswith(".")
+    ):
+        raise RepoNameError(f"repository name must be 'owner/name', got {full_name!r}")
+    return owner, name
+
+
+@dataclass(frozen=True)
+class RemoteRepo:
+    """A repository on a provider."""
+
+    full_name: str
+    """"org/repo"."""
+    clone_url: str
+    """URL git clones and pushes (no credentials in it)."""
+    web_url: str
+    """URL a person opens (the clone URL for local repositories)."""
+    default_branch: str = "main"
+
+
+@runtime_checkable
+class GitProvider(Protocol):
+    """A host of remote repositories."""
+
+    @property
+    def name(self) -> str:
+        """Short provider name for logs: `local`, `github`."""
+        ...
+
+    def auth(self) -> GitAuth:
+        """What git needs to authenticate against this provider's remotes (secret)."""
+        ...
+
+    async def get_repo(self, full_name: str) -> RemoteRepo | None:
+        """The repository, or None when it does not exist."""
+        ...
+
+    async def create_repo(self, full_name: str, *, description: str | None = None) -> RemoteRepo:
+        """Create the repository (empty, no commits), or return it when it already exists."""
+        ...
+
+    async def head_of(self, full_name: str, branch: str) -> str | None:
+        """The commit `branch` points at, or None when the branch (or repository) is absent."""
+        ...
+
+    async def commit_exists(self, full_name: str, sha: str) -> bool:
+        """True when the repository holds the commit `sha`."""
+        ...
+
+    async def files_changed(self, full_name: str, sha: str) -> list[str]:
+        """Paths the commit changed, sorted; `RepoNotFoundError` when there is no such commit."""
+        ...

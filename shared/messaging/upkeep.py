@@ -1,0 +1,170 @@
+"""Beside a consumer's read loop: lease renewal, reclaim, trimming and gauges.
+
+- Lease renewal: every third of the reclaim idle time, entries this consumer is handling get
+  their idle time reset (XCLAIM JUSTID), so a long handler keeps its claim.
+- Reclaim: entries idle longer than the reclaim idle time (their consumer died) are claimed
+  with XAUTOCLAIM; one delivered more often than `max_attempts` goes to the dead-letter
+  stream (a message that kills its consumer cannot loop forever).
+- Trim: entries below every required group's floor (oldest pending, or past the last
+  delivered) are removed with XTRIM MINID; an observer's floor is raised to keep at most
+  `observer_cap` entries, so a stalled observer cannot pin memory forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared.messaging.backoff import Backoff
+from shared.messaging.cancel import raise_if_cancelling
+from shared.messaging.transport import (
+    TransportConnectionError,
+    TransportNoGroupError,
+    parse_id,
+)
+
+if TYPE_CHECKING:
+    from shared.messaging.consumer import Consumer
+
+__all__ = ["Upkeep", "trim_floor"]
+
+log = structlog.get_logger("shared.messaging.upkeep")
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = parse_id(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+def _min_id(ids: list[str]) -> str:
+    return min(ids, key=parse_id)
+
+
+async def trim_floor(consumer: Consumer, stream: str, *, observer_cap: int) -> str | None:
+    """The id below which every required group has acknowledged every entry (None: keep all)."""
+    transport = consumer.transport
+    groups = {info.name: info for info in await transport.groups(stream)}
+    spec = consumer.specs[stream]
+    observers = {o.value for o in spec.observers}
+    floors: list[str] = []
+    for name in consumer.required_groups(stream):
+        info = groups.get(name)
+        if info is None:
+            if name in observers:
+                continue  # an observer that never started does not pin entries
+            return None  # a required group that does not exist yet: keep everything
+        floor = _next_id(info.last_delivered_id)
+        if info.pending:
+            pending = await transport.pending(stream, name)
+            if pending.oldest_id is not None:
+                floor = _min_id([floor, pending.oldest_id])
+        if name in observers and name != consumer.group:
+            newest = await transport.revrange(stream, count=observer_cap)
+            if len(newest) == observer_cap:
+                floor = max(floor, newest[-1].entry_id, key=parse_id)
+        floors.append(floor)
+    return _min_id(floors) if floors else None
+
+
+class Upkeep:
+    """The periodic duties of one consumer."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.tick_s = max(consumer.options.reclaim_idle_ms / 3000, 0.05)
+        self._cursors: dict[str, str] = dict.fromkeys(consumer.streams, "0-0")
+        self._last_trim = 0.0
+
+    async def run(self) -> None:
+        """Tick until cancelled; connection losses back off, never stop the loop."""
+        backoff = Backoff(base_s=0.1, max_s=5.0)
+        while True:
+            await asyncio.sleep(self.tick_s)
+            raise_if_cancelling()
+            try:
+                await self.renew_leases()
+                await self.reclaim()
+                if time.monotonic() - self._last_trim >= self.consumer.options.trim_interval_s:
+                    self._last_trim = time.monotonic()
+                    await self.trim()
+                backoff.reset()
+            except TransportNoGroupError:
+                await asyncio.sleep(backoff.next_delay_s())
+            except TransportConnectionError as exc:
+                log.warning("upkeep_redis_unavailable", error=str(exc))
+                await asyncio.sleep(backoff.next_delay_s())
+            except Exception:
+                log.exception("upkeep_failed")
+                await asyncio.sleep(backoff.next_delay_s())
+
+    async def renew_leases(self) -> None:
+        """Reset the idle time of every entry being handled here."""
+        consumer = self.consumer
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in list(consumer.inflight):
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            owned = await consumer.transport.renew(stream, consumer.group, consumer.name, ids)
+            # an entry acknowledged meanwhile is no longer pending: only report live handlers
+            lost = {i for i in set(ids) - set(owned) if (stream, i) in consumer.inflight}
+            if lost:
+                log.warning("lease_lost", queue=stream, entry_ids=sorted(lost))
+
+    async def reclaim(self) -> None:
+        """Claim entries that idled past the reclaim time in another (dead) consumer's hands."""
+        consumer = self.consumer
+        for stream in consumer.streams:
+            if consumer.stopping or consumer.free_slots == 0:
+                return
+            cursor, entries = await consumer.transport.autoclaim(
+                stream,
+                consumer.group,
+                consumer.name,
+                min_idle_ms=consumer.options.reclaim_idle_ms,
+                start=self._cursors[stream],
+                count=consumer.free_slots,
+            )
+            self._cursors[stream] = cursor
+            for entry in entries:
+                if (entry.stream, entry.entry_id) in consumer.inflight:
+                    continue
+                count = await consumer.transport.delivery_count(
+                    stream, consumer.group, entry.entry_id
+                )
+                log.info("reclaimed", queue=stream, entry_id=entry.entry_id, deliveries=count)
+                if entry.fields is not None and count > consumer.options.max_attempts:
+                    await consumer.dead_letter(
+                        entry,
+                        count,
+                        reason="exhausted",
+                        error=f"delivered {count} times without an acknowledgement",
+                    )
+                    continue
+                consumer.spawn(entry, attempt=max(count, 1))
+
+    async def trim(self) -> None:
+        """Trim what every required group acknowledged; update the gauges."""
+        consumer = self.consumer
+        metrics = consumer.bus.metrics
+        for stream in consumer.streams:
+            floor = await trim_floor(consumer, stream, observer_cap=consumer.options.observer_cap)
+            if floor is not None:
+                removed = await consumer.transport.trim_min_id(stream, floor)
+                if removed:
+                    log.info("trimmed", queue=stream, removed=removed, min_id=floor)
+            spec_name = consumer.specs[stream].name
+            for info in await consumer.transport.groups(stream):
+                if info.name != consumer.group:
+                    continue
+                labels = (spec_name, info.name)
+                metrics.pending.labels(*labels).set(info.pending)
+                if info.lag is not None:
+                    metrics.lag.labels(*labels).set(info.lag)
+                pending = await consumer.transport.pending(stream, info.name)
+                age_s = 0.0
+                if pending.oldest_id is not None:
+                    age_s = max(time.time() - parse_id(pending.oldest_id)[0] / 1000, 0.0)
+                metrics.oldest_pending_age_s.labels(*labels).set(age_s)

@@ -1,0 +1,98 @@
+"""Settings every actor shares, read from the environment (prefix `ORCHESTRATOR_`).
+
+Built once in `main()` and handed down; tests construct `Settings(...)` directly. Nested
+sections use `__`, e.g. `ORCHESTRATOR_API__PORT=8080`. `REDIS_URL` and `DATABASE_URL` are
+also read without the prefix, as most deployments set them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.logs import LogFormat, level_number
+
+__all__ = ["ApiSettings", "Settings", "TaskDeadlines"]
+
+
+class TaskDeadlines(BaseModel):
+    """How long a task of each type may take from its creation, in seconds: the API stamps
+    each new task's `deadline_at` with it, and the scheduler fails a task still queued or
+    running past it. E.g. `ORCHESTRATOR_API__TASK_DEADLINES__ENGINEERING_S=7200`."""
+
+    engineering_s: float = Field(default=10_800.0, gt=0)
+    deploy_s: float = Field(default=3_600.0, gt=0)
+    scaffolding_s: float = Field(default=3_600.0, gt=0)
+
+    def of(self, task_type: str) -> float:
+        """The allowance of a task type (its value, e.g. `engineering`)."""
+        value: float = getattr(self, f"{task_type}_s")
+        return value
+
+
+class ApiSettings(BaseModel):
+    """Where the REST API listens and how clients reach it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8800
+    url: str | None = None
+    """Base URL clients use; defaults to http://host:port."""
+    key: SecretStr | None = None
+    """The credential this process sends to the API (an API key or a per-user token)."""
+    service_key: SecretStr | None = None
+    """A service-scope key the API registers (hashed) at start; embedded mode shares one."""
+    relay_enabled: bool = True
+    """Run the outbox relay inside the API process (publishes queued messages to Redis)."""
+    relay_poll_s: float = 0.5
+    """How often the outbox relay looks for unpublished rows when nothing wakes it."""
+    task_deadlines: TaskDeadlines = Field(default_factory=TaskDeadlines)
+    """Each new task's deadline, by type."""
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients use."""
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """Settings of the whole system; every field has an embedded default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("var")
+    """Where the embedded mode keeps its database, Redis files, repositories and workspaces."""
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ORCHESTRATOR_REDIS_URL", "REDIS_URL")
+    )
+    """A Redis server to use; when unset, the embedded mode starts a private one."""
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ORCHESTRATOR_DATABASE_URL", "DATABASE_URL"),
+    )
+    """SQLAlchemy URL; when unset, SQLite in the data directory."""
+    log_format: LogFormat = "console"
+    """`console` for people, `json` for production."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    local_user_telegram_id: int = 1
+    """The embedded mode's local admin user (the one `orchestrator` commands act as)."""
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level_number(value)  # a clear error naming the allowed levels
+        return value.strip().upper()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"

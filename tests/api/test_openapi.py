@@ -1,0 +1,29 @@
+"""The checked-in OpenAPI document is what the code serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from services.api.openapi import openapi_document, render
+from tests.api.conftest import ApiHarness
+
+CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+
+
+def test_checked_in_document_is_current() -> None:
+    """docs/openapi.json equals the generated document (run `python -m services.api.openapi`)."""
+    assert CHECKED_IN.read_text() == render(), "stale: run `python -m services.api.openapi`"
+
+
+async def test_served_document_and_security(api: ApiHarness) -> None:
+    """/openapi.json is served; API routes declare the bearer scheme and the error body."""
+    async with api.http() as http:
+        served = (await http.get("/openapi.json")).json()
+    assert served == json.loads(json.dumps(openapi_document()))
+    operation = served["paths"]["/api/tasks"]["post"]
+    assert operation["security"] == [{"bearer": []}]
+    assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert "security" not in served["paths"]["/health"]["get"]

@@ -1,0 +1,129 @@
+"""The outbox relay: every committed task message reaches its queue, once Redis is there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis.asyncio as aioredis
+from sqlalchemy import select
+
+from services.api.db import Database
+from services.api.outbox.models import OutboxMessage
+from services.api.outbox.relay import OutboxRelay
+from shared import registry
+from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, TaskType
+from shared.messaging import Bus, Envelope, decode_message
+from shared.messaging.envelope import envelope_fields
+from shared.redis_server import RedisServer
+from tests.api.conftest import ApiHarness, wait_until
+
+ENGINEERING = registry.get("engineering:queue")
+DEPLOY = registry.get("deploy:queue")
+
+
+async def create_tasks(api: ApiHarness, count: int, task_type: TaskType) -> list[str]:
+    """`count` tasks of one type in a fresh project; returns their ids in order."""
+    user_id, _ = await api.user(1000 + count)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=user_id)
+        return [
+            (await admin.create_task(TaskCreate(project_id=project.id, type=task_type))).id
+            for _ in range(count)
+        ]
+
+
+async def stream_messages(client: aioredis.Redis, stream: str) -> list[tuple[Envelope, object]]:
+    """Every entry of a stream, decoded with the messaging runtime."""
+    spec = registry.resolve(stream)
+    out: list[tuple[Envelope, object]] = []
+    for _entry_id, fields in await client.xrange(stream) or []:
+        envelope = Envelope.from_fields(envelope_fields(fields or {}))
+        out.append((envelope, decode_message(spec, envelope)))
+    return out
+
+
+async def has_entries(client: aioredis.Redis, stream: str, count: int) -> bool:
+    """True once `stream` holds at least `count` entries."""
+    return int(await client.xlen(stream)) >= count
+
+
+async def none_pending(database: Database) -> bool:
+    """True once every outbox row is published."""
+    return not await pending_rows(database)
+
+
+async def pending_rows(database: Database) -> list[OutboxMessage]:
+    """Outbox rows not yet published."""
+    async with database.sessionmaker() as session:
+        query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+        return list((await session.scalars(query)).all())
+
+
+async def test_relay_publishes_each_message_once_in_order(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Committed rows go to their queues, typed, with the task's correlation id, once."""
+    engineering = await create_tasks(api, 3, TaskType.ENGINEERING)
+    deploy = await create_tasks(api, 1, TaskType.DEPLOY)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    assert await relay.publish_pending() == 4
+    assert await relay.publish_pending() == 0
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent if isinstance(m, EngineeringMessage)] == engineering
+    assert all(env.correlation_id == msg.correlation_id for env, msg in sent)  # type: ignore[attr-defined]
+    assert [m.task_id for _, m in await stream_messages(redis_client, DEPLOY.name)] == deploy  # type: ignore[attr-defined]
+    assert await pending_rows(api.database) == []
+
+
+async def test_relay_wakes_on_commit(api: ApiHarness, redis_client: aioredis.Redis) -> None:
+    """A running relay publishes a new task's message right after the request commits."""
+    wake = asyncio.Event()
+    api.app.state.relay_wake = wake  # type: ignore[attr-defined]
+    relay = OutboxRelay(
+        api.database, Bus(redis_client, actor=registry.Actor.API), wake=wake, poll_s=30
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.1)  # the relay is now waiting (poll every 30 s)
+        [task_id] = await create_tasks(api, 1, TaskType.ENGINEERING)
+        await wait_until(lambda: none_pending(api.database), timeout_s=10, interval_s=0.02)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    [(_, message)] = await stream_messages(redis_client, ENGINEERING.name)
+    assert message.task_id == task_id  # type: ignore[attr-defined]
+
+
+async def test_tasks_created_while_redis_is_down_are_published_when_it_is_back(
+    api: ApiHarness,
+) -> None:
+    """With Redis stopped, tasks are still created; the relay publishes them all once back."""
+    server = RedisServer().start()
+    client: aioredis.Redis = aioredis.Redis.from_url(server.url)
+    relay = OutboxRelay(
+        api.database,
+        Bus(client, actor=registry.Actor.API, publish_attempts=1),
+        poll_s=0.1,
+        max_backoff_s=0.3,
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        server.stop()
+        created = await create_tasks(api, 5, TaskType.ENGINEERING)
+        await asyncio.sleep(1.0)
+        rows = await pending_rows(api.database)
+        assert len(rows) == 5
+        assert rows[0].attempts >= 1
+        assert rows[0].last_error
+        server.start()
+        await wait_until(lambda: none_pending(api.database), timeout_s=15)
+        sent = await stream_messages(client, ENGINEERING.name)
+        assert [m.task_id for _, m in sent] == created  # type: ignore[attr-defined]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await client.aclose()
+        server.cleanup()

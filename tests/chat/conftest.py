@@ -1,0 +1,35 @@
+"""Fixtures of the chat tests: the running system (real API, fake actors)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.chat.system import ChatSystem, chat_system
+
+
+@pytest.fixture
+async def system(
+    tmp_path: Path, redis_url: str, redis_client: aioredis.Redis
+) -> AsyncIterator[ChatSystem]:
+    """The API on SQLite with its outbox relay, a fake worker-manager and a fake langgraph."""
+    async with chat_system(tmp_path, redis_url, redis_client) as running:
+        yield running
+
+
+@pytest.fixture
+async def background(system: ChatSystem) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """Tasks a test starts; cancelled before the system stops, even when the test failed."""
+    tasks: list[asyncio.Task[Any]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    if tasks:  # bounded: a stuck shutdown shows up as a warning, not a hung suite
+        done, stuck = await asyncio.wait(tasks, timeout=20)
+        await asyncio.gather(*done, return_exceptions=True)
+        assert not stuck, f"tasks did not stop: {stuck}"

@@ -1,0 +1,80 @@
+"""The built-in PO agent's grammar against the real API, as a user with a scoped token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.worker_wrapper.agents import AgentRequest, AgentResult, BuiltinAgent
+from services.worker_wrapper.agents.base import ignore_activity
+from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
+from shared.api_client.schemas import ApiKeyCreate, UserCreate
+from shared.chat.po_profile import PO_API_TOKEN_ENV, PO_API_URL_ENV, PO_PROFILE, PROFILE_ENV
+from tests.chat.system import ChatSystem
+
+
+async def _token(system: ChatSystem, telegram_id: int) -> str:
+    async with system.api() as api:
+        user = await api.create_user(UserCreate(telegram_id=telegram_id))
+        created = await api.create_key(ApiKeyCreate(name="po", scope="user", user_id=user.id))
+    return created.key
+
+
+async def _ask(env: dict[str, str], workspace: Path, prompt: str) -> AgentResult:
+    agent = BuiltinPoAgent(fallback=BuiltinAgent())
+    request = AgentRequest(
+        request_id=f"r-{abs(hash(prompt))}",
+        prompt=prompt,
+        workspace=workspace,
+        timeout_s=30,
+        env=env,
+    )
+    return await agent.run(request, ignore_activity)
+
+
+async def test_the_grammar_creates_switches_develops_and_reports(
+    system: ChatSystem, tmp_path: Path
+) -> None:
+    """Each phrase of the grammar does its API call as the user and says so."""
+    env = {
+        PROFILE_ENV: PO_PROFILE,
+        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_TOKEN_ENV: await _token(system, 31),
+    }
+    answers = [
+        (await _ask(env, tmp_path, prompt)).response or ""
+        for prompt in (
+            "develop too early",
+            "create project one",
+            "create project two",
+            "use project one",
+            "develop a form",
+            "status",
+            "use project three",
+            "what can you do?",
+        )
+    ]
+    assert "no project yet" in answers[0]
+    assert "Created project two" in answers[2]
+    assert "current project is now one" in answers[3]
+    assert "Development of one started" in answers[4]
+    assert "Project one: draft" in answers[5]
+    assert "engineering: " in answers[5]
+    assert "no project named 'three'" in answers[6]
+    assert "without an LLM" in answers[7]
+    assert "develop <spec>" in answers[7]
+    assert all(answer.startswith("[built-in deterministic agent, no LLM]") for answer in answers)
+    assert all(env[PO_API_TOKEN_ENV] not in answer for answer in answers)
+
+
+async def test_without_a_credential_the_po_agent_fails_clearly(tmp_path: Path) -> None:
+    """A PO worker started without its token answers an error naming the variables."""
+    result = await _ask({PROFILE_ENV: PO_PROFILE}, tmp_path, "status")
+    assert result.status == "error"
+    assert PO_API_TOKEN_ENV in (result.error or "")
+
+
+async def test_other_profiles_get_the_plain_builtin_agent(tmp_path: Path) -> None:
+    """A developer worker's prompt is recorded by the wrapped built-in agent, as before."""
+    result = await _ask({}, tmp_path, "add a file")
+    assert result.status == "success"
+    assert "recorded the prompt" in (result.response or "")

@@ -1,0 +1,100 @@
+"""`orchestrator chat` through its core (`run_chat`): the whole conversation, locally."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from services.cli.chat import run_chat
+from shared.chat import ChatOptions
+from tests.chat.actors import wait_until
+from tests.chat.system import ChatSystem
+
+FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
+
+
+class Script:
+    """Lines typed by the test, one at a time; None ends the input."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def lines(self) -> AsyncIterator[str]:
+        """The lines as `run_chat` reads them."""
+        while (line := await self.queue.get()) is not None:
+            yield line
+
+
+def _found(out: list[str], pattern: str) -> re.Match[str] | None:
+    for text in out:
+        if match := re.search(pattern, text):
+            return match
+    return None
+
+
+async def test_local_chat_takes_a_project_from_nothing_to_a_running_url(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """Three messages: a project is created, developed (commit shown), deployed (URL answers)."""
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4242,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+    await script.queue.put("create project shop")
+    await wait_until(lambda: _found(out, r"Created project shop") is not None)
+    assert _found(out, r"built-in") is not None
+    await script.queue.put("develop a /hello endpoint that greets")
+    await wait_until(lambda: _found(out, r"commit: [0-9a-f]{40}") is not None)
+    assert _found(out, r"\[[█░]{10}\] \d{1,2}%\nstep: \w+") is not None  # a progress edit
+    await script.queue.put("deploy")
+    await wait_until(lambda: _found(out, r"URL: (\S+)") is not None)
+    url_match = _found(out, r"URL: (\S+)")
+    assert url_match is not None
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url_match[1])
+    assert (response.status_code, response.text[:10]) == (200, "hello from")
+    await script.queue.put("/quit")
+    assert await asyncio.wait_for(chat, 20) == 0
+    assert len(system.manager.commands) == 1
+
+
+async def test_local_chat_waits_for_running_tasks_at_end_of_input(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """Input ending while a task runs: the chat prints the task's final result, then exits."""
+    out: list[str] = []
+    script = Script()
+    system.langgraph.release.clear()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4243,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+    for line in ("create project tiny", "develop a page", None):
+        await script.queue.put(line)
+    await asyncio.wait_for(system.langgraph.reached_gate.wait(), 20)
+    assert not chat.done()
+    system.langgraph.release.set()
+    assert await asyncio.wait_for(chat, 20) == 0
+    assert _found(out, r"✅ completed") is not None

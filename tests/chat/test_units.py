@@ -1,0 +1,88 @@
+"""Pure pieces of the chat core: message splitting, the progress view, the PO profile."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.worker_manager import api_keys
+from shared.chat.po_profile import (
+    API_KEY_ENV_CONTEXT,
+    OWNER_CONTEXT,
+    PO_API_TOKEN_ENV,
+    po_worker_command,
+)
+from shared.chat.progress_text import TaskView, progress_bar
+from shared.chat.sink import TELEGRAM_TEXT_LIMIT, split_text
+from shared.contracts import ProgressEvent, TaskDTO, TaskStatus, TaskType
+
+
+@given(st.text(alphabet=st.sampled_from("ab \n"), min_size=1, max_size=12_000))
+def test_split_text_keeps_every_character_within_the_limit(text: str) -> None:
+    """Chunks are at most 4096 characters and only line breaks at cuts are dropped."""
+    chunks = split_text(text)
+    assert all(0 < len(chunk) <= TELEGRAM_TEXT_LIMIT for chunk in chunks)
+    assert "".join(chunks).replace("\n", "") == text.replace("\n", "")
+
+
+def test_split_text_cuts_at_line_ends() -> None:
+    """A long answer of lines is cut between lines."""
+    text = "\n".join(f"line {i:05d}" for i in range(1000))
+    chunks = split_text(text)
+    assert len(chunks) == 3
+    assert all(chunk.startswith("line ") and chunk[-5:].isdigit() for chunk in chunks)
+
+
+def test_progress_bar_is_clamped() -> None:
+    """0, 60 and out-of-range values render a ten-cell bar."""
+    assert [progress_bar(0), progress_bar(60), progress_bar(150)] == [
+        "[░░░░░░░░░░] 0%",
+        "[██████░░░░] 60%",
+        "[██████████] 100%",
+    ]
+
+
+def _task(status: TaskStatus, result: dict[str, object] | None) -> TaskDTO:
+    return TaskDTO(
+        id="t" * 36,
+        project_id="p",
+        type=TaskType.DEPLOY,
+        status=status,
+        result=result,
+        created_at=datetime.now(UTC),
+    )
+
+
+def test_view_follows_events_and_ends_with_the_result() -> None:
+    """Progress never goes back; the final text names the URL, or the error."""
+    view = TaskView(task_id="t" * 36, task_type="deploy", project="shop")
+    view.apply(ProgressEvent(type="progress", request_id="r", progress_pct=50, current_step="a"))
+    view.apply(ProgressEvent(type="progress", request_id="r", progress_pct=20, current_step="b"))
+    assert "50%\nstep: b" in view.text()
+    view.finish(_task(TaskStatus.COMPLETED, {"deployed_url": "http://x"}), None)
+    assert view.text().endswith("✅ completed [██████████] 100%\nURL: http://x")
+    failed = TaskView(task_id="t" * 36, task_type="deploy")
+    failed.finish(None, ProgressEvent(type="failed", request_id="r", error="boom"))
+    assert failed.text().endswith("❌ failed: boom")
+
+
+def test_po_worker_command_asks_for_the_token_by_reference_only() -> None:
+    """The create command names the token's variable and owner; it carries no credential."""
+    command = po_worker_command(user_id=7, agent="claude-code", api_url="http://a")
+    assert PO_API_TOKEN_ENV not in command.config.env_vars
+    assert command.context[API_KEY_ENV_CONTEXT] == PO_API_TOKEN_ENV
+    assert command.context[OWNER_CONTEXT] == "7"
+    assert "orc_" not in command.model_dump_json()
+    assert command.context["profile"] == "po"
+    request = api_keys.api_key_request(command.context)
+    assert request == api_keys.ApiKeyRequest(env_name=PO_API_TOKEN_ENV, user_id=7)
+
+
+def test_the_chat_core_and_the_worker_manager_name_the_context_alike() -> None:
+    """The context names are declared twice (services never import each other): same text."""
+    assert (API_KEY_ENV_CONTEXT, OWNER_CONTEXT) == (
+        api_keys.API_KEY_ENV_CONTEXT,
+        api_keys.OWNER_CONTEXT,
+    )

@@ -1,0 +1,43 @@
+"""Fixtures shared by the whole suite: a private Redis server, async clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | None]:
+    """A private redis-server on a free port, or None when REDIS_URL names a server to use."""
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    server = RedisServer(appendonly=False).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | None) -> str:
+    """URL of the Redis the tests use (private by default; REDIS_URL when set)."""
+    if redis_server is None:
+        return os.environ["REDIS_URL"]
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on an empty database; the database is flushed before each test."""
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()

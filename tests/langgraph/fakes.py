@@ -1,0 +1,227 @@
+"""Fakes of the actors around langgraph, consuming the real queues on the real Redis.
+
+Each fake is what the real actor does, cut to the bone: the scaffolder creates a real bare
+repository with a first commit and marks the project scaffolded through the real API; the
+worker-manager "runs" an instant agent that clones, commits and pushes for real; infra-service
+starts a real HTTP server and answers its URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import registry
+from shared.api_client import ApiClient
+from shared.api_client.schemas import ProjectUpdate
+from shared.contracts import (
+    AnsibleDeployMessage,
+    AnsibleDeployResult,
+    BaseResult,
+    CreateWorkerCommand,
+    CreateWorkerResponse,
+    DeleteWorkerCommand,
+    DeleteWorkerResponse,
+    ProjectStatus,
+    ScaffolderMessage,
+    SendMessageCommand,
+    SendMessageResponse,
+)
+from shared.git import LocalGitProvider, clone, commit_all, init_worktree, push, run_git
+from shared.messaging import Bus, Consumer, MessageContext
+from shared.redis_server import free_port
+
+RESPONSES = registry.get("worker:responses").name
+
+
+async def scaffold_repo(git: LocalGitProvider, full_name: str) -> str:
+    """A bare repository with a first commit on main; returns its clone URL."""
+    repo = await git.create_repo(full_name)
+    if await git.head_of(full_name, "main") is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp) / "w"
+            await init_worktree(work)
+            (work / "README.md").write_text(f"# {full_name}\n", encoding="utf-8")
+            await commit_all(work, "scaffold")
+            await push(work, repo.clone_url, "main")
+    return repo.clone_url
+
+
+@dataclass
+class FakeScaffolder:
+    """Consumes `scaffolder:queue`: a real repository, the project marked scaffolded."""
+
+    git: LocalGitProvider
+    api: ApiClient
+    messages: list[ScaffolderMessage] = field(default_factory=list)
+    fail: bool = False
+
+    async def handle(self, message: ScaffolderMessage, ctx: MessageContext) -> BaseResult:
+        """Scaffold, or fail when told to."""
+        self.messages.append(message)
+        if self.fail:
+            return BaseResult(request_id=message.request_id, status="failed", error="no template")
+        url = await scaffold_repo(self.git, message.repo_full_name)
+        await self.api.update_project(
+            message.project_id, ProjectUpdate(status=ProjectStatus.SCAFFOLDING)
+        )
+        await self.api.update_project(
+            message.project_id, ProjectUpdate(status=ProjectStatus.SCAFFOLDED, repository_url=url)
+        )
+        return BaseResult(request_id=message.request_id, status="success")
+
+
+@dataclass
+class FakeWorkerManager:
+    """Consumes `worker:commands`; its instant agent commits and pushes a file per prompt.
+
+    A prompt containing `FAIL` makes the agent fail; `HANG` makes it never answer;
+    `hold` (an event) delays every answer to `send_message` until it is set."""
+
+    bus: Bus
+    workdir: Path
+    commands: list[object] = field(default_factory=list)
+    live: dict[str, dict[str, str]] = field(default_factory=dict)
+    created: dict[str, str] = field(default_factory=dict)
+    hold: asyncio.Event | None = None
+    hold_create: asyncio.Event | None = None
+    """When set, `create` answers only once this event is set."""
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
+    counter: int = 0
+
+    async def handle(
+        self,
+        command: CreateWorkerCommand | SendMessageCommand | DeleteWorkerCommand,
+        ctx: MessageContext,
+    ) -> None:
+        """Answer one command on `worker:responses`."""
+        self.commands.append(command)
+        answer: CreateWorkerResponse | SendMessageResponse | DeleteWorkerResponse
+        if isinstance(command, CreateWorkerCommand):
+            if self.hold_create is not None:
+                await self.hold_create.wait()
+            worker_id = self.created.get(command.request_id)
+            if worker_id is None:  # dedupe by request_id, as the real manager does
+                self.counter += 1
+                worker_id = f"w{self.counter}"
+                self.created[command.request_id] = worker_id
+                self.live[worker_id] = dict(command.context)
+            answer = CreateWorkerResponse(
+                request_id=command.request_id, success=True, worker_id=worker_id
+            )
+        elif isinstance(command, SendMessageCommand):
+            self.sent.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            if "HANG" in command.message:
+                return
+            answer = await self._agent(command)
+        else:
+            self.live.pop(command.worker_id, None)
+            answer = DeleteWorkerResponse(request_id=command.request_id, success=True)
+        await self.bus.publish(RESPONSES, answer)
+
+    async def _agent(self, command: SendMessageCommand) -> SendMessageResponse:
+        context = self.live.get(command.worker_id)
+        if context is None:
+            return SendMessageResponse(
+                request_id=command.request_id, success=False, error="unknown worker"
+            )
+        if "FAIL" in command.message:
+            return SendMessageResponse(
+                request_id=command.request_id, success=False, error="agent crashed"
+            )
+        work = self.workdir / command.worker_id
+        if not work.exists():
+            await clone(context["repo_url"], work)
+            await run_git("checkout", "-q", "-B", context["branch"], cwd=work)
+        (work / "tasks").mkdir(exist_ok=True)
+        (work / "tasks" / f"{context['task_id']}.md").write_text(command.message, encoding="utf-8")
+        sha = await commit_all(work, "agent work")
+        await push(work, context["repo_url"], context["branch"])
+        return SendMessageResponse(
+            request_id=command.request_id, success=True, response=f"Done. Commit {sha}."
+        )
+
+    def count(self, kind: type[object]) -> int:
+        """How many commands of a kind arrived."""
+        return sum(isinstance(c, kind) for c in self.commands)
+
+
+@dataclass
+class FakeInfra:
+    """Consumes `ansible:deploy:queue`: starts a real HTTP server on the allocated port."""
+
+    messages: list[AnsibleDeployMessage] = field(default_factory=list)
+    servers: dict[int, asyncio.Server] = field(default_factory=dict)
+    fail: bool = False
+    url_port: int | None = None
+    """Answer this port in the URL instead of the allocated one (a URL that does not answer)."""
+
+    async def handle(
+        self, message: AnsibleDeployMessage, ctx: MessageContext
+    ) -> AnsibleDeployResult:
+        """Deploy (start or replace the server on the port), or fail when told to."""
+        self.messages.append(message)
+        if self.fail:
+            return AnsibleDeployResult(
+                request_id=message.request_id, status="failed", error="playbook failed", exit_code=2
+            )
+        old = self.servers.pop(message.port, None)
+        if old is not None:
+            old.close()
+            await old.wait_closed()
+        self.servers[message.port] = await asyncio.start_server(_ok, "127.0.0.1", message.port)
+        port = self.url_port or message.port
+        return AnsibleDeployResult(
+            request_id=message.request_id,
+            status="success",
+            deployed_url=f"http://127.0.0.1:{port}/",
+            server_ip=message.server_ip,
+            port=message.port,
+            exit_code=0,
+        )
+
+    async def close(self) -> None:
+        """Stop every server started."""
+        for server in self.servers.values():
+            server.close()
+            await server.wait_closed()
+
+
+async def _ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def running(*consumers: Consumer) -> AsyncIterator[None]:
+    """Run consumers in the background for the block."""
+    tasks = {asyncio.create_task(c.run()) for c in consumers}
+    try:
+        yield
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        pending = tasks
+        while pending:  # cancel again while a cancellation got swallowed inside a consumer
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+            for task in pending:
+                task.cancel()
+
+
+def unused_port() -> int:
+    """A free TCP port."""
+    return free_port()

@@ -1,0 +1,164 @@
+"""The deploy flow: real API allocation, fake infra-service on the real queue, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+
+import httpx
+
+from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
+from shared.contracts import DeployResult, TaskStatus, TaskType
+from tests.langgraph.conftest import System, langgraph
+from tests.langgraph.fakes import unused_port
+
+
+def _free_block() -> int:
+    """The start of 100 ports below the kernel's ephemeral range whose first port is bindable.
+
+    Ports at or above 32768 can be taken at any moment by outgoing connections, so a range
+    there makes the fake infra-service's bind fail at random.
+    """
+    while True:
+        start = random.randrange(10_000, 32_000, 100)
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", start))
+            return start
+
+
+async def _server(system: System) -> None:
+    start = _free_block()
+    await system.admin.create_server(
+        ServerCreate(
+            handle="local",
+            address="127.0.0.1",
+            status=ServerStatus.READY,
+            port_range_start=start,
+            port_range_end=start + 99,
+        )
+    )
+
+
+async def test_deploy_completes_and_its_url_answers(system: System) -> None:
+    """A deploy task ends completed with a URL that answers 200, its server and port."""
+    await _server(system)
+    project = await system.project("Site", scaffolded=True)
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.COMPLETED, task.result
+    result = DeployResult.model_validate(task.result)
+    assert result.status == "success"
+    assert result.server_ip == "127.0.0.1"
+    assert result.deployed_url == f"http://127.0.0.1:{result.port}/"
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(result.deployed_url)).status_code == 200
+    [message] = system.infra.messages
+    assert message.github_token_ref == "env:GITHUB_TOKEN"
+    assert message.secrets_ref.startswith("file:")
+    assert message.secrets_ref.endswith(f"/secrets/{project.id}.env")
+    assert message.repo_full_name == f"projects/{project.id[:8]}"
+
+
+async def test_second_deploy_reuses_the_allocation(system: System) -> None:
+    """Deploying a project again lands on the same server and port (no port leak)."""
+    await _server(system)
+    project = await system.project("Again", scaffolded=True)
+    async with langgraph(system):
+        first = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+        second = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert first.status == second.status == TaskStatus.COMPLETED
+    assert first.result is not None
+    assert second.result is not None
+    assert first.result["port"] == second.result["port"]
+    assert len(await system.admin.list_allocations("local")) == 1
+
+
+async def test_failed_playbook_fails_the_deploy(system: System) -> None:
+    """infra-service's failure (with its exit code) is the task's error."""
+    await _server(system)
+    project = await system.project("Bad", scaffolded=True)
+    system.infra.fail = True
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "deploy: playbook failed (exit code 2)"
+
+
+async def test_url_that_never_answers_fails_the_health_check(system: System) -> None:
+    """A deployed URL with nothing listening fails the task at the health check."""
+    await _server(system)
+    project = await system.project("Silent", scaffolded=True)
+    system.infra.url_port = unused_port()
+    system.settings.timeouts.health_check_s = 1.0
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"].startswith("health_check: http://127.0.0.1:")
+
+
+async def test_deploy_waits_for_a_server_still_being_set_up(system: System) -> None:
+    """A deploy asked for while the only server is being provisioned waits for it, then runs."""
+    start = _free_block()
+    await system.admin.create_server(
+        ServerCreate(
+            handle="local",
+            address="127.0.0.1",
+            status=ServerStatus.PROVISIONING,
+            port_range_start=start,
+            port_range_end=start + 99,
+        )
+    )
+    project = await system.project("Patient", scaffolded=True)
+    async with langgraph(system):
+        task_id = await system.task(project.id, "", TaskType.DEPLOY)
+        await asyncio.sleep(1.5)  # the flow is waiting at allocate meanwhile
+        assert system.infra.messages == []
+        await system.admin.update_server("local", ServerUpdate(status=ServerStatus.READY))
+        task = await system.wait_final(task_id)
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert len(system.infra.messages) == 1
+
+
+async def test_a_server_that_never_becomes_ready_fails_the_deploy_naming_it(
+    system: System,
+) -> None:
+    """Past `server_ready_s` the deploy fails, naming the server still being set up."""
+    await system.admin.create_server(
+        ServerCreate(handle="slow", address="127.0.0.1", status=ServerStatus.PENDING_SETUP)
+    )
+    system.settings.timeouts.server_ready_s = 1.0
+    project = await system.project("Waiting", scaffolded=True)
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == (
+        "allocate: no server became ready within 1s (still being set up: slow)"
+    )
+    assert system.infra.messages == []
+
+
+async def test_deploy_without_a_ready_server_fails(system: System) -> None:
+    """No ready server: the task fails at allocation with a clear error."""
+    project = await system.project("Nowhere", scaffolded=True)
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "allocate: no server is ready to host the project"
+    assert system.infra.messages == []
+
+
+async def test_deploy_of_an_unscaffolded_project_fails(system: System) -> None:
+    """A project with no repository yet cannot be deployed."""
+    await _server(system)
+    project = await system.project("Draft")
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "allocate: project Draft is not scaffolded yet"

@@ -1,0 +1,212 @@
+"""The engineering flow end to end: real LangGraph, SQLite checkpointer, Redis, API, git."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared import registry
+from shared.contracts import (
+    CreateWorkerCommand,
+    EngineeringMessage,
+    EngineeringResult,
+    ProgressEvent,
+    ProjectStatus,
+    SendMessageCommand,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+)
+from shared.messaging import Bus, Envelope
+from shared.registry import Actor
+from tests.langgraph.conftest import System, eventually, langgraph
+
+
+async def test_task_from_post_to_completed_with_commit_on_remote(system: System) -> None:
+    """POST /api/tasks → scaffold → worker → agent commit → completed, sha on the remote."""
+    project = await system.project("Shop Bot")
+    async with langgraph(system):
+        task_id = await system.task(project.id, "Add a /start command")
+        task = await system.wait_final(task_id)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert task.result is not None
+    result = EngineeringResult.model_validate(task.result)
+    assert result.status == "success"
+    assert result.branch == f"task/{task_id}"
+    refreshed = await system.admin.get_project(project.id)
+    assert refreshed.status == ProjectStatus.SCAFFOLDED
+    full_name = f"projects/shop-bot-{project.id[:8]}"
+    assert result.commit_sha is not None
+    assert await system.git.commit_exists(full_name, result.commit_sha)
+    assert await system.git.head_of(full_name, result.branch) == result.commit_sha
+    assert result.files_changed == [f"tasks/{task_id}.md"]
+    assert len(system.scaffolder.messages) == 1
+    assert system.workers.live == {}
+
+
+async def test_progress_events_cover_every_step(system: System) -> None:
+    """The progress stream starts, names each step with rising percentages, and completes."""
+    project = await system.project("Progress", scaffolded=True)
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await system.wait_final(task_id)
+    bus = Bus(system.redis, actor=Actor.TELEGRAM_BOT)
+    events: list[ProgressEvent] = [e async for e in bus.follow_progress(task_id)]
+    assert events[0].type == "started"
+    assert events[-1].type == "completed"
+    assert events[-1].progress_pct == 100
+    steps = [e.current_step for e in events if e.type == "progress"]
+    assert steps == ["prepare", "create_worker", "send_spec", "verify", "delete_worker"]
+    pcts = [e.progress_pct or 0 for e in events if e.type == "progress"]
+    assert pcts == sorted(pcts)
+
+
+async def test_result_goes_to_the_callback_stream(system: System) -> None:
+    """A message with a callback_stream gets its EngineeringResult there."""
+    project = await system.project("Callback", scaffolded=True)
+    # a task row with no flow of its own; its engineering message is published by hand
+    task = await system.admin.create_task(
+        TaskCreate(project_id=project.id, type=TaskType.SCAFFOLDING, spec="x")
+    )
+    callback = registry.get("results:{actor}").format(actor="PO-Worker")
+    message = EngineeringMessage(
+        task_id=task.id, project_id=project.id, user_id=system.user_id, callback_stream=callback
+    )
+    async with langgraph(system):
+        await Bus(system.redis, actor=Actor.PO_WORKER).publish("engineering:queue", message)
+        final = await system.wait_final(task.id)
+    assert final.status == TaskStatus.COMPLETED
+    entries = await system.redis.xrange(callback) or []
+    envelopes = [Envelope.from_fields(_text_fields(fields or {})) for _, fields in entries]
+    assert [e.type for e in envelopes] == ["EngineeringResult"]
+    result = EngineeringResult.model_validate_json(envelopes[0].payload)
+    assert result.status == "success"
+    assert result.request_id == message.request_id
+
+
+def _text_fields(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+
+
+async def test_redelivered_message_starts_no_second_flow(system: System) -> None:
+    """The same EngineeringMessage twice (a redelivery) creates one worker, one result."""
+    project = await system.project("Twice", scaffolded=True)
+    system.workers.hold = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await asyncio.wait_for(system.workers.sent.wait(), 10)
+        task = await system.admin.get_task(task_id)
+        again = EngineeringMessage(task_id=task_id, project_id=project.id, user_id=system.user_id)
+        await Bus(system.redis, actor=Actor.PO_WORKER).publish("engineering:queue", again)
+        await asyncio.sleep(0.5)
+        system.workers.hold.set()
+        final = await system.wait_final(task_id)
+        await system.wait_idle()
+        await Bus(system.redis, actor=Actor.PO_WORKER).publish("engineering:queue", again)
+        await asyncio.sleep(0.5)
+    assert task.status == TaskStatus.RUNNING
+    assert final.status == TaskStatus.COMPLETED
+    assert system.workers.count(CreateWorkerCommand) == 1
+    assert (await system.admin.get_task(task_id)).status == TaskStatus.COMPLETED
+
+
+async def test_failing_agent_fails_only_its_own_task(system: System) -> None:
+    """One agent that fails fails its task with the agent's error; the other completes."""
+    project = await system.project("Mixed", scaffolded=True)
+    async with langgraph(system):
+        bad = await system.task(project.id, "please FAIL")
+        good = await system.task(project.id, "work well")
+        bad_task = await system.wait_final(bad)
+        good_task = await system.wait_final(good)
+        await system.wait_idle()
+    assert bad_task.status == TaskStatus.FAILED
+    assert bad_task.result is not None
+    assert bad_task.result["error"] == "send_spec: agent crashed"
+    assert good_task.status == TaskStatus.COMPLETED
+    assert system.workers.live == {}
+
+
+async def test_failed_scaffold_fails_the_task(system: System) -> None:
+    """A scaffolder failure fails the task at the scaffold step; no worker is created."""
+    project = await system.project("Broken")
+    system.scaffolder.fail = True
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "spec"))
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "scaffold: no template"
+    assert system.workers.count(CreateWorkerCommand) == 0
+
+
+async def test_cancel_stops_the_flow_and_deletes_the_worker(system: System) -> None:
+    """Cancelling a task whose agent never answers deletes its worker and ends the flow."""
+    project = await system.project("Cancel", scaffolded=True)
+    async with langgraph(system):
+        task_id = await system.task(project.id, "HANG forever")
+        await asyncio.wait_for(system.workers.sent.wait(), 10)
+        assert len(system.workers.live) == 1
+        await system.admin.cancel_task(task_id)
+        await system.wait_idle()
+    task = await system.admin.get_task(task_id)
+    assert task.status == TaskStatus.CANCELLED
+    assert task.result is not None
+    assert task.result["error"] == "task cancelled"
+    assert system.workers.live == {}
+
+
+async def test_worker_created_after_cancel_is_deleted(system: System) -> None:
+    """Cancelled while its worker was being created: the late worker is deleted at once."""
+    project = await system.project("Late", scaffolded=True)
+    system.workers.hold_create = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+
+        async def waiting_for_worker() -> bool:
+            return bool(await system.redis.hexists("langgraph:waits", task_id))
+
+        await eventually(waiting_for_worker)
+        await system.admin.cancel_task(task_id)
+        await system.wait_idle()
+        system.workers.hold_create.set()
+
+        async def no_workers() -> bool:
+            return system.workers.count(CreateWorkerCommand) == 1 and not system.workers.live
+
+        await eventually(no_workers)
+    task = await system.admin.get_task(task_id)
+    assert task.status == TaskStatus.CANCELLED
+    assert system.workers.count(SendMessageCommand) == 0
+
+
+async def test_step_deadline_fails_the_task(system: System) -> None:
+    """An agent that never answers within the step deadline fails the task, worker deleted."""
+    project = await system.project("Slow", scaffolded=True)
+    system.settings.timeouts.agent_s = 0.5
+    system.settings.timeouts.create_worker_s = 0.5
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "HANG"))
+        await system.wait_idle()
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "send_spec: no answer within 1s"
+    assert system.workers.live == {}
+
+
+@pytest.mark.slow
+async def test_fifty_concurrent_flows_complete(system: System) -> None:
+    """50 tasks at once on one project all complete, each with its own commit."""
+    project = await system.project("Busy", scaffolded=True)
+    async with langgraph(system):
+        ids = [await system.task(project.id, f"task {n}") for n in range(50)]
+        tasks = await system.wait_all_final(ids)
+        await system.wait_idle()
+    assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 50
+    shas = {t.result["commit_sha"] for t in tasks if t.result}
+    assert len(shas) == 50
+    assert system.workers.count(CreateWorkerCommand) == 50
+    assert system.workers.live == {}

@@ -1,0 +1,113 @@
+"""The langgraph actor as a real process: SIGKILL mid-flow, restart, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from shared.contracts import CreateWorkerCommand, SendMessageCommand, TaskStatus
+from shared.redis_server import free_port
+from tests.langgraph.conftest import System, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def http_api(system: System) -> AsyncIterator[str]:
+    """The system's API app served over real HTTP on a free port; yields its URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        system.app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def langgraph_process(
+    system: System, redis_url: str, api_url: str, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m services.langgraph`, configured through its environment."""
+    data_dir = system.settings.data_dir
+    env = {
+        **os.environ,
+        "ORCHESTRATOR_REDIS_URL": redis_url,
+        "ORCHESTRATOR_DATA_DIR": str(data_dir),
+        "ORCHESTRATOR_API__URL": api_url,
+        "ORCHESTRATOR_API__KEY": system.service_key,
+        "ORCHESTRATOR_LANGGRAPH__SWEEP_INTERVAL_S": "0.1",
+        "ORCHESTRATOR_LANGGRAPH__RECLAIM_IDLE_MS": "1000",
+        "ORCHESTRATOR_LANGGRAPH__LOCK_TTL_MS": "2000",
+        "ORCHESTRATOR_LANGGRAPH__GIT__REPOS_DIR": str(system.git.root),
+    }
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.langgraph"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.slow
+async def test_sigkill_after_worker_created_resumes_without_second_worker(
+    system: System, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the agent works; restarted, the flow completes with one worker only."""
+    project = await system.project("Crash", scaffolded=True)
+    system.workers.hold = asyncio.Event()
+    log_path = tmp_path / "langgraph.log"
+    async with http_api(system) as api_url:
+        with langgraph_process(system, redis_url, api_url, log_path) as first:
+            task_id = await system.task(project.id, "survive a crash")
+            await asyncio.wait_for(system.workers.sent.wait(), 30)
+
+            async def waiting() -> bool:  # the flow reached its interrupt
+                return bool(await system.redis.hexists("langgraph:waits", task_id))
+
+            await eventually(waiting, timeout_s=30)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        assert (await system.admin.get_task(task_id)).status == TaskStatus.RUNNING
+        system.workers.hold.set()  # the agent answers while langgraph is down
+        with langgraph_process(system, redis_url, api_url, log_path):
+            task = await system.wait_final(task_id, timeout_s=60)
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
+    assert system.workers.count(CreateWorkerCommand) == 1
+    sends = {c.request_id for c in system.workers.commands if isinstance(c, SendMessageCommand)}
+    assert len(sends) == 1
+    assert system.workers.live == {}

@@ -1,0 +1,85 @@
+"""Pure pieces of the langgraph actor: request ids, repository names, checkpointer URLs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.langgraph.checkpointer import open_checkpointer, postgres_conninfo
+from services.langgraph.errors import CheckpointerConfigError
+from services.langgraph.graphs.state import request_id_for, task_of
+from services.langgraph.naming import full_name_from_url, repo_full_name_of, results_stream, slug
+from services.langgraph.settings import LanggraphSettings
+from shared.contracts import ProjectDTO, ProjectStatus
+from shared.settings import ApiSettings, Settings
+
+
+def _project(**fields: object) -> ProjectDTO:
+    base: dict[str, object] = {
+        "id": "ABCDEF12-3456",
+        "name": "My Shop Bot!",
+        "status": ProjectStatus.DRAFT,
+    }
+    return ProjectDTO.model_validate({**base, **fields})
+
+
+def test_request_id_round_trips_to_its_task() -> None:
+    """A step's request id is stable and names its task; foreign ids map to no task."""
+    request_id = request_id_for("task-1", "create_worker")
+    assert request_id == request_id_for("task-1", "create_worker")
+    assert task_of(request_id) == "task-1"
+    assert task_of("3f1c-uuid-of-someone-else") is None
+
+
+def test_repository_names() -> None:
+    """New projects get owner/slug-id8; scaffolded ones are named after their URL."""
+    assert slug("My Shop Bot!") == "my-shop-bot"
+    assert repo_full_name_of(_project(), owner="projects") == "projects/my-shop-bot-abcdef12"
+    local = _project(repository_url="file:///var/repos/acme/shop.git")
+    assert repo_full_name_of(local, owner="projects") == "acme/shop"
+    assert full_name_from_url("https://github.com/acme/shop") == "acme/shop"
+    assert full_name_from_url("https://github.com/") is None
+    assert results_stream() == "results:langgraph"
+
+
+def test_postgres_conninfo_accepts_sqlalchemy_urls_only_for_postgres() -> None:
+    """`postgresql+asyncpg://` becomes a libpq URL; anything else is refused."""
+    url = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    assert postgres_conninfo(url) == "postgresql://postgres@127.0.0.1:5432/test"
+    with pytest.raises(CheckpointerConfigError):
+        postgres_conninfo("sqlite:///x.db")
+
+
+def test_settings_from_system_take_its_api_and_postgres_database(tmp_path: Path) -> None:
+    """The system's data dir, API URL and a PostgreSQL database reach the actor's settings."""
+    system = Settings(
+        data_dir=tmp_path, database_url="postgresql+asyncpg://u@h/db", api=ApiSettings(port=9999)
+    )
+    own = LanggraphSettings.from_system(system)
+    assert own.data_dir == tmp_path
+    assert own.api_url == "http://127.0.0.1:9999"
+    assert own.checkpoint_url == "postgresql+asyncpg://u@h/db"
+
+
+async def test_sqlite_checkpointer_is_created_under_the_data_dir(tmp_path: Path) -> None:
+    """The embedded checkpointer is a SQLite file in `<data_dir>/langgraph/`."""
+    settings = LanggraphSettings(data_dir=tmp_path)
+    async with open_checkpointer(settings) as saver:
+        assert [c async for c in saver.alist(None)] == []
+    assert (tmp_path / "langgraph" / "checkpoints.sqlite").is_file()
+
+
+@pytest.mark.postgres
+async def test_postgres_checkpointer_sets_up_its_tables(tmp_path: Path) -> None:
+    """With a PostgreSQL URL the checkpointer is AsyncPostgresSaver, tables created."""
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    settings = LanggraphSettings(data_dir=tmp_path, checkpoint_url=url)
+    try:
+        async with open_checkpointer(settings) as saver:
+            assert type(saver).__name__ == "AsyncPostgresSaver"
+            config = {"configurable": {"thread_id": f"t-{datetime.now(UTC).timestamp()}"}}
+            assert await saver.aget_tuple(config) is None  # type: ignore[arg-type]
+    except OSError as error:  # pragma: no cover - no server here
+        pytest.skip(f"PostgreSQL unreachable: {error}")

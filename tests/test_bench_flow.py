@@ -1,0 +1,78 @@
+"""`bench/flow.py` runs against the real system and leaves nothing behind.
+
+The benchmark's figures are not asserted (speed is the benchmark's business, not a test's);
+what is asserted: every task completed, the figures are coherent, every flow parked at
+`create_worker`, and no process the run started is still alive afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, tmp: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "bench/flow.py", *args],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _started_under(tmp: Path) -> list[str]:
+    """Processes whose environment points TMPDIR at `tmp`: what the run started (workers
+    keep TMPDIR, it is on their allowlist)."""
+    found = []
+    for process in psutil.process_iter(["pid", "name"]):
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("TMPDIR") == str(tmp):
+                found.append(f"{process.info['pid']} {process.info['name']}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
+    """A tiny run: the tasks complete, the flows park, nothing is left running."""
+    done = _bench(
+        "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--json",
+        tmp=tmp_path, timeout_s=140,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["single"]["tasks"] == 1
+    assert figures["concurrent"]["tasks"] == 2
+    for phase in ("single", "concurrent"):
+        row = figures[phase]
+        assert 0 < row["agent_p50_s"] < row["e2e_p50_s"]
+        assert row["overhead_p50_s"] > 0
+        assert row["overhead_p95_s"] >= row["overhead_p50_s"]
+    assert figures["bus_hop_ms"] > 0
+    assert figures["by_hand_agent_s"] > 0
+    memory = figures["memory"]
+    assert memory["waiting"] == memory["wanted"] == 5
+    assert memory["waiting_at"] == ["create_worker"]
+    assert memory["rss_waiting_kib"] > 0
+    assert _started_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_a_count_below_one(tmp_path: Path) -> None:
+    """A count of 0 is refused before anything starts."""
+    done = _bench("--tasks", "0", tmp=tmp_path, timeout_s=60)
+    assert done.returncode == 2
+    assert "must be at least 1" in done.stderr
+    assert list(tmp_path.iterdir()) == []

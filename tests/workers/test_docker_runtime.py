@@ -1,0 +1,145 @@
+"""The Docker runtime against a fake Engine API on a unix socket: the requests it makes."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from services.worker_manager.docker_runtime import LABEL_MANAGER, LABEL_WORKER, DockerRuntime
+from services.worker_manager.runtime import WorkerSpec
+from services.worker_manager.settings import DockerSettings, ResourceLimits
+from tests.workers.fake_docker import FakeDockerEngine
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeDockerEngine]:
+    """A fake Docker engine on a short unix socket path."""
+    with tempfile.TemporaryDirectory(prefix="dk-") as tmp:
+        fake = FakeDockerEngine(Path(tmp) / "docker.sock").start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
+
+
+@pytest.fixture
+def runtime(engine: FakeDockerEngine, tmp_path: Path) -> Iterator[DockerRuntime]:
+    """A Docker runtime talking to the fake engine."""
+    settings = DockerSettings(
+        base_url=engine.base_url, image="orchestrator-worker:test", redis_url="redis://redis:6379/0"
+    )
+    docker_runtime = DockerRuntime(settings, data_dir=tmp_path)
+    try:
+        yield docker_runtime
+    finally:
+        docker_runtime.close()
+
+
+def spec(tmp_path: Path, *, session_volume: str | None = None) -> WorkerSpec:
+    """A worker spec with a secret in its environment and host-only variables."""
+    return WorkerSpec(
+        worker_id="dev-1",
+        manager_id="mgr",
+        env={
+            "PATH": "/host/bin",
+            "HOME": "/root",
+            "WORKER_ID": "dev-1",
+            "WORKER_REDIS_URL": "redis://127.0.0.1:1/0",
+            "WORKER_WORKSPACE": "/host/ws",
+            "API_TOKEN": "s3cret",
+        },
+        worker_dir=tmp_path / "dev-1",
+        workspace=tmp_path / "dev-1" / "workspace",
+        session_dir=tmp_path / "dev-1" / "session",
+        session_volume=session_volume,
+        limits=ResourceLimits(memory_mb=512, cpus=1.5, pids=128),
+    )
+
+
+async def test_start_creates_a_locked_down_container(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """run: image, no capabilities, no-new-privileges, limits, own network, labels, env."""
+    ref = await runtime.start(spec(tmp_path, session_volume="session-po"))
+    [network] = engine.find("POST", "/networks/create")
+    assert network.body["Name"] == "orchestrator-worker-dev-1"
+    assert network.body["Labels"] == {LABEL_MANAGER: "mgr", LABEL_WORKER: "dev-1"}
+    [create] = engine.find("POST", "/containers/create")
+    body = create.body
+    host = body["HostConfig"]
+    assert body["Image"] == "orchestrator-worker:test"
+    assert body["Cmd"][:3] == ["python", "-m", "services.worker_wrapper"]
+    assert body["Labels"] == {LABEL_MANAGER: "mgr", LABEL_WORKER: "dev-1"}
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["PidsLimit"] == 128
+    assert host["NetworkMode"] == "orchestrator-worker-dev-1"
+    assert "session-po:/session:rw" in host["Binds"]
+    assert f"{(tmp_path / 'dev-1' / 'workspace').resolve()}:/workspace:rw" in host["Binds"]
+    env = dict(item.split("=", 1) for item in body["Env"])
+    assert "PATH" not in env
+    assert "HOME" not in env
+    assert env["WORKER_WORKSPACE"] == "/workspace"
+    assert env["WORKER_SESSION_DIR"] == "/session"
+    assert env["WORKER_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["API_TOKEN"] == "s3cret"
+    assert engine.find("POST", f"/containers/{ref}/start")
+    assert await runtime.is_alive(ref)
+    assert await runtime.list_owned("mgr") == {"dev-1": ref}
+    assert await runtime.list_owned("someone-else") == {}
+
+
+async def test_stop_removes_container_and_network(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """stop: graceful stop with the grace period, forced removal, network removal."""
+    ref = await runtime.start(spec(tmp_path))
+    await runtime.stop(ref, grace_s=7)
+    [stop] = engine.find("POST", f"/containers/{ref}/stop")
+    assert stop.query["t"] == ["7"]
+    [remove] = engine.find("DELETE", f"/containers/{ref}")
+    assert remove.query["force"] == ["True"]
+    assert engine.state.networks == {}
+    assert not await runtime.is_alive(ref)
+    await runtime.stop(ref, grace_s=1)  # already gone: no error
+
+
+async def test_exit_info_reports_code_and_log_tail(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """A dead container's exit code and the tail of its log explain its death."""
+    ref = await runtime.start(spec(tmp_path))
+    engine.state.containers[ref]["State"] = {"Status": "exited", "Running": False, "ExitCode": 137}
+    assert not await runtime.is_alive(ref)
+    info = await runtime.exit_info(ref)
+    assert info.exit_code == 137
+    assert "wrapper said goodbye" in info.detail
+
+
+async def test_engine_refusal_is_a_start_error_and_cleans_up(
+    engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    """An engine error on create: a WorkerStartError naming docker; the network is removed."""
+    from services.worker_manager.errors import WorkerStartError
+
+    settings = DockerSettings(base_url=engine.base_url, image="broken:image")
+    runtime = DockerRuntime(settings, data_dir=tmp_path)
+    try:
+        with pytest.raises(WorkerStartError, match="docker"):
+            await runtime.start(spec(tmp_path))
+    finally:
+        runtime.close()
+    assert engine.state.networks == {}
+
+
+def test_sdk_version_is_pinned(engine: FakeDockerEngine) -> None:
+    """The client uses a fixed API version, so it never probes the engine for one."""
+    client = docker.DockerClient(base_url=engine.base_url, version="1.43")
+    assert client.api.api_version == "1.43"
+    client.close()

@@ -1,0 +1,70 @@
+"""Stopping a local worker process: its exit is noticed when it happens (not at the end of the
+grace), its exit status is kept, and one that ignores SIGTERM is killed after the grace."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from services.worker_manager.local_runtime import LocalProcessRuntime
+from services.worker_manager.runtime import WorkerSpec
+
+LONG_GRACE_S = 60.0
+"""Far longer than the test may take (its timeout is 120 s)."""
+
+
+def _runtime(tmp_path: Path, script: str) -> LocalProcessRuntime:
+    """A runtime whose "interpreter" is a shell script standing in for the wrapper."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    return LocalProcessRuntime(tmp_path / "workers", python=str(fake))
+
+
+def _spec(tmp_path: Path) -> WorkerSpec:
+    worker_dir = tmp_path / "workers" / "w1"
+    return WorkerSpec(
+        worker_id="w1",
+        manager_id="m1",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        worker_dir=worker_dir,
+        workspace=worker_dir / "workspace",
+        session_dir=worker_dir / "session",
+    )
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+async def test_a_worker_that_exits_on_sigterm_is_noticed_before_the_grace_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    """stop() with a 60 s grace returns once the process exited, with its exit status."""
+    if not pidfd:
+
+        def no_pidfd(_pid: int, _flags: int = 0) -> int:
+            raise OSError(errno.ENODEV, "no pidfd here")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    runtime = _runtime(tmp_path, "exec sleep 100")
+    ref = await runtime.start(_spec(tmp_path))
+    assert await runtime.is_alive(ref)
+    stopping = asyncio.create_task(runtime.stop(ref, grace_s=LONG_GRACE_S))
+    done, _ = await asyncio.wait({stopping}, timeout=LONG_GRACE_S / 2)
+    assert stopping in done, "stop() waited out the grace of a process that had exited"
+    stopping.result()
+    assert not await runtime.is_alive(ref)
+    ended = await runtime.exit_info(ref)
+    assert ended.exit_code == -15
+    assert "killed by signal 15" in ended.detail
+
+
+async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    """A process deaf to SIGTERM is SIGKILLed once the grace ran out."""
+    runtime = _runtime(tmp_path, "trap '' TERM\nexec sleep 100")
+    ref = await runtime.start(_spec(tmp_path))
+    await asyncio.wait_for(runtime.stop(ref, grace_s=0.3), timeout=30)
+    assert not await runtime.is_alive(ref)
+    assert (await runtime.exit_info(ref)).exit_code == -9

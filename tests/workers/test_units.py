@@ -1,0 +1,90 @@
+"""Small pieces of the workers: sessions, secret masking, environment, clone credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from services.worker_manager.errors import InvalidWorkerConfigError, WorkerStartError
+from services.worker_manager.workspace import (
+    _credentials_env,
+    allowlisted_env,
+    clone_repository,
+    write_instructions,
+)
+from services.worker_wrapper.service import agent_environment, mask_secrets
+from services.worker_wrapper.session import SessionStore, split_fresh
+from tests.workers.helpers import git
+
+
+def test_session_resumes_until_ttl_and_only_for_its_adapter(tmp_path: Path) -> None:
+    """A saved session is resumed within the TTL, not after it, not by another adapter."""
+    store = SessionStore(tmp_path, adapter="claude-code", ttl_s=60)
+    assert store.current() is None
+    store.save("s-1")
+    assert store.current() == "s-1"
+    assert SessionStore(tmp_path, adapter="factory-droid", ttl_s=60).current() is None
+    state = json.loads((tmp_path / "session.json").read_text())
+    state["last_used_at"] = time.time() - 61
+    (tmp_path / "session.json").write_text(json.dumps(state))
+    assert store.current() is None
+
+
+def test_new_prefix_asks_for_a_fresh_session() -> None:
+    """`/new` at the start of a prompt is removed and asks for a fresh session."""
+    assert split_fresh("/new build it") == ("build it", True)
+    assert split_fresh("/newline is a word") == ("/newline is a word", False)
+    assert split_fresh("plain") == ("plain", False)
+
+
+def test_secrets_are_masked_and_controls_stripped() -> None:
+    """Values of secret-looking variables become ***; WORKER_* and REDIS_URL never reach
+    the agent."""
+    env = {"API_TOKEN": "tok-123456", "GREETING": "hello-world", "PATH": "/bin"}
+    assert mask_secrets("got tok-123456 and hello-world", env) == "got *** and hello-world"
+    assert mask_secrets(None, env) is None
+    source = {"WORKER_ID": "w", "REDIS_URL": "redis://x", "ORCHESTRATOR_X": "1", "PATH": "/bin"}
+    assert agent_environment(source) == {"PATH": "/bin"}
+
+
+def test_environment_is_allowlisted_plus_env_vars() -> None:
+    """Only allowlisted host variables pass; env_vars are added; bad names are refused."""
+    host = {"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "x", "HOME": "/root"}
+    assert allowlisted_env(host, ["PATH", "HOME"], {"A": "1"}) == {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "A": "1",
+    }
+    with pytest.raises(InvalidWorkerConfigError):
+        allowlisted_env(host, ["PATH"], {"BAD=NAME": "1"})
+
+
+def test_clone_credentials_go_to_the_environment_not_argv() -> None:
+    """user:token in an https URL moves into git's environment as an auth header."""
+    url, env = _credentials_env("https://x-access-token:ghs_secret@github.com/o/r.git")
+    assert url == "https://github.com/o/r.git"
+    assert "ghs_secret" not in url
+    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"].startswith("Authorization: Basic ")
+    assert _credentials_env("/srv/repos/r.git") == ("/srv/repos/r.git", {})
+
+
+def test_instructions_are_written_and_kept_out_of_git(tmp_path: Path) -> None:
+    """CLAUDE.md for claude-code, AGENTS.md otherwise, excluded from the repository."""
+    git(tmp_path, "init", "-q")
+    target = write_instructions(tmp_path, "claude-code", "po", None, ["git", "python"])
+    assert target.name == "CLAUDE.md"
+    text = target.read_text()
+    assert "Product Owner" in text
+    assert "Capabilities of this worker: git, python." in text
+    assert git(tmp_path, "status", "--porcelain") == ""
+    assert write_instructions(tmp_path, "builtin", "developer", "Do X.", []).name == "AGENTS.md"
+
+
+def test_clone_failure_is_a_start_error(tmp_path: Path) -> None:
+    """A repository that cannot be cloned is a WorkerStartError with git's message."""
+    with pytest.raises(WorkerStartError, match="cannot clone"):
+        clone_repository(str(tmp_path / "missing.git"), tmp_path / "ws", None, {"PATH": "/usr/bin"})
