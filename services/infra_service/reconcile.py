@@ -41,6 +41,7 @@ from shared.api_client import ApiClient
 from shared.api_client.errors import NotFoundError
 from shared.api_client.schemas import ServerStatus
 from shared.contracts import ProjectStatus, TaskStatus, TaskType
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = [
     "ApiArchivedDeployments",
@@ -185,8 +186,10 @@ async def run_reconcile_loop(
     """`reconcile_archived` at once and then every `interval_s`, until cancelled; a pass
     that fails is logged and the loop goes on."""
     while True:
+        raise_if_cancelling()  # a client call may have absorbed it
         try:
             await reconcile_archived(source, deps)
         except Exception as error:  # noqa: BLE001 - the loop outlives any one pass
+            raise_if_cancelling()
             _log.warning("reconcile pass failed", error=f"{type(error).__name__}: {error}")
         await asyncio.sleep(interval_s)

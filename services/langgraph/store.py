@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, lock_key
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["FlowKind", "FlowStore", "PendingWait"]
 
@@ -162,5 +163,6 @@ class FlowStore:
 
     async def _renew(self, task_id: str, token: str) -> None:
         while True:
+            raise_if_cancelling()  # the last renewal may have absorbed it
             await asyncio.sleep(self.lock_ttl_ms / 3000)
             await self.redis.eval(_RENEW, 1, lock_key(task_id), token, self.lock_ttl_ms)

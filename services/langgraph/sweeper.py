@@ -17,6 +17,7 @@ import structlog
 
 from services.langgraph.errors import ApiCallError
 from services.langgraph.runner import FlowRunner, KickReason
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["Sweeper"]
 
@@ -38,10 +39,12 @@ class Sweeper:
         """Recover, then sweep forever."""
         await self.recover()
         while True:
+            raise_if_cancelling()  # a Redis call of the last sweep may have absorbed it
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
                 await self.sweep()
             except Exception:
+                raise_if_cancelling()
                 log.exception("sweep_failed")
 
     async def recover(self) -> int:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from services.scheduler import keys
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["JobLocks"]
 
@@ -107,6 +108,7 @@ class JobLocks:
         try:
             while True:
                 await asyncio.wait([finished_waiter], timeout=period_s)
+                raise_if_cancelling()  # a Redis call may have absorbed it
                 if finished.is_set():
                     return
                 try:
@@ -114,6 +116,7 @@ class JobLocks:
                         log.warning("lease_lost", job=job, owner=self.owner)
                         return
                 except Exception:  # a failed renewal is retried; the job keeps running
+                    raise_if_cancelling()
                     log.warning("lease_renew_failed", job=job, exc_info=True)
         finally:
             finished_waiter.cancel()

@@ -22,6 +22,7 @@ import structlog
 from services.scheduler.errors import SchedulerError
 from services.scheduler.lock import JobLocks
 from services.scheduler.metrics import SchedulerMetrics
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["Job", "JobRun", "Outcome", "Scheduler", "Tick"]
 
@@ -142,6 +143,7 @@ class Scheduler:
             # asyncio.wait neither cancels nor raises on timeout: no cancellation can be lost
             # here (asyncio.timeout around Event.wait() can hang a cancelled task on 3.11)
             await asyncio.wait([stop_waiter], timeout=max(delay_s, 0.0))
+            raise_if_cancelling()  # a Redis call of the last tick may have absorbed it
             if self._stopping.is_set():
                 return
             await self.run_tick(job, tick)

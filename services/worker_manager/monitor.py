@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from services.worker_manager.errors import WorkerManagerError
 from services.worker_manager.manager import WorkerManager
 from services.worker_manager.registry import WorkerRecord
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["WorkerMonitor"]
 
@@ -119,13 +120,10 @@ class WorkerMonitor:
 
     async def run(self) -> None:
         """Check every `monitor_interval_s` until cancelled; errors are logged, never fatal."""
-        current = asyncio.current_task()
         while True:
             try:
                 await self.check_once()
             except (RedisError, OSError, WorkerManagerError) as exc:
                 log.warning("monitor_pass_failed", error=str(exc))
-            if current is not None and current.cancelling():
-                # a cancellation that a Redis call absorbed (seen with redis-py 8 on 3.11)
-                raise asyncio.CancelledError
+            raise_if_cancelling()  # a Redis call may have absorbed it
             await asyncio.sleep(self.settings.monitor_interval_s)

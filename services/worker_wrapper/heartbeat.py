@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from shared.messaging.cancel import raise_if_cancelling
+
 __all__ = ["RegistryReporter"]
 
 log = structlog.get_logger("services.worker_wrapper.heartbeat")
@@ -58,10 +60,12 @@ class RegistryReporter:
         """
         last_ok = time.monotonic()
         while True:
+            raise_if_cancelling()  # the last report may have absorbed it
             try:
                 live = await self.report(heartbeat_at=time.time())
                 last_ok = time.monotonic()
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("heartbeat_failed", error=str(exc))
                 live = time.monotonic() - last_ok < orphan_after_s
             if not live:

@@ -26,6 +26,7 @@ from shared.chat.sessions import PoSessions
 from shared.chat.sink import ChatSink, ChatUser, split_text
 from shared.contracts import WorkerInputMessage, WorkerOutputMessage
 from shared.messaging import Bus, RequestTimeoutError
+from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["ChatOptions", "Conversation"]
 
@@ -176,6 +177,7 @@ class Conversation:
         deadline = time.monotonic() + self.options.answer_timeout_s + 30
         last_typing = time.monotonic()
         while time.monotonic() < deadline:
+            raise_if_cancelling()  # a Redis call may have absorbed it
             with contextlib.suppress(RequestTimeoutError):
                 reply = await self.bus.wait_reply(
                     output_stream,

@@ -30,7 +30,7 @@ from shared.chat.progress_text import TaskView
 from shared.chat.sink import ChatSink
 from shared.contracts import ProgressEvent, ProjectDTO, TaskDTO, TaskStatus
 from shared.messaging import Bus, DecodeError, Envelope, decode_message
-from shared.messaging.cancel import wait_event
+from shared.messaging.cancel import raise_if_cancelling, wait_event
 from shared.messaging.keys import progress_stream
 
 __all__ = ["ChatForOwner", "TaskNotifier"]
@@ -104,9 +104,11 @@ class TaskNotifier:
             for raw in await self.redis.smembers(notify_active_key(self.door)):
                 self._follow(raw.decode() if isinstance(raw, bytes) else str(raw))
             while True:
+                raise_if_cancelling()  # the API and Redis clients may have swallowed it
                 try:
                     await self.discover()
                 except Exception as error:  # noqa: BLE001  # the API or chat may fail; keep polling
+                    raise_if_cancelling()
                     log.warning("notifier_discovery_failed", error=f"{type(error).__name__}")
                 await wait_event(self._wake, self.poll_s)
                 self._wake.clear()
@@ -181,6 +183,7 @@ class TaskNotifier:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a broken follower must not end the notifier
+            raise_if_cancelling()
             log.exception("notifier_follow_failed", task_id=task_id, error=str(error))
             await asyncio.sleep(self.poll_s)
             self._followers.pop(task_id, None)
@@ -202,6 +205,7 @@ class TaskNotifier:
         spec = registry.resolve(stream)
         shown, shown_at, checked_at = view.text(), 0.0, time.monotonic()
         while True:
+            raise_if_cancelling()
             behind = view.text() != shown  # an edit held back by the interval: flush it soon
             block_ms = max(int(self.edit_interval_s * 1000), 10) if behind else 1000
             entries = await self.bus.transport.read(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import redis.asyncio as aioredis
 
@@ -75,6 +76,45 @@ async def test_an_unreachable_chat_is_given_up_and_others_still_notified(
     }
     assert phases == {"b'done'", "b'undeliverable'"}
     assert all(chat == 14 for chat, _ in sink.sent)
+
+
+async def test_the_notifier_stops_when_cancelled_at_any_instant(
+    system: ChatSystem, redis_client: aioredis.Redis
+) -> None:
+    """A cancellation is never lost, even one that lands while a Redis command is on the wire
+    (redis-py absorbs it there): before the fix, about 1 in 5 of these notifiers polled on."""
+    async with system.api() as api:
+        user = await api.create_user(UserCreate(telegram_id=14))
+        for _ in range(3):
+            project = await api.create_project(ProjectCreate(name="p"), owner_id=user.id)
+            await api.create_task(
+                TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+            )
+
+        async def chat_for_owner(owner_id: int) -> int | None:
+            return 14
+
+        rng = random.Random(7)
+        stuck = []
+        for attempt in range(120):
+            notifier = TaskNotifier(
+                Bus(redis_client, actor=registry.Actor.TELEGRAM_BOT),
+                redis_client,
+                api,
+                Sink(),
+                door=f"cancel-{attempt}",
+                chat_for_owner=chat_for_owner,
+                poll_s=0.0,  # always discovering: always on the wire
+            )
+            running = asyncio.create_task(notifier.run())
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            running.cancel()
+            _, pending = await asyncio.wait([running], timeout=5)
+            if pending:
+                stuck.append(attempt)
+                running.cancel()
+            assert running.cancelled() or running in pending
+        assert not stuck, f"notifiers {stuck} went on after their cancellation"
 
 
 async def api_tasks(system: ChatSystem) -> list[TaskDTO]:

@@ -20,7 +20,7 @@ from services.api.db import Database, utc_now
 from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.repository import OutboxRepository
 from shared import registry
-from shared.messaging.cancel import wait_event
+from shared.messaging.cancel import raise_if_cancelling, wait_event
 
 __all__ = ["OutboxRelay"]
 
@@ -54,6 +54,7 @@ class OutboxRelay:
         """Publish until cancelled, backing off while the publisher or database fails."""
         backoff_s = 0.0
         while True:
+            raise_if_cancelling()  # a Redis call may have absorbed it
             self.wake.clear()
             try:
                 sent = await self.publish_pending()
@@ -61,6 +62,7 @@ class OutboxRelay:
                 if sent:
                     continue
             except Exception as error:  # noqa: BLE001 - keep relaying; the row stays pending
+                raise_if_cancelling()
                 backoff_s = min(self.max_backoff_s, max(0.05, backoff_s * 2))
                 log.warning(
                     "outbox relay: %s: %s; retrying in %.2fs",
