@@ -172,17 +172,17 @@ def at(port: int) -> ServerDTO:
 
 async def test_tcp_probe_wants_the_ssh_banner(ports: dict[str, int]) -> None:
     """Reachable when the port answers `SSH-`; a refused port or a mute one is not."""
-    probe = TcpProbe(port=22, timeout_s=0.3)
+    probe = TcpProbe(port=22, timeout_s=1.0)
     assert await probe.reachable(at(ports["ssh"])) is True
     assert await probe.reachable(at(closed_port())) is False
     started = asyncio.get_running_loop().time()
     assert await probe.reachable(at(ports["mute"])) is False
-    assert asyncio.get_running_loop().time() - started < 1.0
+    assert asyncio.get_running_loop().time() - started < 5.0  # the timeout, not a hang
 
 
 async def test_tcp_probe_without_banner_needs_only_a_connection(ports: dict[str, int]) -> None:
     """With an empty banner an accepting port suffices; local addresses are never probed."""
-    probe = TcpProbe(port=closed_port(), timeout_s=0.3, banner=b"", local_addresses={"localhost"})
+    probe = TcpProbe(port=closed_port(), timeout_s=1.0, banner=b"", local_addresses={"localhost"})
     assert await probe.reachable(at(ports["mute"])) is True
     assert await probe.reachable(at(closed_port())) is False
     assert await probe.reachable(server("l", ServerStatus.READY, address="localhost")) is True
