@@ -8,7 +8,6 @@ cancelled, 2 when the task, the API or Redis cannot be found.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -51,7 +50,6 @@ async def _follow(redis_url: str, task_id: str, timeout_s: float) -> bool:
     """Show the events until a terminal one; False when the timeout came first."""
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
     bus = Bus(client, actor=Actor.TELEGRAM_BOT)
-    deadline = time.monotonic() + timeout_s
     try:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -61,20 +59,16 @@ async def _follow(redis_url: str, task_id: str, timeout_s: float) -> bool:
             console=console,
         ) as bar:
             row = bar.add_task("queued", total=100)
-            events = bus.follow_progress(task_id, from_start=True)
-            while True:
-                left_s = deadline - time.monotonic()
-                if left_s <= 0:
-                    return False
-                try:
-                    event = await asyncio.wait_for(anext(events), left_s)
-                except StopAsyncIteration:
-                    return True
-                except TimeoutError:
-                    return False
-                _show(bar, row, event)
-                if event.is_terminal:
-                    return True
+            # one deadline around the whole stream: a per-event wait_for would start a task per
+            # event, and on 3.11 it can swallow the cancellation of Ctrl-C
+            async with asyncio.timeout(timeout_s):
+                async for event in bus.follow_progress(task_id, from_start=True):
+                    _show(bar, row, event)
+                    if event.is_terminal:
+                        return True
+            return True
+    except TimeoutError:
+        return False
     finally:
         await client.aclose()
 
