@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
@@ -127,3 +128,26 @@ async def test_tasks_created_while_redis_is_down_are_published_when_it_is_back(
             await running
         await client.aclose()
         server.cleanup()
+
+
+async def test_a_relay_cancelled_at_any_instant_stops_and_loses_nothing(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Cancelled mid-publish (redis-py may absorb the cancellation there), a relay still stops,
+    and every task's message reaches its queue after all."""
+    created = await create_tasks(api, 40, TaskType.ENGINEERING)
+    rng = random.Random(11)
+    for attempt in range(40):
+        relay = OutboxRelay(
+            api.database, Bus(redis_client, actor=registry.Actor.API), poll_s=0.0, batch_size=1
+        )
+        running = asyncio.create_task(relay.run())
+        await asyncio.sleep(rng.uniform(0, 0.02))
+        running.cancel()
+        _, stuck = await asyncio.wait([running], timeout=5)
+        assert not stuck, f"relay {attempt} went on after its cancellation"
+    final = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    while await final.publish_pending():
+        pass
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert {m.task_id for _, m in sent} == set(created)  # type: ignore[attr-defined]
