@@ -27,6 +27,7 @@ from services.langgraph.runner import FlowRunner
 from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
 from services.langgraph.sweeper import Sweeper
+from services.langgraph.workers import RegistryWorkers
 from shared import registry
 from shared.api_client import ApiClient
 from shared.git import build_provider
@@ -122,6 +123,7 @@ async def open_actor(
             health=health or HttpHealthCheck(),
             store=FlowStore(redis, lock_ttl_ms=settings.lock_ttl_ms),
             settings=settings,
+            workers=RegistryWorkers(redis),
         )
         graphs = {
             "engineering": build_engineering_graph(checkpointer),

@@ -21,7 +21,7 @@ from shared.api_client.schemas import PortAllocationDTO, ServerDTO, ServerStatus
 from shared.contracts import ProgressEvent, ProjectDTO, TaskDTO
 from shared.git import RemoteRepo
 
-__all__ = ["ApiPort", "BusPort", "FlowDeps", "GitPort", "HealthPort"]
+__all__ = ["ApiPort", "BusPort", "FlowDeps", "GitPort", "HealthPort", "WorkersPort"]
 
 
 class BusPort(Protocol):
@@ -111,6 +111,14 @@ class HealthPort(Protocol):
         ...
 
 
+class WorkersPort(Protocol):
+    """The worker registry, read-only (`services.langgraph.workers.RegistryWorkers`)."""
+
+    async def status(self, worker_id: str) -> str | None:
+        """The worker's status (`failed` once it died), or None when it has no record."""
+        ...
+
+
 @dataclass(frozen=True)
 class FlowDeps:
     """Everything a node may use; handed to every node as the runtime context."""
@@ -121,5 +129,6 @@ class FlowDeps:
     health: HealthPort
     store: FlowStore
     settings: LanggraphSettings
+    workers: WorkersPort
     clock_s: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds (deadlines are stored as epoch seconds in the checkpoint)."""

@@ -71,6 +71,10 @@ class LanggraphSettings(BaseSettings):
     default_modules: list[str] = Field(default_factory=lambda: ["backend"])
     worker_agent: Literal["claude-code", "factory-droid"] = "claude-code"
     worker_capabilities: list[str] = Field(default_factory=lambda: ["git", "python"])
+    worker_attempts: int = Field(default=3, ge=1)
+    """Developer workers a task may use: when its worker dies (the registry marks it failed:
+    process gone, heartbeat lost), the spec goes to a new one. An agent that fails on a live
+    worker fails the task at once."""
     github_token_ref: str = "env:GITHUB_TOKEN"  # noqa: S105 - a reference, not a secret
     """A reference handed to infra-service, never a token."""
     secrets_ref_template: str = "file:{data_dir}/secrets/{project_id}.env"

@@ -157,7 +157,9 @@ async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[
     git = LocalGitProvider(tmp_path / "repos")
     relay = OutboxRelay(database, Bus(redis_client, actor=Actor.API), wake=wake, poll_s=0.5)
     scaffolder = FakeScaffolder(git, admin)
-    workers = FakeWorkerManager(Bus(redis_client, actor=Actor.WORKER_MANAGER), tmp_path / "work")
+    workers = FakeWorkerManager(
+        Bus(redis_client, actor=Actor.WORKER_MANAGER), tmp_path / "work", redis=redis_client
+    )
     infra = FakeInfra()
     system = System(
         redis_client, database, admin, service_key, app, git,

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
 from shared import registry
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ProjectUpdate
@@ -80,10 +82,15 @@ class FakeWorkerManager:
     """Consumes `worker:commands`; its instant agent commits and pushes a file per prompt.
 
     A prompt containing `FAIL` makes the agent fail; `HANG` makes it never answer;
+    `DIE-ONCE` kills the task's first worker under the prompt, `DIE` every worker (its registry
+    record turns `failed`, as the real manager's does when a worker's process is gone);
     `hold` (an event) delays every answer to `send_message` until it is set."""
 
     bus: Bus
     workdir: Path
+    redis: aioredis.Redis | None = None
+    """Where the worker registry is kept (records: running, stopped, failed)."""
+    deaths: dict[str, int] = field(default_factory=dict)
     commands: list[object] = field(default_factory=list)
     live: dict[str, dict[str, str]] = field(default_factory=dict)
     created: dict[str, str] = field(default_factory=dict)
@@ -110,6 +117,7 @@ class FakeWorkerManager:
                 worker_id = f"w{self.counter}"
                 self.created[command.request_id] = worker_id
                 self.live[worker_id] = dict(command.context)
+                await self._record(worker_id, "running")
             answer = CreateWorkerResponse(
                 request_id=command.request_id, success=True, worker_id=worker_id
             )
@@ -119,11 +127,33 @@ class FakeWorkerManager:
                 await self.hold.wait()
             if "HANG" in command.message:
                 return
-            answer = await self._agent(command)
+            answer = await self._die(command) or await self._agent(command)
         else:
             self.live.pop(command.worker_id, None)
+            await self._record(command.worker_id, "stopped")
             answer = DeleteWorkerResponse(request_id=command.request_id, success=True)
         await self.bus.publish(RESPONSES, answer)
+
+    async def _record(self, worker_id: str, status: str) -> None:
+        if self.redis is not None:
+            await self.redis.hset(registry.worker_record_key(worker_id), "status", status)
+
+    async def _die(self, command: SendMessageCommand) -> SendMessageResponse | None:
+        """The worker's death under a `DIE` prompt: its record failed, a failure answer."""
+        context = self.live.get(command.worker_id)
+        if context is None or "DIE" not in command.message:
+            return None
+        task_id = context["task_id"]
+        if "DIE-ONCE" in command.message and self.deaths.get(task_id, 0) >= 1:
+            return None
+        self.deaths[task_id] = self.deaths.get(task_id, 0) + 1
+        del self.live[command.worker_id]
+        await self._record(command.worker_id, "failed")
+        return SendMessageResponse(
+            request_id=command.request_id,
+            success=False,
+            error=f"worker {command.worker_id} died while handling the request: killed",
+        )
 
     async def _agent(self, command: SendMessageCommand) -> SendMessageResponse:
         context = self.live.get(command.worker_id)

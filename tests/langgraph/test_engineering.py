@@ -129,6 +129,60 @@ async def test_failing_agent_fails_only_its_own_task(system: System) -> None:
     assert bad_task.result["error"] == "send_spec: agent crashed"
     assert good_task.status == TaskStatus.COMPLETED
     assert system.workers.live == {}
+    # the agent failed on a live worker: no second worker for it
+    assert [
+        c.context["task_id"] for c in system.workers.commands if isinstance(c, CreateWorkerCommand)
+    ].count(bad) == 1
+
+
+async def test_a_worker_that_dies_under_the_spec_is_replaced(system: System) -> None:
+    """The first worker dies (its registry record turns failed): the spec goes to a second
+    worker, which commits; the task completes and says what happened."""
+    project = await system.project("Phoenix", scaffolded=True)
+    async with langgraph(system):
+        task_id = await system.task(project.id, "build it DIE-ONCE")
+        task = await system.wait_final(task_id)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert task.result is not None
+    assert task.result["commit_sha"]
+    creates = [c for c in system.workers.commands if isinstance(c, CreateWorkerCommand)]
+    assert [c.request_id for c in creates] == [
+        f"{task_id}~create_worker",
+        f"{task_id}~create_worker@2",
+    ]
+    sends = [c for c in system.workers.commands if isinstance(c, SendMessageCommand)]
+    assert [(c.request_id, c.worker_id) for c in sends] == [
+        (f"{task_id}~send_spec", "w1"),
+        (f"{task_id}~send_spec@2", "w2"),
+    ]
+    assert system.workers.live == {}  # the second worker was deleted at the end
+    notes = await progress_messages(system, task_id)
+    assert any("died while handling the request" in n and "(2 of 3)" in n for n in notes)
+
+
+async def test_a_task_whose_workers_keep_dying_fails_after_its_attempts(system: System) -> None:
+    """Every worker dies: after `worker_attempts` (2 here) workers the task fails with the
+    death of the last one."""
+    project = await system.project("Cursed", scaffolded=True)
+    async with langgraph(system, worker_attempts=2):
+        task_id = await system.task(project.id, "build it DIE")
+        task = await system.wait_final(task_id)
+        await system.wait_idle()
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == "send_spec: worker w2 died while handling the request: killed"
+    assert system.workers.count(CreateWorkerCommand) == 2
+
+
+async def progress_messages(system: System, task_id: str) -> list[str]:
+    """The messages of a task's progress events."""
+    bus = Bus(system.redis, actor=Actor.LANGGRAPH)
+    return [
+        event.message or ""
+        async for event in bus.follow_progress(task_id, from_start=True)
+        if event is not None
+    ]
 
 
 async def test_failed_scaffold_fails_the_task(system: System) -> None:

@@ -4,6 +4,10 @@
 start → prepare → [scaffold → scaffold_wait] → create_worker → create_worker_wait
       → send_spec → send_spec_wait → verify → delete_worker → delete_worker_wait → finish
 ```
+When the developer worker dies under the spec (the worker registry marks it `failed`: its
+process is gone or its heartbeat lost, e.g. after a crash of the whole system), the flow goes
+back to `create_worker` with a new worker, up to `worker_attempts` workers per task; an agent
+that fails on a live worker fails the task at once.
 A flow that stops (failed, cancelled) goes to `delete_worker` when it has a worker, then to
 `finish`, which records the task's final status and publishes the `EngineeringResult`.
 """
@@ -26,6 +30,7 @@ from services.langgraph.graphs.steps import (
     PlainStep,
     add_awaited_step,
     add_plain_step,
+    report,
     route,
     route_awaited,
 )
@@ -42,6 +47,7 @@ from shared.contracts import (
     ScaffolderMessage,
     SendMessageCommand,
     SendMessageResponse,
+    TaskStatus,
     WorkerConfig,
 )
 
@@ -160,8 +166,33 @@ async def _send_request(
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     response = SendMessageResponse.model_validate(answer)
     if not response.success:
-        raise StepFailedError("send_spec", response.error or "the agent did not answer")
+        error = response.error or "the agent did not answer"
+        if await _worker_died(state, deps):
+            return await _replace_worker(state, deps, error)
+        raise StepFailedError("send_spec", error)
     return FlowState(agent_response=response.response)
+
+
+async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
+    """True when the worker is dead (not its agent failed) and another one may be tried."""
+    worker_id = state.get("worker_id")
+    if not worker_id or state.get("worker_round", 1) >= deps.settings.worker_attempts:
+        return False
+    if await deps.workers.status(worker_id) != "failed":
+        return False
+    task = await deps.api.get_task(state["task_id"])
+    return task.status == TaskStatus.RUNNING  # not failed or cancelled from outside meanwhile
+
+
+async def _replace_worker(state: FlowState, deps: FlowDeps, error: str) -> FlowState:
+    """Forget the dead worker: the flow goes back to `create_worker` for the next round."""
+    round_ = state.get("worker_round", 1) + 1
+    note = f"send_spec: {error}; the spec goes to a new worker ({round_} of "
+    note += f"{deps.settings.worker_attempts})"
+    await report(deps, state, SEND_SPEC.name, SEND_SPEC.pct, note)
+    return FlowState(
+        worker_id=None, worker_round=round_, warnings=[*state.get("warnings", []), note]
+    )
 
 
 async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
@@ -207,11 +238,11 @@ SCAFFOLD = AwaitedStep(
 )  # fmt: skip
 CREATE_WORKER = AwaitedStep(
     "create_worker", 30, "starting a developer worker", lambda t: t.create_worker_s,
-    _create_request, _create_answer,
+    _create_request, _create_answer, per_worker=True,
 )  # fmt: skip
 SEND_SPEC = AwaitedStep(
     "send_spec", 50, "the developer agent is working", lambda t: t.agent_s + t.create_worker_s,
-    _send_request, _send_answer,
+    _send_request, _send_answer, per_worker=True,
 )  # fmt: skip
 VERIFY = PlainStep("verify", 80, "verifying the commit on the remote", _verify)
 DELETE_WORKER = AwaitedStep(
@@ -245,6 +276,12 @@ def _after_start(state: FlowState) -> str:
     return PREPARE.name if outcome == "running" else "finish"
 
 
+def _after_spec(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return VERIFY.name if state.get("worker_id") else CREATE_WORKER.name  # it died: a new one
+
+
 def _after_prepare(state: FlowState) -> str:
     if state.get("outcome", "running") != "running":
         return "finish"
@@ -265,7 +302,8 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     graph.add_conditional_edges(PREPARE.name, _after_prepare)
     route_awaited(graph, SCAFFOLD, CREATE_WORKER.name, _cleanup)
     route_awaited(graph, CREATE_WORKER, SEND_SPEC.name, _cleanup)
-    route_awaited(graph, SEND_SPEC, VERIFY.name, _cleanup)
+    route(graph, SEND_SPEC.name, f"{SEND_SPEC.name}_wait", _cleanup)
+    graph.add_conditional_edges(f"{SEND_SPEC.name}_wait", _after_spec)
     route(graph, VERIFY.name, DELETE_WORKER.name, _cleanup)
     graph.add_edge(DELETE_WORKER.name, f"{DELETE_WORKER.name}_wait")
     graph.add_edge(f"{DELETE_WORKER.name}_wait", "finish")

@@ -38,6 +38,9 @@ class FlowState(TypedDict, total=False):
     base_branch: str
     base_sha: str | None
     worker_id: str | None
+    worker_round: int
+    """Which developer worker of the task this is (1 unless one died); rounds after the first
+    use their own request ids."""
     worker_deleted: bool
     agent_response: str | None
     commit_sha: str

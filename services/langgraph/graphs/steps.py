@@ -137,10 +137,15 @@ class AwaitedStep:
     accept: Accept
     tolerant: bool = False
     """A tolerant step (cleanup) records failures as warnings and never changes the outcome."""
+    per_worker: bool = False
+    """The step is repeated for each developer worker (`worker_round`), each time with a new
+    request id, so a replacement worker is a new request and not the answer of the last."""
 
     def request_id(self, state: FlowState) -> str:
         """The request id of this step of this flow."""
-        return request_id_for(state["task_id"], self.name)
+        round_ = state.get("worker_round", 1)
+        step = f"{self.name}@{round_}" if self.per_worker and round_ > 1 else self.name
+        return request_id_for(state["task_id"], step)
 
 
 def plain_node(step: PlainStep) -> Node:
