@@ -79,22 +79,31 @@ def _credentials_env(url: str) -> tuple[str, dict[str, str]]:
 
 
 def clone_repository(url: str, workspace: Path, branch: str | None, env: Mapping[str, str]) -> None:
-    """Clone `url` into the (empty) workspace and check out `branch` (created if new)."""
+    """Clone `url` into the (empty) workspace and check out `branch`: from the remote's branch
+    when it exists (a worker replacing one that died goes on from what that one pushed), else
+    created at the default branch."""
     clean_url, secret_env = _credentials_env(url)
     git_env = {**env, **secret_env, "GIT_TERMINAL_PROMPT": "0"}
-    steps = [["git", "clone", "-q", clean_url, str(workspace)]]
-    if branch:
-        steps.append(["git", "-C", str(workspace), "checkout", "-q", "-B", branch])
-    for argv in steps:
+
+    def git(*argv: str, check: bool = True) -> int:
         try:
-            subprocess.run(
-                argv, env=git_env, check=True, capture_output=True, timeout=_CLONE_TIMEOUT_S
+            done = subprocess.run(
+                argv, env=git_env, check=check, capture_output=True, timeout=_CLONE_TIMEOUT_S
             )
         except subprocess.CalledProcessError as exc:
             detail = exc.stderr.decode(errors="replace").strip()[-500:]
             raise WorkerStartError(f"cannot clone {clean_url}: {detail}") from None
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WorkerStartError(f"cannot clone {clean_url}: {exc}") from None
+        return done.returncode
+
+    git("git", "clone", "-q", clean_url, str(workspace))
+    if not branch:
+        return
+    here = ("git", "-C", str(workspace))
+    pushed = git(*here, "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}", check=False)
+    start = [f"origin/{branch}"] if pushed == 0 else []
+    git(*here, "checkout", "-q", "-B", branch, *start)
 
 
 def remove_tree(path: Path) -> None:

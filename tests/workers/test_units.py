@@ -17,7 +17,7 @@ from services.worker_manager.workspace import (
 )
 from services.worker_wrapper.service import agent_environment, mask_secrets
 from services.worker_wrapper.session import SessionStore, split_fresh
-from tests.workers.helpers import git
+from tests.workers.helpers import base_env, git
 
 
 def test_session_resumes_until_ttl_and_only_for_its_adapter(tmp_path: Path) -> None:
@@ -88,3 +88,26 @@ def test_clone_failure_is_a_start_error(tmp_path: Path) -> None:
     """A repository that cannot be cloned is a WorkerStartError with git's message."""
     with pytest.raises(WorkerStartError, match="cannot clone"):
         clone_repository(str(tmp_path / "missing.git"), tmp_path / "ws", None, {"PATH": "/usr/bin"})
+
+
+def test_a_worker_goes_on_from_its_branch_on_the_remote(tmp_path: Path) -> None:
+    """A branch already pushed (by a worker that died) is checked out from the remote, so the
+    next worker's commits fast-forward it; a new branch starts at the default branch."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(remote), str(seed))
+    git(seed, "commit", "-q", "--allow-empty", "-m", "base")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    git(seed, "commit", "-q", "--allow-empty", "-m", "the first worker's work")
+    git(seed, "push", "-q", "origin", "HEAD:task/t-1")
+    main, pushed = git(seed, "rev-parse", "HEAD~1").strip(), git(seed, "rev-parse", "HEAD").strip()
+    env = base_env()
+
+    clone_repository(str(remote), tmp_path / "again", "task/t-1", env)
+    assert git(tmp_path / "again", "rev-parse", "HEAD").strip() == pushed
+    assert git(tmp_path / "again", "branch", "--show-current").strip() == "task/t-1"
+
+    clone_repository(str(remote), tmp_path / "fresh", "task/t-2", env)
+    assert git(tmp_path / "fresh", "rev-parse", "HEAD").strip() == main
+    assert git(tmp_path / "fresh", "branch", "--show-current").strip() == "task/t-2"
