@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.redis_server import RedisServer, free_port
+from shared.redis_server import RedisServer
 from shared.settings import Settings
 
 __all__ = [
@@ -54,11 +54,13 @@ class EmbeddedRedis:
 
 
 def start_redis(settings: Settings) -> EmbeddedRedis:
-    """Use the configured Redis, or start a private one with persistence in the data dir."""
+    """Use the configured Redis, or start a private one with persistence in the data dir (on
+    the port of the last run while it is free, so that workers a killed run left behind
+    reconnect)."""
     if settings.redis_url:
         return EmbeddedRedis(url=settings.redis_url)
     data = (settings.data_dir / "redis").resolve()
-    server = RedisServer(port=free_port(), data_dir=data, appendonly=True).start()
+    server = RedisServer(data_dir=data, appendonly=True).start()
     return EmbeddedRedis(url=server.url, server=server)
 
 

@@ -73,6 +73,7 @@ class RedisServer:
         binary: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self._port_given = port is not None
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
         self.appendonly = appendonly
@@ -87,9 +88,14 @@ class RedisServer:
     def start(self, *, timeout_s: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        previous = _read_owner(self.data_dir)
         _take_over(self.data_dir)
         if self._own_dir:
             reap_orphans(self.data_dir.parent)
+        elif not self._port_given and previous is not None and _port_free(int(previous.port)):
+            # the port of the last server on this data dir: clients it served (workers of a
+            # killed `orchestrator up`) reconnect to the same URL and carry on
+            self.port = int(previous.port)
         args = [
             self.binary,
             "--port", str(self.port),
@@ -205,6 +211,19 @@ class _Owner:
         if not _same(_started(self.server_pid), self.server_started):
             return None
         return psutil.Process(self.server_pid)
+
+
+def _port_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:`port` now."""
+    if not 0 < port < 65536:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _record_owner(data_dir: Path, server_pid: int, port: int) -> None:

@@ -22,6 +22,7 @@ from shared.redis_server import (
     RedisServer,
     RedisServerError,
     find_redis_server,
+    free_port,
     reap_orphans,
 )
 from shared.settings import Settings
@@ -144,6 +145,7 @@ def test_a_server_whose_owner_was_killed_is_stopped_before_its_data_dir_is_reuse
     server = RedisServer(data_dir=data_dir, appendonly=True).start()
     try:
         assert _gone(orphan)
+        assert server.url == url  # the same port: the orphan's clients reconnect to it
         client = redis.Redis.from_url(server.url)
         assert client.xlen("jobs") == 1
         client.close()
@@ -184,3 +186,29 @@ def test_orphaned_temporary_servers_are_reaped_at_the_next_start(
         assert alive.data_dir.exists()
     finally:
         alive.cleanup()
+
+
+def test_a_data_dir_keeps_its_port_while_the_port_is_free(tmp_path: Path) -> None:
+    """The next server on a data directory listens where the last one did, unless someone
+    else took that port meanwhile; a port given explicitly always wins."""
+    first = RedisServer(data_dir=tmp_path, appendonly=True).start()
+    first.stop()
+    second = RedisServer(data_dir=tmp_path, appendonly=True).start()
+    try:
+        assert second.port == first.port
+    finally:
+        second.stop()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", second.port))
+        squatter.listen()
+        third = RedisServer(data_dir=tmp_path, appendonly=True).start()
+        try:
+            assert third.port != second.port
+        finally:
+            third.stop()
+    chosen = free_port()
+    fourth = RedisServer(data_dir=tmp_path, appendonly=True, port=chosen).start()
+    try:
+        assert fourth.port == chosen
+    finally:
+        fourth.cleanup()

@@ -97,8 +97,9 @@ class WorkerManagerSettings(BaseSettings):
     """On start, keep the live workers of this manager's previous run (else remove them)."""
     stop_workers_on_exit: bool = False
     """On shutdown, delete this manager's live workers instead of leaving them for the next
-    run. `orchestrator up` turns it on when its Redis is private: that server stops with it and
-    the next run's has another port, so no worker could be adopted."""
+    run. `orchestrator up` turns it on when its Redis is private: that server stops with it,
+    and a worker cut off from Redis stops itself. (After a `kill -9` of `up` no one deletes
+    them: the next `up` starts Redis on the same port, and those still running are adopted.)"""
     concurrency: int = 64
     """Commands handled at once (a send_message waits for its answer)."""
     api_url: str | None = None
