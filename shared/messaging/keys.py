@@ -6,9 +6,11 @@ import os
 import socket
 import uuid
 
+import psutil
+
 from shared import registry
 
-__all__ = ["default_consumer_name", "idempotency_key", "progress_stream"]
+__all__ = ["consumer_died_here", "default_consumer_name", "idempotency_key", "progress_stream"]
 
 IDEMPOTENCY_PREFIX = "idempotency"
 
@@ -27,3 +29,21 @@ def progress_stream(task_id: str) -> str:
 def default_consumer_name(actor: str) -> str:
     """A consumer name stable for this process: actor, host, pid and a short random tag."""
     return f"{actor}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def consumer_died_here(name: str) -> bool:
+    """True when `name` is a default consumer name of this host whose process is gone (or a
+    zombie): its pending entries need not wait out the reclaim idle time. Any other name
+    (another host, a live process, a name given by hand) is False."""
+    host, _, rest = name.rpartition("@")[2].partition(":")
+    pid_text, _, tag = rest.partition(":")
+    if "@" not in name or not host or not tag or not pid_text.isdigit():
+        return False
+    if host != socket.gethostname() or int(pid_text) == os.getpid():
+        return False
+    try:
+        return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False

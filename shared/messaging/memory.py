@@ -254,7 +254,15 @@ class MemoryTransport:
     async def pending(self, stream: str, group: str) -> PendingInfo:
         g = self._group(stream, group)
         ids = sorted(g.pending, key=parse_id)
-        return PendingInfo(len(ids), ids[0] if ids else None)
+        holders: dict[str, int] = {}
+        for p in g.pending.values():
+            holders[p.consumer] = holders.get(p.consumer, 0) + 1
+        return PendingInfo(len(ids), ids[0] if ids else None, holders)
+
+    async def pending_ids(self, stream: str, group: str, consumer: str, count: int) -> list[str]:
+        g = self._group(stream, group)
+        mine = [i for i, p in g.pending.items() if p.consumer == consumer]
+        return sorted(mine, key=parse_id)[:count]
 
     async def range(self, stream: str, *, start: str, end: str, count: int) -> list[Entry]:
         s = self.streams.get(stream)

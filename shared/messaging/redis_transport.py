@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 import redis.asyncio as aioredis
@@ -304,7 +304,19 @@ class RedisTransport:
         with _translated:
             summary = await self.client.xpending(stream, group)
         oldest = summary.get("min")
-        return PendingInfo(int(summary["pending"]), None if oldest is None else as_str(oldest))
+        holders = {
+            as_str(row["name"]): int(row["pending"]) for row in summary.get("consumers") or []
+        }
+        return PendingInfo(
+            int(summary["pending"]), None if oldest is None else as_str(oldest), holders
+        )
+
+    async def pending_ids(self, stream: str, group: str, consumer: str, count: int) -> list[str]:
+        with _translated:
+            rows = await self.client.xpending_range(
+                stream, group, min="-", max="+", count=count, consumername=consumer
+            )
+        return [as_str(cast("str | bytes", row["message_id"])) for row in rows]
 
     async def range(self, stream: str, *, start: str, end: str, count: int) -> list[Entry]:
         with _translated:

@@ -9,7 +9,7 @@ request/reply, idempotency) is one code path for both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.messaging.errors import MessagingError
@@ -66,6 +66,8 @@ class PendingInfo:
 
     count: int
     oldest_id: str | None
+    consumers: dict[str, int] = field(default_factory=dict)
+    """How many entries each consumer holds."""
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -168,6 +170,10 @@ class Transport(Protocol):
 
     async def pending(self, stream: str, group: str) -> PendingInfo:
         """Summary of the group's pending entries."""
+        ...
+
+    async def pending_ids(self, stream: str, group: str, consumer: str, count: int) -> list[str]:
+        """The ids of up to `count` entries pending in `consumer`'s hands, oldest first."""
         ...
 
     async def range(self, stream: str, *, start: str, end: str, count: int) -> list[Entry]:

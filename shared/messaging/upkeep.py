@@ -4,7 +4,9 @@
   their idle time reset (XCLAIM JUSTID), so a long handler keeps its claim.
 - Reclaim: entries idle longer than the reclaim idle time (their consumer died) are claimed
   with XAUTOCLAIM; one delivered more often than `max_attempts` goes to the dead-letter
-  stream (a message that kills its consumer cannot loop forever).
+  stream (a message that kills its consumer cannot loop forever). The entries of a consumer
+  of this host whose process is gone are claimed at once, from the first turn on: a process
+  started again after a crash goes on with its predecessor's work without waiting.
 - Trim: entries below every required group's floor (oldest pending, or past the last
   delivered) are removed with XTRIM MINID; an observer's floor is raised to keep at most
   `observer_cap` entries, so a stalled observer cannot pin memory forever.
@@ -20,7 +22,9 @@ import structlog
 
 from shared.messaging.backoff import Backoff
 from shared.messaging.cancel import raise_if_cancelling
+from shared.messaging.keys import consumer_died_here
 from shared.messaging.transport import (
+    Entry,
     TransportConnectionError,
     TransportNoGroupError,
     parse_id,
@@ -81,11 +85,16 @@ class Upkeep:
     async def run(self) -> None:
         """Tick until cancelled; connection losses back off, never stop the loop."""
         backoff = Backoff(base_s=0.1, max_s=5.0)
+        first = True
         while True:
-            await asyncio.sleep(self.tick_s)
+            raise_if_cancelling()  # the last turn's Redis calls may have absorbed it
+            if not first:  # the first turn at once: a restart here takes over its dead at once
+                await asyncio.sleep(self.tick_s)
+            first = False
             raise_if_cancelling()
             try:
                 await self.renew_leases()
+                await self.reclaim_dead_here()
                 await self.reclaim()
                 if time.monotonic() - self._last_trim >= self.consumer.options.trim_interval_s:
                     self._last_trim = time.monotonic()
@@ -113,6 +122,27 @@ class Upkeep:
             if lost:
                 log.warning("lease_lost", queue=stream, entry_ids=sorted(lost))
 
+    async def reclaim_dead_here(self) -> None:
+        """Claim at once what consumers of this host whose process is gone held (a process
+        that crashed and was started again): no need to wait out the reclaim idle time."""
+        consumer = self.consumer
+        for stream in consumer.streams:
+            holders = (await consumer.transport.pending(stream, consumer.group)).consumers
+            for name in holders:
+                if name == consumer.name or not consumer_died_here(name):
+                    continue
+                if consumer.stopping or consumer.free_slots == 0:
+                    return
+                ids = await consumer.transport.pending_ids(
+                    stream, consumer.group, name, consumer.free_slots
+                )
+                for entry_id in ids:
+                    entry = await consumer.transport.claim(
+                        stream, consumer.group, consumer.name, entry_id
+                    )
+                    if entry is not None:
+                        await self._take(entry, dead=name)
+
     async def reclaim(self) -> None:
         """Claim entries that idled past the reclaim time in another (dead) consumer's hands."""
         consumer = self.consumer
@@ -129,21 +159,28 @@ class Upkeep:
             )
             self._cursors[stream] = cursor
             for entry in entries:
-                if (entry.stream, entry.entry_id) in consumer.inflight:
-                    continue
-                count = await consumer.transport.delivery_count(
-                    stream, consumer.group, entry.entry_id
-                )
-                log.info("reclaimed", queue=stream, entry_id=entry.entry_id, deliveries=count)
-                if entry.fields is not None and count > consumer.options.max_attempts:
-                    await consumer.dead_letter(
-                        entry,
-                        count,
-                        reason="exhausted",
-                        error=f"delivered {count} times without an acknowledgement",
-                    )
-                    continue
-                consumer.spawn(entry, attempt=max(count, 1))
+                await self._take(entry, dead=None)
+
+    async def _take(self, entry: Entry, *, dead: str | None) -> None:
+        """Handle a claimed entry here, or dead-letter it when its deliveries are exhausted."""
+        consumer = self.consumer
+        if (entry.stream, entry.entry_id) in consumer.inflight:
+            return
+        count = await consumer.transport.delivery_count(
+            entry.stream, consumer.group, entry.entry_id
+        )
+        log.info(
+            "reclaimed", queue=entry.stream, entry_id=entry.entry_id, deliveries=count, dead=dead
+        )
+        if entry.fields is not None and count > consumer.options.max_attempts:
+            await consumer.dead_letter(
+                entry,
+                count,
+                reason="exhausted",
+                error=f"delivered {count} times without an acknowledgement",
+            )
+            return
+        consumer.spawn(entry, attempt=max(count, 1))
 
     async def trim(self) -> None:
         """Trim what every required group acknowledged; update the gauges."""
