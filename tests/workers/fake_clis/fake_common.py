@@ -4,7 +4,8 @@ Markers: ``[hang]`` prints partial output, starts a child in its process group a
 ``[escape]`` also starts a child in a session of its own; ``[crash]`` writes stderr and
 exits 3; ``[noresult]`` exits 0 without a final event; ``[malformed]`` interleaves lines
 that are not JSON; ``[error]`` reports an error as its final event; ``[slow:S]`` sleeps S
-seconds first; ``[env:NAME]`` answers the value of an environment variable. Every run
+seconds first; ``[commit]`` commits a file to the workspace's branch and pushes it;
+``[env:NAME]`` answers the value of an environment variable. Every run
 appends its argv and working directory to the file named by ``FAKE_CLI_LOG``, if set.
 """
 
@@ -49,6 +50,13 @@ def pre_answer(prompt: str) -> None:
     slow = re.search(r"\[slow:([\d.]+)\]", prompt)
     if slow:
         time.sleep(float(slow.group(1)))
+    if "[commit]" in prompt:
+        with open("AGENT.md", "a", encoding="utf-8") as notes:
+            notes.write(prompt + "\n")
+        identity = ["-c", "user.name=fake agent", "-c", "user.email=agent@example.com"]
+        for argv in (["add", "AGENT.md"], [*identity, "commit", "-qm", "fake agent work"]):
+            subprocess.run(["git", *argv], check=True, capture_output=True)
+        subprocess.run(["git", "push", "-q", "origin", "HEAD"], check=True, capture_output=True)
     if "[crash]" in prompt:
         sys.stderr.write("fatal: the fake agent crashed on purpose\n")
         sys.stderr.flush()
