@@ -10,7 +10,13 @@ import psutil
 
 from shared import registry
 
-__all__ = ["consumer_died_here", "default_consumer_name", "idempotency_key", "progress_stream"]
+__all__ = [
+    "consumer_died_here",
+    "consumer_host",
+    "default_consumer_name",
+    "idempotency_key",
+    "progress_stream",
+]
 
 IDEMPOTENCY_PREFIX = "idempotency"
 
@@ -26,9 +32,19 @@ def progress_stream(task_id: str) -> str:
     return spec.format(**{spec.parameters[0]: task_id})
 
 
+def consumer_host() -> str:
+    """Where this process's pids mean something: the host name, plus the pid namespace when
+    there is one to read (containers sharing the host's name and network have their own)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}~{namespace:x}"
+
+
 def default_consumer_name(actor: str) -> str:
     """A consumer name stable for this process: actor, host, pid and a short random tag."""
-    return f"{actor}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{actor}@{consumer_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def consumer_died_here(name: str) -> bool:
@@ -39,7 +55,7 @@ def consumer_died_here(name: str) -> bool:
     pid_text, _, tag = rest.partition(":")
     if "@" not in name or not host or not tag or not pid_text.isdigit():
         return False
-    if host != socket.gethostname() or int(pid_text) == os.getpid():
+    if host != consumer_host() or int(pid_text) == os.getpid():
         return False
     try:
         return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from shared import registry
 from shared.contracts import EngineeringMessage
 from shared.messaging import Bus, MessageContext
-from shared.messaging.keys import consumer_died_here, default_consumer_name
+from shared.messaging.keys import consumer_died_here, consumer_host, default_consumer_name
 from tests.messaging.conftest import Running, engineering, wait_until
 
 ENGINEERING = registry.get("engineering:queue").name
@@ -29,11 +29,12 @@ def _dead_pid() -> int:
 
 def test_which_consumer_names_died_here() -> None:
     """Only a default name of this host with a gone process counts as dead here."""
-    host = socket.gethostname()
+    host = consumer_host()
     dead = _dead_pid()
     assert consumer_died_here(f"langgraph@{host}:{dead}:a1b2c3")
     assert not consumer_died_here(default_consumer_name("langgraph"))  # this very process
     assert not consumer_died_here(f"langgraph@not-{host}:{dead}:a1b2c3")
+    assert not consumer_died_here(f"langgraph@{socket.gethostname()}~1:{dead}:a1b2c3")
     assert not consumer_died_here("c1")
     assert not consumer_died_here(f"langgraph@{host}:pid:a1b2c3")
 
@@ -44,7 +45,7 @@ async def test_a_dead_predecessors_entries_are_taken_over_at_once(
     """Three entries are held: by a dead consumer of this host, by a live one (this process)
     and by a consumer of another host. A new consumer with a 60 s reclaim idle time handles the
     dead one's entry at once and leaves the other two pending where they are."""
-    host = socket.gethostname()
+    host = consumer_host()
     holders = {
         "t-dead": f"langgraph@{host}:{_dead_pid()}:dead00",
         "t-live": default_consumer_name("langgraph"),
