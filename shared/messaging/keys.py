@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
+from pathlib import Path
 
 import psutil
 
@@ -32,14 +34,17 @@ def progress_stream(task_id: str) -> str:
     return spec.format(**{spec.parameters[0]: task_id})
 
 
+@functools.cache
 def consumer_host() -> str:
-    """Where this process's pids mean something: the host name, plus the pid namespace when
-    there is one to read (containers sharing the host's name and network have their own)."""
+    """Where this process's pids mean something: the host name, plus this boot of the kernel
+    and the pid namespace when they can be read (hosts may share a name; containers sharing
+    the host's name and network have pids of their own)."""
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return socket.gethostname()
-    return f"{socket.gethostname()}~{namespace:x}"
+    return f"{socket.gethostname()}~{boot[:8]}.{namespace:x}"
 
 
 def default_consumer_name(actor: str) -> str:
