@@ -63,8 +63,12 @@ async def test_a_worker_that_exits_on_sigterm_is_noticed_before_the_grace_ends(
 
 async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
     """A process deaf to SIGTERM is SIGKILLed once the grace ran out."""
-    runtime = _runtime(tmp_path, "trap '' TERM\nexec sleep 100")
+    ready = tmp_path / "deaf"
+    runtime = _runtime(tmp_path, f"trap '' TERM\ntouch {ready}\nexec sleep 100")
     ref = await runtime.start(_spec(tmp_path))
+    async with asyncio.timeout(30):  # a SIGTERM before the trap would simply end the shell
+        while not ready.exists():
+            await asyncio.sleep(0.01)
     await asyncio.wait_for(runtime.stop(ref, grace_s=0.3), timeout=30)
     assert not await runtime.is_alive(ref)
     assert (await runtime.exit_info(ref)).exit_code == -9
