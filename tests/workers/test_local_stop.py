@@ -37,6 +37,14 @@ def _spec(tmp_path: Path) -> WorkerSpec:
     )
 
 
+async def _appears(path: Path, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if path.exists():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} did not appear in {timeout_s:g} s")
+
+
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
 async def test_a_worker_that_exits_on_sigterm_is_noticed_before_the_grace_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
@@ -66,9 +74,7 @@ async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path:
     ready = tmp_path / "deaf"
     runtime = _runtime(tmp_path, f"trap '' TERM\ntouch {ready}\nexec sleep 100")
     ref = await runtime.start(_spec(tmp_path))
-    async with asyncio.timeout(30):  # a SIGTERM before the trap would simply end the shell
-        while not ready.exists():
-            await asyncio.sleep(0.01)
+    await _appears(ready)  # a SIGTERM before the trap would simply end the shell
     await asyncio.wait_for(runtime.stop(ref, grace_s=0.3), timeout=30)
     assert not await runtime.is_alive(ref)
     assert (await runtime.exit_info(ref)).exit_code == -9
