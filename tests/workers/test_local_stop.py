@@ -12,6 +12,7 @@ import pytest
 
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.runtime import WorkerSpec
+from tests.workers.helpers import exists
 
 LONG_GRACE_S = 60.0
 """Far longer than the test may take (its timeout is 120 s)."""
@@ -39,7 +40,7 @@ def _spec(tmp_path: Path) -> WorkerSpec:
 
 async def _appears(path: Path, timeout_s: float = 30.0) -> None:
     for _ in range(int(timeout_s / 0.01)):
-        if path.exists():
+        if exists(path):
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{path} did not appear in {timeout_s:g} s")
