@@ -21,7 +21,14 @@ from types import TracebackType
 
 import psutil
 
-__all__ = ["RedisServer", "RedisServerError", "find_redis_server", "free_port", "reap_orphans"]
+__all__ = [
+    "RedisServer",
+    "RedisServerError",
+    "find_redis_server",
+    "free_port",
+    "port_free",
+    "reap_orphans",
+]
 
 OWNER_FILE = "owner.json"
 """In a server's data directory: which process started the server, and the server itself."""
@@ -92,7 +99,7 @@ class RedisServer:
         _take_over(self.data_dir)
         if self._own_dir:
             reap_orphans(self.data_dir.parent)
-        elif not self._port_given and previous is not None and _port_free(int(previous.port)):
+        elif not self._port_given and previous is not None and port_free(int(previous.port)):
             # the port of the last server on this data dir: clients it served (workers of a
             # killed `orchestrator up`) reconnect to the same URL and carry on
             self.port = int(previous.port)
@@ -213,7 +220,7 @@ class _Owner:
         return psutil.Process(self.server_pid)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """True when a server could listen on 127.0.0.1:`port` now."""
     if not 0 < port < 65536:
         return False

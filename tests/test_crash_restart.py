@@ -24,6 +24,7 @@ import pytest
 
 from shared.redis_server import free_port
 from tests.telegram_bot.test_whole_system import _reap
+from tests.test_quickstart import System
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -87,15 +88,8 @@ class Up:
                 self.process.wait()
 
     def cli(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VENV_BIN / "orchestrator"), *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        """`orchestrator <args>` in a second terminal (as in the quick-start test)."""
+        return System(self.data_dir, self.env).cli(*args, timeout_s=timeout_s)
 
     def json(self, *args: str) -> dict[str, object]:
         done = self.cli(*args, "--json")

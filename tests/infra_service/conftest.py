@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -267,17 +266,6 @@ async def no_leftovers(data_dir: Path) -> list[str]:
             return found
         await asyncio.sleep(0.1)
     return leftovers(data_dir)
-
-
-def port_free(port: int) -> bool:
-    """True when 127.0.0.1:port can be bound (nothing listens there)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def listening_pid(port: int) -> int | None:

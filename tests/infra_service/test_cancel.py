@@ -16,7 +16,7 @@ from services.infra_service.cancellation import CancelledTasks
 from services.infra_service.handlers import InfraDeps, handle_ansible_deploy_message
 from services.infra_service.settings import InfraSettings
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
-from shared.redis_server import free_port
+from shared.redis_server import free_port, port_free
 from tests.infra_service.conftest import (
     RecordingProgress,
     app_files,
@@ -27,7 +27,6 @@ from tests.infra_service.conftest import (
     make_repo,
     make_settings,
     no_leftovers,
-    port_free,
     until_listening,
 )
 

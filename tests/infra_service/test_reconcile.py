@@ -50,7 +50,7 @@ from shared.contracts import (
     TaskType,
 )
 from shared.messaging import Bus
-from shared.redis_server import free_port
+from shared.redis_server import free_port, port_free
 from tests.infra_service.conftest import (
     app_files,
     gated_app,
@@ -60,7 +60,6 @@ from tests.infra_service.conftest import (
     make_repo,
     make_settings,
     no_leftovers,
-    port_free,
     stop_all_apps,
     until_listening,
 )

@@ -34,7 +34,7 @@ from services.infra_service.settings import (
     RemoteServerSettings,
 )
 from shared.contracts import AnsibleDeployMessage, ProvisionerMessage
-from shared.redis_server import free_port
+from shared.redis_server import free_port, port_free
 from tests.infra_service.conftest import (
     FakeRegistry,
     RecordingProgress,
@@ -45,7 +45,6 @@ from tests.infra_service.conftest import (
     make_repo,
     make_settings,
     no_leftovers,
-    port_free,
     server,
     stop_all_apps,
     until_listening,

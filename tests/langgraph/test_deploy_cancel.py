@@ -33,6 +33,7 @@ from shared.contracts import (
 )
 from shared.git import LocalGitProvider
 from shared.messaging import Bus
+from shared.redis_server import port_free
 from shared.registry import Actor
 from tests.infra_service.conftest import (
     app_files,
@@ -41,7 +42,6 @@ from tests.infra_service.conftest import (
     make_deps,
     make_settings,
     no_leftovers,
-    port_free,
     stop_all_apps,
     until_listening,
 )
