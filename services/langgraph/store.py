@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, lock_key
 from shared.messaging.cancel import raise_if_cancelling
+from shared.messaging.keys import consumer_died_here, consumer_host
 
 __all__ = ["FlowKind", "FlowStore", "PendingWait"]
 
@@ -137,7 +139,9 @@ class FlowStore:
         self._users[task_id] = self._users.get(task_id, 0) + 1
         try:
             async with local:
-                token = uuid.uuid4().hex
+                # named like a consumer (host, pid), so a restarted process can tell that the
+                # holder of a lease it finds is a dead process of this host and break it
+                token = f"flow@{consumer_host()}:{os.getpid()}:{uuid.uuid4().hex}"
                 await self._acquire(task_id, token, wait_s)
                 renew = asyncio.create_task(self._renew(task_id, token))
                 try:
@@ -156,7 +160,13 @@ class FlowStore:
     async def _acquire(self, task_id: str, token: str, wait_s: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while not await self.redis.set(lock_key(task_id), token, nx=True, px=self.lock_ttl_ms):
+        key = lock_key(task_id)
+        while not await self.redis.set(key, token, nx=True, px=self.lock_ttl_ms):
+            holder = await self.redis.get(key)
+            if holder is not None and consumer_died_here(_text(holder)):
+                # its process is gone: no need to wait out the lease
+                await self.redis.eval(_RELEASE, 1, key, _text(holder))
+                continue
             if loop.time() >= deadline:
                 raise TimeoutError(f"the flow of task {task_id} is held by another process")
             await asyncio.sleep(0.05)
