@@ -83,12 +83,26 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     local_user_telegram_id: int = 1
     """The embedded mode's local admin user (the one `orchestrator` commands act as)."""
+    local_ports: tuple[int, int] = (10_000, 10_999)
+    """The ports the embedded mode's deploy server `local` hands to projects (first, last),
+    e.g. `ORCHESTRATOR_LOCAL_PORTS='[20000, 20099]'` beside another system on this machine."""
 
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
         level_number(value)  # a clear error naming the allowed levels
         return value.strip().upper()
+
+    @field_validator("local_ports")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        first, last = value
+        if not 1024 <= first <= last <= 65_535:
+            raise ValueError(
+                "must be two ports, the first and the last, with 1024 <= first <= last <= "
+                f"65535; got {first} and {last}"
+            )
+        return value
 
     @property
     def effective_database_url(self) -> str:

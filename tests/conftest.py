@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.redis_server import RedisServer
+from shared.redis_server import RedisServer, port_free
+
+
+def local_ports_env(count: int = 20) -> str:
+    """`ORCHESTRATOR_LOCAL_PORTS` for a test's `orchestrator up`: `count` ports free right now,
+    away from the default range a user's own system deploys to (10000-10999)."""
+    for _ in range(100):
+        first = random.randrange(20_000, 30_000 - count)
+        if all(port_free(port) for port in range(first, first + count)):
+            return f"[{first}, {first + count - 1}]"
+    raise RuntimeError(f"no {count} free ports in a row between 20000 and 30000")
 
 
 @pytest.fixture(scope="session")

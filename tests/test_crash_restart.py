@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from shared.redis_server import free_port
+from tests.conftest import local_ports_env
 from tests.telegram_bot.test_whole_system import _reap
 from tests.test_quickstart import System
 
@@ -52,6 +53,7 @@ class Up:
             "HOME": os.environ.get("HOME", "/tmp"),
             "ORCHESTRATOR_DATA_DIR": str(self.data_dir),
             "ORCHESTRATOR_API__PORT": str(self.port),
+            "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
             "COLUMNS": "200",
         }
         self.process: subprocess.Popen[bytes] | None = None

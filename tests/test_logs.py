@@ -82,6 +82,7 @@ def test_an_unknown_level_or_format_is_refused_by_name(level: str, fmt: str) -> 
     [
         ("ORCHESTRATOR_LOG_LEVEL", "LOUD", "ORCHESTRATOR_LOG_LEVEL"),
         ("ORCHESTRATOR_LOG_FORMAT", "xml", "ORCHESTRATOR_LOG_FORMAT"),
+        ("ORCHESTRATOR_LOCAL_PORTS", "[30000, 20099]", "the first and the last"),
     ],
 )
 def test_up_with_a_bad_log_setting_exits_2_naming_it(

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import local_ports_env
 from tests.telegram_bot.test_whole_system import _reap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def system(tmp_path: Path) -> Iterator[System]:
         "HOME": os.environ.get("HOME", "/tmp"),
         "ORCHESTRATOR_DATA_DIR": str(data_dir),
         "ORCHESTRATOR_API__PORT": str(port),
+        "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
         "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
         "COLUMNS": "200",
     }

@@ -62,6 +62,13 @@ async def ensure_local_server(settings: Settings) -> None:
         except ApiStatusError as error:
             if error.status_code != 404:
                 raise
+            first, last = settings.local_ports
             await client.create_server(
-                ServerCreate(handle=LOCAL_SERVER, address="127.0.0.1", ssh_user="local")
+                ServerCreate(
+                    handle=LOCAL_SERVER,
+                    address="127.0.0.1",
+                    ssh_user="local",
+                    port_range_start=first,
+                    port_range_end=last,
+                )
             )

@@ -20,6 +20,7 @@ import pytest
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from shared.api_client import ApiClient
 from shared.redis_server import free_port
+from tests.conftest import local_ports_env
 from tests.telegram_bot.bot import ADMIN_ID, TOKEN, find, say
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 
@@ -55,6 +56,7 @@ async def system_up(tmp_path: Path, bot_api: FakeBotApi) -> AsyncIterator[tuple[
         "HOME": os.environ.get("HOME", "/tmp"),
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "ORCHESTRATOR_API__PORT": str(port),
+        "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
         "ORCHESTRATOR_WORKERS__ADAPTER": "builtin",
         "ORCHESTRATOR_TELEGRAM__BOT_API_URL": bot_api.base_url,
         "ORCHESTRATOR_TELEGRAM__ADMINS": json.dumps([ADMIN_ID]),
