@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -21,7 +20,7 @@ from pydantic import BaseModel
 
 from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, lock_key
 from shared.messaging.cancel import raise_if_cancelling
-from shared.messaging.keys import consumer_died_here, consumer_host
+from shared.messaging.keys import consumer_died_here, default_consumer_name
 
 __all__ = ["FlowKind", "FlowStore", "PendingWait"]
 
@@ -141,7 +140,7 @@ class FlowStore:
             async with local:
                 # named like a consumer (host, pid), so a restarted process can tell that the
                 # holder of a lease it finds is a dead process of this host and break it
-                token = f"flow@{consumer_host()}:{os.getpid()}:{uuid.uuid4().hex}"
+                token = default_consumer_name("flow", tag=uuid.uuid4().hex)
                 await self._acquire(task_id, token, wait_s)
                 renew = asyncio.create_task(self._renew(task_id, token))
                 try:

@@ -47,9 +47,10 @@ def consumer_host() -> str:
     return f"{socket.gethostname()}~{boot[:8]}.{namespace:x}"
 
 
-def default_consumer_name(actor: str) -> str:
-    """A consumer name stable for this process: actor, host, pid and a short random tag."""
-    return f"{actor}@{consumer_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def default_consumer_name(actor: str, *, tag: str | None = None) -> str:
+    """A consumer name stable for this process: actor, host, pid and a tag (short and random
+    unless given). Leases use the same form, so `consumer_died_here` reads both."""
+    return f"{actor}@{consumer_host()}:{os.getpid()}:{tag or uuid.uuid4().hex[:6]}"
 
 
 def consumer_died_here(name: str) -> bool:

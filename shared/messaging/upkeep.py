@@ -85,13 +85,8 @@ class Upkeep:
     async def run(self) -> None:
         """Tick until cancelled; connection losses back off, never stop the loop."""
         backoff = Backoff(base_s=0.1, max_s=5.0)
-        first = True
-        while True:
-            raise_if_cancelling()  # the last turn's Redis calls may have absorbed it
-            if not first:  # the first turn at once: a restart here takes over its dead at once
-                await asyncio.sleep(self.tick_s)
-            first = False
-            raise_if_cancelling()
+        while True:  # the first turn at once: a restart here takes over its dead at once
+            delay_s = self.tick_s
             try:
                 await self.renew_leases()
                 await self.reclaim_dead_here()
@@ -101,13 +96,15 @@ class Upkeep:
                     await self.trim()
                 backoff.reset()
             except TransportNoGroupError:
-                await asyncio.sleep(backoff.next_delay_s())
+                delay_s += backoff.next_delay_s()
             except TransportConnectionError as exc:
                 log.warning("upkeep_redis_unavailable", error=str(exc))
-                await asyncio.sleep(backoff.next_delay_s())
+                delay_s += backoff.next_delay_s()
             except Exception:
                 log.exception("upkeep_failed")
-                await asyncio.sleep(backoff.next_delay_s())
+                delay_s += backoff.next_delay_s()
+            raise_if_cancelling()  # the turn's Redis calls may have absorbed it
+            await asyncio.sleep(delay_s)
 
     async def renew_leases(self) -> None:
         """Reset the idle time of every entry being handled here."""
