@@ -11,6 +11,7 @@ import httpx
 
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
 from shared.contracts import DeployResult, TaskStatus, TaskType
+from shared.git.naming import repo_full_name
 from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import unused_port
 
@@ -58,7 +59,7 @@ async def test_deploy_completes_and_its_url_answers(system: System) -> None:
     assert message.github_token_ref == "env:GITHUB_TOKEN"
     assert message.secrets_ref.startswith("file:")
     assert message.secrets_ref.endswith(f"/secrets/{project.id}.env")
-    assert message.repo_full_name == f"projects/{project.id[:8]}"
+    assert message.repo_full_name == repo_full_name("projects", project.id, project.name)
 
 
 async def test_second_deploy_reuses_the_allocation(system: System) -> None:

@@ -96,6 +96,7 @@ async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
     project = await deps.api.get_project(state["project_id"])
     if project.status not in SCAFFOLDED or not project.repository_url:
         raise StepFailedError("allocate", f"project {project.name} is not scaffolded yet")
+    repo_full_name = repo_full_name_of(project, owner=deps.settings.repo_owner, step="allocate")
     servers = await _ready_servers(deps)
     chosen = min(servers, key=lambda s: s.allocated / max(s.capacity, 1))
     for server in servers:  # a project deployed before goes back to its own server and port
@@ -106,7 +107,7 @@ async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
     allocation = await deps.api.allocate_port(chosen.handle, state["project_id"])
     return FlowState(
         project_name=project.name,
-        repo_full_name=repo_full_name_of(project, owner=deps.settings.repo_owner),
+        repo_full_name=repo_full_name,
         modules=list(deps.settings.default_modules),
         server_handle=chosen.handle,
         server_ip=chosen.address,
