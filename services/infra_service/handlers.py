@@ -26,6 +26,7 @@ A cancellation after the job finished changes nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
@@ -78,6 +79,18 @@ __all__ = [
 ]
 
 _log = structlog.get_logger(__name__)
+
+
+_MODULE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def module_names(modules: list[str] | None) -> list[str]:
+    """A deploy's module names, which become directories of the checkout: plain names only
+    (`backend`, `telegram`), never a path; `InfraError` naming the first that is not."""
+    for module in modules or []:
+        if not _MODULE.match(module):
+            raise InfraError(f"module name {module[:60]!r} is not a plain name ([a-z0-9_-])")
+    return list(modules or [])
 
 
 def _elapsed_ms(started: float) -> int:
@@ -236,6 +249,7 @@ async def handle_ansible_deploy_message(
     try:
         if not 0 < message.port < 65536:
             raise InfraError(f"port {message.port} is not a TCP port")
+        modules = module_names(message.modules)
         target = await deps.servers.by_address(message.server_ip)
         source = repo_source(message.repo_full_name, deps.settings)
         if source.local_path is not None and not (source.local_path / "HEAD").exists():
@@ -250,7 +264,7 @@ async def handle_ansible_deploy_message(
             variables={
                 **_base_vars(target),
                 "infra_app_name": app_name_of(message.project_id),
-                "infra_modules": ",".join(message.modules or []),
+                "infra_modules": ",".join(modules),
                 "infra_repo_url": source.url,
                 "infra_ref": deps.settings.deploy_ref,
                 "infra_port": message.port,
