@@ -74,3 +74,14 @@ async def test_the_scaffolder_records_the_projects_repository(api: ApiHarness) -
         ):
             updated = await system.update_project(project.id, ProjectUpdate(repository_url=url))
             assert updated.repository_url == url
+
+
+@pytest.mark.parametrize("handle", ["../etc", "a/b", "-x", ".hidden", "a b", "$(id)"])
+async def test_a_server_handle_is_a_plain_name(api: ApiHarness, handle: str) -> None:
+    """Server handles become inventory names: anything but a plain name is 422, not stored."""
+    async with api.http(api.admin_key) as http:
+        refused = await http.post("/api/servers", json={"handle": handle, "address": "h"})
+        listed = await http.get("/api/servers")
+    assert refused.status_code == 422
+    assert refused.json()["fields"][0]["field"] == "body.handle"
+    assert listed.json()["total"] == 0

@@ -101,3 +101,10 @@ def test_the_owner_setting_is_a_plain_name() -> None:
     for bad in ("a/b", "..", ".hidden", "-x", "", "a b"):
         with pytest.raises(ValueError, match="owner"):
             GitSettings(owner=bad)
+
+
+async def test_a_branch_that_reads_as_an_option_is_refused(owned: LocalGitProvider) -> None:
+    """A branch name starting with `-` never reaches git's argv."""
+    await owned.create_repo("projects/shop-12345678")
+    with pytest.raises(ValueError, match="not a branch name"):
+        await owned.head_of("projects/shop-12345678", "--upload-pack=touch PWNED")
