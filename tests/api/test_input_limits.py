@@ -24,6 +24,7 @@ from shared.api_client.text import (
     SPEC_MAX,
     URL_MAX,
 )
+from shared.git.naming import repo_name
 from tests.api.process import ApiProcess, mint_key
 
 
@@ -288,8 +289,12 @@ def test_a_field_accepts_its_longest_value(target: Target, field: Field) -> None
         value = ("a\tb\n" * field.max_length)[: field.max_length]
     elif field.name == "server.handle":
         value = "h" * field.max_length
+    elif field.name == "project_update.repository_url":  # only the project's own repository
+        own = f"/acme/{repo_name(target.project_id, 'shop')}"
+        value = "https://git.example/" + "r" * (field.max_length - 20 - len(own)) + own
     else:
         value = "é" * field.max_length
+    assert len(value) == field.max_length
     body = field.body(target, value)
     if field.name.startswith("server.") and field.name != "server.handle":
         body["handle"] = field.name.replace("server.", "s-")
