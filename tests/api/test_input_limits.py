@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES
+from services.api.openapi import openapi_document
 from shared.api_client.text import (
     FREE_TEXT_MAX,
     IDENTIFIER_MAX,
@@ -356,3 +358,43 @@ def test_a_body_at_the_limit_is_read(target: Target) -> None:
     )
     assert response.status_code == 422
     assert [problem["field"] for problem in response.json()["fields"]] == ["body.spec"]
+
+
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+MAX_OF = {
+    "Label": LABEL_MAX,
+    "Identifier": IDENTIFIER_MAX,
+    "Reference": REFERENCE_MAX,
+    "Url": URL_MAX,
+    "FreeText": FREE_TEXT_MAX,
+    "Spec": SPEC_MAX,
+}
+
+
+def _string_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string branch of a field's schema (`anyOf` with null for optional fields)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            return dict(branch)
+    raise AssertionError(f"no string in {schema}")
+
+
+def test_the_documented_limits_are_the_served_ones() -> None:
+    """docs/security.md states each type's length and each body field's type as the code and
+    the OpenAPI document have them."""
+    text = SECURITY_DOC.read_text(encoding="utf-8")
+    for name, limit in MAX_OF.items():
+        assert re.search(rf"^\| `{name}` \| [01]–{limit:,} \|", text, flags=re.M), name
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    rows = re.findall(r"^\| `(\w+) (/[^`]*)` \| (`[^|]*`) \| `(\w+)`", text, flags=re.M)
+    assert len(rows) >= 12
+    for method, path, fields, kind in rows:
+        if kind not in MAX_OF:
+            continue  # JsonObject: no length of its own
+        body = document["paths"][path][method.lower()]["requestBody"]
+        ref = body["content"]["application/json"]["schema"]["$ref"].rpartition("/")[2]
+        for field in re.findall(r"`(\w+)`", fields):
+            schema = _string_schema(schemas[ref]["properties"][field])
+            assert schema["maxLength"] == MAX_OF[kind], (path, field)
+            assert "pattern" in schema, (path, field)
