@@ -15,13 +15,15 @@ Every string a request carries (body, path, query) is one of these, so the rules
 
 A lone surrogate (a JSON `\\ud800` without its pair) is no character at all: no database
 or queue can store it. `JsonObject` (a task's result) refuses NUL and lone surrogates in
-every key and string value, at any depth. Lengths count code points. The JSON Schema of
+every key and string value, numbers that are not finite (`NaN`, `Infinity`), and nesting
+deeper than 32 levels. Lengths count code points. The JSON Schema of
 each type carries its length and a `pattern` of the characters it allows, so the OpenAPI
 document shows the rules.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -31,6 +33,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "FREE_TEXT_MAX",
     "IDENTIFIER_MAX",
+    "JSON_DEPTH_MAX",
     "LABEL_MAX",
     "REFERENCE_MAX",
     "SPEC_MAX",
@@ -51,6 +54,7 @@ REFERENCE_MAX = 255
 URL_MAX = 500
 FREE_TEXT_MAX = 10_000
 SPEC_MAX = 100_000
+JSON_DEPTH_MAX = 32
 
 _LINE_REFUSED = "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
 """One-line values: every control character, the line and paragraph separators, and the
@@ -109,23 +113,39 @@ def _text(value: Any) -> Any:
 
 
 def _json_strings(value: Any) -> Any:
-    """Refuse NUL and lone surrogates in every key and string of a JSON value (no recursion:
-    a deep document costs a loop, not the stack)."""
-    pending: list[tuple[str, Any]] = [("the value", value)]
+    """Refuse NUL and lone surrogates in every key and string of a JSON value, numbers that
+    are not finite, and nesting deeper than `JSON_DEPTH_MAX` (no recursion: a deep document
+    costs a loop, not the stack; a path is spelled out only for the error)."""
+    pending: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while pending:
-        where, item = pending.pop()
+        path, item = pending.pop()
         if isinstance(item, str):
             found = _JSON_BAD.search(item)
             if found is not None:
                 problem = _describe(found.group(), found.start())
-                raise PydanticCustomError("refused_character", f"{where} {problem}")
+                raise PydanticCustomError("refused_character", f"{_spell(path)} {problem}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError("not_finite", f"{_spell(path)} is not a finite number")
+        elif isinstance(item, dict | list) and len(path) >= JSON_DEPTH_MAX:
+            raise PydanticCustomError(
+                "too_deep", f"{_spell(path)} nests deeper than {JSON_DEPTH_MAX} levels"
+            )
         elif isinstance(item, dict):
             for key, nested in item.items():
-                pending.append((f"a key of {where}", key))
-                pending.append((f"{where}[{key!r}]", nested))
+                pending.append(((*path, "<key>"), key))
+                pending.append(((*path, str(key)), nested))
         elif isinstance(item, list):
-            pending.extend((f"{where}[{index}]", nested) for index, nested in enumerate(item))
+            pending.extend(((*path, index), nested) for index, nested in enumerate(item))
     return value
+
+
+def _spell(path: tuple[str | int, ...]) -> str:
+    """`path` as a reader finds it: `the value`, `['log'][0]`, `a key of ['log'][0]`."""
+    if path and path[-1] == "<key>":
+        return f"a key of {_spell(path[:-1])}"
+    if not path:
+        return "the value"
+    return "".join(f"[{part!r:.40}]" for part in path)
 
 
 _LINE = BeforeValidator(_line)
@@ -152,4 +172,5 @@ FreeText = Annotated[str, StringConstraints(max_length=FREE_TEXT_MAX, pattern=TE
 Spec = Annotated[str, StringConstraints(max_length=SPEC_MAX, pattern=TEXT_PATTERN), _TEXT]
 """A task's specification: up to 100,000 characters; tabs and line breaks allowed."""
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_strings)]
-"""A JSON object whose keys and strings hold no NUL and no lone surrogate."""
+"""A JSON object whose keys and strings hold no NUL and no lone surrogate, whose numbers are
+finite and which nests at most 32 levels deep."""

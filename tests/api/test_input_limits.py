@@ -15,12 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES
 from services.api.openapi import openapi_document
+from shared.api_client.schemas import TaskUpdate
 from shared.api_client.text import (
     FREE_TEXT_MAX,
     IDENTIFIER_MAX,
+    JSON_DEPTH_MAX,
     LABEL_MAX,
     REFERENCE_MAX,
     SPEC_MAX,
@@ -236,11 +239,18 @@ FIELDS = [
 ]
 
 
-def _hostile(field: Field) -> dict[str, str]:
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _hostile(field: Field) -> dict[str, Any]:
     """The values the field must refuse, by kind."""
-    values = {"surrogate": "a\ud800b", "nul": "a\x00b"}
-    if field.name == "task_update.result":
-        return values  # JSON data: only what no database or queue can hold
+    values: dict[str, Any] = {"surrogate": "a\ud800b", "nul": "a\x00b"}
+    if field.name == "task_update.result":  # JSON data: what no database or response holds
+        return values | {"not finite": float("nan"), "too deep": _nested(JSON_DEPTH_MAX)}
     values["control"] = "a\x1bb" if field.free_text else "a\nb"
     if not field.free_text:
         values["bidi"] = "a\u202eb"
@@ -398,3 +408,11 @@ def test_the_documented_limits_are_the_served_ones() -> None:
             schema = _string_schema(schemas[ref]["properties"][field])
             assert schema["maxLength"] == MAX_OF[kind], (path, field)
             assert "pattern" in schema, (path, field)
+
+
+def test_a_result_may_nest_up_to_the_depth_limit() -> None:
+    """A result whose containers nest 32 levels deep is accepted, 33 is refused naming where
+    (a deeper one was stored and then failed every response that carried it)."""
+    assert TaskUpdate.model_validate({"result": {"a": _nested(JSON_DEPTH_MAX - 1)}}).result
+    with pytest.raises(ValidationError, match="nests deeper than 32 levels"):
+        TaskUpdate.model_validate({"result": {"a": _nested(JSON_DEPTH_MAX)}})
