@@ -10,11 +10,13 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.error_handlers import error_response
+from shared.settings import ApiSettings
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimit"]
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-"""1 MiB: room for the largest specification (100,000 characters of up to 4 bytes each)."""
+DEFAULT_MAX_BODY_BYTES: int = ApiSettings.model_fields["max_body_bytes"].default
+"""1 MiB (the setting's default): room for the largest specification (100,000 characters of
+up to 4 bytes each)."""
 
 
 class BodyLimit:

@@ -1,24 +1,21 @@
 """The string types of the API's requests: a bounded length and a character rule per kind.
 
-Every string a request carries (body, path, query) is one of these, so the rules live here:
+Every free-form string of a request (body, path, query) is one of these (a server handle
+keeps its stricter pattern), so the rules live here; docs/security.md ("Input limits")
+lists them per field.
 
-| type         | length    | refused characters                                             |
-|--------------|-----------|----------------------------------------------------------------|
-| `Label`      | 1-100     | control characters (C0, DEL, C1), line and paragraph separators, |
-|              |           | bidirectional overrides, lone surrogates; blank values          |
-| `Identifier` | 1-64      | as `Label`                                                      |
-| `Reference`  | 1-255     | as `Label` (addresses, users, secret references)                |
-| `Url`        | 1-500     | as `Label`                                                      |
-| `FreeText`   | 0-10,000  | NUL and other control characters except tab, newline and       |
-|              |           | carriage return; lone surrogates                                |
-| `Spec`       | 0-100,000 | as `FreeText`                                                   |
+- `Label` (1-100), `Identifier` (1-64), `Reference` (1-255), `Url` (1-500): one line; no
+  control character (C0, DEL, C1), line or paragraph separator, bidirectional embedding,
+  override or isolate, or lone surrogate; not blank.
+- `FreeText` (0-10,000), `Spec` (0-100,000): tabs and line breaks allowed; no NUL, no other
+  control character, no lone surrogate.
+- `JsonObject` (a task's result): no NUL or lone surrogate in any key or string, no number
+  that is not finite (`NaN`, `Infinity`), nesting at most 32 levels deep.
 
-A lone surrogate (a JSON `\\ud800` without its pair) is no character at all: no database
-or queue can store it. `JsonObject` (a task's result) refuses NUL and lone surrogates in
-every key and string value, numbers that are not finite (`NaN`, `Infinity`), and nesting
-deeper than 32 levels. Lengths count code points. The JSON Schema of
-each type carries its length and a `pattern` of the characters it allows, so the OpenAPI
-document shows the rules.
+A lone surrogate (a JSON `\\ud800` without its pair) is no character at all: no database,
+file or queue can store it. Lengths count code points. The JSON Schema of each string type
+carries its length and a `pattern` of the characters it allows, so the OpenAPI document
+shows the rules.
 """
 
 from __future__ import annotations
