@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.api.auth.router import router as keys_router
 from services.api.db import Database
+from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.projects.router import router as projects_router
@@ -43,6 +44,14 @@ def create_app(
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     install_error_handlers(app)
     app.include_router(health_router)
-    for router in (users_router, keys_router, projects_router, tasks_router, servers_router):
+    routers = (
+        users_router,
+        keys_router,
+        projects_router,
+        deploys_router,
+        tasks_router,
+        servers_router,
+    )
+    for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

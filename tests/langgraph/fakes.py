@@ -189,6 +189,8 @@ class FakeInfra:
     messages: list[AnsibleDeployMessage] = field(default_factory=list)
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     fail: bool = False
+    previous_serves: bool = False
+    """With `fail`: say that the previous release still serves (its URL in the answer)."""
     url_port: int | None = None
     """Answer this port in the URL instead of the allocated one (a URL that does not answer)."""
 
@@ -198,8 +200,13 @@ class FakeInfra:
         """Deploy (start or replace the server on the port), or fail when told to."""
         self.messages.append(message)
         if self.fail:
+            kept = f"http://127.0.0.1:{message.port}/" if self.previous_serves else None
             return AnsibleDeployResult(
-                request_id=message.request_id, status="failed", error="playbook failed", exit_code=2
+                request_id=message.request_id,
+                status="failed",
+                error="playbook failed",
+                exit_code=2,
+                deployed_url=kept,
             )
         old = self.servers.pop(message.port, None)
         if old is not None:
