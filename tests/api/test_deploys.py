@@ -3,13 +3,26 @@ rollback targets validated against the history and queued as pinned deploy tasks
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+from pathlib import Path
 
-from shared.api_client import ConflictError, ForbiddenError, NotFoundError, ValidationError
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import app
+from shared.api_client import (
+    ApiClient,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from shared.api_client.schemas import DeployOutcome, DeployRecord, ProjectUpdate
 from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskType
 from shared.deploys import commit_of_spec
 from tests.api.conftest import ApiHarness
+from tests.api.process import ApiProcess
 
 SHA_A = "a" * 40
 SHA_B = "b" * 39 + "1"
@@ -125,3 +138,52 @@ async def test_a_deploy_task_spec_naming_a_bad_commit_is_refused(api: ApiHarness
         )
     assert refused.value.fields[0].field == "spec"
     assert ok.spec == f"commit {SHA_A}"
+
+
+@pytest.mark.slow
+def test_cli_lists_deploys_and_rolls_back(tmp_path: Path) -> None:
+    """`orchestrator project deploys ID` prints the history; `project rollback ID --to SHA`
+    queues a pinned deploy task; a commit never deployed exits 1 naming `sha`."""
+    db_env = {"ORCHESTRATOR_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"}
+    created = CliRunner().invoke(app, ["admin", "create-admin", "--telegram-id", "7"], env=db_env)
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    process = ApiProcess(
+        database_url=db_env["ORCHESTRATOR_DATABASE_URL"], redis_url=None, relay_enabled=False
+    ).start()
+    env = {**db_env, "ORCHESTRATOR_API__URL": process.url, "ORCHESTRATOR_API__KEY": key}
+
+    async def history(project_id: str) -> None:
+        async with ApiClient(process.url, key=key) as admin:
+            for status in (ProjectStatus.SCAFFOLDING, ProjectStatus.SCAFFOLDED):
+                await admin.update_project(project_id, ProjectUpdate(status=status))
+            for sha in (SHA_A, SHA_B):
+                task = await admin.create_task(
+                    TaskCreate(project_id=project_id, type=TaskType.DEPLOY)
+                )
+                record = DeployRecord(sha=sha, outcome=DeployOutcome.SUCCEEDED, url="http://h/")
+                await admin.record_deploy(project_id, task.id, record)
+
+    try:
+        made = CliRunner().invoke(app, ["project", "create", "shop", "--json"], env=env)
+        project_id = json.loads(made.stdout)["id"]
+        asyncio.run(history(project_id))
+        listed = CliRunner().invoke(app, ["project", "deploys", project_id, "--json"], env=env)
+        table = CliRunner().invoke(app, ["project", "deploys", project_id], env=env)
+        rolled = CliRunner().invoke(app, ["project", "rollback", project_id], env=env)
+        refused = CliRunner().invoke(
+            app, ["project", "rollback", project_id, "--to", "c" * 40], env=env
+        )
+    finally:
+        process.terminate()
+
+    assert listed.exit_code == 0, listed.output
+    assert [d["sha"] for d in json.loads(listed.stdout)] == [SHA_B, SHA_A]
+    assert SHA_A[:12] in table.stdout
+    assert "succeeded" in table.stdout
+    assert rolled.exit_code == 0, rolled.output
+    assert f"(commit {SHA_A})" in rolled.stdout
+    assert "orchestrator task watch" in rolled.stdout
+    assert refused.exit_code == 1
+    assert "  sha: commit " + "c" * 40 in refused.stderr
+    assert "never deployed" in refused.stderr
