@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psutil
 import pytest
 
-from services.infra_service.handlers import handle_ansible_deploy_message
+from services.infra_service.handlers import (
+    InfraDeps,
+    handle_ansible_deploy_message,
+    remove_project,
+)
 from services.infra_service.settings import InfraSettings
 from shared.contracts import ProvisionerResult
 from shared.deploys import pin_repo
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, make_deps, make_repo
+from tests.infra_service.conftest import app_files, gated_app, make_deps, make_repo
 from tests.infra_service.test_deploy import deploy_message, get_json
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def removed(infra_settings: InfraSettings) -> AsyncIterator[list[str]]:
+    """Projects the test deployed, removed from the session's server at its end (the
+    session's other tests check that nothing of theirs is left running)."""
+    names: list[str] = []
+    yield names
+    deps: InfraDeps = make_deps(infra_settings)[0]
+    for name in names:
+        await remove_project(name, "127.0.0.1", deps)
 
 
 def head_of(bare: object) -> str:
@@ -31,9 +49,10 @@ def head_of(bare: object) -> str:
 
 
 async def test_a_pinned_deploy_serves_exactly_that_commit(
-    infra_settings: InfraSettings, provisioned: ProvisionerResult
+    infra_settings: InfraSettings, provisioned: ProvisionerResult, removed: list[str]
 ) -> None:
     """`owner/name@sha` deploys that commit, not the head, and the app gets it as APP_COMMIT."""
+    removed.append("pinned")
     deps, _ = make_deps(infra_settings)
     old = head_of(make_repo(infra_settings, "acme/pinned", app_files("old")))
     new = head_of(make_repo(infra_settings, "acme/pinned", app_files("new")))
@@ -57,9 +76,10 @@ async def test_a_pinned_deploy_serves_exactly_that_commit(
 
 
 async def test_a_commit_not_in_the_repository_fails_naming_it(
-    infra_settings: InfraSettings, provisioned: ProvisionerResult
+    infra_settings: InfraSettings, provisioned: ProvisionerResult, removed: list[str]
 ) -> None:
     """A pin to a commit the repository does not hold fails, naming the commit."""
+    removed.append("nosuch")
     deps, _ = make_deps(infra_settings)
     make_repo(infra_settings, "acme/nosuch", app_files("1"))
     ghost = "0123456789abcdef0123456789abcdef01234567"
@@ -74,11 +94,13 @@ async def test_a_commit_not_in_the_repository_fails_naming_it(
 
 
 async def test_a_release_that_crashes_puts_the_previous_one_back(
-    infra_settings: InfraSettings, provisioned: ProvisionerResult
+    infra_settings: InfraSettings, provisioned: ProvisionerResult, removed: list[str]
 ) -> None:
-    """A new release failing its health check fails the job with the app's output, and the
-    previous release answers again on the same port with its own commit."""
-    settings = infra_settings.model_copy(update={"health_timeout_s": 3.0})
+    """A new release that crashes at start fails the job at once (not after the health
+    timeout) with the app's output, and the previous release answers again on the same port
+    with its own commit."""
+    settings = infra_settings.model_copy(update={"health_timeout_s": 120.0})
+    removed.append("safe")
     deps, _ = make_deps(settings)
     good = head_of(make_repo(settings, "acme/safe", app_files("good")))
     port = free_port()
@@ -86,13 +108,17 @@ async def test_a_release_that_crashes_puts_the_previous_one_back(
     assert first.status == "success", first.error
     bad = head_of(make_repo(settings, "acme/safe", app_files("bad", crash=True)))
 
+    started = time.monotonic()
     second = await handle_ansible_deploy_message(
         deploy_message("safe", pin_repo("acme/safe", bad), port), deps
     )
 
+    assert time.monotonic() - started < 60
     assert second.status == "failed"
     error = second.error or ""
-    assert f"the new release (commit {bad[:12]}) did not answer /health" in error
+    assert (
+        f"the new release (commit {bad[:12]}) did not answer /health with 200 (it exited" in error
+    )
     assert "boom: this project refuses to start" in error
     assert f"the previous release (commit {good[:12]}) still serves on port {port}" in error
     assert second.deployed_url == f"http://127.0.0.1:{port}"
@@ -101,11 +127,38 @@ async def test_a_release_that_crashes_puts_the_previous_one_back(
     assert psutil.pid_exists(int(str(body["pid"])))
 
 
+async def test_a_release_that_never_gets_healthy_is_replaced_after_the_timeout(
+    infra_settings: InfraSettings,
+    provisioned: ProvisionerResult,
+    tmp_path: Path,
+    removed: list[str],
+) -> None:
+    """A new release that runs but never answers 200 is given the health timeout, then the
+    previous release is put back."""
+    settings = infra_settings.model_copy(update={"health_timeout_s": 2.0})
+    removed.append("stuck")
+    deps, _ = make_deps(settings)
+    good = head_of(make_repo(settings, "acme/stuck", app_files("good")))
+    port = free_port()
+    first = await handle_ansible_deploy_message(deploy_message("stuck", "acme/stuck", port), deps)
+    assert first.status == "success", first.error
+    make_repo(settings, "acme/stuck", gated_app(tmp_path / "never-opened"))
+
+    second = await handle_ansible_deploy_message(deploy_message("stuck", "acme/stuck", port), deps)
+
+    assert second.status == "failed"
+    assert "with 200 (not within 2 s; last status: 503)" in (second.error or "")
+    assert "still serves" in (second.error or "")
+    body = await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/")
+    assert (body["version"], body["commit"]) == ("good", good)
+
+
 async def test_a_first_release_that_crashes_leaves_nothing_serving(
-    infra_settings: InfraSettings, provisioned: ProvisionerResult
+    infra_settings: InfraSettings, provisioned: ProvisionerResult, removed: list[str]
 ) -> None:
     """With no previous release, a crashing first release fails with no URL."""
     settings = infra_settings.model_copy(update={"health_timeout_s": 2.0})
+    removed.append("firstcrash")
     deps, _ = make_deps(settings)
     make_repo(settings, "acme/firstcrash", app_files("1", crash=True))
 

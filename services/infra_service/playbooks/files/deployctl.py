@@ -18,7 +18,8 @@ status 1), which the playbook turns into a clear failure message.
     release NAME --port N      write the env file (stdin, mode 0600) and service.json (with the
                                checked-out commit, which the project gets as APP_COMMIT), stop
                                the old instance, check the port is free, start the new one,
-                               wait for its health check; when that fails, stop the new one
+                               wait for its health check; when that fails (or the new process
+                               exits first, which ends the wait at once), stop the new one
                                and put the previous release back at once (its checkout,
                                service.json and env file; restarted when it ran), reporting
                                `previous_serves`
@@ -261,6 +262,36 @@ def _health(url: str, timeout_s: float) -> int | None:
         time.sleep(0.3)
 
 
+def _exited(app_dir: Path) -> bool:
+    """True once the project process the supervisor started has exited (its recorded pid is
+    gone or a zombie); False while it runs or before it was started."""
+    try:
+        pid = int((app_dir / "app.pid").read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _release_health(app_dir: Path, url: str, timeout_s: float) -> tuple[int | None, bool]:
+    """Poll `url` like `_health`, but give up at once when the new release's process exits
+    (a release that crashes at start costs the project no more than that): (the last status,
+    whether the process exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _health(url, 0)
+        if status == 200:
+            return status, False
+        if _exited(app_dir):
+            return status, True
+        if time.monotonic() >= deadline:
+            return status, False
+        time.sleep(0.3)
+
+
 def _log_tail(app_dir: Path) -> str:
     try:
         lines = (app_dir / "app.log").read_text(errors="replace").splitlines()
@@ -351,12 +382,13 @@ def release(
         )
     supervise.start_daemon(root, name)
     check_host = "127.0.0.1" if bind == "0.0.0.0" else bind  # noqa: S104 - comparing, not binding
-    status = _health(f"http://{check_host}:{port}{health}", timeout_s)
+    status, exited = _release_health(app_dir, f"http://{check_host}:{port}{health}", timeout_s)
     if status != 200:
         supervise.stop_daemon(root, name)
+        how = "it exited before answering" if exited else f"not within {timeout_s:g} s"
         failure = (
-            f"the new release (commit {commit[:12]}) did not answer {health} with 200 within "
-            f"{timeout_s:g} s (last status: {status}); last log lines: {_log_tail(app_dir)}"
+            f"the new release (commit {commit[:12]}) did not answer {health} with 200 ({how}; "
+            f"last status: {status}); last log lines: {_log_tail(app_dir)}"
         )
         serves = _put_back(root, name, previous, health, timeout_s)
         old = previous.get("commit") or (previous.get("service") or {}).get("commit")
