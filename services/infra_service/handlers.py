@@ -36,6 +36,7 @@ when it does (the same meaning as after a cancellation: something of the project
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
@@ -89,6 +90,18 @@ __all__ = [
 ]
 
 _log = structlog.get_logger(__name__)
+
+
+_MODULE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def module_names(modules: list[str] | None) -> list[str]:
+    """A deploy's module names, which become directories of the checkout: plain names only
+    (`backend`, `telegram`), never a path; `InfraError` naming the first that is not."""
+    for module in modules or []:
+        if not _MODULE.match(module):
+            raise InfraError(f"module name {module[:60]!r} is not a plain name ([a-z0-9_-])")
+    return list(modules or [])
 
 
 def _elapsed_ms(started: float) -> int:
@@ -247,6 +260,7 @@ async def handle_ansible_deploy_message(
     try:
         if not 0 < message.port < 65536:
             raise InfraError(f"port {message.port} is not a TCP port")
+        modules = module_names(message.modules)
         target = await deps.servers.by_address(message.server_ip)
         repo_name, pinned_sha = split_pinned(message.repo_full_name)
         source = repo_source(repo_name, deps.settings)
@@ -260,7 +274,7 @@ async def handle_ansible_deploy_message(
             variables={
                 **_base_vars(target),
                 "infra_app_name": app_name_of(message.project_id),
-                "infra_modules": ",".join(message.modules or []),
+                "infra_modules": ",".join(modules),
                 "infra_repo_url": source.url,
                 "infra_ref": pinned_sha or deps.settings.deploy_ref,
                 "infra_port": message.port,

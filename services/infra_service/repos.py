@@ -7,6 +7,7 @@ from pathlib import Path
 
 from services.infra_service.errors import RepositoryNotFoundError
 from services.infra_service.settings import InfraSettings
+from shared.git import RepoNameError, split_full_name
 
 __all__ = ["RepoSource", "repo_source"]
 
@@ -21,23 +22,22 @@ class RepoSource:
 
 
 def repo_source(repo_full_name: str, settings: InfraSettings) -> RepoSource:
-    """The source of `owner/name` (or of an explicit URL or absolute path)."""
-    if "://" in repo_full_name:
-        if "@" in repo_full_name.split("://", 1)[1].split("/", 1)[0]:
-            raise RepositoryNotFoundError("repository URLs must not carry credentials")
-        if repo_full_name.startswith("file://"):
-            path = Path(repo_full_name.removeprefix("file://"))
-            return RepoSource(url=str(path), needs_token=False, local_path=path)
-        return RepoSource(url=repo_full_name, needs_token=repo_full_name.startswith("https://"))
-    if repo_full_name.startswith("/"):
-        path = Path(repo_full_name)
-        return RepoSource(url=str(path), needs_token=False, local_path=path)
-    owner, sep, name = repo_full_name.partition("/")
-    if not sep or not owner or not name or "/" in name or ".." in (owner, name):
-        raise RepositoryNotFoundError(f"{repo_full_name!r} is not an owner/name repository")
-    name = name.removesuffix(".git")
+    """The source of `owner/name`: the bare repository under the repositories directory, or
+    the GitHub URL. Nothing else is fetched: no URL, no absolute path, no `..`, no name whose
+    local path resolves (symlinks included) outside the repositories directory."""
+    try:
+        owner, name = split_full_name(repo_full_name.removesuffix(".git"))
+    except RepoNameError:
+        raise RepositoryNotFoundError(
+            f"{repo_full_name!r} is not an owner/name repository"
+        ) from None
     if settings.git_provider == "github":
         base = settings.github_git_url.rstrip("/")
         return RepoSource(url=f"{base}/{owner}/{name}.git", needs_token=True)
-    path = settings.effective_repos_dir / owner / f"{name}.git"
+    root = settings.effective_repos_dir
+    path = root / owner / f"{name}.git"
+    if not path.resolve().is_relative_to(root):
+        raise RepositoryNotFoundError(
+            f"{repo_full_name!r} resolves outside the repositories directory"
+        )
     return RepoSource(url=str(path), needs_token=False, local_path=path)

@@ -4,7 +4,8 @@ Tree::
 
     LanggraphError              base of every error raised by `services.langgraph`
     ├── StepFailedError         a step of a flow failed (its message is the task's error)
-    │   └── StepTimeoutError    a step's awaited answer did not arrive before its deadline
+    │   ├── StepTimeoutError    a step's awaited answer did not arrive before its deadline
+    │   └── RepositoryMismatchError  a project's record names a repository not its own
     ├── TaskCancelledError      the task was cancelled through the API while it ran
     ├── ApiCallError            the REST API refused or failed a request (status code kept)
     └── CheckpointerConfigError the configured checkpointer URL cannot be used
@@ -16,6 +17,7 @@ __all__ = [
     "ApiCallError",
     "CheckpointerConfigError",
     "LanggraphError",
+    "RepositoryMismatchError",
     "StepFailedError",
     "StepTimeoutError",
     "TaskCancelledError",
@@ -33,6 +35,11 @@ class StepFailedError(LanggraphError):
         super().__init__(f"step {step} failed: {reason}")
         self.step = step
         self.reason = reason
+
+
+class RepositoryMismatchError(StepFailedError):
+    """A project's record names a repository that is not the project's own (a value the
+    system did not write): the flow refuses to touch it."""
 
 
 class StepTimeoutError(StepFailedError):

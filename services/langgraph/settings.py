@@ -64,8 +64,6 @@ class LanggraphSettings(BaseSettings):
     shutdown_grace_s: float = 5.0
     """How long in-flight handlers may finish when the actor stops."""
     timeouts: StepTimeouts = Field(default_factory=StepTimeouts)
-    repo_owner: str = "projects"
-    """Owner part of the repositories of new projects (`<owner>/<slug>-<id8>`)."""
     branch_template: str = "task/{task_id}"
     """The branch a developer worker commits to."""
     default_modules: list[str] = Field(default_factory=lambda: ["backend"])
@@ -80,6 +78,12 @@ class LanggraphSettings(BaseSettings):
     secrets_ref_template: str = "file:{data_dir}/secrets/{project_id}.env"
     """The reference to a project's secrets handed to infra-service, never the secrets."""
     git: GitSettings = Field(default_factory=GitSettings)
+
+    @property
+    def repo_owner(self) -> str:
+        """Owner part of every project's repository (`<owner>/<slug>-<id8>`): `git.owner`,
+        the one owner the git provider reaches."""
+        return self.git.owner
 
     @classmethod
     def from_system(cls, settings: Settings) -> LanggraphSettings:

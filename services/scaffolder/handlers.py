@@ -41,7 +41,9 @@ from shared.git import (
     commit_all,
     init_worktree,
     push,
+    split_full_name,
 )
+from shared.git.naming import repo_name
 
 __all__ = [
     "ProgressReporter",
@@ -201,6 +203,16 @@ async def _render_commit_push(
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
+def _check_own_repository(message: ScaffolderMessage) -> None:
+    """A project is scaffolded into its own repository only (`<owner>/<slug>-<id8>`), so a
+    message can never make the scaffolder write into, or record, another project's one."""
+    own = repo_name(message.project_id, message.project_name)
+    if split_full_name(message.repo_full_name)[1] != own:
+        raise ScaffolderError(
+            f"repository {message.repo_full_name} is not this project's own ('<owner>/{own}')"
+        )
+
+
 def is_transient(error: Exception) -> bool:
     """True for failures worth a retry: a git deadline, an unreachable or failing git host."""
     if isinstance(error, GitTimeoutError):
@@ -223,6 +235,7 @@ async def handle_scaffolder_message(
     url: str | None = None
     try:
         check_modules(message.modules, deps.settings.templates_dir)
+        _check_own_repository(message)
         existing = await deps.git.get_repo(message.repo_full_name)
         if existing is not None:
             head = await deps.git.head_of(message.repo_full_name, branch)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.scaffolder.errors import TemplateRenderError, UnknownModuleError
+from shared.git.naming import slug
 
 __all__ = [
     "ROOT_TEMPLATE",
@@ -62,9 +62,18 @@ def check_modules(modules: Sequence[str], templates_dir: Path) -> list[str]:
 
 
 def slugify(text: str) -> str:
-    """Lower-case, dash-separated ASCII: "My Shop!" → "my-shop"; "project" when nothing is left."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug or "project"
+    """Lower-case, dash-separated ASCII of at most 60 characters: "My Shop!" → "my-shop";
+    "project" when nothing is left (the repository naming's own `slug`)."""
+    return slug(text)
+
+
+def toml_escape(text: str) -> str:
+    """`text` for the inside of a TOML basic string: backslash, quote and every control
+    character escaped; everything else as it is."""
+    return "".join(
+        f"\\u{ord(char):04X}" if ord(char) < 0x20 or ord(char) == 0x7F else char
+        for char in text.replace("\\", "\\\\").replace('"', '\\"')
+    )
 
 
 def _job(
@@ -166,10 +175,19 @@ async def render_project(
     """Render the root and every module into `dest`; returns the files written (relative).
 
     copier runs in the renderer's child process, so its working-directory changes never
-    touch this process; `TemplateRenderError` when a template fails or time runs out."""
+    touch this process; `TemplateRenderError` when a template fails or time runs out.
+
+    The project's name is a free label: templates put it into code only as a literal
+    (`| tojson`), and into paths, names, comments and docstrings only as its slug."""
     wanted = check_modules(modules, templates_dir)
-    slug = slugify(project_name)
-    if slug == "project":  # nothing usable in the name: fall back to the repository's
-        slug = slugify(repo_full_name.rpartition("/")[2])
-    data = {"project_name": project_name, "project_slug": slug, "repo_full_name": repo_full_name}
+    project_slug = slugify(project_name)
+    if project_slug == "project":  # nothing usable in the name: fall back to the repository's
+        project_slug = slugify(repo_full_name.rpartition("/")[2])
+    data = {
+        "project_name": project_name,
+        "project_name_py": repr(project_name),
+        "project_name_toml": toml_escape(project_name),
+        "project_slug": project_slug,
+        "repo_full_name": repo_full_name,
+    }
     return await renderer.render(_job(dest, templates_dir, wanted, data))

@@ -16,6 +16,7 @@ from shared.git.errors import (
     PushRejectedError,
     RepoNameError,
     RepoNotFoundError,
+    RepoOutsideRootError,
 )
 from shared.git.github import GitHubProvider, resolve_token_ref
 from shared.git.local import LocalGitProvider
@@ -48,6 +49,7 @@ __all__ = [
     "RemoteRepo",
     "RepoNameError",
     "RepoNotFoundError",
+    "RepoOutsideRootError",
     "build_provider",
     "clone",
     "commit_all",

@@ -3,6 +3,8 @@
 ```
 GitError                      base of every error raised by shared.git
 ├── RepoNameError             a repository name that is not "owner/name"
+│   └── RepoOutsideRootError  a repository the provider must not reach (another owner,
+│                             a path that resolves outside its directory)
 ├── GitCommandError           a git subprocess exited non-zero (stderr redacted)
 │   └── PushRejectedError     the remote refused a push (it already has other history)
 ├── GitTimeoutError           a git subprocess outlived its deadline and was killed
@@ -24,6 +26,7 @@ __all__ = [
     "PushRejectedError",
     "RepoNameError",
     "RepoNotFoundError",
+    "RepoOutsideRootError",
 ]
 
 
@@ -33,6 +36,11 @@ class GitError(Exception):
 
 class RepoNameError(GitError, ValueError):
     """A repository name that is not a safe `owner/name`."""
+
+
+class RepoOutsideRootError(RepoNameError):
+    """A repository outside what the provider may reach: another owner than the configured
+    one, or a local path that resolves (symlinks, `..`) outside the repositories directory."""
 
 
 class GitCommandError(GitError):

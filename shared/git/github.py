@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from shared.git.errors import ProviderError, RepoNotFoundError
+from shared.git.errors import ProviderError, RepoNotFoundError, RepoOutsideRootError
 from shared.git.ops import check_sha
 from shared.git.provider import RemoteRepo, split_full_name
 from shared.git.runner import GitAuth
@@ -45,7 +45,8 @@ def resolve_token_ref(ref: str) -> SecretStr:
 
 
 class GitHubProvider:
-    """Repositories on GitHub, created private, reached over HTTPS with a token."""
+    """Repositories on GitHub, created private, reached over HTTPS with a token; only under
+    `owner` when one is given (the system's providers always give it)."""
 
     def __init__(
         self,
@@ -56,8 +57,10 @@ class GitHubProvider:
         private: bool = True,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        owner: str | None = None,
     ) -> None:
         self._token = token
+        self._owner = owner
         self._git_url = git_url.rstrip("/") + "/"
         self._private = private
         self._client = httpx.AsyncClient(
@@ -117,9 +120,14 @@ class GitHubProvider:
             default_branch=str(data.get("default_branch") or "main"),
         )
 
-    @staticmethod
-    def _repo_path(full_name: str) -> str:
+    def _repo_path(self, full_name: str) -> str:
+        """`/repos/<owner>/<name>`; `RepoOutsideRootError` for another owner than the
+        configured one (GitHub owners compare without case)."""
         owner, name = split_full_name(full_name)
+        if self._owner is not None and owner.lower() != self._owner.lower():
+            raise RepoOutsideRootError(
+                f"repository {full_name!r} is not under the owner {self._owner!r}"
+            )
         return f"/repos/{quote(owner)}/{quote(name)}"
 
     async def get_repo(self, full_name: str) -> RemoteRepo | None:

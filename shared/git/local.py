@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from shared.git.errors import GitCommandError, RepoNotFoundError
+from shared.git.errors import GitCommandError, RepoNotFoundError, RepoOutsideRootError
 from shared.git.ops import commit_exists_in, files_changed_in, rev_parse
 from shared.git.provider import RemoteRepo, split_full_name
 from shared.git.runner import GitAuth, run_git
@@ -18,11 +18,18 @@ __all__ = ["LocalGitProvider"]
 
 
 class LocalGitProvider:
-    """Bare repositories under `root`; the embedded default."""
+    """Bare repositories under `root`; the embedded default.
 
-    def __init__(self, root: Path, *, default_branch: str = "main") -> None:
+    Only repositories under `root` are reached: a name whose path resolves elsewhere (a
+    symlinked owner or repository directory) is refused, and so is any owner but `owner`
+    when one is given (the system's providers always give it)."""
+
+    def __init__(
+        self, root: Path, *, default_branch: str = "main", owner: str | None = None
+    ) -> None:
         self._root = root.resolve()
         self._default_branch = default_branch
+        self._owner = owner
         self._create_lock = asyncio.Lock()
 
     @property
@@ -36,9 +43,19 @@ class LocalGitProvider:
         return self._root
 
     def path_of(self, full_name: str) -> Path:
-        """Where the bare repository of `full_name` lives (whether or not it exists)."""
+        """Where the bare repository of `full_name` lives (whether or not it exists);
+        `RepoOutsideRootError` for another owner or a path that resolves outside the root."""
         owner, name = split_full_name(full_name)
-        return self._root / owner / f"{name}.git"
+        if self._owner is not None and owner != self._owner:
+            raise RepoOutsideRootError(
+                f"repository {full_name!r} is not under the owner {self._owner!r}"
+            )
+        path = self._root / owner / f"{name}.git"
+        if not path.resolve().is_relative_to(self._root):
+            raise RepoOutsideRootError(
+                f"repository {full_name!r} resolves outside the repositories directory"
+            )
+        return path
 
     def auth(self) -> GitAuth:
         """Local repositories need no credential."""

@@ -21,14 +21,15 @@ _PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 def split_full_name(full_name: str) -> tuple[str, str]:
-    """("org", "repo") of "org/repo"; `RepoNameError` for anything else (no `..`, no `/x/y`)."""
+    """("org", "repo") of "org/repo"; `RepoNameError` for anything else (no `..`, no `/x/y`,
+    no part starting with a dot or a dash)."""
     owner, sep, name = full_name.partition("/")
     if (
         not sep
         or not _PART.match(owner)
         or not _PART.match(name)
-        or owner.startswith(".")
-        or name.startswith(".")
+        or owner.startswith((".", "-"))
+        or name.startswith((".", "-"))
     ):
         raise RepoNameError(f"repository name must be 'owner/name', got {full_name!r}")
     return owner, name

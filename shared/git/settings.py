@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.git.github import GitHubProvider, resolve_token_ref
 from shared.git.local import LocalGitProvider
@@ -21,6 +21,9 @@ class GitSettings(BaseModel):
     repos_dir: Path | None = None
     """Where local bare repositories live; default `<data_dir>/repos`."""
     default_branch: str = "main"
+    owner: str = Field(default="projects", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+    """The one owner (a directory of `repos_dir`, a GitHub user or organisation) under which
+    the system creates project repositories; the provider refuses every other owner."""
     github_api_url: str = "https://api.github.com"
     github_git_url: str = "https://github.com"
     github_token_ref: str | None = None
@@ -38,7 +41,10 @@ def build_provider(settings: GitSettings, *, data_dir: Path) -> GitProvider:
             api_url=settings.github_api_url,
             git_url=settings.github_git_url,
             private=settings.github_private,
+            owner=settings.owner,
         )
     return LocalGitProvider(
-        settings.repos_dir or data_dir / "repos", default_branch=settings.default_branch
+        settings.repos_dir or data_dir / "repos",
+        default_branch=settings.default_branch,
+        owner=settings.owner,
     )

@@ -16,14 +16,17 @@ milliseconds), `producer` (the publishing actor). Empty values are left out.
 
 Reading is lenient about the layout: the metadata may also come as top-level fields of the
 same names (an entry written by hand, e.g. `XADD q * type T payload {...}`), and an entry
-without a type is decoded by the queue's allowed types. An entry without `payload` is
-malformed.
+without a type is decoded by the queue's allowed types: by the contracts' union where they
+form one (`worker:commands`, `worker:responses`), else as the narrowest type that holds the
+payload's keys (`results:{actor}`). An entry without `payload` is malformed.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +36,8 @@ from pydantic import BaseModel, ValidationError
 
 from shared import registry
 from shared.contracts import (
-    WorkerCommandAdapter,
-    WorkerResponseAdapter,
+    WorkerCommand,
+    WorkerResponse,
     parse_worker_command,
     parse_worker_response,
 )
@@ -156,28 +159,26 @@ _UNION_PARSERS: dict[frozenset[type[BaseModel]], Callable[[str], BaseModel]] = {
 def _union_parser(spec: registry.QueueSpec) -> Callable[[str], BaseModel] | None:
     """The contracts' parse helper of a queue whose types form one of their unions."""
     if not _UNION_PARSERS:
-        for adapter, parse in (
-            (WorkerCommandAdapter, parse_worker_command),
-            (WorkerResponseAdapter, parse_worker_response),
+        for union, parse in (
+            (WorkerCommand, parse_worker_command),
+            (WorkerResponse, parse_worker_response),
         ):
-            members = _union_members(adapter.core_schema)
-            _UNION_PARSERS[frozenset(members)] = parse
+            _UNION_PARSERS[frozenset(union_members(union))] = parse
     return _UNION_PARSERS.get(frozenset(spec.message_types))
 
 
-def _union_members(schema: Any) -> set[type[BaseModel]]:
-    """Model classes found in a pydantic core schema (the members of a tagged union)."""
-    found: set[type[BaseModel]] = set()
-    if isinstance(schema, dict):
-        cls = schema.get("cls")
-        if schema.get("type") == "model" and isinstance(cls, type) and issubclass(cls, BaseModel):
-            found.add(cls)
-        for value in schema.values():
-            found |= _union_members(value)
-    elif isinstance(schema, list):
-        for item in schema:
-            found |= _union_members(item)
-    return found
+def union_members(annotation: Any) -> set[type[BaseModel]]:
+    """The model classes a union type admits: its arms, unwrapping `Annotated` and nested
+    unions, never the models its members merely contain (`WorkerConfig` of a command)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return union_members(arguments[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return set().union(*(union_members(argument) for argument in arguments))
+    return set()
 
 
 _TYPES_BY_NAME: dict[str, dict[str, type[BaseModel]]] = {}
@@ -207,11 +208,35 @@ def decode_message(spec: registry.QueueSpec, envelope: Envelope) -> BaseModel:
             return parse(envelope.payload)
         if len(spec.message_types) == 1:
             return spec.message_types[0].model_validate_json(envelope.payload)
+        shaped = _type_by_shape(spec, envelope.payload)
+        if shaped is not None:
+            return shaped.model_validate_json(envelope.payload)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise DecodeError("malformed", f"payload is not JSON: {_short(exc)}") from None
         raise DecodeError("invalid", _short(exc)) from None
     raise DecodeError("unknown_type", f"entry names no type and {spec.name!r} allows several")
+
+
+def _type_by_shape(spec: registry.QueueSpec, payload: str) -> type[BaseModel] | None:
+    """The narrowest allowed type that holds a typeless payload's keys (`results:{actor}`:
+    a `DeployResult`'s keys fit `DeployResult` and the wider `AnsibleDeployResult`; the
+    narrower wins). Keys no type knows count against a type; a tie is no answer."""
+    try:
+        data = pydantic_core.from_json(payload)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return spec.message_types[0]  # its validation names what is wrong
+    keys = set(data)
+    ranked = sorted(
+        (len(keys - set(t.model_fields)), len(t.model_fields), index, t)
+        for index, t in enumerate(spec.message_types)
+    )
+    best, runner_up = ranked[0], ranked[1]
+    if best[:2] == runner_up[:2]:
+        return None
+    return best[3]
 
 
 def _short(exc: ValidationError) -> str:

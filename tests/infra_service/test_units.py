@@ -28,7 +28,7 @@ from services.infra_service.errors import (
     SecretError,
     SecretNotFoundError,
 )
-from services.infra_service.handlers import app_name_of
+from services.infra_service.handlers import app_name_of, module_names
 from services.infra_service.repos import repo_source
 from services.infra_service.secrets import (
     EnvSecretsProvider,
@@ -140,6 +140,45 @@ def test_repo_source_local_github_and_refusals(tmp_path: Path) -> None:
         repo_source("https://user:pw@github.com/acme/shop.git", local)
     with pytest.raises(RepositoryNotFoundError):
         repo_source("../etc", local)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "file:///var/repos/victims/shop.git",
+        "https://github.com/acme/shop.git",
+        "/var/repos/acme/shop.git",
+        "acme/../victims",
+        "acme/shop/extra",
+        "-u/x",
+        "acme/.git",
+    ],
+)
+def test_a_deploy_fetches_nothing_but_owner_name(tmp_path: Path, reference: str) -> None:
+    """URLs, absolute paths and anything but a plain owner/name are refused: a message can
+    never make a deploy fetch a repository of its choosing."""
+    for settings in (make_settings(tmp_path), make_settings(tmp_path, git_provider="github")):
+        with pytest.raises(RepositoryNotFoundError):
+            repo_source(reference, settings)
+
+
+def test_a_symlink_out_of_the_repositories_directory_is_refused(tmp_path: Path) -> None:
+    """A repository path that resolves outside the repositories directory is not fetched."""
+    settings = make_settings(tmp_path)
+    (tmp_path / "secret.git").mkdir()
+    (settings.effective_repos_dir / "acme").mkdir(parents=True)
+    (settings.effective_repos_dir / "acme" / "shop.git").symlink_to(tmp_path / "secret.git")
+    with pytest.raises(RepositoryNotFoundError, match="outside"):
+        repo_source("acme/shop", settings)
+
+
+def test_module_names_are_plain_names() -> None:
+    """Deploy modules become checkout directories: only plain lower-case names pass."""
+    assert module_names(["backend", "telegram-bot_2"]) == ["backend", "telegram-bot_2"]
+    assert module_names(None) == []
+    for bad in ("../etc", "a/b", "", "Backend", "-x", "x" * 41, "back end", "$(id)"):
+        with pytest.raises(InfraError, match="plain name"):
+            module_names([bad])
 
 
 def test_app_name_is_a_safe_directory_name() -> None:

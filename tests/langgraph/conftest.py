@@ -35,6 +35,7 @@ from shared.contracts import (
     TaskType,
 )
 from shared.git import GitSettings, LocalGitProvider
+from shared.git.naming import repo_full_name
 from shared.messaging import Bus
 from shared.registry import Actor
 from tests.langgraph.fakes import (
@@ -93,7 +94,8 @@ class System:
         """A project of the test user; with a real scaffolded repository when asked."""
         project = await self.admin.create_project(ProjectCreate(name=name), owner_id=self.user_id)
         if scaffolded:
-            url = await scaffold_repo(self.git, f"projects/{project.id[:8]}")
+            own = repo_full_name("projects", project.id, project.name)
+            url = await scaffold_repo(self.git, own)
             await self.admin.update_project(
                 project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDING)
             )

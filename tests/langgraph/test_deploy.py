@@ -11,6 +11,7 @@ import httpx
 
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
 from shared.contracts import DeployResult, ProjectStatus, TaskStatus, TaskType
+from shared.git.naming import repo_full_name
 from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import unused_port
 
@@ -60,8 +61,9 @@ async def test_deploy_completes_and_its_url_answers(system: System) -> None:
     assert message.github_token_ref == "env:GITHUB_TOKEN"
     assert message.secrets_ref.startswith("file:")
     assert message.secrets_ref.endswith(f"/secrets/{project.id}.env")
-    head = await system.git.head_of(f"projects/{project.id[:8]}", "main")
-    assert message.repo_full_name == f"projects/{project.id[:8]}@{head}"
+    full_name = repo_full_name("projects", project.id, project.name)
+    head = await system.git.head_of(full_name, "main")
+    assert message.repo_full_name == f"{full_name}@{head}"
     assert (task.result or {})["deployed_sha"] == head
     [deploy] = (await system.admin.list_deploys(project.id)).items
     assert (deploy.task_id, deploy.sha, deploy.outcome) == (task.id, head, "succeeded")
@@ -212,7 +214,9 @@ async def test_a_deploy_pinned_to_a_commit_not_in_the_repository_fails(system: S
         )
     assert task.status == TaskStatus.FAILED
     assert task.result is not None
-    assert task.result["error"] == (f"allocate: commit {ghost} is not in projects/{project.id[:8]}")
+    assert task.result["error"] == (
+        f"allocate: commit {ghost} is not in {repo_full_name('projects', project.id, project.name)}"
+    )
     assert system.infra.messages == []
     assert (await system.admin.list_deploys(project.id)).total == 0
     assert (await system.admin.get_project(project.id)).status == ProjectStatus.SCAFFOLDED

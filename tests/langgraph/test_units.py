@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from services.langgraph.checkpointer import open_checkpointer, postgres_conninfo
-from services.langgraph.errors import CheckpointerConfigError
+from services.langgraph.errors import CheckpointerConfigError, RepositoryMismatchError
 from services.langgraph.graphs.state import request_id_for, task_of
-from services.langgraph.naming import full_name_from_url, repo_full_name_of, results_stream, slug
+from services.langgraph.naming import repo_full_name_of, results_stream
 from services.langgraph.settings import LanggraphSettings
 from shared.contracts import ProjectDTO, ProjectStatus
+from shared.git.naming import full_name_from_url, slug
 from shared.settings import ApiSettings, Settings
 
 
@@ -34,14 +35,30 @@ def test_request_id_round_trips_to_its_task() -> None:
 
 
 def test_repository_names() -> None:
-    """New projects get owner/slug-id8; scaffolded ones are named after their URL."""
+    """A project's repository is always owner/slug-id8, also once its URL is recorded."""
     assert slug("My Shop Bot!") == "my-shop-bot"
     assert repo_full_name_of(_project(), owner="projects") == "projects/my-shop-bot-abcdef12"
-    local = _project(repository_url="file:///var/repos/acme/shop.git")
-    assert repo_full_name_of(local, owner="projects") == "acme/shop"
+    own = _project(repository_url="file:///var/repos/projects/my-shop-bot-abcdef12.git")
+    assert repo_full_name_of(own, owner="projects") == "projects/my-shop-bot-abcdef12"
     assert full_name_from_url("https://github.com/acme/shop") == "acme/shop"
     assert full_name_from_url("https://github.com/") is None
     assert results_stream() == "results:langgraph"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///var/repos/victims/shop-0badf00d.git",
+        "file:///var/repos/projects/shop-0badf00d.git",
+        "https://github.com/someone-else/my-shop-bot-abcdef12",
+        "file:///",
+        "not a url",
+    ],
+)
+def test_a_recorded_repository_that_is_not_the_projects_own_is_refused(url: str) -> None:
+    """The flow never follows a recorded URL to another repository: it refuses the project."""
+    with pytest.raises(RepositoryMismatchError, match="not its own"):
+        repo_full_name_of(_project(repository_url=url), owner="projects")
 
 
 def test_postgres_conninfo_accepts_sqlalchemy_urls_only_for_postgres() -> None:

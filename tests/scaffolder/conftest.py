@@ -13,6 +13,7 @@ from services.scaffolder.render import CopierRenderer
 from services.scaffolder.settings import ScaffolderSettings
 from shared.contracts import BaseMessage, ProgressEvent, ProjectStatus, ScaffolderMessage
 from shared.git import LocalGitProvider
+from shared.git.naming import repo_name
 
 
 @dataclass
@@ -121,13 +122,19 @@ def deps(
     )
 
 
+REPO = f"projects/{repo_name('p1', 'Demo Shop')}"
+"""The repository of `make_message`'s default project."""
+
+
 def make_message(**overrides: object) -> ScaffolderMessage:
-    """A scaffold request for project p1, repository acme/shop, modules backend and telegram."""
+    """A scaffold request for project p1 ("Demo Shop") into its own repository under `projects`,
+    modules backend and telegram; another project id or name gets its own repository."""
     fields: dict[str, object] = {
         "project_id": "p1",
-        "repo_full_name": "acme/shop",
         "project_name": "Demo Shop",
         "modules": ["backend", "telegram"],
     }
     fields.update(overrides)
+    own = repo_name(str(fields["project_id"]), str(fields["project_name"]))
+    fields.setdefault("repo_full_name", f"projects/{own}")
     return ScaffolderMessage.model_validate(fields)

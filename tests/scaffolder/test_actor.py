@@ -24,6 +24,7 @@ from shared.api_client import ApiClient
 from shared.api_client.schemas import UserCreate
 from shared.contracts import BaseResult, ProjectCreate, ProjectStatus
 from shared.git import LocalGitProvider
+from shared.git.naming import repo_full_name
 from shared.messaging import Bus
 from shared.redis_server import free_port
 from shared.settings import ApiSettings, Settings
@@ -84,7 +85,12 @@ async def test_run_actor_scaffolds_through_the_http_api(
         try:
             langgraph = Bus(redis_client, actor=registry.Actor.LANGGRAPH)
             results = registry.get("results:{actor}").format(actor="langgraph")
-            message = make_message(project_id=project.id, callback_stream=results)
+            message = make_message(
+                project_id=project.id,
+                project_name=project.name,
+                repo_full_name=repo_full_name("projects", project.id, project.name),
+                callback_stream=results,
+            )
             await langgraph.publish(registry.get("scaffolder:queue").name, message)
             reply = await langgraph.wait_reply(results, message.request_id, timeout_s=60)
         finally:
@@ -96,5 +102,5 @@ async def test_run_actor_scaffolds_through_the_http_api(
         after = await client.get_project(project.id)
     assert after.status == ProjectStatus.SCAFFOLDED
     provider = LocalGitProvider(settings.data_dir / "repos")
-    assert after.repository_url == provider.path_of("acme/shop").as_uri()
-    assert await provider.head_of("acme/shop", "main") is not None
+    assert after.repository_url == provider.path_of(message.repo_full_name).as_uri()
+    assert await provider.head_of(message.repo_full_name, "main") is not None

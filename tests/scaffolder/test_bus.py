@@ -16,7 +16,7 @@ from shared import registry
 from shared.contracts import BaseResult, ProgressEvent, ProjectStatus
 from shared.git import LocalGitProvider
 from shared.messaging import Bus, Envelope, decode_message
-from tests.scaffolder.conftest import FakeProjects, make_message
+from tests.scaffolder.conftest import REPO, FakeProjects, make_message
 
 RESULTS = registry.get("results:{actor}").format(actor="langgraph")
 
@@ -68,7 +68,7 @@ async def test_result_and_own_progress_stream(
     assert events[-1].type == "completed"
     assert projects.statuses["p1"] == ProjectStatus.SCAFFOLDED
     provider = LocalGitProvider(settings.data_dir / "repos")
-    assert await provider.head_of("acme/shop", "main") is not None
+    assert await provider.head_of(REPO, "main") is not None
 
 
 @pytest.mark.usefixtures("running")

@@ -22,7 +22,7 @@ from shared.git import (
     push,
     run_git,
 )
-from tests.scaffolder.conftest import FakeProgress, FakeProjects, make_message
+from tests.scaffolder.conftest import REPO, FakeProgress, FakeProjects, make_message
 
 
 async def test_scaffolds_pushes_and_reports(
@@ -36,13 +36,13 @@ async def test_scaffolds_pushes_and_reports(
     message = make_message()
     result = await handle_scaffolder_message(message, deps)
     assert (result.status, result.error, result.request_id) == ("success", None, message.request_id)
-    head = await provider.head_of("acme/shop", "main")
+    head = await provider.head_of(REPO, "main")
     assert head is not None
-    files = await provider.files_changed("acme/shop", head)
+    files = await provider.files_changed(REPO, head)
     for expected in ("README.md", "backend/app/main.py", "backend/Dockerfile", "backend/Makefile"):
         assert expected in files
     assert "telegram/bot/handlers.py" in files
-    url = provider.path_of("acme/shop").as_uri()
+    url = provider.path_of(REPO).as_uri()
     assert [(c.status, c.repository_url) for c in projects.calls] == [
         (ProjectStatus.SCAFFOLDING, None),
         (ProjectStatus.SCAFFOLDED, url),
@@ -63,12 +63,12 @@ async def test_redelivery_leaves_the_repository_alone(
     """The same message twice: one commit, the second succeeds without any status change."""
     message = make_message()
     await handle_scaffolder_message(message, deps)
-    head = await provider.head_of("acme/shop", "main")
+    head = await provider.head_of(REPO, "main")
     calls_before = len(projects.calls)
     progress.events.clear()
     again = await handle_scaffolder_message(message, deps)
     assert again.status == "success"
-    assert await provider.head_of("acme/shop", "main") == head
+    assert await provider.head_of(REPO, "main") == head
     assert len(projects.calls) == calls_before
     assert projects.statuses["p1"] == ProjectStatus.SCAFFOLDED
     assert progress.types == ["started", "completed"]
@@ -91,7 +91,7 @@ async def test_a_repository_with_history_is_not_clobbered(
     deps: ScaffolderDeps, provider: LocalGitProvider, projects: FakeProjects, tmp_path: Path
 ) -> None:
     """An existing repository with commits keeps its head; the project still ends scaffolded."""
-    repo = await provider.create_repo("acme/shop")
+    repo = await provider.create_repo(REPO)
     work = tmp_path / "mine"
     await init_worktree(work)
     (work / "OWN.md").write_text("mine\n")
@@ -99,10 +99,29 @@ async def test_a_repository_with_history_is_not_clobbered(
     await push(work, repo.clone_url, "main")
     result = await handle_scaffolder_message(make_message(), deps)
     assert result.status == "success"
-    assert await provider.head_of("acme/shop", "main") == own
+    assert await provider.head_of(REPO, "main") == own
     assert [c.status for c in projects.calls] == [
         ProjectStatus.SCAFFOLDING,
         ProjectStatus.SCAFFOLDED,
+    ]
+
+
+async def test_another_projects_repository_is_never_written_nor_recorded(
+    deps: ScaffolderDeps, provider: LocalGitProvider, projects: FakeProjects
+) -> None:
+    """A message naming another project's (scaffolded) repository fails before any git call:
+    that repository keeps its head, and no URL of it is recorded on this project."""
+    victim = make_message(project_id="victim-0001", project_name="victim")
+    assert (await handle_scaffolder_message(victim, deps)).status == "success"
+    head = await provider.head_of(victim.repo_full_name, "main")
+    projects.calls.clear()
+    forged = make_message(project_id="p1", repo_full_name=victim.repo_full_name)
+    result = await handle_scaffolder_message(forged, deps)
+    assert result.status == "failed"
+    assert "is not this project's own" in (result.error or "")
+    assert await provider.head_of(victim.repo_full_name, "main") == head
+    assert [(c.project_id, c.status, c.repository_url) for c in projects.calls] == [
+        ("p1", ProjectStatus.FAILED, None)
     ]
 
 
@@ -127,9 +146,9 @@ async def test_concurrent_deliveries_make_one_scaffold(
         handle_scaffolder_message(make_message(), deps),
     )
     assert (first.status, second.status) == ("success", "success")
-    head = await provider.head_of("acme/shop", "main")
+    head = await provider.head_of(REPO, "main")
     assert head is not None
-    _, count, _ = await run_git("rev-list", "--count", head, cwd=provider.path_of("acme/shop"))
+    _, count, _ = await run_git("rev-list", "--count", head, cwd=provider.path_of(REPO))
     assert count.strip() == "1"
 
 
@@ -141,7 +160,7 @@ async def test_unknown_module_fails_the_project(
     assert result.status == "failed"
     assert result.error is not None
     assert "mobile" in result.error
-    assert await provider.get_repo("acme/shop") is None
+    assert await provider.get_repo(REPO) is None
     assert projects.calls[-1].status == ProjectStatus.FAILED
     assert projects.calls[-1].error == result.error
     assert progress.types == ["started", "failed"]
@@ -197,12 +216,12 @@ async def test_losing_the_push_race_is_success(
 ) -> None:
     """When another delivery pushed first, our rejected push ends as already scaffolded."""
     await handle_scaffolder_message(make_message(), deps)
-    head = await provider.head_of("acme/shop", "main")
+    head = await provider.head_of(REPO, "main")
     projects.statuses["p1"] = ProjectStatus.SCAFFOLDING
     racing = dataclasses.replace(deps, git=_HidesHeadOnce(provider.root))
     result = await handle_scaffolder_message(make_message(), racing)
     assert result.status == "success"
-    assert await provider.head_of("acme/shop", "main") == head
+    assert await provider.head_of(REPO, "main") == head
     assert projects.statuses["p1"] == ProjectStatus.SCAFFOLDED
 
 
@@ -213,7 +232,7 @@ async def test_an_unreachable_api_propagates_for_a_retry(
     projects.fail_with = ConnectionError("api down")
     with pytest.raises(ConnectionError):
         await handle_scaffolder_message(make_message(), deps)
-    assert await provider.head_of("acme/shop", "main") is None
+    assert await provider.head_of(REPO, "main") is None
 
 
 class _HostDown(LocalGitProvider):
@@ -254,5 +273,5 @@ async def test_an_emptied_repository_of_a_scaffolded_project_is_scaffolded_again
     projects.statuses["p1"] = ProjectStatus.SCAFFOLDED
     result = await handle_scaffolder_message(make_message(), deps)
     assert result.status == "success"
-    assert await provider.head_of("acme/shop", "main") is not None
+    assert await provider.head_of(REPO, "main") is not None
     assert [call.status for call in projects.calls] == [ProjectStatus.SCAFFOLDED]

@@ -8,13 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
 from services.api.db import utc_now
-from services.api.errors import InvalidRequestError, NotFoundError
+from services.api.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from services.api.lifecycle import PROJECT_TRANSITIONS, check_transition
 from services.api.projects.models import Project
 from services.api.projects.repository import ProjectRepository
 from services.api.users.repository import UserRepository
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import ProjectCreate, ProjectStatus, new_id
+from shared.git.naming import names_repository_of, repo_name
 
 __all__ = ["ProjectService"]
 
@@ -89,7 +90,28 @@ class ProjectService:
         if "description" in change.model_fields_set:
             project.description = change.description
         if "repository_url" in change.model_fields_set:
-            project.repository_url = change.repository_url
+            project.repository_url = self._repository_url(principal, project, change)
         project.updated_at = utc_now()
         await self.projects.flush()
         return project
+
+    @staticmethod
+    def _repository_url(
+        principal: Principal, project: Project, change: ProjectUpdate
+    ) -> str | None:
+        """The repository a project points at is the system's to record (the scaffolder, an
+        import), never a user's: only service and admin credentials set it, and only to a URL
+        naming this project's own repository (`<owner>/<slug>-<id8>`)."""
+        if not principal.sees_everything:
+            raise ForbiddenError(
+                "the repository of a project is recorded by the system, not set by its users",
+                field="repository_url",
+            )
+        url = change.repository_url
+        if url is not None and not names_repository_of(url, project.id, project.name):
+            raise InvalidRequestError(
+                f"must be a plain URL of this project's own repository "
+                f"('<owner>/{repo_name(project.id, project.name)}')",
+                field="repository_url",
+            )
+        return url

@@ -147,7 +147,7 @@ async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
     project = await deps.api.get_project(state["project_id"])
     if not _deployable(project):
         raise StepFailedError("allocate", f"project {project.name} is not scaffolded yet")
-    full_name = repo_full_name_of(project, owner=deps.settings.repo_owner)
+    full_name = repo_full_name_of(project, owner=deps.settings.repo_owner, step="allocate")
     sha, kind = await _resolve(state, deps, full_name)
     servers = await _ready_servers(deps)
     chosen = min(servers, key=lambda s: s.allocated / max(s.capacity, 1))

@@ -97,7 +97,8 @@ async def _scaffold_answer(state: FlowState, deps: FlowDeps, answer: dict[str, A
     if result.status != "success":
         raise StepFailedError("scaffold", result.error or f"scaffolder answered {result.status}")
     project = await deps.api.get_project(state["project_id"])
-    return FlowState(repo_full_name=repo_full_name_of(project, owner=deps.settings.repo_owner))
+    owner = deps.settings.repo_owner
+    return FlowState(repo_full_name=repo_full_name_of(project, owner=owner, step="scaffold"))
 
 
 async def _create_request(
