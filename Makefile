@@ -52,6 +52,7 @@ bench: $(STAMP) ## run the benchmarks and print their figures
 
 export: $(STAMP) ## regenerate the checked-in contract documents under docs/
 	$(BIN)/orchestrator contracts export docs
+	$(BIN)/python -m services.api.openapi docs/openapi.json
 
 clean: ## remove the virtual environments
 	rm -rf $(VENV) $(TOOLS) $(ASYNCAPI_TOOL)/node_modules

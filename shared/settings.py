@@ -49,6 +49,8 @@ class ApiSettings(BaseModel):
     """How often the outbox relay looks for unpublished rows when nothing wakes it."""
     task_deadlines: TaskDeadlines = Field(default_factory=TaskDeadlines)
     """Each new task's deadline, by type."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """The largest request body the API reads; a larger one is refused with 413."""
 
     @property
     def base_url(self) -> str:

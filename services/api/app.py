@@ -7,6 +7,7 @@ import asyncio
 from fastapi import FastAPI
 
 from services.api.auth.router import router as keys_router
+from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.db import Database
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
@@ -27,22 +28,26 @@ def create_app(
     *,
     relay_wake: asyncio.Event | None = None,
     task_deadlines: TaskDeadlines | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
-    `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`)."""
+    `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
+    body over `max_body_bytes` is refused with 413."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
         description=(
             "Users, projects, tasks, servers and port allocations. Every route except "
             "`/health` and `/ready` needs `Authorization: Bearer <API key or user token>`. "
-            "Every error has the body `ErrorBody`."
+            "Every error has the body `ErrorBody`. A request body may hold at most "
+            f"{max_body_bytes} bytes (413 `body_too_large`)."
         ),
     )
     app.state.db = database
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)
     routers = (
         users_router,

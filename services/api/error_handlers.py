@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.api.errors import ApiError, UnauthenticatedError
 from shared.api_client.schemas import ErrorBody, FieldProblem
 
-__all__ = ["ERROR_RESPONSES", "install_error_handlers"]
+__all__ = ["ERROR_RESPONSES", "error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The credential's scope does not allow this"},
     404: {"model": ErrorBody, "description": "Not found (or not visible to the caller)"},
     409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    413: {"model": ErrorBody, "description": "The request body exceeds the size limit"},
     422: {"model": ErrorBody, "description": "Invalid request; `fields` names each problem"},
 }
 """Documented on every authenticated route, so clients (and Schemathesis) know the shapes."""
 
 
-def _body(
+def error_response(
     status: int, code: str, message: str, fields: list[FieldProblem] | None = None
 ) -> JSONResponse:
+    """The response of one error: `ErrorBody` with this status."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = ErrorBody(code=code, message=message, fields=fields or [])
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
@@ -41,7 +43,7 @@ def _body(
 async def _api_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
     fields = [FieldProblem(field=error.field, problem=error.message)] if error.field else []
-    return _body(error.status_code, error.code, error.message, fields)
+    return error_response(error.status_code, error.code, error.message, fields)
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
@@ -51,7 +53,7 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
         for item in error.errors()
     ]
     named = ", ".join(problem.field for problem in fields) or "request"
-    return _body(422, "validation_error", f"invalid request: {named}", fields)
+    return error_response(422, "validation_error", f"invalid request: {named}", fields)
 
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:
@@ -59,21 +61,25 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     phrase = HTTPStatus(error.status_code).phrase
     code = phrase.lower().replace(" ", "_").replace("-", "_")
     if error.status_code == 401:
-        return _body(401, UnauthenticatedError.code, str(error.detail))
-    return _body(error.status_code, code, str(error.detail or phrase))
+        return error_response(401, UnauthenticatedError.code, str(error.detail))
+    return error_response(error.status_code, code, str(error.detail or phrase))
 
 
 async def _integrity_error(_request: Request, _error: Exception) -> JSONResponse:
-    return _body(409, "conflict", "the change conflicts with existing data (a unique value)")
+    return error_response(
+        409, "conflict", "the change conflicts with existing data (a unique value)"
+    )
 
 
 async def _data_error(_request: Request, _error: Exception) -> JSONResponse:
-    return _body(422, "validation_error", "a value cannot be stored (bad characters or range)")
+    return error_response(
+        422, "validation_error", "a value cannot be stored (bad characters or range)"
+    )
 
 
 async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
     log.error("unhandled %s", type(error).__name__, exc_info=error)
-    return _body(500, "internal", "internal error")
+    return error_response(500, "internal", "internal error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -61,7 +61,12 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
     """Serve the API (and its outbox relay) until cancelled; `ready` is set once it listens."""
     database = await prepare_database(settings)
     wake = asyncio.Event()
-    app = create_app(database, relay_wake=wake, task_deadlines=settings.api.task_deadlines)
+    app = create_app(
+        database,
+        relay_wake=wake,
+        task_deadlines=settings.api.task_deadlines,
+        max_body_bytes=settings.api.max_body_bytes,
+    )
     config = uvicorn.Config(
         app,
         host=settings.api.host,

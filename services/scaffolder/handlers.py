@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 import structlog
 
 from services.scaffolder.errors import ScaffolderError
-from services.scaffolder.render import CopierRenderer, check_modules, render_project
+from services.scaffolder.render import CopierRenderer, check_modules, one_line, render_project
 from services.scaffolder.settings import ScaffolderSettings
 from shared.contracts import (
     BaseMessage,
@@ -191,7 +191,9 @@ async def _render_commit_push(
         await init_worktree(workdir, branch=branch)
         modules = ", ".join(check_modules(message.modules, settings.templates_dir))
         sha = await commit_all(
-            workdir, f"Scaffold {message.project_name} ({modules})", identity=settings.identity
+            workdir,
+            f"Scaffold {one_line(message.project_name)} ({modules})",
+            identity=settings.identity,
         )
         assert sha is not None  # the first commit of a fresh repository always exists
         await _progress(deps, message, "progress", f"pushing to {branch}", step="push", pct=80)
@@ -249,7 +251,9 @@ async def handle_scaffolder_message(
         if current not in (ProjectStatus.SCAFFOLDING, ProjectStatus.SCAFFOLDED):
             await deps.projects.set_project_status(message.project_id, ProjectStatus.SCAFFOLDING)
         await _progress(deps, message, "progress", "creating the repository", step="repo", pct=10)
-        repo = await deps.git.create_repo(message.repo_full_name, description=message.project_name)
+        repo = await deps.git.create_repo(
+            message.repo_full_name, description=one_line(message.project_name)
+        )
         url = repo.clone_url
         try:
             sha = await _render_commit_push(message, deps, repo.clone_url, branch)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ __all__ = [
     "CopierRenderer",
     "available_modules",
     "check_modules",
+    "one_line",
     "render_project",
     "slugify",
 ]
@@ -59,6 +61,17 @@ def check_modules(modules: Sequence[str], templates_dir: Path) -> list[str]:
             f"no template for module(s) {', '.join(unknown)}; available: {', '.join(known)}"
         )
     return wanted
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def one_line(text: str, *, max_length: int = 100) -> str:
+    """`text` as one printable line of at most `max_length` characters, for a commit message
+    or a repository's description: runs of whitespace and of unprintable characters
+    (controls, line separators, bidirectional controls, lone surrogates) become one space."""
+    printable = "".join(char if char.isprintable() else " " for char in text[: max_length * 4])
+    return " ".join(printable.split())[:max_length].rstrip()
 
 
 def slugify(text: str) -> str:
@@ -178,8 +191,10 @@ async def render_project(
     touch this process; `TemplateRenderError` when a template fails or time runs out.
 
     The project's name is a free label: templates put it into code only as a literal
-    (`| tojson`), and into paths, names, comments and docstrings only as its slug."""
+    (`| tojson`), and into paths, names, comments and docstrings only as its slug. A lone
+    surrogate (no file can hold one) becomes U+FFFD."""
     wanted = check_modules(modules, templates_dir)
+    project_name = _LONE_SURROGATE.sub("\ufffd", project_name)
     project_slug = slugify(project_name)
     if project_slug == "project":  # nothing usable in the name: fall back to the repository's
         project_slug = slugify(repo_full_name.rpartition("/")[2])

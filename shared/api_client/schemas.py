@@ -1,16 +1,28 @@
 """Bodies of the REST API beyond the specification's DTOs (which stay in `shared.contracts`).
 
-Shared by the API (which serves them) and the typed client (which parses them).
+Shared by the API (which serves them) and the typed client (which parses them). Every string
+of a request body is one of the bounded types of `shared.api_client.text`; the request
+bodies of the specification's `ProjectCreate` and `TaskCreate` are API-side subclasses here
+(`ProjectCreateBody`, `TaskCreateBody`) that add those limits without changing the contract.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts import ProjectStatus, TaskDTO, TaskStatus
+from shared.api_client.text import (
+    FreeText,
+    Identifier,
+    JsonObject,
+    Label,
+    Reference,
+    Spec,
+    Url,
+)
+from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskDTO, TaskStatus
 from shared.contracts._types import UtcDatetime
 
 __all__ = [
@@ -27,6 +39,7 @@ __all__ = [
     "Page",
     "PortAllocationCreate",
     "PortAllocationDTO",
+    "ProjectCreateBody",
     "ProjectUpdate",
     "RollbackRequest",
     "Scope",
@@ -34,6 +47,7 @@ __all__ = [
     "ServerDTO",
     "ServerStatus",
     "ServerUpdate",
+    "TaskCreateBody",
     "TaskCreated",
     "TaskSchedule",
     "TaskUpdate",
@@ -94,7 +108,7 @@ class ApiKeyCreate(BaseModel):
     """Create an API key (admin: any scope; a service: a `user` token of any user; a user: a
     `user` token for themselves)."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Label
     scope: Scope = "user"
     user_id: int | None = Field(default=None, ge=1, le=_PG_INT_MAX)
     """The user a `user` (or `admin`) key acts as; required for `user`."""
@@ -119,12 +133,26 @@ class ApiKeyCreated(ApiKeyDTO):
     key: str
 
 
+class ProjectCreateBody(ProjectCreate):
+    """`ProjectCreate` as the API accepts it: a one-line name, a bounded description."""
+
+    name: Label
+    description: FreeText | None = None
+
+
 class ProjectUpdate(BaseModel):
     """Change a project: its status (along the lifecycle), description or repository."""
 
     status: ProjectStatus | None = None
-    description: str | None = Field(default=None, max_length=10_000)
-    repository_url: str | None = Field(default=None, max_length=500)
+    description: FreeText | None = None
+    repository_url: Url | None = None
+
+
+class TaskCreateBody(TaskCreate):
+    """`TaskCreate` as the API accepts it: a bounded project id and specification."""
+
+    project_id: Identifier
+    spec: Spec | None = None
 
 
 class TaskCreated(TaskDTO):
@@ -150,7 +178,7 @@ class TaskUpdate(BaseModel):
     """Change a task (services and admins): its status along the lifecycle, its result."""
 
     status: TaskStatus | None = None
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
 
 
 class ServerStatus(StrEnum):
@@ -168,9 +196,9 @@ class ServerCreate(BaseModel):
     """Register a deploy server. Credentials travel as a reference, never as a secret."""
 
     handle: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    address: str = Field(min_length=1, max_length=255)
-    ssh_user: str = Field(default="root", min_length=1, max_length=100)
-    credentials_ref: str | None = Field(default=None, max_length=255)
+    address: Reference
+    ssh_user: Label = "root"
+    credentials_ref: Reference | None = None
     """A secret reference (e.g. `env:DEPLOY_SSH_KEY`), resolved only by infra-service."""
     status: ServerStatus = ServerStatus.PENDING_SETUP
     port_range_start: int = Field(default=10_000, ge=1024, le=65_535)
@@ -181,8 +209,8 @@ class ServerUpdate(BaseModel):
     """Change a server's status, address or credential reference."""
 
     status: ServerStatus | None = None
-    address: str | None = Field(default=None, min_length=1, max_length=255)
-    credentials_ref: str | None = Field(default=None, max_length=255)
+    address: Reference | None = None
+    credentials_ref: Reference | None = None
 
 
 class ServerDTO(BaseModel):
@@ -205,7 +233,7 @@ class ServerDTO(BaseModel):
 class PortAllocationCreate(BaseModel):
     """Allocate (or find again) the port of a project on a server."""
 
-    project_id: str = Field(min_length=1, max_length=64)
+    project_id: Identifier
 
 
 class PortAllocationDTO(BaseModel):

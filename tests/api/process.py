@@ -11,6 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from services.api.auth.service import AuthService
+from services.api.db import Database
+from services.api.migrate import upgrade
+from shared.api_client.schemas import Scope
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,3 +90,16 @@ class ApiProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout_s)
+
+
+async def mint_key(database_url: str, name: str, scope: Scope, user_id: int | None = None) -> str:
+    """Migrate the database at `database_url` and create a key there; its secret."""
+    database = Database(database_url)
+    try:
+        await upgrade(database)
+        async with database.sessionmaker() as session:
+            _, secret = await AuthService(session).create_key(name, scope, user_id)
+            await session.commit()
+    finally:
+        await database.close()
+    return secret

@@ -64,7 +64,7 @@ async def test_validation_error_names_the_field(api: ApiHarness) -> None:
     assert missing.status_code == 422
     assert missing.json()["fields"] == [{"field": "body.name", "problem": "Field required"}]
     assert bad_status.json()["fields"][0]["field"] == "query.status"
-    assert blank.json()["fields"] == [{"field": "name", "problem": "name must not be blank"}]
+    assert blank.json()["fields"] == [{"field": "body.name", "problem": "must not be blank"}]
     async with api.client(alice) as a:
         with pytest.raises(ValidationError) as error:
             await a.create_project(ProjectCreate(name="x"), owner_id=999)

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.projects.service import ProjectService
-from shared.api_client.schemas import Page, ProjectUpdate
-from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus
+from shared.api_client.schemas import Page, ProjectCreateBody, ProjectUpdate
+from shared.api_client.text import Identifier
+from shared.contracts import ProjectDTO, ProjectStatus
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
@@ -18,7 +19,7 @@ OwnerId = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Owner's u
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_project(
-    body: ProjectCreate, caller: CallerDep, db: SessionDep, owner_id: OwnerId = None
+    body: ProjectCreateBody, caller: CallerDep, db: SessionDep, owner_id: OwnerId = None
 ) -> ProjectDTO:
     """Create a draft project owned by the caller (admins and services pass `owner_id`)."""
     project = await ProjectService(db).create(caller, body, owner_id=owner_id)
@@ -42,14 +43,14 @@ async def list_projects(
 
 
 @router.get("/{project_id}")
-async def get_project(project_id: str, caller: CallerDep, db: SessionDep) -> ProjectDTO:
+async def get_project(project_id: Identifier, caller: CallerDep, db: SessionDep) -> ProjectDTO:
     """One project."""
     return ProjectDTO.model_validate(await ProjectService(db).get(caller, project_id))
 
 
 @router.patch("/{project_id}")
 async def update_project(
-    project_id: str, body: ProjectUpdate, caller: CallerDep, db: SessionDep
+    project_id: Identifier, body: ProjectUpdate, caller: CallerDep, db: SessionDep
 ) -> ProjectDTO:
     """Change a project's status (along the lifecycle), description or repository URL."""
     project = await ProjectService(db).update(caller, project_id, body)

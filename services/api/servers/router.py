@@ -15,6 +15,7 @@ from shared.api_client.schemas import (
     ServerStatus,
     ServerUpdate,
 )
+from shared.api_client.text import Identifier, Reference
 from shared.contracts import ProjectStatus
 
 router = APIRouter(prefix="/api/servers", tags=["servers"])
@@ -38,14 +39,14 @@ async def list_servers(
 
 
 @router.get("/{handle}")
-async def get_server(handle: str, caller: CallerDep, db: SessionDep) -> ServerDTO:
+async def get_server(handle: Reference, caller: CallerDep, db: SessionDep) -> ServerDTO:
     """One server."""
     return await ServerService(db, caller).get(handle)
 
 
 @router.patch("/{handle}")
 async def update_server(
-    handle: str, body: ServerUpdate, caller: CallerDep, db: SessionDep
+    handle: Reference, body: ServerUpdate, caller: CallerDep, db: SessionDep
 ) -> ServerDTO:
     """Change a server's status, address or credential reference."""
     return await ServerService(db, caller).update(handle, body)
@@ -53,7 +54,7 @@ async def update_server(
 
 @router.post("/{handle}/allocations")
 async def allocate_port(
-    handle: str, body: PortAllocationCreate, caller: CallerDep, db: SessionDep
+    handle: Reference, body: PortAllocationCreate, caller: CallerDep, db: SessionDep
 ) -> PortAllocationDTO:
     """The project's port on this server: reused when it has one, else the lowest free."""
     return await ServerService(db, caller).allocate(handle, body.project_id)
@@ -61,7 +62,10 @@ async def allocate_port(
 
 @router.get("/{handle}/allocations")
 async def list_allocations(
-    handle: str, caller: CallerDep, db: SessionDep, project_status: ProjectStatus | None = None
+    handle: Reference,
+    caller: CallerDep,
+    db: SessionDep,
+    project_status: ProjectStatus | None = None,
 ) -> list[PortAllocationDTO]:
     """Every port allocated on this server, or only those of projects in `project_status`
     (infra-service finds the deployments of archived projects this way)."""
@@ -69,6 +73,8 @@ async def list_allocations(
 
 
 @router.delete("/{handle}/allocations/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def release_port(handle: str, project_id: str, caller: CallerDep, db: SessionDep) -> None:
+async def release_port(
+    handle: Reference, project_id: Identifier, caller: CallerDep, db: SessionDep
+) -> None:
     """Free the project's port on this server."""
     await ServerService(db, caller).release(handle, project_id)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.tasks.models import Task
 from services.api.tasks.service import TaskService
-from shared.api_client.schemas import Page, TaskCreated, TaskSchedule, TaskUpdate
-from shared.contracts import TaskCreate, TaskDTO, TaskStatus, TaskType
+from shared.api_client.schemas import Page, TaskCreateBody, TaskCreated, TaskSchedule, TaskUpdate
+from shared.api_client.text import Identifier
+from shared.contracts import TaskDTO, TaskStatus, TaskType
 from shared.settings import TaskDeadlines
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -31,7 +32,7 @@ def _schedule(service: TaskService, task: Task) -> TaskSchedule:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_task(body: TaskCreate, caller: CallerDep, tasks: ServiceDep) -> TaskCreated:
+async def create_task(body: TaskCreateBody, caller: CallerDep, tasks: ServiceDep) -> TaskCreated:
     """Create a queued task; engineering and deploy tasks start their flow (via the outbox)."""
     task = await tasks.create(caller, body)
     return TaskCreated.model_validate(task)
@@ -43,7 +44,7 @@ async def list_tasks(
     tasks: ServiceDep,
     page: PageDep,
     status: TaskStatus | None = None,
-    project_id: str | None = None,
+    project_id: Identifier | None = None,
     type: TaskType | None = None,
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Page[TaskDTO]:
@@ -85,14 +86,14 @@ async def list_task_schedules(
 
 
 @router.get("/{task_id}")
-async def get_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
+async def get_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
     """One task."""
     return TaskDTO.model_validate(await tasks.get(caller, task_id))
 
 
 @router.patch("/{task_id}")
 async def update_task(
-    task_id: str, body: TaskUpdate, caller: CallerDep, tasks: ServiceDep
+    task_id: Identifier, body: TaskUpdate, caller: CallerDep, tasks: ServiceDep
 ) -> TaskDTO:
     """Change a task's status (along the lifecycle) or result (services and admins); the
     result of a completed or failed task is final."""
@@ -100,20 +101,22 @@ async def update_task(
 
 
 @router.post("/{task_id}/cancel")
-async def cancel_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
+async def cancel_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
     """Cancel a queued or running task; the orchestrator sees it on the task's status."""
     return TaskDTO.model_validate(await tasks.cancel(caller, task_id))
 
 
 @router.get("/{task_id}/schedule")
-async def get_task_schedule(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskSchedule:
+async def get_task_schedule(
+    task_id: Identifier, caller: CallerDep, tasks: ServiceDep
+) -> TaskSchedule:
     """One task with its deadline and re-drives (services and admins)."""
     caller.require("admin", "service")
     return _schedule(tasks, await tasks.get(caller, task_id))
 
 
 @router.post("/{task_id}/redrive")
-async def redrive_task(task_id: str, caller: CallerDep, tasks: ServiceDep) -> TaskSchedule:
+async def redrive_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> TaskSchedule:
     """Publish a queued task's queue message again (services and admins): the same task id
     and correlation id, written to the outbox with the count in one transaction. For a
     message lost before the orchestrator took it (dead-lettered, or on a stream lost with

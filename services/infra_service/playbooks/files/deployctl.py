@@ -436,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             report = setup(root, args.recover)
         elif not args.name:
             raise StepError(f"{args.command} needs a project name")
+        elif not supervise.is_app_name(args.name):
+            raise StepError(
+                f"invalid project name {args.name!r}: use 1-64 of A-Z a-z 0-9 _ . - (no path)"
+            )
         elif args.command == "abort":
             if not args.job:
                 raise StepError("abort needs the job (--job)")
@@ -471,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"ok": False, "error": str(error), **extra}) + "\n")
         return 1
     finally:
-        if args.job and args.name and args.command in ("prepare", "release"):
+        if args.job and supervise.is_app_name(args.name) and args.command in ("prepare", "release"):
             rollback.end_step(root / "apps" / args.name)
     sys.stdout.write(json.dumps({"ok": True, **report}) + "\n")
     return 0

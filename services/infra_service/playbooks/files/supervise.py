@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,9 @@ from types import FrameType
 from typing import Any
 
 STOP_TIMEOUT_S = 10.0
+APP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""A project's directory name under `apps/` (infra-service's `app_name_of` makes them): one
+plain path component, never `.` or `..`, at most 64 characters."""
 MAX_BACKOFF_S = 30.0
 HEALTHY_RUN_S = 30.0
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
@@ -261,6 +265,11 @@ def start_stopped(root: Path) -> list[str]:
     return started
 
 
+def is_app_name(name: str) -> bool:
+    """True when `name` is one plain directory name under `apps/` (see `APP_NAME`)."""
+    return APP_NAME.fullmatch(name) is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="supervise.py", description=__doc__)
@@ -273,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return start_all(root)
     if not args.target:
         parser.error(f"{args.command} needs a project name")
+    if not is_app_name(args.target):
+        parser.error(f"invalid project name {args.target!r}: use 1-64 of A-Z a-z 0-9 _ . -")
     handlers = {"start": start, "stop": stop, "status": status, "run": run}
     return handlers[args.command](root, args.target)
 
