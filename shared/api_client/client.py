@@ -26,7 +26,6 @@ from shared.api_client.schemas import (
     Page,
     PortAllocationDTO,
     ProjectUpdate,
-    RollbackRequest,
     ServerCreate,
     ServerDTO,
     ServerStatus,
@@ -165,8 +164,9 @@ class ApiClient:
 
     async def rollback(self, project_id: str, sha: str | None = None) -> TaskCreated:
         """Redeploy an earlier successful release (the one before the current, or `sha`)."""
-        body = RollbackRequest(sha=sha)
-        data = await self._call("POST", f"/api/projects/{project_id}/rollback", body=body)
+        # sent as given (not through `RollbackRequest`): the API's 422 names a bad sha
+        body = {"sha": sha}
+        data = await self._call("POST", f"/api/projects/{project_id}/rollback", json=body)
         return TaskCreated.model_validate(data)
 
     # tasks ---------------------------------------------------------------------------------

@@ -268,10 +268,10 @@ class DeployRecord(BaseModel):
     sha: str = Field(pattern=r"^[0-9a-f]{40}$", description="The full commit sha deployed.")
     kind: DeployKind = "deploy"
     outcome: DeployOutcome = DeployOutcome.RUNNING
-    url: str | None = Field(default=None, max_length=500)
+    url: Url | None = None
     previous_serves: bool | None = None
     """After a failed release: whether the previous release still serves."""
-    error: str | None = Field(default=None, max_length=10_000)
+    error: FreeText | None = None
 
 
 class DeployDTO(BaseModel):
@@ -296,4 +296,4 @@ class RollbackRequest(BaseModel):
     """Redeploy an earlier release: `sha` (a full sha or an unambiguous prefix of one) must
     have been deployed successfully before; without it, the release before the current one."""
 
-    sha: str | None = Field(default=None, max_length=40)
+    sha: str | None = Field(default=None, max_length=40, pattern=r"^[0-9a-fA-F]{4,40}$")
