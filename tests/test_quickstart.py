@@ -132,6 +132,9 @@ def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
         "deployed_url"
     ]
     assert httpx.get(url, timeout=5).status_code == 200
+    deployed = json.loads(system.cli("project", "deploys", project_id, "--json").stdout)
+    assert [(d["task_id"], d["outcome"]) for d in deployed] == [(deploy_id, "succeeded")]
+    assert httpx.get(url, timeout=5).json()["commit"] == deployed[0]["sha"]
 
 
 @pytest.mark.timeout(120)

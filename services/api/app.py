@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.db import Database
+from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.projects.router import router as projects_router
@@ -48,6 +49,14 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)
-    for router in (users_router, keys_router, projects_router, tasks_router, servers_router):
+    routers = (
+        users_router,
+        keys_router,
+        projects_router,
+        deploys_router,
+        tasks_router,
+        servers_router,
+    )
+    for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

@@ -17,13 +17,14 @@ PROJECT_TRANSITIONS: dict[ProjectStatus, frozenset[ProjectStatus]] = {
     P.SCAFFOLDED: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
     P.DEVELOPING: frozenset({P.TESTING, P.DEPLOYING, P.SCAFFOLDED, P.FAILED, P.ARCHIVED}),
     P.TESTING: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
-    P.DEPLOYING: frozenset({P.ACTIVE, P.FAILED, P.ARCHIVED}),
+    P.DEPLOYING: frozenset({P.ACTIVE, P.SCAFFOLDED, P.FAILED, P.ARCHIVED}),
     P.ACTIVE: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
     P.FAILED: frozenset({P.SCAFFOLDING, P.DEVELOPING, P.DEPLOYING, P.ARCHIVED}),
     P.ARCHIVED: frozenset(),
 }
 """Forward along scaffold → develop → test → deploy → active; back to work from active or
-failed; any living project may fail or be archived; archived is final."""
+failed; a cancelled first deploy goes back to scaffolded; any living project may fail or be
+archived; archived is final."""
 
 T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {

@@ -2,10 +2,21 @@
 
 from services.api.auth.models import ApiKey
 from services.api.db import Base
+from services.api.deploys.models import Deploy
 from services.api.outbox.models import OutboxMessage
 from services.api.projects.models import Project
 from services.api.servers.models import PortAllocation, Server
 from services.api.tasks.models import Task
 from services.api.users.models import User
 
-__all__ = ["ApiKey", "Base", "OutboxMessage", "PortAllocation", "Project", "Server", "Task", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Deploy",
+    "OutboxMessage",
+    "PortAllocation",
+    "Project",
+    "Server",
+    "Task",
+    "User",
+]

@@ -1,9 +1,15 @@
-"""`orchestrator project create|list|show|archive`: projects through the REST API.
+"""`orchestrator project create|list|show|archive|deploys|rollback`: projects through the
+REST API.
 
 The API is found at `ORCHESTRATOR_API__URL` (or host/port), else at the URL a running
 `orchestrator up` recorded; the credential is `ORCHESTRATOR_API__KEY` (never an argument,
 so it stays out of process lists), else the local admin's key that `orchestrator up` keeps in
 `<data_dir>/secrets/cli.key`. `--json` prints the DTOs for scripts.
+
+`deploys ID` prints the project's deploy history (newest first: commit, task, outcome, URL,
+when); `rollback ID [--to SHA]` queues a deploy task of an earlier successful release (the
+one before the current, or SHA: a full sha or an unambiguous prefix of a commit the project
+deployed successfully) and prints it; `orchestrator task watch` follows it.
 
 `archive` moves a project to `archived` (final: no task can be created for it any more);
 infra-service then stops its deployment and releases its port on its next reconcile pass.
@@ -22,14 +28,17 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
-from shared.api_client.schemas import ProjectUpdate
+from shared.api_client.schemas import DeployDTO, ProjectUpdate
 from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus
 from shared.embedded import CLI_KEY, read_runtime, read_secret
 from shared.settings import Settings
 
 __all__ = ["JsonFlag", "app", "call_api", "emit"]
 
-app = typer.Typer(help="Projects: create, list, show, archive.", no_args_is_help=True)
+app = typer.Typer(
+    help="Projects: create, list, show, archive; their deploys and rollback.",
+    no_args_is_help=True,
+)
 T = TypeVar("T")
 err = Console(stderr=True)
 
@@ -152,3 +161,54 @@ def archive(project_id: str, as_json: JsonFlag = False) -> None:
             " deployment and releases its port on its next reconcile pass"
         )
     emit(project, project_table([project], title="Archived"), as_json=as_json)
+
+
+def deploy_table(deploys: Sequence[DeployDTO], *, title: str) -> Table:
+    """Deploys as a table."""
+    table = Table(title=title)
+    for column in ("when", "commit", "kind", "outcome", "task", "url"):
+        table.add_column(column)
+    for deploy in deploys:
+        outcome = deploy.outcome.value
+        if deploy.previous_serves:
+            outcome += " (previous release serves)"
+        table.add_row(
+            deploy.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            deploy.sha[:12],
+            deploy.kind,
+            outcome,
+            deploy.task_id,
+            deploy.url or "-",
+        )
+    return table
+
+
+@app.command("deploys")
+def deploys(
+    project_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """The deploy history of a project, newest first."""
+    page = call_api(lambda api: api.list_deploys(project_id, limit=limit, offset=offset))
+    title = f"Deploys {offset + 1}-{offset + len(page.items)} of {page.total}"
+    emit(page.items, deploy_table(page.items, title=title), as_json=as_json)
+
+
+@app.command("rollback")
+def rollback(
+    project_id: str,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Commit (sha or prefix) deployed successfully before."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Redeploy the release before the current one (or --to SHA) through the deploy flow."""
+    task = call_api(lambda api: api.rollback(project_id, to))
+    if as_json:
+        typer.echo(task.model_dump_json(indent=2))
+        return
+    typer.echo(f"rollback task {task.id} queued ({task.spec}); follow it with:")
+    typer.echo(f"  orchestrator task watch {task.id}")

@@ -22,6 +22,16 @@ says whether the project still answers on the port: None means nothing of it run
 more (the deploy flow then releases the port allocation). When the undo itself fails, the
 project is assumed to run (`deployed_url` set), so no port is freed under a live process.
 A cancellation after the job finished changes nothing.
+
+Pinned deploys. `repo_full_name` may name the repository pinned at a commit,
+`owner/name@<sha>` (`shared.deploys`, the contract has no commit field): the job fetches and
+releases exactly that commit (else `settings.deploy_ref`, the remote's head), and the project
+runs with `APP_COMMIT=<sha>` in its environment.
+
+Safe releases. A new release that fails its health check is stopped and the previous one is
+put back at once (`deployctl.py release`): the result is `failed` with the health output, its
+error says whether the previous release serves again, and its `deployed_url` is set exactly
+when it does (the same meaning as after a cancellation: something of the project answers).
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ from shared.contracts import (
     ProvisionerMessage,
     ProvisionerResult,
 )
+from shared.deploys import split_pinned
 
 __all__ = [
     "InfraDeps",
@@ -251,11 +262,10 @@ async def handle_ansible_deploy_message(
             raise InfraError(f"port {message.port} is not a TCP port")
         modules = module_names(message.modules)
         target = await deps.servers.by_address(message.server_ip)
-        source = repo_source(message.repo_full_name, deps.settings)
+        repo_name, pinned_sha = split_pinned(message.repo_full_name)
+        source = repo_source(repo_name, deps.settings)
         if source.local_path is not None and not (source.local_path / "HEAD").exists():
-            raise RepositoryNotFoundError(
-                f"repository {message.repo_full_name!r} does not exist ({source.url})"
-            )
+            raise RepositoryNotFoundError(f"repository {repo_name!r} does not exist ({source.url})")
         secret_env, redact = await _deploy_inputs(message, deps, source)
         key = await _ssh_key(deps, target)
         job = PlaybookJob(
@@ -266,7 +276,7 @@ async def handle_ansible_deploy_message(
                 "infra_app_name": app_name_of(message.project_id),
                 "infra_modules": ",".join(modules),
                 "infra_repo_url": source.url,
-                "infra_ref": deps.settings.deploy_ref,
+                "infra_ref": pinned_sha or deps.settings.deploy_ref,
                 "infra_port": message.port,
                 "infra_bind_host": target.bind_host,
                 "infra_health_path": deps.settings.health_path,
@@ -294,7 +304,14 @@ async def handle_ansible_deploy_message(
         return failed(text, "error" if isinstance(error, PlaybookError) else "failed")
     error_text = redact("; ".join(run.failures)) or None
     url = target.url(message.port)
-    log.info("deploy finished", ok=run.ok, attempts=run.attempts, exit_code=run.exit_code)
+    previous_serves = not run.ok and bool((run.report or {}).get("previous_serves"))
+    log.info(
+        "deploy finished",
+        ok=run.ok,
+        attempts=run.attempts,
+        exit_code=run.exit_code,
+        previous_serves=previous_serves,
+    )
     if run.ok:
         await _progress(deps, message, "completed", f"{message.project_name} answers at {url}")
     else:
@@ -305,7 +322,7 @@ async def handle_ansible_deploy_message(
         status="success" if run.ok else "failed",
         error=None if run.ok else error_text,
         duration_ms=_elapsed_ms(started),
-        deployed_url=url if run.ok else None,
+        deployed_url=url if run.ok or previous_serves else None,
         server_ip=message.server_ip,
         port=message.port,
         stdout=tail(redact(run.stdout), limit),

@@ -74,7 +74,8 @@ class InfraSettings(BaseSettings):
     git_provider: Literal["local", "github"] = "local"
     github_git_url: str = "https://github.com"
     deploy_ref: str = "HEAD"
-    """The ref deployed (the contract carries none): the remote's default branch."""
+    """The ref deployed when a request names no commit (the deploy flow pins one in
+    `repo_full_name`, `owner/name@<sha>`, see `shared.deploys`): the remote's default head."""
     secrets_dir: Path | None = None
     """Root of relative `file:` secret references; default `<data_dir>/secrets`."""
     ansible_playbook: str | None = None

@@ -12,8 +12,15 @@ from typing import TypeVar
 
 from services.langgraph.errors import ApiCallError
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
-from shared.api_client.schemas import PortAllocationDTO, ServerDTO, ServerStatus, TaskUpdate
-from shared.contracts import ProjectDTO, TaskDTO, TaskStatus, TaskType
+from shared.api_client.schemas import (
+    DeployRecord,
+    PortAllocationDTO,
+    ProjectUpdate,
+    ServerDTO,
+    ServerStatus,
+    TaskUpdate,
+)
+from shared.contracts import ProjectDTO, ProjectStatus, TaskDTO, TaskStatus, TaskType
 
 __all__ = ["ApiAdapter"]
 
@@ -80,3 +87,11 @@ class ApiAdapter:
         """Ids of the most recently cancelled tasks."""
         page = await _call(self.client.list_tasks(status=TaskStatus.CANCELLED, limit=limit))
         return {task.id for task in page.items}
+
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle."""
+        return await _call(self.client.update_project(project_id, ProjectUpdate(status=status)))
+
+    async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
+        """Record or update the deploy of a deploy task."""
+        await _call(self.client.record_deploy(project_id, task_id, record))

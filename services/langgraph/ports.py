@@ -17,8 +17,14 @@ from pydantic import BaseModel
 
 from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
-from shared.api_client.schemas import PortAllocationDTO, ServerDTO, ServerStatus, TaskUpdate
-from shared.contracts import ProgressEvent, ProjectDTO, TaskDTO
+from shared.api_client.schemas import (
+    DeployRecord,
+    PortAllocationDTO,
+    ServerDTO,
+    ServerStatus,
+    TaskUpdate,
+)
+from shared.contracts import ProgressEvent, ProjectDTO, ProjectStatus, TaskDTO
 from shared.git import RemoteRepo
 
 __all__ = ["ApiPort", "BusPort", "FlowDeps", "GitPort", "HealthPort", "WorkersPort"]
@@ -80,6 +86,14 @@ class ApiPort(Protocol):
 
     async def cancelled_task_ids(self, limit: int = 100) -> set[str]:
         """Ids of the most recently cancelled tasks."""
+        ...
+
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle (409 when the lifecycle refuses it)."""
+        ...
+
+    async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
+        """Record or update the deploy of a deploy task in the project's history."""
         ...
 
 

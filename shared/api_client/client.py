@@ -19,6 +19,8 @@ from shared.api_client.errors import ApiUnavailableError, error_for_status
 from shared.api_client.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
+    DeployDTO,
+    DeployRecord,
     ErrorBody,
     Health,
     Page,
@@ -145,6 +147,27 @@ class ApiClient:
         """Change a project (status along the lifecycle)."""
         data = await self._call("PATCH", f"/api/projects/{project_id}", body=body)
         return ProjectDTO.model_validate(data)
+
+    # deploys -------------------------------------------------------------------------------
+
+    async def list_deploys(
+        self, project_id: str, *, limit: int = 50, offset: int = 0
+    ) -> Page[DeployDTO]:
+        """A page of a project's deploy history, newest first."""
+        params = {"limit": limit, "offset": offset}
+        return await self._page(DeployDTO, f"/api/projects/{project_id}/deploys", params)
+
+    async def record_deploy(self, project_id: str, task_id: str, body: DeployRecord) -> DeployDTO:
+        """Record or update the deploy of a deploy task (services and admins)."""
+        data = await self._call("PUT", f"/api/projects/{project_id}/deploys/{task_id}", body=body)
+        return DeployDTO.model_validate(data)
+
+    async def rollback(self, project_id: str, sha: str | None = None) -> TaskCreated:
+        """Redeploy an earlier successful release (the one before the current, or `sha`)."""
+        # sent as given (not through `RollbackRequest`): the API's 422 names a bad sha
+        body = {"sha": sha}
+        data = await self._call("POST", f"/api/projects/{project_id}/rollback", json=body)
+        return TaskCreated.model_validate(data)
 
     # tasks ---------------------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ __all__ = [
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyDTO",
+    "DeployDTO",
+    "DeployKind",
+    "DeployOutcome",
+    "DeployRecord",
     "ErrorBody",
     "FieldProblem",
     "Health",
@@ -37,6 +41,7 @@ __all__ = [
     "PortAllocationDTO",
     "ProjectCreateBody",
     "ProjectUpdate",
+    "RollbackRequest",
     "Scope",
     "ServerCreate",
     "ServerDTO",
@@ -241,3 +246,54 @@ class PortAllocationDTO(BaseModel):
     port: int
     created_at: UtcDatetime
     reused: bool = False
+
+
+class DeployOutcome(StrEnum):
+    """How a deploy of the history ended (`running` while its flow runs)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+DeployKind = Literal["deploy", "rollback"]
+"""A deploy of the base branch's head, or of a commit its task names (`commit <sha>`)."""
+
+
+class DeployRecord(BaseModel):
+    """What the deploy flow records of one deploy task (services and admins): the commit it
+    deploys, and later how it ended. Sent again with the same task, it updates the record."""
+
+    sha: str = Field(pattern=r"^[0-9a-f]{40}$", description="The full commit sha deployed.")
+    kind: DeployKind = "deploy"
+    outcome: DeployOutcome = DeployOutcome.RUNNING
+    url: Url | None = None
+    previous_serves: bool | None = None
+    """After a failed release: whether the previous release still serves."""
+    error: FreeText | None = None
+
+
+class DeployDTO(BaseModel):
+    """One deploy of a project's history."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    project_id: str
+    task_id: str
+    sha: str
+    kind: DeployKind
+    outcome: DeployOutcome
+    url: str | None = None
+    previous_serves: bool | None = None
+    error: str | None = None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
+
+
+class RollbackRequest(BaseModel):
+    """Redeploy an earlier release: `sha` (a full sha or an unambiguous prefix of one) must
+    have been deployed successfully before; without it, the release before the current one."""
+
+    sha: str | None = Field(default=None, max_length=40, pattern=r"^[0-9a-fA-F]{4,40}$")

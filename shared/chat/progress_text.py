@@ -79,7 +79,9 @@ class TaskView:
             branch = f" on {result['branch']}" if result.get("branch") else ""
             lines.append(f"commit: {result['commit_sha']}{branch}")
         if result.get("deployed_url"):
-            lines.append(f"URL: {result['deployed_url']}")
+            sha = result.get("deployed_sha")
+            pinned = f" (commit {str(sha)[:12]})" if sha else ""
+            lines.append(f"URL: {result['deployed_url']}{pinned}")
         if len(lines) == 1 and event is not None and event.message:
             lines.append(event.message[:300])
         self.final = "\n".join(lines)

@@ -63,6 +63,11 @@ def test_view_follows_events_and_ends_with_the_result() -> None:
     assert "50%\nstep: b" in view.text()
     view.finish(_task(TaskStatus.COMPLETED, {"deployed_url": "http://x"}), None)
     assert view.text().endswith("✅ completed [██████████] 100%\nURL: http://x")
+    pinned = TaskView(task_id="t" * 36, task_type="deploy")
+    pinned.finish(
+        _task(TaskStatus.COMPLETED, {"deployed_url": "u", "deployed_sha": "ab" * 20}), None
+    )
+    assert pinned.text().endswith("\nURL: u (commit " + "ab" * 6 + ")")
     failed = TaskView(task_id="t" * 36, task_type="deploy")
     failed.finish(None, ProgressEvent(type="failed", request_id="r", error="boom"))
     assert failed.text().endswith("❌ failed: boom")

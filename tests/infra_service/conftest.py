@@ -44,6 +44,7 @@ APP_SOURCE = textwrap.dedent(
                 "greeting": os.environ.get("GREETING"),
                 "has_secret": bool(os.environ.get("API_SECRET")),
                 "pid": os.getpid(),
+                "commit": os.environ.get("APP_COMMIT"),
             }}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,17 +189,29 @@ class FakeInfra:
     messages: list[AnsibleDeployMessage] = field(default_factory=list)
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     fail: bool = False
+    previous_serves: bool = False
+    """With `fail`: say that the previous release still serves (its URL in the answer)."""
     url_port: int | None = None
     """Answer this port in the URL instead of the allocated one (a URL that does not answer)."""
+    delegate: Callable[[AnsibleDeployMessage], Awaitable[AnsibleDeployResult]] | None = None
+    """When set, every deploy goes to it (the real infra-service handler, in the tests that
+    deploy with real Ansible)."""
 
     async def handle(
         self, message: AnsibleDeployMessage, ctx: MessageContext
     ) -> AnsibleDeployResult:
         """Deploy (start or replace the server on the port), or fail when told to."""
         self.messages.append(message)
+        if self.delegate is not None:
+            return await self.delegate(message)
         if self.fail:
+            kept = f"http://127.0.0.1:{message.port}/" if self.previous_serves else None
             return AnsibleDeployResult(
-                request_id=message.request_id, status="failed", error="playbook failed", exit_code=2
+                request_id=message.request_id,
+                status="failed",
+                error="playbook failed",
+                exit_code=2,
+                deployed_url=kept,
             )
         old = self.servers.pop(message.port, None)
         if old is not None:

@@ -10,7 +10,7 @@ import socket
 import httpx
 
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
-from shared.contracts import DeployResult, TaskStatus, TaskType
+from shared.contracts import DeployResult, ProjectStatus, TaskStatus, TaskType
 from shared.git.naming import repo_full_name
 from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import unused_port
@@ -43,7 +43,9 @@ async def _server(system: System) -> None:
 
 
 async def test_deploy_completes_and_its_url_answers(system: System) -> None:
-    """A deploy task ends completed with a URL that answers 200, its server and port."""
+    """A deploy task ends completed with a URL that answers 200, its server and port; it
+    deployed the base branch's head (pinned in the request), recorded in the history, and
+    the project is active."""
     await _server(system)
     project = await system.project("Site", scaffolded=True)
     async with langgraph(system):
@@ -59,7 +61,14 @@ async def test_deploy_completes_and_its_url_answers(system: System) -> None:
     assert message.github_token_ref == "env:GITHUB_TOKEN"
     assert message.secrets_ref.startswith("file:")
     assert message.secrets_ref.endswith(f"/secrets/{project.id}.env")
-    assert message.repo_full_name == repo_full_name("projects", project.id, project.name)
+    full_name = repo_full_name("projects", project.id, project.name)
+    head = await system.git.head_of(full_name, "main")
+    assert message.repo_full_name == f"{full_name}@{head}"
+    assert (task.result or {})["deployed_sha"] == head
+    [deploy] = (await system.admin.list_deploys(project.id)).items
+    assert (deploy.task_id, deploy.sha, deploy.outcome) == (task.id, head, "succeeded")
+    assert deploy.url == result.deployed_url
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
 
 
 async def test_second_deploy_reuses_the_allocation(system: System) -> None:
@@ -86,6 +95,10 @@ async def test_failed_playbook_fails_the_deploy(system: System) -> None:
     assert task.status == TaskStatus.FAILED
     assert task.result is not None
     assert task.result["error"] == "deploy: playbook failed (exit code 2)"
+    assert task.result["previous_serves"] is False
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.FAILED
+    [deploy] = (await system.admin.list_deploys(project.id)).items
+    assert (deploy.outcome, deploy.error) == ("failed", task.result["error"])
 
 
 async def test_url_that_never_answers_fails_the_health_check(system: System) -> None:
@@ -163,3 +176,47 @@ async def test_deploy_of_an_unscaffolded_project_fails(system: System) -> None:
     assert task.status == TaskStatus.FAILED
     assert task.result is not None
     assert task.result["error"] == "allocate: project Draft is not scaffolded yet"
+
+
+async def test_a_failed_release_whose_predecessor_serves_keeps_the_project_active(
+    system: System,
+) -> None:
+    """When infra-service says the previous release still serves, the task fails saying so,
+    the history has both deploys (newest first) and the project stays active."""
+    await _server(system)
+    project = await system.project("Kept", scaffolded=True)
+    async with langgraph(system):
+        first = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+        system.infra.fail = system.infra.previous_serves = True
+        second = await system.wait_final(await system.task(project.id, "", TaskType.DEPLOY))
+    assert first.status == TaskStatus.COMPLETED
+    assert second.status == TaskStatus.FAILED
+    assert second.result is not None
+    assert second.result["previous_serves"] is True
+    assert second.result["deployed_sha"] is None
+    assert second.result["requested_sha"] == first.result["deployed_sha"]  # type: ignore[index]
+    history = (await system.admin.list_deploys(project.id)).items
+    assert [(d.task_id, d.outcome, d.previous_serves) for d in history] == [
+        (second.id, "failed", True),
+        (first.id, "succeeded", None),
+    ]
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
+
+
+async def test_a_deploy_pinned_to_a_commit_not_in_the_repository_fails(system: System) -> None:
+    """A deploy task naming a commit the repository lacks fails before anything is deployed."""
+    await _server(system)
+    project = await system.project("Ghost", scaffolded=True)
+    ghost = "0123456789abcdef0123456789abcdef01234567"
+    async with langgraph(system):
+        task = await system.wait_final(
+            await system.task(project.id, f"commit {ghost}", TaskType.DEPLOY)
+        )
+    assert task.status == TaskStatus.FAILED
+    assert task.result is not None
+    assert task.result["error"] == (
+        f"allocate: commit {ghost} is not in {repo_full_name('projects', project.id, project.name)}"
+    )
+    assert system.infra.messages == []
+    assert (await system.admin.list_deploys(project.id)).total == 0
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.SCAFFOLDED

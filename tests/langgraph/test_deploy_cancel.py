@@ -27,6 +27,7 @@ from shared.api_client.schemas import UserCreate
 from shared.contracts import (
     DeployResult,
     ProgressEvent,
+    ProjectStatus,
     ProvisionerMessage,
     TaskStatus,
     TaskType,
@@ -139,7 +140,8 @@ async def test_deploy_cancelled_while_its_playbook_runs_leaves_nothing(
     real: RealDeploys, tmp_path: Path
 ) -> None:
     """Cancelled mid-playbook: the task ends cancelled, no Ansible or project process is
-    left, the port is free and its allocation released."""
+    left, the port is free and its allocation released; the history says cancelled and the
+    project is back to scaffolded (nothing of it serves)."""
     system = real.system
     await _server(system)
     project = await system.project("Halfway", scaffolded=True)
@@ -168,6 +170,9 @@ async def test_deploy_cancelled_while_its_playbook_runs_leaves_nothing(
     steps = [event.current_step for event in events]
     assert steps.index("deploy_stop") < steps.index("release_port")
     assert (events[-1].type, events[-1].error) == ("failed", "task cancelled")
+    [deploy] = (await system.admin.list_deploys(project.id)).items
+    assert (deploy.task_id, deploy.outcome) == (task_id, "cancelled")
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.SCAFFOLDED
 
 
 async def test_a_cancelled_deploy_leaves_the_port_to_the_next_deploy_of_the_project(

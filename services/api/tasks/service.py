@@ -50,6 +50,7 @@ from shared.contracts import (
     TaskType,
     new_id,
 )
+from shared.deploys import commit_of_spec
 from shared.settings import TaskDeadlines
 
 __all__ = ["TaskService"]
@@ -82,6 +83,11 @@ class TaskService:
             raise NotFoundError(error.message, field="project_id") from None
         if project.status == ProjectStatus.ARCHIVED.value:
             raise InvalidRequestError("the project is archived", field="project_id")
+        if request.type == TaskType.DEPLOY:
+            try:
+                commit_of_spec(request.spec)  # `commit <sha>` pins the deploy (shared.deploys)
+            except ValueError as error:
+                raise InvalidRequestError(str(error), field="spec") from None
         user_id = project.owner_id if project.owner_id is not None else principal.user_id
         now = utc_now()
         task = Task(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from langgraph.runtime import Runtime
@@ -22,6 +23,9 @@ log = structlog.get_logger("services.langgraph.common")
 
 ResultBuilder = Callable[[FlowState, bool], BaseResult]
 """(state, succeeded) → the flow's result (`EngineeringResult`, `DeployResult`)."""
+ResultExtras = Callable[[FlowState], dict[str, Any]]
+"""state → more keys of the task's `result` (a free dict), beside the contract's fields; the
+result published on the callback stream stays exactly the contract's class."""
 
 
 async def start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
@@ -53,9 +57,9 @@ async def start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
     return FlowState(spec=task.spec)
 
 
-def finish(build_result: ResultBuilder) -> Node:
-    """The last node: the task's final status and result, the result on the callback
-    stream, and the terminal progress event."""
+def finish(build_result: ResultBuilder, extras: ResultExtras | None = None) -> Node:
+    """The last node: the task's final status and result (with `extras`), the result on the
+    callback stream, and the terminal progress event."""
 
     async def node(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
         deps = runtime.context
@@ -63,9 +67,9 @@ def finish(build_result: ResultBuilder) -> Node:
         if outcome == "running":
             outcome = "completed"
         if outcome != "cancelled":
-            outcome = await _record(deps, state, outcome, build_result)
+            outcome = await _record(deps, state, outcome, build_result, extras)
         else:
-            await _record_cancelled(deps, state, build_result)
+            await _record_cancelled(deps, state, build_result, extras)
         result = build_result({**state, "outcome": outcome}, outcome == "completed")
         await _publish_result(deps, state, result)
         await deps.bus.progress(state["task_id"], _terminal_event(state, outcome))
@@ -75,15 +79,25 @@ def finish(build_result: ResultBuilder) -> Node:
     return node
 
 
+def _task_result(
+    result: BaseResult, state: FlowState, extras: ResultExtras | None
+) -> dict[str, Any]:
+    return {**result.model_dump(mode="json"), **(extras(state) if extras else {})}
+
+
 async def _record(
-    deps: FlowDeps, state: FlowState, outcome: Outcome, build_result: ResultBuilder
+    deps: FlowDeps,
+    state: FlowState,
+    outcome: Outcome,
+    build_result: ResultBuilder,
+    extras: ResultExtras | None = None,
 ) -> Outcome:
     """Write the final status and result; a task cancelled or failed meanwhile keeps its
     status and result (the API refuses to change them)."""
     succeeded = outcome == "completed"
     result = build_result({**state, "outcome": outcome}, succeeded)
     status = TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
-    change = TaskUpdate(status=status, result=result.model_dump(mode="json"))
+    change = TaskUpdate(status=status, result=_task_result(result, state, extras))
     try:
         await deps.api.update_task(state["task_id"], change)
     except ApiCallError as error:
@@ -91,7 +105,7 @@ async def _record(
             raise
         task = await deps.api.get_task(state["task_id"])
         if task.status == TaskStatus.CANCELLED:
-            await _record_cancelled(deps, state, build_result)
+            await _record_cancelled(deps, state, build_result, extras)
             return "cancelled"
         if task.status == TaskStatus.FAILED:  # e.g. by the scheduler, past its deadline
             log.warning("task_failed_elsewhere", task_id=state["task_id"], outcome=outcome)
@@ -101,12 +115,17 @@ async def _record(
     return outcome
 
 
-async def _record_cancelled(deps: FlowDeps, state: FlowState, build_result: ResultBuilder) -> None:
+async def _record_cancelled(
+    deps: FlowDeps,
+    state: FlowState,
+    build_result: ResultBuilder,
+    extras: ResultExtras | None = None,
+) -> None:
     """Keep why a cancelled task stopped in its result (its status is already cancelled)."""
     result = build_result({**state, "outcome": "cancelled", "error": "task cancelled"}, False)
     try:
         await deps.api.update_task(
-            state["task_id"], TaskUpdate(result=result.model_dump(mode="json"))
+            state["task_id"], TaskUpdate(result=_task_result(result, state, extras))
         )
     except ApiCallError as error:
         log.warning("cancelled_result_not_recorded", task_id=state["task_id"], error=str(error))

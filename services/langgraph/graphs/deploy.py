@@ -1,12 +1,29 @@
-"""The deploy flow: allocate a server and port → Ansible deploy → health check → result.
+"""The deploy flow: pin the commit, allocate a server and port → Ansible deploy → health
+check → the deploy history and the project's status → result.
 
 ```
-start → allocate → deploy → deploy_wait → health_check → finish
+start → allocate → deploy → deploy_wait → health_check → record → finish
             │          │         │ cancelled
             │          │         ▼
             │          │     deploy_stop → deploy_stop_wait ─┐
-            └──────────┴─ cancelled ──────────────────────────┴→ release_port → finish
+            └──────────┴─ cancelled ──────────────────────────┴→ release_port → record → finish
 ```
+Pinned deploys. `allocate` resolves the commit once, when the flow starts: the commit a
+deploy task's spec names (`commit <sha>`, a rollback; it must exist in the repository), else
+the head of the base branch (`settings.git.default_branch`) as it is now. The checkpoint
+keeps it, so a replay deploys the same commit. infra-service gets it in the contract's
+`repo_full_name` as `owner/name@<sha>` (`shared.deploys`: the contract has no commit field)
+and releases exactly that commit; the task's `result` adds `deployed_sha` (and
+`requested_sha`, `kind`, `previous_serves`) beside the contract's `DeployResult` fields.
+
+History and status. Once the commit is known, the deploy is recorded in the project's
+history (`running`) and the project moves to `deploying`; `record` writes how it ended
+(`succeeded`, `failed`, `cancelled`) and moves the project on: `active` when a release of it
+serves (the new one; or, after a failed or cancelled release, the previous one that
+infra-service kept or put back), `failed` when the release failed and nothing of the
+project serves, `scaffolded` when a cancelled first deploy left nothing. A status change
+the lifecycle refuses (the project was archived meanwhile) is a warning, never a failure.
+
 The port comes from the API's allocation of the project on the server, so a second deploy
 of a project gets the same port and replaces the running service. Secrets travel only as
 references (`github_token_ref`, `secrets_ref`); infra-service resolves them.
@@ -54,14 +71,23 @@ from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_str
 from services.langgraph.ports import FlowDeps
 from services.langgraph.store import PendingWait
 from shared import registry
-from shared.api_client.schemas import ServerDTO, ServerStatus
-from shared.contracts import AnsibleDeployMessage, AnsibleDeployResult, DeployResult, TaskStatus
+from shared.api_client.schemas import DeployOutcome, DeployRecord, ServerDTO, ServerStatus
+from shared.contracts import (
+    AnsibleDeployMessage,
+    AnsibleDeployResult,
+    DeployResult,
+    ProjectDTO,
+    ProjectStatus,
+    TaskStatus,
+)
+from shared.deploys import commit_of_spec, pin_repo
 
-__all__ = ["build_deploy_graph", "deploy_result"]
+__all__ = ["build_deploy_graph", "deploy_extras", "deploy_result"]
 
 DeployGraph = CompiledStateGraph[FlowState, FlowDeps, FlowState, FlowState]
 STOP = "deploy_stop"
 RELEASE_PORT = "release_port"
+RECORD = "record"
 
 log = structlog.get_logger("services.langgraph.deploy")
 
@@ -92,11 +118,37 @@ async def _ready_servers(deps: FlowDeps) -> list[ServerDTO]:
         await asyncio.sleep(_SERVER_POLL_S)
 
 
+def _deployable(project: ProjectDTO) -> bool:
+    """The project's repository holds the scaffold (a failed project: when it has one)."""
+    if not project.repository_url:
+        return False
+    return project.status in SCAFFOLDED or project.status == ProjectStatus.FAILED
+
+
+async def _resolve(state: FlowState, deps: FlowDeps, full_name: str) -> tuple[str, str]:
+    """The commit to deploy and the kind of deploy: the spec's `commit <sha>` (rollback),
+    else the base branch's head now."""
+    try:
+        pinned = commit_of_spec(state.get("spec"))
+    except ValueError as error:
+        raise StepFailedError("allocate", str(error)) from None
+    if pinned is not None:
+        if not await deps.git.commit_exists(full_name, pinned):
+            raise StepFailedError("allocate", f"commit {pinned} is not in {full_name}")
+        return pinned, "rollback"
+    branch = deps.settings.git.default_branch
+    head = await deps.git.head_of(full_name, branch)
+    if head is None:
+        raise StepFailedError("allocate", f"{full_name} has no branch {branch} to deploy")
+    return head, "deploy"
+
+
 async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
     project = await deps.api.get_project(state["project_id"])
-    if project.status not in SCAFFOLDED or not project.repository_url:
+    if not _deployable(project):
         raise StepFailedError("allocate", f"project {project.name} is not scaffolded yet")
-    repo_full_name = repo_full_name_of(project, owner=deps.settings.repo_owner, step="allocate")
+    full_name = repo_full_name_of(project, owner=deps.settings.repo_owner, step="allocate")
+    sha, kind = await _resolve(state, deps, full_name)
     servers = await _ready_servers(deps)
     chosen = min(servers, key=lambda s: s.allocated / max(s.capacity, 1))
     for server in servers:  # a project deployed before goes back to its own server and port
@@ -105,15 +157,34 @@ async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
             chosen = server
             break
     allocation = await deps.api.allocate_port(chosen.handle, state["project_id"])
+    record = DeployRecord(sha=sha, kind="rollback" if kind == "rollback" else "deploy")
+    await deps.api.record_deploy(state["project_id"], state["task_id"], record)
+    deploying = await _set_status(deps, state, ProjectStatus.DEPLOYING)
+    log.info("deploy_pinned", task_id=state["task_id"], sha=sha, kind=kind)
     return FlowState(
         project_name=project.name,
-        repo_full_name=repo_full_name,
+        repo_full_name=full_name,
         modules=list(deps.settings.default_modules),
         server_handle=chosen.handle,
         server_ip=chosen.address,
         port=allocation.port,
         project_running=allocation.reused,
+        deploy_sha=sha,
+        deploy_kind=kind,
+        project_deploying=deploying,
     )
+
+
+async def _set_status(deps: FlowDeps, state: FlowState, status: ProjectStatus) -> bool:
+    """Move the project to `status`; False (logged) when the lifecycle refuses it."""
+    try:
+        await deps.api.set_project_status(state["project_id"], status)
+    except ApiCallError as error:
+        if not error.is_conflict:
+            raise
+        log.warning("project_status_refused", project_id=state["project_id"], error=str(error))
+        return False
+    return True
 
 
 async def _deploy_request(
@@ -125,7 +196,7 @@ async def _deploy_request(
         callback_stream=results_stream(),
         project_id=state["project_id"],
         project_name=state["project_name"],
-        repo_full_name=state["repo_full_name"],
+        repo_full_name=pin_repo(state["repo_full_name"], state["deploy_sha"]),
         server_ip=state["server_ip"],
         port=state["port"],
         modules=state.get("modules"),
@@ -146,7 +217,15 @@ async def _deploy_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any
         detail = result.error or f"deploy answered {result.status}"
         if result.exit_code is not None:
             detail = f"{detail} (exit code {result.exit_code})"
-        raise StepFailedError("deploy", detail)
+        serves = bool(result.deployed_url)  # infra-service kept or put back the previous one
+        log.info("step_failed", step="deploy", error=detail, previous_serves=serves)
+        return FlowState(
+            outcome="failed",
+            failed_step="deploy",
+            error=f"deploy: {detail}",
+            project_running=serves,
+            previous_serves=serves,
+        )
     url = result.deployed_url or f"http://{state['server_ip']}:{state['port']}/"
     return FlowState(deployed_url=url)
 
@@ -159,7 +238,7 @@ async def _health_check(state: FlowState, deps: FlowDeps) -> FlowState:
     return FlowState()
 
 
-ALLOCATE = PlainStep("allocate", 10, "allocating a server and port", _allocate)
+ALLOCATE = PlainStep("allocate", 10, "pinning the commit, allocating a server and port", _allocate)
 DEPLOY = AwaitedStep(
     "deploy", 30, "deploying with Ansible", lambda t: t.deploy_s, _deploy_request, _deploy_answer
 )
@@ -216,6 +295,66 @@ async def _release_port(state: FlowState, *, runtime: Runtime[FlowDeps]) -> Flow
     return FlowState()
 
 
+def _succeeded(state: FlowState) -> bool:
+    return state.get("outcome", "running") in ("running", "completed")
+
+
+async def _record(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+    """The deploy's end in the project's history, and the project's status after it."""
+    deps = runtime.context
+    sha = state.get("deploy_sha")
+    if sha is None:
+        return FlowState()  # stopped before the commit was resolved: nothing was recorded
+    outcome = state.get("outcome", "running")
+    succeeded = _succeeded(state)
+    warnings = list(state.get("warnings", []))
+    record = DeployRecord(
+        sha=sha,
+        kind="rollback" if state.get("deploy_kind") == "rollback" else "deploy",
+        outcome=DeployOutcome.SUCCEEDED
+        if succeeded
+        else DeployOutcome.CANCELLED
+        if outcome == "cancelled"
+        else DeployOutcome.FAILED,
+        url=state.get("deployed_url") if succeeded else None,
+        previous_serves=None if succeeded else state.get("previous_serves", False),
+        error=None if succeeded else state.get("error"),
+    )
+    try:
+        await deps.api.record_deploy(state["project_id"], state["task_id"], record)
+    except ApiCallError as error:
+        if error.status_code is None or error.status_code >= 500:
+            raise  # the API is down: the node is run again
+        warnings.append(f"{RECORD}: the deploy history was not updated: {error}")
+    if state.get("project_deploying"):
+        status = _status_after(state, succeeded)
+        if not await _set_status(deps, state, status):
+            warnings.append(f"{RECORD}: project status {status.value} refused")
+    return FlowState(warnings=warnings)
+
+
+def _status_after(state: FlowState, succeeded: bool) -> ProjectStatus:
+    """`active` while a release of the project serves; else `failed` (or, after a cancelled
+    first deploy that left nothing, `scaffolded`)."""
+    if succeeded:
+        return ProjectStatus.ACTIVE
+    if state.get("outcome") == "cancelled":
+        return ProjectStatus.ACTIVE if state.get("project_running") else ProjectStatus.SCAFFOLDED
+    return ProjectStatus.ACTIVE if state.get("previous_serves") else ProjectStatus.FAILED
+
+
+def deploy_extras(state: FlowState) -> dict[str, Any]:
+    """What the task's `result` adds to the contract's `DeployResult` fields."""
+    sha = state.get("deploy_sha")
+    succeeded = _succeeded(state)
+    return {
+        "deployed_sha": sha if succeeded else None,
+        "requested_sha": sha,
+        "kind": state.get("deploy_kind"),
+        "previous_serves": None if succeeded else state.get("previous_serves", False),
+    }
+
+
 def deploy_result(state: FlowState, succeeded: bool) -> DeployResult:
     """The flow's `DeployResult` (url, server address, port when it succeeded)."""
     return DeployResult(
@@ -228,16 +367,16 @@ def deploy_result(state: FlowState, succeeded: bool) -> DeployResult:
     )
 
 
-def _to_finish(state: FlowState) -> str:
-    return "finish"
+def _to_record(state: FlowState) -> str:
+    return RECORD
 
 
 def _to_release(state: FlowState) -> str:
-    return RELEASE_PORT if state.get("outcome") == "cancelled" else "finish"
+    return RELEASE_PORT if state.get("outcome") == "cancelled" else RECORD
 
 
 def _to_stop(state: FlowState) -> str:
-    return STOP if state.get("outcome") == "cancelled" else "finish"
+    return STOP if state.get("outcome") == "cancelled" else RECORD
 
 
 def _after_start(state: FlowState) -> str:
@@ -257,15 +396,17 @@ def build_deploy_graph(checkpointer: BaseCheckpointSaver[str]) -> DeployGraph:
     graph.add_node(STOP, _stop)
     graph.add_node(f"{STOP}_wait", _stop_wait)
     graph.add_node(RELEASE_PORT, _release_port)
-    graph.add_node("finish", finish(deploy_result))
+    graph.add_node(RECORD, _record)
+    graph.add_node("finish", finish(deploy_result, deploy_extras))
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", _after_start)
     route(graph, ALLOCATE.name, DEPLOY.name, _to_release)
     route(graph, DEPLOY.name, f"{DEPLOY.name}_wait", _to_release)
     route(graph, f"{DEPLOY.name}_wait", HEALTH_CHECK.name, _to_stop)
-    route(graph, HEALTH_CHECK.name, "finish", _to_finish)
+    route(graph, HEALTH_CHECK.name, RECORD, _to_record)
     graph.add_edge(STOP, f"{STOP}_wait")
     graph.add_edge(f"{STOP}_wait", RELEASE_PORT)
-    graph.add_edge(RELEASE_PORT, "finish")
+    graph.add_edge(RELEASE_PORT, RECORD)
+    graph.add_edge(RECORD, "finish")
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)

@@ -52,7 +52,17 @@ class FlowState(TypedDict, total=False):
     deployed_url: str
     project_running: bool
     """Whether a release of the project may run on its port: the allocation existed before
-    (allocate), a deploy was requested (deploy), infra-service's word after a cancel."""
+    (allocate), a deploy was requested (deploy), infra-service's word after a cancel or a
+    failed release."""
+    deploy_sha: str
+    """The commit the deploy ships, resolved once when it starts (the base branch's head, or
+    the commit its spec names)."""
+    deploy_kind: str
+    """`deploy` (the base branch's head) or `rollback` (a commit its spec names)."""
+    previous_serves: bool
+    """After a failed release: infra-service put the previous release back and it serves."""
+    project_deploying: bool
+    """The flow moved the project to `deploying` (so it moves it on when it ends)."""
 
 
 class Resume(TypedDict, total=False):

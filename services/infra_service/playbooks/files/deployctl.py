@@ -8,15 +8,21 @@ status 1), which the playbook turns into a clear failure message.
 
     setup [--recover]          create apps/, check git and venv support; with --recover start
                                every enabled project that is not running
-    fetch NAME --repo R --ref F   clone or update the project's checkout at ref F; with
+    fetch NAME --repo R --ref F   clone or update the project's checkout at ref F (a branch,
+                               `HEAD`, or a full commit sha: exactly that commit); with
                                --token-from-stdin, a token for an https remote (never argv)
     install NAME [--runtime P] create the project's venv (P: a site-packages directory made
                                visible to it), pip-install the declared requirements
                                (requirements.txt or pyproject dependencies) it cannot see
     prepare NAME ...           fetch, then install (one step for the deploy playbook)
-    release NAME --port N      write the env file (stdin, mode 0600) and service.json, stop the
-                               old instance, check the port is free, start the new one, wait
-                               for its health check
+    release NAME --port N      write the env file (stdin, mode 0600) and service.json (with the
+                               checked-out commit, which the project gets as APP_COMMIT), stop
+                               the old instance, check the port is free, start the new one,
+                               wait for its health check; when that fails (or the new process
+                               exits first, which ends the wait at once), stop the new one
+                               and put the previous release back at once (its checkout,
+                               service.json and env file; restarted when it ran), reporting
+                               `previous_serves`
     abort NAME --job J         stop deploy job J's running step and undo what it did
                                (`rollback.py`: a first deploy is removed, a redeploy gets its
                                previous release back)
@@ -55,10 +61,16 @@ import supervise  # type: ignore[import-not-found]  # a sibling script on the se
 
 LOG_TAIL_LINES = 15
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 class StepError(Exception):
     """A step that cannot complete; its text is the failure message the user reads."""
+
+    def __init__(self, message: str, **report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+        """More of the failure, for the JSON report (e.g. `previous_serves`)."""
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> None:
@@ -108,13 +120,25 @@ def fetch(root: Path, name: str, repo: str, ref: str, token: str) -> dict[str, A
             _git(["clone", "--quiet", "--no-checkout", repo, str(src)], env)
         else:
             _git(["remote", "set-url", "origin", repo], env, cwd=src)
-        _git(["fetch", "--quiet", "--force", "origin", ref], env, cwd=src)
+        pinned = _FULL_SHA.match(ref) is not None
+        try:
+            _git(["fetch", "--quiet", "--force", "origin", ref], env, cwd=src)
+        except StepError as error:
+            if pinned:
+                raise StepError(f"commit {ref} is not in the repository ({error})") from None
+            raise
         _git(["checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"], env, cwd=src)
         _git(["clean", "-ffdxq"], env, cwd=src)
-    commit = subprocess.run(
+    commit = _head(src)
+    if pinned and commit != ref:
+        raise StepError(f"fetched commit {commit} is not the commit asked for ({ref})")
+    return {"commit": commit}
+
+
+def _head(src: Path) -> str:
+    return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True
     ).stdout.strip()
-    return {"commit": commit}
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -238,12 +262,83 @@ def _health(url: str, timeout_s: float) -> int | None:
         time.sleep(0.3)
 
 
+def _exited(app_dir: Path) -> bool:
+    """True once the project process the supervisor started has exited (its recorded pid is
+    gone or a zombie); False while it runs or before it was started."""
+    try:
+        pid = int((app_dir / "app.pid").read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _release_health(app_dir: Path, url: str, timeout_s: float) -> tuple[int | None, bool]:
+    """Poll `url` like `_health`, but give up at once when the new release's process exits
+    (a release that crashes at start costs the project no more than that): (the last status,
+    whether the process exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _health(url, 0)
+        if status == 200:
+            return status, False
+        if _exited(app_dir):
+            return status, True
+        if time.monotonic() >= deadline:
+            return status, False
+        time.sleep(0.3)
+
+
 def _log_tail(app_dir: Path) -> str:
     try:
         lines = (app_dir / "app.log").read_text(errors="replace").splitlines()
     except OSError:
         return ""
     return " | ".join(lines[-LOG_TAIL_LINES:])
+
+
+def _previous(root: Path, name: str, job: str) -> dict[str, Any]:
+    """The release that serves before this one: its service.json, env file, commit and
+    whether its daemon runs. The job's snapshot (taken before `prepare` moved the checkout)
+    when there is one, else the files as they are now."""
+    app_dir = root / "apps" / name
+    record: dict[str, Any] | None = rollback.read_snapshot(app_dir, job) if job else None
+    if record is not None:
+        return record
+    service = rollback.read_json(app_dir / "service.json")
+    env_file = app_dir / ".env"
+    return {
+        "service": service,
+        "commit": None if service is None else service.get("commit"),
+        "env": env_file.read_text() if env_file.exists() else None,
+        "daemon_pid": supervise.daemon_pid(root, name),
+    }
+
+
+def _put_back(
+    root: Path, name: str, previous: dict[str, Any], health: str, timeout_s: float
+) -> bool:
+    """Put the previous release back at once (checkout, service.json, env file) and restart
+    it when it ran; True when it answers its health check again."""
+    app_dir = root / "apps" / name
+    service = previous.get("service")
+    if not isinstance(service, dict):
+        return False  # a first release: there is nothing to go back to
+    commit = previous.get("commit") or service.get("commit")
+    if isinstance(commit, str) and commit:
+        rollback.restore_checkout(app_dir / "src", commit)
+    (app_dir / "service.json").write_text(json.dumps(service, indent=2) + "\n")
+    if isinstance(previous.get("env"), str):
+        _write_private(app_dir / ".env", previous["env"])
+    if previous.get("daemon_pid") is None:
+        return False
+    supervise.start_daemon(root, name)
+    host = str(service.get("host", "127.0.0.1"))
+    host = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104 - comparing, not binding
+    return _health(f"http://{host}:{service.get('port')}{health}", timeout_s) == 200
 
 
 def release(
@@ -255,31 +350,55 @@ def release(
     health: str,
     timeout_s: float,
     env_text: str,
+    job: str = "",
 ) -> dict[str, Any]:
-    """Replace the running instance of a project with the checked-out one."""
+    """Replace the running instance of a project with the checked-out one; when the new one
+    fails its health check, put the previous release back at once."""
     app_dir = root / "apps" / name
-    _write_private(app_dir / ".env", env_text)
+    previous = _previous(root, name, job)
     project = find_project(app_dir / "src", modules)
     python = str(app_dir / "venv" / "bin" / "python")
     command = None if project is None else detect_command(project, python)
     if project is None or command is None:
         raise StepError("no start command: add a Procfile 'web:' line, app/main.py or main.py")
+    commit = _head(app_dir / "src")
+    _write_private(app_dir / ".env", env_text)
     cwd = str(project.relative_to(app_dir))
-    service = {"command": command, "cwd": cwd, "env_file": ".env", "port": port, "host": bind}
+    service = {
+        "command": command,
+        "cwd": cwd,
+        "env_file": ".env",
+        "port": port,
+        "host": bind,
+        "commit": commit,
+    }
     (app_dir / "service.json").write_text(json.dumps(service, indent=2) + "\n")
     replaced = supervise.stop_daemon(root, name)
     if not _port_free(bind, port):
-        raise StepError(f"port {port} is already in use on the server by another process")
+        serves = _put_back(root, name, previous, health, timeout_s)
+        raise StepError(
+            f"port {port} is already in use on the server by another process",
+            previous_serves=serves,
+        )
     supervise.start_daemon(root, name)
     check_host = "127.0.0.1" if bind == "0.0.0.0" else bind  # noqa: S104 - comparing, not binding
-    status = _health(f"http://{check_host}:{port}{health}", timeout_s)
+    status, exited = _release_health(app_dir, f"http://{check_host}:{port}{health}", timeout_s)
     if status != 200:
         supervise.stop_daemon(root, name)
-        raise StepError(
-            f"the service did not answer {health} with 200 within {timeout_s:g} s "
-            f"(last status: {status}); last log lines: {_log_tail(app_dir)}"
+        how = "it exited before answering" if exited else f"not within {timeout_s:g} s"
+        failure = (
+            f"the new release (commit {commit[:12]}) did not answer {health} with 200 ({how}; "
+            f"last status: {status}); last log lines: {_log_tail(app_dir)}"
         )
-    return {"replaced": replaced, "health_status": status}
+        serves = _put_back(root, name, previous, health, timeout_s)
+        old = previous.get("commit") or (previous.get("service") or {}).get("commit")
+        named = f" (commit {str(old)[:12]})" if old else ""
+        if serves:
+            failure += f"; the previous release{named} still serves on port {port}"
+        elif isinstance(previous.get("service"), dict):
+            failure += "; the previous release was put back but does not answer"
+        raise StepError(failure, previous_serves=serves, previous_commit=old)
+    return {"replaced": replaced, "health_status": status, "commit": commit}
 
 
 def _job_step(root: Path, name: str, job: str, step: str) -> None:
@@ -347,11 +466,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.health_path,
                 args.health_timeout_s,
                 sys.stdin.read(),
+                args.job,
             )
             if args.job:
                 rollback.released(root / "apps" / args.name, args.job)
     except (StepError, OSError, subprocess.CalledProcessError) as error:
-        sys.stdout.write(json.dumps({"ok": False, "error": str(error)}) + "\n")
+        extra = error.report if isinstance(error, StepError) else {}
+        sys.stdout.write(json.dumps({"ok": False, "error": str(error), **extra}) + "\n")
         return 1
     finally:
         if args.job and supervise.is_app_name(args.name) and args.command in ("prepare", "release"):

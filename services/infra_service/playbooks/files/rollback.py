@@ -47,6 +47,11 @@ SNAPSHOT_FILE = "rollback.json"
 SNAPSHOT_ENV = "rollback.env"
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None (missing, unreadable, not an object)."""
+    return _read_json(path)
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         loaded = json.loads(path.read_text())
@@ -110,6 +115,21 @@ def snapshot(root: Path, name: str, job: str) -> None:
     (app_dir / SNAPSHOT_FILE).write_text(json.dumps(record) + "\n")
 
 
+def read_snapshot(app_dir: Path, job: str) -> dict[str, Any] | None:
+    """The project as it was before job `job` (service, commit, env, daemon_pid), or None
+    when the job took no snapshot or already released."""
+    record = _read_json(app_dir / SNAPSHOT_FILE)
+    if record is None or record.get("job") != job or record.get("released"):
+        return None
+    env_file = app_dir / SNAPSHOT_ENV
+    return {
+        "service": record.get("service"),
+        "commit": record.get("commit"),
+        "env": env_file.read_text() if env_file.exists() else None,
+        "daemon_pid": record.get("daemon_pid"),
+    }
+
+
 def released(app_dir: Path, job: str) -> None:
     """Job `job`'s release succeeded: its snapshot is dropped, only the fact is kept."""
     record = _read_json(app_dir / SNAPSHOT_FILE)
@@ -163,7 +183,8 @@ def kill_step(app_dir: Path) -> bool:
     return True
 
 
-def _restore_checkout(src: Path, commit: str) -> None:
+def restore_checkout(src: Path, commit: str) -> None:
+    """Check out `commit` in `src` again (detached, cleaned)."""
     with contextlib.suppress(FileNotFoundError):
         (src / ".git" / "index.lock").unlink()  # left by a git command the kill interrupted
     if _head(src) == commit:
@@ -211,7 +232,7 @@ def abort(
         return report
     commit = record.get("commit")
     if isinstance(commit, str):
-        _restore_checkout(app_dir / "src", commit)
+        restore_checkout(app_dir / "src", commit)
     (app_dir / "service.json").write_text(json.dumps(service, indent=2) + "\n")
     if (app_dir / SNAPSHOT_ENV).exists():
         _write_private(app_dir / ".env", (app_dir / SNAPSHOT_ENV).read_text())

@@ -17,7 +17,8 @@ Commands (all idempotent):
     run NAME        the daemon itself: keeps the project running, restarts it with backoff
 
 The daemon gets a clean environment (PATH, HOME, LANG), then the project's env file, then
-PORT and HOST, with the project's venv activated (its `bin/` first on PATH); nothing of the
+PORT and HOST (and APP_COMMIT, the commit of the release, when service.json names it under
+`"commit"`), with the project's venv activated (its `bin/` first on PATH); nothing of the
 caller's environment leaks into the project.
 """
 
@@ -197,6 +198,8 @@ def run(root: Path, name: str) -> int:
         env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
         env["PORT"] = str(service["port"])
         env["HOST"] = str(service.get("host", "127.0.0.1"))
+        if service.get("commit"):
+            env["APP_COMMIT"] = str(service["commit"])
         _activate_venv(env, app_dir / "venv")
         substitutions = {"$PORT": env["PORT"], "$HOST": env["HOST"]}
         command = [substitutions.get(str(part), str(part)) for part in service["command"]]

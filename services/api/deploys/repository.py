@@ -1,0 +1,46 @@
+"""All SQL of the deploy history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.deploys.models import Deploy
+
+__all__ = ["DeployRepository"]
+
+
+class DeployRepository:
+    """Deploys of one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, deploy: Deploy) -> Deploy:
+        """Insert a deploy."""
+        self.session.add(deploy)
+        await self.session.flush()
+        return deploy
+
+    async def of_task(self, task_id: str) -> Deploy | None:
+        """The deploy of a task."""
+        return await self.session.scalar(select(Deploy).where(Deploy.task_id == task_id))
+
+    async def list(
+        self, project_id: str, *, outcome: str | None, limit: int, offset: int
+    ) -> tuple[Sequence[Deploy], int]:
+        """A page of a project's deploys, newest first, and how many there are."""
+        query = select(Deploy).where(Deploy.project_id == project_id)
+        if outcome is not None:
+            query = query.where(Deploy.outcome == outcome)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(
+            query.order_by(Deploy.created_at.desc(), Deploy.id.desc()).limit(limit).offset(offset)
+        )
+        return rows.all(), int(total or 0)
+
+    async def flush(self) -> None:
+        """Send pending changes to the database (inside the request's transaction)."""
+        await self.session.flush()

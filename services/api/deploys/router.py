@@ -1,0 +1,56 @@
+"""HTTP routes of the deploy history and of rollbacks (under `/api/projects/{id}`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from services.api.deploys.service import DeployService
+from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.tasks.router import ServiceDep as TaskServiceDep
+from shared.api_client.schemas import (
+    DeployDTO,
+    DeployRecord,
+    Page,
+    RollbackRequest,
+    TaskCreated,
+)
+
+router = APIRouter(prefix="/api/projects", tags=["deploys"])
+
+
+def deploy_service(db: SessionDep, tasks: TaskServiceDep) -> DeployService:
+    """The request's deploy service."""
+    return DeployService(db, tasks)
+
+
+DeploysDep = Annotated[DeployService, Depends(deploy_service)]
+
+
+@router.get("/{project_id}/deploys")
+async def list_deploys(
+    project_id: str, caller: CallerDep, deploys: DeploysDep, page: PageDep
+) -> Page[DeployDTO]:
+    """The deploy history of a project, newest first: commit, task, outcome, URL, when."""
+    rows, total = await deploys.list(caller, project_id, limit=page.limit, offset=page.offset)
+    items = [DeployDTO.model_validate(row) for row in rows]
+    return Page[DeployDTO](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.put("/{project_id}/deploys/{task_id}")
+async def record_deploy(
+    project_id: str, task_id: str, body: DeployRecord, caller: CallerDep, deploys: DeploysDep
+) -> DeployDTO:
+    """Record the deploy of a deploy task, or update it (services and admins; the flow)."""
+    return DeployDTO.model_validate(await deploys.record(caller, project_id, task_id, body))
+
+
+@router.post("/{project_id}/rollback", status_code=status.HTTP_201_CREATED)
+async def rollback_project(
+    project_id: str, body: RollbackRequest, caller: CallerDep, deploys: DeploysDep
+) -> TaskCreated:
+    """Redeploy an earlier successful release through the deploy flow: a deploy task whose
+    spec is `commit <sha>`. Without `sha`, the release before the current one."""
+    task = await deploys.rollback(caller, project_id, body.sha)
+    return TaskCreated.model_validate(task)
