@@ -12,8 +12,14 @@ from typing import TypeVar
 
 from services.langgraph.errors import ApiCallError
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
-from shared.api_client.schemas import PortAllocationDTO, ServerDTO, ServerStatus, TaskUpdate
-from shared.contracts import ProjectDTO, TaskDTO, TaskStatus, TaskType
+from shared.api_client.schemas import (
+    PortAllocationDTO,
+    ProjectUpdate,
+    ServerDTO,
+    ServerStatus,
+    TaskUpdate,
+)
+from shared.contracts import ProjectDTO, ProjectStatus, TaskDTO, TaskStatus, TaskType
 
 __all__ = ["ApiAdapter"]
 
@@ -46,6 +52,22 @@ class ApiAdapter:
     async def get_project(self, project_id: str) -> ProjectDTO:
         """One project."""
         return await _call(self.client.get_project(project_id))
+
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle."""
+        return await _call(self.client.update_project(project_id, ProjectUpdate(status=status)))
+
+    async def active_engineering(self, project_id: str) -> set[str]:
+        """Ids of the project's engineering tasks that are queued or running."""
+        found: set[str] = set()
+        for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            page = await _call(
+                self.client.list_tasks(
+                    status=status, project_id=project_id, task_type=TaskType.ENGINEERING, limit=100
+                )
+            )
+            found.update(task.id for task in page.items)
+        return found
 
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers (the first page, up to 100)."""

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
 from shared.api_client.schemas import PortAllocationDTO, ServerDTO, ServerStatus, TaskUpdate
-from shared.contracts import ProgressEvent, ProjectDTO, TaskDTO
-from shared.git import RemoteRepo
+from shared.contracts import ProgressEvent, ProjectDTO, ProjectStatus, TaskDTO
+from shared.git import PullRequest, RemoteRepo
 
 __all__ = ["ApiPort", "BusPort", "FlowDeps", "GitPort", "HealthPort", "WorkersPort"]
 
@@ -58,6 +58,14 @@ class ApiPort(Protocol):
         """One project."""
         ...
 
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle (409 when the lifecycle refuses it)."""
+        ...
+
+    async def active_engineering(self, project_id: str) -> set[str]:
+        """Ids of the project's engineering tasks that are queued or running."""
+        ...
+
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers, optionally of one status."""
         ...
@@ -84,7 +92,12 @@ class ApiPort(Protocol):
 
 
 class GitPort(Protocol):
-    """Questions about remote repositories (a `shared.git.GitProvider`)."""
+    """Questions about remote repositories, and integration (a `shared.git.GitProvider`)."""
+
+    @property
+    def name(self) -> str:
+        """`local` or `github`."""
+        ...
 
     async def get_repo(self, full_name: str) -> RemoteRepo | None:
         """The repository, or None."""
@@ -100,6 +113,28 @@ class GitPort(Protocol):
 
     async def files_changed(self, full_name: str, sha: str) -> list[str]:
         """Paths the commit changed."""
+        ...
+
+    async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
+        """True when `descendant` contains `ancestor`."""
+        ...
+
+    async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
+        """Paths that differ between two commits."""
+        ...
+
+    async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
+        """Compare-and-swap `branch` from `expected` to its descendant `new`."""
+        ...
+
+    async def pull_request(
+        self, full_name: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The pull request of `head` into `base` (opened when there is none)."""
+        ...
+
+    async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
+        """Merge the pull request at the expected head."""
         ...
 
 

@@ -6,9 +6,10 @@ isolation and limits as the agent (the wrapper's process limits reach every chil
 never sees it. The answer's `response` is one JSON object.
 
 - `@orchestrator checks`: run the project's checks (see `declared_checks`); the report is
-  `{"passed", "source", "note", "checks": [{"name", "command", "cwd", "exit_code",
-  "duration_s", "timed_out", "passed", "output_tail"}]}`. Failing checks are a successful
-  answer whose report says `"passed": false`.
+  `{"passed", "source", "note", "head", "clean", "checks": [{"name", "command", "cwd",
+  "exit_code", "duration_s", "timed_out", "passed", "output_tail"}]}` (`head`: the commit
+  checked out; `clean`: no uncommitted change in the work tree before the checks ran).
+  Failing checks are a successful answer whose report says `"passed": false`.
 - `@orchestrator merge BASE`: fetch `origin/BASE`, merge it into the current branch and push
   the branch; `{"status": "merged" | "up_to_date" | "conflict" | "error", "sha", "files",
   "error"}`. On a conflict the merge is left in progress (conflict markers in `files`), so the
@@ -219,8 +220,24 @@ async def _run_check(
     }
 
 
+async def _workspace_state(workspace: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """The commit the checks run on and whether the work tree holds uncommitted changes
+    (None for both outside a git repository)."""
+    if not (workspace / ".git").exists():
+        return {"head": None, "clean": None}
+    code, head = await _git(workspace, env, "rev-parse", "HEAD")
+    _, status = await _git(workspace, env, "status", "--porcelain")
+    return {"head": head if code == 0 else None, "clean": not status.strip()}
+
+
 async def run_checks(workspace: Path, env: Mapping[str, str], timeout_s: float) -> dict[str, Any]:
-    """Run the project's checks one after the other; the report (see the module docstring)."""
+    """Run the project's checks one after the other; the report (see the module docstring),
+    with the commit they ran on (`head`) and whether the work tree was `clean`."""
+    state = await _workspace_state(workspace, env)
+    return {**await _run_all(workspace, env, timeout_s), **state}
+
+
+async def _run_all(workspace: Path, env: Mapping[str, str], timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     try:
         checks, source = declared_checks(workspace)

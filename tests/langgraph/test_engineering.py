@@ -24,7 +24,8 @@ from tests.langgraph.conftest import System, eventually, langgraph
 
 
 async def test_task_from_post_to_completed_with_commit_on_remote(system: System) -> None:
-    """POST /api/tasks → scaffold → worker → agent commit → completed, sha on the remote."""
+    """POST /api/tasks → scaffold → worker → agent commit → checks (none declared: pass) →
+    integrated: completed, the agent's commit is main's head; the result says how."""
     project = await system.project("Shop Bot")
     async with langgraph(system):
         task_id = await system.task(project.id, "Add a /start command")
@@ -34,14 +35,21 @@ async def test_task_from_post_to_completed_with_commit_on_remote(system: System)
     assert task.result is not None
     result = EngineeringResult.model_validate(task.result)
     assert result.status == "success"
-    assert result.branch == f"task/{task_id}"
+    assert result.branch == "main"
     refreshed = await system.admin.get_project(project.id)
     assert refreshed.status == ProjectStatus.SCAFFOLDED
     full_name = f"projects/shop-bot-{project.id[:8]}"
     assert result.commit_sha is not None
-    assert await system.git.commit_exists(full_name, result.commit_sha)
-    assert await system.git.head_of(full_name, result.branch) == result.commit_sha
+    assert await system.git.head_of(full_name, "main") == result.commit_sha
+    assert await system.git.head_of(full_name, f"task/{task_id}") == result.commit_sha
     assert result.files_changed == [f"tasks/{task_id}.md"]
+    assert task.result["task_branch"] == f"task/{task_id}"
+    assert task.result["merged_sha"] == result.commit_sha
+    assert task.result["checks"]["rounds"] == 1
+    [run] = task.result["checks"]["runs"]
+    assert (run["passed"], run["note"], run["checks"]) == (True, "no checks declared", [])
+    assert task.result["agent_answer"].startswith("Done. Commit ")
+    assert task.result["pull_request_url"] is None
     assert len(system.scaffolder.messages) == 1
     assert system.workers.live == {}
 
@@ -58,9 +66,12 @@ async def test_progress_events_cover_every_step(system: System) -> None:
     assert events[-1].type == "completed"
     assert events[-1].progress_pct == 100
     steps = [e.current_step for e in events if e.type == "progress"]
-    assert steps == ["prepare", "create_worker", "send_spec", "verify", "delete_worker"]
+    assert steps == [
+        "prepare", "create_worker", "send_spec", "verify", "checks", "integrate", "delete_worker",
+    ]  # fmt: skip
     pcts = [e.progress_pct or 0 for e in events if e.type == "progress"]
     assert pcts == sorted(pcts)
+    assert max(pcts) < 100
 
 
 async def test_result_goes_to_the_callback_stream(system: System) -> None:
@@ -155,6 +166,7 @@ async def test_a_worker_that_dies_under_the_spec_is_replaced(system: System) -> 
     assert [(c.request_id, c.worker_id) for c in sends] == [
         (f"{task_id}~send_spec", "w1"),
         (f"{task_id}~send_spec@2", "w2"),
+        (f"{task_id}~checks#1", "w2"),
     ]
     assert system.workers.live == {}  # the second worker was deleted at the end
     notes = await progress_messages(system, task_id)

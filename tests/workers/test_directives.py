@@ -45,6 +45,8 @@ async def test_the_templates_checks_pass_with_the_workers_python(tmp_path: Path)
     report = await run_checks(work, MINIMAL_ENV, 120)
     assert report["passed"] is True, report
     assert report["source"] == "default"
+    assert report["head"] == git(work, "rev-parse", "HEAD").strip()
+    assert report["clean"] is True
     [check] = report["checks"]
     assert (check["name"], check["command"], check["cwd"]) == (
         "backend: make test",
@@ -63,6 +65,7 @@ async def test_a_broken_test_fails_the_checks_with_its_output(tmp_path: Path) ->
     test_file.write_text("def test_broken() -> None:\n    assert 1 == 2, 'numbers differ'\n")
     report = await run_checks(work, MINIMAL_ENV, 120)
     assert report["passed"] is False
+    assert report["clean"] is False  # the new test file is not committed
     assert report["note"] == "1 of 1 failed"
     [check] = report["checks"]
     assert check["exit_code"] not in (0, None)
@@ -109,6 +112,7 @@ async def test_no_checks_declared_passes_and_says_so(tmp_path: Path) -> None:
     report = await run_checks(tmp_path, MINIMAL_ENV, 10)
     assert report == {
         "passed": True, "source": "none", "note": "no checks declared", "checks": [],
+        "head": None, "clean": None,
     }  # fmt: skip
 
 

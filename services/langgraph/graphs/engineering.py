@@ -1,9 +1,21 @@
-"""The engineering flow: scaffold if needed → developer worker → spec → verify → cleanup.
+"""The engineering flow: scaffold if needed → developer worker → spec → checks (fix rounds)
+→ integration into the base branch → cleanup.
 
 ```
 start → prepare → [scaffold → scaffold_wait] → create_worker → create_worker_wait
-      → send_spec → send_spec_wait → verify → delete_worker → delete_worker_wait → finish
+      → send_spec → send_spec_wait → verify → checks ⟲ fix (at most `fix_rounds`)
+      → integrate ⟲ (the base moved: merge it in the worker → [conflict: resolve] → checks)
+      → delete_worker → delete_worker_wait → finish
 ```
+The checks run in the worker (the reserved `@orchestrator checks` message); failing ones go
+back to the same agent with their output. Integration holds the project's integration lease
+and moves the base branch only to a checked commit that contains it (a compare-and-swap
+fast-forward; on GitHub a pull request merged at that commit), so a retry after a crash
+never lands a change twice; a base that moved is merged into the task branch in the worker
+(`@orchestrator merge BASE`), a conflict goes to the agent (`conflict_rounds`), and the
+checks run again. Every failure leaves the base branch as it was. See
+docs/engineering-flow.md.
+
 When the developer worker dies under the spec (the worker registry marks it `failed`: its
 process is gone or its heartbeat lost, e.g. after a crash of the whole system), the flow goes
 back to `create_worker` with a new worker, up to `worker_attempts` workers per task; an agent
@@ -14,14 +26,16 @@ A flow that stops (failed, cancelled) goes to `delete_worker` when it has a work
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from services.langgraph.errors import StepFailedError
+from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.common import finish, start
 from services.langgraph.graphs.state import FlowState
 from services.langgraph.graphs.steps import (
@@ -44,6 +58,7 @@ from shared.contracts import (
     DeleteWorkerCommand,
     DeleteWorkerResponse,
     EngineeringResult,
+    ProjectStatus,
     ScaffolderMessage,
     SendMessageCommand,
     SendMessageResponse,
@@ -51,7 +66,22 @@ from shared.contracts import (
     WorkerConfig,
 )
 
-__all__ = ["build_engineering_graph", "engineering_result"]
+__all__ = [
+    "CHECKS_DIRECTIVE",
+    "MERGE_DIRECTIVE",
+    "build_engineering_graph",
+    "engineering_details",
+    "engineering_result",
+]
+
+log = structlog.get_logger("services.langgraph.engineering")
+
+CHECKS_DIRECTIVE = "@orchestrator checks"
+"""The reserved message a developer worker answers with the report of the project's checks
+(`services.worker_wrapper.directives`)."""
+MERGE_DIRECTIVE = "@orchestrator merge"
+"""The reserved message (`@orchestrator merge BASE`) a developer worker answers by merging
+the base branch into the task branch and pushing it."""
 
 EngineeringGraph = CompiledStateGraph[FlowState, FlowDeps, FlowState, FlowState]
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
@@ -75,6 +105,7 @@ async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
         base_branch=settings.git.default_branch,
         worker_id=None,
         worker_deleted=False,
+        integration=settings.integration,
     )
 
 
@@ -108,6 +139,9 @@ async def _create_request(
     if repo is None:
         raise StepFailedError("create_worker", f"repository {full_name} does not exist")
     base_sha = await deps.git.head_of(full_name, state["base_branch"])
+    project = await deps.api.get_project(state["project_id"])
+    before = state.get("status_before") or project.status.value
+    await _set_status(deps, state, ProjectStatus.DEVELOPING)
     settings = deps.settings
     command = CreateWorkerCommand(
         request_id=request_id,
@@ -127,7 +161,7 @@ async def _create_request(
             "base_branch": state["base_branch"],
         },
     )
-    return _commands(), command, FlowState(base_sha=base_sha)
+    return _commands(), command, FlowState(base_sha=base_sha, status_before=before)
 
 
 async def _create_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -212,9 +246,291 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
         sha = next((head for head in heads.values() if head and head != base_sha), None)
     if sha is None:
         raise StepFailedError("verify", f"no new commit reached {full_name} (branch {branch})")
-    on_branch = next((name for name, head in heads.items() if head == sha), branch)
-    files = await deps.git.files_changed(full_name, sha)
-    return FlowState(commit_sha=sha, branch=on_branch, files_changed=files)
+    return FlowState(task_head=sha, checks_after="spec")
+
+
+async def _set_status(deps: FlowDeps, state: FlowState, status: ProjectStatus) -> None:
+    """Move the project to `status` when its lifecycle allows it (best effort: a project
+    being deployed meanwhile keeps its status)."""
+    try:
+        await deps.api.set_project_status(state["project_id"], status)
+    except ApiCallError as error:
+        if not (error.is_conflict or _refused(error)):
+            raise
+        log.info("project_status_kept", project_id=state["project_id"], wanted=status.value)
+
+
+def _refused(error: ApiCallError) -> bool:
+    return error.status_code is not None and 400 <= error.status_code < 500
+
+
+async def _checks_request(
+    state: FlowState, deps: FlowDeps, request_id: str
+) -> tuple[str, SendMessageCommand, FlowState]:
+    await _set_status(deps, state, ProjectStatus.TESTING)
+    command = SendMessageCommand(
+        request_id=request_id,
+        worker_id=_worker(state, "checks"),
+        message=f"{CHECKS_DIRECTIVE}\nRun the project's checks in this workspace.",
+        timeout=max(int(deps.settings.timeouts.checks_s), 1),
+    )
+    return _commands(), command, FlowState()
+
+
+def _worker(state: FlowState, step: str) -> str:
+    worker_id = state.get("worker_id")
+    if not worker_id:
+        raise StepFailedError(step, "the task has no developer worker")
+    return worker_id
+
+
+def _report_of(step: str, answer: dict[str, Any]) -> dict[str, Any]:
+    response = SendMessageResponse.model_validate(answer)
+    if not response.success:
+        raise StepFailedError(step, response.error or "the worker did not answer")
+    try:
+        report = json.loads(response.response or "")
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        raise StepFailedError(step, f"the worker's answer is not a report: {response.response!r}")
+    return report
+
+
+async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
+    report = _report_of("checks", answer)
+    await _set_status(deps, state, ProjectStatus.DEVELOPING)
+    round_ = state.get("checks_round", 0) + 1
+    head = report.get("head")
+    problems: list[str] = []
+    if report.get("clean") is False:
+        problems.append("the workspace holds uncommitted changes: commit them")
+    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
+    if not isinstance(head, str):
+        problems.append("the workspace has no commit checked out")
+    elif remote != head:
+        problems.append(
+            f"commit {head[:12]} is not on the remote branch {state['branch']}: push it"
+        )
+    passed = bool(report.get("passed")) and not problems
+    run = {
+        "round": round_,
+        "after": state.get("checks_after", "spec"),
+        "passed": passed,
+        "note": str(report.get("note") or ""),
+        "source": str(report.get("source") or ""),
+        "head": head,
+        "problems": problems,
+        "checks": [c for c in report.get("checks", []) if isinstance(c, dict)],
+    }
+    update = FlowState(checks_round=round_, checks=[*state.get("checks", []), run])
+    if passed:
+        return FlowState(**update, checked_head=head, checks_next="integrate")
+    fixes = state.get("fix_round", 0)
+    if fixes < deps.settings.fix_rounds:
+        return FlowState(**update, checks_next="fix")
+    error = f"checks: still failing after {fixes} fix rounds; nothing was integrated\n"
+    return FlowState(
+        **update,
+        outcome="failed",
+        failed_step="checks",
+        error=error + failure_text(run),
+    )
+
+
+def failure_text(run: dict[str, Any]) -> str:
+    """What failed in a run of the checks: each failing check with its output's tail."""
+    parts = [f"- {problem}" for problem in run.get("problems", [])]
+    for check in run.get("checks", []):
+        if check.get("passed"):
+            continue
+        where = f" (in {check.get('cwd')})" if check.get("cwd") not in (None, ".") else ""
+        parts.append(
+            f"$ {check.get('command')}{where} → exit {check.get('exit_code')}\n"
+            f"{str(check.get('output_tail') or '').strip()}"
+        )
+    return "\n\n".join(parts) or str(run.get("note") or "the checks failed")
+
+
+def fix_prompt(state: FlowState, settings_rounds: int) -> str:
+    """What the agent is asked after failing checks: the failing output, fix, commit, push."""
+    runs = state.get("checks", [])
+    last = runs[-1] if runs else {}
+    round_ = state.get("fix_round", 0) + 1
+    return (
+        f"The project's checks failed on your work (fix round {round_} of {settings_rounds}). "
+        f"Fix the code so that they pass, commit, and push the branch `{state['branch']}`.\n\n"
+        f"Failing checks:\n{failure_text(last)}"
+    )
+
+
+async def _fix_request(
+    state: FlowState, deps: FlowDeps, request_id: str
+) -> tuple[str, SendMessageCommand, FlowState]:
+    command = SendMessageCommand(
+        request_id=request_id,
+        worker_id=_worker(state, "fix"),
+        message=fix_prompt(state, deps.settings.fix_rounds),
+        timeout=int(deps.settings.timeouts.agent_s),
+    )
+    return _commands(), command, FlowState()
+
+
+async def _agent_answer(step: str, answer: dict[str, Any]) -> str | None:
+    response = SendMessageResponse.model_validate(answer)
+    if not response.success:
+        raise StepFailedError(step, response.error or "the agent did not answer")
+    return response.response
+
+
+async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
+    text = await _agent_answer("fix", answer)
+    return FlowState(
+        agent_response=text, fix_round=state.get("fix_round", 0) + 1, checks_after="fix"
+    )
+
+
+async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
+    """Move the base branch to the checked task branch, one task of a project at a time."""
+    wait_s = deps.settings.timeouts.integrate_wait_s
+    try:
+        async with deps.store.integration_lock(state["project_id"], wait_s=wait_s):
+            update = await _integrate_locked(state, deps)
+    except TimeoutError as error:
+        raise StepFailedError("integrate", str(error)) from None
+    if not update.get("integrated"):
+        merges = state.get("merge_round", 0)
+        if merges >= deps.settings.integrate_attempts:
+            raise StepFailedError(
+                "integrate",
+                f"{state['base_branch']} kept moving: merged it {merges} times; "
+                f"{state['base_branch']} is unchanged",
+            )
+    return update
+
+
+async def _integrate_locked(state: FlowState, deps: FlowDeps) -> FlowState:
+    git, full_name = deps.git, state["repo_full_name"]
+    base, branch = state["base_branch"], state["branch"]
+    head = state.get("checked_head")
+    if not head:
+        raise StepFailedError("integrate", "no checked commit to integrate")
+    base_head = await git.head_of(full_name, base)
+    if base_head is None:
+        raise StepFailedError("integrate", f"{full_name} has no branch {base}")
+    title = f"Task {state['task_id']}: {_title(state.get('spec'))}"
+    body = f"Checks passed on {head}.\n\n{state.get('spec') or ''}".strip()
+    if state.get("integration") == "pull_request":
+        pull = await git.pull_request(full_name, head=branch, base=base, title=title, body=body)
+        files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
+        return FlowState(
+            integrated=True,
+            pull_request_url=pull.url,
+            merged_sha=pull.merge_commit_sha if pull.merged else None,
+            commit_sha=head,
+            result_branch=branch,
+            files_changed=files,
+        )
+    if await git.is_ancestor(full_name, head, base_head):  # landed already (a retry)
+        files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
+        return _landed(state, base_head, files, None)
+    if not await git.is_ancestor(full_name, base_head, head):
+        return FlowState(integrated=False)  # the base moved: merge it into the task branch
+    files = await git.diff_files(full_name, base_head, head)
+    if git.name == "github":
+        pull = await git.pull_request(full_name, head=branch, base=base, title=title, body=body)
+        merged = await git.merge_pull_request(full_name, pull.number, sha=head)
+        new = merged.merge_commit_sha or await git.head_of(full_name, base) or head
+        return _landed(state, new, files, pull.url)
+    if not await git.fast_forward(full_name, base, expected=base_head, new=head):
+        return FlowState(integrated=False)  # moved meanwhile
+    return _landed(state, head, files, None)
+
+
+def _landed(state: FlowState, sha: str, files: list[str], url: str | None) -> FlowState:
+    return FlowState(
+        integrated=True,
+        merged_sha=sha,
+        commit_sha=sha,
+        result_branch=state["base_branch"],
+        files_changed=files,
+        pull_request_url=url,
+    )
+
+
+def _title(spec: str | None) -> str:
+    first = (spec or "").strip().splitlines()[0] if (spec or "").strip() else "changes"
+    return first[:72]
+
+
+async def _merge_request(
+    state: FlowState, deps: FlowDeps, request_id: str
+) -> tuple[str, SendMessageCommand, FlowState]:
+    base = state["base_branch"]
+    command = SendMessageCommand(
+        request_id=request_id,
+        worker_id=_worker(state, "merge"),
+        message=f"{MERGE_DIRECTIVE} {base}\nMerge {base} into the task branch and push it.",
+        timeout=max(int(deps.settings.timeouts.merge_s), 1),
+    )
+    return _commands(), command, FlowState()
+
+
+async def _merge_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
+    report = _report_of("merge", answer)
+    status = str(report.get("status"))
+    merges = state.get("merge_round", 0) + 1
+    base, branch = state["base_branch"], state["branch"]
+    if status in ("merged", "up_to_date"):
+        base_sha = await deps.git.head_of(state["repo_full_name"], base)
+        return FlowState(
+            merge_round=merges, merge_status=status, checks_after="merge", base_sha=base_sha
+        )
+    if status == "conflict":
+        files = [str(f) for f in report.get("files", [])]
+        if state.get("conflict_round", 0) < deps.settings.conflict_rounds:
+            return FlowState(merge_round=merges, merge_status=status, conflict_files=files)
+        return FlowState(
+            merge_round=merges,
+            merge_status=status,
+            conflict_files=files,
+            outcome="failed",
+            failed_step="integrate",
+            error=(
+                f"integrate: merging {base} into {branch} conflicts in {', '.join(files)}; "
+                f"{base} is unchanged"
+            ),
+        )
+    raise StepFailedError("merge", str(report.get("error") or f"the merge answered {status}"))
+
+
+def resolve_prompt(state: FlowState) -> str:
+    """What the agent is asked when merging the base conflicted."""
+    base, branch = state["base_branch"], state["branch"]
+    files = ", ".join(state.get("conflict_files", []))
+    return (
+        f"Merging `{base}` into `{branch}` stopped on conflicts in: {files}.\n"
+        "The merge is in progress in your workspace. Resolve the conflicts in these files so "
+        f"that both `{base}`'s changes and yours are kept, `git add` them and commit the merge "
+        f"(do not abort it), then push the branch `{branch}`."
+    )
+
+
+async def _resolve_request(
+    state: FlowState, deps: FlowDeps, request_id: str
+) -> tuple[str, SendMessageCommand, FlowState]:
+    command = SendMessageCommand(
+        request_id=request_id,
+        worker_id=_worker(state, "resolve"),
+        message=resolve_prompt(state),
+        timeout=int(deps.settings.timeouts.agent_s),
+    )
+    return _commands(), command, FlowState()
+
+
+async def _resolve_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
+    text = await _agent_answer("resolve", answer)
+    return FlowState(agent_response=text, conflict_round=state.get("conflict_round", 0) + 1)
 
 
 async def _delete_request(
@@ -244,7 +560,24 @@ SEND_SPEC = AwaitedStep(
     "send_spec", 50, "the developer agent is working", lambda t: t.agent_s + t.create_worker_s,
     _send_request, _send_answer, per_worker=True,
 )  # fmt: skip
-VERIFY = PlainStep("verify", 80, "verifying the commit on the remote", _verify)
+VERIFY = PlainStep("verify", 50, "verifying the commit on the remote", _verify)
+CHECKS = AwaitedStep(
+    "checks", 55, "running the project's checks", lambda t: t.checks_s + t.create_worker_s,
+    _checks_request, _checks_answer, counter="checks_round",
+)  # fmt: skip
+FIX = AwaitedStep(
+    "fix", 60, "the agent is fixing the failing checks", lambda t: t.agent_s + t.create_worker_s,
+    _fix_request, _fix_answer, counter="fix_round",
+)  # fmt: skip
+INTEGRATE = PlainStep("integrate", 80, "integrating into the base branch", _integrate)
+MERGE = AwaitedStep(
+    "merge", 70, "merging the base branch into the task branch",
+    lambda t: t.merge_s + t.create_worker_s, _merge_request, _merge_answer, counter="merge_round",
+)  # fmt: skip
+RESOLVE = AwaitedStep(
+    "resolve", 72, "the agent is resolving conflicts", lambda t: t.agent_s + t.create_worker_s,
+    _resolve_request, _resolve_answer, counter="conflict_round",
+)  # fmt: skip
 DELETE_WORKER = AwaitedStep(
     "delete_worker", 90, "removing the developer worker", lambda t: t.delete_worker_s,
     _delete_request, _delete_answer, tolerant=True,
@@ -252,15 +585,61 @@ DELETE_WORKER = AwaitedStep(
 
 
 def engineering_result(state: FlowState, succeeded: bool) -> EngineeringResult:
-    """The flow's `EngineeringResult` (files, commit and branch when it succeeded)."""
+    """The flow's `EngineeringResult`: when it succeeded, the commit now on the base branch,
+    that branch, and the files the task changed there."""
     return EngineeringResult(
         request_id=state["request_id"],
         status="success" if succeeded else "failed",
         error=None if succeeded else state.get("error") or "failed",
         files_changed=state.get("files_changed") if succeeded else None,
         commit_sha=state.get("commit_sha") if succeeded else None,
-        branch=state.get("branch") if succeeded else None,
+        branch=state.get("result_branch") if succeeded else None,
     )
+
+
+def engineering_details(state: FlowState) -> dict[str, Any]:
+    """What the task's stored result adds to `EngineeringResult`: the task branch, the
+    merged sha, the checks (every run), the pull request, the agent's last answer."""
+    runs = state.get("checks", [])
+    return {
+        "task_branch": state.get("branch"),
+        "base_branch": state.get("base_branch"),
+        "integration": state.get("integration"),
+        "merged_sha": state.get("merged_sha"),
+        "pull_request_url": state.get("pull_request_url"),
+        "checks": {
+            "rounds": len(runs),
+            "fix_rounds": state.get("fix_round", 0),
+            "passed": bool(runs) and bool(runs[-1].get("passed")),
+            "runs": runs,
+        },
+        "conflict_files": state.get("conflict_files") or [],
+        "agent_answer": state.get("agent_response"),
+    }
+
+
+async def _restore_status(state: FlowState, deps: FlowDeps) -> None:
+    """The task ended: unless another engineering task of the project still runs, the
+    project goes back to what it was (`active`, `failed`), else to `scaffolded`."""
+    if not state.get("status_before"):
+        return  # the task never began its work
+    try:
+        others = await deps.api.active_engineering(state["project_id"]) - {state["task_id"]}
+        if others:
+            return
+        project = await deps.api.get_project(state["project_id"])
+    except ApiCallError as error:
+        log.warning("project_status_not_restored", task_id=state["task_id"], error=str(error))
+        return
+    if project.status not in (ProjectStatus.DEVELOPING, ProjectStatus.TESTING):
+        return
+    before = state.get("status_before")
+    target = ProjectStatus.SCAFFOLDED
+    if before in (ProjectStatus.ACTIVE.value, ProjectStatus.FAILED.value):
+        target = ProjectStatus(before)
+    if project.status == ProjectStatus.TESTING:
+        await _set_status(deps, state, ProjectStatus.DEVELOPING)
+    await _set_status(deps, state, target)
 
 
 def _cleanup(state: FlowState) -> str:
@@ -282,6 +661,24 @@ def _after_spec(state: FlowState) -> str:
     return VERIFY.name if state.get("worker_id") else CREATE_WORKER.name  # it died: a new one
 
 
+def _after_checks(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return INTEGRATE.name if state.get("checks_next") == "integrate" else FIX.name
+
+
+def _after_integrate(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return DELETE_WORKER.name if state.get("integrated") else MERGE.name
+
+
+def _after_merge(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return RESOLVE.name if state.get("merge_status") == "conflict" else CHECKS.name
+
+
 def _after_prepare(state: FlowState) -> str:
     if state.get("outcome", "running") != "running":
         return "finish"
@@ -293,10 +690,13 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     graph: Graph = StateGraph(FlowState, context_schema=FlowDeps)
     graph.add_node("start", start)
     add_plain_step(graph, PREPARE)
-    for step in (SCAFFOLD, CREATE_WORKER, SEND_SPEC, DELETE_WORKER):
+    for step in (SCAFFOLD, CREATE_WORKER, SEND_SPEC, CHECKS, FIX, MERGE, RESOLVE, DELETE_WORKER):
         add_awaited_step(graph, step)
     add_plain_step(graph, VERIFY)
-    graph.add_node("finish", finish(engineering_result))
+    add_plain_step(graph, INTEGRATE)
+    graph.add_node(
+        "finish", finish(engineering_result, details=engineering_details, on_end=_restore_status)
+    )
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", _after_start)
     graph.add_conditional_edges(PREPARE.name, _after_prepare)
@@ -304,7 +704,14 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     route_awaited(graph, CREATE_WORKER, SEND_SPEC.name, _cleanup)
     route(graph, SEND_SPEC.name, f"{SEND_SPEC.name}_wait", _cleanup)
     graph.add_conditional_edges(f"{SEND_SPEC.name}_wait", _after_spec)
-    route(graph, VERIFY.name, DELETE_WORKER.name, _cleanup)
+    route(graph, VERIFY.name, CHECKS.name, _cleanup)
+    route(graph, CHECKS.name, f"{CHECKS.name}_wait", _cleanup)
+    graph.add_conditional_edges(f"{CHECKS.name}_wait", _after_checks)
+    route_awaited(graph, FIX, CHECKS.name, _cleanup)
+    graph.add_conditional_edges(INTEGRATE.name, _after_integrate)
+    route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
+    graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
+    route_awaited(graph, RESOLVE, MERGE.name, _cleanup)
     graph.add_edge(DELETE_WORKER.name, f"{DELETE_WORKER.name}_wait")
     graph.add_edge(f"{DELETE_WORKER.name}_wait", "finish")
     graph.add_edge("finish", END)
