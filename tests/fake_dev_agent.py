@@ -8,7 +8,7 @@ its answer. What it does, by the prompt:
   it; two tasks adding routes from the same base edit the same lines (a merge conflict).
   `BREAK-ONCE` / `BREAK-ALWAYS` also add a failing test; `NO-RESOLVE` refuses to resolve
   conflicts later; `BARRIER:DIR:N` waits until N agents reached the barrier in DIR before
-  committing (so concurrent tasks start from the same base).
+  committing (so concurrent tasks start from the same base); `SLOW` then waits 4 s more.
 - a fix prompt ("checks failed"): removes the failing test unless the spec said
   `BREAK-ALWAYS` (then it commits nothing and says so).
 - a conflict prompt ("stopped on conflicts in:"): keeps both sides of every conflict in the
@@ -99,6 +99,8 @@ def on_spec(prompt: str) -> str:
     if "BREAK-" in prompt:
         BROKEN.write_text("def test_broken() -> None:\n    assert False, 'broken on purpose'\n")
     barrier(prompt)
+    if "SLOW" in prompt:
+        time.sleep(4)  # the other task of a race integrates first
     return f"Implemented it. commit {commit_and_push('fake agent: the spec')}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ class FakeWorkerManager:
                 response=result.response,
                 error=result.error,
             )
-        if "FAIL" in command.message:
+        if re.search(r"\bFAIL\b", command.message):  # not pytest's FAILED in a fix prompt
             return SendMessageResponse(
                 request_id=command.request_id, success=False, error="agent crashed"
             )
