@@ -78,7 +78,7 @@ class FakeGitHub:
         )
         if extended:
             return self._extended(request, *extended.groups())
-        found = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/branches/([^/]+)|/commits/(\w+))?", path)
+        found = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/branches/(.+)|/commits/(\w+))?", path)
         if not found or method != "GET":
             return httpx.Response(404, json={"message": "Not Found"})
         owner, name, _, branch, sha = found.groups()

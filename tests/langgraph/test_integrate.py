@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
 
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import ProgressEvent, ProjectCreate, ProjectDTO, ProjectStatus, TaskStatus
-from shared.git import run_git
+from shared.git import GitHubProvider, run_git
 from shared.messaging import Bus
 from shared.registry import Actor
 from tests.backend_template import backend_remote
+from tests.git.fake_github import FakeGitHub
 from tests.langgraph.conftest import System, langgraph
 
+GITHUB_TOKEN = "ghp_TestToken0123456789abcdef"
 FAKE_AGENT = [sys.executable, str(Path(__file__).resolve().parents[1] / "fake_dev_agent.py")]
 
 
@@ -91,7 +97,7 @@ async def test_failing_checks_go_back_to_the_agent_and_are_fixed(system: System)
         task_id = await system.task(project.id, "add /hi BREAK-ONCE")
         task = await system.wait_final(task_id, timeout_s=60)
         await system.wait_idle()
-    assert task.status == TaskStatus.COMPLETED, task.result
+    assert task.status == TaskStatus.COMPLETED, task.result.get("error") if task.result else None
     assert task.result is not None
     first, second = task.result["checks"]["runs"]
     assert first["passed"] is False
@@ -197,4 +203,64 @@ async def test_pull_requests_need_a_provider_that_has_them(system: System) -> No
     assert task.status == TaskStatus.FAILED
     assert task.result is not None
     assert "has no pull requests" in task.result["error"]
+    assert await system.git.head_of(full_name, "main") == before
+
+
+@pytest.fixture
+async def github(system: System) -> AsyncIterator[tuple[GitHubProvider, FakeGitHub]]:
+    """A GitHub provider on the fake GitHub, whose repositories are the system's bare ones."""
+    fake = FakeGitHub(system.git.root, GITHUB_TOKEN, git_url=system.git.root.as_uri())
+    provider = GitHubProvider(
+        SecretStr(GITHUB_TOKEN), api_url="https://api.github.example", transport=fake.transport()
+    )
+    try:
+        yield provider, fake
+    finally:
+        await provider.aclose()
+
+
+async def test_on_github_a_pull_request_is_opened_and_merged(
+    system: System, github: tuple[GitHubProvider, FakeGitHub]
+) -> None:
+    """With the GitHub provider the checked task branch lands through a pull request merged
+    by the REST API: main is its merge commit; the result names the pull request."""
+    provider, fake = github
+    project, full_name = await backend_project(system, "Hub")
+    before = await system.git.head_of(full_name, "main")
+    async with langgraph(system, git=provider):
+        task_id = await system.task(project.id, "add /hello that returns world")
+        task = await system.wait_final(task_id, timeout_s=60)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result.get("error") if task.result else None
+    assert task.result is not None
+    [pull] = fake.pulls[full_name]
+    assert (pull["head"], pull["base"], pull["merged"]) == (f"task/{task_id}", "main", True)
+    main = await system.git.head_of(full_name, "main")
+    assert task.result["commit_sha"] == main == pull["merge_commit_sha"]
+    assert task.result["pull_request_url"] == f"https://github.example/{full_name}/pull/1"
+    head = await system.git.head_of(full_name, f"task/{task_id}")
+    assert await system.git.is_ancestor(full_name, head or "", main or "")
+    assert await system.git.is_ancestor(full_name, before or "", main or "")
+    assert task.result["files_changed"] == ["backend/app/main.py", "backend/tests/test_hello.py"]
+
+
+async def test_integration_pull_request_leaves_the_merge_to_a_person(
+    system: System, github: tuple[GitHubProvider, FakeGitHub]
+) -> None:
+    """`integration = pull_request`: the pull request is opened, the task completes with its
+    URL, and main is untouched."""
+    provider, fake = github
+    project, full_name = await backend_project(system, "Review")
+    before = await system.git.head_of(full_name, "main")
+    async with langgraph(system, git=provider, integration="pull_request"):
+        task_id = await system.task(project.id, "add /hello")
+        task = await system.wait_final(task_id, timeout_s=60)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result.get("error") if task.result else None
+    assert task.result is not None
+    [pull] = fake.pulls[full_name]
+    assert (pull["state"], pull["merged"]) == ("open", False)
+    assert task.result["pull_request_url"] == f"https://github.example/{full_name}/pull/1"
+    assert task.result["branch"] == f"task/{task_id}"
+    assert task.result["commit_sha"] == await system.git.head_of(full_name, f"task/{task_id}")
     assert await system.git.head_of(full_name, "main") == before
