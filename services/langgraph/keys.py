@@ -4,8 +4,8 @@
 - `langgraph:waits`        hash  task_id → `PendingWait` JSON, for every flow at an interrupt
 - `langgraph:answer:<id>`  string  the answer that arrived for request `<id>` (the inbox)
 - `langgraph:lock:<task>`  string  the lease of the process advancing that flow
-- `langgraph:integrate:<project>`  string  the lease of the flow integrating into that
-  project's base branch (one at a time per project)
+- `langgraph:integrate:<project>`  string  the task whose turn it is to integrate into
+  that project's base branch (one at a time per project)
 """
 
 from __future__ import annotations
@@ -28,5 +28,5 @@ def lock_key(task_id: str) -> str:
 
 
 def integration_key(project_id: str) -> str:
-    """The lease key of the integration into a project's base branch."""
+    """The integration turn of a project (its value: the task holding it)."""
     return f"{_PREFIX}:integrate:{project_id}"

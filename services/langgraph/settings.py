@@ -31,8 +31,12 @@ class StepTimeouts(BaseModel):
     """How long one run of the project's checks may take in the worker (every check)."""
     merge_s: float = 300.0
     """How long the worker may take to merge the base branch into the task branch."""
-    integrate_wait_s: float = 300.0
-    """How long a task waits for the project's integration lease held by another task."""
+    integrate_wait_s: float = 3600.0
+    """How long a task waits for its turn to integrate while other tasks of the project
+    integrate (merge, checks, conflict resolution included)."""
+    integration_turn_s: float = 7200.0
+    """The longest a task holds a project's integration turn (a bound for a flow lost for
+    good; a turn is given back when its task lands or ends, and broken when its task ended)."""
     deploy_s: float = 1800.0
     deploy_stop_s: float = 300.0
     """How long infra-service may take to stop and undo the deploy of a cancelled task."""
@@ -90,6 +94,8 @@ class LanggraphSettings(BaseSettings):
     integrate_attempts: int = Field(default=3, ge=1)
     """How often a task merges the base branch into its branch because the base moved
     (other tasks integrated meanwhile) before it gives up."""
+    turn_poll_s: float = Field(default=1.0, gt=0)
+    """How often a task waiting for its project's integration turn asks again."""
     integration: Literal["merge", "pull_request"] = "merge"
     """How a task's branch reaches the base branch: `merge` (local repositories: the base
     fast-forwards to the checked, merged task branch; GitHub: a pull request merged through

@@ -135,16 +135,27 @@ class FlowStore:
         `TimeoutError` when the lease stays held elsewhere for `wait_s`."""
         return self._lease(lock_key(task_id), f"the flow of task {task_id}", "flow", wait_s)
 
-    def integration_lock(
-        self, project_id: str, *, wait_s: float = 300.0
-    ) -> AbstractAsyncContextManager[None]:
-        """Hold the project's integration lease: one task at a time moves its base branch.
-        Like the flow's lease it is renewed while held and broken at once when its holder
-        is a dead process of this host (a crash never blocks the project for a TTL).
+    # integration turns -------------------------------------------------------------------
 
-        `TimeoutError` when another flow holds it for `wait_s`."""
-        what = f"the integration into project {project_id}"
-        return self._lease(integration_key(project_id), what, "integrate", wait_s)
+    async def take_turn(self, project_id: str, task_id: str, *, ttl_ms: int) -> str:
+        """Take (or keep) the project's integration turn for a task; answer who holds it.
+
+        The turn belongs to a task, not a process: a flow resumed after a crash still holds
+        it, and it is given back when the task lands or ends (`release_turn`); `ttl_ms`
+        bounds a turn whose flow was lost for good."""
+        key = integration_key(project_id)
+        if await self.redis.set(key, task_id, nx=True, px=ttl_ms):
+            return task_id
+        holder = await self.redis.get(key)
+        if holder is None:  # released meanwhile
+            return await self.take_turn(project_id, task_id, ttl_ms=ttl_ms)
+        if _text(holder) == task_id:
+            await self.redis.eval(_RENEW, 1, key, task_id, ttl_ms)
+        return _text(holder)
+
+    async def release_turn(self, project_id: str, task_id: str) -> bool:
+        """Give the turn back if this task holds it; True when it did."""
+        return bool(await self.redis.eval(_RELEASE, 1, integration_key(project_id), task_id))
 
     @asynccontextmanager
     async def _lease(self, key: str, what: str, role: str, wait_s: float) -> AsyncIterator[None]:

@@ -64,6 +64,7 @@ def fast_settings(data_dir: Path, **timeouts: float) -> LanggraphSettings:
         cancel_poll_s=0.3,
         reclaim_idle_ms=1_000,
         lock_ttl_ms=2_000,
+        turn_poll_s=0.2,
         timeouts=StepTimeouts(**{"health_check_s": 3.0, **timeouts}),
         git=GitSettings(repos_dir=data_dir / "repos"),
     )

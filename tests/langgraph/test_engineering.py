@@ -18,6 +18,7 @@ from shared.contracts import (
     TaskStatus,
     TaskType,
 )
+from shared.git import run_git
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
 from tests.langgraph.conftest import System, eventually, langgraph
@@ -265,14 +266,66 @@ async def test_step_deadline_fails_the_task(system: System) -> None:
 
 @pytest.mark.slow
 async def test_fifty_concurrent_flows_complete(system: System) -> None:
-    """50 tasks at once on one project all complete, each with its own commit."""
+    """50 tasks at once on one project all complete, each landing its own commit on main
+    in its turn (merging main first when it moved)."""
     project = await system.project("Busy", scaffolded=True)
     async with langgraph(system):
         ids = [await system.task(project.id, f"task {n}") for n in range(50)]
-        tasks = await system.wait_all_final(ids)
+        tasks = await system.wait_all_final(ids, timeout_s=300)
         await system.wait_idle()
     assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 50
     shas = {t.result["commit_sha"] for t in tasks if t.result}
     assert len(shas) == 50
+    full_name = f"projects/{project.id[:8]}"
+    main = await system.git.head_of(full_name, "main")
+    _, root, _ = await run_git(
+        "rev-list", "--max-parents=0", "main", cwd=system.git.path_of(full_name)
+    )
+    landed = await system.git.diff_files(full_name, root.strip(), main or "")
+    assert landed == sorted(f"tasks/{task_id}.md" for task_id in ids)
     assert system.workers.count(CreateWorkerCommand) == 50
     assert system.workers.live == {}
+
+
+async def test_a_turn_held_by_an_ended_task_is_broken(system: System) -> None:
+    """The project's integration turn held by a task that no longer runs (its flow lost) is
+    broken: the waiting task integrates, then gives the turn back."""
+    project = await system.project("Stale turn", scaffolded=True)
+    stale = await system.task(project.id, "HANG")
+    await system.admin.cancel_task(stale)
+    await system.redis.set(f"langgraph:integrate:{project.id}", stale)
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "spec"))
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None
+
+
+async def test_a_task_waits_for_the_turn_of_a_running_one(system: System) -> None:
+    """While another running task holds the project's turn, a task waits (main untouched);
+    once the turn is given back it integrates."""
+    project = await system.project("Queue", scaffolded=True)
+    full_name = f"projects/{project.id[:8]}"
+    before = await system.git.head_of(full_name, "main")
+    async with langgraph(system):
+        holder = await system.task(project.id, "HANG and hold the turn")
+        await system.redis.set(f"langgraph:integrate:{project.id}", holder)
+        task_id = await system.task(project.id, "spec")
+
+        async def waiting() -> bool:
+            raw = await system.redis.hget("langgraph:waits", task_id)
+            return raw is not None and b"integrate_turn" in raw
+
+        await eventually(waiting, timeout_s=20)
+        await asyncio.sleep(0.5)
+        assert await system.git.head_of(full_name, "main") == before
+        assert (await system.admin.get_task(task_id)).status == TaskStatus.RUNNING
+        await system.redis.delete(f"langgraph:integrate:{project.id}")
+        task = await system.wait_final(task_id)
+        await system.admin.cancel_task(holder)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert task.result is not None
+    assert await system.git.head_of(full_name, "main") == task.result["commit_sha"]
+    notes = [e for e in await progress_messages(system, task_id) if "integrating" in e]
+    assert len(notes) == 1  # waiting polls without new progress events

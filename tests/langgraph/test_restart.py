@@ -169,35 +169,37 @@ async def test_sigkill_during_checks_ends_the_task_once(
 async def test_sigkill_during_integrate_lands_the_change_at_most_once(
     system: System, redis_url: str, tmp_path: Path
 ) -> None:
-    """SIGKILL inside `integrate` (waiting for the project's integration lease); main is then
-    moved to the task's commit as the killed process could have done before dying; the
-    restarted flow finds it landed and completes once, main holding the change once."""
+    """SIGKILL inside the integration (waiting for the project's turn, held by another
+    running task); main is then moved to the task's commit as the killed process could have
+    done before dying; the restarted flow finds it landed and completes once, main holding
+    the change once."""
     project, full_name = await backend_project(system, "Crash integrate")
-    store = FlowStore(system.redis, lock_ttl_ms=30_000)
+    store = FlowStore(system.redis)
     log_path = tmp_path / "langgraph.log"
     async with http_api(system) as api_url:
-        lease = store.integration_lock(project.id, wait_s=5)
-        await lease.__aenter__()
-        try:
-            with langgraph_process(system, redis_url, api_url, log_path) as first:
-                task_id = await system.task(project.id, "add /hello that returns world")
+        with langgraph_process(system, redis_url, api_url, log_path) as first:
+            holder_id = await system.task(project.id, "HANG: holds the turn")
+            await store.take_turn(project.id, holder_id, ttl_ms=600_000)
+            task_id = await system.task(project.id, "add /hello that returns world")
 
-                async def integrating() -> bool:
-                    return await _reached(system, task_id, "integrate")
+            async def waiting_for_turn() -> bool:
+                raw = await system.redis.hget("langgraph:waits", task_id)
+                return raw is not None and b"integrate_turn" in raw
 
-                await eventually(integrating, timeout_s=90)
-                await asyncio.sleep(0.5)  # inside the node, waiting for the lease
-                first.send_signal(signal.SIGKILL)
-                first.wait(timeout=10)
-            main = await system.git.head_of(full_name, "main")
-            head = await system.git.head_of(full_name, f"task/{task_id}")
-            assert main is not None
-            assert head is not None
-            assert await system.git.fast_forward(full_name, "main", expected=main, new=head)
-        finally:
-            await lease.__aexit__(None, None, None)
+            await eventually(waiting_for_turn, timeout_s=90)
+            assert await _reached(system, task_id, "integrate")
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        main = await system.git.head_of(full_name, "main")
+        head = await system.git.head_of(full_name, f"task/{task_id}")
+        assert main is not None
+        assert head is not None
+        assert await system.git.fast_forward(full_name, "main", expected=main, new=head)
+        assert await store.release_turn(project.id, holder_id)
         with langgraph_process(system, redis_url, api_url, log_path):
             task = await system.wait_final(task_id, timeout_s=60)
+            await system.admin.cancel_task(holder_id)
+            await system.wait_final(holder_id, timeout_s=30)
     assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
     assert task.result is not None
     assert task.result["commit_sha"] == head
@@ -205,4 +207,4 @@ async def test_sigkill_during_integrate_lands_the_change_at_most_once(
     assert task.result["files_changed"] == ["backend/app/main.py", "backend/tests/test_hello.py"]
     source = await show(system, full_name, "backend/app/main.py")
     assert source.count('@app.get("/hello")') == 1
-    assert (await system.admin.get_task(task_id)).status == TaskStatus.COMPLETED
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None  # given back

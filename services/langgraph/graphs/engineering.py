@@ -8,8 +8,10 @@ start → prepare → [scaffold → scaffold_wait] → create_worker → create_
       → delete_worker → delete_worker_wait → finish
 ```
 The checks run in the worker (the reserved `@orchestrator checks` message); failing ones go
-back to the same agent with their output. Integration holds the project's integration lease
-and moves the base branch only to a checked commit that contains it (a compare-and-swap
+back to the same agent with their output. Integration happens in the task's integration
+turn (one task of a project at a time, held from its first `integrate` until it lands or
+ends; others wait at `integrate_turn`) and moves the base branch only to a checked commit
+that contains it (a compare-and-swap
 fast-forward; on GitHub a pull request merged at that commit), so a retry after a crash
 never lands a change twice; a base that moved is merged into the task branch in the worker
 (`@orchestrator merge BASE`), a conflict goes to the agent (`conflict_rounds`), and the
@@ -28,16 +30,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.common import finish, start
-from services.langgraph.graphs.state import FlowState
+from services.langgraph.graphs.state import FlowState, Resume, request_id_for
 from services.langgraph.graphs.steps import (
     AwaitedStep,
     Graph,
@@ -50,6 +54,7 @@ from services.langgraph.graphs.steps import (
 )
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.ports import FlowDeps
+from services.langgraph.store import PendingWait
 from shared import registry
 from shared.contracts import (
     BaseResult,
@@ -391,22 +396,64 @@ async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) 
 
 
 async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
-    """Move the base branch to the checked task branch, one task of a project at a time."""
-    wait_s = deps.settings.timeouts.integrate_wait_s
-    try:
-        async with deps.store.integration_lock(state["project_id"], wait_s=wait_s):
-            update = await _integrate_locked(state, deps)
-    except TimeoutError as error:
-        raise StepFailedError("integrate", str(error)) from None
-    if not update.get("integrated"):
-        merges = state.get("merge_round", 0)
-        if merges >= deps.settings.integrate_attempts:
+    """Move the base branch to the checked task branch, in the task's integration turn
+    (one task of a project at a time, from its first integrate until it lands or ends)."""
+    project_id, task_id = state["project_id"], state["task_id"]
+    ttl_ms = int(deps.settings.timeouts.integration_turn_s * 1000)
+    holder = await deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms)
+    if holder != task_id and await _ended(deps, holder):
+        log.info("integration_turn_broken", project_id=project_id, holder=holder)
+        await deps.store.release_turn(project_id, holder)
+        holder = await deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms)
+    if holder != task_id:
+        now = deps.clock_s()
+        since = state.get("turn_wait_since") or now
+        if now - since > deps.settings.timeouts.integrate_wait_s:
             raise StepFailedError(
                 "integrate",
-                f"{state['base_branch']} kept moving: merged it {merges} times; "
+                f"waited {now - since:.0f} s for task {holder} to integrate; "
                 f"{state['base_branch']} is unchanged",
             )
-    return update
+        return FlowState(integration_waiting=True, turn_wait_since=since, turn_holder=holder)
+    update = await _integrate_locked(state, deps)
+    if update.get("integrated"):
+        await deps.store.release_turn(project_id, task_id)
+    elif state.get("merge_round", 0) >= deps.settings.integrate_attempts:
+        merges = state.get("merge_round", 0)
+        raise StepFailedError(
+            "integrate",
+            f"{state['base_branch']} kept moving: merged it {merges} times; "
+            f"{state['base_branch']} is unchanged",
+        )
+    return FlowState(**update, integration_waiting=False, turn_wait_since=None)
+
+
+async def _ended(deps: FlowDeps, task_id: str) -> bool:
+    """True when the task holding a turn ended (or is unknown): its turn may be broken."""
+    try:
+        task = await deps.api.get_task(task_id)
+    except ApiCallError as error:
+        if error.is_not_found:
+            return True
+        raise
+    return task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+async def _turn_wait(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+    """Wait (an interrupt the sweeper resumes) before asking for the turn again."""
+    deps = runtime.context
+    task_id = state["task_id"]
+    wait = PendingWait(
+        request_id=request_id_for(task_id, "integrate_turn"),
+        step="integrate_turn",
+        deadline_at=deps.clock_s() + deps.settings.turn_poll_s,
+    )
+    await deps.store.set_wait(task_id, wait)
+    resume = cast(Resume, interrupt(wait.model_dump()))
+    await deps.store.clear_wait(task_id)
+    if resume.get("kind") == "cancelled":
+        return FlowState(outcome="cancelled", failed_step="integrate", error="task cancelled")
+    return FlowState()
 
 
 async def _integrate_locked(state: FlowState, deps: FlowDeps) -> FlowState:
@@ -569,7 +616,10 @@ FIX = AwaitedStep(
     "fix", 60, "the agent is fixing the failing checks", lambda t: t.agent_s + t.create_worker_s,
     _fix_request, _fix_answer, counter="fix_round",
 )  # fmt: skip
-INTEGRATE = PlainStep("integrate", 80, "integrating into the base branch", _integrate)
+INTEGRATE = PlainStep(
+    "integrate", 80, "integrating into the base branch", _integrate,
+    quiet_when="integration_waiting",
+)  # fmt: skip
 MERGE = AwaitedStep(
     "merge", 70, "merging the base branch into the task branch",
     lambda t: t.merge_s + t.create_worker_s, _merge_request, _merge_answer, counter="merge_round",
@@ -618,9 +668,11 @@ def engineering_details(state: FlowState) -> dict[str, Any]:
     }
 
 
-async def _restore_status(state: FlowState, deps: FlowDeps) -> None:
-    """The task ended: unless another engineering task of the project still runs, the
-    project goes back to what it was (`active`, `failed`), else to `scaffolded`."""
+async def _on_end(state: FlowState, deps: FlowDeps) -> None:
+    """The task ended: its integration turn is given back; unless another engineering task
+    of the project still runs, the project goes back to what it was (`active`, `failed`),
+    else to `scaffolded`."""
+    await deps.store.release_turn(state["project_id"], state["task_id"])
     if not state.get("status_before"):
         return  # the task never began its work
     try:
@@ -670,6 +722,8 @@ def _after_checks(state: FlowState) -> str:
 def _after_integrate(state: FlowState) -> str:
     if state.get("outcome", "running") != "running":
         return _cleanup(state)
+    if state.get("integration_waiting"):
+        return "integrate_turn"
     return DELETE_WORKER.name if state.get("integrated") else MERGE.name
 
 
@@ -695,7 +749,7 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     add_plain_step(graph, VERIFY)
     add_plain_step(graph, INTEGRATE)
     graph.add_node(
-        "finish", finish(engineering_result, details=engineering_details, on_end=_restore_status)
+        "finish", finish(engineering_result, details=engineering_details, on_end=_on_end)
     )
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", _after_start)
@@ -709,6 +763,8 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     graph.add_conditional_edges(f"{CHECKS.name}_wait", _after_checks)
     route_awaited(graph, FIX, CHECKS.name, _cleanup)
     graph.add_conditional_edges(INTEGRATE.name, _after_integrate)
+    graph.add_node("integrate_turn", _turn_wait)
+    route(graph, "integrate_turn", INTEGRATE.name, _cleanup)
     route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
     graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
     route_awaited(graph, RESOLVE, MERGE.name, _cleanup)

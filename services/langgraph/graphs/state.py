@@ -74,6 +74,10 @@ class FlowState(TypedDict, total=False):
     conflict_round: int
     conflict_files: list[str]
     integrated: bool
+    integration_waiting: bool
+    """Another task of the project holds the integration turn: this one polls for it."""
+    turn_wait_since: float | None
+    turn_holder: str | None
     merged_sha: str | None
     pull_request_url: str | None
     # deploy

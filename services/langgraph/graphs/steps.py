@@ -130,6 +130,9 @@ class PlainStep:
     pct: int
     label: str
     run: Run
+    quiet_when: str | None = None
+    """A state flag: while it is true the step runs again without a new progress event
+    (a step polled in a loop)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ def plain_node(step: PlainStep) -> Node:
 
         async def work() -> FlowState:
             await check_not_cancelled(deps, state)
-            await report(deps, state, step.name, step.pct, step.label)
+            if not (step.quiet_when and state.get(step.quiet_when)):
+                await report(deps, state, step.name, step.pct, step.label)
             update = await step.run(state, deps)
             return FlowState(**update, progress_pct=forward_pct(state, step.pct))
 
