@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from shared import registry
+from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
     CreateWorkerCommand,
     EngineeringMessage,
@@ -329,3 +330,48 @@ async def test_a_task_waits_for_the_turn_of_a_running_one(system: System) -> Non
     assert await system.git.head_of(full_name, "main") == task.result["commit_sha"]
     notes = [e for e in await progress_messages(system, task_id) if "integrating" in e]
     assert len(notes) == 1  # waiting polls without new progress events
+
+
+async def test_cancel_during_the_checks_leaves_main_unchanged(system: System) -> None:
+    """Cancelled while its checks run: the task ends cancelled, main is where it was, its
+    worker is deleted and no integration turn is left behind."""
+    project = await system.project("Cancel checks", scaffolded=True)
+    full_name = f"projects/{project.id[:8]}"
+    before = await system.git.head_of(full_name, "main")
+    system.workers.directive_hold = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await asyncio.wait_for(system.workers.directive_started.wait(), 10)
+        await system.admin.cancel_task(task_id)
+        await system.wait_idle()
+        system.workers.directive_hold.set()
+    task = await system.admin.get_task(task_id)
+    assert task.status == TaskStatus.CANCELLED
+    assert await system.git.head_of(full_name, "main") == before
+    assert system.workers.live == {}
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None
+
+
+async def test_an_active_project_is_testing_during_checks_then_active_again(
+    system: System,
+) -> None:
+    """A deployed (active) project is `developing` while a task runs, `testing` during its
+    checks, and `active` again once the task ended."""
+    project = await system.project("Live", scaffolded=True)
+    for status in (ProjectStatus.DEPLOYING, ProjectStatus.ACTIVE):
+        await system.admin.update_project(project.id, ProjectUpdate(status=status))
+    system.workers.directive_hold = asyncio.Event()
+    system.workers.hold = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await asyncio.wait_for(system.workers.sent.wait(), 10)
+        developing = (await system.admin.get_project(project.id)).status
+        system.workers.hold.set()
+        await asyncio.wait_for(system.workers.directive_started.wait(), 10)
+        testing = (await system.admin.get_project(project.id)).status
+        system.workers.directive_hold.set()
+        task = await system.wait_final(task_id)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert (developing, testing) == (ProjectStatus.DEVELOPING, ProjectStatus.TESTING)
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
