@@ -28,20 +28,19 @@ A flow that stops (failed, cancelled) goes to `delete_worker` when it has a work
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
-from langgraph.types import interrupt
 
 from services.langgraph.errors import ApiCallError, StepFailedError
+from services.langgraph.graphs.checks import CHECKS, FIX
 from services.langgraph.graphs.common import finish, start
-from services.langgraph.graphs.state import FlowState, Resume, request_id_for
+from services.langgraph.graphs.integration import INTEGRATE, MERGE, RESOLVE, turn_wait
+from services.langgraph.graphs.state import FlowState
 from services.langgraph.graphs.steps import (
     AwaitedStep,
     Graph,
@@ -52,9 +51,9 @@ from services.langgraph.graphs.steps import (
     route,
     route_awaited,
 )
+from services.langgraph.graphs.worker_steps import commands_stream, set_project_status
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.ports import FlowDeps
-from services.langgraph.store import PendingWait
 from shared import registry
 from shared.contracts import (
     BaseResult,
@@ -72,8 +71,6 @@ from shared.contracts import (
 )
 
 __all__ = [
-    "CHECKS_DIRECTIVE",
-    "MERGE_DIRECTIVE",
     "build_engineering_graph",
     "engineering_details",
     "engineering_result",
@@ -81,19 +78,8 @@ __all__ = [
 
 log = structlog.get_logger("services.langgraph.engineering")
 
-CHECKS_DIRECTIVE = "@orchestrator checks"
-"""The reserved message a developer worker answers with the report of the project's checks
-(`services.worker_wrapper.directives`)."""
-MERGE_DIRECTIVE = "@orchestrator merge"
-"""The reserved message (`@orchestrator merge BASE`) a developer worker answers by merging
-the base branch into the task branch and pushing it."""
-
 EngineeringGraph = CompiledStateGraph[FlowState, FlowDeps, FlowState, FlowState]
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
-
-
-def _commands() -> str:
-    return registry.get("worker:commands").name
 
 
 async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
@@ -146,7 +132,7 @@ async def _create_request(
     base_sha = await deps.git.head_of(full_name, state["base_branch"])
     project = await deps.api.get_project(state["project_id"])
     before = state.get("status_before") or project.status.value
-    await _set_status(deps, state, ProjectStatus.DEVELOPING)
+    await set_project_status(deps, state, ProjectStatus.DEVELOPING)
     settings = deps.settings
     command = CreateWorkerCommand(
         request_id=request_id,
@@ -166,7 +152,7 @@ async def _create_request(
             "base_branch": state["base_branch"],
         },
     )
-    return _commands(), command, FlowState(base_sha=base_sha, status_before=before)
+    return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
 
 
 async def _create_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -199,7 +185,7 @@ async def _send_request(
         message=spec_prompt(state),
         timeout=int(deps.settings.timeouts.agent_s),
     )
-    return _commands(), command, FlowState()
+    return commands_stream(), command, FlowState()
 
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -207,7 +193,7 @@ async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any])
     if not response.success:
         error = response.error or "the agent did not answer"
         if await _worker_died(state, deps):
-            return await _replace_worker(state, deps, error)
+            return await _replaceworker_of(state, deps, error)
         raise StepFailedError("send_spec", error)
     return FlowState(agent_response=response.response)
 
@@ -223,7 +209,7 @@ async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
     return task.status == TaskStatus.RUNNING  # not failed or cancelled from outside meanwhile
 
 
-async def _replace_worker(state: FlowState, deps: FlowDeps, error: str) -> FlowState:
+async def _replaceworker_of(state: FlowState, deps: FlowDeps, error: str) -> FlowState:
     """Forget the dead worker: the flow goes back to `create_worker` for the next round."""
     round_ = state.get("worker_round", 1) + 1
     note = f"send_spec: {error}; the spec goes to a new worker ({round_} of "
@@ -254,337 +240,11 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
     return FlowState(task_head=sha, checks_after="spec")
 
 
-async def _set_status(deps: FlowDeps, state: FlowState, status: ProjectStatus) -> None:
-    """Move the project to `status` when its lifecycle allows it (best effort: a project
-    being deployed meanwhile keeps its status)."""
-    try:
-        await deps.api.set_project_status(state["project_id"], status)
-    except ApiCallError as error:
-        if not (error.is_conflict or _refused(error)):
-            raise
-        log.info("project_status_kept", project_id=state["project_id"], wanted=status.value)
-
-
-def _refused(error: ApiCallError) -> bool:
-    return error.status_code is not None and 400 <= error.status_code < 500
-
-
-async def _checks_request(
-    state: FlowState, deps: FlowDeps, request_id: str
-) -> tuple[str, SendMessageCommand, FlowState]:
-    await _set_status(deps, state, ProjectStatus.TESTING)
-    command = SendMessageCommand(
-        request_id=request_id,
-        worker_id=_worker(state, "checks"),
-        message=f"{CHECKS_DIRECTIVE}\nRun the project's checks in this workspace.",
-        timeout=max(int(deps.settings.timeouts.checks_s), 1),
-    )
-    return _commands(), command, FlowState()
-
-
-def _worker(state: FlowState, step: str) -> str:
-    worker_id = state.get("worker_id")
-    if not worker_id:
-        raise StepFailedError(step, "the task has no developer worker")
-    return worker_id
-
-
-def _report_of(step: str, answer: dict[str, Any]) -> dict[str, Any]:
-    response = SendMessageResponse.model_validate(answer)
-    if not response.success:
-        raise StepFailedError(step, response.error or "the worker did not answer")
-    try:
-        report = json.loads(response.response or "")
-    except ValueError:
-        report = None
-    if not isinstance(report, dict):
-        raise StepFailedError(step, f"the worker's answer is not a report: {response.response!r}")
-    return report
-
-
-async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    report = _report_of("checks", answer)
-    await _set_status(deps, state, ProjectStatus.DEVELOPING)
-    round_ = state.get("checks_round", 0) + 1
-    head = report.get("head")
-    problems: list[str] = []
-    if report.get("clean") is False:
-        problems.append("the workspace holds uncommitted changes: commit them")
-    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
-    if not isinstance(head, str):
-        problems.append("the workspace has no commit checked out")
-    elif remote != head:
-        problems.append(
-            f"commit {head[:12]} is not on the remote branch {state['branch']}: push it"
-        )
-    passed = bool(report.get("passed")) and not problems
-    run = {
-        "round": round_,
-        "after": state.get("checks_after", "spec"),
-        "passed": passed,
-        "note": str(report.get("note") or ""),
-        "source": str(report.get("source") or ""),
-        "head": head,
-        "problems": problems,
-        "checks": [c for c in report.get("checks", []) if isinstance(c, dict)],
-    }
-    update = FlowState(checks_round=round_, checks=[*state.get("checks", []), run])
-    if passed:
-        return FlowState(**update, checked_head=head, checks_next="integrate")
-    fixes = state.get("fix_round", 0)
-    if fixes < deps.settings.fix_rounds:
-        return FlowState(**update, checks_next="fix")
-    error = f"checks: still failing after {fixes} fix rounds; nothing was integrated\n"
-    return FlowState(
-        **update,
-        outcome="failed",
-        failed_step="checks",
-        error=error + failure_text(run),
-    )
-
-
-def failure_text(run: dict[str, Any]) -> str:
-    """What failed in a run of the checks: each failing check with its output's tail."""
-    parts = [f"- {problem}" for problem in run.get("problems", [])]
-    for check in run.get("checks", []):
-        if check.get("passed"):
-            continue
-        where = f" (in {check.get('cwd')})" if check.get("cwd") not in (None, ".") else ""
-        parts.append(
-            f"$ {check.get('command')}{where} → exit {check.get('exit_code')}\n"
-            f"{str(check.get('output_tail') or '').strip()}"
-        )
-    return "\n\n".join(parts) or str(run.get("note") or "the checks failed")
-
-
-def fix_prompt(state: FlowState, settings_rounds: int) -> str:
-    """What the agent is asked after failing checks: the failing output, fix, commit, push."""
-    runs = state.get("checks", [])
-    last = runs[-1] if runs else {}
-    round_ = state.get("fix_round", 0) + 1
-    return (
-        f"The project's checks failed on your work (fix round {round_} of {settings_rounds}). "
-        f"Fix the code so that they pass, commit, and push the branch `{state['branch']}`.\n\n"
-        f"Failing checks:\n{failure_text(last)}"
-    )
-
-
-async def _fix_request(
-    state: FlowState, deps: FlowDeps, request_id: str
-) -> tuple[str, SendMessageCommand, FlowState]:
-    command = SendMessageCommand(
-        request_id=request_id,
-        worker_id=_worker(state, "fix"),
-        message=fix_prompt(state, deps.settings.fix_rounds),
-        timeout=int(deps.settings.timeouts.agent_s),
-    )
-    return _commands(), command, FlowState()
-
-
-async def _agent_answer(step: str, answer: dict[str, Any]) -> str | None:
-    response = SendMessageResponse.model_validate(answer)
-    if not response.success:
-        raise StepFailedError(step, response.error or "the agent did not answer")
-    return response.response
-
-
-async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    text = await _agent_answer("fix", answer)
-    return FlowState(
-        agent_response=text, fix_round=state.get("fix_round", 0) + 1, checks_after="fix"
-    )
-
-
-async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
-    """Move the base branch to the checked task branch, in the task's integration turn
-    (one task of a project at a time, from its first integrate until it lands or ends)."""
-    project_id, task_id = state["project_id"], state["task_id"]
-    ttl_ms = int(deps.settings.timeouts.integration_turn_s * 1000)
-    holder = await deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms)
-    if holder != task_id and await _ended(deps, holder):
-        log.info("integration_turn_broken", project_id=project_id, holder=holder)
-        await deps.store.release_turn(project_id, holder)
-        holder = await deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms)
-    if holder != task_id:
-        now = deps.clock_s()
-        since = state.get("turn_wait_since") or now
-        if now - since > deps.settings.timeouts.integrate_wait_s:
-            raise StepFailedError(
-                "integrate",
-                f"waited {now - since:.0f} s for task {holder} to integrate; "
-                f"{state['base_branch']} is unchanged",
-            )
-        return FlowState(integration_waiting=True, turn_wait_since=since, turn_holder=holder)
-    update = await _integrate_locked(state, deps)
-    if update.get("integrated"):
-        await deps.store.release_turn(project_id, task_id)
-    elif state.get("merge_round", 0) >= deps.settings.integrate_attempts:
-        merges = state.get("merge_round", 0)
-        raise StepFailedError(
-            "integrate",
-            f"{state['base_branch']} kept moving: merged it {merges} times; "
-            f"{state['base_branch']} is unchanged",
-        )
-    return FlowState(**update, integration_waiting=False, turn_wait_since=None)
-
-
-async def _ended(deps: FlowDeps, task_id: str) -> bool:
-    """True when the task holding a turn ended (or is unknown): its turn may be broken."""
-    try:
-        task = await deps.api.get_task(task_id)
-    except ApiCallError as error:
-        if error.is_not_found:
-            return True
-        raise
-    return task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-
-
-async def _turn_wait(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
-    """Wait (an interrupt the sweeper resumes) before asking for the turn again."""
-    deps = runtime.context
-    task_id = state["task_id"]
-    wait = PendingWait(
-        request_id=request_id_for(task_id, "integrate_turn"),
-        step="integrate_turn",
-        deadline_at=deps.clock_s() + deps.settings.turn_poll_s,
-    )
-    await deps.store.set_wait(task_id, wait)
-    resume = cast(Resume, interrupt(wait.model_dump()))
-    await deps.store.clear_wait(task_id)
-    if resume.get("kind") == "cancelled":
-        return FlowState(outcome="cancelled", failed_step="integrate", error="task cancelled")
-    return FlowState()
-
-
-async def _integrate_locked(state: FlowState, deps: FlowDeps) -> FlowState:
-    git, full_name = deps.git, state["repo_full_name"]
-    base, branch = state["base_branch"], state["branch"]
-    head = state.get("checked_head")
-    if not head:
-        raise StepFailedError("integrate", "no checked commit to integrate")
-    base_head = await git.head_of(full_name, base)
-    if base_head is None:
-        raise StepFailedError("integrate", f"{full_name} has no branch {base}")
-    title = f"Task {state['task_id']}: {_title(state.get('spec'))}"
-    body = f"Checks passed on {head}.\n\n{state.get('spec') or ''}".strip()
-    if state.get("integration") == "pull_request":
-        pull = await git.pull_request(full_name, head=branch, base=base, title=title, body=body)
-        files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
-        return FlowState(
-            integrated=True,
-            pull_request_url=pull.url,
-            merged_sha=pull.merge_commit_sha if pull.merged else None,
-            commit_sha=head,
-            result_branch=branch,
-            files_changed=files,
-        )
-    if await git.is_ancestor(full_name, head, base_head):  # landed already (a retry)
-        files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
-        return _landed(state, base_head, files, None)
-    if not await git.is_ancestor(full_name, base_head, head):
-        return FlowState(integrated=False)  # the base moved: merge it into the task branch
-    files = await git.diff_files(full_name, base_head, head)
-    if git.name == "github":
-        pull = await git.pull_request(full_name, head=branch, base=base, title=title, body=body)
-        merged = await git.merge_pull_request(full_name, pull.number, sha=head)
-        new = merged.merge_commit_sha or await git.head_of(full_name, base) or head
-        return _landed(state, new, files, pull.url)
-    if not await git.fast_forward(full_name, base, expected=base_head, new=head):
-        return FlowState(integrated=False)  # moved meanwhile
-    return _landed(state, head, files, None)
-
-
-def _landed(state: FlowState, sha: str, files: list[str], url: str | None) -> FlowState:
-    return FlowState(
-        integrated=True,
-        merged_sha=sha,
-        commit_sha=sha,
-        result_branch=state["base_branch"],
-        files_changed=files,
-        pull_request_url=url,
-    )
-
-
-def _title(spec: str | None) -> str:
-    first = (spec or "").strip().splitlines()[0] if (spec or "").strip() else "changes"
-    return first[:72]
-
-
-async def _merge_request(
-    state: FlowState, deps: FlowDeps, request_id: str
-) -> tuple[str, SendMessageCommand, FlowState]:
-    base = state["base_branch"]
-    command = SendMessageCommand(
-        request_id=request_id,
-        worker_id=_worker(state, "merge"),
-        message=f"{MERGE_DIRECTIVE} {base}\nMerge {base} into the task branch and push it.",
-        timeout=max(int(deps.settings.timeouts.merge_s), 1),
-    )
-    return _commands(), command, FlowState()
-
-
-async def _merge_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    report = _report_of("merge", answer)
-    status = str(report.get("status"))
-    merges = state.get("merge_round", 0) + 1
-    base, branch = state["base_branch"], state["branch"]
-    if status in ("merged", "up_to_date"):
-        base_sha = await deps.git.head_of(state["repo_full_name"], base)
-        return FlowState(
-            merge_round=merges, merge_status=status, checks_after="merge", base_sha=base_sha
-        )
-    if status == "conflict":
-        files = [str(f) for f in report.get("files", [])]
-        if state.get("conflict_round", 0) < deps.settings.conflict_rounds:
-            return FlowState(merge_round=merges, merge_status=status, conflict_files=files)
-        return FlowState(
-            merge_round=merges,
-            merge_status=status,
-            conflict_files=files,
-            outcome="failed",
-            failed_step="integrate",
-            error=(
-                f"integrate: merging {base} into {branch} conflicts in {', '.join(files)}; "
-                f"{base} is unchanged"
-            ),
-        )
-    raise StepFailedError("merge", str(report.get("error") or f"the merge answered {status}"))
-
-
-def resolve_prompt(state: FlowState) -> str:
-    """What the agent is asked when merging the base conflicted."""
-    base, branch = state["base_branch"], state["branch"]
-    files = ", ".join(state.get("conflict_files", []))
-    return (
-        f"Merging `{base}` into `{branch}` stopped on conflicts in: {files}.\n"
-        "The merge is in progress in your workspace. Resolve the conflicts in these files so "
-        f"that both `{base}`'s changes and yours are kept, `git add` them and commit the merge "
-        f"(do not abort it), then push the branch `{branch}`."
-    )
-
-
-async def _resolve_request(
-    state: FlowState, deps: FlowDeps, request_id: str
-) -> tuple[str, SendMessageCommand, FlowState]:
-    command = SendMessageCommand(
-        request_id=request_id,
-        worker_id=_worker(state, "resolve"),
-        message=resolve_prompt(state),
-        timeout=int(deps.settings.timeouts.agent_s),
-    )
-    return _commands(), command, FlowState()
-
-
-async def _resolve_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    text = await _agent_answer("resolve", answer)
-    return FlowState(agent_response=text, conflict_round=state.get("conflict_round", 0) + 1)
-
-
 async def _delete_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, DeleteWorkerCommand, FlowState]:
     command = DeleteWorkerCommand(request_id=request_id, worker_id=state.get("worker_id") or "")
-    return _commands(), command, FlowState()
+    return commands_stream(), command, FlowState()
 
 
 async def _delete_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -608,26 +268,6 @@ SEND_SPEC = AwaitedStep(
     _send_request, _send_answer, per_worker=True,
 )  # fmt: skip
 VERIFY = PlainStep("verify", 50, "verifying the commit on the remote", _verify)
-CHECKS = AwaitedStep(
-    "checks", 55, "running the project's checks", lambda t: t.checks_s + t.create_worker_s,
-    _checks_request, _checks_answer, counter="checks_round",
-)  # fmt: skip
-FIX = AwaitedStep(
-    "fix", 60, "the agent is fixing the failing checks", lambda t: t.agent_s + t.create_worker_s,
-    _fix_request, _fix_answer, counter="fix_round",
-)  # fmt: skip
-INTEGRATE = PlainStep(
-    "integrate", 80, "integrating into the base branch", _integrate,
-    quiet_when="integration_waiting",
-)  # fmt: skip
-MERGE = AwaitedStep(
-    "merge", 70, "merging the base branch into the task branch",
-    lambda t: t.merge_s + t.create_worker_s, _merge_request, _merge_answer, counter="merge_round",
-)  # fmt: skip
-RESOLVE = AwaitedStep(
-    "resolve", 72, "the agent is resolving conflicts", lambda t: t.agent_s + t.create_worker_s,
-    _resolve_request, _resolve_answer, counter="conflict_round",
-)  # fmt: skip
 DELETE_WORKER = AwaitedStep(
     "delete_worker", 90, "removing the developer worker", lambda t: t.delete_worker_s,
     _delete_request, _delete_answer, tolerant=True,
@@ -690,8 +330,8 @@ async def _on_end(state: FlowState, deps: FlowDeps) -> None:
     if before in (ProjectStatus.ACTIVE.value, ProjectStatus.FAILED.value):
         target = ProjectStatus(before)
     if project.status == ProjectStatus.TESTING:
-        await _set_status(deps, state, ProjectStatus.DEVELOPING)
-    await _set_status(deps, state, target)
+        await set_project_status(deps, state, ProjectStatus.DEVELOPING)
+    await set_project_status(deps, state, target)
 
 
 def _cleanup(state: FlowState) -> str:
@@ -763,7 +403,7 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     graph.add_conditional_edges(f"{CHECKS.name}_wait", _after_checks)
     route_awaited(graph, FIX, CHECKS.name, _cleanup)
     graph.add_conditional_edges(INTEGRATE.name, _after_integrate)
-    graph.add_node("integrate_turn", _turn_wait)
+    graph.add_node("integrate_turn", turn_wait)
     route(graph, "integrate_turn", INTEGRATE.name, _cleanup)
     route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
     graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
