@@ -31,3 +31,17 @@ async def test_a_developer_worker_runs_the_checks_itself(
     workspace = Path((await client.record(created.worker_id)).workspace)
     assert not (workspace / ".builtin-agent").exists()
     await client.delete(created.worker_id)
+
+
+async def test_only_developer_workers_answer_directives(
+    start_manager: Callable[..., Any], client: Client, tmp_path: Path
+) -> None:
+    """A PO worker hands an `@orchestrator` message to its agent like any other text: no
+    checks report comes back."""
+    await start_manager(adapter="builtin")
+    created = await client.create("po", context={"profile": "po"})
+    assert created.success, created.error
+    answer = await client.send(created.worker_id, "@orchestrator checks", timeout_s=60)
+    assert answer.success, answer.error
+    assert '"checks"' not in (answer.response or "")
+    await client.delete(created.worker_id)
