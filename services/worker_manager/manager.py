@@ -180,7 +180,13 @@ class WorkerManager:
         repo_url = context.get("repo_url")
         if repo_url and not (workspace / ".git").exists():
             workspace.parent.mkdir(parents=True, exist_ok=True)
-            files.clone_repository(repo_url, workspace, context.get("branch"), files.process_env())
+            files.clone_repository(
+                repo_url,
+                workspace,
+                context.get("branch"),
+                files.process_env(),
+                base=context.get("base_branch"),
+            )
         workspace.mkdir(parents=True, exist_ok=True)
         session_dir.mkdir(parents=True, exist_ok=True)
         files.write_instructions(
@@ -204,6 +210,7 @@ class WorkerManager:
                 "WORKER_WORKSPACE": str(workspace.resolve()),
                 "WORKER_SESSION_DIR": str(session_dir.resolve()),
                 "WORKER_KILL_GRACE_S": str(min(self.settings.stop_grace_s, 5.0)),
+                "WORKER_PROFILE": record.profile,
             }
         )
         if context.get("task_id"):

@@ -38,6 +38,9 @@ class WrapperSettings(BaseSettings):
     """Where the agent session state lives (outlives the worker with a session volume)."""
     adapter: AdapterName = "builtin"
     task_id: str | None = None
+    profile: str = "developer"
+    """The worker's profile; developer workers answer the reserved `@orchestrator`
+    directives themselves (see `directives.py`)."""
     """When set, agent activity is published as progress of this task."""
     heartbeat_interval_s: float = 2.0
     session_ttl_s: float = 6 * 3600
