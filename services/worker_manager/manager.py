@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from services.worker_manager import workspace as files
 from services.worker_manager.adapters import adapter_env, choose_adapter
+from services.worker_manager.agent_env import agent_env, with_orchestrator_on_path
 from services.worker_manager.api_keys import WorkerApiKeys, api_key_request
 from services.worker_manager.errors import (
     InvalidWorkerConfigError,
@@ -103,9 +104,13 @@ class WorkerManager:
             workspace, session_dir = root / "workspace", root / "state"
         else:
             workspace, session_dir = worker_dir / "workspace", worker_dir / "session"
+        source = files.process_env()
         env = files.allowlisted_env(
-            files.process_env(), self.settings.env_allowlist, config.env_vars
+            source,
+            self.settings.env_allowlist,
+            {**agent_env(self.settings, adapter, source), **config.env_vars},
         )
+        env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
         context = command.context
         record = WorkerRecord(
             worker_id=worker_id,

@@ -1,10 +1,16 @@
-"""Glue shared by the CLI adapters: run the process, parse its stream, map the outcome."""
+"""Glue shared by the CLI adapters: run the process, parse its stream, map the outcome.
+
+Whatever leaves an adapter (activity, the answer, the error) has the values of the
+environment's secret-looking variables (the agent's API keys) masked: a CLI that echoes its
+key in an error message does not put it in a progress event or a task's error.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -14,14 +20,26 @@ from services.worker_wrapper.agents.base import (
     StreamParser,
 )
 from services.worker_wrapper.agents.process import run_cli
+from services.worker_wrapper.agents.streams import mask_text, secret_values
 
 __all__ = ["run_stream_agent"]
 
 
-async def _forward(queue: asyncio.Queue[AgentActivity | None], sink: ActivitySink) -> None:
+async def _forward(
+    queue: asyncio.Queue[AgentActivity | None], sink: ActivitySink, secrets: list[str]
+) -> None:
     while (activity := await queue.get()) is not None:
+        masked = AgentActivity(activity.kind, mask_text(activity.message, secrets))
         with contextlib.suppress(Exception):  # a lost progress event never fails a run
-            await sink(activity)
+            await sink(masked)
+
+
+def _masked(result: AgentResult, secrets: list[str]) -> AgentResult:
+    return dataclasses.replace(
+        result,
+        response=mask_text(result.response, secrets) if result.response else result.response,
+        error=mask_text(result.error, secrets) if result.error else result.error,
+    )
 
 
 async def run_stream_agent(
@@ -32,10 +50,16 @@ async def run_stream_agent(
     *,
     stdin_text: str | None,
     kill_grace_s: float,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AgentResult:
-    """Run an agent CLI to completion: success, error (with stderr tail) or timeout."""
+    """Run an agent CLI to completion: success, error (with stderr tail) or timeout.
+
+    `extra_env` are the adapter's own variables (defaults the request's environment
+    overrides)."""
+    env = {**(extra_env or {}), **request.env}
+    secrets = secret_values(env)
     queue: asyncio.Queue[AgentActivity | None] = asyncio.Queue()
-    forwarder = asyncio.create_task(_forward(queue, on_activity))
+    forwarder = asyncio.create_task(_forward(queue, on_activity, secrets))
 
     def on_line(line: str) -> None:
         for activity in parser.feed(line):
@@ -45,22 +69,25 @@ async def run_stream_agent(
         outcome = await run_cli(
             argv,
             cwd=request.workspace,
-            env=request.env,
+            env=env,
             stdin_text=stdin_text,
             timeout_s=request.timeout_s,
             on_line=on_line,
             kill_grace_s=kill_grace_s,
         )
     except OSError as exc:
-        return AgentResult(status="error", error=f"cannot start agent {argv[0]!r}: {exc}")
+        error = f"cannot start agent {argv[0]!r}: {exc}"
+        return AgentResult(status="error", error=mask_text(error, secrets))
     finally:
         queue.put_nowait(None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(forwarder, timeout=5)
     if outcome.timed_out:
-        return AgentResult(
+        result = AgentResult(
             status="timeout",
             response=parser.partial() or None,
             error=f"agent timed out after {request.timeout_s:g} s; its process group was killed",
         )
-    return parser.finish(exit_code=outcome.exit_code or 0, stderr_tail=outcome.stderr_tail)
+    else:
+        result = parser.finish(exit_code=outcome.exit_code or 0, stderr_tail=outcome.stderr_tail)
+    return _masked(result, secrets)

@@ -3,7 +3,8 @@
 A new agent needs configuration, not code: ``command_template`` is an argv list whose items
 may hold the placeholders ``{workspace}``, ``{prompt_file}`` and ``{session_id}``. The prompt
 also goes to stdin. Output: with ``output_format="text"`` stdout is the answer; with
-``"claude-stream-json"`` or ``"droid-stream-json"`` the stream is parsed like those CLIs'.
+``"claude-stream-json"``, ``"droid-stream-json"`` or ``"codex-json"`` the stream is parsed
+like those CLIs'.
 A non-zero exit is an error carrying the tail of stderr.
 """
 
@@ -23,13 +24,14 @@ from services.worker_wrapper.agents.base import (
 )
 from services.worker_wrapper.agents.claude_code import ClaudeStreamParser
 from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.codex import CodexStreamParser
 from services.worker_wrapper.agents.factory_droid import DroidStreamParser
 from services.worker_wrapper.agents.streams import error_text
 from services.worker_wrapper.errors import AgentConfigError
 
 __all__ = ["CommandAgent", "CommandOutputFormat", "TextStreamParser"]
 
-CommandOutputFormat = Literal["text", "claude-stream-json", "droid-stream-json"]
+CommandOutputFormat = Literal["text", "claude-stream-json", "droid-stream-json", "codex-json"]
 _PLACEHOLDERS = ("{workspace}", "{prompt_file}", "{session_id}")
 
 
@@ -102,6 +104,8 @@ class CommandAgent:
             return ClaudeStreamParser()
         if self.output_format == "droid-stream-json":
             return DroidStreamParser()
+        if self.output_format == "codex-json":
+            return CodexStreamParser()
         return TextStreamParser()
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:

@@ -6,6 +6,10 @@ private directory, never put in argv. Every stdout line is a JSON event: ``syste
 (``init`` carries ``session_id``), ``message`` (``role``, ``text``), ``tool_call``
 (``toolName``, ``parameters``), ``tool_result``, ``error`` (``message``) and one final
 ``completion`` (``finalText``, ``session_id``, ``usage``).
+
+The CLI signs in to Factory with ``FACTORY_API_KEY``; a model of the user's own (BYOK: a
+``customModels`` entry of ``~/.factory/settings.json``, chosen with ``model``
+``custom:<displayName>-<index>``) talks to that model's API directly.
 """
 
 from __future__ import annotations
@@ -112,8 +116,10 @@ class FactoryDroidAgent:
         autonomy: AutonomyLevel = "high",
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
+        model: str | None = None,
     ) -> None:
         self.command = list(command)
+        self.model = model
         self.autonomy: AutonomyLevel = autonomy
         self.extra_args = list(extra_args)
         self.kill_grace_s = kill_grace_s
@@ -123,6 +129,8 @@ class FactoryDroidAgent:
         argv = [*self.command, "exec", "--output-format", "stream-json", "--auto", self.autonomy]
         if session_id:
             argv += ["--session-id", session_id]
+        if self.model:
+            argv += ["--model", self.model]
         return [*argv, *self.extra_args, "--file", str(prompt_file)]
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:

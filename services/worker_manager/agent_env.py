@@ -1,0 +1,90 @@
+"""What a worker's agent finds in its environment besides the allowlist: its credentials, a
+git identity of its own, and `orchestrator` on its PATH.
+
+Credentials come from the manager's environment by name (`agent_credentials`:
+`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, ...) or by reference (`agent_env`: `env:NAME`,
+`file:/path`). Values only ever go into the worker's environment; an error names the
+variable and its reference, never a value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from services.worker_manager.errors import InvalidWorkerConfigError
+from services.worker_manager.settings import WorkerManagerSettings
+
+__all__ = ["agent_env", "git_identity_env", "resolve_reference", "with_orchestrator_on_path"]
+
+_IDENTITY = re.compile(r"^\s*(?P<name>[^<>]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
+
+
+def resolve_reference(name: str, ref: str, source: Mapping[str, str]) -> str:
+    """The value behind `env:OTHER` (of `source`) or `file:/absolute/path`."""
+    scheme, _, rest = ref.partition(":")
+    if scheme == "env" and rest:
+        value = source.get(rest)
+        if value is None:
+            raise InvalidWorkerConfigError(
+                f"agent variable {name}: reference {ref!r} names an unset environment variable"
+            )
+        return value
+    if scheme == "file" and rest:
+        path = Path(rest)
+        if not path.is_absolute():
+            raise InvalidWorkerConfigError(
+                f"agent variable {name}: reference {ref!r} must be an absolute path"
+            )
+        try:
+            return path.read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise InvalidWorkerConfigError(
+                f"agent variable {name}: reference {ref!r} cannot be read ({exc.strerror})"
+            ) from None
+    raise InvalidWorkerConfigError(
+        f"agent variable {name}: reference {ref!r} is neither env:NAME nor file:/path"
+    )
+
+
+def git_identity_env(settings: WorkerManagerSettings, adapter: str) -> dict[str, str]:
+    """GIT_AUTHOR_* / GIT_COMMITTER_* of the adapter's identity ({} when it has none)."""
+    identity = settings.git_identities.get(adapter)
+    if not identity:
+        return {}
+    match = _IDENTITY.match(identity)
+    if match is None:
+        raise InvalidWorkerConfigError(
+            f"git identity of {adapter!r} must read 'Name <email>', not {identity!r}"
+        )
+    name, email = match["name"], match["email"]
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def agent_env(
+    settings: WorkerManagerSettings, adapter: str, source: Mapping[str, str]
+) -> dict[str, str]:
+    """The agent's credentials (named and referenced) and git identity."""
+    env = {name: source[name] for name in settings.agent_credentials if source.get(name)}
+    for name, ref in settings.agent_env.items():
+        env[name] = resolve_reference(name, ref, source)
+    env.update(git_identity_env(settings, adapter))
+    return env
+
+
+def with_orchestrator_on_path(path: str | None) -> str:
+    """`path` with the directory of this Python's scripts (where `orchestrator` is) first,
+    so an agent finds the command however the system was started."""
+    scripts = str(Path(sys.executable).parent)
+    parts = [part for part in (path or os.defpath).split(os.pathsep) if part]
+    if (Path(scripts) / "orchestrator").exists() and scripts not in parts:
+        parts.insert(0, scripts)
+    return os.pathsep.join(parts)
