@@ -4,7 +4,7 @@ Invocation: ``droid exec --output-format stream-json --auto <low|medium|high>
 [--session-id <id>] --file <prompt file>``; the prompt is written to a file in the worker's
 private directory, never put in argv. Every stdout line is a JSON event: ``system``
 (``init`` carries ``session_id``), ``message`` (``role``, ``text``), ``tool_call``
-(``toolName``, ``parameters``), ``tool_result``, ``error`` (``message``) and one final
+(``toolName``, ``parameters``), ``tool_result`` (``isError``), ``error`` (``message``) and one final
 ``completion`` (``finalText``, ``session_id``, ``usage``).
 
 The CLI signs in to Factory with ``FACTORY_API_KEY``; a model of the user's own (BYOK: a
@@ -68,6 +68,11 @@ class DroidStreamParser:
             if touched:
                 found.append(AgentActivity("file", touched))
             return found
+        if kind == "tool_result" and event.get("isError") is True:
+            error = event.get("error")
+            detail = error.get("message") if isinstance(error, dict) else event.get("value")
+            tool = event.get("toolName") or event.get("toolId") or "tool"
+            return [AgentActivity("warning", f"{tool} failed: {str(detail)[:160]}")]
         if kind == "error":
             message = str(event.get("message") or event.get("error") or "error")
             self.errors.append(message)

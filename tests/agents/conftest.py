@@ -1,0 +1,75 @@
+"""Fixtures of the real-CLI tests: the pinned CLIs of tools/agents, scripted model APIs.
+
+The CLIs come from `make agents` (run by `make test`). Without them the tests skip, unless
+`REQUIRE_AGENT_CLIS=1` (CI), which makes a missing CLI a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+AGENT_BIN = Path(__file__).resolve().parents[2] / "tools" / "agents" / "node_modules" / ".bin"
+PLANTED_KEY = "sk-planted-agent-key-7f3a9c"
+"""An API key value that must never leave the agent's process environment."""
+
+
+def cli_path(name: str) -> Path:
+    """The pinned CLI `name` (claude, codex, droid), or a skip (a failure under
+    REQUIRE_AGENT_CLIS=1) when `make agents` has not installed it."""
+    path = AGENT_BIN / name
+    if not (path.exists() and os.access(path, os.X_OK)):
+        message = f"the real {name!r} CLI is not installed (run `make agents`): {path}"
+        if os.environ.get("REQUIRE_AGENT_CLIS") == "1":
+            pytest.fail(f"{message} (REQUIRE_AGENT_CLIS=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def claude_cli() -> Path:
+    """The real `claude`."""
+    return cli_path("claude")
+
+
+@pytest.fixture
+def codex_cli() -> Path:
+    """The real `codex`."""
+    return cli_path("codex")
+
+
+@pytest.fixture
+def droid_cli() -> Path:
+    """The real `droid`."""
+    return cli_path("droid")
+
+
+@pytest.fixture
+def empty_home(tmp_path: Path) -> Path:
+    """A HOME with nothing in it: no ~/.gitconfig, no CLI state or login."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def agent_env(home: Path, **extra: str) -> dict[str, str]:
+    """A minimal agent environment: PATH (git, node), the empty HOME, no git identity."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_env(empty_home: Path) -> Callable[..., dict[str, str]]:
+    """Build an agent environment on the empty HOME."""
+
+    def build(**extra: str) -> dict[str, str]:
+        return agent_env(empty_home, **extra)
+
+    return build
