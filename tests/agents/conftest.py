@@ -7,10 +7,19 @@ The CLIs come from `make agents` (run by `make test`). Without them the tests sk
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+
+from services.worker_manager.local_runtime import LocalProcessRuntime
+from services.worker_manager.settings import WorkerManagerSettings
+from tests.workers.conftest import ManagerRunner, client
+
+__all__ = ["client"]  # the worker tests' client fixture, for the tests run by workers
 
 AGENT_BIN = Path(__file__).resolve().parents[2] / "tools" / "agents" / "node_modules" / ".bin"
 PLANTED_KEY = "sk-planted-agent-key-7f3a9c"
@@ -73,3 +82,35 @@ def make_env(empty_home: Path) -> Callable[..., dict[str, str]]:
         return agent_env(empty_home, **extra)
 
     return build
+
+
+class OwnManagerRunner(ManagerRunner):
+    """A manager runner whose workers carry a manager id of their own: the worker tests of
+    other checkouts on the machine clean up `test-manager` workers, and only those."""
+
+    def __init__(self, redis: aioredis.Redis, redis_url: str, tmp_path: Path) -> None:
+        super().__init__(redis, redis_url, tmp_path)
+        self.manager_id = f"agents-test-{uuid.uuid4().hex[:8]}"
+
+    async def start(self, **overrides: Any) -> WorkerManagerSettings:
+        """Run a manager with this runner's id (and fast settings, `overrides`)."""
+        return await super().start(manager_id=self.manager_id, **overrides)
+
+    async def kill_all_workers(self) -> None:
+        """Stop every worker process of this runner's manager id."""
+        runtime = LocalProcessRuntime(self.data_dir)
+        for ref in (await runtime.list_owned(self.manager_id)).values():
+            await runtime.stop(ref, grace_s=0)
+
+
+@pytest.fixture
+async def manager(
+    redis_client: aioredis.Redis, redis_url: str, tmp_path: Path
+) -> AsyncIterator[OwnManagerRunner]:
+    """A manager runner; every worker is gone after the test."""
+    runner = OwnManagerRunner(redis_client, redis_url, tmp_path)
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+        await runner.kill_all_workers()
