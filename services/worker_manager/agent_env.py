@@ -45,8 +45,8 @@ def resolve_reference(name: str, ref: str, source: Mapping[str, str]) -> str:
             raise InvalidWorkerConfigError(
                 f"agent variable {name}: reference {ref!r} cannot be read ({exc.strerror})"
             ) from None
-    raise InvalidWorkerConfigError(
-        f"agent variable {name}: reference {ref!r} is neither env:NAME nor file:/path"
+    raise InvalidWorkerConfigError(  # not shown: it may be a key pasted in by mistake
+        f"agent variable {name}: its reference must be env:NAME or file:/absolute/path"
     )
 
 
