@@ -37,6 +37,26 @@ async def progress_text(client: Client, task_id: str) -> str:
     return " ".join(str(fields) for _, fields in entries)
 
 
+async def redis_text(client: Client) -> str:
+    """Everything in Redis (streams, hashes, strings, lists, sets) as one string."""
+    parts: list[str] = []
+    async for raw in client.redis.scan_iter(count=500):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        kind = await client.redis.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind == "stream":
+            parts.append(str(await client.redis.xrange(key)))
+        elif kind == "hash":
+            parts.append(str(await client.redis.hgetall(key)))
+        elif kind == "string":
+            parts.append(str(await client.redis.get(key)))
+        elif kind == "list":
+            parts.append(str(await client.redis.lrange(key, 0, -1)))
+        elif kind in ("set", "zset"):
+            parts.append(str(await client.redis.sort(key, alpha=True)))
+    return " ".join(parts)
+
+
 def wrapper_log(manager: ManagerRunner, record: WorkerRecord) -> str:
     """The wrapper's log file of a worker."""
     return read_text(manager.data_dir / record.worker_id / "wrapper.log")
@@ -77,9 +97,11 @@ async def test_claude_worker_commits_pushes_and_resumes(
     empty_home: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A task's worker with the real claude: the agent commits and pushes as itself, the
-    next message resumes its session, and the key shows up nowhere outside the CLI."""
+    next message resumes its session, and the key shows up nowhere outside the CLI: not in
+    Redis (queue messages, progress, registry), logs, or the answers."""
     _, remote = make_repo_with_remote(tmp_path)
     where = tmp_path / "orchestrator-path.txt"
     script = ModelScript([])
@@ -114,8 +136,13 @@ async def test_claude_worker_commits_pushes_and_resumes(
     progress = await progress_text(client, "t-real")
     assert "Write: " in progress
     assert "Bash: git add hello.py" in progress
-    for text in (progress, wrapper_log(manager, record), str(first), str(second)):
+    captured = capfd.readouterr()
+    logs = wrapper_log(manager, record) + captured.out + captured.err
+    everything_in_redis = await redis_text(client)
+    assert "add hello.py" in everything_in_redis  # the scan sees the queue messages
+    for text in (everything_in_redis, logs, str(first), str(second)):
         assert PLANTED_KEY not in text
+    assert "agent_answered" in logs
     assert script.requests, "the CLI reached the scripted API"
 
 
