@@ -58,6 +58,7 @@ def adapter_env(settings: WorkerManagerSettings, adapter: str) -> dict[str, str]
         "WORKER_DROID_MODEL": settings.droid_model,
         "WORKER_CODEX_MODEL": settings.codex_model,
         "WORKER_CODEX_BASE_URL": settings.codex_base_url,
+        "WORKER_AGENT_USER": settings.agent_user,
     }
     return {name: str(value) for name, value in optional.items() if value is not None} | {
         "WORKER_ADAPTER": adapter,

@@ -132,6 +132,11 @@ class WorkerManagerSettings(BaseSettings):
     """Agent variables given by reference, resolved when a worker starts: NAME →
     `env:OTHER_NAME` or `file:/absolute/path` (e.g. `{"ANTHROPIC_API_KEY":
     "file:/run/secrets/anthropic"}`); they win over `agent_credentials`."""
+    agent_user: str | None = None
+    """Run agent CLIs as this existing unprivileged user (the manager must be root): each
+    worker's workspace and session directory are handed to it, and its HOME is the session
+    directory's `home`. None: agents run as the manager's user (as root, Claude Code is
+    told it is sandboxed: `claude_root_sandbox`)."""
     git_identities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GIT_IDENTITIES))
     """The git author and committer (`Name <email>`) of each adapter's commits."""
     limits: ResourceLimits = Field(default_factory=ResourceLimits)

@@ -61,6 +61,8 @@ class WrapperSettings(BaseSettings):
     codex_base_url: str | None = None
     codex_sandbox: CodexSandbox = "bypass"
     codex_max_retries: int = 2
+    agent_user: str | None = None
+    """Run the agent CLI as this (unprivileged) user; the wrapper must be root for it."""
     command_template: list[str] = Field(default_factory=list)
     command_output_format: CommandOutputFormat = "text"
     log_level: str = "INFO"

@@ -93,7 +93,10 @@ class OwnManagerRunner(ManagerRunner):
         self.manager_id = f"agents-test-{uuid.uuid4().hex[:8]}"
 
     async def start(self, **overrides: Any) -> WorkerManagerSettings:
-        """Run a manager with this runner's id (and fast settings, `overrides`)."""
+        """Run a manager with this runner's id (and fast settings, `overrides`; a `data_dir`
+        among them replaces the runner's)."""
+        if "data_dir" in overrides:
+            self.data_dir = Path(overrides.pop("data_dir"))
         return await super().start(manager_id=self.manager_id, **overrides)
 
     async def kill_all_workers(self) -> None:

@@ -6,6 +6,8 @@ built-in.
 
 from __future__ import annotations
 
+import os
+import pwd
 from typing import TYPE_CHECKING
 
 from services.worker_wrapper.agents.base import (
@@ -21,6 +23,7 @@ from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
 from services.worker_wrapper.agents.codex import CodexAgent
 from services.worker_wrapper.agents.command import CommandAgent
 from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
+from services.worker_wrapper.errors import AgentConfigError
 
 if TYPE_CHECKING:
     from services.worker_wrapper.settings import WrapperSettings
@@ -37,11 +40,26 @@ __all__ = [
     "CommandAgent",
     "FactoryDroidAgent",
     "build_agent",
+    "resolve_user",
 ]
+
+
+def resolve_user(name: str | None) -> tuple[int, int] | None:
+    """(uid, gid) of the user agents run as; None for no such setting."""
+    if not name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise AgentConfigError(f"agent user {name!r} does not exist on this machine") from None
+    if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+        raise AgentConfigError(f"running agents as {name!r} needs the wrapper to run as root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def build_agent(settings: WrapperSettings) -> Agent:
     """The adapter named by `settings.adapter`, configured from the settings."""
+    run_as = resolve_user(settings.agent_user)
     if settings.adapter == "claude-code":
         return ClaudeCodeAgent(
             settings.claude_command,
@@ -50,6 +68,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             model=settings.claude_model,
             max_retries=settings.claude_max_retries,
             root_sandbox=settings.claude_root_sandbox,
+            run_as=run_as,
         )
     if settings.adapter == "factory-droid":
         return FactoryDroidAgent(
@@ -57,6 +76,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             autonomy=settings.droid_autonomy,
             kill_grace_s=settings.kill_grace_s,
             model=settings.droid_model,
+            run_as=run_as,
         )
     if settings.adapter == "codex":
         return CodexAgent(
@@ -66,11 +86,13 @@ def build_agent(settings: WrapperSettings) -> Agent:
             sandbox=settings.codex_sandbox,
             max_retries=settings.codex_max_retries,
             kill_grace_s=settings.kill_grace_s,
+            run_as=run_as,
         )
     if settings.adapter == "command":
         return CommandAgent(
             settings.command_template,
             output_format=settings.command_output_format,
             kill_grace_s=settings.kill_grace_s,
+            run_as=run_as,
         )
     return BuiltinPoAgent(fallback=BuiltinAgent())

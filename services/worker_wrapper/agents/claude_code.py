@@ -12,7 +12,8 @@ The CLI gets its key from the environment (``ANTHROPIC_API_KEY`` or ``ANTHROPIC_
 ``ANTHROPIC_BASE_URL`` for a gateway). The adapter adds quiet defaults: no telemetry, no
 auto-update, no non-essential traffic. As root the CLI refuses ``bypassPermissions``
 unless told it runs in a sandbox: with ``root_sandbox`` (the default) the adapter sets
-``IS_SANDBOX=1`` for a process running as root (see docs/agents.md).
+``IS_SANDBOX=1`` for a CLI running as root. With ``run_as`` the CLI runs as an unprivileged
+user instead and needs no such switch (see docs/agents.md).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class ClaudeCodeAgent:
         model: str | None = None,
         max_retries: int | None = None,
         root_sandbox: bool = True,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.command = list(command)
         self.permission_mode = permission_mode
@@ -180,6 +182,7 @@ class ClaudeCodeAgent:
         self.model = model
         self.max_retries = max_retries
         self.root_sandbox = root_sandbox
+        self.run_as = run_as
 
     def environment(self) -> dict[str, str]:
         """The adapter's defaults for the CLI's environment (the worker's own win)."""
@@ -191,7 +194,8 @@ class ClaudeCodeAgent:
         }
         if self.max_retries is not None:
             env["CLAUDE_CODE_MAX_RETRIES"] = str(self.max_retries)
-        if self.root_sandbox and os.geteuid() == 0:
+        as_root = os.geteuid() == 0 if self.run_as is None else self.run_as[0] == 0
+        if self.root_sandbox and as_root:
             env["IS_SANDBOX"] = "1"
         return env
 
@@ -215,4 +219,5 @@ class ClaudeCodeAgent:
             stdin_text=request.prompt,
             kill_grace_s=self.kill_grace_s,
             extra_env=self.environment(),
+            run_as=self.run_as,
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -22,7 +24,7 @@ from services.worker_wrapper.agents.base import (
 from services.worker_wrapper.agents.process import run_cli
 from services.worker_wrapper.agents.streams import mask_text, secret_values
 
-__all__ = ["run_stream_agent"]
+__all__ = ["run_stream_agent", "write_prompt_file"]
 
 
 async def _forward(
@@ -32,6 +34,16 @@ async def _forward(
         masked = AgentActivity(activity.kind, mask_text(activity.message, secrets))
         with contextlib.suppress(Exception):  # a lost progress event never fails a run
             await sink(masked)
+
+
+def write_prompt_file(directory: Path, prompt: str, run_as: tuple[int, int] | None) -> Path:
+    """The prompt as `prompt.md` in `directory` (private), readable by the `run_as` user."""
+    path = directory / "prompt.md"
+    path.write_text(prompt, encoding="utf-8")
+    if run_as is not None:
+        for target in (directory, path):
+            os.chown(target, run_as[0], run_as[1])
+    return path
 
 
 def _masked(result: AgentResult, secrets: list[str]) -> AgentResult:
@@ -51,11 +63,12 @@ async def run_stream_agent(
     stdin_text: str | None,
     kill_grace_s: float,
     extra_env: Mapping[str, str] | None = None,
+    run_as: tuple[int, int] | None = None,
 ) -> AgentResult:
     """Run an agent CLI to completion: success, error (with stderr tail) or timeout.
 
     `extra_env` are the adapter's own variables (defaults the request's environment
-    overrides)."""
+    overrides); `run_as` the (uid, gid) the CLI runs as (None: the wrapper's own)."""
     env = {**(extra_env or {}), **request.env}
     secrets = secret_values(env)
     queue: asyncio.Queue[AgentActivity | None] = asyncio.Queue()
@@ -74,6 +87,7 @@ async def run_stream_agent(
             timeout_s=request.timeout_s,
             on_line=on_line,
             kill_grace_s=kill_grace_s,
+            run_as=run_as,
         )
     except OSError as exc:
         error = f"cannot start agent {argv[0]!r}: {exc}"

@@ -161,8 +161,10 @@ class CodexAgent:
         max_retries: int = 2,
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.command = list(command)
+        self.run_as = run_as
         self.model = model
         self.base_url = base_url
         self.sandbox: CodexSandbox = sandbox
@@ -214,4 +216,5 @@ class CodexAgent:
             stdin_text=request.prompt,
             kill_grace_s=self.kill_grace_s,
             extra_env=self.environment(),
+            run_as=self.run_as,
         )

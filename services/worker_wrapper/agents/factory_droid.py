@@ -25,7 +25,7 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.cli_agent import run_stream_agent, write_prompt_file
 from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
 
 __all__ = ["AutonomyLevel", "DroidStreamParser", "FactoryDroidAgent"]
@@ -122,8 +122,10 @@ class FactoryDroidAgent:
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
         model: str | None = None,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.command = list(command)
+        self.run_as = run_as
         self.model = model
         self.autonomy: AutonomyLevel = autonomy
         self.extra_args = list(extra_args)
@@ -141,8 +143,7 @@ class FactoryDroidAgent:
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
         """Run one prompt through `droid exec`."""
         with tempfile.TemporaryDirectory(prefix="droid-prompt-") as tmp:
-            prompt_file = Path(tmp) / "prompt.md"
-            prompt_file.write_text(request.prompt, encoding="utf-8")
+            prompt_file = write_prompt_file(Path(tmp), request.prompt, self.run_as)
             return await run_stream_agent(
                 self.argv(request.session_id, prompt_file),
                 request,
@@ -150,4 +151,5 @@ class FactoryDroidAgent:
                 on_activity,
                 stdin_text=None,
                 kill_grace_s=self.kill_grace_s,
+                run_as=self.run_as,
             )

@@ -93,11 +93,17 @@ async def run_cli(
     timeout_s: float,
     on_line: Callable[[str], None],
     kill_grace_s: float = 2.0,
+    run_as: tuple[int, int] | None = None,
 ) -> CliOutcome:
     """Run `argv` in its own process group; feed each stdout line to `on_line`.
 
-    Raises `OSError` when the program cannot be started (not found, not executable).
+    `run_as` (uid, gid): the process drops to that user and group (no supplementary
+    groups) before it starts; this process must be root for it. Raises `OSError` when the
+    program cannot be started (not found, not executable, not permitted).
     """
+    identity: dict[str, object] = {}
+    if run_as is not None:
+        identity = {"user": run_as[0], "group": run_as[1], "extra_groups": []}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
@@ -107,6 +113,7 @@ async def run_cli(
         stderr=asyncio.subprocess.PIPE,
         process_group=0,
         limit=_LINE_LIMIT_BYTES,
+        **identity,  # type: ignore[arg-type]  # user/group/extra_groups of Popen
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
