@@ -59,6 +59,7 @@ def adapter_env(settings: WorkerManagerSettings, adapter: str) -> dict[str, str]
         "WORKER_CODEX_MODEL": settings.codex_model,
         "WORKER_CODEX_BASE_URL": settings.codex_base_url,
         "WORKER_AGENT_USER": settings.agent_user,
+        "WORKER_TASK_BUDGET_USD": settings.task_budget_usd,
     }
     return {name: str(value) for name, value in optional.items() if value is not None} | {
         "WORKER_ADAPTER": adapter,

@@ -108,6 +108,11 @@ class WorkerManagerSettings(BaseSettings):
     claude_root_sandbox: bool = True
     """Running as root, let Claude Code accept bypassPermissions (IS_SANDBOX=1): the worker
     is the sandbox. False: the CLI refuses to run as root (docs/agents.md)."""
+    task_budget_usd: float | None = None
+    """A cap in USD on what one worker's Claude Code runs cost (a task's worker): counted from
+    the usage the CLI streams, at the prices of the wrapper's `prices.json`; reaching it stops
+    the agent's process tree and fails the request with "budget exceeded: task <spent>/<cap>".
+    None: no cap."""
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])
     droid_autonomy: Literal["low", "medium", "high"] = "high"
     droid_model: str | None = None

@@ -69,6 +69,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             max_retries=settings.claude_max_retries,
             root_sandbox=settings.claude_root_sandbox,
             run_as=run_as,
+            budget_usd=settings.task_budget_usd,
         )
     if settings.adapter == "factory-droid":
         return FactoryDroidAgent(

@@ -29,6 +29,7 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.pricing import Budget, PriceTable
 from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
 
 __all__ = ["ClaudeCodeAgent", "ClaudeStreamParser"]
@@ -42,6 +43,16 @@ class ClaudeStreamParser:
         self.texts: list[str] = []
         self.final: dict[str, Any] | None = None
         self.malformed_lines = 0
+        self.model: str | None = None
+        self.message_usage: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        """Usage of each model message so far (a message spans several events)."""
+
+    def spent_usd(self, prices: PriceTable) -> float:
+        """What the run cost so far: the final usage once known, else the messages'."""
+        final = self.final
+        if final is not None and isinstance(final.get("usage"), dict):
+            return prices.cost(self.model, final["usage"])
+        return sum(prices.cost(model, usage) for model, usage in self.message_usage.values())
 
     def feed(self, line: str) -> list[AgentActivity]:
         """Take one stdout line."""
@@ -55,6 +66,8 @@ class ClaudeStreamParser:
             self.session_id = session
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
+            if isinstance(event.get("model"), str):
+                self.model = event["model"]
             return [AgentActivity("session", f"session {self.session_id or '?'} started")]
         if kind == "assistant":
             return self._assistant(event)
@@ -69,6 +82,10 @@ class ClaudeStreamParser:
 
     def _assistant(self, event: dict[str, Any]) -> list[AgentActivity]:
         message = event.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            model = message.get("model") if isinstance(message.get("model"), str) else None
+            key = str(message.get("id") or len(self.message_usage))
+            self.message_usage[key] = (model or self.model, message["usage"])
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             return []
@@ -174,8 +191,14 @@ class ClaudeCodeAgent:
         max_retries: int | None = None,
         root_sandbox: bool = True,
         run_as: tuple[int, int] | None = None,
+        budget_usd: float | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.command = list(command)
+        self.budget_usd = budget_usd
+        self.prices = prices or PriceTable.load()
+        self.spent_usd = 0.0
+        """What this agent's runs cost so far (the worker's task), by the price table."""
         self.permission_mode = permission_mode
         self.extra_args = list(extra_args)
         self.kill_grace_s = kill_grace_s
@@ -210,14 +233,23 @@ class ClaudeCodeAgent:
         return argv
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
-        """Run one prompt through `claude`."""
-        return await run_stream_agent(
+        """Run one prompt through `claude`; with a budget, the run is stopped (its whole
+        process tree) as soon as the usage it streams reaches the cap."""
+        parser = ClaudeStreamParser()
+        budget = None
+        if self.budget_usd is not None:
+            budget = Budget(self.budget_usd, spent_usd=self.spent_usd)
+        result = await run_stream_agent(
             self.argv(request.session_id),
             request,
-            ClaudeStreamParser(),
+            parser,
             on_activity,
             stdin_text=request.prompt,
             kill_grace_s=self.kill_grace_s,
             extra_env=self.environment(),
             run_as=self.run_as,
+            budget=budget,
+            spent=lambda: parser.spent_usd(self.prices),
         )
+        self.spent_usd += parser.spent_usd(self.prices)
+        return result

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from services.worker_wrapper.agents.base import (
@@ -21,6 +21,7 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
     StreamParser,
 )
+from services.worker_wrapper.agents.pricing import Budget
 from services.worker_wrapper.agents.process import run_cli
 from services.worker_wrapper.agents.streams import mask_text, secret_values
 
@@ -64,19 +65,31 @@ async def run_stream_agent(
     kill_grace_s: float,
     extra_env: Mapping[str, str] | None = None,
     run_as: tuple[int, int] | None = None,
+    budget: Budget | None = None,
+    spent: Callable[[], float] | None = None,
 ) -> AgentResult:
     """Run an agent CLI to completion: success, error (with stderr tail) or timeout.
 
     `extra_env` are the adapter's own variables (defaults the request's environment
-    overrides); `run_as` the (uid, gid) the CLI runs as (None: the wrapper's own)."""
+    overrides); `run_as` the (uid, gid) the CLI runs as (None: the wrapper's own). With a
+    `budget`, `spent()` (the run's cost so far) is checked after every line, and the process
+    tree is stopped once it reaches the cap: the run fails with "budget exceeded: ..."."""
     env = {**(extra_env or {}), **request.env}
     secrets = secret_values(env)
     queue: asyncio.Queue[AgentActivity | None] = asyncio.Queue()
     forwarder = asyncio.create_task(_forward(queue, on_activity, secrets))
 
+    stop = asyncio.Event()
+    exceeded: list[str] = []
+
     def on_line(line: str) -> None:
         for activity in parser.feed(line):
             queue.put_nowait(activity)
+        if budget is not None and spent is not None and not stop.is_set():
+            message = budget.exceeded(spent())
+            if message is not None:
+                exceeded.append(message)
+                stop.set()
 
     try:
         outcome = await run_cli(
@@ -88,6 +101,7 @@ async def run_stream_agent(
             on_line=on_line,
             kill_grace_s=kill_grace_s,
             run_as=run_as,
+            stop=stop,
         )
     except OSError as exc:
         error = f"cannot start agent {argv[0]!r}: {exc}"
@@ -96,7 +110,15 @@ async def run_stream_agent(
         queue.put_nowait(None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(forwarder, timeout=5)
-    if outcome.timed_out:
+    if outcome.stopped and exceeded:
+        result = AgentResult(
+            status="error",
+            response=parser.partial() or None,
+            error=f"budget exceeded: {exceeded[0]}; the agent's process tree was stopped",
+            session_id=getattr(parser, "session_id", None),
+            cost_usd=spent() if spent is not None else None,
+        )
+    elif outcome.timed_out:
         result = AgentResult(
             status="timeout",
             response=parser.partial() or None,
