@@ -244,3 +244,31 @@ async def test_codex_serves_claude_code_workers_when_mapped(
     assert "shell: " in progress
     for text in (progress, wrapper_log(manager, record), str(first), str(second)):
         assert PLANTED_KEY not in text
+
+
+async def test_task_budget_stops_the_workers_agent(
+    manager: ManagerRunner,
+    client: Client,
+    claude_cli: Path,
+    empty_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ORCHESTRATOR_WORKERS__TASK_BUDGET_USD: the real claude in a task's worker is stopped
+    at the cap and the answer says `budget exceeded: task <spent>/<cap> USD`."""
+    turn = Reply(tools=(ToolCall("Bash", {"command": "sleep 2"}),), input_tokens=400_000)
+    script = ModelScript([turn, turn, turn, Reply(text="never reached")])
+    with serve_anthropic(script) as fake:
+        monkeypatch.setenv("HOME", str(empty_home))
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
+        await manager.start(
+            claude_command=[str(claude_cli)], claude_max_retries=1, task_budget_usd=10.0
+        )
+        worker_id = (await client.create(context={"task_id": "t-budget"})).worker_id
+        answer = await client.send(worker_id, "spend", timeout_s=60)
+    # the pinned CLI's default model is claude-opus-5-5: prices.json's `claude-opus` entry,
+    # $15 per million input tokens, so two turns of 400 000 tokens cost $12
+    assert not answer.success
+    assert "budget exceeded: task 12.00" in answer.error
+    assert "/10.0000 USD" in answer.error
+    assert script.conversation_requests == 2
