@@ -97,7 +97,12 @@ def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mo
                     assert process.poll() is None, log_path.read_text()[-3000:]
                     assert time.monotonic() < deadline, "orchestrator up did not come up in 90 s"
                     time.sleep(0.3)
-                yield System(data_dir, env), script
+                system = System(data_dir, env)
+                # a loaded machine (other suites, the first provisioning run) can keep the first
+                # requests past the CLI's 10 s: wait until the API answers one
+                while system.cli("project", "list", "--json").returncode != 0:
+                    assert time.monotonic() < deadline + 60, "the API never answered"
+                yield system, script
             finally:
                 process.send_signal(signal.SIGINT)
                 try:
