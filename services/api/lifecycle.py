@@ -15,7 +15,7 @@ PROJECT_TRANSITIONS: dict[ProjectStatus, frozenset[ProjectStatus]] = {
     P.DRAFT: frozenset({P.SCAFFOLDING, P.FAILED, P.ARCHIVED}),
     P.SCAFFOLDING: frozenset({P.SCAFFOLDED, P.FAILED, P.ARCHIVED}),
     P.SCAFFOLDED: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
-    P.DEVELOPING: frozenset({P.TESTING, P.DEPLOYING, P.SCAFFOLDED, P.FAILED, P.ARCHIVED}),
+    P.DEVELOPING: frozenset({P.TESTING, P.DEPLOYING, P.SCAFFOLDED, P.ACTIVE, P.FAILED, P.ARCHIVED}),
     P.TESTING: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
     P.DEPLOYING: frozenset({P.ACTIVE, P.SCAFFOLDED, P.FAILED, P.ARCHIVED}),
     P.ACTIVE: frozenset({P.DEVELOPING, P.DEPLOYING, P.FAILED, P.ARCHIVED}),
@@ -23,8 +23,9 @@ PROJECT_TRANSITIONS: dict[ProjectStatus, frozenset[ProjectStatus]] = {
     P.ARCHIVED: frozenset(),
 }
 """Forward along scaffold → develop → test → deploy → active; back to work from active or
-failed; a cancelled first deploy goes back to scaffolded; any living project may fail or be
-archived; archived is final."""
+failed, and back from work to what the project was (scaffolded, active: an engineering task
+ended while the last release still serves); a cancelled first deploy goes back to
+scaffolded; any living project may fail or be archived; archived is final."""
 
 T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {

@@ -11,7 +11,18 @@ import sys
 
 import typer
 
-from services.cli import admin, chat, contracts, projects, queues, tasks, up, watch, workers
+from services.cli import (
+    admin,
+    chat,
+    contracts,
+    doctor,
+    projects,
+    queues,
+    tasks,
+    up,
+    watch,
+    workers,
+)
 from shared.logs import configure_logging
 
 app = typer.Typer(
@@ -31,6 +42,7 @@ app.add_typer(admin.app, name="admin")
 app.command("up")(up.up)
 app.command("run")(up.run)
 app.command("chat")(chat.chat)
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

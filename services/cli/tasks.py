@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from services.cli.projects import JsonFlag, call_api, emit
@@ -33,6 +34,49 @@ def task_table(tasks: Sequence[TaskDTO], *, title: str = "Tasks") -> Table:
             task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             detail[:60],
         )
+    return table
+
+
+def _short(sha: object) -> str:
+    return str(sha)[:12] if sha else "-"
+
+
+def engineering_table(result: dict[str, Any], *, title: str = "Result") -> Table | None:
+    """An engineering task's result in a readable form: where the work landed, the pull
+    request, each run of the checks with each check's outcome, the agent's last answer;
+    None for a result that is not an engineering task's."""
+    if "checks" not in result or "task_branch" not in result:
+        return None
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    landed = result.get("commit_sha")
+    table.add_row("status", str(result.get("status") or "-"))
+    if result.get("error"):
+        table.add_row("error", str(result["error"])[:2000])
+    table.add_row("commit", f"{_short(landed)} on {result.get('branch') or '-'}")
+    table.add_row("task branch", str(result.get("task_branch") or "-"))
+    table.add_row("merged", _short(result.get("merged_sha")))
+    if result.get("pull_request_url"):
+        table.add_row("pull request", str(result["pull_request_url"]))
+    files = result.get("files_changed") or []
+    table.add_row("files", ", ".join(str(f) for f in files) or "-")
+    checks = result.get("checks") or {}
+    for run in checks.get("runs", []):
+        verdict = "passed" if run.get("passed") else "FAILED"
+        lines = [f"{verdict} after {run.get('after', '?')}: {run.get('note') or ''}".strip()]
+        for check in run.get("checks", []):
+            where = f" (in {check.get('cwd')})" if check.get("cwd") not in (None, ".") else ""
+            lines.append(
+                f"  {'ok  ' if check.get('passed') else 'FAIL'} $ {check.get('command')}{where}"
+                f" → exit {check.get('exit_code')} in {check.get('duration_s')} s"
+            )
+        lines.extend(f"  - {problem}" for problem in run.get("problems", []))
+        table.add_row(f"checks #{run.get('round')}", "\n".join(lines))
+    if result.get("conflict_files"):
+        table.add_row("conflicts", ", ".join(result["conflict_files"]))
+    if result.get("agent_answer"):
+        table.add_row("agent", str(result["agent_answer"])[:1000])
     return table
 
 
@@ -108,6 +152,9 @@ def show(task_id: str, as_json: JsonFlag = False) -> None:
     """Show one task."""
     task = call_api(lambda api: api.get_task(task_id))
     emit(task, task_table([task], title=f"Task {task.id}"), as_json=as_json)
+    details = engineering_table(task.result) if task.result and not as_json else None
+    if details is not None:
+        Console(width=160).print(details)
 
 
 @app.command("cancel")

@@ -105,6 +105,17 @@ def _start_redis(settings: Settings) -> EmbeddedRedis:
         raise typer.Exit(1) from None
 
 
+def _agent_lines() -> list[str]:
+    """What each agent a worker may ask for runs as (`orchestrator doctor` says more)."""
+    from services.cli.doctor import agent_summary
+    from services.worker_manager.settings import WorkerManagerSettings
+
+    try:
+        return agent_summary(WorkerManagerSettings())
+    except ValidationError as error:
+        return [f"bad ORCHESTRATOR_WORKERS__ configuration: {error.error_count()} error(s)"]
+
+
 def up(
     data_dir: Path = typer.Option(  # noqa: B008
         None, help="Data directory (default: ./var, or ORCHESTRATOR_DATA_DIR)."
@@ -125,6 +136,8 @@ def up(
         )
         console.print(f"[bold]orchestrator up[/]: data in {settings.data_dir.resolve()}")
         console.print(f"  redis  {redis.url}" + (" (private)" if redis.server else ""))
+        for line in _agent_lines():
+            console.print(f"  agent  {line}")
         ctx = ActorContext(settings=settings, redis_url=redis.url, api_ready=asyncio.Event())
         asyncio.run(_supervise(ctx, list(ACTORS), bootstrap=True))
     except RuntimeError as error:

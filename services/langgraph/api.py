@@ -54,6 +54,22 @@ class ApiAdapter:
         """One project."""
         return await _call(self.client.get_project(project_id))
 
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle."""
+        return await _call(self.client.update_project(project_id, ProjectUpdate(status=status)))
+
+    async def active_engineering(self, project_id: str) -> set[str]:
+        """Ids of the project's engineering tasks that are queued or running."""
+        found: set[str] = set()
+        for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            page = await _call(
+                self.client.list_tasks(
+                    status=status, project_id=project_id, task_type=TaskType.ENGINEERING, limit=100
+                )
+            )
+            found.update(task.id for task in page.items)
+        return found
+
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers (the first page, up to 100)."""
         page = await _call(self.client.list_servers(status=status, limit=100))
@@ -87,10 +103,6 @@ class ApiAdapter:
         """Ids of the most recently cancelled tasks."""
         page = await _call(self.client.list_tasks(status=TaskStatus.CANCELLED, limit=limit))
         return {task.id for task in page.items}
-
-    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
-        """Move a project along its lifecycle."""
-        return await _call(self.client.update_project(project_id, ProjectUpdate(status=status)))
 
     async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
         """Record or update the deploy of a deploy task."""

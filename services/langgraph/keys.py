@@ -4,11 +4,13 @@
 - `langgraph:waits`        hash  task_id → `PendingWait` JSON, for every flow at an interrupt
 - `langgraph:answer:<id>`  string  the answer that arrived for request `<id>` (the inbox)
 - `langgraph:lock:<task>`  string  the lease of the process advancing that flow
+- `langgraph:integrate:<project>`  string  the task whose turn it is to integrate into
+  that project's base branch (one at a time per project)
 """
 
 from __future__ import annotations
 
-__all__ = ["FLOWS_KEY", "WAITS_KEY", "answer_key", "lock_key"]
+__all__ = ["FLOWS_KEY", "WAITS_KEY", "answer_key", "integration_key", "lock_key"]
 
 _PREFIX = "langgraph"
 FLOWS_KEY = f"{_PREFIX}:flows"
@@ -23,3 +25,8 @@ def answer_key(request_id: str) -> str:
 def lock_key(task_id: str) -> str:
     """The lease key of a flow."""
     return f"{_PREFIX}:lock:{task_id}"
+
+
+def integration_key(project_id: str) -> str:
+    """The integration turn of a project (its value: the task holding it)."""
+    return f"{_PREFIX}:integrate:{project_id}"

@@ -25,7 +25,7 @@ from shared.api_client.schemas import (
     TaskUpdate,
 )
 from shared.contracts import ProgressEvent, ProjectDTO, ProjectStatus, TaskDTO
-from shared.git import RemoteRepo
+from shared.git import PullRequest, RemoteRepo
 
 __all__ = ["ApiPort", "BusPort", "FlowDeps", "GitPort", "HealthPort", "WorkersPort"]
 
@@ -64,6 +64,14 @@ class ApiPort(Protocol):
         """One project."""
         ...
 
+    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
+        """Move a project along its lifecycle (409 when the lifecycle refuses it)."""
+        ...
+
+    async def active_engineering(self, project_id: str) -> set[str]:
+        """Ids of the project's engineering tasks that are queued or running."""
+        ...
+
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers, optionally of one status."""
         ...
@@ -88,17 +96,18 @@ class ApiPort(Protocol):
         """Ids of the most recently cancelled tasks."""
         ...
 
-    async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
-        """Move a project along its lifecycle (409 when the lifecycle refuses it)."""
-        ...
-
     async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
         """Record or update the deploy of a deploy task in the project's history."""
         ...
 
 
 class GitPort(Protocol):
-    """Questions about remote repositories (a `shared.git.GitProvider`)."""
+    """Questions about remote repositories, and integration (a `shared.git.GitProvider`)."""
+
+    @property
+    def name(self) -> str:
+        """`local` or `github`."""
+        ...
 
     async def get_repo(self, full_name: str) -> RemoteRepo | None:
         """The repository, or None."""
@@ -114,6 +123,28 @@ class GitPort(Protocol):
 
     async def files_changed(self, full_name: str, sha: str) -> list[str]:
         """Paths the commit changed."""
+        ...
+
+    async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
+        """True when `descendant` contains `ancestor`."""
+        ...
+
+    async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
+        """Paths that differ between two commits."""
+        ...
+
+    async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
+        """Compare-and-swap `branch` from `expected` to its descendant `new`."""
+        ...
+
+    async def pull_request(
+        self, full_name: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The pull request of `head` into `base` (opened when there is none)."""
+        ...
+
+    async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
+        """Merge the pull request at the expected head."""
         ...
 
 

@@ -27,6 +27,16 @@ class StepTimeouts(BaseModel):
     agent_s: float = 1800.0
     """How long the developer agent may work on the spec (sent as the command's timeout)."""
     delete_worker_s: float = 120.0
+    checks_s: float = 900.0
+    """How long one run of the project's checks may take in the worker (every check)."""
+    merge_s: float = 300.0
+    """How long the worker may take to merge the base branch into the task branch."""
+    integrate_wait_s: float = 3600.0
+    """How long a task waits for its turn to integrate while other tasks of the project
+    integrate (merge, checks, conflict resolution included)."""
+    integration_turn_s: float = 7200.0
+    """The longest a task holds a project's integration turn (a bound for a flow lost for
+    good; a turn is given back when its task lands or ends, and broken when its task ended)."""
     deploy_s: float = 1800.0
     deploy_stop_s: float = 300.0
     """How long infra-service may take to stop and undo the deploy of a cancelled task."""
@@ -73,6 +83,23 @@ class LanggraphSettings(BaseSettings):
     """Developer workers a task may use: when its worker dies (the registry marks it failed:
     process gone, heartbeat lost), the spec goes to a new one. An agent that fails on a live
     worker fails the task at once."""
+    fix_rounds: int = Field(default=2, ge=0)
+    """How often failing checks go back to the agent (with their output) before the task
+    fails; nothing is integrated while they fail."""
+    conflict_rounds: int = Field(default=1, ge=0)
+    """How often the agent is asked to resolve a conflict of merging the base branch
+    before the task fails naming the conflicting files."""
+    integrate_attempts: int = Field(default=3, ge=1)
+    """How often a task merges the base branch into its branch because the base moved
+    (other tasks integrated meanwhile) before it gives up."""
+    turn_poll_s: float = Field(default=1.0, gt=0)
+    """How often a task waiting for its project's integration turn asks again."""
+    integration: Literal["merge", "pull_request"] = "merge"
+    """How a task's branch reaches the base branch: `merge` (local repositories: the base
+    fast-forwards to the checked, merged task branch; GitHub: a pull request merged through
+    the API), or `pull_request` (GitHub: the pull request is opened and the task completes
+    with its URL, the merge is left to a person). One setting for every project: projects
+    have no settings of their own yet."""
     github_token_ref: str = "env:GITHUB_TOKEN"  # noqa: S105 - a reference, not a secret
     """A reference handed to infra-service, never a token."""
     secrets_ref_template: str = "file:{data_dir}/secrets/{project_id}.env"

@@ -12,13 +12,13 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, lock_key
+from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, integration_key, lock_key
 from shared.messaging.cancel import raise_if_cancelling
 from shared.messaging.keys import consumer_died_here, default_consumer_name
 
@@ -129,37 +129,61 @@ class FlowStore:
 
     # leases -------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def lock(self, task_id: str, *, wait_s: float = 60.0) -> AsyncIterator[None]:
+    def lock(self, task_id: str, *, wait_s: float = 60.0) -> AbstractAsyncContextManager[None]:
         """Hold the flow's lease: one advancer per flow in this process and across replicas.
 
         `TimeoutError` when the lease stays held elsewhere for `wait_s`."""
-        local = self._local.setdefault(task_id, asyncio.Lock())
-        self._users[task_id] = self._users.get(task_id, 0) + 1
+        return self._lease(lock_key(task_id), f"the flow of task {task_id}", "flow", wait_s)
+
+    # integration turns -------------------------------------------------------------------
+
+    async def take_turn(self, project_id: str, task_id: str, *, ttl_ms: int) -> str:
+        """Take (or keep) the project's integration turn for a task; answer who holds it.
+
+        The turn belongs to a task, not a process: a flow resumed after a crash still holds
+        it, and it is given back when the task lands or ends (`release_turn`); `ttl_ms`
+        bounds a turn whose flow was lost for good."""
+        key = integration_key(project_id)
+        if await self.redis.set(key, task_id, nx=True, px=ttl_ms):
+            return task_id
+        holder = await self.redis.get(key)
+        if holder is None:  # released meanwhile
+            return await self.take_turn(project_id, task_id, ttl_ms=ttl_ms)
+        if _text(holder) == task_id:
+            await self.redis.eval(_RENEW, 1, key, task_id, ttl_ms)
+        return _text(holder)
+
+    async def release_turn(self, project_id: str, task_id: str) -> bool:
+        """Give the turn back if this task holds it; True when it did."""
+        return bool(await self.redis.eval(_RELEASE, 1, integration_key(project_id), task_id))
+
+    @asynccontextmanager
+    async def _lease(self, key: str, what: str, role: str, wait_s: float) -> AsyncIterator[None]:
+        local = self._local.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
         try:
             async with local:
                 # named like a consumer (host, pid), so a restarted process can tell that the
                 # holder of a lease it finds is a dead process of this host and break it
-                token = default_consumer_name("flow", tag=uuid.uuid4().hex)
-                await self._acquire(task_id, token, wait_s)
-                renew = asyncio.create_task(self._renew(task_id, token))
+                token = default_consumer_name(role, tag=uuid.uuid4().hex)
+                await self._acquire(key, what, token, wait_s)
+                renew = asyncio.create_task(self._renew(key, token))
                 try:
                     yield
                 finally:
                     renew.cancel()
                     with suppress(asyncio.CancelledError):
                         await renew
-                    await self.redis.eval(_RELEASE, 1, lock_key(task_id), token)
+                    await self.redis.eval(_RELEASE, 1, key, token)
         finally:
-            self._users[task_id] -= 1
-            if self._users[task_id] == 0:
-                del self._users[task_id]
-                self._local.pop(task_id, None)
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                self._local.pop(key, None)
 
-    async def _acquire(self, task_id: str, token: str, wait_s: float) -> None:
+    async def _acquire(self, key: str, what: str, token: str, wait_s: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        key = lock_key(task_id)
         while not await self.redis.set(key, token, nx=True, px=self.lock_ttl_ms):
             holder = await self.redis.get(key)
             if holder is not None and consumer_died_here(_text(holder)):
@@ -167,11 +191,11 @@ class FlowStore:
                 await self.redis.eval(_RELEASE, 1, key, _text(holder))
                 continue
             if loop.time() >= deadline:
-                raise TimeoutError(f"the flow of task {task_id} is held by another process")
+                raise TimeoutError(f"{what} is held by another process")
             await asyncio.sleep(0.05)
 
-    async def _renew(self, task_id: str, token: str) -> None:
+    async def _renew(self, key: str, token: str) -> None:
         while True:
             raise_if_cancelling()  # the last renewal may have absorbed it
             await asyncio.sleep(self.lock_ttl_ms / 3000)
-            await self.redis.eval(_RENEW, 1, lock_key(task_id), token, self.lock_ttl_ms)
+            await self.redis.eval(_RENEW, 1, key, token, self.lock_ttl_ms)

@@ -73,6 +73,10 @@ class BusProgressReporter:
         """Publish `event` (as a plain `progress` event into a task owned by its flow)."""
         task_id, owned = task_id_of(message)
         update: dict[str, object] = {"task_id": task_id}
+        if not owned:
+            # the task's flow owns its percentage: the scaffolder's own 60 % or 100 % would
+            # read as the whole task's progress while its developer agent has not started
+            update["progress_pct"] = None
         if not owned and event.type != "progress":
             update["type"] = "progress"
             update["current_step"] = f"scaffold:{event.type}"

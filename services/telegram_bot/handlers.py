@@ -11,7 +11,14 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart, ExceptionTypeFilter
 from aiogram.types import ErrorEvent, Message
 
-from shared.api_client import ApiClient, ApiClientError, ConflictError, ForbiddenError
+from shared.api_client import (
+    ApiClient,
+    ApiClientError,
+    ConflictError,
+    ForbiddenError,
+    ValidationError,
+    refusal_text,
+)
 from shared.api_client.schemas import UserCreate
 from shared.chat import ChatUser, Conversation, TaskNotifier
 from shared.contracts import ProjectCreate, TaskDTO
@@ -107,7 +114,11 @@ def build_router() -> Router:
         if not name:
             await message.answer("Usage: /new <project name>")
             return
-        project = await deps.api.create_project(ProjectCreate(name=name), owner_id=user.user_id)
+        try:
+            project = await deps.api.create_project(ProjectCreate(name=name), owner_id=user.user_id)
+        except ValidationError as error:
+            await message.answer(f"That name cannot be used: {refusal_text(error)}")
+            return
         await message.answer(f"Created project {project.name} (id {project.id}).")
 
     @router.message(Command("adduser"))

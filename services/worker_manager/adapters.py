@@ -10,7 +10,7 @@ import structlog
 from services.worker_manager.errors import InvalidWorkerConfigError
 from services.worker_manager.settings import WorkerManagerSettings
 
-__all__ = ["adapter_env", "choose_adapter"]
+__all__ = ["adapter_env", "choose_adapter", "cli_command"]
 
 log = structlog.get_logger("services.worker_manager")
 
@@ -19,8 +19,16 @@ def _installed(command: list[str]) -> bool:
     return bool(command) and shutil.which(command[0]) is not None
 
 
+def cli_command(settings: WorkerManagerSettings, cli: str) -> list[str]:
+    """The command of an agent CLI (`claude-code`, `factory-droid`, `codex`)."""
+    if cli == "codex":
+        return settings.codex_command
+    return settings.claude_command if cli == "claude-code" else settings.droid_command
+
+
 def choose_adapter(settings: WorkerManagerSettings, agent: str) -> str:
-    """The adapter for a worker that asked for `agent` (`claude-code` / `factory-droid`)."""
+    """The adapter for a worker that asked for `agent` (`claude-code` / `factory-droid`):
+    the CLI `agent_cli` maps it to (default: its own), when installed."""
     if settings.adapter == "builtin":
         return "builtin"
     if settings.adapter == "command":
@@ -29,7 +37,8 @@ def choose_adapter(settings: WorkerManagerSettings, agent: str) -> str:
                 "adapter 'command' needs ORCHESTRATOR_WORKERS__COMMAND_TEMPLATE (a JSON list)"
             )
         return "command"
-    command = settings.claude_command if agent == "claude-code" else settings.droid_command
+    agent = settings.agent_cli.get(agent, agent)
+    command = cli_command(settings, agent)
     if _installed(command):
         return agent
     if settings.adapter == "cli":
@@ -43,12 +52,25 @@ def choose_adapter(settings: WorkerManagerSettings, agent: str) -> str:
 
 def adapter_env(settings: WorkerManagerSettings, adapter: str) -> dict[str, str]:
     """The WORKER_* variables that configure the wrapper's adapter."""
-    return {
+    optional = {
+        "WORKER_CLAUDE_MODEL": settings.claude_model,
+        "WORKER_CLAUDE_MAX_RETRIES": settings.claude_max_retries,
+        "WORKER_DROID_MODEL": settings.droid_model,
+        "WORKER_CODEX_MODEL": settings.codex_model,
+        "WORKER_CODEX_BASE_URL": settings.codex_base_url,
+        "WORKER_AGENT_USER": settings.agent_user,
+        "WORKER_TASK_BUDGET_USD": settings.task_budget_usd,
+    }
+    return {name: str(value) for name, value in optional.items() if value is not None} | {
         "WORKER_ADAPTER": adapter,
         "WORKER_CLAUDE_COMMAND": json.dumps(settings.claude_command),
         "WORKER_CLAUDE_PERMISSION_MODE": settings.claude_permission_mode,
+        "WORKER_CLAUDE_ROOT_SANDBOX": "true" if settings.claude_root_sandbox else "false",
         "WORKER_DROID_COMMAND": json.dumps(settings.droid_command),
         "WORKER_DROID_AUTONOMY": settings.droid_autonomy,
+        "WORKER_CODEX_COMMAND": json.dumps(settings.codex_command),
+        "WORKER_CODEX_SANDBOX": settings.codex_sandbox,
+        "WORKER_CODEX_MAX_RETRIES": str(settings.codex_max_retries),
         "WORKER_COMMAND_TEMPLATE": json.dumps(settings.command_template),
         "WORKER_COMMAND_OUTPUT_FORMAT": settings.command_output_format,
         "WORKER_SESSION_TTL_S": str(settings.session_ttl_s),

@@ -24,6 +24,12 @@ from redis.exceptions import RedisError
 
 from services.worker_manager import workspace as files
 from services.worker_manager.adapters import adapter_env, choose_adapter
+from services.worker_manager.agent_env import (
+    agent_account,
+    agent_env,
+    hand_over,
+    with_orchestrator_on_path,
+)
 from services.worker_manager.api_keys import WorkerApiKeys, api_key_request
 from services.worker_manager.errors import (
     InvalidWorkerConfigError,
@@ -93,6 +99,7 @@ class WorkerManager:
                 f"invalid worker name {config.name!r}: use 1-63 letters, digits, '.', '_', '-'"
             )
         adapter = choose_adapter(self.settings, config.agent)
+        account = agent_account(self.settings)
         key_request = api_key_request(command.context)
         worker_id = f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
         worker_dir = self.settings.data_dir / worker_id
@@ -103,9 +110,13 @@ class WorkerManager:
             workspace, session_dir = root / "workspace", root / "state"
         else:
             workspace, session_dir = worker_dir / "workspace", worker_dir / "session"
+        source = files.process_env()
         env = files.allowlisted_env(
-            files.process_env(), self.settings.env_allowlist, config.env_vars
+            source,
+            self.settings.env_allowlist,
+            {**agent_env(self.settings, adapter, source), **config.env_vars},
         )
+        env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
         context = command.context
         record = WorkerRecord(
             worker_id=worker_id,
@@ -129,6 +140,9 @@ class WorkerManager:
             await asyncio.to_thread(
                 self._prepare_files, record, workspace, session_dir, context, config.capabilities
             )
+            if account is not None:
+                home = await asyncio.to_thread(hand_over, workspace, session_dir, account)
+                env["HOME"] = str(home.resolve())
             env.update(self._wrapper_env(record, adapter, workspace, session_dir, context))
             env["AGENT_CAPABILITIES"] = ",".join(config.capabilities)
             await self.registry.put(record)
@@ -180,7 +194,13 @@ class WorkerManager:
         repo_url = context.get("repo_url")
         if repo_url and not (workspace / ".git").exists():
             workspace.parent.mkdir(parents=True, exist_ok=True)
-            files.clone_repository(repo_url, workspace, context.get("branch"), files.process_env())
+            files.clone_repository(
+                repo_url,
+                workspace,
+                context.get("branch"),
+                files.process_env(),
+                base=context.get("base_branch"),
+            )
         workspace.mkdir(parents=True, exist_ok=True)
         session_dir.mkdir(parents=True, exist_ok=True)
         files.write_instructions(
@@ -204,6 +224,7 @@ class WorkerManager:
                 "WORKER_WORKSPACE": str(workspace.resolve()),
                 "WORKER_SESSION_DIR": str(session_dir.resolve()),
                 "WORKER_KILL_GRACE_S": str(min(self.settings.stop_grace_s, 5.0)),
+                "WORKER_PROFILE": record.profile,
             }
         )
         if context.get("task_id"):

@@ -8,12 +8,42 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AdapterChoice", "DockerSettings", "ResourceLimits", "WorkerManagerSettings"]
+__all__ = [
+    "AGENT_CREDENTIAL_VARS",
+    "AdapterChoice",
+    "AgentCli",
+    "DockerSettings",
+    "ResourceLimits",
+    "WorkerManagerSettings",
+]
 
 AdapterChoice = Literal["auto", "cli", "builtin", "command"]
 """How a worker's agent is run: `cli` runs the agent the config names (claude / droid);
 `auto` does so when its CLI is installed and falls back to the built-in deterministic agent
 (logged); `builtin` always uses the built-in agent; `command` uses `command_template`."""
+
+AgentCli = Literal["claude-code", "factory-droid", "codex"]
+"""The agent CLIs the wrapper drives. A worker asks for an agent of the contract
+(`claude-code` / `factory-droid`); `agent_cli` can map that name to another CLI (codex)."""
+
+AGENT_CREDENTIAL_VARS = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
+    "FACTORY_API_KEY",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
+"""The agents' credentials and model endpoints, passed from the manager's environment to
+every worker's agent when set (`agent_credentials`)."""
+
+DEFAULT_GIT_IDENTITIES = {
+    "claude-code": "Claude Code agent <claude-code@orchestrator.invalid>",
+    "factory-droid": "Factory Droid agent <factory-droid@orchestrator.invalid>",
+    "codex": "Codex agent <codex@orchestrator.invalid>",
+    "command": "orchestrator agent <agent@orchestrator.invalid>",
+}
 
 DEFAULT_ENV_ALLOWLIST = (
     "PATH",
@@ -72,12 +102,48 @@ class WorkerManagerSettings(BaseSettings):
     adapter: AdapterChoice = "auto"
     claude_command: list[str] = Field(default_factory=lambda: ["claude"])
     claude_permission_mode: str = "bypassPermissions"
+    claude_model: str | None = None
+    claude_max_retries: int | None = None
+    """CLAUDE_CODE_MAX_RETRIES of the agent; None: the CLI's default."""
+    claude_root_sandbox: bool = True
+    """Running as root, let Claude Code accept bypassPermissions (IS_SANDBOX=1): the worker
+    is the sandbox. False: the CLI refuses to run as root (docs/agents.md)."""
+    task_budget_usd: float | None = None
+    """A cap in USD on what one worker's Claude Code runs cost (a task's worker): counted from
+    the usage the CLI streams, at the prices of the wrapper's `prices.json`; reaching it stops
+    the agent's process tree and fails the request with "budget exceeded: task <spent>/<cap>".
+    None: no cap."""
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])
     droid_autonomy: Literal["low", "medium", "high"] = "high"
+    droid_model: str | None = None
+    codex_command: list[str] = Field(default_factory=lambda: ["codex"])
+    codex_model: str | None = None
+    codex_base_url: str | None = None
+    """The Responses API of Codex's model; None: OPENAI_BASE_URL, else OpenAI's."""
+    codex_sandbox: Literal["bypass", "danger-full-access", "workspace-write"] = "bypass"
+    codex_max_retries: int = 2
+    agent_cli: dict[str, AgentCli] = Field(default_factory=dict)
+    """Which CLI serves a requested agent, e.g. `{"claude-code": "codex"}`; unmapped agents
+    run their own CLI."""
     command_template: list[str] = Field(default_factory=list)
-    command_output_format: Literal["text", "claude-stream-json", "droid-stream-json"] = "text"
+    command_output_format: Literal[
+        "text", "claude-stream-json", "droid-stream-json", "codex-json"
+    ] = "text"
     env_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST))
     """Variables of the manager's environment a worker inherits (plus its `env_vars`)."""
+    agent_credentials: list[str] = Field(default_factory=lambda: list(AGENT_CREDENTIAL_VARS))
+    """Variables of the manager's environment handed to the agent when set (its keys)."""
+    agent_env: dict[str, str] = Field(default_factory=dict)
+    """Agent variables given by reference, resolved when a worker starts: NAME →
+    `env:OTHER_NAME` or `file:/absolute/path` (e.g. `{"ANTHROPIC_API_KEY":
+    "file:/run/secrets/anthropic"}`); they win over `agent_credentials`."""
+    agent_user: str | None = None
+    """Run agent CLIs as this existing unprivileged user (the manager must be root): each
+    worker's workspace and session directory are handed to it, and its HOME is the session
+    directory's `home`. None: agents run as the manager's user (as root, Claude Code is
+    told it is sandboxed: `claude_root_sandbox`)."""
+    git_identities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_GIT_IDENTITIES))
+    """The git author and committer (`Name <email>`) of each adapter's commits."""
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     start_timeout_s: float = 30.0

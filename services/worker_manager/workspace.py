@@ -78,10 +78,18 @@ def _credentials_env(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(netloc=host)), env
 
 
-def clone_repository(url: str, workspace: Path, branch: str | None, env: Mapping[str, str]) -> None:
+def clone_repository(
+    url: str,
+    workspace: Path,
+    branch: str | None,
+    env: Mapping[str, str],
+    *,
+    base: str | None = None,
+) -> None:
     """Clone `url` into the (empty) workspace and check out `branch`: from the remote's branch
     when it exists (a worker replacing one that died goes on from what that one pushed), else
-    created at the default branch."""
+    created at the remote's `base` branch as it is now (with every earlier task's work in it),
+    else at the default branch."""
     clean_url, secret_env = _credentials_env(url)
     git_env = {**env, **secret_env, "GIT_TERMINAL_PROMPT": "0"}
 
@@ -101,8 +109,14 @@ def clone_repository(url: str, workspace: Path, branch: str | None, env: Mapping
     if not branch:
         return
     here = ("git", "-C", str(workspace))
-    pushed = git(*here, "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}", check=False)
-    start = [f"origin/{branch}"] if pushed == 0 else []
+    start: list[str] = []
+    for candidate in (branch, base):
+        if not candidate:
+            continue
+        ref = f"refs/remotes/origin/{candidate}"
+        if git(*here, "rev-parse", "-q", "--verify", ref, check=False) == 0:
+            start = [f"origin/{candidate}"]
+            break
     git(*here, "checkout", "-q", "-B", branch, *start)
 
 

@@ -18,6 +18,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from services.worker_wrapper.agents import Agent, AgentActivity, AgentRequest, AgentResult
+from services.worker_wrapper.directives import parse_directive, run_directive
 from services.worker_wrapper.heartbeat import RegistryReporter
 from services.worker_wrapper.session import SessionStore, split_fresh
 from services.worker_wrapper.settings import CONTROL_ENV_PREFIXES, WrapperSettings
@@ -117,6 +118,13 @@ class WrapperService:
         )
 
     async def _run_agent(self, message: WorkerInputMessage, env: dict[str, str]) -> AgentResult:
+        directive = parse_directive(message.prompt)
+        if directive is not None and self.settings.profile == "developer":
+            step = f"directive:{directive.verb}"
+            await self._progress(message.request_id, f"running {directive.verb}", step)
+            return await run_directive(
+                directive, self.settings.workspace, env, float(message.timeout)
+            )
         prompt, fresh = split_fresh(message.prompt)
         session_id = None
         if self.agent.supports_sessions and not fresh:

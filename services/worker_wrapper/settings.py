@@ -13,12 +13,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.worker_wrapper.agents.codex import CodexSandbox
 from services.worker_wrapper.agents.command import CommandOutputFormat
 from services.worker_wrapper.agents.factory_droid import AutonomyLevel
 
 __all__ = ["CONTROL_ENV_PREFIXES", "AdapterName", "WrapperSettings"]
 
-AdapterName = Literal["claude-code", "factory-droid", "command", "builtin"]
+AdapterName = Literal["claude-code", "factory-droid", "codex", "command", "builtin"]
 CONTROL_ENV_PREFIXES = ("WORKER_", "REDIS_URL", "ORCHESTRATOR_")
 """Variables with these prefixes belong to the wrapper and never reach the agent."""
 
@@ -38,6 +39,9 @@ class WrapperSettings(BaseSettings):
     """Where the agent session state lives (outlives the worker with a session volume)."""
     adapter: AdapterName = "builtin"
     task_id: str | None = None
+    profile: str = "developer"
+    """The worker's profile; developer workers answer the reserved `@orchestrator`
+    directives themselves (see `directives.py`)."""
     """When set, agent activity is published as progress of this task."""
     heartbeat_interval_s: float = 2.0
     session_ttl_s: float = 6 * 3600
@@ -47,8 +51,23 @@ class WrapperSettings(BaseSettings):
     """With Redis unreachable this long, the wrapper stops (its manager is gone for good)."""
     claude_command: list[str] = Field(default_factory=lambda: ["claude"])
     claude_permission_mode: str = "bypassPermissions"
+    claude_model: str | None = None
+    claude_max_retries: int | None = None
+    """Retries of a failed model request (CLAUDE_CODE_MAX_RETRIES); None: the CLI's own."""
+    task_budget_usd: float | None = None
+    """Stop the agent (claude-code) once this worker's runs cost this much (the price table)."""
+    claude_root_sandbox: bool = True
+    """As root, tell the CLI it runs sandboxed (IS_SANDBOX=1) so it accepts bypassPermissions."""
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])
     droid_autonomy: AutonomyLevel = "high"
+    droid_model: str | None = None
+    codex_command: list[str] = Field(default_factory=lambda: ["codex"])
+    codex_model: str | None = None
+    codex_base_url: str | None = None
+    codex_sandbox: CodexSandbox = "bypass"
+    codex_max_retries: int = 2
+    agent_user: str | None = None
+    """Run the agent CLI as this (unprivileged) user; the wrapper must be root for it."""
     command_template: list[str] = Field(default_factory=list)
     command_output_format: CommandOutputFormat = "text"
     log_level: str = "INFO"

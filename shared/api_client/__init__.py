@@ -11,6 +11,7 @@ from shared.api_client.errors import (
     ServerError,
     UnauthorizedError,
     ValidationError,
+    refusal_text,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "ServerError",
     "UnauthorizedError",
     "ValidationError",
+    "refusal_text",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "UnauthorizedError",
     "ValidationError",
     "error_for_status",
+    "refusal_text",
 ]
 
 
@@ -54,6 +55,13 @@ class ApiStatusError(ApiClientError):
     def fields(self) -> list[FieldProblem]:
         """The invalid fields, when the error names any."""
         return self.body.fields
+
+
+def refusal_text(error: ApiStatusError) -> str:
+    """What to tell a person whose request the API refused: each field's problem, or the
+    error's message (never the refused value itself)."""
+    problems = "; ".join(f"{field.field}: {field.problem}" for field in error.fields)
+    return problems or error.body.message
 
 
 class UnauthorizedError(ApiStatusError):

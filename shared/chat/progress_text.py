@@ -78,6 +78,7 @@ class TaskView:
         if result.get("commit_sha"):
             branch = f" on {result['branch']}" if result.get("branch") else ""
             lines.append(f"commit: {result['commit_sha']}{branch}")
+        lines += _engineering_lines(result)
         if result.get("deployed_url"):
             sha = result.get("deployed_sha")
             pinned = f" (commit {str(sha)[:12]})" if sha else ""
@@ -85,3 +86,21 @@ class TaskView:
         if len(lines) == 1 and event is not None and event.message:
             lines.append(event.message[:300])
         self.final = "\n".join(lines)
+
+
+def _engineering_lines(result: dict[str, Any]) -> list[str]:
+    """An engineering result in a few lines: the checks, the pull request, the agent's answer
+    (its first lines)."""
+    lines: list[str] = []
+    checks = result.get("checks")
+    if isinstance(checks, dict) and checks.get("rounds"):
+        fixes = int(checks.get("fix_rounds") or 0)
+        fixed = f" after {fixes} fix round{'s' if fixes != 1 else ''}" if fixes else ""
+        lines.append(f"checks: passed{fixed}" if checks.get("passed") else "checks: failed")
+    if result.get("pull_request_url"):
+        lines.append(f"pull request: {result['pull_request_url']}")
+    answer = str(result.get("agent_answer") or "").strip()
+    if answer:
+        first = [line for line in answer.splitlines() if line.strip()][:3]
+        lines.append("agent: " + " / ".join(line.strip()[:160] for line in first))
+    return lines

@@ -30,7 +30,7 @@ from shared.git.ops import (
     remote_head,
     rev_parse,
 )
-from shared.git.provider import GitProvider, RemoteRepo, split_full_name
+from shared.git.provider import GitProvider, PullRequest, RemoteRepo, split_full_name
 from shared.git.runner import GitAuth, GitIdentity, run_git
 from shared.git.settings import GitSettings, build_provider
 
@@ -45,6 +45,7 @@ __all__ = [
     "GitTimeoutError",
     "LocalGitProvider",
     "ProviderError",
+    "PullRequest",
     "PushRejectedError",
     "RemoteRepo",
     "RepoNameError",

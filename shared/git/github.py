@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from shared.git.errors import ProviderError, RepoNotFoundError, RepoOutsideRootError
 from shared.git.ops import check_sha
-from shared.git.provider import RemoteRepo, split_full_name
+from shared.git.provider import PullRequest, RemoteRepo, split_full_name
 from shared.git.runner import GitAuth
 
 __all__ = ["GitHubProvider", "resolve_token_ref"]
@@ -203,3 +203,91 @@ class GitHubProvider:
         if data is None:
             raise RepoNotFoundError(f"no commit {sha} in {full_name!r}")
         return sorted(str(entry["filename"]) for entry in data.get("files", []))
+
+    async def _compare(self, full_name: str, base: str, head: str) -> dict[str, Any]:
+        path = f"{self._repo_path(full_name)}/compare/{check_sha(base)}...{check_sha(head)}"
+        response = await self._request("GET", path)
+        if response.status_code == httpx.codes.NOT_FOUND:
+            raise RepoNotFoundError(f"no commits {base} / {head} in {full_name!r}")
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"compare {base}...{head} of {full_name}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
+        """True when the comparison says `descendant` is ahead of `ancestor` or identical."""
+        data = await self._compare(full_name, ancestor, descendant)
+        return str(data.get("status")) in ("ahead", "identical")
+
+    async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
+        """Paths of the comparison (GitHub lists up to 300 files)."""
+        data = await self._compare(full_name, base, head)
+        return sorted(str(entry["filename"]) for entry in data.get("files", []))
+
+    async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
+        """Read the branch, then update its ref without force (GitHub refuses anything but
+        a fast-forward), so a branch that moved meanwhile is never overwritten."""
+        current = await self.head_of(full_name, branch)
+        if current == new:
+            return True
+        if current != expected:
+            return False
+        if not await self.is_ancestor(full_name, expected, new):
+            raise ProviderError(f"{new[:12]} does not descend from {branch} ({expected[:12]})")
+        path = f"{self._repo_path(full_name)}/git/refs/heads/{quote(branch, safe='/')}"
+        response = await self._request("PATCH", path, json={"sha": new, "force": False})
+        if response.status_code == httpx.codes.OK:
+            return True
+        if response.status_code == httpx.codes.UNPROCESSABLE_ENTITY:  # moved meanwhile
+            return await self.head_of(full_name, branch) == new
+        raise self._fail(response, f"update {branch} of {full_name}")
+
+    @staticmethod
+    def _to_pull(data: dict[str, Any]) -> PullRequest:
+        return PullRequest(
+            number=int(data["number"]),
+            url=str(data["html_url"]),
+            state=str(data["state"]),
+            merged=bool(data.get("merged") or data.get("merged_at")),
+            merge_commit_sha=(
+                str(data["merge_commit_sha"]) if data.get("merge_commit_sha") else None
+            ),
+        )
+
+    async def pull_request(
+        self, full_name: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The open (or merged) pull request of `head` into `base`, else a new one."""
+        owner, _ = split_full_name(full_name)
+        pulls = f"{self._repo_path(full_name)}/pulls"
+        query = f"{pulls}?state=all&head={quote(owner)}:{quote(head, safe='')}&base={quote(base)}"
+        response = await self._request("GET", query)
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"list pull requests of {full_name}")
+        for data in response.json():
+            found = self._to_pull(data)
+            if found.state == "open" or found.merged:
+                return found
+        payload = {"title": title, "head": head, "base": base, "body": body}
+        response = await self._request("POST", pulls, json=payload)
+        if response.status_code != httpx.codes.CREATED:
+            raise self._fail(response, f"open a pull request of {head} into {base}")
+        return self._to_pull(response.json())
+
+    async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
+        """`PUT .../pulls/N/merge` with the expected head sha (a merge commit)."""
+        pull = f"{self._repo_path(full_name)}/pulls/{number}"
+        response = await self._request("GET", pull)
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get pull request {number} of {full_name}")
+        current = self._to_pull(response.json())
+        if current.merged:
+            return current
+        body = {"sha": check_sha(sha), "merge_method": "merge"}
+        response = await self._request("PUT", f"{pull}/merge", json=body)
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"merge pull request {number} of {full_name}")
+        response = await self._request("GET", pull)
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get pull request {number} of {full_name}")
+        return self._to_pull(response.json())

@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from shared.git.errors import GitCommandError, RepoNotFoundError, RepoOutsideRootError
-from shared.git.ops import commit_exists_in, files_changed_in, rev_parse
-from shared.git.provider import RemoteRepo, split_full_name
+from shared.git.errors import (
+    GitCommandError,
+    ProviderError,
+    RepoNotFoundError,
+    RepoOutsideRootError,
+)
+from shared.git.ops import check_sha, commit_exists_in, files_changed_in, rev_parse
+from shared.git.provider import PullRequest, RemoteRepo, split_full_name
 from shared.git.runner import GitAuth, run_git
 
 __all__ = ["LocalGitProvider"]
@@ -118,3 +123,51 @@ class LocalGitProvider:
             return await files_changed_in(path, sha)
         except GitCommandError as error:
             raise RepoNotFoundError(f"no commit {sha} in {full_name!r}") from error
+
+    async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
+        """True when `descendant` contains `ancestor` (`git merge-base --is-ancestor`)."""
+        path = await self._existing(full_name)
+        code, _, _ = await run_git(
+            "merge-base", "--is-ancestor", check_sha(ancestor), check_sha(descendant),
+            cwd=path, check=False,
+        )  # fmt: skip
+        return code == 0
+
+    async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
+        """Paths that differ between two commits."""
+        path = await self._existing(full_name)
+        _, out, _ = await run_git(
+            "diff", "--name-only", "-z", check_sha(base), check_sha(head), "--", cwd=path
+        )
+        return sorted(name for name in out.split("\0") if name)
+
+    async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
+        """`git update-ref` with the old value: atomic, so a retry never moves it twice."""
+        path = await self._existing(full_name)
+        if branch.startswith("-"):
+            raise ValueError(f"not a branch name: {branch!r}")
+        ref = f"refs/heads/{branch}"
+        current = await rev_parse(path, ref)
+        if current == new:
+            return True
+        if current != expected:
+            return False
+        if not await self.is_ancestor(full_name, expected, new):
+            raise ProviderError(f"{new[:12]} does not descend from {branch} ({expected[:12]})")
+        code, _, _ = await run_git(
+            "update-ref", "-m", "orchestrator: integrate", ref, check_sha(new), check_sha(expected),
+            cwd=path, check=False,
+        )  # fmt: skip
+        return code == 0 or await rev_parse(path, ref) == new
+
+    async def pull_request(
+        self, full_name: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """Local repositories have no pull requests."""
+        raise ProviderError(
+            "the local git provider has no pull requests; use the integration 'merge'"
+        )
+
+    async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
+        """Local repositories have no pull requests."""
+        raise ProviderError("the local git provider has no pull requests")

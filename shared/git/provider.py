@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from shared.git.errors import RepoNameError
 from shared.git.runner import GitAuth
 
-__all__ = ["GitProvider", "RemoteRepo", "split_full_name"]
+__all__ = ["GitProvider", "PullRequest", "RemoteRepo", "split_full_name"]
 
 _PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -46,6 +46,20 @@ class RemoteRepo:
     web_url: str
     """URL a person opens (the clone URL for local repositories)."""
     default_branch: str = "main"
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request of a task branch into a base branch."""
+
+    number: int
+    url: str
+    """Where a person opens it."""
+    state: str
+    """`open` or `closed`."""
+    merged: bool
+    merge_commit_sha: str | None = None
+    """The commit the merge left on the base branch (once merged)."""
 
 
 @runtime_checkable
@@ -79,4 +93,30 @@ class GitProvider(Protocol):
 
     async def files_changed(self, full_name: str, sha: str) -> list[str]:
         """Paths the commit changed, sorted; `RepoNotFoundError` when there is no such commit."""
+        ...
+
+    async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
+        """True when `descendant` contains `ancestor` (the same commit counts)."""
+        ...
+
+    async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
+        """Paths that differ between two commits, sorted."""
+        ...
+
+    async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
+        """Move `branch` from `expected` to its descendant `new`, compare-and-swap: True when
+        the branch is at `new` afterwards (also when it already was), False when it had moved
+        elsewhere (nothing changed). `ProviderError` when `new` does not descend from
+        `expected`."""
+        ...
+
+    async def pull_request(
+        self, full_name: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The pull request of `head` into `base`: the existing one, else a new one."""
+        ...
+
+    async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
+        """Merge the pull request if its head is still `sha` (`ProviderError` otherwise);
+        a merged one is answered as it is."""
         ...

@@ -66,6 +66,24 @@ async def test_the_grammar_creates_switches_develops_and_reports(
     assert all(env[PO_API_TOKEN_ENV] not in answer for answer in answers)
 
 
+async def test_a_name_the_api_refuses_is_answered_with_why(
+    system: ChatSystem, tmp_path: Path
+) -> None:
+    """An over-long or multi-line project name gets a plain answer naming the problem; the
+    conversation goes on (the next valid request works)."""
+    env = {
+        PROFILE_ENV: PO_PROFILE,
+        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_TOKEN_ENV: await _token(system, 32),
+    }
+    too_long = await _ask(env, tmp_path, "create project " + "x" * 300)
+    assert too_long.status == "success"
+    assert "I could not do that: body.name" in (too_long.response or "")
+    assert "100 characters" in (too_long.response or "")
+    after = await _ask(env, tmp_path, "create project fine")
+    assert "Created project fine" in (after.response or "")
+
+
 async def test_without_a_credential_the_po_agent_fails_clearly(tmp_path: Path) -> None:
     """A PO worker started without its token answers an error naming the variables."""
     result = await _ask({PROFILE_ENV: PO_PROFILE}, tmp_path, "status")

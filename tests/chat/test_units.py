@@ -55,6 +55,26 @@ def _task(status: TaskStatus, result: dict[str, object] | None) -> TaskDTO:
     )
 
 
+def test_an_engineering_result_reads_as_commit_checks_and_answer() -> None:
+    """The final text of an engineering task: the commit on main, how the checks went, the
+    pull request when there is one, and the agent's answer's first lines."""
+    view = TaskView(task_id="t" * 36, task_type="engineering", project="shop")
+    result: dict[str, object] = {
+        "commit_sha": "c" * 40,
+        "branch": "main",
+        "checks": {"rounds": 2, "fix_rounds": 1, "passed": True, "runs": []},
+        "pull_request_url": "https://github.example/acme/shop/pull/7",
+        "agent_answer": "Added /hello.\n\nIt answers JSON.\nTests pass.\nMore.",
+    }
+    view.finish(_task(TaskStatus.COMPLETED, result), None)
+    assert view.text().splitlines()[-4:] == [
+        f"commit: {'c' * 40} on main",
+        "checks: passed after 1 fix round",
+        "pull request: https://github.example/acme/shop/pull/7",
+        "agent: Added /hello. / It answers JSON. / Tests pass.",
+    ]
+
+
 def test_view_follows_events_and_ends_with_the_result() -> None:
     """Progress never goes back; the final text names the URL, or the error."""
     view = TaskView(task_id="t" * 36, task_type="deploy", project="shop")

@@ -21,6 +21,7 @@ from services.api.migrate import upgrade
 from services.api.outbox.relay import OutboxRelay
 from services.langgraph.api import ApiAdapter
 from services.langgraph.main import LanggraphActor, open_actor
+from services.langgraph.ports import GitPort
 from services.langgraph.settings import LanggraphSettings, StepTimeouts
 from shared import registry
 from shared.api_client import ApiClient
@@ -64,6 +65,7 @@ def fast_settings(data_dir: Path, **timeouts: float) -> LanggraphSettings:
         cancel_poll_s=0.3,
         reclaim_idle_ms=1_000,
         lock_ttl_ms=2_000,
+        turn_poll_s=0.2,
         timeouts=StepTimeouts(**{"health_check_s": 3.0, **timeouts}),
         git=GitSettings(repos_dir=data_dir / "repos"),
     )
@@ -187,13 +189,16 @@ async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def langgraph(system: System, **overrides: object) -> AsyncIterator[LanggraphActor]:
-    """The langgraph actor in process, on the system's API (service key), Redis and git."""
+async def langgraph(
+    system: System, *, git: GitPort | None = None, **overrides: object
+) -> AsyncIterator[LanggraphActor]:
+    """The langgraph actor in process, on the system's API (service key), Redis and git
+    (or another git provider: a GitHub provider on the fake GitHub)."""
     settings = system.settings.model_copy(update=overrides) if overrides else system.settings
     client = system.client(system.service_key)
     try:
         async with open_actor(
-            settings, system.redis, api=ApiAdapter(client), git=system.git
+            settings, system.redis, api=ApiAdapter(client), git=git or system.git
         ) as actor:
             task = asyncio.create_task(actor.run(shutdown_grace_s=1.0))
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from services.worker_manager.workspace import clone_repository
+from services.worker_wrapper.directives import parse_directive, run_directive
 from shared import registry
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ProjectUpdate
@@ -33,7 +37,7 @@ from shared.contracts import (
     SendMessageCommand,
     SendMessageResponse,
 )
-from shared.git import LocalGitProvider, clone, commit_all, init_worktree, push, run_git
+from shared.git import LocalGitProvider, commit_all, init_worktree, push
 from shared.messaging import Bus, Consumer, MessageContext
 from shared.redis_server import free_port
 
@@ -79,8 +83,12 @@ class FakeScaffolder:
 
 @dataclass
 class FakeWorkerManager:
-    """Consumes `worker:commands`; its instant agent commits and pushes a file per prompt.
+    """Consumes `worker:commands`; its instant agent commits and pushes a file per prompt
+    (or, with `agent_command`, that command edits the workspace: `tests/fake_dev_agent.py`).
 
+    Workspaces are cloned at create like the real manager's (`clone_repository`: the task
+    branch from the remote, else from the base branch), and the reserved `@orchestrator`
+    directives are answered by the real `run_directive` in them (real checks, real merges).
     A prompt containing `FAIL` makes the agent fail; `HANG` makes it never answer;
     `DIE-ONCE` kills the task's first worker under the prompt, `DIE` every worker (its registry
     record turns `failed`, as the real manager's does when a worker's process is gone);
@@ -99,6 +107,11 @@ class FakeWorkerManager:
     """When set, `create` answers only once this event is set."""
     sent: asyncio.Event = field(default_factory=asyncio.Event)
     counter: int = 0
+    agent_command: list[str] | None = None
+    """The agent CLI run in the workspace (prompt on stdin), instead of the instant agent."""
+    directive_hold: asyncio.Event | None = None
+    """When set, directives (checks, merge) are answered only once this event is set."""
+    directive_started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(
         self,
@@ -117,6 +130,7 @@ class FakeWorkerManager:
                 worker_id = f"w{self.counter}"
                 self.created[command.request_id] = worker_id
                 self.live[worker_id] = dict(command.context)
+                await self._clone(worker_id, command.context)
                 await self._record(worker_id, "running")
             answer = CreateWorkerResponse(
                 request_id=command.request_id, success=True, worker_id=worker_id
@@ -133,6 +147,20 @@ class FakeWorkerManager:
             await self._record(command.worker_id, "stopped")
             answer = DeleteWorkerResponse(request_id=command.request_id, success=True)
         await self.bus.publish(RESPONSES, answer)
+
+    async def _clone(self, worker_id: str, context: dict[str, str]) -> None:
+        if not context.get("repo_url"):
+            return
+        work = self.workdir / worker_id
+        work.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            clone_repository,
+            context["repo_url"],
+            work,
+            context.get("branch"),
+            agent_env(),
+            base=context.get("base_branch"),
+        )
 
     async def _record(self, worker_id: str, status: str) -> None:
         if self.redis is not None:
@@ -161,20 +189,50 @@ class FakeWorkerManager:
             return SendMessageResponse(
                 request_id=command.request_id, success=False, error="unknown worker"
             )
-        if "FAIL" in command.message:
+        work = self.workdir / command.worker_id
+        directive = parse_directive(command.message)
+        if directive is not None:
+            self.directive_started.set()
+            if self.directive_hold is not None:
+                await self.directive_hold.wait()
+            result = await run_directive(directive, work, agent_env(), command.timeout)
+            return SendMessageResponse(
+                request_id=command.request_id,
+                success=result.status == "success",
+                response=result.response,
+                error=result.error,
+            )
+        if re.search(r"\bFAIL\b", command.message):  # not pytest's FAILED in a fix prompt
             return SendMessageResponse(
                 request_id=command.request_id, success=False, error="agent crashed"
             )
-        work = self.workdir / command.worker_id
-        if not work.exists():
-            await clone(context["repo_url"], work)
-            await run_git("checkout", "-q", "-B", context["branch"], cwd=work)
+        if self.agent_command is not None:
+            return await self._run_command(command, work)
         (work / "tasks").mkdir(exist_ok=True)
         (work / "tasks" / f"{context['task_id']}.md").write_text(command.message, encoding="utf-8")
         sha = await commit_all(work, "agent work")
         await push(work, context["repo_url"], context["branch"])
         return SendMessageResponse(
             request_id=command.request_id, success=True, response=f"Done. Commit {sha}."
+        )
+
+    async def _run_command(self, command: SendMessageCommand, work: Path) -> SendMessageResponse:
+        assert self.agent_command is not None
+        process = await asyncio.create_subprocess_exec(
+            *self.agent_command,
+            cwd=work,
+            env=agent_env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate(command.message.encode())
+        if process.returncode != 0:
+            return SendMessageResponse(
+                request_id=command.request_id, success=False, error=err.decode()[-2000:]
+            )
+        return SendMessageResponse(
+            request_id=command.request_id, success=True, response=out.decode().strip()
         )
 
     def count(self, kind: type[object]) -> int:
@@ -262,6 +320,11 @@ async def running(*consumers: Consumer) -> AsyncIterator[None]:
             _, pending = await asyncio.wait(pending, timeout=1.0)
             for task in pending:
                 task.cancel()
+
+
+def agent_env() -> dict[str, str]:
+    """The environment the fake's agents and directives run with (as a worker's would)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
 
 
 def unused_port() -> int:

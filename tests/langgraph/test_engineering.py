@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from shared import registry
+from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
     CreateWorkerCommand,
     EngineeringMessage,
@@ -18,13 +19,16 @@ from shared.contracts import (
     TaskStatus,
     TaskType,
 )
+from shared.git import run_git
+from shared.git.naming import repo_full_name
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
 from tests.langgraph.conftest import System, eventually, langgraph
 
 
 async def test_task_from_post_to_completed_with_commit_on_remote(system: System) -> None:
-    """POST /api/tasks → scaffold → worker → agent commit → completed, sha on the remote."""
+    """POST /api/tasks → scaffold → worker → agent commit → checks (none declared: pass) →
+    integrated: completed, the agent's commit is main's head; the result says how."""
     project = await system.project("Shop Bot")
     async with langgraph(system):
         task_id = await system.task(project.id, "Add a /start command")
@@ -34,14 +38,21 @@ async def test_task_from_post_to_completed_with_commit_on_remote(system: System)
     assert task.result is not None
     result = EngineeringResult.model_validate(task.result)
     assert result.status == "success"
-    assert result.branch == f"task/{task_id}"
+    assert result.branch == "main"
     refreshed = await system.admin.get_project(project.id)
     assert refreshed.status == ProjectStatus.SCAFFOLDED
     full_name = f"projects/shop-bot-{project.id[:8]}"
     assert result.commit_sha is not None
-    assert await system.git.commit_exists(full_name, result.commit_sha)
-    assert await system.git.head_of(full_name, result.branch) == result.commit_sha
+    assert await system.git.head_of(full_name, "main") == result.commit_sha
+    assert await system.git.head_of(full_name, f"task/{task_id}") == result.commit_sha
     assert result.files_changed == [f"tasks/{task_id}.md"]
+    assert task.result["task_branch"] == f"task/{task_id}"
+    assert task.result["merged_sha"] == result.commit_sha
+    assert task.result["checks"]["rounds"] == 1
+    [run] = task.result["checks"]["runs"]
+    assert (run["passed"], run["note"], run["checks"]) == (True, "no checks declared", [])
+    assert task.result["agent_answer"].startswith("Done. Commit ")
+    assert task.result["pull_request_url"] is None
     assert len(system.scaffolder.messages) == 1
     assert system.workers.live == {}
 
@@ -58,9 +69,12 @@ async def test_progress_events_cover_every_step(system: System) -> None:
     assert events[-1].type == "completed"
     assert events[-1].progress_pct == 100
     steps = [e.current_step for e in events if e.type == "progress"]
-    assert steps == ["prepare", "create_worker", "send_spec", "verify", "delete_worker"]
+    assert steps == [
+        "prepare", "create_worker", "send_spec", "verify", "checks", "integrate", "delete_worker",
+    ]  # fmt: skip
     pcts = [e.progress_pct or 0 for e in events if e.type == "progress"]
     assert pcts == sorted(pcts)
+    assert max(pcts) < 100
 
 
 async def test_result_goes_to_the_callback_stream(system: System) -> None:
@@ -155,6 +169,7 @@ async def test_a_worker_that_dies_under_the_spec_is_replaced(system: System) -> 
     assert [(c.request_id, c.worker_id) for c in sends] == [
         (f"{task_id}~send_spec", "w1"),
         (f"{task_id}~send_spec@2", "w2"),
+        (f"{task_id}~checks#1", "w2"),
     ]
     assert system.workers.live == {}  # the second worker was deleted at the end
     notes = await progress_messages(system, task_id)
@@ -253,14 +268,111 @@ async def test_step_deadline_fails_the_task(system: System) -> None:
 
 @pytest.mark.slow
 async def test_fifty_concurrent_flows_complete(system: System) -> None:
-    """50 tasks at once on one project all complete, each with its own commit."""
+    """50 tasks at once on one project all complete, each landing its own commit on main
+    in its turn (merging main first when it moved)."""
     project = await system.project("Busy", scaffolded=True)
     async with langgraph(system):
         ids = [await system.task(project.id, f"task {n}") for n in range(50)]
-        tasks = await system.wait_all_final(ids)
+        tasks = await system.wait_all_final(ids, timeout_s=300)
         await system.wait_idle()
     assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 50
     shas = {t.result["commit_sha"] for t in tasks if t.result}
     assert len(shas) == 50
+    full_name = repo_full_name("projects", project.id, project.name)
+    main = await system.git.head_of(full_name, "main")
+    _, root, _ = await run_git(
+        "rev-list", "--max-parents=0", "main", cwd=system.git.path_of(full_name)
+    )
+    landed = await system.git.diff_files(full_name, root.strip(), main or "")
+    assert landed == sorted(f"tasks/{task_id}.md" for task_id in ids)
     assert system.workers.count(CreateWorkerCommand) == 50
     assert system.workers.live == {}
+
+
+async def test_a_turn_held_by_an_ended_task_is_broken(system: System) -> None:
+    """The project's integration turn held by a task that no longer runs (its flow lost) is
+    broken: the waiting task integrates, then gives the turn back."""
+    project = await system.project("Stale turn", scaffolded=True)
+    stale = await system.task(project.id, "HANG")
+    await system.admin.cancel_task(stale)
+    await system.redis.set(f"langgraph:integrate:{project.id}", stale)
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(project.id, "spec"))
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None
+
+
+async def test_a_task_waits_for_the_turn_of_a_running_one(system: System) -> None:
+    """While another running task holds the project's turn, a task waits (main untouched);
+    once the turn is given back it integrates."""
+    project = await system.project("Queue", scaffolded=True)
+    full_name = repo_full_name("projects", project.id, project.name)
+    before = await system.git.head_of(full_name, "main")
+    async with langgraph(system):
+        holder = await system.task(project.id, "HANG and hold the turn")
+        await system.redis.set(f"langgraph:integrate:{project.id}", holder)
+        task_id = await system.task(project.id, "spec")
+
+        async def waiting() -> bool:
+            raw = await system.redis.hget("langgraph:waits", task_id)
+            return raw is not None and b"integrate_turn" in raw
+
+        await eventually(waiting, timeout_s=20)
+        await asyncio.sleep(0.5)
+        assert await system.git.head_of(full_name, "main") == before
+        assert (await system.admin.get_task(task_id)).status == TaskStatus.RUNNING
+        await system.redis.delete(f"langgraph:integrate:{project.id}")
+        task = await system.wait_final(task_id)
+        await system.admin.cancel_task(holder)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert task.result is not None
+    assert await system.git.head_of(full_name, "main") == task.result["commit_sha"]
+    notes = [e for e in await progress_messages(system, task_id) if "integrating" in e]
+    assert len(notes) == 1  # waiting polls without new progress events
+
+
+async def test_cancel_during_the_checks_leaves_main_unchanged(system: System) -> None:
+    """Cancelled while its checks run: the task ends cancelled, main is where it was, its
+    worker is deleted and no integration turn is left behind."""
+    project = await system.project("Cancel checks", scaffolded=True)
+    full_name = repo_full_name("projects", project.id, project.name)
+    before = await system.git.head_of(full_name, "main")
+    system.workers.directive_hold = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await asyncio.wait_for(system.workers.directive_started.wait(), 10)
+        await system.admin.cancel_task(task_id)
+        await system.wait_idle()
+        system.workers.directive_hold.set()
+    task = await system.admin.get_task(task_id)
+    assert task.status == TaskStatus.CANCELLED
+    assert await system.git.head_of(full_name, "main") == before
+    assert system.workers.live == {}
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None
+
+
+async def test_an_active_project_is_testing_during_checks_then_active_again(
+    system: System,
+) -> None:
+    """A deployed (active) project is `developing` while a task runs, `testing` during its
+    checks, and `active` again once the task ended."""
+    project = await system.project("Live", scaffolded=True)
+    for status in (ProjectStatus.DEPLOYING, ProjectStatus.ACTIVE):
+        await system.admin.update_project(project.id, ProjectUpdate(status=status))
+    system.workers.directive_hold = asyncio.Event()
+    system.workers.hold = asyncio.Event()
+    async with langgraph(system):
+        task_id = await system.task(project.id, "spec")
+        await asyncio.wait_for(system.workers.sent.wait(), 10)
+        developing = (await system.admin.get_project(project.id)).status
+        system.workers.hold.set()
+        await asyncio.wait_for(system.workers.directive_started.wait(), 10)
+        testing = (await system.admin.get_project(project.id)).status
+        system.workers.directive_hold.set()
+        task = await system.wait_final(task_id)
+        await system.wait_idle()
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert (developing, testing) == (ProjectStatus.DEVELOPING, ProjectStatus.TESTING)
+    assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE

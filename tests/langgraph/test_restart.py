@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from services.langgraph.store import FlowStore
+from shared import registry
 from shared.contracts import CreateWorkerCommand, SendMessageCommand, TaskStatus
 from shared.redis_server import free_port
 from tests.langgraph.conftest import System, eventually
+from tests.langgraph.test_integrate import backend_project, show
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,5 +112,99 @@ async def test_sigkill_after_worker_created_resumes_without_second_worker(
     assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
     assert system.workers.count(CreateWorkerCommand) == 1
     sends = {c.request_id for c in system.workers.commands if isinstance(c, SendMessageCommand)}
-    assert len(sends) == 1
+    assert sends == {f"{task_id}~send_spec", f"{task_id}~checks#1"}
     assert system.workers.live == {}
+
+
+async def _reached(system: System, task_id: str, step: str) -> bool:
+    """True once the task's progress stream names `step` (read without following it)."""
+    stream = registry.get("task_progress:{task_id}").format(task_id=task_id)
+    entries = await system.redis.xrange(stream) or []
+    marker = f'"current_step":"{step}"'.encode()
+    return any(
+        marker in (value if isinstance(value, bytes) else str(value).encode())
+        for _, fields in entries
+        for value in (fields or {}).values()
+    )
+
+
+@pytest.mark.slow
+async def test_sigkill_during_checks_ends_the_task_once(
+    system: System, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the checks run in the worker; they answer while langgraph is down; the
+    restarted flow integrates once: main holds the change once, one checks run."""
+    project, full_name = await backend_project(system, "Crash checks")
+    system.workers.directive_hold = asyncio.Event()
+    log_path = tmp_path / "langgraph.log"
+    async with http_api(system) as api_url:
+        with langgraph_process(system, redis_url, api_url, log_path) as first:
+            task_id = await system.task(project.id, "add /hello that returns world")
+            await asyncio.wait_for(system.workers.directive_started.wait(), 60)
+
+            async def waiting() -> bool:
+                return bool(await system.redis.hexists("langgraph:waits", task_id))
+
+            await eventually(waiting, timeout_s=30)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        system.workers.directive_hold.set()
+        with langgraph_process(system, redis_url, api_url, log_path):
+            task = await system.wait_final(task_id, timeout_s=90)
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
+    assert task.result is not None
+    assert task.result["checks"]["rounds"] == 1
+    assert await system.git.head_of(full_name, "main") == task.result["commit_sha"]
+    source = await show(system, full_name, "backend/app/main.py")
+    assert source.count('@app.get("/hello")') == 1
+    checks = [
+        c.request_id
+        for c in system.workers.commands
+        if isinstance(c, SendMessageCommand) and c.request_id.endswith("~checks#1")
+    ]
+    assert len(set(checks)) == 1
+
+
+@pytest.mark.slow
+async def test_sigkill_during_integrate_lands_the_change_at_most_once(
+    system: System, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL inside the integration (waiting for the project's turn, held by another
+    running task); main is then moved to the task's commit as the killed process could have
+    done before dying; the restarted flow finds it landed and completes once, main holding
+    the change once."""
+    project, full_name = await backend_project(system, "Crash integrate")
+    store = FlowStore(system.redis)
+    log_path = tmp_path / "langgraph.log"
+    async with http_api(system) as api_url:
+        with langgraph_process(system, redis_url, api_url, log_path) as first:
+            holder_id = await system.task(project.id, "HANG: holds the turn")
+            await store.take_turn(project.id, holder_id, ttl_ms=600_000)
+            task_id = await system.task(project.id, "add /hello that returns world")
+
+            async def waiting_for_turn() -> bool:
+                raw = await system.redis.hget("langgraph:waits", task_id)
+                return raw is not None and b"integrate_turn" in raw
+
+            await eventually(waiting_for_turn, timeout_s=90)
+            assert await _reached(system, task_id, "integrate")
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        main = await system.git.head_of(full_name, "main")
+        head = await system.git.head_of(full_name, f"task/{task_id}")
+        assert main is not None
+        assert head is not None
+        assert await system.git.fast_forward(full_name, "main", expected=main, new=head)
+        assert await store.release_turn(project.id, holder_id)
+        with langgraph_process(system, redis_url, api_url, log_path):
+            task = await system.wait_final(task_id, timeout_s=60)
+            await system.admin.cancel_task(holder_id)
+            await system.wait_final(holder_id, timeout_s=30)
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
+    assert task.result is not None
+    assert task.result["commit_sha"] == head
+    assert await system.git.head_of(full_name, "main") == head
+    assert task.result["files_changed"] == ["backend/app/main.py", "backend/tests/test_hello.py"]
+    source = await show(system, full_name, "backend/app/main.py")
+    assert source.count('@app.get("/hello")') == 1
+    assert await system.redis.get(f"langgraph:integrate:{project.id}") is None  # given back

@@ -73,7 +73,8 @@ async def test_result_and_own_progress_stream(
 
 @pytest.mark.usefixtures("running")
 async def test_progress_of_a_task_step_never_ends_the_task(langgraph: Bus) -> None:
-    """A request `<task>~scaffold` reports into the task's stream with non-terminal events only."""
+    """A request `<task>~scaffold` reports into the task's stream with non-terminal events only,
+    and without percentages (the task's flow owns its progress)."""
     message = make_message(request_id="task-9~scaffold", callback_stream=RESULTS)
     await langgraph.publish(registry.get("scaffolder:queue").name, message)
     assert (await _result(langgraph, "task-9~scaffold")).status == "success"
@@ -88,6 +89,7 @@ async def test_progress_of_a_task_step_never_ends_the_task(langgraph: Bus) -> No
     assert events
     assert all(isinstance(e, ProgressEvent) and e.type == "progress" for e in events)
     assert all(isinstance(e, ProgressEvent) and e.task_id == "task-9" for e in events)
+    assert all(isinstance(e, ProgressEvent) and e.progress_pct is None for e in events)
     last = events[-1]
     assert isinstance(last, ProgressEvent)
     assert last.current_step == "scaffold:completed"

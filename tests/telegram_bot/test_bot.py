@@ -72,6 +72,7 @@ async def test_quick_commands_answer_from_the_api(
     assert "Hello" in await say(bot_api, USER_ID, "/start", r"Hello")
     await say(bot_api, USER_ID, "/projects", r"No projects yet")
     await say(bot_api, USER_ID, "/new alpha", r"Created project alpha")
+    await say(bot_api, USER_ID, "/new " + "y" * 150, r"That name cannot be used: body.name")
     listed = await say(bot_api, USER_ID, "/projects", r"Your projects")
     assert "alpha — draft" in listed
     await say(bot_api, USER_ID, "/tasks", r"No tasks yet")

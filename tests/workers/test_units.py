@@ -111,3 +111,22 @@ def test_a_worker_goes_on_from_its_branch_on_the_remote(tmp_path: Path) -> None:
     clone_repository(str(remote), tmp_path / "fresh", "task/t-2", env)
     assert git(tmp_path / "fresh", "rev-parse", "HEAD").strip() == main
     assert git(tmp_path / "fresh", "branch", "--show-current").strip() == "task/t-2"
+
+
+def test_a_new_task_branch_starts_from_the_base_branch_as_it_is_now(tmp_path: Path) -> None:
+    """A task branch not yet on the remote starts at the remote's base branch (with the work
+    merged there), not at the remote's default branch."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(remote), str(seed))
+    git(seed, "commit", "-q", "--allow-empty", "-m", "base")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    git(seed, "commit", "-q", "--allow-empty", "-m", "an earlier task's work")
+    git(seed, "push", "-q", "origin", "HEAD:develop")
+    develop = git(seed, "rev-parse", "HEAD").strip()
+    env = base_env()
+
+    clone_repository(str(remote), tmp_path / "ws", "task/t-3", env, base="develop")
+    assert git(tmp_path / "ws", "rev-parse", "HEAD").strip() == develop
+    assert git(tmp_path / "ws", "branch", "--show-current").strip() == "task/t-3"

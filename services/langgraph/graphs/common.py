@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -17,15 +17,16 @@ from shared.contracts import BaseResult, ProgressEvent, TaskStatus
 from shared.messaging import MessagingError
 from shared.registry import RegistryError
 
-__all__ = ["ResultBuilder", "finish", "start"]
+__all__ = ["Details", "EndHook", "ResultBuilder", "finish", "start"]
 
 log = structlog.get_logger("services.langgraph.common")
 
 ResultBuilder = Callable[[FlowState, bool], BaseResult]
 """(state, succeeded) → the flow's result (`EngineeringResult`, `DeployResult`)."""
-ResultExtras = Callable[[FlowState], dict[str, Any]]
-"""state → more keys of the task's `result` (a free dict), beside the contract's fields; the
-result published on the callback stream stays exactly the contract's class."""
+Details = Callable[[FlowState], dict[str, Any]]
+"""state → what the task's stored `result` adds to the result's contract fields."""
+EndHook = Callable[[FlowState, FlowDeps], Awaitable[None]]
+"""Runs once the flow's outcome is known, before the task's final status is written."""
 
 
 async def start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
@@ -57,19 +58,24 @@ async def start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
     return FlowState(spec=task.spec)
 
 
-def finish(build_result: ResultBuilder, extras: ResultExtras | None = None) -> Node:
-    """The last node: the task's final status and result (with `extras`), the result on the
-    callback stream, and the terminal progress event."""
+def finish(
+    build_result: ResultBuilder, *, details: Details | None = None, on_end: EndHook | None = None
+) -> Node:
+    """The last node: the task's final status and result (the result's fields plus
+    `details`), the result on the callback stream, and the terminal progress event."""
 
     async def node(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
         deps = runtime.context
         outcome: Outcome = state.get("outcome", "running")
         if outcome == "running":
             outcome = "completed"
+        if on_end is not None:
+            await on_end({**state, "outcome": outcome}, deps)
+        extra = details(state) if details is not None else {}
         if outcome != "cancelled":
-            outcome = await _record(deps, state, outcome, build_result, extras)
+            outcome = await _record(deps, state, outcome, build_result, extra)
         else:
-            await _record_cancelled(deps, state, build_result, extras)
+            await _record_cancelled(deps, state, build_result, extra)
         result = build_result({**state, "outcome": outcome}, outcome == "completed")
         await _publish_result(deps, state, result)
         await deps.bus.progress(state["task_id"], _terminal_event(state, outcome))
@@ -79,25 +85,19 @@ def finish(build_result: ResultBuilder, extras: ResultExtras | None = None) -> N
     return node
 
 
-def _task_result(
-    result: BaseResult, state: FlowState, extras: ResultExtras | None
-) -> dict[str, Any]:
-    return {**result.model_dump(mode="json"), **(extras(state) if extras else {})}
-
-
 async def _record(
     deps: FlowDeps,
     state: FlowState,
     outcome: Outcome,
     build_result: ResultBuilder,
-    extras: ResultExtras | None = None,
+    extra: dict[str, Any],
 ) -> Outcome:
     """Write the final status and result; a task cancelled or failed meanwhile keeps its
     status and result (the API refuses to change them)."""
     succeeded = outcome == "completed"
     result = build_result({**state, "outcome": outcome}, succeeded)
     status = TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
-    change = TaskUpdate(status=status, result=_task_result(result, state, extras))
+    change = TaskUpdate(status=status, result={**extra, **result.model_dump(mode="json")})
     try:
         await deps.api.update_task(state["task_id"], change)
     except ApiCallError as error:
@@ -105,7 +105,7 @@ async def _record(
             raise
         task = await deps.api.get_task(state["task_id"])
         if task.status == TaskStatus.CANCELLED:
-            await _record_cancelled(deps, state, build_result, extras)
+            await _record_cancelled(deps, state, build_result, extra)
             return "cancelled"
         if task.status == TaskStatus.FAILED:  # e.g. by the scheduler, past its deadline
             log.warning("task_failed_elsewhere", task_id=state["task_id"], outcome=outcome)
@@ -116,16 +116,13 @@ async def _record(
 
 
 async def _record_cancelled(
-    deps: FlowDeps,
-    state: FlowState,
-    build_result: ResultBuilder,
-    extras: ResultExtras | None = None,
+    deps: FlowDeps, state: FlowState, build_result: ResultBuilder, extra: dict[str, Any]
 ) -> None:
     """Keep why a cancelled task stopped in its result (its status is already cancelled)."""
     result = build_result({**state, "outcome": "cancelled", "error": "task cancelled"}, False)
     try:
         await deps.api.update_task(
-            state["task_id"], TaskUpdate(result=_task_result(result, state, extras))
+            state["task_id"], TaskUpdate(result={**extra, **result.model_dump(mode="json")})
         )
     except ApiCallError as error:
         log.warning("cancelled_result_not_recorded", task_id=state["task_id"], error=str(error))

@@ -397,7 +397,7 @@ def build_deploy_graph(checkpointer: BaseCheckpointSaver[str]) -> DeployGraph:
     graph.add_node(f"{STOP}_wait", _stop_wait)
     graph.add_node(RELEASE_PORT, _release_port)
     graph.add_node(RECORD, _record)
-    graph.add_node("finish", finish(deploy_result, deploy_extras))
+    graph.add_node("finish", finish(deploy_result, details=deploy_extras))
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", _after_start)
     route(graph, ALLOCATE.name, DEPLOY.name, _to_release)

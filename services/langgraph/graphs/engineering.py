@@ -1,9 +1,23 @@
-"""The engineering flow: scaffold if needed → developer worker → spec → verify → cleanup.
+"""The engineering flow: scaffold if needed → developer worker → spec → checks (fix rounds)
+→ integration into the base branch → cleanup.
 
 ```
 start → prepare → [scaffold → scaffold_wait] → create_worker → create_worker_wait
-      → send_spec → send_spec_wait → verify → delete_worker → delete_worker_wait → finish
+      → send_spec → send_spec_wait → verify → checks ⟲ fix (at most `fix_rounds`)
+      → integrate ⟲ (the base moved: merge it in the worker → [conflict: resolve] → checks)
+      → delete_worker → delete_worker_wait → finish
 ```
+The checks run in the worker (the reserved `@orchestrator checks` message); failing ones go
+back to the same agent with their output. Integration happens in the task's integration
+turn (one task of a project at a time, held from its first `integrate` until it lands or
+ends; others wait at `integrate_turn`) and moves the base branch only to a checked commit
+that contains it (a compare-and-swap
+fast-forward; on GitHub a pull request merged at that commit), so a retry after a crash
+never lands a change twice; a base that moved is merged into the task branch in the worker
+(`@orchestrator merge BASE`), a conflict goes to the agent (`conflict_rounds`), and the
+checks run again. Every failure leaves the base branch as it was. See
+docs/engineering-flow.md.
+
 When the developer worker dies under the spec (the worker registry marks it `failed`: its
 process is gone or its heartbeat lost, e.g. after a crash of the whole system), the flow goes
 back to `create_worker` with a new worker, up to `worker_attempts` workers per task; an agent
@@ -17,12 +31,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from services.langgraph.errors import StepFailedError
+from services.langgraph.errors import ApiCallError, StepFailedError
+from services.langgraph.graphs.checks import CHECKS, FIX
 from services.langgraph.graphs.common import finish, start
+from services.langgraph.graphs.integration import INTEGRATE, MERGE, RESOLVE, turn_wait
 from services.langgraph.graphs.state import FlowState
 from services.langgraph.graphs.steps import (
     AwaitedStep,
@@ -34,6 +51,7 @@ from services.langgraph.graphs.steps import (
     route,
     route_awaited,
 )
+from services.langgraph.graphs.worker_steps import commands_stream, set_project_status
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.ports import FlowDeps
 from shared import registry
@@ -44,6 +62,7 @@ from shared.contracts import (
     DeleteWorkerCommand,
     DeleteWorkerResponse,
     EngineeringResult,
+    ProjectStatus,
     ScaffolderMessage,
     SendMessageCommand,
     SendMessageResponse,
@@ -51,14 +70,16 @@ from shared.contracts import (
     WorkerConfig,
 )
 
-__all__ = ["build_engineering_graph", "engineering_result"]
+__all__ = [
+    "build_engineering_graph",
+    "engineering_details",
+    "engineering_result",
+]
+
+log = structlog.get_logger("services.langgraph.engineering")
 
 EngineeringGraph = CompiledStateGraph[FlowState, FlowDeps, FlowState, FlowState]
 _SHA = re.compile(r"\b[0-9a-f]{40}\b")
-
-
-def _commands() -> str:
-    return registry.get("worker:commands").name
 
 
 async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
@@ -75,6 +96,7 @@ async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
         base_branch=settings.git.default_branch,
         worker_id=None,
         worker_deleted=False,
+        integration=settings.integration,
     )
 
 
@@ -109,6 +131,9 @@ async def _create_request(
     if repo is None:
         raise StepFailedError("create_worker", f"repository {full_name} does not exist")
     base_sha = await deps.git.head_of(full_name, state["base_branch"])
+    project = await deps.api.get_project(state["project_id"])
+    before = state.get("status_before") or project.status.value
+    await set_project_status(deps, state, ProjectStatus.DEVELOPING)
     settings = deps.settings
     command = CreateWorkerCommand(
         request_id=request_id,
@@ -128,7 +153,7 @@ async def _create_request(
             "base_branch": state["base_branch"],
         },
     )
-    return _commands(), command, FlowState(base_sha=base_sha)
+    return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
 
 
 async def _create_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -161,7 +186,7 @@ async def _send_request(
         message=spec_prompt(state),
         timeout=int(deps.settings.timeouts.agent_s),
     )
-    return _commands(), command, FlowState()
+    return commands_stream(), command, FlowState()
 
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -169,7 +194,7 @@ async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any])
     if not response.success:
         error = response.error or "the agent did not answer"
         if await _worker_died(state, deps):
-            return await _replace_worker(state, deps, error)
+            return await _replaceworker_of(state, deps, error)
         raise StepFailedError("send_spec", error)
     return FlowState(agent_response=response.response)
 
@@ -185,7 +210,7 @@ async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
     return task.status == TaskStatus.RUNNING  # not failed or cancelled from outside meanwhile
 
 
-async def _replace_worker(state: FlowState, deps: FlowDeps, error: str) -> FlowState:
+async def _replaceworker_of(state: FlowState, deps: FlowDeps, error: str) -> FlowState:
     """Forget the dead worker: the flow goes back to `create_worker` for the next round."""
     round_ = state.get("worker_round", 1) + 1
     note = f"send_spec: {error}; the spec goes to a new worker ({round_} of "
@@ -213,16 +238,14 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
         sha = next((head for head in heads.values() if head and head != base_sha), None)
     if sha is None:
         raise StepFailedError("verify", f"no new commit reached {full_name} (branch {branch})")
-    on_branch = next((name for name, head in heads.items() if head == sha), branch)
-    files = await deps.git.files_changed(full_name, sha)
-    return FlowState(commit_sha=sha, branch=on_branch, files_changed=files)
+    return FlowState(task_head=sha, checks_after="spec")
 
 
 async def _delete_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, DeleteWorkerCommand, FlowState]:
     command = DeleteWorkerCommand(request_id=request_id, worker_id=state.get("worker_id") or "")
-    return _commands(), command, FlowState()
+    return commands_stream(), command, FlowState()
 
 
 async def _delete_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -245,7 +268,7 @@ SEND_SPEC = AwaitedStep(
     "send_spec", 50, "the developer agent is working", lambda t: t.agent_s + t.create_worker_s,
     _send_request, _send_answer, per_worker=True,
 )  # fmt: skip
-VERIFY = PlainStep("verify", 80, "verifying the commit on the remote", _verify)
+VERIFY = PlainStep("verify", 50, "verifying the commit on the remote", _verify)
 DELETE_WORKER = AwaitedStep(
     "delete_worker", 90, "removing the developer worker", lambda t: t.delete_worker_s,
     _delete_request, _delete_answer, tolerant=True,
@@ -253,15 +276,63 @@ DELETE_WORKER = AwaitedStep(
 
 
 def engineering_result(state: FlowState, succeeded: bool) -> EngineeringResult:
-    """The flow's `EngineeringResult` (files, commit and branch when it succeeded)."""
+    """The flow's `EngineeringResult`: when it succeeded, the commit now on the base branch,
+    that branch, and the files the task changed there."""
     return EngineeringResult(
         request_id=state["request_id"],
         status="success" if succeeded else "failed",
         error=None if succeeded else state.get("error") or "failed",
         files_changed=state.get("files_changed") if succeeded else None,
         commit_sha=state.get("commit_sha") if succeeded else None,
-        branch=state.get("branch") if succeeded else None,
+        branch=state.get("result_branch") if succeeded else None,
     )
+
+
+def engineering_details(state: FlowState) -> dict[str, Any]:
+    """What the task's stored result adds to `EngineeringResult`: the task branch, the
+    merged sha, the checks (every run), the pull request, the agent's last answer."""
+    runs = state.get("checks", [])
+    return {
+        "task_branch": state.get("branch"),
+        "base_branch": state.get("base_branch"),
+        "integration": state.get("integration"),
+        "merged_sha": state.get("merged_sha"),
+        "pull_request_url": state.get("pull_request_url"),
+        "checks": {
+            "rounds": len(runs),
+            "fix_rounds": state.get("fix_round", 0),
+            "passed": bool(runs) and bool(runs[-1].get("passed")),
+            "runs": runs,
+        },
+        "conflict_files": state.get("conflict_files") or [],
+        "agent_answer": state.get("agent_response"),
+    }
+
+
+async def _on_end(state: FlowState, deps: FlowDeps) -> None:
+    """The task ended: its integration turn is given back; unless another engineering task
+    of the project still runs, the project goes back to what it was (`active`, `failed`),
+    else to `scaffolded`."""
+    await deps.store.release_turn(state["project_id"], state["task_id"])
+    if not state.get("status_before"):
+        return  # the task never began its work
+    try:
+        others = await deps.api.active_engineering(state["project_id"]) - {state["task_id"]}
+        if others:
+            return
+        project = await deps.api.get_project(state["project_id"])
+    except ApiCallError as error:
+        log.warning("project_status_not_restored", task_id=state["task_id"], error=str(error))
+        return
+    if project.status not in (ProjectStatus.DEVELOPING, ProjectStatus.TESTING):
+        return
+    before = state.get("status_before")
+    target = ProjectStatus.SCAFFOLDED
+    if before in (ProjectStatus.ACTIVE.value, ProjectStatus.FAILED.value):
+        target = ProjectStatus(before)
+    if project.status == ProjectStatus.TESTING:
+        await set_project_status(deps, state, ProjectStatus.DEVELOPING)
+    await set_project_status(deps, state, target)
 
 
 def _cleanup(state: FlowState) -> str:
@@ -283,6 +354,26 @@ def _after_spec(state: FlowState) -> str:
     return VERIFY.name if state.get("worker_id") else CREATE_WORKER.name  # it died: a new one
 
 
+def _after_checks(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return INTEGRATE.name if state.get("checks_next") == "integrate" else FIX.name
+
+
+def _after_integrate(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    if state.get("integration_waiting"):
+        return "integrate_turn"
+    return DELETE_WORKER.name if state.get("integrated") else MERGE.name
+
+
+def _after_merge(state: FlowState) -> str:
+    if state.get("outcome", "running") != "running":
+        return _cleanup(state)
+    return RESOLVE.name if state.get("merge_status") == "conflict" else CHECKS.name
+
+
 def _after_prepare(state: FlowState) -> str:
     if state.get("outcome", "running") != "running":
         return "finish"
@@ -294,10 +385,13 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     graph: Graph = StateGraph(FlowState, context_schema=FlowDeps)
     graph.add_node("start", start)
     add_plain_step(graph, PREPARE)
-    for step in (SCAFFOLD, CREATE_WORKER, SEND_SPEC, DELETE_WORKER):
+    for step in (SCAFFOLD, CREATE_WORKER, SEND_SPEC, CHECKS, FIX, MERGE, RESOLVE, DELETE_WORKER):
         add_awaited_step(graph, step)
     add_plain_step(graph, VERIFY)
-    graph.add_node("finish", finish(engineering_result))
+    add_plain_step(graph, INTEGRATE)
+    graph.add_node(
+        "finish", finish(engineering_result, details=engineering_details, on_end=_on_end)
+    )
     graph.add_edge(START, "start")
     graph.add_conditional_edges("start", _after_start)
     graph.add_conditional_edges(PREPARE.name, _after_prepare)
@@ -305,7 +399,16 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     route_awaited(graph, CREATE_WORKER, SEND_SPEC.name, _cleanup)
     route(graph, SEND_SPEC.name, f"{SEND_SPEC.name}_wait", _cleanup)
     graph.add_conditional_edges(f"{SEND_SPEC.name}_wait", _after_spec)
-    route(graph, VERIFY.name, DELETE_WORKER.name, _cleanup)
+    route(graph, VERIFY.name, CHECKS.name, _cleanup)
+    route(graph, CHECKS.name, f"{CHECKS.name}_wait", _cleanup)
+    graph.add_conditional_edges(f"{CHECKS.name}_wait", _after_checks)
+    route_awaited(graph, FIX, CHECKS.name, _cleanup)
+    graph.add_conditional_edges(INTEGRATE.name, _after_integrate)
+    graph.add_node("integrate_turn", turn_wait)
+    route(graph, "integrate_turn", INTEGRATE.name, _cleanup)
+    route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
+    graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
+    route_awaited(graph, RESOLVE, MERGE.name, _cleanup)
     graph.add_edge(DELETE_WORKER.name, f"{DELETE_WORKER.name}_wait")
     graph.add_edge(f"{DELETE_WORKER.name}_wait", "finish")
     graph.add_edge("finish", END)

@@ -43,8 +43,43 @@ class FlowState(TypedDict, total=False):
     use their own request ids."""
     worker_deleted: bool
     agent_response: str | None
+    """The agent's last answer (the spec's, a fix's, a resolution's)."""
     commit_sha: str
     files_changed: list[str]
+    progress_pct: int
+    """The highest percentage reported so far: progress never goes back in a loop."""
+    task_head: str | None
+    """The task branch's commit the agent's work ended on (verify)."""
+    checked_head: str | None
+    """The commit the last passing checks ran on (it is what gets integrated)."""
+    checks_round: int
+    """Runs of the checks so far (each run has its own request id)."""
+    checks: list[dict[str, Any]]
+    """Every run of the checks: round, why it ran, passed, note, each check's outcome."""
+    checks_next: Literal["integrate", "fix"]
+    checks_after: str
+    """What the next checks run follows: `spec`, `fix` or `merge`."""
+    result_branch: str
+    """The branch `commit_sha` is on: the base branch once integrated (the task branch when
+    the integration is a pull request left open)."""
+    integration: str
+    status_before: str
+    """The project's status when the task began (put back when the task ends)."""
+    fix_round: int
+    """Fix prompts sent so far (at most `fix_rounds`)."""
+    merge_round: int
+    """Merges of the base branch into the task branch asked for so far."""
+    merge_status: str
+    """The last merge's answer: merged, up_to_date, conflict."""
+    conflict_round: int
+    conflict_files: list[str]
+    integrated: bool
+    integration_waiting: bool
+    """Another task of the project holds the integration turn: this one polls for it."""
+    turn_wait_since: float | None
+    turn_holder: str | None
+    merged_sha: str | None
+    pull_request_url: str | None
     # deploy
     server_handle: str
     server_ip: str

@@ -43,6 +43,7 @@ __all__ = [
     "add_awaited_step",
     "add_plain_step",
     "check_not_cancelled",
+    "forward_pct",
     "report",
 ]
 
@@ -69,8 +70,14 @@ _FAILURES = (StepFailedError, GitError, RegistryError)
 """Expected failures of a step: they fail the task (others are retried)."""
 
 
+def forward_pct(state: FlowState, pct: int) -> int:
+    """`pct`, or more when the flow already reported more (a loop never moves progress back)."""
+    return max(pct, state.get("progress_pct", 0))
+
+
 async def report(deps: FlowDeps, state: FlowState, step: str, pct: int, message: str) -> None:
-    """A `progress` event of the task for a step."""
+    """A `progress` event of the task for a step (never below what was reported before)."""
+    pct = forward_pct(state, pct)
     event = ProgressEvent(
         type="progress",
         request_id=state["request_id"],
@@ -123,6 +130,9 @@ class PlainStep:
     pct: int
     label: str
     run: Run
+    quiet_when: str | None = None
+    """A state flag: while it is true the step runs again without a new progress event
+    (a step polled in a loop)."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +150,17 @@ class AwaitedStep:
     per_worker: bool = False
     """The step is repeated for each developer worker (`worker_round`), each time with a new
     request id, so a replacement worker is a new request and not the answer of the last."""
+    counter: str | None = None
+    """A step repeated in a loop (checks, fix, merge): the state field counting its runs so
+    far (its `accept` adds one); each run's request id ends with `#<run>`."""
 
     def request_id(self, state: FlowState) -> str:
         """The request id of this step of this flow."""
         round_ = state.get("worker_round", 1)
         step = f"{self.name}@{round_}" if self.per_worker and round_ > 1 else self.name
+        if self.counter is not None:
+            done = state.get(self.counter, 0)
+            step = f"{step}#{int(str(done)) + 1}"
         return request_id_for(state["task_id"], step)
 
 
@@ -156,8 +172,10 @@ def plain_node(step: PlainStep) -> Node:
 
         async def work() -> FlowState:
             await check_not_cancelled(deps, state)
-            await report(deps, state, step.name, step.pct, step.label)
-            return await step.run(state, deps)
+            if not (step.quiet_when and state.get(step.quiet_when)):
+                await report(deps, state, step.name, step.pct, step.label)
+            update = await step.run(state, deps)
+            return FlowState(**update, progress_pct=forward_pct(state, step.pct))
 
         return await _guarded(step.name, state, work)
 
@@ -179,7 +197,11 @@ def send_node(step: AwaitedStep) -> Node:
             stream, message, update = await step.build(state, deps, request_id)
             await deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
             timeout_s = step.timeout_s(deps.settings.timeouts)
-            return FlowState(**update, deadline_at=deps.clock_s() + timeout_s)
+            return FlowState(
+                **update,
+                deadline_at=deps.clock_s() + timeout_s,
+                progress_pct=forward_pct(state, step.pct),
+            )
 
         if step.tolerant:
             return await work()

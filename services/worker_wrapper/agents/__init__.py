@@ -1,10 +1,13 @@
-"""Coding agents behind one `Agent` protocol: Claude Code, Factory Droid, any command, built-in.
+"""Coding agents behind one `Agent` protocol: Claude Code, Factory Droid, Codex, any command,
+built-in.
 
 `build_agent` picks the adapter the wrapper's settings name.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 from typing import TYPE_CHECKING
 
 from services.worker_wrapper.agents.base import (
@@ -17,8 +20,10 @@ from services.worker_wrapper.agents.base import (
 from services.worker_wrapper.agents.builtin import BuiltinAgent
 from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
 from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
+from services.worker_wrapper.agents.codex import CodexAgent
 from services.worker_wrapper.agents.command import CommandAgent
 from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
+from services.worker_wrapper.errors import AgentConfigError
 
 if TYPE_CHECKING:
     from services.worker_wrapper.settings import WrapperSettings
@@ -31,30 +36,64 @@ __all__ = [
     "AgentResult",
     "BuiltinAgent",
     "ClaudeCodeAgent",
+    "CodexAgent",
     "CommandAgent",
     "FactoryDroidAgent",
     "build_agent",
+    "resolve_user",
 ]
+
+
+def resolve_user(name: str | None) -> tuple[int, int] | None:
+    """(uid, gid) of the user agents run as; None for no such setting."""
+    if not name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise AgentConfigError(f"agent user {name!r} does not exist on this machine") from None
+    if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+        raise AgentConfigError(f"running agents as {name!r} needs the wrapper to run as root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def build_agent(settings: WrapperSettings) -> Agent:
     """The adapter named by `settings.adapter`, configured from the settings."""
+    run_as = resolve_user(settings.agent_user)
     if settings.adapter == "claude-code":
         return ClaudeCodeAgent(
             settings.claude_command,
             permission_mode=settings.claude_permission_mode,
             kill_grace_s=settings.kill_grace_s,
+            model=settings.claude_model,
+            max_retries=settings.claude_max_retries,
+            root_sandbox=settings.claude_root_sandbox,
+            run_as=run_as,
+            budget_usd=settings.task_budget_usd,
         )
     if settings.adapter == "factory-droid":
         return FactoryDroidAgent(
             settings.droid_command,
             autonomy=settings.droid_autonomy,
             kill_grace_s=settings.kill_grace_s,
+            model=settings.droid_model,
+            run_as=run_as,
+        )
+    if settings.adapter == "codex":
+        return CodexAgent(
+            settings.codex_command,
+            model=settings.codex_model,
+            base_url=settings.codex_base_url,
+            sandbox=settings.codex_sandbox,
+            max_retries=settings.codex_max_retries,
+            kill_grace_s=settings.kill_grace_s,
+            run_as=run_as,
         )
     if settings.adapter == "command":
         return CommandAgent(
             settings.command_template,
             output_format=settings.command_output_format,
             kill_grace_s=settings.kill_grace_s,
+            run_as=run_as,
         )
     return BuiltinPoAgent(fallback=BuiltinAgent())

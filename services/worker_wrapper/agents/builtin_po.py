@@ -23,6 +23,13 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.builtin import BUILTIN_AGENT_NOTICE
+from shared.api_client import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+    refusal_text,
+)
 from shared.chat.po_profile import (
     PO_API_TOKEN_ENV,
     PO_API_URL_ENV,
@@ -73,8 +80,13 @@ class PoGrammar:
         return page.items[0] if page.items else None
 
     async def handle(self, prompt: str) -> str:
-        """The answer to one message."""
-        text = prompt.strip()
+        """The answer to one message; a request the API refuses is answered with why."""
+        try:
+            return await self._answer(prompt.strip())
+        except (ValidationError, ConflictError, NotFoundError, ForbiddenError) as error:
+            return f"I could not do that: {refusal_text(error)}"
+
+    async def _answer(self, text: str) -> str:
         if match := _CREATE.match(text):
             name = match["name"].strip().strip("\"'")
             project = await self.api.create_project(ProjectCreate(name=name))

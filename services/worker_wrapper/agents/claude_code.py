@@ -5,11 +5,20 @@ Invocation: ``claude -p --output-format stream-json --verbose [--resume <session
 event: ``system`` (``init`` carries ``session_id``), ``assistant`` / ``user`` (a Messages API
 message whose content holds ``text`` and ``tool_use`` blocks) and one final ``result``
 (``subtype`` ``success`` or ``error_*``, ``is_error``, ``result`` text, ``session_id``,
-``usage``, ``total_cost_usd``).
+``usage``, ``total_cost_usd``). A model API failure (HTTP 5xx, 529, a broken stream) ends
+the run, after the CLI's own retries, with ``is_error`` and ``api_error_status``.
+
+The CLI gets its key from the environment (``ANTHROPIC_API_KEY`` or ``ANTHROPIC_AUTH_TOKEN``,
+``ANTHROPIC_BASE_URL`` for a gateway). The adapter adds quiet defaults: no telemetry, no
+auto-update, no non-essential traffic. As root the CLI refuses ``bypassPermissions``
+unless told it runs in a sandbox: with ``root_sandbox`` (the default) the adapter sets
+``IS_SANDBOX=1`` for a CLI running as root. With ``run_as`` the CLI runs as an unprivileged
+user instead and needs no such switch (see docs/agents.md).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +29,7 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.pricing import Budget, PriceTable
 from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
 
 __all__ = ["ClaudeCodeAgent", "ClaudeStreamParser"]
@@ -33,6 +43,16 @@ class ClaudeStreamParser:
         self.texts: list[str] = []
         self.final: dict[str, Any] | None = None
         self.malformed_lines = 0
+        self.model: str | None = None
+        self.message_usage: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        """Usage of each model message so far (a message spans several events)."""
+
+    def spent_usd(self, prices: PriceTable) -> float:
+        """What the run cost so far: the final usage once known, else the messages'."""
+        final = self.final
+        if final is not None and isinstance(final.get("usage"), dict):
+            return prices.cost(self.model, final["usage"])
+        return sum(prices.cost(model, usage) for model, usage in self.message_usage.values())
 
     def feed(self, line: str) -> list[AgentActivity]:
         """Take one stdout line."""
@@ -46,15 +66,26 @@ class ClaudeStreamParser:
             self.session_id = session
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
+            if isinstance(event.get("model"), str):
+                self.model = event["model"]
             return [AgentActivity("session", f"session {self.session_id or '?'} started")]
         if kind == "assistant":
             return self._assistant(event)
+        if kind == "user":
+            return self._tool_results(event)
+        if kind == "system" and event.get("subtype") == "api_retry":
+            status = event.get("error_status") or event.get("error") or "?"
+            return [AgentActivity("warning", f"model API error {status}; retrying")]
         if kind == "result":
             self.final = event
         return []
 
     def _assistant(self, event: dict[str, Any]) -> list[AgentActivity]:
         message = event.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            model = message.get("model") if isinstance(message.get("model"), str) else None
+            key = str(message.get("id") or len(self.message_usage))
+            self.message_usage[key] = (model or self.model, message["usage"])
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             return []
@@ -72,9 +103,38 @@ class ClaudeStreamParser:
                     found.append(AgentActivity("file", touched))
         return found
 
+    @staticmethod
+    def _tool_results(event: dict[str, Any]) -> list[AgentActivity]:
+        message = event.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            return []
+        failed = [
+            block
+            for block in content
+            if isinstance(block, dict)
+            and block.get("type") == "tool_result"
+            and block.get("is_error") is True
+        ]
+        return [
+            AgentActivity("warning", f"tool failed: {str(block.get('content'))[:160]}")
+            for block in failed
+        ]
+
     def partial(self) -> str:
         """The assistant's text so far."""
         return "\n".join(self.texts)
+
+    @staticmethod
+    def _failure(final: dict[str, Any], text: str | None) -> str:
+        status = final.get("api_error_status")
+        reason = final.get("terminal_reason")
+        if status or reason == "api_error":
+            where = f" (HTTP {status})" if status else ""
+            return f"the model API failed{where}: {text or 'no detail'}"
+        subtype = final.get("subtype")
+        what = subtype if subtype and subtype != "success" else "an error"
+        return f"claude reported {what}: {text or ''}".strip()
 
     def finish(self, *, exit_code: int, stderr_tail: str) -> AgentResult:
         """The result once the CLI exited."""
@@ -100,7 +160,7 @@ class ClaudeStreamParser:
             response=text if not failed else (text or self.partial() or None),
             error=(
                 error_text(
-                    f"claude reported {final.get('subtype', 'an error')}: {text or ''}".strip(),
+                    self._failure(final, text),
                     exit_code=exit_code,
                     stderr_tail=stderr_tail,
                 )
@@ -127,27 +187,69 @@ class ClaudeCodeAgent:
         permission_mode: str = "bypassPermissions",
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
+        model: str | None = None,
+        max_retries: int | None = None,
+        root_sandbox: bool = True,
+        run_as: tuple[int, int] | None = None,
+        budget_usd: float | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.command = list(command)
+        self.budget_usd = budget_usd
+        self.prices = prices or PriceTable.load()
+        self.spent_usd = 0.0
+        """What this agent's runs cost so far (the worker's task), by the price table."""
         self.permission_mode = permission_mode
         self.extra_args = list(extra_args)
         self.kill_grace_s = kill_grace_s
+        self.model = model
+        self.max_retries = max_retries
+        self.root_sandbox = root_sandbox
+        self.run_as = run_as
+
+    def environment(self) -> dict[str, str]:
+        """The adapter's defaults for the CLI's environment (the worker's own win)."""
+        env = {
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
+        if self.max_retries is not None:
+            env["CLAUDE_CODE_MAX_RETRIES"] = str(self.max_retries)
+        as_root = os.geteuid() == 0 if self.run_as is None else self.run_as[0] == 0
+        if self.root_sandbox and as_root:
+            env["IS_SANDBOX"] = "1"
+        return env
 
     def argv(self, session_id: str | None) -> list[str]:
         """The command line for one prompt (the prompt itself goes to stdin)."""
         argv = [*self.command, "-p", "--output-format", "stream-json", "--verbose"]
         if session_id:
             argv += ["--resume", session_id]
+        if self.model:
+            argv += ["--model", self.model]
         argv += ["--permission-mode", self.permission_mode, *self.extra_args]
         return argv
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
-        """Run one prompt through `claude`."""
-        return await run_stream_agent(
+        """Run one prompt through `claude`; with a budget, the run is stopped (its whole
+        process tree) as soon as the usage it streams reaches the cap."""
+        parser = ClaudeStreamParser()
+        budget = None
+        if self.budget_usd is not None:
+            budget = Budget(self.budget_usd, spent_usd=self.spent_usd)
+        result = await run_stream_agent(
             self.argv(request.session_id),
             request,
-            ClaudeStreamParser(),
+            parser,
             on_activity,
             stdin_text=request.prompt,
             kill_grace_s=self.kill_grace_s,
+            extra_env=self.environment(),
+            run_as=self.run_as,
+            budget=budget,
+            spent=lambda: parser.spent_usd(self.prices),
         )
+        self.spent_usd += parser.spent_usd(self.prices)
+        return result

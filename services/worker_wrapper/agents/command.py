@@ -3,7 +3,8 @@
 A new agent needs configuration, not code: ``command_template`` is an argv list whose items
 may hold the placeholders ``{workspace}``, ``{prompt_file}`` and ``{session_id}``. The prompt
 also goes to stdin. Output: with ``output_format="text"`` stdout is the answer; with
-``"claude-stream-json"`` or ``"droid-stream-json"`` the stream is parsed like those CLIs'.
+``"claude-stream-json"``, ``"droid-stream-json"`` or ``"codex-json"`` the stream is parsed
+like those CLIs'.
 A non-zero exit is an error carrying the tail of stderr.
 """
 
@@ -22,14 +23,15 @@ from services.worker_wrapper.agents.base import (
     StreamParser,
 )
 from services.worker_wrapper.agents.claude_code import ClaudeStreamParser
-from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.cli_agent import run_stream_agent, write_prompt_file
+from services.worker_wrapper.agents.codex import CodexStreamParser
 from services.worker_wrapper.agents.factory_droid import DroidStreamParser
 from services.worker_wrapper.agents.streams import error_text
 from services.worker_wrapper.errors import AgentConfigError
 
 __all__ = ["CommandAgent", "CommandOutputFormat", "TextStreamParser"]
 
-CommandOutputFormat = Literal["text", "claude-stream-json", "droid-stream-json"]
+CommandOutputFormat = Literal["text", "claude-stream-json", "droid-stream-json", "codex-json"]
 _PLACEHOLDERS = ("{workspace}", "{prompt_file}", "{session_id}")
 
 
@@ -73,12 +75,14 @@ class CommandAgent:
         *,
         output_format: CommandOutputFormat = "text",
         kill_grace_s: float = 2.0,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         if not template:
             raise AgentConfigError("the command adapter needs a non-empty command_template")
         self.template = list(template)
         self.output_format: CommandOutputFormat = output_format
         self.kill_grace_s = kill_grace_s
+        self.run_as = run_as
 
     @property
     def supports_sessions(self) -> bool:
@@ -102,13 +106,14 @@ class CommandAgent:
             return ClaudeStreamParser()
         if self.output_format == "droid-stream-json":
             return DroidStreamParser()
+        if self.output_format == "codex-json":
+            return CodexStreamParser()
         return TextStreamParser()
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
         """Run one prompt through the templated command."""
         with tempfile.TemporaryDirectory(prefix="agent-prompt-") as tmp:
-            prompt_file = Path(tmp) / "prompt.md"
-            prompt_file.write_text(request.prompt, encoding="utf-8")
+            prompt_file = write_prompt_file(Path(tmp), request.prompt, self.run_as)
             argv = self.argv(
                 workspace=request.workspace, prompt_file=prompt_file, session_id=request.session_id
             )
@@ -119,4 +124,5 @@ class CommandAgent:
                 on_activity,
                 stdin_text=request.prompt,
                 kill_grace_s=self.kill_grace_s,
+                run_as=self.run_as,
             )

@@ -4,8 +4,12 @@ Invocation: ``droid exec --output-format stream-json --auto <low|medium|high>
 [--session-id <id>] --file <prompt file>``; the prompt is written to a file in the worker's
 private directory, never put in argv. Every stdout line is a JSON event: ``system``
 (``init`` carries ``session_id``), ``message`` (``role``, ``text``), ``tool_call``
-(``toolName``, ``parameters``), ``tool_result``, ``error`` (``message``) and one final
+(``toolName``, ``parameters``), ``tool_result`` (``isError``), ``error`` (``message``) and one final
 ``completion`` (``finalText``, ``session_id``, ``usage``).
+
+The CLI signs in to Factory with ``FACTORY_API_KEY``; a model of the user's own (BYOK: a
+``customModels`` entry of ``~/.factory/settings.json``, chosen with ``model``
+``custom:<displayName>-<index>``) talks to that model's API directly.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.cli_agent import run_stream_agent, write_prompt_file
 from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
 
 __all__ = ["AutonomyLevel", "DroidStreamParser", "FactoryDroidAgent"]
@@ -64,6 +68,11 @@ class DroidStreamParser:
             if touched:
                 found.append(AgentActivity("file", touched))
             return found
+        if kind == "tool_result" and event.get("isError") is True:
+            error = event.get("error")
+            detail = error.get("message") if isinstance(error, dict) else event.get("value")
+            tool = event.get("toolName") or event.get("toolId") or "tool"
+            return [AgentActivity("warning", f"{tool} failed: {str(detail)[:160]}")]
         if kind == "error":
             message = str(event.get("message") or event.get("error") or "error")
             self.errors.append(message)
@@ -112,8 +121,12 @@ class FactoryDroidAgent:
         autonomy: AutonomyLevel = "high",
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
+        model: str | None = None,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.command = list(command)
+        self.run_as = run_as
+        self.model = model
         self.autonomy: AutonomyLevel = autonomy
         self.extra_args = list(extra_args)
         self.kill_grace_s = kill_grace_s
@@ -123,13 +136,14 @@ class FactoryDroidAgent:
         argv = [*self.command, "exec", "--output-format", "stream-json", "--auto", self.autonomy]
         if session_id:
             argv += ["--session-id", session_id]
+        if self.model:
+            argv += ["--model", self.model]
         return [*argv, *self.extra_args, "--file", str(prompt_file)]
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
         """Run one prompt through `droid exec`."""
         with tempfile.TemporaryDirectory(prefix="droid-prompt-") as tmp:
-            prompt_file = Path(tmp) / "prompt.md"
-            prompt_file.write_text(request.prompt, encoding="utf-8")
+            prompt_file = write_prompt_file(Path(tmp), request.prompt, self.run_as)
             return await run_stream_agent(
                 self.argv(request.session_id, prompt_file),
                 request,
@@ -137,4 +151,5 @@ class FactoryDroidAgent:
                 on_activity,
                 stdin_text=None,
                 kill_grace_s=self.kill_grace_s,
+                run_as=self.run_as,
             )

@@ -34,6 +34,8 @@ class CliOutcome:
     """The exit code (negative: killed by that signal); None when it had to be killed."""
     timed_out: bool
     stderr_tail: str
+    stopped: bool = False
+    """True when `stop` was set and the process tree was killed for it."""
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -93,11 +95,19 @@ async def run_cli(
     timeout_s: float,
     on_line: Callable[[str], None],
     kill_grace_s: float = 2.0,
+    run_as: tuple[int, int] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> CliOutcome:
     """Run `argv` in its own process group; feed each stdout line to `on_line`.
 
-    Raises `OSError` when the program cannot be started (not found, not executable).
+    `run_as` (uid, gid): the process drops to that user and group (no supplementary
+    groups) before it starts; this process must be root for it. Setting `stop` kills the
+    process tree at once (a budget reached). Raises `OSError` when the
+    program cannot be started (not found, not executable, not permitted).
     """
+    identity: dict[str, object] = {}
+    if run_as is not None:
+        identity = {"user": run_as[0], "group": run_as[1], "extra_groups": []}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
@@ -107,6 +117,7 @@ async def run_cli(
         stderr=asyncio.subprocess.PIPE,
         process_group=0,
         limit=_LINE_LIMIT_BYTES,
+        **identity,  # type: ignore[arg-type]  # user/group/extra_groups of Popen
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -120,25 +131,37 @@ async def run_cli(
             proc.stdin.write(stdin_text.encode())
             await proc.stdin.drain()
         proc.stdin.close()
-    timed_out = False
+    waiter = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    timed_out = stopped = False
     try:
-        await asyncio.wait_for(proc.wait(), timeout=timeout_s)
-    except TimeoutError:
-        timed_out = True
+        watched = {waiter} if stopper is None else {waiter, stopper}
+        done, _ = await asyncio.wait(
+            watched, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            stopped = stopper is not None and stopper in done
+            timed_out = not stopped
     except asyncio.CancelledError:
+        waiter.cancel()
         await asyncio.to_thread(kill_process_tree, proc.pid, grace_s=kill_grace_s)
         raise
-    # the leader is gone (or timed out); whatever it left behind goes with its group
-    if timed_out or _descendants(proc.pid) or not _group_empty(proc.pid):
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+    # the leader is gone (or timed out, or stopped); what it left behind goes with its group
+    if timed_out or stopped or _descendants(proc.pid) or not _group_empty(proc.pid):
         await asyncio.to_thread(kill_process_tree, proc.pid, grace_s=kill_grace_s)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), timeout=kill_grace_s + 1)
+        await asyncio.wait_for(waiter, timeout=kill_grace_s + 1)
     _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT_S)
     for task in pending:
         task.cancel()
     stderr_tail = b"".join(tail).decode("utf-8", errors="replace")[-_STDERR_TAIL_BYTES:]
-    exit_code = None if timed_out else proc.returncode
-    return CliOutcome(exit_code=exit_code, timed_out=timed_out, stderr_tail=stderr_tail)
+    exit_code = None if timed_out or stopped else proc.returncode
+    return CliOutcome(
+        exit_code=exit_code, timed_out=timed_out, stderr_tail=stderr_tail, stopped=stopped
+    )
 
 
 def _group_empty(pgid: int) -> bool:

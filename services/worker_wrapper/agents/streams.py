@@ -1,11 +1,16 @@
-"""Shared pieces of the stream-json parsers: JSON line decoding and activity wording."""
+"""Shared pieces of the stream-json parsers: JSON line decoding, activity wording, masking."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["decode_line", "describe_tool", "error_text"]
+__all__ = ["decode_line", "describe_tool", "error_text", "mask_text", "secret_values"]
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+_MIN_SECRET_CHARS = 6
 
 _FILE_KEYS = ("file_path", "path", "notebook_path", "filePath")
 _SUMMARY_KEYS = ("command", "pattern", "url", "query", "description")
@@ -54,3 +59,16 @@ def error_text(message: str, *, exit_code: int | None, stderr_tail: str) -> str:
     if tail:
         parts.append(f"stderr: {tail[-1500:]}")
     return " ".join(parts)
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The values of secret-looking variables of `env` (API keys, tokens), longest first."""
+    found = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_CHARS}
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_text(text: str, secrets: list[str]) -> str:
+    """`text` with every value of `secrets` replaced by `***`."""
+    for value in secrets:
+        text = text.replace(value, "***")
+    return text

@@ -1,0 +1,220 @@
+"""The `codex` adapter: OpenAI's Codex CLI, `codex exec --json`.
+
+Invocation: ``codex exec --json --skip-git-repo-check <sandbox flag> -c model_provider=...
+[-m <model>] [resume <session>] -``, the prompt on stdin (never argv). The model provider is
+always the adapter's own entry (``orchestrator``): the OpenAI Responses API at
+``base_url`` (the setting, else ``OPENAI_BASE_URL`` of the agent's environment, else
+OpenAI's), its key read by the CLI from ``OPENAI_API_KEY``, and bounded retries.
+
+Every stdout line is a JSON event: ``thread.started`` (``thread_id``: the session),
+``turn.started``, ``item.started`` / ``item.updated`` / ``item.completed`` (an ``item`` of
+type ``agent_message``, ``reasoning``, ``command_execution``, ``file_change``,
+``mcp_tool_call``, ``web_search``, ``todo_list`` or ``error``), ``turn.completed``
+(``usage``), ``turn.failed`` (``error.message``) and top-level ``error`` (``message``:
+reconnects, fatal errors).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from services.worker_wrapper.agents.base import (
+    ActivitySink,
+    AgentActivity,
+    AgentRequest,
+    AgentResult,
+)
+from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.streams import decode_line, error_text
+
+__all__ = ["CodexAgent", "CodexSandbox", "CodexStreamParser"]
+
+CodexSandbox = Literal["bypass", "danger-full-access", "workspace-write"]
+"""`bypass`: no sandbox and no approvals (the worker is the sandbox); the others are Codex's
+own sandbox modes (they need a kernel that allows them, and block network access)."""
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_PROVIDER = "orchestrator"
+_COMMAND_CHARS = 160
+
+
+class CodexStreamParser:
+    """Turns `codex exec --json` lines into activity and a result."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.messages: list[str] = []
+        self.usage: dict[str, Any] = {}
+        self.turn_completed = False
+        self.failure: str | None = None
+        self.errors: list[str] = []
+        self.malformed_lines = 0
+
+    def feed(self, line: str) -> list[AgentActivity]:
+        """Take one stdout line."""
+        event = decode_line(line)
+        if event is None:
+            if line.strip():
+                self.malformed_lines += 1
+            return []
+        kind = event.get("type")
+        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+            self.session_id = event["thread_id"]
+            return [AgentActivity("session", f"session {self.session_id} started")]
+        if kind == "item.completed" and isinstance(event.get("item"), dict):
+            return self._item(event["item"])
+        if kind == "turn.completed":
+            self.turn_completed = True
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                for key, value in usage.items():  # one exec may run several turns
+                    if isinstance(value, int | float):
+                        self.usage[key] = self.usage.get(key, 0) + value
+            return []
+        if kind == "turn.failed":
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.failure = str(message or "the turn failed")
+            return [AgentActivity("warning", self.failure[:200])]
+        if kind == "error":
+            message = str(event.get("message") or "error")
+            self.errors.append(message)
+            return [AgentActivity("warning", message[:200])]
+        return []
+
+    def _item(self, item: dict[str, Any]) -> list[AgentActivity]:
+        kind = item.get("type")
+        if kind == "agent_message" and isinstance(item.get("text"), str):
+            self.messages.append(item["text"])
+            return [AgentActivity("text", item["text"][:200])]
+        if kind == "command_execution":
+            command = str(item.get("command") or "").replace("\n", " ")[:_COMMAND_CHARS]
+            code = item.get("exit_code")
+            outcome = f" (exit {code})" if code is not None else ""
+            return [AgentActivity("tool", f"shell: {command}{outcome}")]
+        if kind == "file_change" and isinstance(item.get("changes"), list):
+            found = []
+            for change in item["changes"]:
+                if isinstance(change, dict) and isinstance(change.get("path"), str):
+                    found.append(
+                        AgentActivity("tool", f"{change.get('kind', 'edit')}: {change['path']}")
+                    )
+                    found.append(AgentActivity("file", change["path"]))
+            return found
+        if kind == "mcp_tool_call":
+            return [AgentActivity("tool", f"{item.get('server', 'mcp')}.{item.get('tool', '?')}")]
+        if kind == "web_search":
+            return [AgentActivity("tool", f"web_search: {str(item.get('query', ''))[:120]}")]
+        if kind == "error" and isinstance(item.get("message"), str):
+            return [AgentActivity("warning", item["message"][:200])]
+        return []
+
+    def partial(self) -> str:
+        """The agent's messages so far."""
+        return "\n".join(self.messages)
+
+    def finish(self, *, exit_code: int, stderr_tail: str) -> AgentResult:
+        """The result once the CLI exited."""
+        if self.failure is not None or exit_code != 0 or not self.turn_completed:
+            reason = self.failure or (self.errors[-1] if self.errors else None)
+            message = (
+                f"the model API failed: {reason}"
+                if reason
+                else "codex exited without completing its turn"
+            )
+            return AgentResult(
+                status="error",
+                response=self.partial() or None,
+                error=error_text(message, exit_code=exit_code, stderr_tail=stderr_tail),
+                session_id=self.session_id,
+                usage=dict(self.usage),
+                exit_code=exit_code,
+            )
+        return AgentResult(
+            status="success",
+            response=self.messages[-1] if self.messages else "",
+            session_id=self.session_id,
+            usage=dict(self.usage),
+            exit_code=exit_code,
+        )
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+class CodexAgent:
+    """OpenAI's Codex through its CLI (`codex exec --json`)."""
+
+    name = "codex"
+    supports_sessions = True
+
+    def __init__(
+        self,
+        command: Sequence[str] = ("codex",),
+        *,
+        model: str | None = None,
+        base_url: str | None = None,
+        sandbox: CodexSandbox = "bypass",
+        max_retries: int = 2,
+        extra_args: Sequence[str] = (),
+        kill_grace_s: float = 2.0,
+        run_as: tuple[int, int] | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.run_as = run_as
+        self.model = model
+        self.base_url = base_url
+        self.sandbox: CodexSandbox = sandbox
+        self.max_retries = max_retries
+        self.extra_args = list(extra_args)
+        self.kill_grace_s = kill_grace_s
+
+    def provider(self, env: Mapping[str, str]) -> str:
+        """The `-c` value defining the adapter's model provider (no secret: the CLI reads
+        the key from `OPENAI_API_KEY` itself)."""
+        base_url = self.base_url or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        fields = {
+            "name": _toml_string("orchestrator (OpenAI Responses API)"),
+            "base_url": _toml_string(base_url),
+            "env_key": _toml_string("OPENAI_API_KEY"),
+            "wire_api": _toml_string("responses"),
+            "request_max_retries": str(self.max_retries),
+            "stream_max_retries": str(self.max_retries),
+        }
+        body = ", ".join(f"{key} = {value}" for key, value in fields.items())
+        return f"model_providers.{_PROVIDER}={{ {body} }}"
+
+    def argv(self, session_id: str | None, env: Mapping[str, str]) -> list[str]:
+        """The command line for one prompt (read from stdin: the final `-`)."""
+        argv = [*self.command, "exec", "--json", "--skip-git-repo-check"]
+        if self.sandbox == "bypass":
+            argv.append("--dangerously-bypass-approvals-and-sandbox")
+        else:
+            argv += ["--sandbox", self.sandbox]
+        argv += ["-c", f"model_provider={_toml_string(_PROVIDER)}", "-c", self.provider(env)]
+        if self.model:
+            argv += ["--model", self.model]
+        argv += self.extra_args
+        if session_id:
+            argv += ["resume", session_id]
+        return [*argv, "-"]
+
+    def environment(self) -> dict[str, str]:
+        """The adapter's defaults for the CLI's environment (the worker's own win)."""
+        return {"NO_COLOR": "1"}
+
+    async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
+        """Run one prompt through `codex exec`."""
+        return await run_stream_agent(
+            self.argv(request.session_id, request.env),
+            request,
+            CodexStreamParser(),
+            on_activity,
+            stdin_text=request.prompt,
+            kill_grace_s=self.kill_grace_s,
+            extra_env=self.environment(),
+            run_as=self.run_as,
+        )

@@ -1,0 +1,131 @@
+"""What integration needs from a provider: ancestry, diffs, a compare-and-swap fast-forward,
+and (GitHub) pull requests opened and merged; on real bare repositories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from shared.git import (
+    GitHubProvider,
+    LocalGitProvider,
+    ProviderError,
+    commit_all,
+    push,
+    rev_parse,
+    run_git,
+)
+from tests.git.fake_github import FakeGitHub
+
+TOKEN = "ghp_TestToken0123456789abcdef"
+
+
+async def _history(provider: LocalGitProvider, work: Path) -> tuple[str, str, str]:
+    """main → task (one commit ahead) and other (diverged from main); their shas."""
+    repo = await provider.create_repo("octo/app")
+    await push(work, repo.clone_url, "main")
+    main = await rev_parse(work, "HEAD")
+    (work / "feature.py").write_text("x = 1\n")
+    await commit_all(work, "feature")
+    await push(work, repo.clone_url, "task/1")
+    task = await rev_parse(work, "HEAD")
+    assert main is not None
+    await run_git("checkout", "-q", "-b", "other", main, cwd=work)
+    (work / "other.py").write_text("y = 2\n")
+    await commit_all(work, "other")
+    await push(work, repo.clone_url, "other")
+    other = await rev_parse(work, "HEAD")
+    assert main is not None
+    assert task is not None
+    assert other is not None
+    return main, task, other
+
+
+async def test_ancestry_and_diff(provider: LocalGitProvider, worktree: Path) -> None:
+    """is_ancestor follows history; diff_files lists what differs between two commits."""
+    main, task, other = await _history(provider, worktree)
+    assert await provider.is_ancestor("octo/app", main, task)
+    assert await provider.is_ancestor("octo/app", task, task)
+    assert not await provider.is_ancestor("octo/app", task, main)
+    assert not await provider.is_ancestor("octo/app", other, task)
+    assert await provider.diff_files("octo/app", main, task) == ["feature.py"]
+
+
+async def test_fast_forward_is_a_compare_and_swap(
+    provider: LocalGitProvider, worktree: Path
+) -> None:
+    """main moves only from the expected commit to a descendant; a retry is a no-op; a
+    branch that moved elsewhere is left alone; a non-descendant is refused."""
+    main, task, other = await _history(provider, worktree)
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)
+    assert await provider.head_of("octo/app", "main") == task
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)  # retry
+    assert not await provider.fast_forward("octo/app", "main", expected=main, new=other)
+    assert await provider.head_of("octo/app", "main") == task
+    with pytest.raises(ProviderError, match="does not descend"):
+        await provider.fast_forward("octo/app", "main", expected=task, new=other)
+    assert await provider.head_of("octo/app", "main") == task
+
+
+async def test_the_local_provider_has_no_pull_requests(provider: LocalGitProvider) -> None:
+    """Asking the local provider for a pull request names the integration to use instead."""
+    with pytest.raises(ProviderError, match="use the integration 'merge'"):
+        await provider.pull_request("octo/app", head="t", base="main", title="t", body="")
+
+
+@pytest.fixture
+async def github(tmp_path: Path) -> AsyncIterator[tuple[GitHubProvider, FakeGitHub]]:
+    """A provider on a fake GitHub whose bare repositories live under tmp_path/gh."""
+    fake = FakeGitHub(tmp_path / "gh", TOKEN)
+    provider = GitHubProvider(
+        SecretStr(TOKEN), api_url="https://api.github.example", transport=fake.transport()
+    )
+    try:
+        yield provider, fake
+    finally:
+        await provider.aclose()
+
+
+async def test_github_pull_request_opened_once_and_merged(
+    github: tuple[GitHubProvider, FakeGitHub], worktree: Path
+) -> None:
+    """A pull request of the task branch is opened once (asking again finds it), merged
+    through the API at the expected head, and main then holds a merge of both."""
+    provider, fake = github
+    main, task, _ = await _history(LocalGitProvider(fake.root), worktree)
+    assert await provider.is_ancestor("octo/app", main, task)
+    assert await provider.diff_files("octo/app", main, task) == ["feature.py"]
+    pull = await provider.pull_request(
+        "octo/app", head="task/1", base="main", title="Task 1", body="checks passed"
+    )
+    again = await provider.pull_request(
+        "octo/app", head="task/1", base="main", title="Task 1", body="checks passed"
+    )
+    assert again == pull
+    assert (pull.number, pull.state, pull.merged) == (1, "open", False)
+    assert pull.url.endswith("/octo/app/pull/1")
+    with pytest.raises(ProviderError, match="409"):
+        await provider.merge_pull_request("octo/app", pull.number, sha=main)
+    merged = await provider.merge_pull_request("octo/app", pull.number, sha=task)
+    assert merged.merged
+    assert merged.merge_commit_sha is not None
+    assert await provider.head_of("octo/app", "main") == merged.merge_commit_sha
+    assert await provider.is_ancestor("octo/app", task, merged.merge_commit_sha)
+    assert await provider.merge_pull_request("octo/app", pull.number, sha=task) == merged
+    assert ("POST", "/repos/octo/app/pulls") in fake.requests
+    assert [m for m, p in fake.requests if p.endswith("/merge")] == ["PUT", "PUT"]  # 409, merge
+
+
+async def test_github_fast_forward_never_overwrites(
+    github: tuple[GitHubProvider, FakeGitHub], worktree: Path
+) -> None:
+    """The GitHub fast-forward moves main to a descendant and refuses anything else."""
+    provider, fake = github
+    main, task, other = await _history(LocalGitProvider(fake.root), worktree)
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)
+    assert await provider.head_of("octo/app", "main") == task
+    assert not await provider.fast_forward("octo/app", "main", expected=main, new=other)
+    assert await provider.head_of("octo/app", "main") == task
