@@ -1,0 +1,62 @@
+"""The real Docker engine and the images built here: base (mmdebstrap) and worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.worker_manager import images
+from tests.docker_engine import Engine
+from tests.workers.helpers import read_text
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]  # a cold build: minutes
+
+
+def test_base_image_is_a_debian_with_python_and_git(docker_engine: Engine) -> None:
+    """The base is made here from Debian's packages: python3 and git run in it, and a second
+    ensure finds it in the engine instead of building it again."""
+    client = docker_engine.client()
+    try:
+        report = images.ensure_base_image(client)
+        output = client.containers.run(
+            report.image,
+            ["sh", "-c", "python3 --version && git --version && cat /etc/debian_version"],
+            network_mode="none",
+            remove=True,
+        ).decode()
+        again = images.ensure_base_image(client)
+    finally:
+        client.close()
+    assert "Python 3.11" in output
+    assert "git version" in output
+    assert again.action == "present"
+    assert again.image == report.image
+    assert (images.cache_dir() / f"base-{images.base_key()}.tar").exists()
+
+
+def test_worker_image_runs_the_wrapper_as_an_unprivileged_user(
+    docker_engine: Engine, worker_image: str
+) -> None:
+    """The worker image's default user is uid 10001, and every wrapper module imports with
+    the pinned packages alone (nothing the wrapper needs is missing from requirements.txt)."""
+    script = (
+        "import os, pkgutil, importlib\n"
+        "import services.worker_wrapper as w, services.worker_wrapper.agents as a\n"
+        "for pkg in (w, a):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+        "print(os.getuid(), os.getgid())\n"
+    )
+    client = docker_engine.client()
+    try:
+        output = client.containers.run(
+            worker_image, ["python", "-c", script], network_mode="none", remove=True
+        ).decode()
+    finally:
+        client.close()
+    assert output.split() == ["10001", "10001"]
+
+
+def test_worker_requirements_match_the_lock() -> None:
+    """requirements.txt pins the wrapper's packages at the versions uv.lock installed
+    (regenerate: python -m services.worker_manager.images requirements)."""
+    assert read_text(images.WORKER_REQUIREMENTS) == images.worker_requirements()
