@@ -88,8 +88,10 @@ def worker_image(docker_engine: Engine) -> str:
         _docker_unavailable(f"cannot build the base image: {exc}")
     client = docker_engine.client()
     try:
-        for report in (images.ensure_base_image(client), images.ensure_worker_image(client)):
-            print(f"\n{report.image}: {report.action} in {report.seconds:.1f} s")
+        base = images.ensure_base_image(client)
+        worker = images.ensure_worker_image(client)
     finally:
         client.close()
-    return images.WORKER_IMAGE
+    for report in (base, worker):
+        print(f"\n{report.image}: {report.action} in {report.seconds:.1f} s")
+    return worker.image

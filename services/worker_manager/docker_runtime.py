@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import docker
 import requests
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from services.worker_manager.errors import RuntimeBackendError, WorkerStartError
 from services.worker_manager.local_runtime import WRAPPER_MODULE
@@ -37,6 +37,7 @@ _HOST_ONLY_ENV = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME"
 _WORKSPACE = "/workspace"
 _SESSION = "/session"
 _HOME = "/home/agent"
+_CONFLICT = 409
 T = TypeVar("T")
 
 
@@ -229,9 +230,13 @@ class DockerRuntime:
         own_network = not self.settings.network
         try:
             container.stop(timeout=max(int(grace_s), 0))
+            container.remove(force=True)
         except NotFound:
             return
-        container.remove(force=True)
+        except APIError as exc:
+            if exc.status_code != _CONFLICT:  # another stop is removing it already
+                raise
+            return
         if worker_id and own_network:
             with contextlib.suppress(NotFound):
                 self.client.networks.get(f"{self.settings.network_prefix}{worker_id}").remove()

@@ -43,6 +43,7 @@ __all__ = [
     "BASE_REPOSITORY",
     "WORKER_DOCKERFILE",
     "WORKER_IMAGE",
+    "WORKER_REPOSITORY",
     "WORKER_REQUIREMENTS",
     "BuildReport",
     "ImageBuildError",
@@ -56,7 +57,9 @@ __all__ = [
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_DOCKERFILE = PROJECT_ROOT / "services" / "worker_wrapper" / "Dockerfile"
 WORKER_REQUIREMENTS = PROJECT_ROOT / "services" / "worker_wrapper" / "requirements.txt"
-WORKER_IMAGE = "codegen-orchestrator-worker:latest"
+WORKER_REPOSITORY = "codegen-orchestrator-worker"
+WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
+"""What `make images` tags (DockerSettings.image's default); tests use the content tag."""
 WRAPPER_DISTRIBUTIONS = (
     "opentelemetry-api",
     "opentelemetry-sdk",
@@ -314,13 +317,29 @@ def _worker_context(root: Path) -> None:
                 shutil.copy2(path, root / "src" / relative)
 
 
-def ensure_worker_image(client: docker.DockerClient, tag: str = WORKER_IMAGE) -> BuildReport:
-    """Build the worker image from the project's Dockerfile on the base image (layers that
-    did not change come from the engine's cache)."""
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def ensure_worker_image(client: docker.DockerClient, *extra_tags: str) -> BuildReport:
+    """The worker image from the project's Dockerfile on the base image, tagged
+    `codegen-orchestrator-worker:<hash of base and build context>` (so test runs of different
+    trees sharing an engine never run each other's image) and `extra_tags`; found in the
+    engine when present, else built (unchanged layers come from the engine's cache)."""
     base = ensure_base_image(client)
     started = time.monotonic()
     with _locked(cache_dir() / "build.lock"), tempfile.TemporaryDirectory() as context:
         _worker_context(Path(context))
+        key = hashlib.sha256(f"{base.image}:{_tree_hash(Path(context))}".encode()).hexdigest()
+        tag = f"{WORKER_REPOSITORY}:{key[:16]}"
+        if _has_image(client, tag):
+            image = client.images.get(tag)
+            for extra in extra_tags:
+                image.tag(*extra.rsplit(":", 1))
+            return BuildReport(tag, "present", time.monotonic() - started)
         try:
             image, log = client.images.build(
                 path=context,
@@ -334,12 +353,12 @@ def ensure_worker_image(client: docker.DockerClient, tag: str = WORKER_IMAGE) ->
             lines = [str(step.get("stream") or step.get("error") or "") for step in exc.build_log]
             tail = "".join(lines).strip()[-1500:]
             raise ImageBuildError(f"worker image build failed: {exc.msg}\n{tail}") from None
+        for extra in extra_tags:
+            image.tag(*extra.rsplit(":", 1))
     text = "".join(str(step.get("stream", "")) for step in log if isinstance(step, dict))
     steps, cached = text.count("\nStep ") + text.startswith("Step "), text.count("Using cache")
     action = f"built, {cached} of {steps} steps from the layer cache"
-    return BuildReport(
-        str(image.tags[0] if image.tags else tag), action, time.monotonic() - started
-    )
+    return BuildReport(tag, action, time.monotonic() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     client = docker.from_env()
     try:
-        for report in (ensure_base_image(client), ensure_worker_image(client)):
+        for report in (ensure_base_image(client), ensure_worker_image(client, WORKER_IMAGE)):
             print(f"{report.image}: {report.action} in {report.seconds:.1f} s")  # noqa: T201
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201

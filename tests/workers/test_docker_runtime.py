@@ -168,3 +168,14 @@ async def test_host_network_mode_creates_no_network(
         runtime.close()
     assert engine.find("POST", "/networks/create") == []
     assert engine.find("DELETE", "/networks") == []
+
+
+async def test_stop_while_another_stop_removes_is_no_error(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """The engine's 409 'removal already in progress' (the monitor and a delete stopping the
+    same worker at once) ends the stop quietly."""
+    ref = await runtime.start(spec(tmp_path))
+    engine.state.containers[ref]["Removing"] = True
+    await runtime.stop(ref, grace_s=0)
+    assert ref in engine.state.containers
