@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import requests
@@ -116,8 +117,13 @@ class DockerRuntime:
         env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY_ENV}
         env["WORKER_WORKSPACE"] = _WORKSPACE
         env["WORKER_SESSION_DIR"] = _SESSION
-        if self.settings.redis_url:
-            env["WORKER_REDIS_URL"] = self.settings.redis_url
+        if self.settings.redis_url:  # the same credentials (a worker's ACL user), another host
+            given = urlsplit(spec.env.get("WORKER_REDIS_URL", ""))
+            inside = urlsplit(self.settings.redis_url)
+            if given.username:
+                userinfo = given.netloc.rpartition("@")[0]
+                inside = inside._replace(netloc=f"{userinfo}@{inside.netloc.rpartition('@')[2]}")
+            env["WORKER_REDIS_URL"] = urlunsplit(inside)
         return env
 
     def _user(self) -> tuple[int, int]:

@@ -107,6 +107,11 @@ class WorkerManagerSettings(BaseSettings):
     session_ttl_s: float = 6 * 3600
     record_ttl_s: int = 86400
     """How long the record of a stopped or failed worker stays visible."""
+    redis_acl: bool = False
+    """Give each worker a Redis ACL user of its own, allowed only its own streams and keys
+    (see redis_users.py); the manager's Redis user needs the ACL commands. Off by default:
+    the users live in the server's memory, and a restarted Redis without an ACL file would
+    lock out the workers it adopts."""
     adopt_on_start: bool = True
     """On start, keep the live workers of this manager's previous run (else remove them)."""
     stop_workers_on_exit: bool = False

@@ -9,6 +9,7 @@ plays the untrusted agent in the isolation tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from shared.contracts import new_id
 from tests.docker_engine import Engine
 from tests.workers.conftest import Client, ManagerRunner
 from tests.workers.helpers import exists, git, make_repo_with_remote
+from tests.workers.test_redis_acl import EXPECTED, probe_prompt
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]  # a cold image build: minutes
 
@@ -55,7 +57,8 @@ def docker_manager(
         for container in engine_client.containers.list(
             all=True, filters={"label": f"{LABEL_MANAGER}={runner.manager_id}"}
         ):
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)  # 409 while the manager removes it: fine
 
 
 class DockerManager:
@@ -320,3 +323,15 @@ async def test_a_fork_bomb_is_contained(docker_manager: DockerManager, client: C
     assert refused > 200
     again = await client.send(worker_id, "echo still here")
     assert again.response == "still here"
+
+
+async def test_a_containers_stolen_redis_credential_reaches_only_its_own_keys(
+    docker_manager: DockerManager, client: Client
+) -> None:
+    """With a Redis ACL user per worker, an agent in a container that reads its wrapper's
+    Redis URL is refused every stream but its own, KEYS, FLUSHALL, ACL, CLIENT KILL, CONFIG."""
+    await docker_manager.start(**shell_agent(), redis_acl=True)
+    worker_id = (await client.create()).worker_id
+    answer = await client.send(worker_id, probe_prompt("python", worker_id))
+    assert answer.success, answer.error
+    assert set(answer.response.splitlines()) == EXPECTED
