@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ API_VERSION = "1.41"
 """Docker 20.10 (Debian 12's docker.io) speaks up to 1.41."""
 _APT_PACKAGES = {"dockerd": "docker.io", "mmdebstrap": "mmdebstrap"}
 _START_TIMEOUT_S = 60.0
+_SOCKET_PATH_MAX = 100
 _daemons: list[subprocess.Popen[bytes]] = []
 """The dockerd processes this process started (kept so they are reaped, not leaked)."""
 _STOP_TIMEOUT_S = 30.0
@@ -190,6 +193,16 @@ def _start_project_engine(home: Path) -> None:
     raise EngineUnavailableError("; ".join(failures))
 
 
+def _exec_root(run: Path) -> Path:
+    """`run/exec`, or a short directory when containerd's sockets under it would be longer
+    than a unix socket path may be (108 bytes)."""
+    exec_root = run / "exec"
+    if len(str(exec_root / "containerd" / "containerd.sock.ttrpc")) < _SOCKET_PATH_MAX:
+        return exec_root
+    digest = hashlib.sha256(str(run).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"orchestrator-dockerd-{digest}"
+
+
 def _start_dockerd(home: Path, driver: str) -> None:
     run, data = home / "run", home / "data"
     run.mkdir(parents=True, exist_ok=True)
@@ -201,7 +214,7 @@ def _start_dockerd(home: Path, driver: str) -> None:
         "--iptables=false",
         "--bridge=none",
         f"--data-root={data}",
-        f"--exec-root={run / 'exec'}",
+        f"--exec-root={_exec_root(run)}",
         f"--pidfile={run / 'dockerd.pid'}",
         f"--host=unix://{sock}",
     ]

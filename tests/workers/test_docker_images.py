@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from services.worker_manager import images
+from tests import docker_engine as docker_engines
 from tests.docker_engine import Engine
 from tests.workers.helpers import read_text
 
@@ -60,3 +64,28 @@ def test_worker_requirements_match_the_lock() -> None:
     """requirements.txt pins the wrapper's packages at the versions uv.lock installed
     (regenerate: python -m services.worker_manager.images requirements)."""
     assert read_text(images.WORKER_REQUIREMENTS) == images.worker_requirements()
+
+
+def test_the_project_engine_is_shared_and_stopped_by_its_last_user(
+    docker_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second run finds the engine the first started and leaves it running when it ends;
+    the last user's close stops it (a separate engine home, so the suite's own stays up;
+    its long path also puts the exec-root in a short directory)."""
+    if not docker_engine.own:
+        pytest.skip("an engine on DOCKER_HOST or the default socket is used, never started")
+    monkeypatch.setenv("ORCHESTRATOR_DOCKER_DIR", str(tmp_path / "engine"))
+    first = docker_engines.acquire()
+    try:
+        assert first.started
+        second = docker_engines.acquire()
+        assert second.base_url == first.base_url
+        assert not second.started
+        second.close()
+        assert docker_engines.answers(first.base_url)
+    finally:
+        first.close()
+    assert not docker_engines.answers(first.base_url)
+    exec_root = docker_engines._exec_root(tmp_path / "engine" / "run")
+    netns = exec_root / "netns" / "default"  # dockerd leaves it mounted for its next start
+    subprocess.run(["umount", str(netns)], check=False, capture_output=True)
