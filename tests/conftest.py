@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: a private Redis server, async clients."""
+"""Fixtures shared by the whole suite: a private Redis server, async clients, a Docker engine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.redis_server import RedisServer, port_free
+from tests import docker_engine as docker_engines
+from tests.docker_engine import Engine
 
 
 def local_ports_env(count: int = 20) -> str:
@@ -52,3 +54,44 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+def _docker_unavailable(message: str) -> None:
+    """Skip with the reason, or fail when the run requires Docker (CI: REQUIRE_DOCKER=1)."""
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{message} (REQUIRE_DOCKER=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """A real Docker engine (found, or installed and started: tests/docker_engine.py); the
+    one this run started is stopped at the end unless another run still uses it."""
+    try:
+        engine = docker_engines.acquire()
+    except docker_engines.EngineUnavailableError as exc:
+        _docker_unavailable(f"no Docker engine: {exc}")
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="session")
+def worker_image(docker_engine: Engine) -> str:
+    """The worker image, built on the local Debian base (both cached between runs)."""
+    from services.worker_manager import images
+
+    try:
+        docker_engines.install_missing("mmdebstrap")
+    except docker_engines.EngineUnavailableError as exc:
+        _docker_unavailable(f"cannot build the base image: {exc}")
+    client = docker_engine.client()
+    try:
+        base = images.ensure_base_image(client)
+        worker = images.ensure_worker_image(client)
+    finally:
+        client.close()
+    for report in (base, worker):
+        print(f"\n{report.image}: {report.action} in {report.seconds:.1f} s")
+    return worker.image

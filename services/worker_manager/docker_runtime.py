@@ -1,23 +1,29 @@
-"""Workers as Docker containers (docker SDK): one container and one network per worker.
+"""Workers as Docker containers (docker SDK): one container (and network) per worker.
 
-Each container runs the wrapper from `DockerSettings.image` with every capability dropped,
-`no-new-privileges`, CPU / memory / pid limits, a bridge network of its own, the worker's
-workspace at `/workspace`, its session state at `/session` (a named volume that outlives the
-container when the create command asked for a session volume), and labels naming the
-manager and the worker, by which a later run of the manager finds its containers.
+Each container runs the wrapper from `DockerSettings.image` as an unprivileged user with
+every capability dropped, `no-new-privileges`, a read-only root filesystem (tmpfs on /tmp
+and the home), CPU / memory / pid limits, the network `DockerSettings.network` names (a
+bridge network of its own by default), the worker's workspace at `/workspace`, its session
+state at `/session` (a named volume that outlives the container when the create command
+asked for a session volume), a git remote that is a local path at the same path, and labels
+naming the manager and the worker, by which a later run of the manager finds its containers.
+See docs/docker.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import requests
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from services.worker_manager.errors import RuntimeBackendError, WorkerStartError
 from services.worker_manager.local_runtime import WRAPPER_MODULE
@@ -31,7 +37,38 @@ LABEL_WORKER = "org.codegen-orchestrator.worker"
 _HOST_ONLY_ENV = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME"})
 _WORKSPACE = "/workspace"
 _SESSION = "/session"
+_HOME = "/home/agent"
+_CONFLICT = 409
 T = TypeVar("T")
+
+
+def _local_remote(workspace: Path) -> Path | None:
+    """The workspace's `origin` when it is a directory on this host (a local git provider's
+    bare repository), which the container then gets at the same path (to push, the
+    worker's uid needs write access to it; see docs/docker.md)."""
+    config = workspace / ".git" / "config"
+    if not config.is_file():
+        return None
+    done = subprocess.run(
+        ["git", "config", "--file", str(config), "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    url = done.stdout.strip()
+    path = Path(url.removeprefix("file://")) if url.startswith(("/", "file:///")) else None
+    return path.resolve() if path is not None and path.is_dir() else None
+
+
+def _hand_over(paths: list[Path], uid: int, gid: int) -> None:
+    """chown -R `paths` to the container's user (the manager is root here)."""
+    for top in paths:
+        if not top.exists():
+            continue
+        os.chown(top, uid, gid)
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 class DockerRuntime:
@@ -80,16 +117,40 @@ class DockerRuntime:
         env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY_ENV}
         env["WORKER_WORKSPACE"] = _WORKSPACE
         env["WORKER_SESSION_DIR"] = _SESSION
-        if self.settings.redis_url:
-            env["WORKER_REDIS_URL"] = self.settings.redis_url
+        if self.settings.redis_url:  # the same credentials (a worker's ACL user), another host
+            given = urlsplit(spec.env.get("WORKER_REDIS_URL", ""))
+            inside = urlsplit(self.settings.redis_url)
+            if given.username:
+                userinfo = given.netloc.rpartition("@")[0]
+                inside = inside._replace(netloc=f"{userinfo}@{inside.netloc.rpartition('@')[2]}")
+            env["WORKER_REDIS_URL"] = urlunsplit(inside)
         return env
+
+    def _user(self) -> tuple[int, int]:
+        if os.geteuid() != 0:
+            return os.geteuid(), os.getegid()
+        uid, _, gid = self.settings.user.partition(":")
+        return int(uid), int(gid or uid)
 
     def _run(self, spec: WorkerSpec) -> str:
         labels = {LABEL_MANAGER: spec.manager_id, LABEL_WORKER: spec.worker_id}
-        network = self.client.networks.create(
-            f"{self.settings.network_prefix}{spec.worker_id}", driver="bridge", labels=labels
-        )
+        uid, gid = self._user()
+        remote = _local_remote(spec.workspace)
         session_source = spec.session_volume or str(spec.session_dir.resolve())
+        if os.geteuid() == 0:
+            _hand_over([spec.workspace, spec.session_dir], uid, gid)
+        mode = self.settings.network
+        network = None
+        if not mode:
+            network = self.client.networks.create(
+                f"{self.settings.network_prefix}{spec.worker_id}", driver="bridge", labels=labels
+            )
+        volumes = {
+            str(spec.workspace.resolve()): {"bind": _WORKSPACE, "mode": "rw"},
+            session_source: {"bind": _SESSION, "mode": "rw"},
+        }
+        if remote is not None:
+            volumes[str(remote)] = {"bind": str(remote), "mode": "rw"}
         limits = spec.limits
         options: dict[str, Any] = {
             "name": f"orchestrator-worker-{spec.worker_id}",
@@ -105,23 +166,33 @@ class DockerRuntime:
             "detach": True,
             "environment": self._environment(spec),
             "labels": labels,
+            "user": f"{uid}:{gid}",
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
+            "read_only": self.settings.read_only,
+            "tmpfs": {
+                path: f"rw,nosuid,nodev,size={self.settings.tmpfs_mb}m,uid={uid},gid={gid}"
+                for path in ("/tmp", _HOME)  # noqa: S108 - the container's own /tmp
+            },
             "nano_cpus": int(limits.cpus * 1_000_000_000),
             "pids_limit": limits.pids,
-            "network": network.name,
             "working_dir": _WORKSPACE,
-            "volumes": {
-                str(spec.workspace.resolve()): {"bind": _WORKSPACE, "mode": "rw"},
-                session_source: {"bind": _SESSION, "mode": "rw"},
-            },
+            "volumes": volumes,
         }
+        if network is not None:
+            options["network"] = network.name
+        elif mode == "host":
+            options["network_mode"] = "host"
+        else:
+            options["network"] = mode
         if limits.memory_mb:
             options["mem_limit"] = f"{limits.memory_mb}m"
+            options["memswap_limit"] = f"{limits.memory_mb}m"  # no swap on top
         try:
             container = self.client.containers.run(self.settings.image, **options)
         except (DockerException, requests.RequestException):
-            network.remove()
+            if network is not None:
+                network.remove()
             raise
         return str(container.id)
 
@@ -147,9 +218,13 @@ class DockerRuntime:
             logs = await self._call(lambda: self.client.api.logs(ref, tail=20))
         except NotFound:
             return WorkerExit(exit_code=None, detail=f"container {ref[:12]} is gone")
-        code = attrs.get("State", {}).get("ExitCode")
+        state = attrs.get("State", {})
+        code = state.get("ExitCode")
         tail = logs.decode("utf-8", errors="replace").strip() if isinstance(logs, bytes) else ""
         detail = f"container {ref[:12]} exited (exit code {code})"
+        if state.get("OOMKilled"):
+            limit = attrs.get("HostConfig", {}).get("Memory") or 0
+            detail += f"; out of memory: the kernel killed it at its {limit // 2**20} MB limit"
         return WorkerExit(exit_code=code, detail=f"{detail}; log tail: {tail}" if tail else detail)
 
     def _remove(self, ref: str, grace_s: float) -> None:
@@ -158,12 +233,17 @@ class DockerRuntime:
         except NotFound:
             return
         worker_id = (container.labels or {}).get(LABEL_WORKER)
+        own_network = not self.settings.network
         try:
             container.stop(timeout=max(int(grace_s), 0))
+            container.remove(force=True)
         except NotFound:
             return
-        container.remove(force=True)
-        if worker_id:
+        except APIError as exc:
+            if exc.status_code != _CONFLICT:  # another stop is removing it already
+                raise
+            return
+        if worker_id and own_network:
             with contextlib.suppress(NotFound):
                 self.client.networks.get(f"{self.settings.network_prefix}{worker_id}").remove()
 

@@ -39,6 +39,7 @@ from services.worker_manager.errors import (
     WorkerUnavailableError,
 )
 from services.worker_manager.keys import create_request_key, registry_key, sent_request_key
+from services.worker_manager.redis_users import WorkerRedisUsers
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry, as_text
 from services.worker_manager.runtime import WorkerRuntime, WorkerSpec
 from services.worker_manager.settings import WorkerManagerSettings
@@ -78,11 +79,20 @@ class WorkerManager:
     redis_url: str
     api_keys: WorkerApiKeys
     registry: WorkerRegistry = field(init=False)
+    redis_users: WorkerRedisUsers = field(init=False)
     busy: set[str] = field(default_factory=set)
     """Workers being created or deleted right now (the monitor leaves them alone)."""
 
     def __post_init__(self) -> None:
         self.registry = WorkerRegistry(self.redis, record_ttl_s=self.settings.record_ttl_s)
+        self.redis_users = WorkerRedisUsers(self.redis)
+
+    async def _release(self, worker_id: str) -> None:
+        """Revoke what was issued to a worker that ends: its API key and its Redis user."""
+        await self.api_keys.release(worker_id)
+        if self.settings.redis_acl:
+            with contextlib.suppress(RedisError):
+                await self.redis_users.release(worker_id)
 
     # create -------------------------------------------------------------------------------
 
@@ -150,6 +160,10 @@ class WorkerManager:
             try:
                 if key_request is not None:  # minted once the record exists (see the sweep)
                     env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
+                if self.settings.redis_acl:  # the wrapper's own ACL user (redis_users.py)
+                    env["WORKER_REDIS_URL"] = await self.redis_users.issue(
+                        worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
+                    )
                 spec = WorkerSpec(
                     worker_id=worker_id,
                     manager_id=self.settings.manager_id,
@@ -164,12 +178,12 @@ class WorkerManager:
                 await self.registry.update(worker_id, runtime_ref=ref)
             except WorkerStartError as exc:
                 await self.registry.finish(worker_id, "failed", error=str(exc))
-                await self.api_keys.release(worker_id)
+                await self._release(worker_id)
                 raise
             try:
                 await self._wait_ready(worker_id, ref)
             except WorkerStartError:  # failed (a worker cut off by a restart is adopted)
-                await self.api_keys.release(worker_id)
+                await self._release(worker_id)
                 raise
         finally:
             self.busy.discard(worker_id)
@@ -338,7 +352,7 @@ class WorkerManager:
         if not await self.registry.fail_if_live(record.worker_id, detail):
             return False  # stopped or failed by someone else meanwhile
         log.error("worker_failed", worker_id=record.worker_id, error=detail)
-        await self.api_keys.release(record.worker_id)
+        await self._release(record.worker_id)
         if record.task_id:
             event = ProgressEvent(
                 type="progress",
@@ -372,7 +386,7 @@ class WorkerManager:
                 await self.runtime.stop(record.runtime_ref, grace_s=self.settings.stop_grace_s)
             if record.status != "failed":
                 await self.registry.finish(worker_id, "stopped", error=reason)
-            await self.api_keys.release(worker_id)
+            await self._release(worker_id)
             await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
         finally:
             self.busy.discard(worker_id)

@@ -117,6 +117,8 @@ class WorkerMonitor:
             ):
                 await self.manager.delete(record.worker_id, reason=f"idle for {idle_s:.0f} s")
         await self.manager.api_keys.sweep(self.manager.is_live)
+        if self.settings.redis_acl:
+            await self.manager.redis_users.sweep(self.manager.is_live)
 
     async def run(self) -> None:
         """Check every `monitor_interval_s` until cancelled; errors are logged, never fatal."""

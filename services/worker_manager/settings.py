@@ -76,15 +76,29 @@ class ResourceLimits(BaseModel):
 
 
 class DockerSettings(BaseModel):
-    """The Docker runtime."""
+    """The Docker runtime (see docs/docker.md)."""
 
     base_url: str | None = None
     """Engine address (`unix:///var/run/docker.sock`); None: from the environment."""
     image: str = "codegen-orchestrator-worker:latest"
-    api_version: str = "1.43"
+    api_version: str = "auto"
+    """Engine API version; `auto` asks the engine once (Docker 20.10 speaks up to 1.41,
+    Docker 29 no longer below 1.44, so no fixed version fits every engine)."""
+    network: str = ""
+    """`""`: a bridge network of each worker's own; `host`: the host's network (the engine
+    runs with `--bridge=none`, tests on loopback); any other name: that existing network
+    (in compose, an internal network holding Redis and the egress proxy)."""
     network_prefix: str = "orchestrator-worker-"
     redis_url: str | None = None
     """The Redis URL as seen from inside a container; None: the manager's own."""
+    user: str = "10001:10001"
+    """uid:gid the wrapper runs as (the image's `agent`). A manager running as root hands
+    the worker's workspace and session directory to it; a manager that is not root runs
+    its containers as its own uid:gid instead."""
+    read_only: bool = True
+    """Read-only root filesystem; /workspace, /session, /tmp and the home stay writable."""
+    tmpfs_mb: int = 256
+    """Size of each of the tmpfs mounts on /tmp and the agent's home."""
 
 
 class WorkerManagerSettings(BaseSettings):
@@ -159,6 +173,11 @@ class WorkerManagerSettings(BaseSettings):
     session_ttl_s: float = 6 * 3600
     record_ttl_s: int = 86400
     """How long the record of a stopped or failed worker stays visible."""
+    redis_acl: bool = False
+    """Give each worker a Redis ACL user of its own, allowed only its own streams and keys
+    (see redis_users.py); the manager's Redis user needs the ACL commands. Off by default:
+    the users live in the server's memory, and a restarted Redis without an ACL file would
+    lock out the workers it adopts."""
     adopt_on_start: bool = True
     """On start, keep the live workers of this manager's previous run (else remove them)."""
     stop_workers_on_exit: bool = False

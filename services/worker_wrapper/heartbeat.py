@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from shared.messaging.cancel import raise_if_cancelling
 
@@ -55,7 +55,8 @@ class RegistryReporter:
         """Write `heartbeat_at` every `interval_s` until cancelled.
 
         Calls `on_orphaned` (once) when the manager no longer counts this worker as live
-        (its record is stopped, failed or gone), or when Redis stayed unreachable for
+        (its record is stopped, failed or gone), when Redis refuses its credential (the
+        manager deleted the worker's ACL user), or when Redis stayed unreachable for
         `orphan_after_s`: a worker nobody can talk to stops instead of lingering.
         """
         last_ok = time.monotonic()
@@ -64,6 +65,9 @@ class RegistryReporter:
             try:
                 live = await self.report(heartbeat_at=time.time())
                 last_ok = time.monotonic()
+            except AuthenticationError as exc:  # its ACL user was deleted: it is over
+                log.warning("heartbeat_refused", error=str(exc))
+                live = False
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
                 log.warning("heartbeat_failed", error=str(exc))

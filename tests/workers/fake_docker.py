@@ -10,6 +10,7 @@ import json
 import re
 import socketserver
 import struct
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ class EngineState:
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     state: EngineState
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up early (BrokenPipeError) is no error of the fake's."""
+        if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -125,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "logs":
                 text = b"wrapper said goodbye\n"
                 return self._reply(200, raw=struct.pack(">BxxxL", 2, len(text)) + text)
+            if action is None and self.command == "DELETE" and container.get("Removing"):
+                return self._reply(409, {"message": "removal is already in progress"})
             if action is None and self.command == "DELETE":
                 del state.containers[container["Id"]]
                 return self._reply(204)

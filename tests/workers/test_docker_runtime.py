@@ -30,7 +30,10 @@ def engine() -> Iterator[FakeDockerEngine]:
 def runtime(engine: FakeDockerEngine, tmp_path: Path) -> Iterator[DockerRuntime]:
     """A Docker runtime talking to the fake engine."""
     settings = DockerSettings(
-        base_url=engine.base_url, image="orchestrator-worker:test", redis_url="redis://redis:6379/0"
+        base_url=engine.base_url,
+        api_version="1.43",
+        image="orchestrator-worker:test",
+        redis_url="redis://redis:6379/0",
     )
     docker_runtime = DockerRuntime(settings, data_dir=tmp_path)
     try:
@@ -79,6 +82,10 @@ async def test_start_creates_a_locked_down_container(
     assert host["NanoCpus"] == 1_500_000_000
     assert host["Memory"] == 512 * 1024 * 1024
     assert host["PidsLimit"] == 128
+    assert host["MemorySwap"] == 512 * 1024 * 1024
+    assert host["ReadonlyRootfs"] is True
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/agent"}
+    assert body["User"] == "10001:10001"
     assert host["NetworkMode"] == "orchestrator-worker-dev-1"
     assert "session-po:/session:rw" in host["Binds"]
     assert f"{(tmp_path / 'dev-1' / 'workspace').resolve()}:/workspace:rw" in host["Binds"]
@@ -128,7 +135,7 @@ async def test_engine_refusal_is_a_start_error_and_cleans_up(
     """An engine error on create: a WorkerStartError naming docker; the network is removed."""
     from services.worker_manager.errors import WorkerStartError
 
-    settings = DockerSettings(base_url=engine.base_url, image="broken:image")
+    settings = DockerSettings(base_url=engine.base_url, api_version="1.43", image="broken:image")
     runtime = DockerRuntime(settings, data_dir=tmp_path)
     try:
         with pytest.raises(WorkerStartError, match="docker"):
@@ -143,3 +150,32 @@ def test_sdk_version_is_pinned(engine: FakeDockerEngine) -> None:
     client = docker.DockerClient(base_url=engine.base_url, version="1.43")
     assert client.api.api_version == "1.43"
     client.close()
+
+
+async def test_host_network_mode_creates_no_network(
+    engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    """network=host: the container joins the host's network and no network is created or
+    removed (the tests' engine runs with --bridge=none)."""
+    settings = DockerSettings(base_url=engine.base_url, api_version="1.43", network="host")
+    runtime = DockerRuntime(settings, data_dir=tmp_path)
+    try:
+        ref = await runtime.start(spec(tmp_path))
+        [create] = engine.find("POST", "/containers/create")
+        assert create.body["HostConfig"]["NetworkMode"] == "host"
+        await runtime.stop(ref, grace_s=0)
+    finally:
+        runtime.close()
+    assert engine.find("POST", "/networks/create") == []
+    assert engine.find("DELETE", "/networks") == []
+
+
+async def test_stop_while_another_stop_removes_is_no_error(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """The engine's 409 'removal already in progress' (the monitor and a delete stopping the
+    same worker at once) ends the stop quietly."""
+    ref = await runtime.start(spec(tmp_path))
+    engine.state.containers[ref]["Removing"] = True
+    await runtime.stop(ref, grace_s=0)
+    assert ref in engine.state.containers

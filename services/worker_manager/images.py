@@ -1,0 +1,384 @@
+"""Container images built on this machine, with no image registry.
+
+The base image is a minimal Debian root filesystem made by `mmdebstrap` from Debian's
+packages (python3, venv, git, CA certificates; no docs, manuals or locales), imported into
+the engine with `docker import`. Its tarball is cached outside the working tree, under
+`${XDG_CACHE_HOME:-~/.cache}/orchestrator/images/`, named by a hash of its inputs, so a fresh
+clone builds it once per machine; the imported image is tagged with the same hash, so an
+engine that already holds it skips even the import. The worker image is built from
+`services/worker_wrapper/Dockerfile` on that base (the engine's layer cache makes a rebuild
+with unchanged inputs take seconds).
+
+    python -m services.worker_manager.images               # base + worker image, timings
+    python -m services.worker_manager.images requirements  # rewrite the worker's pins
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import ImageNotFound
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
+
+__all__ = [
+    "BASE_PACKAGES",
+    "BASE_REPOSITORY",
+    "WORKER_DOCKERFILE",
+    "WORKER_IMAGE",
+    "WORKER_REPOSITORY",
+    "WORKER_REQUIREMENTS",
+    "BuildReport",
+    "ImageBuildError",
+    "base_key",
+    "cache_dir",
+    "ensure_base_image",
+    "ensure_worker_image",
+    "worker_requirements",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WORKER_DOCKERFILE = PROJECT_ROOT / "services" / "worker_wrapper" / "Dockerfile"
+WORKER_REQUIREMENTS = PROJECT_ROOT / "services" / "worker_wrapper" / "requirements.txt"
+WORKER_REPOSITORY = "codegen-orchestrator-worker"
+WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
+"""What `make images` tags (DockerSettings.image's default); tests use the content tag."""
+WRAPPER_DISTRIBUTIONS = (
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "prometheus-client",
+    "psutil",
+    "pydantic",
+    "pydantic-settings",
+    "redis",
+    "structlog",
+)
+"""What the wrapper and the modules of `shared` it loads import (the worker image installs
+these and what they require, at the versions of uv.lock, not the project's other deps)."""
+BASE_REPOSITORY = "codegen-orchestrator-base"
+BASE_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates")
+BASE_PYTHON = "3.11.2"
+"""The CPython version of Debian 12's python3 (requirement markers are evaluated for it)."""
+_EXCLUDED_PATHS = (
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+)
+_FORMAT = 1
+"""Bumped when the way the root filesystem is made changes (a new key, a new build)."""
+_MMDEBSTRAP_TIMEOUT_S = 900
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built; the message says which step failed and why."""
+
+
+@dataclass
+class BuildReport:
+    """What one ensure call did and how long it took."""
+
+    image: str
+    action: str
+    """`present` (already in the engine), `imported` (from the cached tarball), `built`
+    (with how many build steps came from the engine's layer cache)."""
+    seconds: float
+
+
+def cache_dir() -> Path:
+    """Where built root filesystems are kept between runs (outside any working tree)."""
+    named = os.environ.get("ORCHESTRATOR_IMAGE_CACHE")
+    if named:
+        return Path(named)
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "orchestrator" / "images"
+
+
+def worker_requirements() -> str:
+    """`requirements.txt` of the worker image: the wrapper's distributions and everything
+    they require, with markers evaluated for the base image's Python (Debian 12: CPython
+    3.11.2 on Linux), pinned to uv.lock's versions with its wheel hashes."""
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text(encoding="utf-8"))
+    packages: dict[str, Any] = {canonicalize_name(e["name"]): e for e in lock["package"]}
+    environment = {
+        "python_version": "3.11",
+        "python_full_version": BASE_PYTHON,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": platform.machine(),
+        "os_name": "posix",
+        "extra": "",
+    }
+    chosen: dict[str, dict[str, Any]] = {}
+    pending: list[str] = [canonicalize_name(name) for name in WRAPPER_DISTRIBUTIONS]
+    while pending:
+        name = pending.pop()
+        if name in chosen:
+            continue
+        entry = packages[name]
+        chosen[name] = entry
+        for dependency in entry.get("dependencies", []):
+            marker = dependency.get("marker")
+            if marker is None or Marker(marker).evaluate(environment):
+                pending.append(canonicalize_name(dependency["name"]))
+    lines = ["# The worker image's Python packages, from uv.lock; regenerate with"]
+    lines.append("#   python -m services.worker_manager.images requirements")
+    for name, entry in sorted(chosen.items()):
+        hashes = sorted({str(wheel["hash"]) for wheel in entry.get("wheels", [])})
+        lines.append(f"{name}=={entry['version']} \\")
+        lines.extend(f"    --hash={digest} \\" for digest in hashes[:-1])
+        lines.append(f"    --hash={hashes[-1]}")
+    return "\n".join(lines) + "\n"
+
+
+def _mmdebstrap_argv(target: Path) -> list[str]:
+    argv = [
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        "--format=tar",
+        f"--include={','.join(BASE_PACKAGES)}",
+    ]
+    argv += [f"--dpkgopt=path-exclude={path}" for path in _EXCLUDED_PATHS]
+    argv += [
+        '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
+        BASE_SUITE,
+        str(target),
+    ]
+    return argv
+
+
+def base_key() -> str:
+    """A hash of everything the base root filesystem is made from."""
+    inputs = {"format": _FORMAT, "argv": _mmdebstrap_argv(Path("out.tar"))}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (concurrent test runs build an image once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _has_image(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _make_rootfs(target: Path) -> None:
+    if shutil.which("mmdebstrap") is None:
+        raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+    partial = target.with_suffix(".partial")
+    try:
+        done = subprocess.run(
+            _mmdebstrap_argv(partial),
+            capture_output=True,
+            text=True,
+            timeout=_MMDEBSTRAP_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        partial.unlink(missing_ok=True)
+        raise ImageBuildError(f"mmdebstrap took more than {_MMDEBSTRAP_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise ImageBuildError(
+            f"mmdebstrap failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}"
+        )
+    partial.replace(target)
+
+
+def ensure_base_image(client: docker.DockerClient) -> BuildReport:
+    """The base image in the engine: present, imported from the cached root filesystem, or
+    made with mmdebstrap first (and cached)."""
+    started = time.monotonic()
+    key = base_key()
+    tag = f"{BASE_REPOSITORY}:{key}"
+    cache = cache_dir()
+    with _locked(cache / "build.lock"):
+        if _has_image(client, tag):
+            return BuildReport(tag, "present", time.monotonic() - started)
+        tarball = cache / f"base-{key}.tar"
+        action = "imported"
+        if not tarball.exists():
+            _make_rootfs(tarball)
+            action = "built"
+        client.api.import_image_from_file(
+            str(tarball), repository=BASE_REPOSITORY, tag=key, changes=["ENV LANG=C.UTF-8"]
+        )
+        if not _has_image(client, tag):
+            raise ImageBuildError(f"docker import of {tarball} did not produce {tag}")
+    return BuildReport(tag, action, time.monotonic() - started)
+
+
+_WHEEL_PLATFORMS = (
+    "manylinux_2_28",
+    "manylinux_2_17",
+    "manylinux2014",
+    "manylinux_2_5",
+    "manylinux1",
+)
+_SOURCE_SUFFIXES = (".py", ".typed", ".json", ".md", ".txt", ".yaml", ".yml", ".toml", ".jinja")
+
+
+def _pip() -> list[str]:
+    """A pip to download wheels with: this interpreter's, the Makefile's tools venv's, or
+    the one on PATH."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    tools = PROJECT_ROOT / ".tools" / "bin" / "pip"
+    if tools.exists():
+        return [str(tools)]
+    found = shutil.which("pip3") or shutil.which("pip")
+    if found is None:
+        raise ImageBuildError("no pip to download the worker image's wheels with")
+    return [found]
+
+
+def _pins() -> dict[str, str]:
+    lines = WORKER_REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+    pins = (line.split()[0] for line in lines if "==" in line and not line.startswith("#"))
+    return dict(pin.split("==", 1) for pin in pins)
+
+
+def _cached_wheels(target: Path) -> dict[str, Path]:
+    """The wheels in `target` that match a pin of requirements.txt, by distribution name."""
+    pins = _pins()
+    found: dict[str, Path] = {}
+    for wheel in sorted(target.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        if pins.get(canonicalize_name(name)) == version:
+            found[canonicalize_name(name)] = wheel
+    return found
+
+
+def _download_wheels(target: Path) -> None:
+    """The worker's wheels, for CPython 3.11 on glibc Linux, into `target` (a cache outside
+    the tree: the build itself reaches no index, so it needs no network or CA of the host).
+    Nothing is downloaded when every pin already has its wheel there."""
+    if len(_cached_wheels(target)) == len(_pins()):
+        return
+    machine = platform.machine()
+    argv = [*_pip(), "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    argv += ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
+    for tag in _WHEEL_PLATFORMS:
+        argv += ["--platform", f"{tag}_{machine}"]
+    argv += ["--dest", str(target), "-r", str(WORKER_REQUIREMENTS)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise ImageBuildError(f"pip download failed: {done.stderr.strip()[-1500:]}")
+
+
+def _worker_context(root: Path) -> None:
+    """The build context of the worker image: Dockerfile, deps/ (requirements, wheels) and
+    src/ (sources)."""
+    wheels = cache_dir() / "wheels"
+    _download_wheels(wheels)
+    shutil.copy2(WORKER_DOCKERFILE, root / "Dockerfile")
+    (root / "deps" / "wheels").mkdir(parents=True)
+    shutil.copy2(WORKER_REQUIREMENTS, root / "deps" / "requirements.txt")
+    for wheel in _cached_wheels(wheels).values():
+        shutil.copy2(wheel, root / "deps" / "wheels" / wheel.name)
+    for package in ("shared", "services"):
+        for path in sorted((PROJECT_ROOT / package).rglob("*")):
+            relative = path.relative_to(PROJECT_ROOT)
+            skip = "__pycache__" in relative.parts or "node_modules" in relative.parts
+            if path.is_file() and not skip and path.suffix in _SOURCE_SUFFIXES:
+                (root / "src" / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, root / "src" / relative)
+
+
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def ensure_worker_image(client: docker.DockerClient, *extra_tags: str) -> BuildReport:
+    """The worker image from the project's Dockerfile on the base image, tagged
+    `codegen-orchestrator-worker:<hash of base and build context>` (so test runs of different
+    trees sharing an engine never run each other's image) and `extra_tags`; found in the
+    engine when present, else built (unchanged layers come from the engine's cache)."""
+    base = ensure_base_image(client)
+    started = time.monotonic()
+    with _locked(cache_dir() / "build.lock"), tempfile.TemporaryDirectory() as context:
+        _worker_context(Path(context))
+        key = hashlib.sha256(f"{base.image}:{_tree_hash(Path(context))}".encode()).hexdigest()
+        tag = f"{WORKER_REPOSITORY}:{key[:16]}"
+        if _has_image(client, tag):
+            image = client.images.get(tag)
+            for extra in extra_tags:
+                image.tag(*extra.rsplit(":", 1))
+            return BuildReport(tag, "present", time.monotonic() - started)
+        try:
+            image, log = client.images.build(
+                path=context,
+                tag=tag,
+                buildargs={"BASE": base.image},
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+            )
+        except docker.errors.BuildError as exc:
+            lines = [str(step.get("stream") or step.get("error") or "") for step in exc.build_log]
+            tail = "".join(lines).strip()[-1500:]
+            raise ImageBuildError(f"worker image build failed: {exc.msg}\n{tail}") from None
+        for extra in extra_tags:
+            image.tag(*extra.rsplit(":", 1))
+    text = "".join(str(step.get("stream", "")) for step in log if isinstance(step, dict))
+    steps, cached = text.count("\nStep ") + text.startswith("Step "), text.count("Using cache")
+    action = f"built, {cached} of {steps} steps from the layer cache"
+    return BuildReport(tag, action, time.monotonic() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or find) the base and worker images and print what was done and how long;
+    with `requirements`, rewrite the worker image's requirements.txt instead."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["requirements"]:
+        WORKER_REQUIREMENTS.write_text(worker_requirements(), encoding="utf-8")
+        return 0
+    client = docker.from_env()
+    try:
+        for report in (ensure_base_image(client), ensure_worker_image(client, WORKER_IMAGE)):
+            print(f"{report.image}: {report.action} in {report.seconds:.1f} s")  # noqa: T201
+    except ImageBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
