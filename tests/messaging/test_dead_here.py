@@ -64,6 +64,11 @@ async def test_a_dead_predecessors_entries_are_taken_over_at_once(
     consumer = bus.consumer(ENGINEERING, handle, reclaim_idle_ms=60_000, block_ms=100)
     async with Running(consumer):
         await wait_until(lambda: handled == [("t-dead", 2)], timeout_s=10)
+
+        async def acked() -> bool:  # the entry is acknowledged just after its handler returns
+            return int((await redis_client.xpending(ENGINEERING, GROUP))["pending"]) <= 2
+
+        await wait_until(acked, timeout_s=10)
         summary = await redis_client.xpending(ENGINEERING, GROUP)
     assert int(summary["pending"]) == 2
     still = {row["name"].decode(): int(row["pending"]) for row in summary["consumers"]}
