@@ -43,6 +43,11 @@ T = TypeVar("T")
 err = Console(stderr=True)
 
 
+CLI_TIMEOUT_S = 30.0
+"""How long a command waits for the API: an `orchestrator up` still starting its actors, on a
+busy machine, can take longer than a client's usual 10 s to answer its first request."""
+
+
 def _client(settings: Settings) -> ApiClient:
     """A client for the configured API, or for the one a running `orchestrator up` recorded."""
     url = settings.api.base_url
@@ -51,7 +56,7 @@ def _client(settings: Settings) -> ApiClient:
         url = info.api_url if info else url
     secret = settings.api.key or settings.api.service_key
     key = secret.get_secret_value() if secret else read_secret(settings, CLI_KEY)
-    return ApiClient(url, key=key)
+    return ApiClient(url, key=key, timeout_s=CLI_TIMEOUT_S)
 
 
 def call_api(work: Callable[[ApiClient], Awaitable[T]]) -> T:
