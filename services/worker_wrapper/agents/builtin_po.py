@@ -23,13 +23,6 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.builtin import BUILTIN_AGENT_NOTICE
-from shared.api_client import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    ValidationError,
-    refusal_text,
-)
 from shared.chat.po_profile import (
     PO_API_TOKEN_ENV,
     PO_API_URL_ENV,
@@ -81,6 +74,14 @@ class PoGrammar:
 
     async def handle(self, prompt: str) -> str:
         """The answer to one message; a request the API refuses is answered with why."""
+        from shared.api_client import (  # the client needs httpx, which PO workers load lazily
+            ConflictError,
+            ForbiddenError,
+            NotFoundError,
+            ValidationError,
+            refusal_text,
+        )
+
         try:
             return await self._answer(prompt.strip())
         except (ValidationError, ConflictError, NotFoundError, ForbiddenError) as error:
