@@ -42,13 +42,15 @@ from shared.registry import Actor
 from shared.settings import Settings
 from tests.api.conftest import _create_pg_database, _drop_pg_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = 20
 KILL_LANGGRAPH_AFTER = 5
 """Kill a langgraph replica once this many tasks have their worker started."""
 KILL_MANAGER_AFTER = 10
+FLOWS_TIMEOUT_S = 900.0
+"""A bound only: on an idle 2-core machine the 20 tasks take a few minutes at most."""
 """Kill a worker-manager once this many tasks have their worker started."""
 
 
@@ -161,8 +163,29 @@ async def _drive(system: Any, redis_url: str, database_url: str) -> dict[str, An
                     await asyncio.sleep(0.2)
 
             started_at = time.monotonic()
-            async with asyncio.timeout(600):
-                await asyncio.gather(killer(), *(follow(task.id) for task in tasks))
+            running = [asyncio.ensure_future(killer())]
+            running += [asyncio.ensure_future(follow(task.id)) for task in tasks]
+            _, pending = await asyncio.wait(running, timeout=FLOWS_TIMEOUT_S)
+            for future in pending:
+                future.cancel()
+            if pending:  # say where every unfinished task stopped
+                stuck = {
+                    task_id: [
+                        f"{e.type}:{e.current_step}:{e.message or ''}"[:80] for e in seen[-3:]
+                    ]
+                    for task_id, seen in events.items()
+                    if not any(e.is_terminal for e in seen)
+                }
+                logs = {
+                    path.name: path.read_text(errors="replace")[-1500:]
+                    for path in sorted(system.logs.glob("*.log"))
+                }
+                raise AssertionError(
+                    f"{len(stuck)} of {TASKS} tasks unfinished after {FLOWS_TIMEOUT_S:.0f} s "
+                    f"(killed: {killed}): {stuck}\nlogs: {logs}"
+                )
+            for future in running:
+                future.result()
             finals = {task.id: await api.get_task(task.id) for task in tasks}
             return {
                 "events": events,
