@@ -50,7 +50,13 @@ def test_orchestrator_image_is_non_root_with_a_healthcheck_and_every_actor(
     image = client.images.get(report.image)
     config = image.attrs["Config"]
     assert config["User"] == "10000:10000"
-    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "shared.healthcheck"]
+    assert config["Healthcheck"]["Test"] == [
+        "CMD",
+        "orchestrator-entrypoint",  # the secret files (REDIS_URL) in its environment too
+        "python",
+        "-m",
+        "shared.healthcheck",
+    ]
     assert config["Entrypoint"] == ["orchestrator-entrypoint"]
     modules = sorted({target.partition(":")[0] for target in ACTORS.values()})
     script = (
