@@ -47,6 +47,7 @@ from shared.contracts import (  # noqa: E402
     WorkerConfig,
     new_id,
 )
+from shared.logs import configure_logging  # noqa: E402
 from shared.messaging import Bus  # noqa: E402
 from shared.redis_server import RedisServer  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=5, help="workers per runtime (5)")
     options = parser.parse_args(argv)
+    configure_logging("WARNING", "console")
     engine_url, engine = _engine_url()
     from services.worker_manager import images
 
