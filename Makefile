@@ -61,7 +61,7 @@ lint: $(STAMP) ## ruff, mypy strict, and the AsyncAPI document through the offic
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-images: $(STAMP) ## build the worker image (and its Debian base) into the Docker engine
+images: $(STAMP) ## build the images (base, worker, orchestrator, redis, postgres) into the Docker engine
 	$(BIN)/python -m services.worker_manager.images
 
 export: $(STAMP) ## regenerate the checked-in contract documents under docs/

@@ -36,7 +36,11 @@ from docker.errors import DockerException
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
 API_VERSION = "1.41"
 """Docker 20.10 (Debian 12's docker.io) speaks up to 1.41."""
-_APT_PACKAGES = {"dockerd": "docker.io", "mmdebstrap": "mmdebstrap"}
+_APT_PACKAGES = {
+    "dockerd": "docker.io",
+    "mmdebstrap": "mmdebstrap",
+    "docker-compose": "docker-compose",
+}
 _START_TIMEOUT_S = 60.0
 _SOCKET_PATH_MAX = 100
 _daemons: list[subprocess.Popen[bytes]] = []

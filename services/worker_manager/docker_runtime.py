@@ -1,12 +1,14 @@
 """Workers as Docker containers (docker SDK): one container (and network) per worker.
 
-Each container runs the wrapper from `DockerSettings.image` as an unprivileged user with
-every capability dropped, `no-new-privileges`, a read-only root filesystem (tmpfs on /tmp
-and the home), CPU / memory / pid limits, the network `DockerSettings.network` names (a
-bridge network of its own by default), the worker's workspace at `/workspace`, its session
-state at `/session` (a named volume that outlives the container when the create command
-asked for a session volume), a git remote that is a local path at the same path, and labels
-naming the manager and the worker, by which a later run of the manager finds its containers.
+Each container runs the wrapper from `DockerSettings.image` as the container's root with
+only the capabilities it needs to start its agent as an unprivileged user of another uid
+(`DockerSettings.separate_agent`; else both as that user, every capability dropped),
+`no-new-privileges`, a read-only root filesystem (tmpfs on /tmp and the home), CPU / memory
+/ pid limits, the network `DockerSettings.network` names (a bridge network of its own by
+default), the worker's workspace at `/workspace`, its session state at `/session` (a named
+volume that outlives the container when the create command asked for a session volume), a
+git remote that is a local path at the same path, and labels naming the manager and the
+worker, by which a later run of the manager finds its containers.
 See docs/docker.md.
 """
 
@@ -30,7 +32,7 @@ from services.worker_manager.local_runtime import WRAPPER_MODULE
 from services.worker_manager.runtime import WorkerExit, WorkerSpec
 from services.worker_manager.settings import DockerSettings
 
-__all__ = ["LABEL_MANAGER", "LABEL_WORKER", "DockerRuntime"]
+__all__ = ["LABEL_MANAGER", "LABEL_WORKER", "WRAPPER_CAPABILITIES", "DockerRuntime"]
 
 LABEL_MANAGER = "org.codegen-orchestrator.manager"
 LABEL_WORKER = "org.codegen-orchestrator.worker"
@@ -39,6 +41,11 @@ _WORKSPACE = "/workspace"
 _SESSION = "/session"
 _HOME = "/home/agent"
 _CONFLICT = 409
+WRAPPER_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "SETPCAP")
+"""What the wrapper keeps when it runs as the container's root beside an agent of another uid
+(`DockerSettings.separate_agent`): become the agent's user and drop every capability for it
+(SETUID, SETGID, SETPCAP), hand it its prompt file and work in its workspace and session
+(CHOWN, DAC_OVERRIDE, FOWNER), and kill its processes (KILL)."""
 T = TypeVar("T")
 
 
@@ -113,8 +120,15 @@ class DockerRuntime:
         except (DockerException, requests.RequestException) as exc:
             raise RuntimeBackendError(f"docker: {exc}") from None
 
+    def _separate(self) -> bool:
+        """True when the wrapper runs as root of the container and the agent as `user`."""
+        return self.settings.separate_agent and os.geteuid() == 0
+
     def _environment(self, spec: WorkerSpec) -> dict[str, str]:
         env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY_ENV}
+        if self._separate():
+            uid, gid = self._user()
+            env["WORKER_AGENT_USER"] = f"{uid}:{gid}"
         env["WORKER_WORKSPACE"] = _WORKSPACE
         env["WORKER_SESSION_DIR"] = _SESSION
         if self.settings.redis_url:  # the same credentials (a worker's ACL user), another host
@@ -166,8 +180,9 @@ class DockerRuntime:
             "detach": True,
             "environment": self._environment(spec),
             "labels": labels,
-            "user": f"{uid}:{gid}",
+            "user": "0:0" if self._separate() else f"{uid}:{gid}",
             "cap_drop": ["ALL"],
+            "cap_add": list(WRAPPER_CAPABILITIES) if self._separate() else [],
             "security_opt": ["no-new-privileges:true"],
             "read_only": self.settings.read_only,
             "tmpfs": {

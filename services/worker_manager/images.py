@@ -9,8 +9,13 @@ engine that already holds it skips even the import. The worker image is built fr
 `services/worker_wrapper/Dockerfile` on that base (the engine's layer cache makes a rebuild
 with unchanged inputs take seconds).
 
-    python -m services.worker_manager.images               # base + worker image, timings
-    python -m services.worker_manager.images requirements  # rewrite the worker's pins
+    python -m services.worker_manager.images               # every image, timings, sizes
+    python -m services.worker_manager.images requirements  # rewrite the images' pins
+
+The orchestrator image (deploy/Dockerfile: `orchestrator run <actor>` per container) is
+built the same way on the same base, and the topology's Redis and PostgreSQL images on root
+filesystems of Debian's `redis-server` and `postgresql-15` (deploy/redis, deploy/postgres):
+no registry is reachable to pull theirs.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,9 @@ from packaging.utils import canonicalize_name
 __all__ = [
     "BASE_PACKAGES",
     "BASE_REPOSITORY",
+    "ORCHESTRATOR_IMAGE",
+    "ORCHESTRATOR_REPOSITORY",
+    "SERVICE_PACKAGES",
     "WORKER_DOCKERFILE",
     "WORKER_IMAGE",
     "WORKER_REPOSITORY",
@@ -50,13 +58,26 @@ __all__ = [
     "base_key",
     "cache_dir",
     "ensure_base_image",
+    "ensure_orchestrator_image",
+    "ensure_service_image",
     "ensure_worker_image",
+    "lock_requirements",
+    "orchestrator_requirements",
     "worker_requirements",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_DOCKERFILE = PROJECT_ROOT / "services" / "worker_wrapper" / "Dockerfile"
 WORKER_REQUIREMENTS = PROJECT_ROOT / "services" / "worker_wrapper" / "requirements.txt"
+PROJECT_NAME = "codegen-orchestrator"
+DEPLOY_DIR = PROJECT_ROOT / "deploy"
+ORCHESTRATOR_DOCKERFILE = DEPLOY_DIR / "Dockerfile"
+ORCHESTRATOR_REQUIREMENTS = DEPLOY_DIR / "requirements.txt"
+ORCHESTRATOR_REPOSITORY = "codegen-orchestrator"
+ORCHESTRATOR_IMAGE = f"{ORCHESTRATOR_REPOSITORY}:latest"
+SERVICE_PACKAGES = {"redis": ("redis-server",), "postgres": ("postgresql-15",)}
+"""The Debian packages of the images of the topology's Redis and PostgreSQL (no registry to
+pull theirs from): `codegen-orchestrator-<name>`, from `deploy/<name>/Dockerfile`."""
 WORKER_REPOSITORY = "codegen-orchestrator-worker"
 WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
 """What `make images` tags (DockerSettings.image's default); tests use the content tag."""
@@ -112,13 +133,9 @@ def cache_dir() -> Path:
     return Path(root) / "orchestrator" / "images"
 
 
-def worker_requirements() -> str:
-    """`requirements.txt` of the worker image: the wrapper's distributions and everything
-    they require, with markers evaluated for the base image's Python (Debian 12: CPython
-    3.11.2 on Linux), pinned to uv.lock's versions with its wheel hashes."""
-    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text(encoding="utf-8"))
-    packages: dict[str, Any] = {canonicalize_name(e["name"]): e for e in lock["package"]}
-    environment = {
+def _lock_environment() -> dict[str, str]:
+    """Marker values of the images' Python: Debian 12's CPython 3.11.2 on Linux."""
+    return {
         "python_version": "3.11",
         "python_full_version": BASE_PYTHON,
         "implementation_name": "cpython",
@@ -129,35 +146,73 @@ def worker_requirements() -> str:
         "os_name": "posix",
         "extra": "",
     }
+
+
+def lock_requirements(roots: list[dict[str, Any]], title: str, command: str) -> str:
+    """A hashed `requirements.txt` of `roots` (uv.lock dependency entries: name, maybe
+    version, marker, extra) and everything they require, with markers evaluated for the
+    base image's Python, at uv.lock's versions and with its wheel hashes."""
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text(encoding="utf-8"))
+    versions: dict[str, list[dict[str, Any]]] = {}
+    for entry in lock["package"]:
+        versions.setdefault(canonicalize_name(entry["name"]), []).append(entry)
+    environment = _lock_environment()
     chosen: dict[str, dict[str, Any]] = {}
-    pending: list[str] = [canonicalize_name(name) for name in WRAPPER_DISTRIBUTIONS]
+    pending = list(roots)
     while pending:
-        name = pending.pop()
+        wanted = pending.pop()
+        marker = wanted.get("marker")
+        if marker is not None and not Marker(marker).evaluate(environment):
+            continue
+        name = canonicalize_name(wanted["name"])
+        candidates = versions[name]
+        if "version" in wanted:
+            candidates = [e for e in candidates if e["version"] == wanted["version"]]
+        entry = candidates[0]
+        for extra in wanted.get("extra", []):
+            pending.extend(entry.get("optional-dependencies", {}).get(extra, []))
         if name in chosen:
             continue
-        entry = packages[name]
         chosen[name] = entry
-        for dependency in entry.get("dependencies", []):
-            marker = dependency.get("marker")
-            if marker is None or Marker(marker).evaluate(environment):
-                pending.append(canonicalize_name(dependency["name"]))
-    lines = ["# The worker image's Python packages, from uv.lock; regenerate with"]
-    lines.append("#   python -m services.worker_manager.images requirements")
-    for name, entry in sorted(chosen.items()):
+        pending.extend(entry.get("dependencies", []))
+    lines = [f"# {title}, from uv.lock; regenerate with", f"#   {command}"]
+    for pinned, entry in sorted(chosen.items()):
         hashes = sorted({str(wheel["hash"]) for wheel in entry.get("wheels", [])})
-        lines.append(f"{name}=={entry['version']} \\")
+        lines.append(f"{pinned}=={entry['version']} \\")
         lines.extend(f"    --hash={digest} \\" for digest in hashes[:-1])
         lines.append(f"    --hash={hashes[-1]}")
     return "\n".join(lines) + "\n"
 
 
-def _mmdebstrap_argv(target: Path) -> list[str]:
+_REQUIREMENTS_COMMAND = "python -m services.worker_manager.images requirements"
+
+
+def worker_requirements() -> str:
+    """`requirements.txt` of the worker image: the wrapper's distributions and everything
+    they require (see `lock_requirements`)."""
+    roots = [{"name": name} for name in WRAPPER_DISTRIBUTIONS]
+    return lock_requirements(roots, "The worker image's Python packages", _REQUIREMENTS_COMMAND)
+
+
+def orchestrator_requirements() -> str:
+    """`deploy/requirements.txt` of the orchestrator image: the project's runtime
+    dependencies (not its dev group) and everything they require."""
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text(encoding="utf-8"))
+    [project] = [e for e in lock["package"] if e["name"] == PROJECT_NAME]
+    return lock_requirements(
+        list(project["dependencies"]),
+        "The orchestrator image's Python packages",
+        _REQUIREMENTS_COMMAND,
+    )
+
+
+def _mmdebstrap_argv(target: Path, packages: tuple[str, ...] = BASE_PACKAGES) -> list[str]:
     argv = [
         "mmdebstrap",
         "--quiet",
         "--variant=minbase",
         "--format=tar",
-        f"--include={','.join(BASE_PACKAGES)}",
+        f"--include={','.join(packages)}",
     ]
     argv += [f"--dpkgopt=path-exclude={path}" for path in _EXCLUDED_PATHS]
     argv += [
@@ -168,9 +223,9 @@ def _mmdebstrap_argv(target: Path) -> list[str]:
     return argv
 
 
-def base_key() -> str:
-    """A hash of everything the base root filesystem is made from."""
-    inputs = {"format": _FORMAT, "argv": _mmdebstrap_argv(Path("out.tar"))}
+def base_key(packages: tuple[str, ...] = BASE_PACKAGES) -> str:
+    """A hash of everything the base root filesystem (of `packages`) is made from."""
+    inputs = {"format": _FORMAT, "argv": _mmdebstrap_argv(Path("out.tar"), packages)}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -194,13 +249,13 @@ def _has_image(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
-def _make_rootfs(target: Path) -> None:
+def _make_rootfs(target: Path, packages: tuple[str, ...] = BASE_PACKAGES) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     partial = target.with_suffix(".partial")
     try:
         done = subprocess.run(
-            _mmdebstrap_argv(partial),
+            _mmdebstrap_argv(partial, packages),
             capture_output=True,
             text=True,
             timeout=_MMDEBSTRAP_TIMEOUT_S,
@@ -217,23 +272,29 @@ def _make_rootfs(target: Path) -> None:
     partial.replace(target)
 
 
-def ensure_base_image(client: docker.DockerClient) -> BuildReport:
-    """The base image in the engine: present, imported from the cached root filesystem, or
-    made with mmdebstrap first (and cached)."""
+def ensure_base_image(
+    client: docker.DockerClient,
+    packages: tuple[str, ...] = BASE_PACKAGES,
+    repository: str = BASE_REPOSITORY,
+) -> BuildReport:
+    """The base image (a root filesystem of `packages`, named `repository`) in the engine:
+    present, imported from the cached root filesystem, or made with mmdebstrap first (and
+    cached)."""
     started = time.monotonic()
-    key = base_key()
-    tag = f"{BASE_REPOSITORY}:{key}"
+    key = base_key(packages)
+    tag = f"{repository}:{key}"
     cache = cache_dir()
     with _locked(cache / "build.lock"):
         if _has_image(client, tag):
             return BuildReport(tag, "present", time.monotonic() - started)
-        tarball = cache / f"base-{key}.tar"
+        prefix = "base" if packages == BASE_PACKAGES else repository
+        tarball = cache / f"{prefix}-{key}.tar"
         action = "imported"
         if not tarball.exists():
-            _make_rootfs(tarball)
+            _make_rootfs(tarball, packages)
             action = "built"
         client.api.import_image_from_file(
-            str(tarball), repository=BASE_REPOSITORY, tag=key, changes=["ENV LANG=C.UTF-8"]
+            str(tarball), repository=repository, tag=key, changes=["ENV LANG=C.UTF-8"]
         )
         if not _has_image(client, tag):
             raise ImageBuildError(f"docker import of {tarball} did not produce {tag}")
@@ -264,15 +325,15 @@ def _pip() -> list[str]:
     return [found]
 
 
-def _pins() -> dict[str, str]:
-    lines = WORKER_REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+def _pins(requirements: Path = WORKER_REQUIREMENTS) -> dict[str, str]:
+    lines = requirements.read_text(encoding="utf-8").splitlines()
     pins = (line.split()[0] for line in lines if "==" in line and not line.startswith("#"))
     return dict(pin.split("==", 1) for pin in pins)
 
 
-def _cached_wheels(target: Path) -> dict[str, Path]:
-    """The wheels in `target` that match a pin of requirements.txt, by distribution name."""
-    pins = _pins()
+def _cached_wheels(target: Path, requirements: Path = WORKER_REQUIREMENTS) -> dict[str, Path]:
+    """The wheels in `target` that match a pin of `requirements`, by distribution name."""
+    pins = _pins(requirements)
     found: dict[str, Path] = {}
     for wheel in sorted(target.glob("*.whl")):
         name, version = wheel.name.split("-")[:2]
@@ -281,38 +342,46 @@ def _cached_wheels(target: Path) -> dict[str, Path]:
     return found
 
 
-def _download_wheels(target: Path) -> None:
+def _download_wheels(target: Path, requirements: Path = WORKER_REQUIREMENTS) -> None:
     """The worker's wheels, for CPython 3.11 on glibc Linux, into `target` (a cache outside
     the tree: the build itself reaches no index, so it needs no network or CA of the host).
     Nothing is downloaded when every pin already has its wheel there."""
-    if len(_cached_wheels(target)) == len(_pins()):
+    if len(_cached_wheels(target, requirements)) == len(_pins(requirements)):
         return
     machine = platform.machine()
     argv = [*_pip(), "download", "--quiet", "--no-deps", "--only-binary=:all:"]
     argv += ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
     for tag in _WHEEL_PLATFORMS:
         argv += ["--platform", f"{tag}_{machine}"]
-    argv += ["--dest", str(target), "-r", str(WORKER_REQUIREMENTS)]
+    argv += ["--dest", str(target), "-r", str(requirements)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise ImageBuildError(f"pip download failed: {done.stderr.strip()[-1500:]}")
 
 
-def _worker_context(root: Path) -> None:
-    """The build context of the worker image: Dockerfile, deps/ (requirements, wheels) and
-    src/ (sources)."""
+def _worker_context(
+    root: Path,
+    dockerfile: Path = WORKER_DOCKERFILE,
+    requirements: Path = WORKER_REQUIREMENTS,
+    *,
+    every_file: bool = False,
+) -> None:
+    """The build context of the worker image (or of another image of the project's sources):
+    Dockerfile, deps/ (requirements, wheels) and src/ (sources; `every_file`: templates and
+    migration scripts too, not only the source suffixes the wrapper needs)."""
     wheels = cache_dir() / "wheels"
-    _download_wheels(wheels)
-    shutil.copy2(WORKER_DOCKERFILE, root / "Dockerfile")
+    _download_wheels(wheels, requirements)
+    shutil.copy2(dockerfile, root / "Dockerfile")
     (root / "deps" / "wheels").mkdir(parents=True)
-    shutil.copy2(WORKER_REQUIREMENTS, root / "deps" / "requirements.txt")
-    for wheel in _cached_wheels(wheels).values():
+    shutil.copy2(requirements, root / "deps" / "requirements.txt")
+    for wheel in _cached_wheels(wheels, requirements).values():
         shutil.copy2(wheel, root / "deps" / "wheels" / wheel.name)
     for package in ("shared", "services"):
         for path in sorted((PROJECT_ROOT / package).rglob("*")):
             relative = path.relative_to(PROJECT_ROOT)
             skip = "__pycache__" in relative.parts or "node_modules" in relative.parts
-            if path.is_file() and not skip and path.suffix in _SOURCE_SUFFIXES:
+            wanted = every_file or path.suffix in _SOURCE_SUFFIXES
+            if path.is_file() and not skip and wanted:
                 (root / "src" / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, root / "src" / relative)
 
@@ -329,12 +398,59 @@ def ensure_worker_image(client: docker.DockerClient, *extra_tags: str) -> BuildR
     `codegen-orchestrator-worker:<hash of base and build context>` (so test runs of different
     trees sharing an engine never run each other's image) and `extra_tags`; found in the
     engine when present, else built (unchanged layers come from the engine's cache)."""
-    base = ensure_base_image(client)
+    return _ensure_built(
+        client, WORKER_REPOSITORY, _worker_context, ensure_base_image(client), extra_tags
+    )
+
+
+def _orchestrator_context(root: Path) -> None:
+    """The orchestrator image's context: the worker's layout with deploy/'s Dockerfile and
+    requirements, plus the container entrypoint."""
+    _worker_context(root, ORCHESTRATOR_DOCKERFILE, ORCHESTRATOR_REQUIREMENTS, every_file=True)
+    shutil.copy2(DEPLOY_DIR / "entrypoint.sh", root / "entrypoint.sh")
+
+
+def ensure_orchestrator_image(client: docker.DockerClient, *extra_tags: str) -> BuildReport:
+    """The orchestrator image (`orchestrator run <actor>` per container) from
+    deploy/Dockerfile on the base image, tagged by content like the worker image."""
+    return _ensure_built(
+        client,
+        ORCHESTRATOR_REPOSITORY,
+        _orchestrator_context,
+        ensure_base_image(client),
+        extra_tags,
+    )
+
+
+def ensure_service_image(client: docker.DockerClient, name: str, *extra_tags: str) -> BuildReport:
+    """The topology's `redis` or `postgres` image: a root filesystem of Debian's packages
+    (SERVICE_PACKAGES) with deploy/<name>/'s Dockerfile and files on top."""
+    if name not in SERVICE_PACKAGES:
+        known = ", ".join(sorted(SERVICE_PACKAGES))
+        raise ImageBuildError(f"no service image {name!r}; known: {known}")
+    repository = f"{ORCHESTRATOR_REPOSITORY}-{name}"
+    rootfs = ensure_base_image(client, SERVICE_PACKAGES[name], f"{repository}-rootfs")
+
+    def context(root: Path) -> None:
+        shutil.copytree(DEPLOY_DIR / name, root, dirs_exist_ok=True)
+
+    return _ensure_built(client, repository, context, rootfs, extra_tags)
+
+
+def _ensure_built(
+    client: docker.DockerClient,
+    repository: str,
+    make_context: Callable[[Path], None],
+    base: BuildReport,
+    extra_tags: tuple[str, ...],
+) -> BuildReport:
+    """The image of `make_context`'s build context on `base`, tagged
+    `<repository>:<hash of base and context>` and `extra_tags`; present, or built."""
     started = time.monotonic()
     with _locked(cache_dir() / "build.lock"), tempfile.TemporaryDirectory() as context:
-        _worker_context(Path(context))
+        make_context(Path(context))
         key = hashlib.sha256(f"{base.image}:{_tree_hash(Path(context))}".encode()).hexdigest()
-        tag = f"{WORKER_REPOSITORY}:{key[:16]}"
+        tag = f"{repository}:{key[:16]}"
         if _has_image(client, tag):
             image = client.images.get(tag)
             for extra in extra_tags:
@@ -352,7 +468,7 @@ def ensure_worker_image(client: docker.DockerClient, *extra_tags: str) -> BuildR
         except docker.errors.BuildError as exc:
             lines = [str(step.get("stream") or step.get("error") or "") for step in exc.build_log]
             tail = "".join(lines).strip()[-1500:]
-            raise ImageBuildError(f"worker image build failed: {exc.msg}\n{tail}") from None
+            raise ImageBuildError(f"{repository} image build failed: {exc.msg}\n{tail}") from None
         for extra in extra_tags:
             image.tag(*extra.rsplit(":", 1))
     text = "".join(str(step.get("stream", "")) for step in log if isinstance(step, dict))
@@ -367,11 +483,27 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["requirements"]:
         WORKER_REQUIREMENTS.write_text(worker_requirements(), encoding="utf-8")
+        ORCHESTRATOR_REQUIREMENTS.write_text(orchestrator_requirements(), encoding="utf-8")
         return 0
     client = docker.from_env()
+    steps: list[Callable[[], BuildReport]] = [
+        lambda: ensure_base_image(client),
+        lambda: ensure_worker_image(client, WORKER_IMAGE),
+        lambda: ensure_orchestrator_image(client, ORCHESTRATOR_IMAGE),
+        *(
+            (
+                lambda name=name: ensure_service_image(
+                    client, name, f"{ORCHESTRATOR_REPOSITORY}-{name}:latest"
+                )
+            )
+            for name in sorted(SERVICE_PACKAGES)
+        ),
+    ]
     try:
-        for report in (ensure_base_image(client), ensure_worker_image(client, WORKER_IMAGE)):
-            print(f"{report.image}: {report.action} in {report.seconds:.1f} s")  # noqa: T201
+        for step in steps:
+            report = step()
+            size = client.images.get(report.image).attrs.get("Size", 0) / 1e6
+            print(f"{report.image}: {report.action} in {report.seconds:.1f} s, {size:.0f} MB")  # noqa: T201
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1

@@ -95,6 +95,13 @@ class DockerSettings(BaseModel):
     """uid:gid the wrapper runs as (the image's `agent`). A manager running as root hands
     the worker's workspace and session directory to it; a manager that is not root runs
     its containers as its own uid:gid instead."""
+    separate_agent: bool = True
+    """Run the agent as `user` and the wrapper as another uid: the container's root, left
+    only the capabilities it needs to start the agent and to work in the agent's files
+    (`WRAPPER_CAPABILITIES`); the agent gets none (empty bounding set, no-new-privileges),
+    so it cannot read the wrapper's environment (its Redis credential) or memory, nor
+    signal it. Needs a manager running as root (else the wrapper runs as its uid, as the
+    agent does); False: wrapper and agent both run as `user`."""
     read_only: bool = True
     """Read-only root filesystem; /workspace, /session, /tmp and the home stay writable."""
     tmpfs_mb: int = 256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from services.worker_manager.docker_runtime import LABEL_MANAGER, LABEL_WORKER, DockerRuntime
+from services.worker_manager.docker_runtime import (
+    LABEL_MANAGER,
+    LABEL_WORKER,
+    WRAPPER_CAPABILITIES,
+    DockerRuntime,
+)
 from services.worker_manager.runtime import WorkerSpec
 from services.worker_manager.settings import DockerSettings, ResourceLimits
 from tests.workers.fake_docker import FakeDockerEngine
@@ -85,11 +91,18 @@ async def test_start_creates_a_locked_down_container(
     assert host["MemorySwap"] == 512 * 1024 * 1024
     assert host["ReadonlyRootfs"] is True
     assert set(host["Tmpfs"]) == {"/tmp", "/home/agent"}
-    assert body["User"] == "10001:10001"
+    if os.geteuid() == 0:  # the wrapper as the container's root, the agent as 10001
+        assert body["User"] == "0:0"
+        assert sorted(host["CapAdd"]) == sorted(WRAPPER_CAPABILITIES)
+    else:  # both as the manager's own uid
+        assert body["User"] == f"{os.geteuid()}:{os.getegid()}"
+        assert not host.get("CapAdd")
     assert host["NetworkMode"] == "orchestrator-worker-dev-1"
     assert "session-po:/session:rw" in host["Binds"]
     assert f"{(tmp_path / 'dev-1' / 'workspace').resolve()}:/workspace:rw" in host["Binds"]
     env = dict(item.split("=", 1) for item in body["Env"])
+    if os.geteuid() == 0:
+        assert env["WORKER_AGENT_USER"] == "10001:10001"
     assert "PATH" not in env
     assert "HOME" not in env
     assert env["WORKER_WORKSPACE"] == "/workspace"

@@ -24,6 +24,9 @@ from shared.contracts import new_id
 from tests.docker_engine import Engine
 from tests.workers.conftest import Client, ManagerRunner
 from tests.workers.helpers import exists, git, make_repo_with_remote
+from tests.workers.test_agent_uid import check as check_uid_probe
+from tests.workers.test_agent_uid import probe_prompt as uid_probe_prompt
+from tests.workers.test_agent_uid import shell_agent as acl_shell_agent
 from tests.workers.test_redis_acl import EXPECTED, probe_prompt
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]  # a cold image build: minutes
@@ -329,9 +332,26 @@ async def test_a_containers_stolen_redis_credential_reaches_only_its_own_keys(
     docker_manager: DockerManager, client: Client
 ) -> None:
     """With a Redis ACL user per worker, an agent in a container that reads its wrapper's
-    Redis URL is refused every stream but its own, KEYS, FLUSHALL, ACL, CLIENT KILL, CONFIG."""
-    await docker_manager.start(**shell_agent(), redis_acl=True)
+    Redis URL (agent and wrapper as one uid: separate_agent off, so the credential can be
+    stolen) is refused every stream but its own, KEYS, FLUSHALL, ACL, CLIENT KILL, CONFIG."""
+    await docker_manager.start(
+        **shell_agent(), redis_acl=True, docker_overrides={"separate_agent": False}
+    )
     worker_id = (await client.create()).worker_id
     answer = await client.send(worker_id, probe_prompt("python", worker_id))
     assert answer.success, answer.error
     assert set(answer.response.splitlines()) == EXPECTED
+
+
+async def test_docker_agent_cannot_read_its_wrappers_credential(
+    docker_manager: DockerManager, client: Client
+) -> None:
+    """Docker runtime (separate_agent, the default): the wrapper is the container's root
+    with a few capabilities, the agent uid 10001 with none; the same probe."""
+    await docker_manager.start(**acl_shell_agent())
+    created = await client.create()
+    assert created.success, created.error
+    answer = await client.send(created.worker_id, uid_probe_prompt("python", created.worker_id))
+    assert answer.success, answer.error
+    check_uid_probe(answer.response, 10001)
+    assert (await client.delete(created.worker_id)).success

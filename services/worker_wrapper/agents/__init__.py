@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 from typing import TYPE_CHECKING
 
 from services.worker_wrapper.agents.base import (
@@ -44,10 +45,21 @@ __all__ = [
 ]
 
 
+_NUMERIC_USER = re.compile(r"^(?P<uid>\d+)(?::(?P<gid>\d+))?$")
+
+
 def resolve_user(name: str | None) -> tuple[int, int] | None:
     """(uid, gid) of the user agents run as; None for no such setting."""
     if not name:
         return None
+    numeric = _NUMERIC_USER.match(name)
+    if numeric is not None:  # uid:gid (the Docker runtime's, whose image may not name it)
+        uid, gid = int(numeric["uid"]), int(numeric["gid"] or numeric["uid"])
+        if os.geteuid() != 0 and uid != os.geteuid():
+            raise AgentConfigError(f"running agents as uid {uid} needs the wrapper to run as root")
+        if uid == 0:
+            raise AgentConfigError("agent user 0 is root; name an unprivileged user")
+        return uid, gid
     try:
         entry = pwd.getpwnam(name)
     except KeyError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["CliOutcome", "kill_process_tree", "run_cli"]
+__all__ = ["CliOutcome", "drop_privileges_argv", "kill_process_tree", "run_cli"]
+
+_CAP_SETPCAP = 8
 
 _LINE_LIMIT_BYTES = 32 * 1024 * 1024
 _STDERR_TAIL_BYTES = 4096
@@ -101,13 +104,20 @@ async def run_cli(
     """Run `argv` in its own process group; feed each stdout line to `on_line`.
 
     `run_as` (uid, gid): the process drops to that user and group (no supplementary
-    groups) before it starts; this process must be root for it. Setting `stop` kills the
+    groups) before it starts; this process must be root for it. With util-linux's
+    `setpriv` and CAP_SETPCAP (root on a host; the wrapper of a Docker worker) it also
+    empties its capability bounding and inheritable sets and sets no-new-privileges, so
+    nothing it runs can regain a privilege. Setting `stop` kills the
     process tree at once (a budget reached). Raises `OSError` when the
     program cannot be started (not found, not executable, not permitted).
     """
     identity: dict[str, object] = {}
     if run_as is not None:
-        identity = {"user": run_as[0], "group": run_as[1], "extra_groups": []}
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None and _has_setpcap():
+            argv = [*drop_privileges_argv(setpriv, run_as), *argv]
+        else:
+            identity = {"user": run_as[0], "group": run_as[1], "extra_groups": []}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
@@ -173,3 +183,32 @@ def _group_empty(pgid: int) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _has_setpcap() -> bool:
+    """True when this process holds CAP_SETPCAP in its effective set (it may shrink the
+    bounding set of what it starts)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SETPCAP & 1)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def drop_privileges_argv(setpriv: str, run_as: tuple[int, int]) -> list[str]:
+    """The `setpriv` prefix that runs a program as `run_as` (uid, gid) with no supplementary
+    groups, no capabilities left in any set and no-new-privileges."""
+    uid, gid = run_as
+    return [
+        setpriv,
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
