@@ -49,7 +49,7 @@ from services.infra_service.ansible import (
     run_with_ssh_retries,
 )
 from services.infra_service.ansible_output import Redactor, tail
-from services.infra_service.cancellation import task_of_step, until_cancelled
+from services.infra_service.cancellation import until_cancelled
 from services.infra_service.deps import (
     InfraDeps,
     KeyedLocks,
@@ -76,6 +76,7 @@ from shared.contracts import (
     ProvisionerResult,
 )
 from shared.deploys import split_pinned
+from shared.steps import task_of_step
 
 __all__ = [
     "InfraDeps",
