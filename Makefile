@@ -55,11 +55,16 @@ test: $(STAMP) $(REDIS62)/bin/redis-server $(AGENT_CLIS_STAMP) ## run the test s
 	REDIS_6_2_SERVER="$${REDIS_6_2_SERVER:-$$(test -x $(REDIS62)/bin/redis-server && echo $(CURDIR)/$(REDIS62)/bin/redis-server)}" \
 		$(BIN)/pytest $(PYTEST_ARGS)
 
-# The edit-test loop: unit and in-process tests, no Docker, no real agent CLIs, no process
-# kill/restart scenarios and no whole-system runs (see docs/testing.md); `make test` stays the
-# whole suite and what CI runs.
+# The edit-test loop: unit and in-process tests on a real Redis and SQLite (contracts,
+# messaging, shared conventions, the API's routers in process); no Docker, no agent CLIs, no
+# whole-system runs, no kill/restart scenarios (docs/testing.md). `make test` stays the whole
+# suite and what CI runs.
+FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_registry.py \
+	tests/test_logs.py tests/api/test_openapi.py tests/api/test_auth.py tests/api/test_tasks.py \
+	tests/api/test_projects.py tests/api/test_servers.py
+
 test-fast: $(STAMP) ## the fast tier: unit and in-process tests (under 2 minutes)
-	$(BIN)/pytest -m "not slow and not docker and not system" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not docker" $(FAST_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy strict, the AsyncAPI document (official parser), the OpenAPI one (Redocly)
 	$(BIN)/ruff check .
