@@ -59,7 +59,7 @@ test: $(STAMP) $(REDIS62)/bin/redis-server $(AGENT_CLIS_STAMP) ## run the test s
 # messaging, shared conventions, the API's routers in process); no Docker, no agent CLIs, no
 # whole-system runs, no kill/restart scenarios (docs/testing.md). `make test` stays the whole
 # suite and what CI runs.
-FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_registry.py \
+FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_support.py tests/test_registry.py \
 	tests/test_logs.py tests/api/test_openapi.py tests/api/test_auth.py tests/api/test_tasks.py \
 	tests/api/test_projects.py tests/api/test_servers.py
 
