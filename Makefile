@@ -59,9 +59,10 @@ test: $(STAMP) $(REDIS62)/bin/redis-server $(AGENT_CLIS_STAMP) ## run the test s
 # messaging, shared conventions, the API's routers in process); no Docker, no agent CLIs, no
 # whole-system runs, no kill/restart scenarios (docs/testing.md). `make test` stays the whole
 # suite and what CI runs.
-FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_support.py tests/test_registry.py \
-	tests/test_logs.py tests/api/test_openapi.py tests/api/test_auth.py tests/api/test_tasks.py \
-	tests/api/test_projects.py tests/api/test_servers.py
+FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_support.py \
+	tests/test_registry.py tests/api/test_openapi.py tests/api/test_auth.py tests/api/test_tasks.py \
+	tests/api/test_projects.py tests/api/test_servers.py \
+	--ignore=tests/messaging/test_cli_queues.py --ignore=tests/messaging/test_bench_bus.py
 
 test-fast: $(STAMP) ## the fast tier: unit and in-process tests (under 2 minutes)
 	$(BIN)/pytest -m "not slow and not docker" $(FAST_TESTS) $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ publishes a progress event (`ProgressPublisher`, which the bus is).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
@@ -34,8 +34,10 @@ from shared.messaging.errors import MessagingError
 __all__ = [
     "STEP_SEPARATOR",
     "ProgressPublisher",
+    "ProgressReporter",
     "StepProgressReporter",
     "progress_target",
+    "report_step",
     "step_request_id",
     "task_of_step",
 ]
@@ -116,3 +118,34 @@ class StepProgressReporter:
             await self._publisher.progress(target, published)
         except (MessagingError, OSError) as error:
             log.warning("progress_not_published", task_id=target, error=str(error))
+
+
+class ProgressReporter(Protocol):
+    """Publishes the progress of the work a message asked for (`StepProgressReporter` is
+    the real one; an actor's handlers depend on this alone)."""
+
+    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
+        """Publish one event (best effort)."""
+        ...
+
+
+async def report_step(
+    reporter: ProgressReporter,
+    message: BaseMessage,
+    kind: Literal["started", "progress", "completed", "failed"],
+    text: str,
+    *,
+    step: str | None = None,
+    pct: int | None = None,
+    error: str | None = None,
+) -> None:
+    """Report one event of the work `message` asked for, through `reporter`."""
+    event = ProgressEvent(
+        type=kind,
+        request_id=message.request_id,
+        message=text,
+        current_step=step,
+        progress_pct=pct,
+        error=error,
+    )
+    await reporter.report(message, event)

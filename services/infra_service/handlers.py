@@ -71,12 +71,11 @@ from shared.contracts import (
     AnsibleDeployMessage,
     AnsibleDeployResult,
     BaseMessage,
-    ProgressEvent,
     ProvisionerMessage,
     ProvisionerResult,
 )
 from shared.deploys import split_pinned
-from shared.steps import task_of_step
+from shared.steps import report_step, task_of_step
 
 __all__ = [
     "InfraDeps",
@@ -118,10 +117,7 @@ async def _progress(
     step: str | None = None,
     error: str | None = None,
 ) -> None:
-    event = ProgressEvent(
-        type=kind, request_id=message.request_id, message=text, current_step=step, error=error
-    )
-    await deps.progress.report(message, event)
+    await report_step(deps.progress, message, kind, text, step=step, error=error)
 
 
 async def _run(
