@@ -42,6 +42,8 @@ def create_app(
             "Every error has the body `ErrorBody`. A request body may hold at most "
             f"{max_body_bytes} bytes (413 `body_too_large`)."
         ),
+        license_info={"name": "MIT", "identifier": "MIT"},
+        servers=[{"url": "/", "description": "The API that serves this document"}],
     )
     app.state.db = database
     app.state.relay_wake = relay_wake or asyncio.Event()

@@ -1,6 +1,6 @@
 """Cancelled tasks: infra-service stops a deploy job whose task was cancelled.
 
-A request of a task's step is named `<task_id>~<step>` (langgraph's naming); its task's status
+A request of a task's step is named `<task_id>~<step>` (`shared.steps`); its task's status
 lives in the REST API, which `POST /api/tasks/{id}/cancel` changes. infra-service asks the API
 (`ApiCancellation`), the one source of truth, before a job starts and every `cancel_poll_s`
 while it runs; no new queue, key or contract field is needed, and a cancellation reaches the
@@ -27,26 +27,16 @@ from shared.api_client.errors import ApiClientError, NotFoundError
 from shared.contracts import TaskStatus
 
 __all__ = [
-    "TASK_STEP_SEPARATOR",
     "ApiCancellation",
     "CancellationSource",
     "CancelledTasks",
     "NeverCancelled",
-    "task_of_step",
     "until_cancelled",
 ]
 
 T = TypeVar("T")
-TASK_STEP_SEPARATOR = "~"
-"""langgraph names a step's request `<task_id>~<step>`."""
 
 _log = structlog.get_logger(__name__)
-
-
-def task_of_step(request_id: str) -> str | None:
-    """The task of a step's request id (`<task_id>~<step>`); None for any other request."""
-    task_id, separator, step = request_id.rpartition(TASK_STEP_SEPARATOR)
-    return task_id if separator and task_id and step else None
 
 
 class CancellationSource(Protocol):

@@ -7,7 +7,6 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from services.infra_service.ansible import PlaybookRunner
 from services.infra_service.cancellation import CancellationSource, NeverCancelled
@@ -15,7 +14,8 @@ from services.infra_service.errors import InfraError
 from services.infra_service.secrets import SecretsProvider
 from services.infra_service.servers import ServerLookup, ServerTarget
 from services.infra_service.settings import InfraSettings
-from shared.contracts import BaseMessage, BaseResult, ProgressEvent
+from shared.contracts import BaseResult
+from shared.steps import ProgressReporter
 
 __all__ = [
     "InfraDeps",
@@ -27,14 +27,6 @@ __all__ = [
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-class ProgressReporter(Protocol):
-    """Publishes a progress event of the task a message belongs to."""
-
-    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
-        """Publish `event`; the reporter decides the task stream."""
-        ...
 
 
 class KeyedLocks:

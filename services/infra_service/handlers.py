@@ -49,7 +49,7 @@ from services.infra_service.ansible import (
     run_with_ssh_retries,
 )
 from services.infra_service.ansible_output import Redactor, tail
-from services.infra_service.cancellation import task_of_step, until_cancelled
+from services.infra_service.cancellation import until_cancelled
 from services.infra_service.deps import (
     InfraDeps,
     KeyedLocks,
@@ -71,11 +71,11 @@ from shared.contracts import (
     AnsibleDeployMessage,
     AnsibleDeployResult,
     BaseMessage,
-    ProgressEvent,
     ProvisionerMessage,
     ProvisionerResult,
 )
 from shared.deploys import split_pinned
+from shared.steps import report_step, task_of_step
 
 __all__ = [
     "InfraDeps",
@@ -117,10 +117,7 @@ async def _progress(
     step: str | None = None,
     error: str | None = None,
 ) -> None:
-    event = ProgressEvent(
-        type=kind, request_id=message.request_id, message=text, current_step=step, error=error
-    )
-    await deps.progress.report(message, event)
+    await report_step(deps.progress, message, kind, text, step=step, error=error)
 
 
 async def _run(

@@ -24,7 +24,6 @@ from services.infra_service.cancellation import (
     ApiCancellation,
     CancellationSource,
     NeverCancelled,
-    task_of_step,
 )
 from services.infra_service.handlers import (
     InfraDeps,
@@ -45,49 +44,16 @@ from shared.api_client import ApiClient
 from shared.contracts import (
     AnsibleDeployMessage,
     AnsibleDeployResult,
-    BaseMessage,
-    ProgressEvent,
     ProvisionerMessage,
     ProvisionerResult,
 )
-from shared.messaging import Bus, MessageContext, MessagingError
+from shared.messaging import Bus, MessageContext
 from shared.settings import Settings
+from shared.steps import StepProgressReporter
 
-__all__ = ["BusProgressReporter", "build_deps", "run_actor", "run_infra_service", "task_id_of"]
+__all__ = ["build_deps", "run_actor", "run_infra_service"]
 
 log = structlog.get_logger(__name__)
-
-
-def task_id_of(message: BaseMessage) -> tuple[str, bool]:
-    """The task whose progress stream a message's events go to, and whether infra owns it.
-
-    A request of a task's step (`<task_id>~<step>`) reports into the task's stream, which its
-    flow ends itself; any other message (e.g. the scheduler's provisioning) reports into a
-    stream of its own, keyed by its correlation id."""
-    task_id = task_of_step(message.request_id)
-    if task_id is not None:
-        return task_id, False
-    return message.correlation_id, True
-
-
-class BusProgressReporter:
-    """Publishes progress on `task_progress:{task_id}`; never ends a task it does not own."""
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
-        """Publish `event` (as a plain `progress` event into a task owned by its flow)."""
-        task_id, owned = task_id_of(message)
-        update: dict[str, object] = {"task_id": task_id}
-        if not owned and event.type != "progress":
-            update["type"] = "progress"
-            if event.error:
-                update["message"] = f"{event.message}: {event.error}"
-        try:
-            await self._bus.progress(task_id, event.model_copy(update=update))
-        except (MessagingError, OSError) as error:  # progress is best effort, never fatal
-            log.warning("progress not published", task_id=task_id, error=str(error))
 
 
 def build_deps(
@@ -103,7 +69,7 @@ def build_deps(
         runner=AnsiblePlaybookRunner(settings),
         secrets=SchemeSecretsProvider.default(settings.effective_secrets_dir),
         servers=servers,
-        progress=BusProgressReporter(bus),
+        progress=StepProgressReporter(bus, label="infra"),
         cancellations=cancellations or NeverCancelled(),
     )
 

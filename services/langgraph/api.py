@@ -31,7 +31,7 @@ async def _call(operation: Awaitable[T]) -> T:
     try:
         return await operation
     except ApiStatusError as error:
-        raise ApiCallError(str(error), status_code=error.status_code) from error
+        raise ApiCallError(str(error), status_code=error.status_code, code=error.code) from error
     except ApiClientError as error:
         raise ApiCallError(f"API unavailable: {error}") from error
 

@@ -7,11 +7,15 @@ Tree::
     │   ├── StepTimeoutError    a step's awaited answer did not arrive before its deadline
     │   └── RepositoryMismatchError  a project's record names a repository not its own
     ├── TaskCancelledError      the task was cancelled through the API while it ran
-    ├── ApiCallError            the REST API refused or failed a request (status code kept)
     └── CheckpointerConfigError the configured checkpointer URL cannot be used
+
+`ApiCallError` (the REST API refused or failed a request, status code kept) is the shared
+one, `shared.api_client.errors.ApiCallError`, re-exported here for the flows.
 """
 
 from __future__ import annotations
+
+from shared.api_client.errors import ApiCallError
 
 __all__ = [
     "ApiCallError",
@@ -52,24 +56,6 @@ class StepTimeoutError(StepFailedError):
 
 class TaskCancelledError(LanggraphError):
     """The task was cancelled through the API."""
-
-
-class ApiCallError(LanggraphError):
-    """The REST API refused or failed a request."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-    @property
-    def is_conflict(self) -> bool:
-        """True for 409 (e.g. a status change refused because the task was cancelled)."""
-        return self.status_code == 409
-
-    @property
-    def is_not_found(self) -> bool:
-        """True for 404."""
-        return self.status_code == 404
 
 
 class CheckpointerConfigError(LanggraphError):

@@ -26,9 +26,7 @@ from services.scaffolder.errors import ScaffolderError
 from services.scaffolder.render import CopierRenderer, check_modules, one_line, render_project
 from services.scaffolder.settings import ScaffolderSettings
 from shared.contracts import (
-    BaseMessage,
     BaseResult,
-    ProgressEvent,
     ProjectStatus,
     ScaffolderMessage,
 )
@@ -44,6 +42,7 @@ from shared.git import (
     split_full_name,
 )
 from shared.git.naming import repo_name
+from shared.steps import ProgressReporter, report_step
 
 __all__ = [
     "ProgressReporter",
@@ -91,14 +90,6 @@ class ProjectStatusReader(Protocol):
         ...
 
 
-class ProgressReporter(Protocol):
-    """Publishes progress of the work a message asked for."""
-
-    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
-        """Publish one event (best effort)."""
-        ...
-
-
 @dataclass(frozen=True)
 class ScaffolderDeps:
     """Everything the handler uses."""
@@ -122,15 +113,7 @@ async def _progress(
     pct: int | None = None,
     error: str | None = None,
 ) -> None:
-    event = ProgressEvent(
-        type=kind,
-        request_id=message.request_id,
-        message=text,
-        current_step=step,
-        progress_pct=pct,
-        error=error,
-    )
-    await deps.progress.report(message, event)
+    await report_step(deps.progress, message, kind, text, step=step, pct=pct, error=error)
 
 
 async def _current_status(deps: ScaffolderDeps, project_id: str) -> ProjectStatus | None:

@@ -27,65 +27,23 @@ from shared.actor import ActorContext
 from shared.api_client import ApiClient, NotFoundError
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
-    BaseMessage,
     BaseResult,
-    ProgressEvent,
     ProjectStatus,
     ScaffolderMessage,
 )
 from shared.git import GitHubProvider, GitProvider, build_provider
-from shared.messaging import Bus, MessageContext, MessagingError
+from shared.messaging import Bus, MessageContext
 from shared.settings import Settings
+from shared.steps import StepProgressReporter
 
 __all__ = [
     "ApiProjectStatus",
-    "BusProgressReporter",
     "build_deps",
     "run_actor",
     "run_scaffolder",
-    "task_id_of",
 ]
 
 log = structlog.get_logger(__name__)
-
-TASK_STEP_SEPARATOR = "~"
-"""langgraph names a step's request `<task_id>~<step>`; its progress belongs to that task."""
-
-
-def task_id_of(message: BaseMessage) -> tuple[str, bool]:
-    """The task whose progress stream the message's events go to, and whether we own it.
-
-    A request of a task's step (`<task_id>~<step>`) reports into the task's stream, whose flow
-    ends it; any other message reports into a stream of its own, keyed by its request id."""
-    task_id, separator, step = message.request_id.rpartition(TASK_STEP_SEPARATOR)
-    if separator and task_id and step:
-        return task_id, False
-    return message.request_id, True
-
-
-class BusProgressReporter:
-    """Publishes on `task_progress:{task_id}`; never ends a task stream it does not own."""
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    async def report(self, message: BaseMessage, event: ProgressEvent) -> None:
-        """Publish `event` (as a plain `progress` event into a task owned by its flow)."""
-        task_id, owned = task_id_of(message)
-        update: dict[str, object] = {"task_id": task_id}
-        if not owned:
-            # the task's flow owns its percentage: the scaffolder's own 60 % or 100 % would
-            # read as the whole task's progress while its developer agent has not started
-            update["progress_pct"] = None
-        if not owned and event.type != "progress":
-            update["type"] = "progress"
-            update["current_step"] = f"scaffold:{event.type}"
-            if event.error:
-                update["message"] = f"{event.message}: {event.error}"
-        try:
-            await self._bus.progress(task_id, event.model_copy(update=update))
-        except (MessagingError, OSError) as error:  # progress is best effort, never fatal
-            log.warning("progress_not_published", task_id=task_id, error=str(error))
 
 
 class ApiProjectStatus:
@@ -137,7 +95,7 @@ def build_deps(
         settings=settings,
         git=git or build_provider(settings.git, data_dir=settings.data_dir),
         projects=projects,
-        progress=BusProgressReporter(bus),
+        progress=StepProgressReporter(bus, label="scaffold"),
         project_reader=project_reader,
         renderer=renderer or CopierRenderer(),
     )

@@ -123,9 +123,13 @@ async def _translated(operation: str) -> AsyncIterator[None]:
     try:
         yield
     except ConflictError as exc:
-        raise ApiConflictError(f"{operation}: conflict ({exc.code})") from exc
+        raise ApiConflictError(f"{operation}: conflict ({exc.code})", code=exc.code) from exc
     except ApiStatusError as exc:
-        raise ApiCallError(f"{operation}: HTTP {exc.status_code} ({exc.code})") from exc
+        raise ApiCallError(
+            f"{operation}: HTTP {exc.status_code} ({exc.code})",
+            status_code=exc.status_code,
+            code=exc.code,
+        ) from exc
     except ApiClientError as exc:
         raise ApiCallError(f"{operation}: {type(exc).__name__}") from exc
 

@@ -22,6 +22,7 @@ import structlog
 from services.scheduler.errors import SchedulerError
 from services.scheduler.lock import JobLocks
 from services.scheduler.metrics import SchedulerMetrics
+from shared.api_client.errors import ApiCallError
 from shared.messaging.cancel import raise_if_cancelling
 
 __all__ = ["Job", "JobRun", "Outcome", "Scheduler", "Tick"]
@@ -172,7 +173,7 @@ class Scheduler:
                 self.metrics.run_seconds.labels(job.name).observe(time.monotonic() - started_s)
         except asyncio.CancelledError:
             raise
-        except SchedulerError as exc:  # an expected failure (the API is down): no traceback
+        except (SchedulerError, ApiCallError) as exc:  # expected (the API is down): no traceback
             bound.error("job_failed", error=str(exc), error_type=type(exc).__name__)
             return "failed"
         except Exception:  # noqa: BLE001 - a failing job is logged and retried next tick

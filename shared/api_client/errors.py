@@ -9,6 +9,10 @@ ApiClientError
     ├── ConflictError          409 (including invalid_transition, no_free_port)
     ├── ValidationError        422 (`fields` names each problem)
     └── ServerError            5xx
+
+ApiCallError                   what an actor's adapter raises when a call it made failed:
+                               the status code (None: unreachable) and the error code, in the
+                               actor's own words (langgraph and the scheduler share it)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from shared.api_client.schemas import ErrorBody, FieldProblem
 
 __all__ = [
+    "ApiCallError",
     "ApiClientError",
     "ApiStatusError",
     "ApiUnavailableError",
@@ -102,3 +107,26 @@ def error_for_status(status_code: int, body: ErrorBody) -> ApiStatusError:
     if status_code >= 500:
         return ServerError(status_code, body)
     return _BY_STATUS.get(status_code, ApiStatusError)(status_code, body)
+
+
+class ApiCallError(Exception):
+    """A REST API call an actor made failed; the actor's adapter raises it from the client's
+    error (`from`), with its own message. `status_code` is None when the API could not be
+    reached; `code` is the `ErrorBody` code when the API answered."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+    @property
+    def is_conflict(self) -> bool:
+        """True for 409 (e.g. a status change refused because the task moved on)."""
+        return self.status_code == 409
+
+    @property
+    def is_not_found(self) -> bool:
+        """True for 404."""
+        return self.status_code == 404

@@ -11,7 +11,7 @@ At-least-once delivery with one consumer group per consuming actor; acknowledgem
 the handler succeeded; deletion once every required group acknowledged; lease renewal and
 reclaim; bounded retries with backoff, then the dead-letter stream; results to the message's
 `callback_stream`; request/reply by `request_id`; progress streams; idempotent effects.
-`MemoryBus` (in `memory.py`) has the same interface and semantics in process.
+Tests run it on a real Redis (the project's rule: no in-memory broker in place of one).
 """
 
 from shared.messaging.bus import Bus
@@ -28,7 +28,6 @@ from shared.messaging.errors import (
     RequestTimeoutError,
     Retry,
 )
-from shared.messaging.memory import MemoryBus, MemoryTransport
 from shared.messaging.metrics import Metrics
 from shared.messaging.redis_transport import RedisTransport
 
@@ -42,8 +41,6 @@ __all__ = [
     "Envelope",
     "Handler",
     "IdempotencyBusyError",
-    "MemoryBus",
-    "MemoryTransport",
     "MessageContext",
     "MessagingError",
     "Metrics",

@@ -1,9 +1,8 @@
 """The few stream operations the runtime needs, as a Protocol.
 
-`RedisTransport` (in `redis_transport.py`) implements them on a real server; `MemoryTransport`
-(in `memory.py`) implements the same pending/ack/dead-letter semantics in process, for fast
-unit tests of handlers. The runtime above them (publisher, consumer, dead letters, progress,
-request/reply, idempotency) is one code path for both.
+`RedisTransport` (in `redis_transport.py`) implements them on a real server; the runtime
+above them (publisher, consumer, dead letters, progress, request/reply, idempotency) reaches
+Redis only through them.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
 from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem, chat_system
 from tests.chat.test_cli_chat import Script
 from tests.chat.test_real_po_worker import manager_system_settings
+from tests.support.waiting import eventually
 
 MANAGER_ID = "agents-po-test-manager"
 ACT_AS_USER = (
@@ -113,7 +113,7 @@ async def test_claude_po_creates_the_project_and_task_from_free_text(
     )
     try:
         await lines.queue.put("I'd like a small website about my garden that lists my plants")
-        await wait_until(
+        await eventually(
             lambda: any("Created project garden and a task" in text for text in out),
             timeout_s=90,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,17 +108,6 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, timeout_s: float, interval_s: float = 0.05
-) -> None:
-    """Poll `condition` until it holds; `TimeoutError` after `timeout_s`."""
-    for _ in range(max(1, int(timeout_s / interval_s))):
-        if await condition():
-            return
-        await asyncio.sleep(interval_s)
-    raise TimeoutError(f"condition not met within {timeout_s}s")
 
 
 @dataclass

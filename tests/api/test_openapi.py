@@ -26,4 +26,20 @@ async def test_served_document_and_security(api: ApiHarness) -> None:
     assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
-    assert "security" not in served["paths"]["/health"]["get"]
+    assert served["paths"]["/health"]["get"]["security"] == []
+    assert served["paths"]["/ready"]["get"]["security"] == []
+    assert served["servers"] == [{"url": "/", "description": "The API that serves this document"}]
+    assert served["info"]["license"] == {"name": "MIT", "identifier": "MIT"}
+
+
+async def test_the_unauthenticated_operations_do_what_the_document_says(api: ApiHarness) -> None:
+    """No credential needed (security `[]`), and the documented 413 is what a body over the
+    limit gets on them too."""
+    document = openapi_document()
+    async with api.http() as http:
+        for path in ("/health", "/ready"):
+            assert "413" in document["paths"][path]["get"]["responses"]
+            assert (await http.get(path)).status_code == 200
+            oversized = await http.request("GET", path, content=b"x" * (2 * 1024 * 1024))
+            assert oversized.status_code == 413
+            assert oversized.json()["code"] == "body_too_large"

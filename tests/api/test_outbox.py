@@ -17,7 +17,8 @@ from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, Task
 from shared.messaging import Bus, Envelope, decode_message
 from shared.messaging.envelope import envelope_fields
 from shared.redis_server import RedisServer
-from tests.api.conftest import ApiHarness, wait_until
+from tests.api.conftest import ApiHarness
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue")
 DEPLOY = registry.get("deploy:queue")
@@ -88,7 +89,7 @@ async def test_relay_wakes_on_commit(api: ApiHarness, redis_client: aioredis.Red
     try:
         await asyncio.sleep(0.1)  # the relay is now waiting (poll every 30 s)
         [task_id] = await create_tasks(api, 1, TaskType.ENGINEERING)
-        await wait_until(lambda: none_pending(api.database), timeout_s=10, interval_s=0.02)
+        await eventually(lambda: none_pending(api.database), timeout_s=10, interval_s=0.02)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -119,7 +120,7 @@ async def test_tasks_created_while_redis_is_down_are_published_when_it_is_back(
         assert rows[0].attempts >= 1
         assert rows[0].last_error
         server.start()
-        await wait_until(lambda: none_pending(api.database), timeout_s=15)
+        await eventually(lambda: none_pending(api.database), timeout_s=15)
         sent = await stream_messages(client, ENGINEERING.name)
         assert [m.task_id for _, m in sent] == created  # type: ignore[attr-defined]
     finally:

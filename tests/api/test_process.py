@@ -11,9 +11,10 @@ import redis.asyncio as aioredis
 
 from services.api.db import Database
 from shared import registry
-from tests.api.conftest import ApiHarness, wait_until
+from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
 from tests.api.test_outbox import has_entries, stream_messages
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 """Two API processes start per test; on a loaded 2-core machine imports alone take seconds."""
@@ -61,7 +62,7 @@ async def test_killed_between_commit_and_publish_then_restarted(
         database_url=database.url, redis_url=redis_url, log_path=tmp_path / "second.log"
     ).start()
     try:
-        await wait_until(lambda: has_entries(redis_client, STREAM, 3), timeout_s=20)
+        await eventually(lambda: has_entries(redis_client, STREAM, 3), timeout_s=20)
         await asyncio.sleep(0.5)  # a second publish would show up by now
         sent = await stream_messages(redis_client, STREAM)
         assert [message.task_id for _, message in sent] == created  # type: ignore[attr-defined]

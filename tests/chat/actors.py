@@ -283,14 +283,3 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], *, grace_s: float = 5.0) -
     for task in late:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def wait_until(predicate: object, *, timeout_s: float = 20.0) -> None:
-    """Poll a zero-argument callable until it is true."""
-    assert callable(predicate)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached in time")
-        await asyncio.sleep(0.05)

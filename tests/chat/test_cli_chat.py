@@ -11,8 +11,8 @@ import httpx
 
 from services.cli.chat import run_chat
 from shared.chat import ChatOptions
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem
+from tests.support.waiting import eventually
 
 FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
 
@@ -55,13 +55,13 @@ async def test_local_chat_takes_a_project_from_nothing_to_a_running_url(
     )
     background.append(chat)
     await script.queue.put("create project shop")
-    await wait_until(lambda: _found(out, r"Created project shop") is not None)
+    await eventually(lambda: _found(out, r"Created project shop") is not None)
     assert _found(out, r"built-in") is not None
     await script.queue.put("develop a /hello endpoint that greets")
-    await wait_until(lambda: _found(out, r"commit: [0-9a-f]{40}") is not None)
+    await eventually(lambda: _found(out, r"commit: [0-9a-f]{40}") is not None)
     assert _found(out, r"\[[█░]{10}\] \d{1,2}%\nstep: \w+") is not None  # a progress edit
     await script.queue.put("deploy")
-    await wait_until(lambda: _found(out, r"URL: (\S+)") is not None)
+    await eventually(lambda: _found(out, r"URL: (\S+)") is not None)
     url_match = _found(out, r"URL: (\S+)")
     assert url_match is not None
     async with httpx.AsyncClient() as client:

@@ -13,8 +13,8 @@ from shared.chat import TaskNotifier
 from shared.chat.keys import notify_task_key
 from shared.contracts import ProjectCreate, TaskCreate, TaskDTO, TaskType
 from shared.messaging import Bus
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem
+from tests.support.waiting import eventually
 
 
 class Sink:
@@ -65,7 +65,7 @@ async def test_an_unreachable_chat_is_given_up_and_others_still_notified(
                 await api.create_task(
                     TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
                 )
-            await wait_until(lambda: any(chat == 14 and "✅" in t for chat, t in sink.sent))
+            await eventually(lambda: any(chat == 14 and "✅" in t for chat, t in sink.sent))
             assert not running.done()
         finally:
             running.cancel()

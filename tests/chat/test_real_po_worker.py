@@ -19,9 +19,9 @@ from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
 from shared.settings import Settings
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem, chat_system
 from tests.chat.test_cli_chat import Script
+from tests.support.waiting import eventually
 
 MANAGER_ID = "chat-test-manager"
 
@@ -87,9 +87,9 @@ async def test_a_real_po_worker_creates_the_project_and_the_task_through_the_api
     )
     try:
         await script.queue.put("create project garden")
-        await wait_until(lambda: any("Created project garden" in t for t in out), timeout_s=60)
+        await eventually(lambda: any("Created project garden" in t for t in out), timeout_s=60)
         await script.queue.put("develop a page listing plants")
-        await wait_until(lambda: any(re.search(r"commit: [0-9a-f]{40}", t) for t in out))
+        await eventually(lambda: any(re.search(r"commit: [0-9a-f]{40}", t) for t in out))
         await script.queue.put(None)
         assert await asyncio.wait_for(chat, 30) == 0
     finally:

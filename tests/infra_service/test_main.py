@@ -9,7 +9,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from services.cli.actors import ActorContext
-from services.infra_service.main import run_actor, run_infra_service, task_id_of
+from services.infra_service.main import run_actor, run_infra_service
 from shared import registry
 from shared.contracts import (
     AnsibleDeployMessage,
@@ -74,15 +74,6 @@ async def test_results_and_progress_flow_through_the_bus(
     assert {event.type for event in events} == {"progress"}
     assert all(event.task_id == "task-42" for event in events)
     assert "acme/absent" in (events[-1].message or "")
-
-
-def test_task_id_of_a_step_request_and_of_a_plain_message() -> None:
-    """`<task>~<step>` requests report to the task; others to their own correlation id."""
-    step = ProvisionerMessage(server_handle="s", request_id="t-1~provision")
-    plain = ProvisionerMessage(server_handle="s", correlation_id="c-1")
-
-    assert task_id_of(step) == ("t-1", False)
-    assert task_id_of(plain) == ("c-1", True)
 
 
 async def test_run_actor_serves_with_the_system_settings(

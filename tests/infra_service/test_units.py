@@ -21,7 +21,7 @@ import pytest
 
 from services.infra_service.ansible import PlaybookJob, PlaybookRun, run_with_ssh_retries
 from services.infra_service.ansible_output import Redactor, parse_output, tail
-from services.infra_service.cancellation import CancelledTasks, task_of_step, until_cancelled
+from services.infra_service.cancellation import CancelledTasks, until_cancelled
 from services.infra_service.errors import (
     InfraError,
     RepositoryNotFoundError,
@@ -362,8 +362,6 @@ async def test_until_cancelled_runs_requests_of_no_task_and_survives_a_broken_so
     assert unwatched == (7, False)
     assert tasks.questions == 0
     assert despite == (7, False)
-    assert task_of_step("t4~deploy") == "t4"
-    assert task_of_step("b1c2-uuid") is None
 
 
 def test_abort_kills_a_step_that_outlived_its_connection(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,15 +46,9 @@ from tests.langgraph.fakes import (
     running,
     scaffold_repo,
 )
+from tests.support.waiting import eventually
 
 FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 10.0) -> None:
-    """Poll `check` (state held by other actors or processes) until true; TimeoutError."""
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 - the state is in Redis or another process
-            await asyncio.sleep(0.05)
 
 
 def fast_settings(data_dir: Path, **timeouts: float) -> LanggraphSettings:

@@ -23,7 +23,8 @@ from shared.git import run_git
 from shared.git.naming import repo_full_name
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
-from tests.langgraph.conftest import System, eventually, langgraph
+from tests.langgraph.conftest import System, langgraph
+from tests.support.waiting import eventually
 
 
 async def test_task_from_post_to_completed_with_commit_on_remote(system: System) -> None:

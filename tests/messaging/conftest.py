@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -30,22 +29,6 @@ def bus(redis_client: aioredis.Redis, metrics: Metrics) -> Bus:
 def engineering(task_id: str = "t-1", **extra: object) -> EngineeringMessage:
     """An engineering message for a task."""
     return EngineeringMessage(task_id=task_id, project_id="p-1", user_id=7, **extra)  # type: ignore[arg-type]
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 10.0
-) -> None:
-    """Poll until `predicate()` holds; fail the test after `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = predicate()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Running:

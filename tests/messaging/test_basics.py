@@ -21,7 +21,8 @@ from shared.contracts import (
 from shared.messaging import Bus, Envelope, MessageContext, PublishError, current_correlation_id
 from shared.redis_server import free_port
 from shared.registry import WrongMessageTypeError
-from tests.messaging.conftest import Running, engineering, read_entries, wait_until
+from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 RESULTS = registry.get("results:{actor}").format(actor="langgraph")
@@ -80,8 +81,8 @@ async def test_consumer_handles_acks_and_deletes(bus: Bus, redis_client: aioredi
 
     await bus.publish(ENGINEERING, engineering("t-9"))
     async with Running(bus.consumer(ENGINEERING, handle)):
-        await wait_until(lambda: len(seen) == 1)
-        await wait_until(lambda: _length(redis_client, ENGINEERING, 0))
+        await eventually(lambda: len(seen) == 1)
+        await eventually(lambda: _length(redis_client, ENGINEERING, 0))
     assert seen == [("t-9", 1)]
     pending = await redis_client.xpending(ENGINEERING, "langgraph")
     assert pending["pending"] == 0
@@ -102,7 +103,7 @@ async def test_result_goes_to_callback_stream_with_causation(
     message = engineering(callback_stream=RESULTS)
     await bus.publish(ENGINEERING, message)
     async with Running(bus.consumer(ENGINEERING, handle)):
-        await wait_until(lambda: _length(redis_client, RESULTS, 1))
+        await eventually(lambda: _length(redis_client, RESULTS, 1))
     [(_, fields)] = await read_entries(redis_client, RESULTS)
     meta = json.loads(fields["meta"])
     assert meta["type"] == "EngineeringResult"
@@ -128,7 +129,7 @@ async def test_worker_command_union_is_decoded_by_its_discriminator(
     stream = registry.get("worker:commands").name
     await bus.publish(stream, command)
     async with Running(bus.consumer(stream, handle, group="worker-manager")):
-        await wait_until(lambda: len(seen) == 1)
+        await eventually(lambda: len(seen) == 1)
     assert seen == [command]
 
 

@@ -17,7 +17,8 @@ from shared.messaging.envelope import new_message_ids
 from shared.messaging.redis_transport import RedisTransport
 from shared.messaging.transport import AckBatch, Entry, TransportConnectionError
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering, read_entries, wait_until
+from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 SCAFFOLDER = registry.get("scaffolder:queue").name
@@ -68,8 +69,8 @@ async def test_a_consumer_behind_handles_every_message_once_and_deletes_it(
         handled.append(message.task_id)
 
     async with Running(bus.consumer(ENGINEERING, handle, concurrency=100, block_ms=100)):
-        await wait_until(lambda: len(handled) == 750)
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: len(handled) == 750)
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
     assert sorted(handled) == sorted(f"t-{i}" for i in range(750))
     assert (await redis_client.xpending(ENGINEERING, "langgraph"))["pending"] == 0
     processed = metrics.processed.labels(ENGINEERING, "langgraph", "EngineeringMessage")
@@ -92,8 +93,8 @@ async def test_the_batch_read_keeps_entries_a_second_required_group_still_needs(
         ENGINEERING, handle, concurrency=10, block_ms=100, required_groups=["audit"]
     )
     async with Running(consumer):
-        await wait_until(lambda: len(handled) == 40)
-        await wait_until(lambda: _pending(redis_client, "langgraph", 0))
+        await eventually(lambda: len(handled) == 40)
+        await eventually(lambda: _pending(redis_client, "langgraph", 0))
     assert await redis_client.xlen(ENGINEERING) == 40
 
 
@@ -138,7 +139,7 @@ async def test_acknowledgements_lost_with_the_connection_are_sent_again(
         handled.append(message.task_id)
 
     async with Running(bus.consumer(ENGINEERING, handle, concurrency=10, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
     assert flaky.failures == 0
     assert flaky.failed_acks
     assert sorted(handled) == sorted(f"t-{i}" for i in range(30))
@@ -187,10 +188,10 @@ async def test_acknowledgements_the_server_refuses_do_not_stall_the_consumer(
 
     consumer = bus.consumer(ENGINEERING, handle, concurrency=5, block_ms=100, reclaim_idle_ms=300)
     async with Running(consumer):
-        await wait_until(lambda: bool(refusing.refused))
+        await eventually(lambda: bool(refusing.refused))
         await bus.publish_many([(ENGINEERING, engineering(f"late-{i}")) for i in range(5)])
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
-        await wait_until(lambda: _pending(redis_client, "langgraph", 0))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: _pending(redis_client, "langgraph", 0))
     assert set(handled) == {f"t-{i}" for i in range(20)} | {f"late-{i}" for i in range(5)}
     assert len(handled) == 25 + len(refusing.refused)
 
@@ -246,10 +247,10 @@ async def test_a_handler_finishing_during_a_blocking_read_is_acknowledged_at_onc
     await bus.publish(ENGINEERING, engineering())
     consumer = bus.consumer(ENGINEERING, handle, concurrency=4, block_ms=2_000)
     async with Running(consumer):
-        await wait_until(lambda: len(consumer.inflight) == 1 and counted.blocking)
+        await eventually(lambda: len(consumer.inflight) == 1 and counted.blocking)
         reads = counted.reads
         release.set()
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
         assert (counted.reads, counted.blocking) == (reads, True)  # still that same read
     assert (await redis_client.xpending(ENGINEERING, "langgraph"))["pending"] == 0
 
@@ -280,7 +281,7 @@ async def test_handlers_see_their_own_message_in_the_log_context(bus: Bus) -> No
     messages = [engineering(f"t-{i}") for i in range(5)]
     await bus.publish_many([(ENGINEERING, m) for m in messages])
     async with Running(bus.consumer(ENGINEERING, handle, concurrency=5, block_ms=100)):
-        await wait_until(lambda: len(seen) == 5)
+        await eventually(lambda: len(seen) == 5)
     for row in seen:
         assert (row["correlation_id"], row["entry_id"]) == row["own"]
         assert (row["queue"], row["type"], row["attempt"]) == (

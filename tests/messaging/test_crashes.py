@@ -17,8 +17,9 @@ from shared import registry
 from shared.messaging import Bus, MessageContext, PublishError
 from shared.redis_server import RedisServer
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering, wait_until
+from tests.messaging.conftest import Running, engineering
 from tests.messaging.consumer_proc import DONE_KEY, HANDLED_KEY
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,14 +47,14 @@ async def test_consumer_sigkilled_mid_handler_repeatedly_loses_nothing(
     process = _start_consumer(redis_url)
     try:
         for _ in range(5):
-            await wait_until(lambda: _grew(redis_client), timeout_s=20)
+            await eventually(lambda: _grew(redis_client), timeout_s=20)
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             kills += 1
             process = _start_consumer(redis_url)
-        await wait_until(lambda: _count(redis_client, total), timeout_s=60)
-        await wait_until(lambda: _empty(redis_client), timeout_s=20)
+        await eventually(lambda: _count(redis_client, total), timeout_s=60)
+        await eventually(lambda: _empty(redis_client), timeout_s=20)
     finally:
         process.kill()
         process.wait(timeout=10)
@@ -105,10 +106,10 @@ async def test_redis_restart_with_appendonly_loses_nothing_acknowledged(tmp_path
         consumer = bus.consumer(ENGINEERING, handle, block_ms=200, reclaim_idle_ms=1_000)
         async with Running(consumer):
             producers = [asyncio.create_task(produce(p)) for p in ("a", "b")]
-            await wait_until(lambda: len(handled) > 20)
+            await eventually(lambda: len(handled) > 20)
             await asyncio.to_thread(server.restart)
             await asyncio.gather(*producers)
-            await wait_until(lambda: acknowledged <= handled, timeout_s=30)
+            await eventually(lambda: acknowledged <= handled, timeout_s=30)
         assert len(acknowledged) + len(failed) == 300
         assert len(acknowledged) >= 250
     finally:
@@ -127,7 +128,7 @@ async def test_lost_group_is_recreated_and_consumption_resumes(
 
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
         await bus.publish(ENGINEERING, engineering("before"))
-        await wait_until(lambda: handled == ["before"])
+        await eventually(lambda: handled == ["before"])
         await redis_client.xgroup_destroy(ENGINEERING, "langgraph")
         await bus.publish(ENGINEERING, engineering("after"))
-        await wait_until(lambda: handled == ["before", "after"])
+        await eventually(lambda: handled == ["before", "after"])

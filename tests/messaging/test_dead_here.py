@@ -14,7 +14,8 @@ from shared import registry
 from shared.contracts import EngineeringMessage
 from shared.messaging import Bus, MessageContext
 from shared.messaging.keys import consumer_died_here, consumer_host, default_consumer_name
-from tests.messaging.conftest import Running, engineering, wait_until
+from tests.messaging.conftest import Running, engineering
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 GROUP = "langgraph"
@@ -63,12 +64,12 @@ async def test_a_dead_predecessors_entries_are_taken_over_at_once(
 
     consumer = bus.consumer(ENGINEERING, handle, reclaim_idle_ms=60_000, block_ms=100)
     async with Running(consumer):
-        await wait_until(lambda: handled == [("t-dead", 2)], timeout_s=10)
+        await eventually(lambda: handled == [("t-dead", 2)], timeout_s=10)
 
         async def acked() -> bool:  # the entry is acknowledged just after its handler returns
             return int((await redis_client.xpending(ENGINEERING, GROUP))["pending"]) <= 2
 
-        await wait_until(acked, timeout_s=10)
+        await eventually(acked, timeout_s=10)
         summary = await redis_client.xpending(ENGINEERING, GROUP)
     assert int(summary["pending"]) == 2
     still = {row["name"].decode(): int(row["pending"]) for row in summary["consumers"]}

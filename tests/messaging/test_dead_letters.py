@@ -11,7 +11,8 @@ from shared import registry
 from shared.contracts import BaseResult, EngineeringResult
 from shared.messaging import Bus, DeadLetter, MessageContext, Metrics, Retry
 from shared.messaging.transport import parse_id
-from tests.messaging.conftest import Running, engineering, wait_until
+from tests.messaging.conftest import Running, engineering
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 DLQ = registry.dead_letter_stream(ENGINEERING)
@@ -37,8 +38,8 @@ async def test_poison_is_retried_then_dead_lettered_while_the_queue_keeps_flowin
         ENGINEERING, handle, max_attempts=3, block_ms=100, retry_base_s=0.05, retry_max_s=0.1
     )
     async with Running(consumer):
-        await wait_until(lambda: len(handled) == 20)
-        await wait_until(lambda: _xlen(redis_client, DLQ, 1))
+        await eventually(lambda: len(handled) == 20)
+        await eventually(lambda: _xlen(redis_client, DLQ, 1))
     assert attempts == [1, 2, 3]
     [letter] = await bus.dead_letters(ENGINEERING)
     assert (letter.reason, letter.attempts, letter.message_type) == (
@@ -74,8 +75,8 @@ async def test_malformed_and_invalid_entries_are_dead_lettered_at_once(
     await redis_client.xadd(ENGINEERING, {"type": "ProgressEvent", "payload": "{}"})
     await bus.publish(ENGINEERING, engineering("valid"))
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, DLQ, 4))
-        await wait_until(lambda: handled == ["valid"])
+        await eventually(lambda: _xlen(redis_client, DLQ, 4))
+        await eventually(lambda: handled == ["valid"])
     letters = sorted(await bus.dead_letters(ENGINEERING), key=lambda x: parse_id(x.source_entry_id))
     assert [(x.reason, x.attempts) for x in letters] == [
         ("malformed", 1),
@@ -100,15 +101,15 @@ async def test_dead_letter_signal_replay_and_purge(bus: Bus, redis_client: aiore
 
     await bus.publish(ENGINEERING, engineering("x"))
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, DLQ, 1))
+        await eventually(lambda: _xlen(redis_client, DLQ, 1))
         [letter] = await bus.dead_letters(ENGINEERING)
         assert (letter.reason, letter.error) == ("rejected", "not now")
         assert len(await bus.replay_dead_letters(ENGINEERING)) == 1
-        await wait_until(lambda: calls == [1, 1])
+        await eventually(lambda: calls == [1, 1])
     assert await redis_client.xlen(DLQ) == 0
     await redis_client.xadd(ENGINEERING, {"payload": "bad"})
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, DLQ, 1))
+        await eventually(lambda: _xlen(redis_client, DLQ, 1))
     assert await bus.purge_dead_letters(ENGINEERING) == 1
     assert await redis_client.xlen(DLQ) == 0
 
@@ -126,7 +127,7 @@ async def test_retry_signal_redelivers_with_a_counted_attempt(
 
     await bus.publish(ENGINEERING, engineering())
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
     assert attempts == [1, 2]
     assert await redis_client.xlen(DLQ) == 0
 
@@ -141,7 +142,7 @@ async def test_result_for_an_unknown_callback_stream_is_dead_lettered(
 
     await bus.publish(ENGINEERING, engineering(callback_stream="nowhere:at:all"))
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: _xlen(redis_client, DLQ, 1))
+        await eventually(lambda: _xlen(redis_client, DLQ, 1))
     [letter] = await bus.dead_letters(ENGINEERING)
     assert letter.reason == "result_undeliverable"
     assert "nowhere:at:all" in letter.error

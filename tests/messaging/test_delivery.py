@@ -15,7 +15,8 @@ from opentelemetry.trace import SpanKind
 from shared import registry
 from shared.messaging import Bus, MessageContext, Metrics, Retry
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering, read_entries, wait_until
+from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 
@@ -36,7 +37,7 @@ async def test_long_handler_keeps_its_lease_and_is_not_run_twice(
     await first.publish(ENGINEERING, engineering())
     # concurrency=1: the busy first consumer does not reclaim at all, only its lease keeps it
     async with Running(first.consumer(ENGINEERING, slow, concurrency=1, **options)):
-        await wait_until(lambda: len(runs) == 1)
+        await eventually(lambda: len(runs) == 1)
         async with Running(second.consumer(ENGINEERING, slow, **options)):
             await asyncio.sleep(1.5)
     assert runs == ["first"]
@@ -57,7 +58,7 @@ async def test_dead_consumers_entries_are_reclaimed_after_the_idle_time(
         handled.append((message.task_id, ctx.attempt))
 
     async with Running(bus.consumer(ENGINEERING, handle, reclaim_idle_ms=200, block_ms=100)):
-        await wait_until(lambda: len(handled) == 3)
+        await eventually(lambda: len(handled) == 3)
     assert sorted(handled) == [("t-0", 2), ("t-1", 2), ("t-2", 2)]
 
 
@@ -78,8 +79,8 @@ async def test_an_entry_deleted_while_pending_is_dropped_on_reclaim(
         handled.append(message.task_id)
 
     async with Running(bus.consumer(ENGINEERING, handle, reclaim_idle_ms=200, block_ms=100)):
-        await wait_until(lambda: len(handled) == 2)
-        await wait_until(lambda: _pending(redis_client, 0))
+        await eventually(lambda: len(handled) == 2)
+        await eventually(lambda: _pending(redis_client, 0))
     assert sorted(handled) == ["t-0", "t-2"]
     assert await redis_client.xlen(ENGINEERING) == 0
 
@@ -97,9 +98,9 @@ async def test_an_entry_deleted_while_its_retry_waits_leaves_the_pending_list(
 
     entry_id = await bus.publish(ENGINEERING, engineering())
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100)):
-        await wait_until(lambda: attempts == [1])
+        await eventually(lambda: attempts == [1])
         await redis_client.xdel(ENGINEERING, entry_id)
-        await wait_until(lambda: _pending(redis_client, 0))
+        await eventually(lambda: _pending(redis_client, 0))
     assert attempts == [1]
 
 
@@ -123,7 +124,7 @@ async def test_entry_delivered_too_often_is_dead_lettered_on_reclaim(
 
     dead = registry.dead_letter_stream(ENGINEERING)
     async with Running(bus.consumer(ENGINEERING, handle, max_attempts=3, reclaim_idle_ms=150)):
-        await wait_until(lambda: _xlen(redis_client, dead, 1))
+        await eventually(lambda: _xlen(redis_client, dead, 1))
     [letter] = await bus.dead_letters(ENGINEERING)
     assert (letter.reason, letter.attempts, letter.source_entry_id) == ("exhausted", 4, entry_id)
 
@@ -147,7 +148,7 @@ async def test_trimming_never_removes_an_entry_a_required_group_has_not_acked(
 
     main = bus.consumer(ENGINEERING, handle, required_groups=required, block_ms=100)
     async with Running(main):
-        await wait_until(lambda: len(seen) == 10)
+        await eventually(lambda: len(seen) == 10)
         await main.upkeep.trim()
     assert await redis_client.xlen(ENGINEERING) == 10
     # the audit group reads half and does not acknowledge: still nothing may go
@@ -158,8 +159,8 @@ async def test_trimming_never_removes_an_entry_a_required_group_has_not_acked(
         ENGINEERING, handle, group="audit", required_groups=required, reclaim_idle_ms=200
     )
     async with Running(audit):
-        await wait_until(lambda: len(seen) == 20)
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: len(seen) == 20)
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
 
 
 async def test_stalled_observer_pins_at_most_its_cap(
@@ -177,7 +178,7 @@ async def test_stalled_observer_pins_at_most_its_cap(
     consumer = bus.consumer(ENGINEERING, handle, observer_cap=5, block_ms=100)
     consumer.specs[ENGINEERING] = spec
     async with Running(consumer):
-        await wait_until(lambda: len(seen) == 30)
+        await eventually(lambda: len(seen) == 30)
         await consumer.upkeep.trim()
     left = [fields["payload"] for _, fields in await read_entries(redis_client, ENGINEERING)]
     assert len(left) == 5
@@ -199,7 +200,7 @@ async def test_duplicate_delivery_does_the_idempotent_effect_once(
     await bus.publish(ENGINEERING, message)
     await bus.publish(ENGINEERING, message)
     async with Running(bus.consumer(ENGINEERING, handle, block_ms=100, concurrency=1)):
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 0))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 0))
     assert effects == [message.request_id]
 
 
@@ -239,7 +240,7 @@ async def test_concurrency_bounds_handlers_in_flight(bus: Bus) -> None:
 
     await bus.publish_many([(ENGINEERING, engineering(f"t-{i}")) for i in range(30)])
     async with Running(bus.consumer(ENGINEERING, handle, concurrency=3, block_ms=100)):
-        await wait_until(lambda: done == 30)
+        await eventually(lambda: done == 30)
     assert peak == 3
 
 
@@ -257,7 +258,7 @@ async def test_blocking_reads_respect_the_clients_socket_timeout(redis_url: str)
         async with Running(consumer):
             await asyncio.sleep(1.5)  # several idle reads, each would time out at 5 s
             await bus.publish(ENGINEERING, engineering("late"))
-            await wait_until(lambda: handled == ["late"], timeout_s=3)
+            await eventually(lambda: handled == ["late"], timeout_s=3)
     finally:
         await client.aclose()
 
@@ -310,7 +311,7 @@ async def test_upkeep_sets_the_pending_and_age_gauges(
 
     consumer = bus.consumer(ENGINEERING, handle, block_ms=100)
     async with Running(consumer):
-        await wait_until(lambda: _xlen(redis_client, ENGINEERING, 2))
+        await eventually(lambda: _xlen(redis_client, ENGINEERING, 2))
         await consumer.upkeep.trim()
     assert metrics.pending.labels(ENGINEERING, "langgraph")._value.get() == 2
     assert metrics.lag.labels(ENGINEERING, "langgraph")._value.get() == 0

@@ -14,7 +14,8 @@ from shared import registry
 from shared.contracts import BaseResult, EngineeringMessage
 from shared.messaging import Bus, MessageContext
 from shared.registry import Actor
-from tests.messaging.conftest import engineering, read_entries, wait_until
+from tests.messaging.conftest import engineering, read_entries
+from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name
 GROUP = "langgraph"
@@ -62,7 +63,7 @@ async def test_stop_ends_a_parked_read_long_before_its_block_time(
         handler = _Recorder()
         consumer = bus.consumer(ENGINEERING, handler, block_ms=LONG_BLOCK_MS)
         task = asyncio.create_task(consumer.run())
-        await wait_until(lambda: _count_is(redis_client, 1))
+        await eventually(lambda: _count_is(redis_client, 1))
         parked = consumer._parked
         assert parked is not None
         consumer.stop()
@@ -70,13 +71,13 @@ async def test_stop_ends_a_parked_read_long_before_its_block_time(
         assert task in done, "run() waited for the blocking read to run out"
         task.result()
         assert parked.cancelled()
-        await wait_until(lambda: _count_is(redis_client, 0))  # the server let the read go
+        await eventually(lambda: _count_is(redis_client, 0))  # the server let the read go
         # the pool hands out a fresh connection: commands on the same client get their replies
         assert await client.get("nothing-here") is None
         await bus.publish(ENGINEERING, engineering("t-after"))
         again = bus.consumer(ENGINEERING, handler, block_ms=LONG_BLOCK_MS)
         running = asyncio.create_task(again.run())
-        await wait_until(lambda: handler.handled == ["t-after"])
+        await eventually(lambda: handler.handled == ["t-after"])
         again.stop()
         await asyncio.wait_for(running, timeout=30)
     finally:
@@ -105,7 +106,7 @@ async def test_an_entry_delivered_to_a_cancelled_read_stays_pending_and_is_recla
         first = _Recorder()
         consumer = bus.consumer(ENGINEERING, first, consumer_name="c1", block_ms=LONG_BLOCK_MS)
         task = asyncio.create_task(consumer.run())
-        await wait_until(lambda: _count_is(redis_client, 1))
+        await eventually(lambda: _count_is(redis_client, 1))
         # from here to stop() this loop does not run: the parked read cannot take the reply
         entry_id = blocking.xadd(ENGINEERING, fields)  # type: ignore[arg-type]
         time.sleep(0.2)  # noqa: ASYNC251 - keeps the loop still while the reply reaches c1
@@ -127,11 +128,11 @@ async def test_an_entry_delivered_to_a_cancelled_read_stays_pending_and_is_recla
         )
         async with asyncio.timeout(60):
             running = asyncio.create_task(other.run())
-            await wait_until(lambda: second.handled == ["t-lost?"], timeout_s=30)
+            await eventually(lambda: second.handled == ["t-lost?"], timeout_s=30)
             other.stop()
             await running
         assert second.attempts == [2]
-        await wait_until(lambda: _pending_count(redis_client, 0))
+        await eventually(lambda: _pending_count(redis_client, 0))
     finally:
         blocking.close()
         await client.aclose()
@@ -156,11 +157,11 @@ async def test_stop_cancels_the_read_but_waits_for_the_handler_in_flight(
         await bus.publish(ENGINEERING, engineering("t-busy"))
         task = asyncio.create_task(consumer.run())
         await asyncio.wait_for(handler.started.wait(), timeout=30)
-        await wait_until(lambda: _count_is(redis_client, 1))
+        await eventually(lambda: _count_is(redis_client, 1))
         parked = consumer._parked
         assert parked is not None
         consumer.stop()
-        await wait_until(parked.done)
+        await eventually(parked.done)
         assert parked.cancelled()
         await asyncio.sleep(0.2)
         assert not task.done()  # still waiting for the handler

@@ -16,7 +16,8 @@ from shared.contracts import DeleteWorkerCommand, DeleteWorkerResponse
 from shared.messaging import Bus, DecodeError, Envelope, MessageContext, Metrics, decode_message
 from shared.registry import Actor
 from tests.contracts.strategies import models
-from tests.messaging.conftest import Running, wait_until
+from tests.messaging.conftest import Running
+from tests.support.waiting import eventually
 
 CASES = [(spec, model) for spec in registry.iter_queues() for model in spec.message_types]
 
@@ -90,7 +91,7 @@ async def test_a_typeless_delete_command_reaches_the_worker_manager(
     payload = {"request_id": "r-1", "worker_id": "w-1"}
     await redis_client.xadd(stream, {"payload": json.dumps(payload)})
     async with Running(bus.consumer(stream, handle, block_ms=100)):
-        await wait_until(lambda: len(handled) == 1)
+        await eventually(lambda: len(handled) == 1)
     [message] = handled
     assert isinstance(message, DeleteWorkerCommand)
     assert (message.request_id, message.worker_id) == ("r-1", "w-1")

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.scaffolder.main import run_scaffolder, task_id_of
+from services.scaffolder.main import run_scaffolder
 from services.scaffolder.render import CopierRenderer
 from services.scaffolder.settings import ScaffolderSettings
 from shared import registry
@@ -93,13 +93,6 @@ async def test_progress_of_a_task_step_never_ends_the_task(langgraph: Bus) -> No
     last = events[-1]
     assert isinstance(last, ProgressEvent)
     assert last.current_step == "scaffold:completed"
-
-
-def test_task_id_of_follows_the_step_convention() -> None:
-    """`<task>~<step>` belongs to the task; anything else is its own stream."""
-    assert task_id_of(make_message(request_id="t1~scaffold")) == ("t1", False)
-    assert task_id_of(make_message(request_id="plain")) == ("plain", True)
-    assert task_id_of(make_message(request_id="~x")) == ("~x", True)
 
 
 async def test_failed_scaffold_reports_failure_on_the_callback(

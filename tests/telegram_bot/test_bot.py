@@ -23,8 +23,8 @@ from shared.chat.po_profile import PO_API_TOKEN_ENV
 from shared.messaging import Bus
 from shared.redis_server import free_port
 from shared.settings import ApiSettings, Settings
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem
+from tests.support.waiting import eventually
 from tests.telegram_bot.bot import (
     ADMIN_ID,
     STRANGER_ID,
@@ -127,7 +127,7 @@ async def test_a_dead_po_worker_is_replaced(
     await say(bot_api, USER_ID, "status", r"no project yet")
     assert sorted(system.manager.workers) == ["po-1", "po-2"]
     assert system.manager.workers["po-2"].prompts == ["status"]
-    await wait_until(lambda: system.manager.deleted == ["po-1"])  # replaced: deleted, key gone
+    await eventually(lambda: system.manager.deleted == ["po-1"])  # replaced: deleted, key gone
 
 
 async def test_a_worker_dying_while_answering_is_replaced_and_the_question_resent(
@@ -139,7 +139,7 @@ async def test_a_worker_dying_while_answering_is_replaced_and_the_question_resen
     await say(bot_api, USER_ID, "help", r"without an LLM")
     system.manager.answering.clear()
     await bot_api.send_text(USER_ID, "status")
-    await wait_until(lambda: system.manager.workers["po-1"].prompts[-1:] == ["status"])
+    await eventually(lambda: system.manager.workers["po-1"].prompts[-1:] == ["status"])
     await system.manager.kill("po-1")
     system.manager.answering.set()
     await bot_api.wait_for(lambda: find(bot_api, USER_ID, r"no project yet") is not None)

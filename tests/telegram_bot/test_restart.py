@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from shared.api_client.schemas import UserCreate
-from tests.chat.actors import wait_until
 from tests.chat.system import ChatSystem
+from tests.support.waiting import eventually
 from tests.telegram_bot.bot import ADMIN_ID, TOKEN, USER_ID, say
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 
@@ -71,7 +71,7 @@ async def test_a_killed_bot_delivers_the_final_result_and_the_pending_answer_onc
         )
         system.manager.answering.clear()
         await bot_api.send_text(USER_ID, "status")
-        await wait_until(lambda: system.manager.workers["po-1"].prompts[-1:] == ["status"])
+        await eventually(lambda: system.manager.workers["po-1"].prompts[-1:] == ["status"])
         await _kill(bot)
         sent_before = len(bot_api.messages[USER_ID])
         system.manager.answering.set()  # the PO answers while the bot is dead

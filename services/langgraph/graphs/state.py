@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from shared.steps import step_request_id, task_of_step
+
 __all__ = ["FlowState", "Outcome", "Resume", "initial_state", "request_id_for", "task_of"]
 
 Outcome = Literal["running", "completed", "failed", "cancelled", "skipped"]
 """`skipped`: the task had already ended before this flow started (nothing to do)."""
-
-_SEPARATOR = "~"
 
 
 class FlowState(TypedDict, total=False):
@@ -132,10 +132,9 @@ def initial_state(
 
 def request_id_for(task_id: str, step: str) -> str:
     """The request id of a step's command: the same every time the step is replayed."""
-    return f"{task_id}{_SEPARATOR}{step}"
+    return step_request_id(task_id, step)
 
 
 def task_of(request_id: str) -> str | None:
     """The task a request id of ours belongs to (None for someone else's request)."""
-    task_id, sep, step = request_id.rpartition(_SEPARATOR)
-    return task_id if sep and task_id and step else None
+    return task_of_step(request_id)
