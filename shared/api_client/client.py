@@ -26,6 +26,10 @@ from shared.api_client.schemas import (
     Page,
     PortAllocationDTO,
     ProjectUpdate,
+    ProjectView,
+    SealedSecrets,
+    SecretInfo,
+    SecretValue,
     ServerCreate,
     ServerDTO,
     ServerStatus,
@@ -130,6 +134,32 @@ class ApiClient:
     async def get_project(self, project_id: str) -> ProjectDTO:
         """One project."""
         return ProjectDTO.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+
+    async def get_project_view(self, project_id: str) -> ProjectView:
+        """One project with its modules."""
+        return ProjectView.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+
+    # project secrets -----------------------------------------------------------------------
+
+    async def put_secret(self, project_id: str, name: str, value: str) -> SecretInfo:
+        """Set a project's secret (stored encrypted; never read back)."""
+        body = {"value": SecretValue.model_validate({"value": value}).value.get_secret_value()}
+        data = await self._call("PUT", f"/api/projects/{project_id}/secrets/{name}", json=body)
+        return SecretInfo.model_validate(data)
+
+    async def list_secrets(self, project_id: str) -> list[SecretInfo]:
+        """The names of a project's secrets."""
+        data = await self._call("GET", f"/api/projects/{project_id}/secrets")
+        return [SecretInfo.model_validate(item) for item in data]
+
+    async def delete_secret(self, project_id: str, name: str) -> None:
+        """Remove a project's secret."""
+        await self._call("DELETE", f"/api/projects/{project_id}/secrets/{name}")
+
+    async def sealed_secrets(self, project_id: str) -> SealedSecrets:
+        """A project's secrets, encrypted as stored (service credentials)."""
+        data = await self._call("GET", f"/api/projects/{project_id}/secrets-sealed")
+        return SealedSecrets.model_validate(data)
 
     async def list_projects(
         self,
