@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.projects import JsonFlag, call_api, emit
-from shared.api_client.schemas import SecretValue
 from shared.settings import Settings
 
 __all__ = ["app", "rotate_secrets"]
@@ -38,9 +37,7 @@ def _read_value(name: str) -> str:
         value: str = typer.prompt(f"value of {name}", hide_input=True)
     else:
         value = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    try:
-        SecretValue.model_validate({"value": value})
-    except ValueError:
+    if not value.strip() or any(char in value for char in "\r\n\0"):
         err.print(f"[red]error[/] the value of {name} must be one non-blank line")
         raise typer.Exit(2) from None
     return value

@@ -29,7 +29,6 @@ from shared.api_client.schemas import (
     ProjectView,
     SealedSecrets,
     SecretInfo,
-    SecretValue,
     ServerCreate,
     ServerDTO,
     ServerStatus,
@@ -125,11 +124,11 @@ class ApiClient:
 
     async def create_project(
         self, body: ProjectCreate, *, owner_id: int | None = None
-    ) -> ProjectDTO:
+    ) -> ProjectView:
         """Create a draft project (owned by the caller's user, or `owner_id`)."""
         params = {"owner_id": owner_id} if owner_id is not None else None
         data = await self._call("POST", "/api/projects", body=body, params=params)
-        return ProjectDTO.model_validate(data)
+        return ProjectView.model_validate(data)
 
     async def get_project(self, project_id: str) -> ProjectDTO:
         """One project."""
@@ -143,8 +142,8 @@ class ApiClient:
 
     async def put_secret(self, project_id: str, name: str, value: str) -> SecretInfo:
         """Set a project's secret (stored encrypted; never read back)."""
-        body = {"value": SecretValue.model_validate({"value": value}).value.get_secret_value()}
-        data = await self._call("PUT", f"/api/projects/{project_id}/secrets/{name}", json=body)
+        path = f"/api/projects/{project_id}/secrets/{name}"
+        data = await self._call("PUT", path, json={"value": value})  # the API validates it
         return SecretInfo.model_validate(data)
 
     async def list_secrets(self, project_id: str) -> list[SecretInfo]:
