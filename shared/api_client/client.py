@@ -130,9 +130,9 @@ class ApiClient:
         data = await self._call("POST", "/api/projects", body=body, params=params)
         return ProjectView.model_validate(data)
 
-    async def get_project(self, project_id: str) -> ProjectDTO:
-        """One project."""
-        return ProjectDTO.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+    async def get_project(self, project_id: str) -> ProjectView:
+        """One project (with its modules)."""
+        return ProjectView.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
 
     async def get_project_view(self, project_id: str) -> ProjectView:
         """One project with its modules."""
@@ -172,10 +172,10 @@ class ApiClient:
         params = {"status": status, "owner_id": owner_id, "limit": limit, "offset": offset}
         return await self._page(ProjectDTO, "/api/projects", params)
 
-    async def update_project(self, project_id: str, body: ProjectUpdate) -> ProjectDTO:
+    async def update_project(self, project_id: str, body: ProjectUpdate) -> ProjectView:
         """Change a project (status along the lifecycle)."""
         data = await self._call("PATCH", f"/api/projects/{project_id}", body=body)
-        return ProjectDTO.model_validate(data)
+        return ProjectView.model_validate(data)
 
     # deploys -------------------------------------------------------------------------------
 

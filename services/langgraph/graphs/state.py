@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
-__all__ = ["FlowState", "Outcome", "Resume", "initial_state", "request_id_for", "task_of"]
+__all__ = [
+    "FlowState",
+    "Outcome",
+    "Resume",
+    "initial_state",
+    "project_modules",
+    "request_id_for",
+    "task_of",
+]
 
 Outcome = Literal["running", "completed", "failed", "cancelled", "skipped"]
 """`skipped`: the task had already ended before this flow started (nothing to do)."""
@@ -139,3 +148,11 @@ def task_of(request_id: str) -> str | None:
     """The task a request id of ours belongs to (None for someone else's request)."""
     task_id, sep, step = request_id.rpartition(_SEPARATOR)
     return task_id if sep and task_id and step else None
+
+
+def project_modules(project: object, default: Sequence[str]) -> list[str]:
+    """The modules a project was created with (the API's `modules`), else `default`."""
+    modules = getattr(project, "modules", None)
+    if isinstance(modules, list) and modules:
+        return [str(name) for name in modules]
+    return list(default)
