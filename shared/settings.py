@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logs import LogFormat, level_number
 
-__all__ = ["ApiSettings", "Settings", "TaskDeadlines"]
+__all__ = ["ApiSettings", "SecretsSettings", "Settings", "TaskDeadlines"]
 
 
 class TaskDeadlines(BaseModel):
@@ -58,6 +58,15 @@ class ApiSettings(BaseModel):
         return self.url or f"http://{self.host}:{self.port}"
 
 
+class SecretsSettings(BaseModel):
+    """How project secrets are encrypted at rest (see `shared.secret_box`, docs/secrets.md)."""
+
+    keys: list[str] = Field(default_factory=list)
+    """References (`env:NAME` / `file:PATH`) to the Fernet keys, newest first: the first
+    encrypts, each decrypts. Empty: a key generated under `<data_dir>/secrets/` (mode 0600).
+    E.g. `ORCHESTRATOR_SECRETS__KEYS='["env:SECRETS_KEY"]'`."""
+
+
 class Settings(BaseSettings):
     """Settings of the whole system; every field has an embedded default."""
 
@@ -83,6 +92,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
     api: ApiSettings = Field(default_factory=ApiSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    """Encryption of project secrets at rest (API and infra-service share the keys)."""
     local_user_telegram_id: int = 1
     """The embedded mode's local admin user (the one `orchestrator` commands act as)."""
     local_ports: tuple[int, int] = (10_000, 10_999)

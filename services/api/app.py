@@ -13,9 +13,11 @@ from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.projects.router import router as projects_router
+from services.api.secrets.router import router as secrets_router
 from services.api.servers.router import router as servers_router
 from services.api.tasks.router import router as tasks_router
 from services.api.users.router import router as users_router
+from shared.secret_box import SecretBox
 from shared.settings import TaskDeadlines
 
 __all__ = ["API_VERSION", "create_app"]
@@ -29,10 +31,12 @@ def create_app(
     relay_wake: asyncio.Event | None = None,
     task_deadlines: TaskDeadlines | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    secret_box: SecretBox | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
-    `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
-    body over `max_body_bytes` is refused with 413."""
+        `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
+        body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
+    it, setting one answers 503)."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
@@ -48,6 +52,7 @@ def create_app(
     app.state.db = database
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
+    app.state.secret_box = secret_box
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)
@@ -56,6 +61,7 @@ def create_app(
         keys_router,
         projects_router,
         deploys_router,
+        secrets_router,
         tasks_router,
         servers_router,
     )

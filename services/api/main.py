@@ -20,6 +20,7 @@ from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.relay import OutboxRelay
 from shared import registry
+from shared.secret_box import secret_box_from_settings
 from shared.settings import Settings
 
 __all__ = ["ApiStartError", "run_api"]
@@ -66,6 +67,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         relay_wake=wake,
         task_deadlines=settings.api.task_deadlines,
         max_body_bytes=settings.api.max_body_bytes,
+        secret_box=secret_box_from_settings(settings),
     )
     config = uvicorn.Config(
         app,

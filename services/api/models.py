@@ -5,6 +5,7 @@ from services.api.db import Base
 from services.api.deploys.models import Deploy
 from services.api.outbox.models import OutboxMessage
 from services.api.projects.models import Project
+from services.api.secrets.models import ProjectSecret
 from services.api.servers.models import PortAllocation, Server
 from services.api.tasks.models import Task
 from services.api.users.models import User
@@ -16,6 +17,7 @@ __all__ = [
     "OutboxMessage",
     "PortAllocation",
     "Project",
+    "ProjectSecret",
     "Server",
     "Task",
     "User",

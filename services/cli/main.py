@@ -18,6 +18,7 @@ from services.cli import (
     doctor,
     projects,
     queues,
+    secrets,
     tasks,
     up,
     watch,
@@ -35,6 +36,8 @@ app = typer.Typer(
 app.add_typer(queues.app, name="queues")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(workers.app, name="workers")
+projects.app.add_typer(secrets.app, name="secret")
+admin.app.command("rotate-secrets")(secrets.rotate_secrets)
 app.add_typer(projects.app, name="project")
 tasks.app.command("watch")(watch.watch)
 app.add_typer(tasks.app, name="task")

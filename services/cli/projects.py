@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
-from shared.api_client.schemas import DeployDTO, ProjectUpdate
-from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus
+from shared.api_client.schemas import MODULES, DeployDTO, ProjectCreateBody, ProjectUpdate
+from shared.contracts import ProjectDTO, ProjectStatus
 from shared.embedded import CLI_KEY, read_runtime, read_secret
 from shared.settings import Settings
 
@@ -116,10 +116,23 @@ def create(
     owner_id: Annotated[
         int | None, typer.Option(help="Owner's user id (admin/service keys).")
     ] = None,
+    modules: Annotated[
+        str, typer.Option(help="Comma-separated modules: backend, telegram (a bot), or both.")
+    ] = "backend",
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a draft project."""
-    body = ProjectCreate(name=name, description=description)
+    """Create a draft project with its modules (`--modules backend,telegram`)."""
+    wanted = [part.strip() for part in modules.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in MODULES]
+    if unknown or not wanted:
+        err.print(
+            f"[red]error[/] --modules: unknown module(s) {', '.join(unknown) or '(none given)'}"
+            f" (known: {', '.join(MODULES)})"
+        )
+        raise typer.Exit(2)
+    body = ProjectCreateBody.model_validate(
+        {"name": name, "description": description, "modules": wanted}
+    )
     project = call_api(lambda api: api.create_project(body, owner_id=owner_id))
     emit(project, project_table([project], title="Created"), as_json=as_json)
 

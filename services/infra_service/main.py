@@ -35,7 +35,7 @@ from services.infra_service.reconcile import (
     ArchivedDeployments,
     run_reconcile_loop,
 )
-from services.infra_service.secrets import SchemeSecretsProvider
+from services.infra_service.secrets import SchemeSecretsProvider, SealedSecretsSource
 from services.infra_service.servers import ApiServerLookup, ServerLookup, SettingsServerLookup
 from services.infra_service.settings import InfraSettings
 from shared import registry
@@ -48,6 +48,7 @@ from shared.contracts import (
     ProvisionerResult,
 )
 from shared.messaging import Bus, MessageContext
+from shared.secret_box import SecretBox, secret_box_from_settings
 from shared.settings import Settings
 from shared.steps import StepProgressReporter
 
@@ -61,13 +62,16 @@ def build_deps(
     bus: Bus,
     servers: ServerLookup,
     cancellations: CancellationSource | None = None,
+    *,
+    sealed: SealedSecretsSource | None = None,
+    box: SecretBox | None = None,
 ) -> InfraDeps:
-    """The real dependencies: `ansible-playbook`, env/file secrets, the given servers and
-    task source (none: deploy jobs are never cancelled)."""
+    """The real dependencies: `ansible-playbook`, env/file/project secrets (stored ones with
+    `sealed` and `box`), the given servers and task source (none: never cancelled)."""
     return InfraDeps(
         settings=settings,
         runner=AnsiblePlaybookRunner(settings),
-        secrets=SchemeSecretsProvider.default(settings.effective_secrets_dir),
+        secrets=SchemeSecretsProvider.default(settings.effective_secrets_dir, api=sealed, box=box),
         servers=servers,
         progress=StepProgressReporter(bus, label="infra"),
         cancellations=cancellations or NeverCancelled(),
@@ -89,10 +93,12 @@ async def run_infra_service(
     no `api`, only the configured servers are known and jobs run to their end. `servers`
     overrides the registry. A given `api` is the caller's to close."""
     owned: ApiClient | None = None
+    box: SecretBox | None = None
     if isinstance(settings, InfraSettings):
         infra = settings
     else:
         infra = InfraSettings.for_system(settings)
+        box = secret_box_from_settings(settings)
         if api is None:
             api = owned = ApiClient.from_settings(settings)
     if servers is None and api is not None:
@@ -101,7 +107,9 @@ async def run_infra_service(
     archived = None if api is None else ApiArchivedDeployments(api)
     infra.work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        await _consume(infra, bus, servers or SettingsServerLookup(infra), cancellations, archived)
+        await _consume(
+            infra, bus, servers or SettingsServerLookup(infra), cancellations, archived, api, box
+        )
     finally:
         if owned is not None:
             await owned.aclose()
@@ -113,8 +121,10 @@ async def _consume(
     servers: ServerLookup,
     cancellations: CancellationSource | None,
     archived: ArchivedDeployments | None,
+    api: ApiClient | None,
+    box: SecretBox | None,
 ) -> None:
-    deps = build_deps(infra, bus, servers, cancellations)
+    deps = build_deps(infra, bus, servers, cancellations, sealed=api, box=box)
 
     async def on_provision(message: ProvisionerMessage, ctx: MessageContext) -> ProvisionerResult:
         return await handle_provisioner_message(message, deps)

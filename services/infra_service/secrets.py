@@ -4,6 +4,11 @@ A message carries references, never values: `env:NAME` (an environment variable 
 process), `file:PATH` (a file; relative paths under the secrets directory), or `none` / ``
 (no secret). A vault is one more `SecretsProvider` registered under its own scheme.
 
+`project:ID` is a project's stored secrets (set through the API, `PUT
+/api/projects/{id}/secrets/{NAME}`): the API hands infra-service the sealed values (service
+credentials only) and they are opened here with the system's key ring (`shared.secret_box`),
+over the values of the older hand-written file `<secrets dir>/ID.env` when there is one.
+
 A deploy's `secrets_ref` resolves to the project's environment: a JSON object, or
 `KEY=VALUE` lines. Values are only ever handed to the playbook through its environment;
 errors name the reference, never what it resolved to.
@@ -12,6 +17,7 @@ errors name the reference, never what it resolved to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -20,11 +26,16 @@ from pathlib import Path
 from typing import Protocol
 
 from services.infra_service.errors import SecretError, SecretNotFoundError
+from shared.api_client.errors import ApiClientError
+from shared.api_client.schemas import SealedSecrets
+from shared.secret_box import SecretBox, SecretBoxError
 
 __all__ = [
     "EnvSecretsProvider",
     "FileSecretsProvider",
+    "ProjectSecretsProvider",
     "SchemeSecretsProvider",
+    "SealedSecretsSource",
     "SecretsProvider",
     "parse_env_text",
     "render_env_text",
@@ -32,6 +43,7 @@ __all__ = [
 
 _EMPTY_REFS = frozenset({"", "none", "none:"})
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class SecretsProvider(Protocol):
@@ -78,6 +90,49 @@ class FileSecretsProvider:
         return text.removesuffix("\n")
 
 
+class SealedSecretsSource(Protocol):
+    """Where a project's sealed secrets come from (the API client)."""
+
+    async def sealed_secrets(self, project_id: str) -> SealedSecrets:
+        """The project's secrets, encrypted as stored."""
+        ...
+
+
+class ProjectSecretsProvider:
+    """`project:ID` → the project's environment as a JSON object: the legacy file
+    `<root>/ID.env` (if any), overlaid with the secrets stored in the API, opened with `box`."""
+
+    def __init__(
+        self, files: FileSecretsProvider, api: SealedSecretsSource | None, box: SecretBox | None
+    ) -> None:
+        self._files = files
+        self._api = api
+        self._box = box
+
+    async def resolve(self, ref: str) -> str:
+        """The JSON object text; '' when the project has no secrets at all."""
+        project_id = ref.removeprefix("project:")
+        if not _PROJECT_ID.match(project_id):
+            raise SecretError(f"secret reference {ref!r}: not a project id")
+        env: dict[str, str] = {}
+        with contextlib.suppress(SecretNotFoundError):
+            env.update(parse_env_text(await self._files.resolve(f"file:{project_id}.env"), ref=ref))
+        if self._api is not None:
+            try:
+                sealed = (await self._api.sealed_secrets(project_id)).sealed
+            except ApiClientError as error:
+                raise SecretError(f"secret reference {ref!r}: the API refused: {error}") from None
+            if sealed and self._box is None:
+                raise SecretError(f"secret reference {ref!r}: no key to open the stored secrets")
+            for name, token in sealed.items():
+                assert self._box is not None
+                try:
+                    env[name] = self._box.open(token, name=f"secret {name}")
+                except SecretBoxError as error:
+                    raise SecretError(f"secret reference {ref!r}: {error}") from None
+        return json.dumps(env) if env else ""
+
+
 class SchemeSecretsProvider:
     """Dispatches `scheme:rest` to the provider of that scheme; empty references resolve to ''."""
 
@@ -85,9 +140,18 @@ class SchemeSecretsProvider:
         self._providers = dict(providers)
 
     @classmethod
-    def default(cls, secrets_dir: Path) -> SchemeSecretsProvider:
-        """`env:` and `file:` references."""
-        return cls({"env": EnvSecretsProvider(), "file": FileSecretsProvider(secrets_dir)})
+    def default(
+        cls,
+        secrets_dir: Path,
+        *,
+        api: SealedSecretsSource | None = None,
+        box: SecretBox | None = None,
+    ) -> SchemeSecretsProvider:
+        """`env:`, `file:` and `project:` references (the last with stored secrets when the
+        API and the key ring are given, else the legacy files only)."""
+        files = FileSecretsProvider(secrets_dir)
+        project = ProjectSecretsProvider(files, api, box)
+        return cls({"env": EnvSecretsProvider(), "file": files, "project": project})
 
     async def resolve(self, ref: str) -> str:
         """The value; '' for `none`; `SecretError` for an unknown scheme."""

@@ -102,8 +102,10 @@ class LanggraphSettings(BaseSettings):
     have no settings of their own yet."""
     github_token_ref: str = "env:GITHUB_TOKEN"  # noqa: S105 - a reference, not a secret
     """A reference handed to infra-service, never a token."""
-    secrets_ref_template: str = "file:{data_dir}/secrets/{project_id}.env"
-    """The reference to a project's secrets handed to infra-service, never the secrets."""
+    secrets_ref_template: str = "project:{project_id}"
+    """The reference to a project's secrets handed to infra-service, never the secrets:
+    `project:ID` are the secrets stored through the API (and the legacy file
+    `<data_dir>/secrets/ID.env`); `{data_dir}` may be used in a `file:` template."""
     git: GitSettings = Field(default_factory=GitSettings)
 
     @property

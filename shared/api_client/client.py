@@ -26,6 +26,9 @@ from shared.api_client.schemas import (
     Page,
     PortAllocationDTO,
     ProjectUpdate,
+    ProjectView,
+    SealedSecrets,
+    SecretInfo,
     ServerCreate,
     ServerDTO,
     ServerStatus,
@@ -121,15 +124,41 @@ class ApiClient:
 
     async def create_project(
         self, body: ProjectCreate, *, owner_id: int | None = None
-    ) -> ProjectDTO:
+    ) -> ProjectView:
         """Create a draft project (owned by the caller's user, or `owner_id`)."""
         params = {"owner_id": owner_id} if owner_id is not None else None
         data = await self._call("POST", "/api/projects", body=body, params=params)
-        return ProjectDTO.model_validate(data)
+        return ProjectView.model_validate(data)
 
-    async def get_project(self, project_id: str) -> ProjectDTO:
-        """One project."""
-        return ProjectDTO.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+    async def get_project(self, project_id: str) -> ProjectView:
+        """One project (with its modules)."""
+        return ProjectView.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+
+    async def get_project_view(self, project_id: str) -> ProjectView:
+        """One project with its modules."""
+        return ProjectView.model_validate(await self._call("GET", f"/api/projects/{project_id}"))
+
+    # project secrets -----------------------------------------------------------------------
+
+    async def put_secret(self, project_id: str, name: str, value: str) -> SecretInfo:
+        """Set a project's secret (stored encrypted; never read back)."""
+        path = f"/api/projects/{project_id}/secrets/{name}"
+        data = await self._call("PUT", path, json={"value": value})  # the API validates it
+        return SecretInfo.model_validate(data)
+
+    async def list_secrets(self, project_id: str) -> list[SecretInfo]:
+        """The names of a project's secrets."""
+        data = await self._call("GET", f"/api/projects/{project_id}/secrets")
+        return [SecretInfo.model_validate(item) for item in data]
+
+    async def delete_secret(self, project_id: str, name: str) -> None:
+        """Remove a project's secret."""
+        await self._call("DELETE", f"/api/projects/{project_id}/secrets/{name}")
+
+    async def sealed_secrets(self, project_id: str) -> SealedSecrets:
+        """A project's secrets, encrypted as stored (service credentials)."""
+        data = await self._call("GET", f"/api/projects/{project_id}/secrets-sealed")
+        return SealedSecrets.model_validate(data)
 
     async def list_projects(
         self,
@@ -143,10 +172,10 @@ class ApiClient:
         params = {"status": status, "owner_id": owner_id, "limit": limit, "offset": offset}
         return await self._page(ProjectDTO, "/api/projects", params)
 
-    async def update_project(self, project_id: str, body: ProjectUpdate) -> ProjectDTO:
+    async def update_project(self, project_id: str, body: ProjectUpdate) -> ProjectView:
         """Change a project (status along the lifecycle)."""
         data = await self._call("PATCH", f"/api/projects/{project_id}", body=body)
-        return ProjectDTO.model_validate(data)
+        return ProjectView.model_validate(data)
 
     # deploys -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from shared.api_client.text import (
     FreeText,
@@ -22,10 +22,20 @@ from shared.api_client.text import (
     Spec,
     Url,
 )
-from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskDTO, TaskStatus
+from shared.contracts import (
+    ProjectCreate,
+    ProjectDTO,
+    ProjectStatus,
+    TaskCreate,
+    TaskDTO,
+    TaskStatus,
+)
 from shared.contracts._types import UtcDatetime
 
 __all__ = [
+    "MODULES",
+    "SECRET_NAME_PATTERN",
+    "SECRET_VALUE_MAX",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyDTO",
@@ -40,9 +50,14 @@ __all__ = [
     "PortAllocationCreate",
     "PortAllocationDTO",
     "ProjectCreateBody",
+    "ProjectModule",
     "ProjectUpdate",
+    "ProjectView",
     "RollbackRequest",
     "Scope",
+    "SealedSecrets",
+    "SecretInfo",
+    "SecretValue",
     "ServerCreate",
     "ServerDTO",
     "ServerStatus",
@@ -133,11 +148,74 @@ class ApiKeyCreated(ApiKeyDTO):
     key: str
 
 
+ProjectModule = Literal["backend", "telegram"]
+"""A module of a project: a template of the scaffolder, and what a deploy runs."""
+MODULES: tuple[str, ...] = ("backend", "telegram")
+
+
+def _default_modules() -> list[ProjectModule]:
+    return ["backend"]
+
+
 class ProjectCreateBody(ProjectCreate):
-    """`ProjectCreate` as the API accepts it: a one-line name, a bounded description."""
+    """`ProjectCreate` as the API accepts it: a one-line name, a bounded description, and
+    the project's modules (default `["backend"]`; `telegram` adds the bot)."""
 
     name: Label
     description: FreeText | None = None
+    modules: list[ProjectModule] = Field(
+        default_factory=_default_modules, min_length=1, max_length=len(MODULES)
+    )
+
+    @field_validator("modules")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class ProjectView(ProjectDTO):
+    """`ProjectDTO` as the API returns it, with the project's modules."""
+
+    modules: list[str] = Field(default_factory=lambda: ["backend"])
+
+
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # noqa: S105 - a pattern
+"""A secret's name is the environment variable the project reads it from."""
+SECRET_VALUE_MAX = 8192
+
+
+class SecretValue(BaseModel):
+    """The body of `PUT /api/projects/{id}/secrets/{NAME}`: the value, one line."""
+
+    value: SecretStr = Field(min_length=1, max_length=SECRET_VALUE_MAX)
+
+    @field_validator("value")
+    @classmethod
+    def _one_line(cls, value: SecretStr) -> SecretStr:
+        plain = value.get_secret_value()
+        if any(char in plain for char in "\r\n\0"):
+            raise ValueError("must be one line (no line breaks, no NUL)")
+        if not plain.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class SecretInfo(BaseModel):
+    """What a read shows of a secret: its name and when it was set, never its value."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class SealedSecrets(BaseModel):
+    """A project's secrets as stored, encrypted (service scope, for infra-service's deploy;
+    only a holder of the encryption key reads them)."""
+
+    project_id: str
+    sealed: dict[str, str]
 
 
 class ProjectUpdate(BaseModel):

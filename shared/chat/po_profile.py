@@ -45,6 +45,8 @@ OWNER_CONTEXT = "owner"
 PO_GRAMMAR_HELP = (
     "I understand:\n"
     "  create project <name>   start a new project (it becomes the current one)\n"
+    "  create project <name> with a telegram bot   the same, with a bot module\n"
+    "  secrets                 the names of the current project's secrets\n"
     "  use project <name>      switch the current project\n"
     "  develop <spec>          an engineering task on the current project\n"
     "  deploy                  deploy the current project\n"
@@ -68,6 +70,8 @@ command, so only the variable names appear in it:
     export ORCHESTRATOR_API__URL="$PO_API_URL" ORCHESTRATOR_API__KEY="$PO_API_TOKEN"
     orchestrator project list --json
     orchestrator project create "<name>" --description "<what it is>" --json
+    orchestrator project create "<name>" --modules backend,telegram --json   # with a bot
+    orchestrator project secret list <project_id> --json   # names only
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json
     orchestrator task create <project_id> --type deploy --json
     orchestrator task show <task_id> --json
@@ -83,6 +87,10 @@ Rules:
 - After creating a task, answer with its id and one sentence of what will happen. The user
   receives live progress of the task separately; do not poll it in a loop.
 - Deploy only when the user asks for it.
+- A project with a bot (module `telegram`) needs its token: tell the user "the bot needs
+  BOT_TOKEN" and how to set it (`orchestrator project secret set <project_id> BOT_TOKEN`,
+  value at the prompt). Never ask for a secret's value in the conversation, never repeat,
+  print or store one yourself; no command shows a stored value.
 - Keep answers short: this is a chat.
 
 Without an LLM, the built-in agent plays this role with a fixed grammar.

@@ -22,6 +22,7 @@ from shared import registry
 from shared.api_client import ApiClient
 from shared.messaging import Bus
 from shared.redis_server import free_port
+from shared.secret_box import secret_box_from_settings
 from shared.settings import ApiSettings, Settings
 from tests.chat.actors import FakeLanggraph, FakeWorkerManager
 
@@ -61,7 +62,7 @@ async def _start_api(
     database = await prepare_database(settings)
     wake = asyncio.Event()
     config = uvicorn.Config(
-        create_app(database, relay_wake=wake),
+        create_app(database, relay_wake=wake, secret_box=secret_box_from_settings(settings)),
         host=settings.api.host,
         port=settings.api.port,
         log_level="warning",

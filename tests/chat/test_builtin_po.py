@@ -7,6 +7,7 @@ from pathlib import Path
 from services.worker_wrapper.agents import AgentRequest, AgentResult, BuiltinAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
+from shared.api_client import ApiClient
 from shared.api_client.schemas import ApiKeyCreate, UserCreate
 from shared.chat.po_profile import PO_API_TOKEN_ENV, PO_API_URL_ENV, PO_PROFILE, PROFILE_ENV
 from tests.chat.system import ChatSystem
@@ -96,3 +97,36 @@ async def test_other_profiles_get_the_plain_builtin_agent(tmp_path: Path) -> Non
     result = await _ask({}, tmp_path, "add a file")
     assert result.status == "success"
     assert "recorded the prompt" in (result.response or "")
+
+
+async def test_a_project_with_a_bot_and_its_secret_names(
+    system: ChatSystem, tmp_path: Path
+) -> None:
+    """ "create project shop with a telegram bot" records both modules and names the token it
+    needs; "secrets" lists names only, never a value."""
+    token = await _token(system, 33)
+    env = {
+        PROFILE_ENV: PO_PROFILE,
+        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_TOKEN_ENV: token,
+    }
+    created = (await _ask(env, tmp_path, "create project shop with a telegram bot")).response
+    assert created is not None
+    assert "Created project shop" in created
+    assert "modules backend, telegram" in created
+    assert "BOT_TOKEN" in created
+    plain = (await _ask(env, tmp_path, "create project site")).response or ""
+    assert "modules backend)" in plain
+    assert "BOT_TOKEN" not in plain
+    assert "secrets" in ((await _ask(env, tmp_path, "help")).response or "")
+    async with ApiClient(system.settings.api.base_url, key=token) as api:
+        projects = {p.name: p for p in (await api.list_projects()).items}
+        assert (await api.get_project(projects["shop"].id)).modules == ["backend", "telegram"]
+        assert (await api.get_project(projects["site"].id)).modules == ["backend"]
+        await api.put_secret(projects["site"].id, "BOT_TOKEN", "planted-7a1f00")
+    listed = (await _ask(env, tmp_path, "secrets")).response or ""
+    assert "Secrets of site" in listed
+    assert "BOT_TOKEN" in listed
+    assert "planted-7a1f00" not in listed
+    await _ask(env, tmp_path, "use project shop")
+    assert "shop has no secrets" in ((await _ask(env, tmp_path, "/secrets")).response or "")

@@ -44,12 +44,12 @@ PYPROJECT = textwrap.dedent(
 )
 
 
-async def scan_process_table(found: list[str], stop: asyncio.Event) -> None:
+async def scan_process_table(found: list[str], stop: asyncio.Event, planted: str = PLANTED) -> None:
     """Collect every command line that shows the planted secret until `stop` is set."""
     while not stop.is_set():
         for process in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(process.info["cmdline"] or [])
-            if PLANTED in cmdline:
+            if planted in cmdline:
                 found.append(cmdline)
         await asyncio.sleep(0.05)
 

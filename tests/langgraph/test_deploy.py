@@ -59,8 +59,7 @@ async def test_deploy_completes_and_its_url_answers(system: System) -> None:
         assert (await client.get(result.deployed_url)).status_code == 200
     [message] = system.infra.messages
     assert message.github_token_ref == "env:GITHUB_TOKEN"
-    assert message.secrets_ref.startswith("file:")
-    assert message.secrets_ref.endswith(f"/secrets/{project.id}.env")
+    assert message.secrets_ref == f"project:{project.id}"
     full_name = repo_full_name("projects", project.id, project.name)
     head = await system.git.head_of(full_name, "main")
     assert message.repo_full_name == f"{full_name}@{head}"

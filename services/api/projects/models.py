@@ -23,5 +23,12 @@ class Project(Base):
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
     )
+    modules_text: Mapped[str] = mapped_column("modules", Text, default="backend")
+    """The project's modules, comma-separated (`backend`, `telegram`)."""
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def modules(self) -> list[str]:
+        """The project's modules, in order."""
+        return [name for name in (self.modules_text or "backend").split(",") if name]

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.projects.service import ProjectService
-from shared.api_client.schemas import Page, ProjectCreateBody, ProjectUpdate
+from shared.api_client.schemas import Page, ProjectCreateBody, ProjectUpdate, ProjectView
 from shared.api_client.text import Identifier
-from shared.contracts import ProjectDTO, ProjectStatus
+from shared.contracts import ProjectStatus
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
@@ -20,10 +20,10 @@ OwnerId = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Owner's u
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_project(
     body: ProjectCreateBody, caller: CallerDep, db: SessionDep, owner_id: OwnerId = None
-) -> ProjectDTO:
+) -> ProjectView:
     """Create a draft project owned by the caller (admins and services pass `owner_id`)."""
     project = await ProjectService(db).create(caller, body, owner_id=owner_id)
-    return ProjectDTO.model_validate(project)
+    return ProjectView.model_validate(project)
 
 
 @router.get("")
@@ -33,25 +33,25 @@ async def list_projects(
     page: PageDep,
     status: ProjectStatus | None = None,
     owner_id: OwnerId = None,
-) -> Page[ProjectDTO]:
+) -> Page[ProjectView]:
     """List the projects the caller may see, newest first."""
     rows, total = await ProjectService(db).list(
         caller, status=status, owner_id=owner_id, limit=page.limit, offset=page.offset
     )
-    items = [ProjectDTO.model_validate(row) for row in rows]
-    return Page[ProjectDTO](items=items, total=total, limit=page.limit, offset=page.offset)
+    items = [ProjectView.model_validate(row) for row in rows]
+    return Page[ProjectView](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{project_id}")
-async def get_project(project_id: Identifier, caller: CallerDep, db: SessionDep) -> ProjectDTO:
+async def get_project(project_id: Identifier, caller: CallerDep, db: SessionDep) -> ProjectView:
     """One project."""
-    return ProjectDTO.model_validate(await ProjectService(db).get(caller, project_id))
+    return ProjectView.model_validate(await ProjectService(db).get(caller, project_id))
 
 
 @router.patch("/{project_id}")
 async def update_project(
     project_id: Identifier, body: ProjectUpdate, caller: CallerDep, db: SessionDep
-) -> ProjectDTO:
+) -> ProjectView:
     """Change a project's status (along the lifecycle), description or repository URL."""
     project = await ProjectService(db).update(caller, project_id, body)
-    return ProjectDTO.model_validate(project)
+    return ProjectView.model_validate(project)

@@ -49,6 +49,7 @@ class ProjectService:
             name=request.name,
             description=request.description,
             status=ProjectStatus.DRAFT.value,
+            modules_text=",".join(getattr(request, "modules", None) or ["backend"]),
             owner_id=owner,
             created_at=utc_now(),
         )

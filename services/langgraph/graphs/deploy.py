@@ -57,7 +57,7 @@ from langgraph.types import interrupt
 
 from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.common import finish, start
-from services.langgraph.graphs.state import FlowState, Resume
+from services.langgraph.graphs.state import FlowState, Resume, project_modules
 from services.langgraph.graphs.steps import (
     AwaitedStep,
     Graph,
@@ -164,7 +164,7 @@ async def _allocate(state: FlowState, deps: FlowDeps) -> FlowState:
     return FlowState(
         project_name=project.name,
         repo_full_name=full_name,
-        modules=list(deps.settings.default_modules),
+        modules=project_modules(project, deps.settings.default_modules),
         server_handle=chosen.handle,
         server_ip=chosen.address,
         port=allocation.port,

@@ -40,7 +40,7 @@ from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.checks import CHECKS, FIX
 from services.langgraph.graphs.common import finish, start
 from services.langgraph.graphs.integration import INTEGRATE, MERGE, RESOLVE, turn_wait
-from services.langgraph.graphs.state import FlowState
+from services.langgraph.graphs.state import FlowState, project_modules
 from services.langgraph.graphs.steps import (
     AwaitedStep,
     Graph,
@@ -87,7 +87,7 @@ async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
     settings = deps.settings
     return FlowState(
         project_name=project.name,
-        modules=list(settings.default_modules),
+        modules=project_modules(project, settings.default_modules),
         repo_full_name=repo_full_name_of(project, owner=settings.repo_owner),
         needs_scaffold=project.status not in SCAFFOLDED,
         branch=settings.branch_template.format(

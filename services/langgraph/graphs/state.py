@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 from shared.steps import step_request_id, task_of_step
 
-__all__ = ["FlowState", "Outcome", "Resume", "initial_state", "request_id_for", "task_of"]
+__all__ = [
+    "FlowState",
+    "Outcome",
+    "Resume",
+    "initial_state",
+    "project_modules",
+    "request_id_for",
+    "task_of",
+]
 
 Outcome = Literal["running", "completed", "failed", "cancelled", "skipped"]
 """`skipped`: the task had already ended before this flow started (nothing to do)."""
@@ -138,3 +147,11 @@ def request_id_for(task_id: str, step: str) -> str:
 def task_of(request_id: str) -> str | None:
     """The task a request id of ours belongs to (None for someone else's request)."""
     return task_of_step(request_id)
+
+
+def project_modules(project: object, default: Sequence[str]) -> list[str]:
+    """The modules a project was created with (the API's `modules`), else `default`."""
+    modules = getattr(project, "modules", None)
+    if isinstance(modules, list) and modules:
+        return [str(name) for name in modules]
+    return list(default)

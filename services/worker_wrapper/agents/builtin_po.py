@@ -30,10 +30,11 @@ from shared.chat.po_profile import (
     PO_PROFILE,
     PROFILE_ENV,
 )
-from shared.contracts import ProjectCreate, ProjectDTO, TaskCreate, TaskType
+from shared.contracts import ProjectDTO, TaskCreate, TaskType
 
 if TYPE_CHECKING:
     from shared.api_client import ApiClient
+    from shared.api_client.schemas import ProjectModule
 
 __all__ = ["BuiltinPoAgent", "PoGrammar"]
 
@@ -43,6 +44,11 @@ _USE = re.compile(r"^(?:use|switch to)\s+project\s+(?P<name>.+)$", re.IGNORECASE
 _DEVELOP = re.compile(r"^(?:develop|build|implement)\s+(?P<spec>.+)$", re.IGNORECASE | re.DOTALL)
 _DEPLOY = re.compile(r"^deploy\b", re.IGNORECASE)
 _STATUS = re.compile(r"^status\b", re.IGNORECASE)
+_SECRETS = re.compile(r"^/?secrets\b", re.IGNORECASE)
+_WITH_BOT = re.compile(
+    r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
+    re.IGNORECASE | re.DOTALL,
+)
 _INTRO = "I am the built-in PO agent, without an LLM: I follow a fixed grammar."
 
 
@@ -89,10 +95,9 @@ class PoGrammar:
 
     async def _answer(self, text: str) -> str:
         if match := _CREATE.match(text):
-            name = match["name"].strip().strip("\"'")
-            project = await self.api.create_project(ProjectCreate(name=name))
-            self._remember(project)
-            return f"Created project {project.name} (id {project.id}). It is the current one."
+            return await self._create(match["name"].strip())
+        if _SECRETS.match(text):
+            return await self._secrets()
         if match := _USE.match(text):
             return await self._use(match["name"].strip().strip("\"'"))
         if match := _DEVELOP.match(text):
@@ -102,6 +107,40 @@ class PoGrammar:
         if _STATUS.match(text):
             return await self._status()
         return f"{_INTRO}\n{PO_GRAMMAR_HELP}"
+
+    async def _create(self, phrase: str) -> str:
+        from shared.api_client.schemas import ProjectCreateBody  # the client's package: httpx
+
+        modules: list[ProjectModule] = ["backend"]
+        if bot := _WITH_BOT.match(phrase):
+            phrase, modules = bot["name"].strip(), ["backend", "telegram"]
+        name = phrase.strip("\"'")
+        body = ProjectCreateBody.model_construct(name=name, description=None, modules=modules)
+        # not validated here: the API refuses a bad name with a reason the user is told
+        project = await self.api.create_project(body)
+        self._remember(project)
+        answer = (
+            f"Created project {project.name} (id {project.id}, modules "
+            f"{', '.join(project.modules)}). It is the current one."
+        )
+        if "telegram" in project.modules:
+            answer += (
+                " The bot needs BOT_TOKEN (from @BotFather): set it with "
+                f"`orchestrator project secret set {project.id} BOT_TOKEN` (it asks for the "
+                "value; never paste it on a command line)."
+            )
+        return answer
+
+    async def _secrets(self) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        names = [secret.name for secret in await self.api.list_secrets(project.id)]
+        if not names:
+            return f"Project {project.name} has no secrets."
+        return f"Secrets of {project.name} (names only, values are never shown): " + ", ".join(
+            names
+        )
 
     async def _use(self, name: str) -> str:
         page = await self.api.list_projects(limit=200)
