@@ -15,6 +15,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.auth.service import AuthService
+from services.api.console import close_console
 from services.api.db import Database
 from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
@@ -66,6 +67,8 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         relay_wake=wake,
         task_deadlines=settings.api.task_deadlines,
         max_body_bytes=settings.api.max_body_bytes,
+        console=settings.api.console,
+        redis_url=settings.redis_url,
     )
     config = uvicorn.Config(
         app,
@@ -107,6 +110,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
         if redis is not None:
             await redis.aclose()
+        await close_console(app)
         await database.close()
 
 
