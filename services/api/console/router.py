@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from services.api.users.service import UserService
 from shared import registry
 from shared.api_client.schemas import ApiKeyCreate, UserCreate
 from shared.contracts import ProgressEvent, ProjectCreate, TaskCreate, TaskStatus, TaskType
+from shared.messaging.transport import Entry
 from shared.settings import ConsoleSettings
 
 __all__ = ["COOKIE", "PAGE_SIZE", "router"]
@@ -445,30 +446,41 @@ async def _event_stream(
     from shared.messaging.envelope import Envelope, decode_message
     from shared.messaging.errors import DecodeError
     from shared.messaging.keys import progress_stream
+    from shared.messaging.progress import PROGRESS_MAXLEN
     from shared.messaging.redis_transport import RedisTransport
 
-    yield _sse("status", {"status": status})
-    if status in TERMINAL:
-        yield _sse("end", {"status": status})
-        return
     stream = progress_stream(task_id)
     spec = registry.resolve(stream)
     transport = RedisTransport(redis) if redis is not None else None
+
+    def decoded(entries: list[Entry]) -> Iterator[bytes]:
+        for entry in entries:
+            if entry.fields is None:
+                continue
+            try:
+                event = decode_message(spec, Envelope.from_fields(entry.fields))
+            except DecodeError:
+                continue
+            if isinstance(event, ProgressEvent):
+                yield _sse("progress", _progress(event))
+
+    yield _sse("status", {"status": status})
+    if status in TERMINAL:  # the steps as they were, then the end
+        if transport is not None:
+            entries = await transport.range(stream, start="-", end="+", count=PROGRESS_MAXLEN)
+            for chunk in decoded(entries):
+                yield chunk
+        yield _sse("end", {"status": status})
+        return
     position = "0-0"
     checked = 0.0
     while not await request.is_disconnected():
         if transport is not None:
             entries = await transport.read({stream: position}, count=100, block_ms=1000)
-            for entry in entries:
-                position = entry.entry_id
-                if entry.fields is None:
-                    continue
-                try:
-                    event = decode_message(spec, Envelope.from_fields(entry.fields))
-                except DecodeError:
-                    continue
-                if isinstance(event, ProgressEvent):
-                    yield _sse("progress", _progress(event))
+            if entries:
+                position = entries[-1].entry_id
+            for chunk in decoded(entries):
+                yield chunk
         else:
             await asyncio.sleep(1.0)
         if time.monotonic() - checked >= SSE_STATUS_POLL_S:
