@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import local_ports_env
-from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
 from tests.telegram_bot.test_whole_system import _reap
+from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
 
 CHROMIUM = Path(os.environ.get("ORCHESTRATOR_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "var" / "screenshots"

@@ -7,15 +7,35 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from typing import Any
 
 import httpx
 import pytest
 import redis
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright._impl._api_structures import SetCookieParam
+from playwright.sync_api import BrowserContext, Cookie, Page, expect
 
 from tests.console.conftest import ConsoleSystem, screenshot
 
 pytestmark = [pytest.mark.slow]
+
+
+def _entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE of a stream (the client decodes responses)."""
+    found: Any = client.xrange(stream)
+    return [(str(entry_id), dict(fields)) for entry_id, fields in found]
+
+
+def _cookie(cookie: Cookie, value: str) -> SetCookieParam:
+    """The console cookie as the browser holds it, with `value`."""
+    return {
+        "name": cookie["name"],
+        "value": value,
+        "domain": cookie["domain"],
+        "path": cookie["path"],
+        "httpOnly": True,
+        "sameSite": "Strict",
+    }
 
 
 def sign_in(page: Page, system: ConsoleSystem) -> None:
@@ -126,7 +146,7 @@ def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
     dead_id = None
     while dead_id is None:
         assert time.monotonic() < deadline, "the malformed message was never dead-lettered"
-        for entry_id, fields in client.xrange(dead):
+        for entry_id, fields in _entries(client, dead):
             if marker in fields.values():
                 dead_id = entry_id
         time.sleep(0.3)
@@ -140,10 +160,10 @@ def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
     screenshot(page, "dead-letters")
     letter.get_by_role("button", name="Replay").click()
     expect(page.locator(f"input[value='{dead_id}']")).to_have_count(0)
-    assert dead_id not in [entry_id for entry_id, _ in client.xrange(dead)]
+    assert dead_id not in [entry_id for entry_id, _ in _entries(client, dead)]
     # moved back as a fresh entry of the stream (infra-service may dead-letter it again)
-    payloads = [f.get("payload") for _, f in client.xrange(stream)]
-    payloads += [f.get("payload") for _, f in client.xrange(dead)]
+    payloads = [f.get("payload") for _, f in _entries(client, stream)]
+    payloads += [f.get("payload") for _, f in _entries(client, dead)]
     assert marker in payloads
     client.close()
 
@@ -183,17 +203,23 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
     expect(page.get_by_role("link", name="Operations")).to_have_count(0)
 
     answer = page.goto(f"{system.base}/console/projects/{other_id}")
-    assert answer is not None and answer.status == 404
+    assert answer is not None
+    assert answer.status == 404
     for admin_page in ("/console/admin", "/console/admin/users", "/console/admin/dlq?stream=x"):
         answer = page.goto(system.base + admin_page)
-        assert answer is not None and answer.status == 403, admin_page
+        assert answer is not None
+        assert answer.status == 403, admin_page
     screenshot(page, "forbidden")
 
     # CSRF: a post without the token, or with a wrong one, is refused; with it, it works
     page.goto(f"{system.base}/console/")
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     assert token
-    for form in ({"name": "no-token"}, {"name": "bad-token", "csrf": "0" * 64}):
+    forms: list[dict[str, str | float | bool]] = [
+        {"name": "no-token"},
+        {"name": "bad-token", "csrf": "0" * 64},
+    ]
+    for form in forms:
         refused = context.request.post(f"{system.base}/console/projects", form=form)
         assert refused.status == 403, form
     accepted = context.request.post(
@@ -205,7 +231,8 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
 
     # expiry: the session key's age is past the session's time to live
     cookie = next(c for c in context.cookies() if c["name"] == "orc_console")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
     database = next(system.data_dir.glob("*.db"))
     with sqlite3.connect(database) as db:
         db.execute(
@@ -217,7 +244,7 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
     expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
 
     # forged cookie
-    context.add_cookies([{**cookie, "value": "orc_forged-secret"}])
+    context.add_cookies([_cookie(cookie, "orc_forged-secret")])
     page.goto(f"{system.base}/console/")
     expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
     events = context.request.get(f"{system.base}/console/tasks/x/events")
@@ -229,11 +256,12 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
     page.goto(link)
     expect(page).to_have_url(f"{system.base}/console/")
     spent = context.new_page().goto(link)
-    assert spent is not None and spent.status == 401  # one use only
+    assert spent is not None
+    assert spent.status == 401
     live = next(c for c in context.cookies() if c["name"] == "orc_console")
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{system.base}/console/login")
-    context.add_cookies([live])
+    context.add_cookies([_cookie(live, live["value"])])
     page.goto(f"{system.base}/console/")
     expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
     screenshot(page, "login")

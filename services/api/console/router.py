@@ -289,17 +289,17 @@ async def projects(request: Request, db: SessionDep) -> HTMLResponse:
         session.principal, status=None, owner_id=None, limit=PAGE_SIZE, offset=offset
     )
     deploys = DeployRepository(db)
-    items = []
-    for project in rows:
-        last, _ = await deploys.list(project.id, outcome=None, limit=1, offset=0)
-        serving, _ = await deploys.list(project.id, outcome="succeeded", limit=1, offset=0)
-        items.append(
-            {
-                "project": project,
-                "last": last[0] if last else None,
-                "url": serving[0].url if serving else None,
-            }
-        )
+    ids = [project.id for project in rows]
+    last = await deploys.latest_of(ids)
+    serving = await deploys.latest_of(ids, outcome="succeeded")
+    items = [
+        {
+            "project": project,
+            "last": last.get(project.id),
+            "url": serving[project.id].url if project.id in serving else None,
+        }
+        for project in rows
+    ]
     return _page(request, "projects.html", session, items=items, pages=_pages(total, offset))
 
 
