@@ -32,6 +32,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     console: ConsoleSettings | None = None,
     redis_url: str | None = None,
+    api_url: str | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
@@ -62,5 +63,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
-    install_console(app, console, redis_url)  # the web console, `/console/`, not in the schema
+    install_console(
+        app, console, redis_url, api_url
+    )  # the web console, `/console/`, not in the schema
     return app

@@ -69,6 +69,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         max_body_bytes=settings.api.max_body_bytes,
         console=settings.api.console,
         redis_url=settings.redis_url,
+        api_url=settings.api.base_url,
     )
     config = uvicorn.Config(
         app,

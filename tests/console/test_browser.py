@@ -5,6 +5,7 @@ deployed URL), cancelling a running task, replaying a dead letter; and its acces
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from typing import Any
@@ -130,7 +131,7 @@ def test_cancel_a_running_task(system: ConsoleSystem, page: Page) -> None:
     screenshot(page, "task-cancelled")
     api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
     assert api_task["status"] == "cancelled"
-    assert api_task["cancelled_at"]
+    expect(page.locator("dl.facts dt", has_text="Cancelled")).to_have_count(1)
 
 
 @pytest.mark.timeout(180)
@@ -276,3 +277,42 @@ def test_link_endpoint_needs_a_key(system: ConsoleSystem) -> None:
     good = system.api("POST", "/console/links", system.admin_key)
     assert good.status_code == 201
     assert good.json()["path"].startswith("/console/link/orc_")
+
+
+@pytest.mark.timeout(480)
+def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
+    """The chat page: create a project, develop an endpoint (its progress bar moves live),
+    deploy it; the URL the PO reports answers."""
+    sign_in(page, system)
+    page.get_by_role("link", name="Chat").click()
+    expect(page).to_have_url(f"{system.base}/console/chat")
+
+    def say(text: str) -> None:
+        page.fill("#text", text)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".from-you").last).to_contain_text(text)
+
+    say("create project chatshop")
+    expect(page.locator("#chat")).to_contain_text("Created project chatshop", timeout=120_000)
+    say("develop a /hello endpoint")
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function(
+        "window.__sameDocument === true && [...document.querySelectorAll('.msg progress')]"
+        ".some((bar) => bar.value > 0 && bar.value < 100)",
+        timeout=180_000,
+    )
+    screenshot(page, "chat-progress")
+    page.wait_for_function(
+        "window.__sameDocument === true && /commit: [0-9a-f]{40}/"
+        ".test(document.getElementById('chat').innerText)",
+        timeout=240_000,
+    )
+    say("deploy")
+    page.wait_for_function(
+        "/URL: \\S+/.test(document.getElementById('chat').innerText)", timeout=240_000
+    )
+    screenshot(page, "chat")
+    found = re.search(r"URL: (\S+)", page.locator("#chat").inner_text())
+    assert found
+    answer = httpx.get(found.group(1), timeout=30)
+    assert answer.status_code == 200

@@ -16,9 +16,13 @@ __all__ = ["close_console", "install_console"]
 
 
 def install_console(
-    app: FastAPI, settings: ConsoleSettings | None = None, redis_url: str | None = None
+    app: FastAPI,
+    settings: ConsoleSettings | None = None,
+    redis_url: str | None = None,
+    api_url: str | None = None,
 ) -> None:
-    """Serve the console's pages and assets on `app`; `redis_url` gives it live data."""
+    """Serve the console's pages and assets on `app`; `redis_url` gives it live data and its
+    chat, whose PO workers reach the API at `api_url`."""
     from pathlib import Path
 
     from services.api.console.router import router
@@ -29,6 +33,8 @@ def install_console(
         if redis_url
         else None
     )
+    app.state.console_api_url = api_url
+    app.state.console_chat = None  # started with the first chat message
     static = Path(__file__).resolve().parent / "static"
     app.mount("/console/static", StaticFiles(directory=static), name="console-static")
     app.include_router(router)
@@ -36,6 +42,9 @@ def install_console(
 
 async def close_console(app: FastAPI) -> None:
     """Close the console's Redis client."""
+    chat = getattr(app.state, "console_chat", None)
+    if chat is not None:
+        await chat.close()
     client: aioredis.Redis | None = getattr(app.state, "console_redis", None)
     if client is not None:
         await client.aclose()

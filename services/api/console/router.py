@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.service import AuthService
+from services.api.console.chat import ConsoleChat, chat_stream
 from services.api.console.sessions import ConsoleSession, ConsoleSessions, csrf_matches
 from services.api.db import Database
 from services.api.deploys.repository import DeployRepository
@@ -43,6 +44,7 @@ from services.api.tasks.service import TaskService
 from services.api.users.service import UserService
 from shared import registry
 from shared.api_client.schemas import ApiKeyCreate, UserCreate
+from shared.chat import ChatUser
 from shared.contracts import ProgressEvent, ProjectCreate, TaskCreate, TaskStatus, TaskType
 from shared.messaging.transport import Entry
 from shared.settings import ConsoleSettings
@@ -504,6 +506,85 @@ def _progress(event: ProgressEvent) -> dict[str, Any]:
         "error": event.error or "",
         "at": event.timestamp.strftime("%H:%M:%S"),
     }
+
+
+# chat ------------------------------------------------------------------------------------
+
+
+def _chat(request: Request) -> ConsoleChat:
+    chat: ConsoleChat | None = request.app.state.console_chat
+    if chat is None:
+        api_url = request.app.state.console_api_url or str(request.base_url).rstrip("/")
+        chat = ConsoleChat(_need_redis(request), api_url)
+        request.app.state.console_chat = chat
+    return chat
+
+
+async def _chat_user(session: ConsoleSession, db: AsyncSession) -> ChatUser:
+    user = await UserService(db).me(session.principal)
+    return ChatUser(user.id, user.telegram_id, user.id, user.is_admin)
+
+
+@router.get("/chat")
+async def chat_page(request: Request, db: SessionDep) -> HTMLResponse:
+    """The conversation with the user's PO agent, with live task progress."""
+    session = await _session(request, db)
+    user = await _chat_user(session, db)
+    messages = await _chat(request).history(user.user_id)
+    after = max((m["entry"] for m in messages), key=_entry_key, default="0-0")
+    return _page(request, "chat.html", session, messages=messages, after=after)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+@router.post("/chat")
+async def chat_send(request: Request, db: SessionDep) -> Response:
+    """Send a message to the PO agent; its answer and task progress arrive on the page."""
+    session = await _session(request, db)
+    fields = await _form(request, session)
+    text = fields.get("text", "").strip()
+    if not text or len(text) > 4000:
+        raise InvalidRequestError("a message has 1 to 4000 characters")
+    user = await _chat_user(session, db)
+    await _chat(request).ask(user, text, session.secret)
+    return _redirect("/console/chat")
+
+
+@router.get("/chat/events")
+async def chat_events(request: Request, db: SessionDep) -> Response:
+    """The user's chat stream after `after` as server-sent `message` events."""
+    session = await _session(request, db)
+    user = await _chat_user(session, db)
+    redis = _need_redis(request)
+    after = request.query_params.get("after", "0-0")
+    try:
+        _entry_key(after)
+    except ValueError:
+        raise InvalidRequestError(f"after must be a stream entry id, not {after!r}") from None
+
+    async def events() -> AsyncIterator[bytes]:
+        position = after
+        stream = chat_stream(user.user_id)
+        while not await request.is_disconnected():
+            found: Any = await redis.xread({stream: position}, count=100, block=1000)
+            for _, entries in found or []:
+                for entry_id, fields in entries:
+                    position = _s(entry_id)
+                    message = {_s(k): _s(v) for k, v in fields.items()}
+                    yield _sse("message", message)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 # admin -----------------------------------------------------------------------------------

@@ -49,7 +49,40 @@ function followTask(live) {
   });
 }
 
+function showMessage(chat, message) {
+  let node = document.getElementById("msg-" + message.id);
+  if (!node) {
+    node = document.createElement("div");
+    node.id = "msg-" + message.id;
+    node.dataset.id = message.id;
+    node.className = "msg from-" + message.from;
+    chat.appendChild(node);
+  }
+  node.replaceChildren(text("pre", message.text));
+  const pct = /\] (\d+)%/.exec(message.text); // the chat's text progress bar: [███░░] 60%
+  if (pct) {
+    const bar = document.createElement("progress");
+    bar.max = 100;
+    bar.value = Number(pct[1]);
+    bar.setAttribute("aria-label", "Task progress");
+    node.appendChild(bar);
+  }
+  const empty = document.getElementById("chat-empty");
+  if (empty) empty.remove();
+  node.scrollIntoView({ block: "nearest" });
+}
+
+function followChat(chat) {
+  for (const node of chat.querySelectorAll(".msg")) {
+    showMessage(chat, { id: node.dataset.id, text: node.textContent, from: node.className.split("from-")[1] });
+  }
+  const source = new EventSource(chat.dataset.events);
+  source.addEventListener("message", (message) => showMessage(chat, JSON.parse(message.data)));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const chat = document.getElementById("chat");
+  if (chat && chat.dataset.events) followChat(chat);
   const live = document.getElementById("live");
   if (live && live.dataset.events) followTask(live);
   for (const form of document.querySelectorAll("form[data-confirm]")) {
