@@ -316,3 +316,19 @@ def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
     assert found
     answer = httpx.get(found.group(1), timeout=30)
     assert answer.status_code == 200
+
+    # the PO worker the chat started is listed on the operations page; deleting it stops it
+    page.goto(f"{system.base}/console/admin")
+    row = page.locator("#workers tbody tr", has_text="running").first
+    expect(row).to_be_visible()
+    worker_id = row.locator("td").first.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    deadline = time.monotonic() + 60
+    while True:
+        page.goto(f"{system.base}/console/admin")
+        still = page.locator("#workers tbody tr", has_text=worker_id)
+        if still.count() == 0 or "stopped" in still.inner_text():
+            break
+        assert time.monotonic() < deadline, f"worker {worker_id} was not deleted"
+        page.wait_for_timeout(1000)

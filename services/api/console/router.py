@@ -37,6 +37,7 @@ from services.api.errors import (
     ApiError,
     ForbiddenError,
     InvalidRequestError,
+    NotFoundError,
     UnauthenticatedError,
 )
 from services.api.projects.service import ProjectService
@@ -623,11 +624,13 @@ async def admin_page(request: Request, db: SessionDep) -> HTMLResponse:
     now = time.time()
     workers = await WorkerRegistry(redis).all()
     offset = _offset(request)
-    queues = []
+    queue_offset = _offset(request, "queues_offset")
+    streams = [stream for spec in registry.QUEUES for stream in await concrete_streams(redis, spec)]
     transport = RedisTransport(redis)
-    for spec in registry.QUEUES:
-        for stream in await concrete_streams(redis, spec):
-            queues.append(await queue_stats(transport, stream))
+    queues = [
+        await queue_stats(transport, stream)
+        for stream in streams[queue_offset : queue_offset + PAGE_SIZE]
+    ]
     return _page(
         request,
         "admin.html",
@@ -636,7 +639,26 @@ async def admin_page(request: Request, db: SessionDep) -> HTMLResponse:
         workers=workers[offset : offset + PAGE_SIZE],
         pages=_pages(len(workers), offset),
         queues=queues,
+        queue_pages=_pages(len(streams), queue_offset),
     )
+
+
+@router.post("/admin/workers/{worker_id}/delete")
+async def delete_worker(worker_id: str, request: Request, db: SessionDep) -> Response:
+    """Ask the worker-manager to delete a worker (its files go, its token is revoked)."""
+    from services.worker_manager.registry import WorkerRegistry
+    from shared.contracts import DeleteWorkerCommand, new_id
+    from shared.messaging import Bus
+
+    session = await _admin(request, db)
+    await _form(request, session)
+    redis = _need_redis(request)
+    if await WorkerRegistry(redis).get(worker_id) is None:
+        raise NotFoundError(f"worker {worker_id!r} not found")
+    bus = Bus(redis, actor=registry.Actor.TELEGRAM_BOT)
+    command = DeleteWorkerCommand(request_id=new_id(), worker_id=worker_id)
+    await bus.publish(registry.get("worker:commands").name, command)
+    return _redirect("/console/admin")
 
 
 @router.get("/admin/dlq")
