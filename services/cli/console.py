@@ -19,7 +19,7 @@ from shared.settings import Settings
 
 __all__ = ["console", "console_url"]
 
-TIMEOUT_S = 30.0
+TIMEOUT_S = 60.0
 
 
 def console_url(api_url: str) -> str:

@@ -97,7 +97,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSystem]:
             assert process.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "orchestrator up did not come up in 240 s"
             time.sleep(0.3)
-        yield ConsoleSystem(data_dir, env, port)
+        started = ConsoleSystem(data_dir, env, port)
+        # the first requests of a fresh system on a busy machine can take long (every actor
+        # is starting): make them here, with time, not in the first test
+        assert started.api("GET", "/api/users/me", started.admin_key).status_code == 200
+        assert started.api("POST", "/console/links", started.admin_key).status_code == 201
+        yield started
     finally:
         process.send_signal(signal.SIGINT)
         try:
