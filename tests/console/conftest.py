@@ -23,7 +23,9 @@ from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
 CHROMIUM = Path(os.environ.get("ORCHESTRATOR_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "var" / "screenshots"
 
-if not CHROMIUM.exists():  # CI installs Debian's chromium; a machine without it skips
+if not CHROMIUM.exists():  # CI installs Debian's chromium (and makes it mandatory)
+    if os.environ.get("REQUIRE_CHROMIUM") == "1":
+        raise RuntimeError(f"REQUIRE_CHROMIUM=1 but no Chromium at {CHROMIUM}")
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
