@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.conftest import local_ports_env
 from tests.telegram_bot.test_whole_system import _reap
@@ -22,13 +23,6 @@ from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
 
 CHROMIUM = Path(os.environ.get("ORCHESTRATOR_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "var" / "screenshots"
-
-if not CHROMIUM.exists():  # CI installs Debian's chromium (and makes it mandatory)
-    if os.environ.get("REQUIRE_CHROMIUM") == "1":
-        raise RuntimeError(f"REQUIRE_CHROMIUM=1 but no Chromium at {CHROMIUM}")
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
 
 class ConsoleSystem(System):
@@ -120,7 +114,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSystem]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Debian Chromium."""
+    """Headless Debian Chromium; the browser tests skip without it (CI makes it mandatory)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"REQUIRE_CHROMIUM=1 but no Chromium at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
