@@ -32,6 +32,15 @@ class TaskDeadlines(BaseModel):
         return value
 
 
+class ConsoleSettings(BaseModel):
+    """The web console the API serves at `/console/` (`docs/console.md`)."""
+
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+    """How long a console sign-in lasts; after it, the browser is asked to sign in again."""
+    link_ttl_s: int = Field(default=600, ge=10)
+    """How long a one-time sign-in link (`orchestrator console`) may wait to be opened."""
+
+
 class ApiSettings(BaseModel):
     """Where the REST API listens and how clients reach it."""
 
@@ -51,6 +60,8 @@ class ApiSettings(BaseModel):
     """Each new task's deadline, by type."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """The largest request body the API reads; a larger one is refused with 413."""
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    """The web console's sessions and sign-in links."""
 
     @property
     def base_url(self) -> str:

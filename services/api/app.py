@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from services.api.console import install_console
 from services.api.db import Database
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
@@ -18,7 +19,7 @@ from services.api.servers.router import router as servers_router
 from services.api.tasks.router import router as tasks_router
 from services.api.users.router import router as users_router
 from shared.secret_box import SecretBox
-from shared.settings import TaskDeadlines
+from shared.settings import ConsoleSettings, TaskDeadlines
 
 __all__ = ["API_VERSION", "create_app"]
 
@@ -32,10 +33,13 @@ def create_app(
     task_deadlines: TaskDeadlines | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     secret_box: SecretBox | None = None,
+    console: ConsoleSettings | None = None,
+    redis_url: str | None = None,
+    api_url: str | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
-        `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
-        body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
+    `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
+    body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
     it, setting one answers 503)."""
     app = FastAPI(
         title="Codegen orchestrator API",
@@ -67,4 +71,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
+    install_console(
+        app, console, redis_url, api_url
+    )  # the web console, `/console/`, not in the schema
     return app

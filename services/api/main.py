@@ -15,6 +15,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.auth.service import AuthService
+from services.api.console import close_console
 from services.api.db import Database
 from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
@@ -68,6 +69,9 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         task_deadlines=settings.api.task_deadlines,
         max_body_bytes=settings.api.max_body_bytes,
         secret_box=secret_box_from_settings(settings),
+        console=settings.api.console,
+        redis_url=settings.redis_url,
+        api_url=settings.api.base_url,
     )
     config = uvicorn.Config(
         app,
@@ -109,6 +113,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
         if redis is not None:
             await redis.aclose()
+        await close_console(app)
         await database.close()
 
 

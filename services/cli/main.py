@@ -14,6 +14,7 @@ import typer
 from services.cli import (
     admin,
     chat,
+    console,
     contracts,
     doctor,
     projects,
@@ -45,6 +46,7 @@ app.add_typer(admin.app, name="admin")
 app.command("up")(up.up)
 app.command("run")(up.run)
 app.command("chat")(chat.chat)
+app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 
 

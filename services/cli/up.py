@@ -15,6 +15,7 @@ from rich.console import Console
 
 from services.cli.actors import ACTORS, ActorContext, load_actor
 from services.cli.bootstrap import ensure_cli_key, ensure_local_server, with_service_key
+from services.cli.console import console_url
 from shared.embedded import EmbeddedRedis, RuntimeInfo, start_redis, write_runtime
 from shared.logs import configure_logging
 from shared.redis_server import RedisServerError
@@ -49,6 +50,10 @@ async def _supervise(ctx: ActorContext, names: list[str], *, bootstrap: bool) ->
                 await ensure_cli_key(ctx.settings)
                 await ensure_local_server(ctx.settings)
             console.print(f"  api    {ctx.settings.api.base_url} [green]ready[/]")
+            console.print(
+                f"  console {console_url(ctx.settings.api.base_url)}"
+                " (sign in: `orchestrator console`)"
+            )
         for name in names:
             if name != "api":
                 start(name)

@@ -1,0 +1,334 @@
+"""The console in headless Chromium against a real `orchestrator up`: the whole loop
+(sign in with the one-time link, create a project, a task watched live, a deploy, the
+deployed URL), cancelling a running task, replaying a dead letter; and its access rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from playwright._impl._api_structures import SetCookieParam
+from playwright.sync_api import BrowserContext, Cookie, Page, expect
+
+from tests.console.conftest import ConsoleSystem, screenshot
+
+pytestmark = [pytest.mark.slow]
+
+
+def _entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE of a stream (the client decodes responses)."""
+    found: Any = client.xrange(stream)
+    return [(str(entry_id), dict(fields)) for entry_id, fields in found]
+
+
+def _cookie(cookie: Cookie, value: str) -> SetCookieParam:
+    """The console cookie as the browser holds it, with `value`."""
+    return {
+        "name": cookie["name"],
+        "value": value,
+        "domain": cookie["domain"],
+        "path": cookie["path"],
+        "httpOnly": True,
+        "sameSite": "Strict",
+    }
+
+
+def sign_in(page: Page, system: ConsoleSystem) -> None:
+    """Open a fresh `orchestrator console` link: it lands on the projects page, signed in."""
+    page.goto(system.sign_in_link())
+    expect(page).to_have_url(f"{system.base}/console/")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def create_project(page: Page, name: str) -> str:
+    page.fill("#name", name)
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("h1")).to_contain_text(name)
+    return page.url.rsplit("/", 1)[-1]
+
+
+def wait_status(page: Page, status: str, timeout_s: float) -> None:
+    expect(page.locator("#status")).to_have_text(status, timeout=int(timeout_s * 1000))
+
+
+@pytest.mark.timeout(420)
+def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
+    """Link sign-in → project → engineering task watched live (no reload) → deploy → the
+    deployed URL from the project page answers with the deployed commit."""
+    sign_in(page, system)
+    project_id = create_project(page, "shop")
+    screenshot(page, "project")
+
+    page.fill("#spec", "add a /hello endpoint")
+    page.get_by_role("button", name="Start task").click()
+    assert "/console/tasks/" in page.url
+    task_id = page.url.rsplit("/", 1)[-1]
+    page.evaluate("window.__sameDocument = true")
+    # the bar and the step list move while the document stays the same (no reload)
+    page.wait_for_function(
+        "window.__sameDocument === true && document.getElementById('bar').value > 0"
+        " && document.querySelectorAll('#steps li').length >= 3",
+        timeout=120_000,
+    )
+    first_value = page.evaluate("document.getElementById('bar').value")
+    screenshot(page, "task-running")
+    page.wait_for_function(
+        f"window.__sameDocument === true && document.getElementById('bar').value > {first_value}",
+        timeout=120_000,
+    )
+    wait_status(page, "completed", 180)
+    result = page.locator("#result")
+    expect(result).to_contain_text("commit_sha")
+    expect(page.locator("#steps li").first).to_be_visible()  # a finished task keeps its steps
+    screenshot(page, "task-completed")
+    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    assert api_task["status"] == "completed"
+    commit = api_task["result"]["commit_sha"]
+    expect(result).to_contain_text(commit)
+
+    page.goto(f"{system.base}/console/projects/{project_id}")
+    page.get_by_role("button", name="Deploy main").click()
+    assert "/console/tasks/" in page.url
+    wait_status(page, "completed", 240)
+    page.goto(f"{system.base}/console/projects/{project_id}")
+    link = page.locator("#deployed-url")
+    expect(link).to_be_visible()
+    href = link.get_attribute("href")
+    assert href
+    expect(page.locator("#deploys")).to_contain_text(commit[:12])
+    screenshot(page, "project-deployed")
+    page.goto(f"{system.base}/console/")
+    expect(page.locator("#projects")).to_contain_text(commit[:12])
+    expect(page.locator("#projects a.deployed")).to_have_attribute("href", href)
+    screenshot(page, "projects")
+
+    deployed = page.context.new_page()
+    deployed.goto(href)
+    served = json.loads(deployed.locator("body").inner_text())
+    assert served["commit"] == commit
+    deployed.goto(href.rstrip("/") + "/hello")
+    assert "Hello from /hello" in deployed.locator("body").inner_text()
+
+
+@pytest.mark.timeout(180)
+def test_cancel_a_running_task(system: ConsoleSystem, page: Page) -> None:
+    """The cancel button (with its confirmation) cancels the task; the page shows it live."""
+    sign_in(page, system)
+    create_project(page, "to-cancel")
+    page.fill("#spec", "add a /slow endpoint")
+    page.get_by_role("button", name="Start task").click()
+    task_id = page.url.rsplit("/", 1)[-1]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel task").click()
+    wait_status(page, "cancelled", 30)
+    expect(page.get_by_role("button", name="Cancel task")).to_have_count(0)
+    screenshot(page, "task-cancelled")
+    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    assert api_task["status"] == "cancelled"
+    expect(page.locator("dl.facts dt", has_text="Cancelled")).to_have_count(1)
+
+
+@pytest.mark.timeout(180)
+def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
+    """A message infra-service cannot read dies; the operations page shows it and replays it
+    onto its stream."""
+    stream = "provisioner:queue"
+    client = redis.Redis.from_url(system.redis_url, decode_responses=True)
+    marker = f"not json {time.time_ns()}"
+    client.xadd(stream, {"type": "ProvisionerMessage", "payload": marker})
+    dead = f"{{{stream}}}:dlq"
+    deadline = time.monotonic() + 60
+    dead_id = None
+    while dead_id is None:
+        assert time.monotonic() < deadline, "the malformed message was never dead-lettered"
+        for entry_id, fields in _entries(client, dead):
+            if marker in fields.values():
+                dead_id = entry_id
+        time.sleep(0.3)
+
+    sign_in(page, system)
+    page.goto(f"{system.base}/console/admin")
+    screenshot(page, "operations")
+    page.locator("#queues tr", has_text=stream).get_by_role("link").click()
+    letter = page.locator("article.letter", has=page.locator(f"input[value='{dead_id}']"))
+    expect(letter).to_contain_text(marker[:8])
+    screenshot(page, "dead-letters")
+    letter.get_by_role("button", name="Replay").click()
+    expect(page.locator(f"input[value='{dead_id}']")).to_have_count(0)
+    assert dead_id not in [entry_id for entry_id, _ in _entries(client, dead)]
+    # moved back as a fresh entry of the stream (infra-service may dead-letter it again)
+    payloads = [f.get("payload") for _, f in _entries(client, stream)]
+    payloads += [f.get("payload") for _, f in _entries(client, dead)]
+    assert marker in payloads
+    client.close()
+
+
+def _user_key(system: ConsoleSystem, telegram_id: int) -> str:
+    created = system.api("POST", "/api/users", system.admin_key, json={"telegram_id": telegram_id})
+    assert created.status_code == 201, created.text
+    key = system.api(
+        "POST",
+        "/api/keys",
+        system.admin_key,
+        json={"name": "someone", "scope": "user", "user_id": created.json()["id"]},
+    )
+    assert key.status_code == 201, key.text
+    return str(key.json()["key"])
+
+
+@pytest.mark.timeout(180)
+def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page) -> None:
+    """A user signed in with their key sees neither another user's project (404) nor the
+    admin pages (403); a used link, a forged, expired or signed-out cookie is refused; a form
+    without its CSRF token is refused."""
+    theirs = system.api("POST", "/api/projects", system.admin_key, json={"name": "admins"})
+    assert theirs.status_code == 201
+    other_id = theirs.json()["id"]
+    user_key = _user_key(system, 4242)
+
+    page.goto(f"{system.base}/console/")
+    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    page.fill("#api_key", "orc_not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".error")).to_contain_text("invalid or revoked")
+    page.fill("#api_key", user_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{system.base}/console/")
+    expect(page.locator("#projects")).not_to_contain_text("admins")
+    expect(page.get_by_role("link", name="Operations")).to_have_count(0)
+
+    answer = page.goto(f"{system.base}/console/projects/{other_id}")
+    assert answer is not None
+    assert answer.status == 404
+    for admin_page in ("/console/admin", "/console/admin/users", "/console/admin/dlq?stream=x"):
+        answer = page.goto(system.base + admin_page)
+        assert answer is not None
+        assert answer.status == 403, admin_page
+    screenshot(page, "forbidden")
+
+    # CSRF: a post without the token, or with a wrong one, is refused; with it, it works
+    page.goto(f"{system.base}/console/")
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert token
+    forms: list[dict[str, str | float | bool]] = [
+        {"name": "no-token"},
+        {"name": "bad-token", "csrf": "0" * 64},
+    ]
+    for form in forms:
+        refused = context.request.post(f"{system.base}/console/projects", form=form)
+        assert refused.status == 403, form
+    accepted = context.request.post(
+        f"{system.base}/console/projects", form={"name": "with-token", "csrf": token}
+    )
+    assert accepted.ok
+    listed = system.api("GET", "/api/projects?limit=500", user_key).json()["items"]
+    assert sorted(p["name"] for p in listed) == ["with-token"]
+
+    # expiry: the session key's age is past the session's time to live
+    cookie = next(c for c in context.cookies() if c["name"] == "orc_console")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    database = next(system.data_dir.glob("*.db"))
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "UPDATE api_keys SET created_at = '2020-01-01 00:00:00.000000'"
+            " WHERE name = 'console-session' AND revoked_at IS NULL AND user_id = "
+            "(SELECT id FROM users WHERE telegram_id = 4242)"
+        )
+    page.goto(f"{system.base}/console/")
+    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+
+    # forged cookie
+    context.add_cookies([_cookie(cookie, "orc_forged-secret")])
+    page.goto(f"{system.base}/console/")
+    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    events = context.request.get(f"{system.base}/console/tasks/x/events")
+    assert events.status == 401
+
+    # sign out ends the session on the server: its cookie no longer works
+    context.clear_cookies()
+    link = system.sign_in_link()
+    page.goto(link)
+    expect(page).to_have_url(f"{system.base}/console/")
+    spent = context.new_page().goto(link)
+    assert spent is not None
+    assert spent.status == 401
+    live = next(c for c in context.cookies() if c["name"] == "orc_console")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{system.base}/console/login")
+    context.add_cookies([_cookie(live, live["value"])])
+    page.goto(f"{system.base}/console/")
+    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    screenshot(page, "login")
+
+
+def test_link_endpoint_needs_a_key(system: ConsoleSystem) -> None:
+    """`POST /console/links` without a key, with a bad one, or with a console session's own
+    secret is refused."""
+    assert httpx.post(f"{system.base}/console/links", timeout=10).status_code == 401
+    bad = system.api("POST", "/console/links", "orc_nope")
+    assert bad.status_code == 401
+    good = system.api("POST", "/console/links", system.admin_key)
+    assert good.status_code == 201
+    assert good.json()["path"].startswith("/console/link/orc_")
+
+
+@pytest.mark.timeout(480)
+def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
+    """The chat page: create a project, develop an endpoint (its progress bar moves live),
+    deploy it; the URL the PO reports answers."""
+    sign_in(page, system)
+    page.get_by_role("link", name="Chat").click()
+    expect(page).to_have_url(f"{system.base}/console/chat")
+
+    def say(text: str) -> None:
+        page.fill("#text", text)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".from-you").last).to_contain_text(text)
+
+    say("create project chatshop")
+    expect(page.locator("#chat")).to_contain_text("Created project chatshop", timeout=120_000)
+    say("develop a /hello endpoint")
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function(
+        "window.__sameDocument === true && [...document.querySelectorAll('.msg progress')]"
+        ".some((bar) => bar.value > 0 && bar.value < 100)",
+        timeout=180_000,
+    )
+    screenshot(page, "chat-progress")
+    page.wait_for_function(
+        "window.__sameDocument === true && /commit: [0-9a-f]{40}/"
+        ".test(document.getElementById('chat').innerText)",
+        timeout=240_000,
+    )
+    say("deploy")
+    page.wait_for_function(
+        "/URL: \\S+/.test(document.getElementById('chat').innerText)", timeout=240_000
+    )
+    screenshot(page, "chat")
+    found = re.search(r"URL: (\S+)", page.locator("#chat").inner_text())
+    assert found
+    answer = httpx.get(found.group(1), timeout=30)
+    assert answer.status_code == 200
+
+    # the PO worker the chat started is listed on the operations page; deleting it stops it
+    page.goto(f"{system.base}/console/admin")
+    row = page.locator("#workers tbody tr", has_text="running").first
+    expect(row).to_be_visible()
+    worker_id = row.locator("td").first.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    deadline = time.monotonic() + 60
+    while True:
+        page.goto(f"{system.base}/console/admin")
+        still = page.locator("#workers tbody tr", has_text=worker_id)
+        if still.count() == 0 or "stopped" in still.inner_text():
+            break
+        assert time.monotonic() < deadline, f"worker {worker_id} was not deleted"
+        page.wait_for_timeout(1000)
