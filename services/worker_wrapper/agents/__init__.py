@@ -78,6 +78,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             kill_grace_s=settings.kill_grace_s,
             model=settings.droid_model,
             run_as=run_as,
+            budget_usd=settings.task_budget_usd,
         )
     if settings.adapter == "codex":
         return CodexAgent(
@@ -88,6 +89,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             max_retries=settings.codex_max_retries,
             kill_grace_s=settings.kill_grace_s,
             run_as=run_as,
+            budget_usd=settings.task_budget_usd,
         )
     if settings.adapter == "command":
         return CommandAgent(
