@@ -51,6 +51,10 @@ class ApiSettings(BaseModel):
     """Each new task's deadline, by type."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """The largest request body the API reads; a larger one is refused with 413."""
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    """Every user's cap on a calendar month's agent spend in USD, unless an admin set the
+    user's own (`PUT /api/users/{id}/budget`); None: no cap. Engineering tasks are refused
+    at creation once it is reached."""
 
     @property
     def base_url(self) -> str:

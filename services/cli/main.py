@@ -18,6 +18,7 @@ from services.cli import (
     doctor,
     projects,
     queues,
+    runs,
     tasks,
     up,
     watch,
@@ -37,12 +38,15 @@ app.add_typer(contracts.app, name="contracts")
 app.add_typer(workers.app, name="workers")
 app.add_typer(projects.app, name="project")
 tasks.app.command("watch")(watch.watch)
+tasks.app.command("log")(runs.log)
+admin.app.command("budget")(runs.budget)
 app.add_typer(tasks.app, name="task")
 app.add_typer(admin.app, name="admin")
 app.command("up")(up.up)
 app.command("run")(up.run)
 app.command("chat")(chat.chat)
 app.command("doctor")(doctor.doctor)
+app.command("usage")(runs.usage)
 
 
 def main() -> None:
