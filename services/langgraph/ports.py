@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
 from shared.api_client.schemas import (
+    AgentRunCreate,
     DeployRecord,
     PortAllocationDTO,
     ServerDTO,
@@ -98,6 +99,10 @@ class ApiPort(Protocol):
 
     async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
         """Record or update the deploy of a deploy task in the project's history."""
+        ...
+
+    async def record_run(self, task_id: str, run: AgentRunCreate) -> None:
+        """Store the record of one agent run of a task."""
         ...
 
 

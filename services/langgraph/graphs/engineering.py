@@ -51,7 +51,11 @@ from services.langgraph.graphs.steps import (
     route,
     route_awaited,
 )
-from services.langgraph.graphs.worker_steps import commands_stream, set_project_status
+from services.langgraph.graphs.worker_steps import (
+    commands_stream,
+    record_run,
+    set_project_status,
+)
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.ports import FlowDeps
 from shared import registry
@@ -191,12 +195,13 @@ async def _send_request(
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     response = SendMessageResponse.model_validate(answer)
+    recorded = await record_run(state, deps, "send_spec", response)
     if not response.success:
         error = response.error or "the agent did not answer"
         if await _worker_died(state, deps):
-            return await _replaceworker_of(state, deps, error)
+            return FlowState(**recorded, **await _replaceworker_of(state, deps, error))
         raise StepFailedError("send_spec", error)
-    return FlowState(agent_response=response.response)
+    return FlowState(**recorded, agent_response=response.response)
 
 
 async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
@@ -306,6 +311,8 @@ def engineering_details(state: FlowState) -> dict[str, Any]:
         },
         "conflict_files": state.get("conflict_files") or [],
         "agent_answer": state.get("agent_response"),
+        "agent_cost_usd": round(state.get("agent_cost_usd", 0.0), 6),
+        "agent_runs": state.get("agent_runs", 0),
     }
 
 
