@@ -124,6 +124,13 @@ async def test_claude_worker_commits_pushes_and_resumes(
         assert second.success, second.error
     assert first.response == "Pushed hello.py to feature."
     assert second.response == "You asked me to add hello.py."
+    assert first.run is not None  # the run record, relayed by the manager
+    assert first.run.answer == "Pushed hello.py to feature."
+    assert first.run.agent == "claude-code"
+    assert "Claude Code" in (first.run.agent_version or "")
+    assert any(t.name == "Bash" and "git add hello.py" in t.target for t in first.run.tools)
+    assert first.run.input_tokens > 0
+    assert first.run.cost_usd > 0
     assert git(remote, "show", "feature:hello.py") == "print(3)"
     assert git(remote, "log", "-1", "--format=%an <%ae>", "feature") == (
         "Claude Code agent <claude-code@orchestrator.invalid>"
@@ -272,3 +279,7 @@ async def test_task_budget_stops_the_workers_agent(
     assert "budget exceeded: task 12.00" in answer.error
     assert "/10.0000 USD" in answer.error
     assert script.conversation_requests == 2
+    assert answer.run is not None  # the spend recorded is the usage the fake reported
+    assert answer.run.input_tokens == 800_000
+    assert answer.run.cost_usd == pytest.approx(12.0, abs=0.01)
+    assert answer.run.status == "error"
