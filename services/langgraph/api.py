@@ -20,6 +20,7 @@ from shared.api_client.schemas import (
     ServerDTO,
     ServerStatus,
     TaskUpdate,
+    UserBudget,
 )
 from shared.contracts import ProjectDTO, ProjectStatus, TaskDTO, TaskStatus, TaskType
 
@@ -112,3 +113,7 @@ class ApiAdapter:
     async def record_run(self, task_id: str, run: AgentRunCreate) -> None:
         """Store the record of one agent run of a task."""
         await _call(self.client.record_run(task_id, run))
+
+    async def user_budget(self, user_id: int) -> UserBudget:
+        """A user's monthly cap and this month's spend."""
+        return await _call(self.client.get_budget(user_id))

@@ -24,6 +24,7 @@ from shared.api_client.schemas import (
     ServerDTO,
     ServerStatus,
     TaskUpdate,
+    UserBudget,
 )
 from shared.contracts import ProgressEvent, ProjectDTO, ProjectStatus, TaskDTO
 from shared.git import PullRequest, RemoteRepo
@@ -103,6 +104,10 @@ class ApiPort(Protocol):
 
     async def record_run(self, task_id: str, run: AgentRunCreate) -> None:
         """Store the record of one agent run of a task."""
+        ...
+
+    async def user_budget(self, user_id: int) -> UserBudget:
+        """A user's monthly cap and this month's spend."""
         ...
 
 

@@ -155,9 +155,26 @@ async def _create_request(
             "repo_url": repo.clone_url,
             "branch": state["branch"],
             "base_branch": state["base_branch"],
+            **await _month_budget(state, deps),
         },
     )
     return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
+
+
+async def _month_budget(state: FlowState, deps: FlowDeps) -> dict[str, str]:
+    """The user's monthly cap and spend so far, for the worker to stop its agent at (none
+    without a cap; an unanswered question leaves the task cap alone in charge)."""
+    try:
+        budget = await deps.api.user_budget(state["user_id"])
+    except ApiCallError as error:
+        log.warning("month_budget_unknown", task_id=state["task_id"], error=str(error)[:300])
+        return {}
+    if budget.monthly_cap_usd is None:
+        return {}
+    return {
+        "month_budget_usd": repr(budget.monthly_cap_usd),
+        "month_spent_usd": repr(budget.month_cost_usd),
+    }
 
 
 async def _create_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
