@@ -62,6 +62,10 @@ class ApiSettings(BaseModel):
     """The largest request body the API reads; a larger one is refused with 413."""
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     """The web console's sessions and sign-in links."""
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    """Every user's cap on a calendar month's agent spend in USD, unless an admin set the
+    user's own (`PUT /api/users/{id}/budget`); None: no cap. Engineering tasks are refused
+    at creation once it is reached."""
 
     @property
     def base_url(self) -> str:

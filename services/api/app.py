@@ -14,6 +14,7 @@ from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.projects.router import router as projects_router
+from services.api.runs.router import router as runs_router
 from services.api.secrets.router import router as secrets_router
 from services.api.servers.router import router as servers_router
 from services.api.tasks.router import router as tasks_router
@@ -36,6 +37,7 @@ def create_app(
     console: ConsoleSettings | None = None,
     redis_url: str | None = None,
     api_url: str | None = None,
+    monthly_budget_usd: float | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
@@ -57,6 +59,7 @@ def create_app(
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     app.state.secret_box = secret_box
+    app.state.monthly_budget_usd = monthly_budget_usd
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)
@@ -67,6 +70,7 @@ def create_app(
         deploys_router,
         secrets_router,
         tasks_router,
+        runs_router,
         servers_router,
     )
     for router in routers:

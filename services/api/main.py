@@ -72,6 +72,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         console=settings.api.console,
         redis_url=settings.redis_url,
         api_url=settings.api.base_url,
+        monthly_budget_usd=settings.api.monthly_budget_usd,
     )
     config = uvicorn.Config(
         app,

@@ -19,6 +19,7 @@ from services.cli import (
     doctor,
     projects,
     queues,
+    runs,
     secrets,
     tasks,
     up,
@@ -41,6 +42,8 @@ projects.app.add_typer(secrets.app, name="secret")
 admin.app.command("rotate-secrets")(secrets.rotate_secrets)
 app.add_typer(projects.app, name="project")
 tasks.app.command("watch")(watch.watch)
+tasks.app.command("log")(runs.log)
+admin.app.command("budget")(runs.budget)
 app.add_typer(tasks.app, name="task")
 app.add_typer(admin.app, name="admin")
 app.command("up")(up.up)
@@ -48,6 +51,7 @@ app.command("run")(up.run)
 app.command("chat")(chat.chat)
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
+app.command("usage")(runs.usage)
 
 
 def main() -> None:

@@ -13,12 +13,14 @@ from typing import TypeVar
 from services.langgraph.errors import ApiCallError
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
 from shared.api_client.schemas import (
+    AgentRunCreate,
     DeployRecord,
     PortAllocationDTO,
     ProjectUpdate,
     ServerDTO,
     ServerStatus,
     TaskUpdate,
+    UserBudget,
 )
 from shared.contracts import ProjectDTO, ProjectStatus, TaskDTO, TaskStatus, TaskType
 
@@ -107,3 +109,11 @@ class ApiAdapter:
     async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
         """Record or update the deploy of a deploy task."""
         await _call(self.client.record_deploy(project_id, task_id, record))
+
+    async def record_run(self, task_id: str, run: AgentRunCreate) -> None:
+        """Store the record of one agent run of a task."""
+        await _call(self.client.record_run(task_id, run))
+
+    async def user_budget(self, user_id: int) -> UserBudget:
+        """A user's monthly cap and this month's spend."""
+        return await _call(self.client.get_budget(user_id))

@@ -18,11 +18,13 @@ from pydantic import BaseModel
 from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
 from shared.api_client.schemas import (
+    AgentRunCreate,
     DeployRecord,
     PortAllocationDTO,
     ServerDTO,
     ServerStatus,
     TaskUpdate,
+    UserBudget,
 )
 from shared.contracts import ProgressEvent, ProjectDTO, ProjectStatus, TaskDTO
 from shared.git import PullRequest, RemoteRepo
@@ -98,6 +100,14 @@ class ApiPort(Protocol):
 
     async def record_deploy(self, project_id: str, task_id: str, record: DeployRecord) -> None:
         """Record or update the deploy of a deploy task in the project's history."""
+        ...
+
+    async def record_run(self, task_id: str, run: AgentRunCreate) -> None:
+        """Store the record of one agent run of a task."""
+        ...
+
+    async def user_budget(self, user_id: int) -> UserBudget:
+        """A user's monthly cap and this month's spend."""
         ...
 
 

@@ -54,13 +54,17 @@ class CommandHandlers:
             return SendMessageResponse(request_id=command.request_id, success=False, error=str(exc))
         if output.status == "success":
             return SendMessageResponse(
-                request_id=command.request_id, success=True, response=output.response
+                request_id=command.request_id,
+                success=True,
+                response=output.response,
+                run=output.run,
             )
         return SendMessageResponse(
             request_id=command.request_id,
             success=False,
             response=output.response,
             error=f"agent {output.status}: {output.error or 'no detail'}",
+            run=output.run,
         )
 
     async def handle_delete(self, command: DeleteWorkerCommand) -> DeleteWorkerResponse:

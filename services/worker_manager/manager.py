@@ -243,6 +243,9 @@ class WorkerManager:
         )
         if context.get("task_id"):
             env["WORKER_TASK_ID"] = context["task_id"]
+        if context.get("month_budget_usd"):  # the user's monthly cap (langgraph asks the API)
+            env["WORKER_MONTH_BUDGET_USD"] = context["month_budget_usd"]
+            env["WORKER_MONTH_SPENT_USD"] = context.get("month_spent_usd") or "0"
         return env
 
     async def _wait_ready(self, worker_id: str, ref: str) -> None:

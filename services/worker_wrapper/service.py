@@ -18,15 +18,23 @@ import structlog
 from redis.exceptions import RedisError
 
 from services.worker_wrapper.agents import Agent, AgentActivity, AgentRequest, AgentResult
+from services.worker_wrapper.agents.cli_agent import CliAgent
 from services.worker_wrapper.directives import parse_directive, run_directive
 from services.worker_wrapper.heartbeat import RegistryReporter
 from services.worker_wrapper.session import SessionStore, split_fresh
 from services.worker_wrapper.settings import CONTROL_ENV_PREFIXES, WrapperSettings
 from shared import registry
-from shared.contracts import ProgressEvent, WorkerInputMessage, WorkerOutputMessage
+from shared.contracts import (
+    AgentRunRecord,
+    AgentToolCall,
+    ProgressEvent,
+    WorkerInputMessage,
+    WorkerOutputMessage,
+)
+from shared.contracts.queues.worker_io import ANSWER_CHARS
 from shared.messaging import Bus, MessageContext, MessagingError, Retry
 
-__all__ = ["WrapperService", "agent_environment", "mask_secrets"]
+__all__ = ["WrapperService", "agent_environment", "mask_secrets", "run_record"]
 
 log = structlog.get_logger("services.worker_wrapper")
 
@@ -47,6 +55,51 @@ def mask_secrets(text: str | None, env: Mapping[str, str]) -> str | None:
         if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_CHARS:
             text = text.replace(value, "***")
     return text
+
+
+def _tokens(usage: Mapping[str, object], *names: str) -> int:
+    return sum(v for n in names if isinstance(v := usage.get(n), int) and v >= 0)
+
+
+def run_record(
+    agent: Agent,
+    prompt: str,
+    result: AgentResult,
+    duration_ms: int,
+    env: Mapping[str, str],
+) -> AgentRunRecord:
+    """The record of one agent run, with the environment's secrets masked."""
+    answer = mask_secrets(result.response, env)
+    if answer is not None and len(answer) > ANSWER_CHARS:
+        answer = answer[:ANSWER_CHARS] + "\n[truncated]"
+    usage = result.usage
+    cached = _tokens(usage, "cached_input_tokens")  # OpenAI counts them inside the input
+    return AgentRunRecord(
+        agent=agent.name,
+        agent_version=agent.version() if isinstance(agent, CliAgent) else None,
+        model=result.model,
+        status=result.status,
+        prompt_chars=len(prompt),
+        answer=answer,
+        error=mask_secrets(result.error, env),
+        tools=[
+            AgentToolCall(
+                name=tool.name[:200],
+                target=mask_secrets(tool.target, env) or "",
+                outcome=(mask_secrets(tool.outcome, env) or "")[:500],
+            )
+            for tool in result.tools
+        ],
+        tools_dropped=result.tools_dropped,
+        input_tokens=max(0, _tokens(usage, "input_tokens") - cached),
+        output_tokens=_tokens(usage, "output_tokens"),
+        cache_read_tokens=_tokens(usage, "cache_read_input_tokens") + cached,
+        cache_write_tokens=_tokens(usage, "cache_creation_input_tokens"),
+        cost_usd=max(0.0, result.cost_usd or 0.0),
+        duration_ms=duration_ms,
+        exit_code=result.exit_code,
+        session_id=result.session_id,
+    )
 
 
 @dataclass
@@ -96,15 +149,21 @@ class WrapperService:
         await self._progress(message.request_id, f"worker {self.settings.id} started", "agent")
         env = agent_environment(os.environ)
         try:
-            result = await self._run_agent(message, env)
+            result, ran_agent = await self._run_agent(message, env)
         finally:
             await self.reporter.status("running")
+        duration_ms = int((time.monotonic() - started) * 1000)
         output = WorkerOutputMessage(
             request_id=message.request_id,
             status=result.status,
             response=mask_secrets(result.response, env),
             error=mask_secrets(result.error, env),
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=duration_ms,
+            run=(
+                run_record(self.agent, message.prompt, result, duration_ms, env)
+                if ran_agent
+                else None
+            ),
         )
         await self.bus.publish(self.output_stream, output)
         await self._progress(message.request_id, f"agent answered: {result.status}", "agent")
@@ -117,14 +176,18 @@ class WrapperService:
             usage=result.usage or None,
         )
 
-    async def _run_agent(self, message: WorkerInputMessage, env: dict[str, str]) -> AgentResult:
+    async def _run_agent(
+        self, message: WorkerInputMessage, env: dict[str, str]
+    ) -> tuple[AgentResult, bool]:
+        """The result, and whether the agent ran (False: a directive answered)."""
         directive = parse_directive(message.prompt)
         if directive is not None and self.settings.profile == "developer":
             step = f"directive:{directive.verb}"
             await self._progress(message.request_id, f"running {directive.verb}", step)
-            return await run_directive(
+            result = await run_directive(
                 directive, self.settings.workspace, env, float(message.timeout)
             )
+            return result, False
         prompt, fresh = split_fresh(message.prompt)
         session_id = None
         if self.agent.supports_sessions and not fresh:
@@ -145,11 +208,18 @@ class WrapperService:
             )
 
         result = await self.agent.run(request(session_id), on_activity)
-        if session_id and result.status == "error":
+        if session_id and result.status == "error" and not _over_budget(result):
             log.info("resume_failed_starting_fresh", session_id=session_id, error=result.error)
+            first = result
             result = await self.agent.run(request(None), on_activity)
+            result.cost_usd = (result.cost_usd or 0.0) + (first.cost_usd or 0.0)
+            result.tools = [*first.tools, *result.tools]
         if result.session_id and self.agent.supports_sessions:
             self.sessions.save(result.session_id)
         elif fresh:
             self.sessions.clear()
-        return result
+        return result, True
+
+
+def _over_budget(result: AgentResult) -> bool:
+    return (result.error or "").startswith("budget exceeded:")

@@ -55,7 +55,13 @@ class WrapperSettings(BaseSettings):
     claude_max_retries: int | None = None
     """Retries of a failed model request (CLAUDE_CODE_MAX_RETRIES); None: the CLI's own."""
     task_budget_usd: float | None = None
-    """Stop the agent (claude-code) once this worker's runs cost this much (the price table)."""
+    """Stop the agent (claude-code, codex, factory-droid) once this worker's runs cost this
+    much (by the price table, `agents/prices.json`)."""
+    month_budget_usd: float | None = None
+    """The task's user's monthly cap (from the create command's context), with what the
+    user spent this month before this worker (`month_spent_usd`): the agent is stopped once
+    this worker's runs bring the month's spend to the cap."""
+    month_spent_usd: float = 0.0
     claude_root_sandbox: bool = True
     """As root, tell the CLI it runs sandboxed (IS_SANDBOX=1) so it accepts bypassPermissions."""
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])

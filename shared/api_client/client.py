@@ -17,6 +17,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.api_client.errors import ApiUnavailableError, error_for_status
 from shared.api_client.schemas import (
+    AgentRunCreate,
+    AgentRunDTO,
     ApiKeyCreate,
     ApiKeyCreated,
     DeployDTO,
@@ -36,6 +38,8 @@ from shared.api_client.schemas import (
     TaskCreated,
     TaskSchedule,
     TaskUpdate,
+    UsageReport,
+    UserBudget,
     UserCreate,
 )
 from shared.contracts import (
@@ -197,6 +201,40 @@ class ApiClient:
         body = {"sha": sha}
         data = await self._call("POST", f"/api/projects/{project_id}/rollback", json=body)
         return TaskCreated.model_validate(data)
+
+    # agent runs, usage, caps ---------------------------------------------------------------
+
+    async def record_run(self, task_id: str, body: AgentRunCreate) -> AgentRunDTO:
+        """Record one agent run of a task (services and admins)."""
+        data = await self._call("POST", f"/api/tasks/{task_id}/runs", body=body)
+        return AgentRunDTO.model_validate(data)
+
+    async def list_runs(self, task_id: str) -> list[AgentRunDTO]:
+        """The agent runs of a task, oldest first."""
+        data = await self._call("GET", f"/api/tasks/{task_id}/runs")
+        return [AgentRunDTO.model_validate(item) for item in data]
+
+    async def usage(
+        self, *, user_id: int | None = None, project_id: str | None = None
+    ) -> UsageReport:
+        """What agent runs cost (your own; admins: any user or project)."""
+        params: dict[str, Any] = {}
+        if user_id is not None:
+            params["user_id"] = user_id
+        if project_id is not None:
+            params["project_id"] = project_id
+        return UsageReport.model_validate(await self._call("GET", "/api/usage", params=params))
+
+    async def get_budget(self, user_id: int) -> UserBudget:
+        """A user's monthly cap and this month's spend."""
+        return UserBudget.model_validate(await self._call("GET", f"/api/users/{user_id}/budget"))
+
+    async def set_budget(self, user_id: int, monthly_cap_usd: float | None) -> UserBudget:
+        """Set (or clear, with None) a user's own monthly cap (admins)."""
+        # sent as given (not through `UserBudgetUpdate`): the API's 422 names a bad cap
+        body = {"monthly_cap_usd": monthly_cap_usd}
+        data = await self._call("PUT", f"/api/users/{user_id}/budget", json=body)
+        return UserBudget.model_validate(data)
 
     # tasks ---------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ bodies of the specification's `ProjectCreate` and `TaskCreate` are API-side subc
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -36,6 +36,9 @@ __all__ = [
     "MODULES",
     "SECRET_NAME_PATTERN",
     "SECRET_VALUE_MAX",
+    "AgentRunCreate",
+    "AgentRunDTO",
+    "AgentToolCallBody",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyDTO",
@@ -66,6 +69,10 @@ __all__ = [
     "TaskCreated",
     "TaskSchedule",
     "TaskUpdate",
+    "UsageLine",
+    "UsageReport",
+    "UserBudget",
+    "UserBudgetUpdate",
     "UserCreate",
 ]
 
@@ -375,3 +382,110 @@ class RollbackRequest(BaseModel):
     have been deployed successfully before; without it, the release before the current one."""
 
     sha: str | None = Field(default=None, max_length=40, pattern=r"^[0-9a-fA-F]{4,40}$")
+
+
+_INT32 = 2**31 - 1
+
+
+class AgentToolCallBody(BaseModel):
+    """One tool call of a run record: the tool, its file or command, its outcome."""
+
+    name: Label
+    target: Annotated[FreeText, Field(max_length=500)] = ""
+    outcome: Annotated[FreeText, Field(max_length=500)] = "unknown"
+
+
+class AgentRunCreate(BaseModel):
+    """A run record as the orchestrator posts it (`POST /api/tasks/{id}/runs`): the step of
+    the task and the worker's `AgentRunRecord`."""
+
+    step: Identifier
+    agent: Identifier
+    agent_version: Reference | None = None
+    model: Reference | None = None
+    status: Literal["success", "error", "timeout"]
+    prompt_chars: int = Field(ge=0, le=_INT32)
+    answer: Spec | None = None
+    error: Spec | None = None
+    tools: list[AgentToolCallBody] = Field(default_factory=list, max_length=500)
+    tools_dropped: int = Field(default=0, ge=0, le=_INT32)
+    input_tokens: int = Field(default=0, ge=0, le=_INT32)
+    output_tokens: int = Field(default=0, ge=0, le=_INT32)
+    cache_read_tokens: int = Field(default=0, ge=0, le=_INT32)
+    cache_write_tokens: int = Field(default=0, ge=0, le=_INT32)
+    cost_usd: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
+    duration_ms: int = Field(default=0, ge=0, le=_INT32)
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=_INT32)
+
+
+class AgentRunDTO(BaseModel):
+    """One recorded agent run of a task."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    task_id: str
+    project_id: str
+    user_id: int | None = None
+    step: str
+    agent: str
+    agent_version: str | None = None
+    model: str | None = None
+    status: str
+    prompt_chars: int
+    answer: str | None = None
+    error: str | None = None
+    tools: list[AgentToolCallBody] = Field(default_factory=list)
+    tools_dropped: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    exit_code: int | None = None
+    created_at: UtcDatetime
+
+
+class UsageLine(BaseModel):
+    """The runs and cost of one project or task."""
+
+    id: str
+    runs: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+class UsageReport(BaseModel):
+    """What agent runs cost: all time and this calendar month (UTC), by project and task.
+
+    `monthly_cap_usd` is the user's cap (None: no cap; only when one user is asked for)."""
+
+    user_id: int | None = None
+    project_id: str | None = None
+    runs: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    month_start: UtcDatetime
+    month_cost_usd: float
+    monthly_cap_usd: float | None = None
+    by_project: list[UsageLine] = Field(default_factory=list)
+    by_task: list[UsageLine] = Field(default_factory=list)
+    """The 50 costliest tasks."""
+
+
+class UserBudgetUpdate(BaseModel):
+    """A user's own monthly cap in USD; null: the system's default cap applies."""
+
+    monthly_cap_usd: float | None = Field(ge=0, le=1e9, allow_inf_nan=False)
+
+
+class UserBudget(BaseModel):
+    """A user's monthly cap: their own (if set), the one that applies, this month's spend."""
+
+    user_id: int
+    own_cap_usd: float | None = None
+    monthly_cap_usd: float | None = None
+    month_cost_usd: float

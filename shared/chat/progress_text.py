@@ -103,4 +103,11 @@ def _engineering_lines(result: dict[str, Any]) -> list[str]:
     if answer:
         first = [line for line in answer.splitlines() if line.strip()][:3]
         lines.append("agent: " + " / ".join(line.strip()[:160] for line in first))
+    cost = result.get("agent_cost_usd")
+    if isinstance(cost, int | float) and result.get("agent_runs"):
+        runs = int(result["agent_runs"])
+        lines.append(
+            f"agent cost: ${cost:.4f} ({runs} run{'s' if runs != 1 else ''}; "
+            "`orchestrator task log` shows what it did)"
+        )
     return lines

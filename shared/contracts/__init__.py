@@ -18,6 +18,11 @@ Corrections, each keeping the wire format compatible:
    commands. A payload that lacks `command` is recognised by its keys.
 3. Untyped containers are typed for mypy strict without changing their JSON: `dict` becomes
    `dict[str, Any]`; `context: dict[str, str] = {}` becomes a `default_factory`.
+4. Agent run records (an addition): `WorkerOutputMessage` and `SendMessageResponse` carry
+   an optional `run` (`AgentRunRecord`: the agent and its version, the prompt's size, the
+   answer, a bounded tool-call transcript, tokens, cost, duration, exit status), defaulting
+   to None, so the specification's classes read our payloads (they ignore it) and ours
+   read theirs.
 
 Unknown fields, on read: ignored (pydantic's `extra="ignore"`), so a newer publisher that
 adds a field never breaks an older consumer. They are not kept, so they are never emitted:
@@ -38,6 +43,8 @@ from shared.contracts.dto import (
 from shared.contracts.events import ProgressEvent, ProgressEventType
 from shared.contracts.queues import (
     AgentName,
+    AgentRunRecord,
+    AgentToolCall,
     AnsibleDeployMessage,
     AnsibleDeployResult,
     CreateWorkerCommand,
@@ -67,6 +74,8 @@ from shared.contracts.queues import (
 
 __all__ = [
     "AgentName",
+    "AgentRunRecord",
+    "AgentToolCall",
     "AnsibleDeployMessage",
     "AnsibleDeployResult",
     "BaseMessage",

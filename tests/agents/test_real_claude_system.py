@@ -146,6 +146,17 @@ def test_real_claude_develops_and_the_project_deploys(
     assert show.stdout.strip() == f"{commit} Claude Code agent"
     assert "add a /hello endpoint" in str(script.requests[0]["messages"])
     assert PLANTED_KEY not in watched.stdout + json.dumps(shown)
+    assert shown["result"]["agent_runs"] >= 1
+    assert shown["result"]["agent_cost_usd"] > 0
+    log = system.cli("task", "log", task_id)
+    assert log.returncode == 0, log.stderr
+    assert "[send_spec] claude-code" in log.stdout
+    assert "- Bash python3 - <<'PY'" in log.stdout
+    assert "Added /hello and pushed the branch." in log.stdout
+    assert "total: " in log.stdout
+    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
+    assert runs[0]["input_tokens"] >= 200  # two scripted turns of 100 input tokens
+    assert PLANTED_KEY not in log.stdout + json.dumps(runs)
 
     deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
     assert deploy.returncode == 0, deploy.stderr

@@ -124,6 +124,13 @@ async def test_claude_worker_commits_pushes_and_resumes(
         assert second.success, second.error
     assert first.response == "Pushed hello.py to feature."
     assert second.response == "You asked me to add hello.py."
+    assert first.run is not None  # the run record, relayed by the manager
+    assert first.run.answer == "Pushed hello.py to feature."
+    assert first.run.agent == "claude-code"
+    assert "Claude Code" in (first.run.agent_version or "")
+    assert any(t.name == "Bash" and "git add hello.py" in t.target for t in first.run.tools)
+    assert first.run.input_tokens > 0
+    assert first.run.cost_usd > 0
     assert git(remote, "show", "feature:hello.py") == "print(3)"
     assert git(remote, "log", "-1", "--format=%an <%ae>", "feature") == (
         "Claude Code agent <claude-code@orchestrator.invalid>"
@@ -272,3 +279,35 @@ async def test_task_budget_stops_the_workers_agent(
     assert "budget exceeded: task 12.00" in answer.error
     assert "/10.0000 USD" in answer.error
     assert script.conversation_requests == 2
+    assert answer.run is not None  # the spend recorded is the usage the fake reported
+    assert answer.run.input_tokens == 800_000
+    assert answer.run.cost_usd == pytest.approx(12.0, abs=0.01)
+    assert answer.run.status == "error"
+
+
+async def test_the_users_month_cap_stops_the_workers_agent(
+    manager: ManagerRunner,
+    client: Client,
+    claude_cli: Path,
+    empty_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The create command's context carries the user's monthly cap and what the month spent
+    before ($10, $4 spent): the first $6 turn of the real claude reaches it; the answer says
+    `budget exceeded: user month <spent>/<cap> USD` and records the turn's spend."""
+    turn = Reply(tools=(ToolCall("Bash", {"command": "sleep 2"}),), input_tokens=400_000)
+    script = ModelScript([turn, turn, Reply(text="never reached")])
+    with serve_anthropic(script) as fake:
+        monkeypatch.setenv("HOME", str(empty_home))
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
+        await manager.start(claude_command=[str(claude_cli)], claude_max_retries=1)
+        context = {"task_id": "t-month", "month_budget_usd": "10.0", "month_spent_usd": "4.0"}
+        worker_id = (await client.create(context=context)).worker_id
+        answer = await client.send(worker_id, "spend", timeout_s=60)
+    assert not answer.success
+    assert "budget exceeded: user month 10.00" in answer.error
+    assert "/10.0000 USD" in answer.error
+    assert script.conversation_requests == 1
+    assert answer.run is not None
+    assert answer.run.cost_usd == pytest.approx(6.0, abs=0.01)

@@ -75,6 +75,27 @@ def test_an_engineering_result_reads_as_commit_checks_and_answer() -> None:
     ]
 
 
+def test_an_engineering_result_gives_the_agents_cost() -> None:
+    """With recorded runs, the final text ends with their cost and where to read the log;
+    without any, no cost line."""
+    view = TaskView(task_id="t" * 36, task_type="engineering", project="shop")
+    result: dict[str, object] = {
+        "commit_sha": "c" * 40,
+        "branch": "main",
+        "agent_answer": "Done.",
+        "agent_cost_usd": 0.123456,
+        "agent_runs": 2,
+    }
+    view.finish(_task(TaskStatus.COMPLETED, result), None)
+    assert view.text().splitlines()[-2:] == [
+        "agent: Done.",
+        "agent cost: $0.1235 (2 runs; `orchestrator task log` shows what it did)",
+    ]
+    quiet = TaskView(task_id="t" * 36, task_type="engineering", project="shop")
+    quiet.finish(_task(TaskStatus.COMPLETED, {**result, "agent_runs": 0}), None)
+    assert "agent cost" not in quiet.text()
+
+
 def test_view_follows_events_and_ends_with_the_result() -> None:
     """Progress never goes back; the final text names the URL, or the error."""
     view = TaskView(task_id="t" * 36, task_type="deploy", project="shop")

@@ -52,6 +52,7 @@ def for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
     simple: dict[Any, st.SearchStrategy[Any]] = {
         str: TEXT,
         int: JSON_INT,
+        float: st.floats(allow_nan=False, allow_infinity=False),
         bool: st.booleans(),
         datetime: DATETIMES,
     }

@@ -16,6 +16,7 @@ from services.worker_wrapper.agents import (
     CommandAgent,
     FactoryDroidAgent,
 )
+from services.worker_wrapper.agents.pricing import PriceTable
 from tests.workers.helpers import (
     CHILD_MARKER,
     FAKE_CLAUDE,
@@ -64,8 +65,11 @@ async def test_claude_success_parses_answer_session_usage_and_cost(tmp_path: Pat
     assert result.response is not None
     assert result.response.startswith("answer to: build it")
     assert result.session_id is not None
-    assert result.usage == {"input_tokens": 11, "output_tokens": 7}
-    assert result.cost_usd == pytest.approx(0.0123)
+    # the CLI's own cost figure is kept; the cost caps count is the price table's
+    assert result.usage == {"input_tokens": 11, "output_tokens": 7, "reported_cost_usd": 0.0123}
+    expected = PriceTable.load().cost(result.model, {"input_tokens": 11, "output_tokens": 7})
+    assert result.cost_usd == pytest.approx(expected)
+    assert expected > 0
     kinds = [(a.kind, a.message) for a in sink.activity]
     assert ("tool", "Edit: src/app.py") in kinds
     assert ("file", "src/app.py") in kinds

@@ -20,7 +20,8 @@ router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 def task_service(request: Request, db: SessionDep) -> TaskService:
     """The request's task service, with the deadlines the application was configured with."""
     deadlines: TaskDeadlines = request.app.state.task_deadlines
-    return TaskService(db, deadlines)
+    cap: float | None = getattr(request.app.state, "monthly_budget_usd", None)
+    return TaskService(db, deadlines, cap)
 
 
 ServiceDep = Annotated[TaskService, Depends(task_service)]

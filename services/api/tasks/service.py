@@ -37,6 +37,7 @@ from services.api.errors import (
 from services.api.lifecycle import TASK_TRANSITIONS, check_transition
 from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
+from services.api.runs.caps import check_month_cap
 from services.api.tasks.models import Task
 from services.api.tasks.repository import TaskRepository
 from shared import registry
@@ -69,7 +70,15 @@ stopped)."""
 class TaskService:
     """Create, find, list, change, cancel and re-drive tasks as a given caller."""
 
-    def __init__(self, session: AsyncSession, deadlines: TaskDeadlines | None = None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        deadlines: TaskDeadlines | None = None,
+        monthly_budget_usd: float | None = None,
+    ) -> None:
+        self.session = session
+        self.monthly_budget_usd = monthly_budget_usd
+        """The default monthly cap of users without their own (None: no cap)."""
         self.tasks = TaskRepository(session)
         self.projects = ProjectService(session)
         self.outbox = OutboxRepository(session)
@@ -89,6 +98,8 @@ class TaskService:
             except ValueError as error:
                 raise InvalidRequestError(str(error), field="spec") from None
         user_id = project.owner_id if project.owner_id is not None else principal.user_id
+        if request.type == TaskType.ENGINEERING and user_id is not None:
+            await check_month_cap(self.session, user_id, self.monthly_budget_usd)
         now = utc_now()
         task = Task(
             id=new_id(),

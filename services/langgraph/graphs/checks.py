@@ -118,9 +118,12 @@ async def _fix_request(
 
 
 async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    text = await agent_answer("fix", answer)
+    text, recorded = await agent_answer("fix", answer, state, deps)
     return FlowState(
-        agent_response=text, fix_round=state.get("fix_round", 0) + 1, checks_after="fix"
+        **recorded,
+        agent_response=text,
+        fix_round=state.get("fix_round", 0) + 1,
+        checks_after="fix",
     )
 
 

@@ -51,7 +51,11 @@ from services.langgraph.graphs.steps import (
     route,
     route_awaited,
 )
-from services.langgraph.graphs.worker_steps import commands_stream, set_project_status
+from services.langgraph.graphs.worker_steps import (
+    commands_stream,
+    record_run,
+    set_project_status,
+)
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.ports import FlowDeps
 from shared import registry
@@ -151,9 +155,26 @@ async def _create_request(
             "repo_url": repo.clone_url,
             "branch": state["branch"],
             "base_branch": state["base_branch"],
+            **await _month_budget(state, deps),
         },
     )
     return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
+
+
+async def _month_budget(state: FlowState, deps: FlowDeps) -> dict[str, str]:
+    """The user's monthly cap and spend so far, for the worker to stop its agent at (none
+    without a cap; an unanswered question leaves the task cap alone in charge)."""
+    try:
+        budget = await deps.api.user_budget(state["user_id"])
+    except ApiCallError as error:
+        log.warning("month_budget_unknown", task_id=state["task_id"], error=str(error)[:300])
+        return {}
+    if budget.monthly_cap_usd is None:
+        return {}
+    return {
+        "month_budget_usd": repr(budget.monthly_cap_usd),
+        "month_spent_usd": repr(budget.month_cost_usd),
+    }
 
 
 async def _create_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
@@ -191,12 +212,13 @@ async def _send_request(
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     response = SendMessageResponse.model_validate(answer)
+    recorded = await record_run(state, deps, "send_spec", response)
     if not response.success:
         error = response.error or "the agent did not answer"
         if await _worker_died(state, deps):
-            return await _replaceworker_of(state, deps, error)
+            return FlowState(**recorded, **await _replaceworker_of(state, deps, error))
         raise StepFailedError("send_spec", error)
-    return FlowState(agent_response=response.response)
+    return FlowState(**recorded, agent_response=response.response)
 
 
 async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
@@ -306,6 +328,8 @@ def engineering_details(state: FlowState) -> dict[str, Any]:
         },
         "conflict_files": state.get("conflict_files") or [],
         "agent_answer": state.get("agent_response"),
+        "agent_cost_usd": round(state.get("agent_cost_usd", 0.0), 6),
+        "agent_runs": state.get("agent_runs", 0),
     }
 
 

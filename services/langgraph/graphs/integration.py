@@ -219,8 +219,10 @@ async def _resolve_request(
 
 
 async def _resolve_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
-    text = await agent_answer("resolve", answer)
-    return FlowState(agent_response=text, conflict_round=state.get("conflict_round", 0) + 1)
+    text, recorded = await agent_answer("resolve", answer, state, deps)
+    return FlowState(
+        **recorded, agent_response=text, conflict_round=state.get("conflict_round", 0) + 1
+    )
 
 
 INTEGRATE = PlainStep(

@@ -52,6 +52,9 @@ class FlowState(TypedDict, total=False):
     use their own request ids."""
     worker_deleted: bool
     agent_response: str | None
+    agent_cost_usd: float
+    """What the task's agent runs cost so far (their records' `cost_usd`)."""
+    agent_runs: int
     """The agent's last answer (the spec's, a fix's, a resolution's)."""
     commit_sha: str
     files_changed: list[str]

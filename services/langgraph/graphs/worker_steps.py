@@ -11,9 +11,17 @@ from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.state import FlowState
 from services.langgraph.ports import FlowDeps
 from shared import registry
+from shared.api_client.schemas import AgentRunCreate
 from shared.contracts import ProjectStatus, SendMessageResponse
 
-__all__ = ["agent_answer", "commands_stream", "report_of", "set_project_status", "worker_of"]
+__all__ = [
+    "agent_answer",
+    "commands_stream",
+    "record_run",
+    "report_of",
+    "set_project_status",
+    "worker_of",
+]
 
 log = structlog.get_logger("services.langgraph.engineering")
 
@@ -60,9 +68,33 @@ def report_of(step: str, answer: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-async def agent_answer(step: str, answer: dict[str, Any]) -> str | None:
-    """The agent's answer text (a failed answer fails the step)."""
+async def record_run(
+    state: FlowState, deps: FlowDeps, step: str, response: SendMessageResponse
+) -> FlowState:
+    """Store the agent run's record through the API (a failure to store is logged, never
+    fails the flow); the state's running cost and count of runs."""
+    run = response.run
+    if run is None:
+        return FlowState()
+    fields = run.model_dump(exclude={"session_id"})
+    try:
+        body = AgentRunCreate.model_validate({**fields, "step": step[:64]})
+        await deps.api.record_run(state["task_id"], body)
+    except (ApiCallError, ValueError) as error:
+        log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
+    return FlowState(
+        agent_cost_usd=state.get("agent_cost_usd", 0.0) + run.cost_usd,
+        agent_runs=state.get("agent_runs", 0) + 1,
+    )
+
+
+async def agent_answer(
+    step: str, answer: dict[str, Any], state: FlowState, deps: FlowDeps
+) -> tuple[str | None, FlowState]:
+    """The agent's answer text and the state of its recorded run (a failed answer fails the
+    step, after its run is recorded)."""
     response = SendMessageResponse.model_validate(answer)
+    recorded = await record_run(state, deps, step, response)
     if not response.success:
         raise StepFailedError(step, response.error or "the agent did not answer")
-    return response.response
+    return response.response, recorded

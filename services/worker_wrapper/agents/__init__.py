@@ -24,6 +24,7 @@ from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
 from services.worker_wrapper.agents.codex import CodexAgent
 from services.worker_wrapper.agents.command import CommandAgent
 from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
+from services.worker_wrapper.agents.pricing import Budget
 from services.worker_wrapper.errors import AgentConfigError
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ def resolve_user(name: str | None) -> tuple[int, int] | None:
 def build_agent(settings: WrapperSettings) -> Agent:
     """The adapter named by `settings.adapter`, configured from the settings."""
     run_as = resolve_user(settings.agent_user)
+    budgets: list[Budget] = []
+    if settings.month_budget_usd is not None:
+        month = Budget(settings.month_budget_usd, settings.month_spent_usd, what="user month")
+        budgets.append(month)
     if settings.adapter == "claude-code":
         return ClaudeCodeAgent(
             settings.claude_command,
@@ -82,6 +87,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             root_sandbox=settings.claude_root_sandbox,
             run_as=run_as,
             budget_usd=settings.task_budget_usd,
+            budgets=budgets,
         )
     if settings.adapter == "factory-droid":
         return FactoryDroidAgent(
@@ -90,6 +96,8 @@ def build_agent(settings: WrapperSettings) -> Agent:
             kill_grace_s=settings.kill_grace_s,
             model=settings.droid_model,
             run_as=run_as,
+            budget_usd=settings.task_budget_usd,
+            budgets=budgets,
         )
     if settings.adapter == "codex":
         return CodexAgent(
@@ -100,6 +108,8 @@ def build_agent(settings: WrapperSettings) -> Agent:
             max_retries=settings.codex_max_retries,
             kill_grace_s=settings.kill_grace_s,
             run_as=run_as,
+            budget_usd=settings.task_budget_usd,
+            budgets=budgets,
         )
     if settings.adapter == "command":
         return CommandAgent(

@@ -21,6 +21,7 @@ __all__ = [
     "AgentResult",
     "AgentStatus",
     "StreamParser",
+    "ToolUse",
     "ignore_activity",
 ]
 
@@ -50,6 +51,17 @@ class AgentActivity:
     message: str
 
 
+@dataclass(frozen=True)
+class ToolUse:
+    """One tool call of a run, for its record: the tool, its file or command, its outcome."""
+
+    name: str
+    target: str = ""
+    """The file it touched or the command it ran (shortened), empty when neither."""
+    outcome: str = "unknown"
+    """`ok`, `error: <detail>`, `exit <code>`, or `unknown` (the run ended first)."""
+
+
 @dataclass
 class AgentResult:
     """The outcome of one prompt."""
@@ -64,6 +76,12 @@ class AgentResult:
     """Token usage figures as the agent reported them."""
     cost_usd: float | None = None
     exit_code: int | None = None
+    model: str | None = None
+    """The model the agent reported using, when it did."""
+    tools: list[ToolUse] = field(default_factory=list)
+    """The run's tool calls in order (bounded: see `StreamJsonParser.max_tools`)."""
+    tools_dropped: int = 0
+    """Tool calls left out of `tools` once the bound was reached."""
 
 
 ActivitySink = Callable[[AgentActivity], Awaitable[None]]

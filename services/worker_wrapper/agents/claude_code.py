@@ -28,47 +28,37 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import run_stream_agent
+from services.worker_wrapper.agents.cli_agent import CliAgent
 from services.worker_wrapper.agents.pricing import Budget, PriceTable
-from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
+from services.worker_wrapper.agents.stream_json import StreamJsonParser
+from services.worker_wrapper.agents.streams import error_text
 
 __all__ = ["ClaudeCodeAgent", "ClaudeStreamParser"]
 
 
-class ClaudeStreamParser:
+class ClaudeStreamParser(StreamJsonParser):
     """Turns Claude Code's stream-json lines into activity and a result."""
 
     def __init__(self) -> None:
-        self.session_id: str | None = None
-        self.texts: list[str] = []
+        super().__init__()
         self.final: dict[str, Any] | None = None
-        self.malformed_lines = 0
-        self.model: str | None = None
         self.message_usage: dict[str, tuple[str | None, dict[str, Any]]] = {}
         """Usage of each model message so far (a message spans several events)."""
 
-    def spent_usd(self, prices: PriceTable) -> float:
-        """What the run cost so far: the final usage once known, else the messages'."""
+    def usage_so_far(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """The final usage once known, else the messages'."""
         final = self.final
         if final is not None and isinstance(final.get("usage"), dict):
-            return prices.cost(self.model, final["usage"])
-        return sum(prices.cost(model, usage) for model, usage in self.message_usage.values())
+            return [(self.model, final["usage"])]
+        return list(self.message_usage.values())
 
-    def feed(self, line: str) -> list[AgentActivity]:
-        """Take one stdout line."""
-        event = decode_line(line)
-        if event is None:
-            if line.strip():
-                self.malformed_lines += 1
-            return []
-        session = event.get("session_id")
-        if isinstance(session, str) and session:
-            self.session_id = session
+    def handle(self, event: dict[str, Any]) -> list[AgentActivity]:
+        """Map one event."""
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
             if isinstance(event.get("model"), str):
                 self.model = event["model"]
-            return [AgentActivity("session", f"session {self.session_id or '?'} started")]
+            return self.started()
         if kind == "assistant":
             return self._assistant(event)
         if kind == "user":
@@ -94,36 +84,33 @@ class ClaudeStreamParser:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and isinstance(block.get("text"), str):
-                self.texts.append(block["text"])
-                found.append(AgentActivity("text", block["text"][:200]))
+                found += self.text(block["text"])
             elif block.get("type") == "tool_use":
-                summary, touched = describe_tool(str(block.get("name", "tool")), block.get("input"))
-                found.append(AgentActivity("tool", summary))
-                if touched:
-                    found.append(AgentActivity("file", touched))
+                call_id = block.get("id") if isinstance(block.get("id"), str) else None
+                name = str(block.get("name", "tool"))
+                found += self.tool_call(name, block.get("input"), call_id=call_id)
         return found
 
-    @staticmethod
-    def _tool_results(event: dict[str, Any]) -> list[AgentActivity]:
+    def _tool_results(self, event: dict[str, Any]) -> list[AgentActivity]:
         message = event.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             return []
-        failed = [
-            block
-            for block in content
-            if isinstance(block, dict)
-            and block.get("type") == "tool_result"
-            and block.get("is_error") is True
-        ]
-        return [
-            AgentActivity("warning", f"tool failed: {str(block.get('content'))[:160]}")
-            for block in failed
-        ]
-
-    def partial(self) -> str:
-        """The assistant's text so far."""
-        return "\n".join(self.texts)
+        found: list[AgentActivity] = []
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            failed = block.get("is_error") is True
+            call_id = block.get("tool_use_id")
+            self.tool_outcome(
+                call_id if isinstance(call_id, str) else None,
+                ok=not failed,
+                detail=_result_text(block.get("content")),
+            )
+            if failed:
+                detail = _result_text(block.get("content"))[:160]
+                found.append(AgentActivity("warning", f"tool failed: {detail}"))
+        return found
 
     @staticmethod
     def _failure(final: dict[str, Any], text: str | None) -> str:
@@ -174,7 +161,17 @@ class ClaudeStreamParser:
         )
 
 
-class ClaudeCodeAgent:
+def _result_text(content: Any) -> str:
+    """The text of a tool result's content (a string, or a list of text blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [b.get("text") for b in content if isinstance(b, dict)]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return "" if content is None else str(content)
+
+
+class ClaudeCodeAgent(CliAgent):
     """Claude Code through its CLI (`claude -p ... --output-format stream-json`)."""
 
     name = "claude-code"
@@ -192,20 +189,22 @@ class ClaudeCodeAgent:
         root_sandbox: bool = True,
         run_as: tuple[int, int] | None = None,
         budget_usd: float | None = None,
+        budgets: Sequence[Budget] = (),
         prices: PriceTable | None = None,
     ) -> None:
-        self.command = list(command)
-        self.budget_usd = budget_usd
-        self.prices = prices or PriceTable.load()
-        self.spent_usd = 0.0
-        """What this agent's runs cost so far (the worker's task), by the price table."""
+        super().__init__(
+            command,
+            kill_grace_s=kill_grace_s,
+            run_as=run_as,
+            budget_usd=budget_usd,
+            budgets=budgets,
+            prices=prices,
+        )
         self.permission_mode = permission_mode
         self.extra_args = list(extra_args)
-        self.kill_grace_s = kill_grace_s
         self.model = model
         self.max_retries = max_retries
         self.root_sandbox = root_sandbox
-        self.run_as = run_as
 
     def environment(self) -> dict[str, str]:
         """The adapter's defaults for the CLI's environment (the worker's own win)."""
@@ -236,20 +235,12 @@ class ClaudeCodeAgent:
         """Run one prompt through `claude`; with a budget, the run is stopped (its whole
         process tree) as soon as the usage it streams reaches the cap."""
         parser = ClaudeStreamParser()
-        budget = None
-        if self.budget_usd is not None:
-            budget = Budget(self.budget_usd, spent_usd=self.spent_usd)
-        result = await run_stream_agent(
+        parser.model = self.model
+        return await self.run_parsed(
             self.argv(request.session_id),
             request,
             parser,
             on_activity,
             stdin_text=request.prompt,
-            kill_grace_s=self.kill_grace_s,
             extra_env=self.environment(),
-            run_as=self.run_as,
-            budget=budget,
-            spent=lambda: parser.spent_usd(self.prices),
         )
-        self.spent_usd += parser.spent_usd(self.prices)
-        return result

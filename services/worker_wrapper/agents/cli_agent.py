@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
     StreamParser,
 )
-from services.worker_wrapper.agents.pricing import Budget
-from services.worker_wrapper.agents.process import run_cli
+from services.worker_wrapper.agents.pricing import Budget, PriceTable
+from services.worker_wrapper.agents.process import CliOutcome, run_cli
+from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import mask_text, secret_values
 
-__all__ = ["run_stream_agent", "write_prompt_file"]
+__all__ = ["CliAgent", "run_stream_agent", "write_prompt_file"]
 
 
 async def _forward(
@@ -110,13 +112,24 @@ async def run_stream_agent(
         queue.put_nowait(None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(forwarder, timeout=5)
+    result = _outcome(outcome, exceeded, parser, request)
+    if isinstance(parser, StreamJsonParser):
+        result = parser.record(result)
+    return _masked(result, secrets)
+
+
+def _outcome(
+    outcome: CliOutcome,
+    exceeded: list[str],
+    parser: StreamParser,
+    request: AgentRequest,
+) -> AgentResult:
     if outcome.stopped and exceeded:
         result = AgentResult(
             status="error",
             response=parser.partial() or None,
             error=f"budget exceeded: {exceeded[0]}; the agent's process tree was stopped",
             session_id=getattr(parser, "session_id", None),
-            cost_usd=spent() if spent is not None else None,
         )
     elif outcome.timed_out:
         result = AgentResult(
@@ -126,4 +139,120 @@ async def run_stream_agent(
         )
     else:
         result = parser.finish(exit_code=outcome.exit_code or 0, stderr_tail=outcome.stderr_tail)
-    return _masked(result, secrets)
+    return result
+
+
+class CliAgent:
+    """What the stream-json CLI adapters share: the command, the user it runs as, the
+    per-task budget and what the worker's runs spent (by the price table), the CLI's
+    version. A subclass builds its argv, environment and parser."""
+
+    name = "cli"
+    supports_sessions = True
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        kill_grace_s: float = 2.0,
+        run_as: tuple[int, int] | None = None,
+        budget_usd: float | None = None,
+        budgets: Sequence[Budget] = (),
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.kill_grace_s = kill_grace_s
+        self.run_as = run_as
+        self.budget_usd = budget_usd
+        self.budgets = list(budgets)
+        """Further caps beside the task's (e.g. the user's month); their `spent_usd` is what
+        was spent before this worker, this worker's spend is added as it streams."""
+        self.prices = prices or PriceTable.load()
+        self.spent_usd = 0.0
+        """What this agent's runs cost so far (the worker's task), by the price table."""
+        self._version: str | None = None
+
+    def version(self) -> str | None:
+        """The CLI's `--version` (first line; asked once), None when it does not answer."""
+        if self._version is None:
+            try:
+                done = subprocess.run(
+                    [*self.command, "--version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            lines = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not lines:
+                return None
+            self._version = lines[0][:80]
+        return self._version
+
+    def _budgets(self) -> list[Budget]:
+        found = [Budget(b.cap_usd, b.spent_usd + self.spent_usd, b.what) for b in self.budgets]
+        if self.budget_usd is not None:
+            found.insert(0, Budget(self.budget_usd, spent_usd=self.spent_usd))
+        return found
+
+    async def run_parsed(
+        self,
+        argv: Sequence[str],
+        request: AgentRequest,
+        parser: StreamJsonParser,
+        on_activity: ActivitySink,
+        *,
+        stdin_text: str | None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> AgentResult:
+        """Run the CLI under the caps (a cap already reached starts nothing); the result's
+        `cost_usd` is this run's cost by the price table."""
+        budgets = self._budgets()
+        for budget in budgets:
+            message = budget.exceeded(0.0)
+            if message is not None:
+                return AgentResult(
+                    status="error",
+                    error=f"budget exceeded: {message}; the agent was not started",
+                    cost_usd=0.0,
+                )
+        result = await run_stream_agent(
+            argv,
+            request,
+            parser,
+            on_activity,
+            stdin_text=stdin_text,
+            kill_grace_s=self.kill_grace_s,
+            extra_env=extra_env,
+            run_as=self.run_as,
+            budget=_first_of(budgets) if budgets else None,
+            spent=lambda: parser.spent_usd(self.prices),
+        )
+        run_cost = parser.spent_usd(self.prices)
+        self.spent_usd += run_cost
+        if result.cost_usd is not None and "reported_cost_usd" not in result.usage:
+            result.usage = {**result.usage, "reported_cost_usd": result.cost_usd}
+        result.cost_usd = run_cost
+        return result
+
+
+@dataclasses.dataclass
+class _FirstOf(Budget):
+    """Several caps as one: the first one reached is the one reported."""
+
+    parts: tuple[Budget, ...] = ()
+
+    def exceeded(self, run_usd: float) -> str | None:
+        """The first part reached, else None."""
+        for part in self.parts:
+            message = part.exceeded(run_usd)
+            if message is not None:
+                return message
+        return None
+
+
+def _first_of(budgets: Sequence[Budget]) -> Budget:
+    return budgets[0] if len(budgets) == 1 else _FirstOf(0.0, parts=tuple(budgets))

@@ -26,8 +26,10 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import run_stream_agent
-from services.worker_wrapper.agents.streams import decode_line, error_text
+from services.worker_wrapper.agents.cli_agent import CliAgent
+from services.worker_wrapper.agents.pricing import Budget, PriceTable
+from services.worker_wrapper.agents.stream_json import StreamJsonParser
+from services.worker_wrapper.agents.streams import error_text
 
 __all__ = ["CodexAgent", "CodexSandbox", "CodexStreamParser"]
 
@@ -40,29 +42,35 @@ _PROVIDER = "orchestrator"
 _COMMAND_CHARS = 160
 
 
-class CodexStreamParser:
+class CodexStreamParser(StreamJsonParser):
     """Turns `codex exec --json` lines into activity and a result."""
 
-    def __init__(self) -> None:
-        self.session_id: str | None = None
-        self.messages: list[str] = []
+    session_keys = ()
+    """The session is `thread.started`'s `thread_id`."""
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__()
+        self.model = model
         self.usage: dict[str, Any] = {}
         self.turn_completed = False
         self.failure: str | None = None
         self.errors: list[str] = []
-        self.malformed_lines = 0
 
-    def feed(self, line: str) -> list[AgentActivity]:
-        """Take one stdout line."""
-        event = decode_line(line)
-        if event is None:
-            if line.strip():
-                self.malformed_lines += 1
-            return []
+    @property
+    def messages(self) -> list[str]:
+        """The agent's messages so far."""
+        return self.texts
+
+    def usage_so_far(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """The usage of the turns completed so far (codex reports it per turn)."""
+        return [(self.model, self.usage)] if self.usage else []
+
+    def handle(self, event: dict[str, Any]) -> list[AgentActivity]:
+        """Map one event."""
         kind = event.get("type")
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             self.session_id = event["thread_id"]
-            return [AgentActivity("session", f"session {self.session_id} started")]
+            return self.started()
         if kind == "item.completed" and isinstance(event.get("item"), dict):
             return self._item(event["item"])
         if kind == "turn.completed":
@@ -87,33 +95,34 @@ class CodexStreamParser:
     def _item(self, item: dict[str, Any]) -> list[AgentActivity]:
         kind = item.get("type")
         if kind == "agent_message" and isinstance(item.get("text"), str):
-            self.messages.append(item["text"])
-            return [AgentActivity("text", item["text"][:200])]
+            return self.text(item["text"])
         if kind == "command_execution":
             command = str(item.get("command") or "").replace("\n", " ")[:_COMMAND_CHARS]
             code = item.get("exit_code")
-            outcome = f" (exit {code})" if code is not None else ""
-            return [AgentActivity("tool", f"shell: {command}{outcome}")]
+            outcome = "unknown" if code is None else ("ok" if code == 0 else f"exit {code}")
+            self.tool_call("shell", None, target=command, outcome=outcome)
+            suffix = f" (exit {code})" if code is not None else ""
+            return [AgentActivity("tool", f"shell: {command}{suffix}")]
         if kind == "file_change" and isinstance(item.get("changes"), list):
             found = []
+            ok = item.get("status") in (None, "completed")
             for change in item["changes"]:
                 if isinstance(change, dict) and isinstance(change.get("path"), str):
-                    found.append(
-                        AgentActivity("tool", f"{change.get('kind', 'edit')}: {change['path']}")
+                    what = str(change.get("kind", "edit"))
+                    found += self.tool_call(
+                        what,
+                        {"path": change["path"]},
+                        outcome="ok" if ok else f"error: {item.get('status')}",
                     )
-                    found.append(AgentActivity("file", change["path"]))
             return found
         if kind == "mcp_tool_call":
-            return [AgentActivity("tool", f"{item.get('server', 'mcp')}.{item.get('tool', '?')}")]
+            name = f"{item.get('server', 'mcp')}.{item.get('tool', '?')}"
+            return self.tool_call(name, None)
         if kind == "web_search":
-            return [AgentActivity("tool", f"web_search: {str(item.get('query', ''))[:120]}")]
+            return self.tool_call("web_search", {"query": str(item.get("query", ""))})
         if kind == "error" and isinstance(item.get("message"), str):
             return [AgentActivity("warning", item["message"][:200])]
         return []
-
-    def partial(self) -> str:
-        """The agent's messages so far."""
-        return "\n".join(self.messages)
 
     def finish(self, *, exit_code: int, stderr_tail: str) -> AgentResult:
         """The result once the CLI exited."""
@@ -145,7 +154,7 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-class CodexAgent:
+class CodexAgent(CliAgent):
     """OpenAI's Codex through its CLI (`codex exec --json`)."""
 
     name = "codex"
@@ -162,15 +171,23 @@ class CodexAgent:
         extra_args: Sequence[str] = (),
         kill_grace_s: float = 2.0,
         run_as: tuple[int, int] | None = None,
+        budget_usd: float | None = None,
+        budgets: Sequence[Budget] = (),
+        prices: PriceTable | None = None,
     ) -> None:
-        self.command = list(command)
-        self.run_as = run_as
+        super().__init__(
+            command,
+            kill_grace_s=kill_grace_s,
+            run_as=run_as,
+            budget_usd=budget_usd,
+            budgets=budgets,
+            prices=prices,
+        )
         self.model = model
         self.base_url = base_url
         self.sandbox: CodexSandbox = sandbox
         self.max_retries = max_retries
         self.extra_args = list(extra_args)
-        self.kill_grace_s = kill_grace_s
 
     def provider(self, env: Mapping[str, str]) -> str:
         """The `-c` value defining the adapter's model provider (no secret: the CLI reads
@@ -208,13 +225,11 @@ class CodexAgent:
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
         """Run one prompt through `codex exec`."""
-        return await run_stream_agent(
+        return await self.run_parsed(
             self.argv(request.session_id, request.env),
             request,
-            CodexStreamParser(),
+            CodexStreamParser(self.model),
             on_activity,
             stdin_text=request.prompt,
-            kill_grace_s=self.kill_grace_s,
             extra_env=self.environment(),
-            run_as=self.run_as,
         )

@@ -25,54 +25,49 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import run_stream_agent, write_prompt_file
-from services.worker_wrapper.agents.streams import decode_line, describe_tool, error_text
+from services.worker_wrapper.agents.cli_agent import CliAgent, write_prompt_file
+from services.worker_wrapper.agents.pricing import Budget, PriceTable
+from services.worker_wrapper.agents.stream_json import StreamJsonParser
+from services.worker_wrapper.agents.streams import error_text
 
 __all__ = ["AutonomyLevel", "DroidStreamParser", "FactoryDroidAgent"]
 
 AutonomyLevel = Literal["low", "medium", "high"]
 
 
-class DroidStreamParser:
+class DroidStreamParser(StreamJsonParser):
     """Turns droid's stream-json lines into activity and a result."""
 
     def __init__(self) -> None:
-        self.session_id: str | None = None
-        self.texts: list[str] = []
+        super().__init__()
         self.completion: dict[str, Any] | None = None
         self.errors: list[str] = []
-        self.malformed_lines = 0
 
-    def feed(self, line: str) -> list[AgentActivity]:
-        """Take one stdout line."""
-        event = decode_line(line)
-        if event is None:
-            if line.strip():
-                self.malformed_lines += 1
-            return []
-        session = event.get("session_id")
-        if isinstance(session, str) and session:
-            self.session_id = session
+    def usage_so_far(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """The completion's usage (droid reports usage once, at the end)."""
+        usage = self.completion.get("usage") if self.completion else None
+        return [(self.model, usage)] if isinstance(usage, dict) else []
+
+    def handle(self, event: dict[str, Any]) -> list[AgentActivity]:
+        """Map one event."""
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
-            return [AgentActivity("session", f"session {self.session_id or '?'} started")]
+            if isinstance(event.get("model"), str):
+                self.model = event["model"]
+            return self.started()
         if kind == "message" and event.get("role") == "assistant":
             text = event.get("text")
-            if isinstance(text, str) and text:
-                self.texts.append(text)
-                return [AgentActivity("text", text[:200])]
+            return self.text(text) if isinstance(text, str) and text else []
         if kind == "tool_call":
             name = str(event.get("toolName") or event.get("toolId") or "tool")
-            summary, touched = describe_tool(name, event.get("parameters"))
-            found = [AgentActivity("tool", summary)]
-            if touched:
-                found.append(AgentActivity("file", touched))
-            return found
-        if kind == "tool_result" and event.get("isError") is True:
-            error = event.get("error")
-            detail = error.get("message") if isinstance(error, dict) else event.get("value")
-            tool = event.get("toolName") or event.get("toolId") or "tool"
-            return [AgentActivity("warning", f"{tool} failed: {str(detail)[:160]}")]
+            call_id = event.get("id")
+            return self.tool_call(
+                name,
+                event.get("parameters"),
+                call_id=call_id if isinstance(call_id, str) else None,
+            )
+        if kind == "tool_result":
+            return self._tool_result(event)
         if kind == "error":
             message = str(event.get("message") or event.get("error") or "error")
             self.errors.append(message)
@@ -81,9 +76,18 @@ class DroidStreamParser:
             self.completion = event
         return []
 
-    def partial(self) -> str:
-        """The assistant's text so far."""
-        return "\n".join(self.texts)
+    def _tool_result(self, event: dict[str, Any]) -> list[AgentActivity]:
+        failed = event.get("isError") is True
+        error = event.get("error")
+        detail = error.get("message") if isinstance(error, dict) else event.get("value")
+        call_id = event.get("id")
+        self.tool_outcome(
+            call_id if isinstance(call_id, str) else None, ok=not failed, detail=detail
+        )
+        if not failed:
+            return []
+        tool = event.get("toolName") or event.get("toolId") or "tool"
+        return [AgentActivity("warning", f"{tool} failed: {str(detail)[:160]}")]
 
     def finish(self, *, exit_code: int, stderr_tail: str) -> AgentResult:
         """The result once the CLI exited."""
@@ -108,7 +112,7 @@ class DroidStreamParser:
         )
 
 
-class FactoryDroidAgent:
+class FactoryDroidAgent(CliAgent):
     """Factory's Droid through its CLI (`droid exec -o stream-json`)."""
 
     name = "factory-droid"
@@ -123,13 +127,21 @@ class FactoryDroidAgent:
         kill_grace_s: float = 2.0,
         model: str | None = None,
         run_as: tuple[int, int] | None = None,
+        budget_usd: float | None = None,
+        budgets: Sequence[Budget] = (),
+        prices: PriceTable | None = None,
     ) -> None:
-        self.command = list(command)
-        self.run_as = run_as
+        super().__init__(
+            command,
+            kill_grace_s=kill_grace_s,
+            run_as=run_as,
+            budget_usd=budget_usd,
+            budgets=budgets,
+            prices=prices,
+        )
         self.model = model
         self.autonomy: AutonomyLevel = autonomy
         self.extra_args = list(extra_args)
-        self.kill_grace_s = kill_grace_s
 
     def argv(self, session_id: str | None, prompt_file: Path) -> list[str]:
         """The command line for one prompt read from `prompt_file`."""
@@ -144,12 +156,12 @@ class FactoryDroidAgent:
         """Run one prompt through `droid exec`."""
         with tempfile.TemporaryDirectory(prefix="droid-prompt-") as tmp:
             prompt_file = write_prompt_file(Path(tmp), request.prompt, self.run_as)
-            return await run_stream_agent(
+            parser = DroidStreamParser()
+            parser.model = self.model
+            return await self.run_parsed(
                 self.argv(request.session_id, prompt_file),
                 request,
-                DroidStreamParser(),
+                parser,
                 on_activity,
                 stdin_text=None,
-                kill_grace_s=self.kill_grace_s,
-                run_as=self.run_as,
             )

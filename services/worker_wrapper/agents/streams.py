@@ -7,7 +7,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["decode_line", "describe_tool", "error_text", "mask_text", "secret_values"]
+__all__ = [
+    "decode_line",
+    "describe_tool",
+    "error_text",
+    "mask_text",
+    "secret_values",
+    "tool_target",
+]
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 _MIN_SECRET_CHARS = 6
@@ -29,8 +36,9 @@ def decode_line(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def describe_tool(name: str, arguments: Any) -> tuple[str, str | None]:
-    """A one-line description of a tool call, and the file it touches (if any)."""
+def tool_target(arguments: Any) -> tuple[str, str | None]:
+    """What a tool call works on (its file, else its command, pattern, URL, ...), shortened
+    to one line, and the file it touches (if any)."""
     touched: str | None = None
     detail = ""
     if isinstance(arguments, dict):
@@ -46,7 +54,12 @@ def describe_tool(name: str, arguments: Any) -> tuple[str, str | None]:
                 if isinstance(value, str) and value:
                     detail = value
                     break
-    detail = detail.replace("\n", " ")[:_SUMMARY_CHARS]
+    return detail.replace("\n", " ")[:_SUMMARY_CHARS], touched
+
+
+def describe_tool(name: str, arguments: Any) -> tuple[str, str | None]:
+    """A one-line description of a tool call, and the file it touches (if any)."""
+    detail, touched = tool_target(arguments)
     return (f"{name}: {detail}" if detail else name), touched
 
 

@@ -22,10 +22,17 @@ from shared.contracts.queues.worker import (
     parse_worker_command,
     parse_worker_response,
 )
-from shared.contracts.queues.worker_io import WorkerInputMessage, WorkerOutputMessage
+from shared.contracts.queues.worker_io import (
+    AgentRunRecord,
+    AgentToolCall,
+    WorkerInputMessage,
+    WorkerOutputMessage,
+)
 
 __all__ = [
     "AgentName",
+    "AgentRunRecord",
+    "AgentToolCall",
     "AnsibleDeployMessage",
     "AnsibleDeployResult",
     "CreateWorkerCommand",

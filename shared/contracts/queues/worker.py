@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
 
 from shared.contracts.base import QueueMeta
+from shared.contracts.queues.worker_io import AgentRunRecord
 
 __all__ = [
     "AgentName",
@@ -94,6 +95,8 @@ class SendMessageResponse(BaseModel):
     success: bool
     response: str | None = None
     error: str | None = None
+    run: AgentRunRecord | None = None
+    """The agent run's record, relayed from the wrapper (correction 4 of `shared.contracts`)."""
 
 
 class DeleteWorkerResponse(BaseModel):

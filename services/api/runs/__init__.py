@@ -1,0 +1,1 @@
+"""Agent run records, usage sums and budget caps."""
