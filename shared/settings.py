@@ -51,6 +51,10 @@ class ApiSettings(BaseModel):
     """Each new task's deadline, by type."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """The largest request body the API reads; a larger one is refused with 413."""
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    """How long an API process trusts a credential it has looked up without looking again; a
+    revocation through that process applies at once, one through another process within this
+    time. 0: look every credential up on every request."""
 
     @property
     def base_url(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import FastAPI
 
+from services.api.auth.cache import CredentialCache
 from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.db import Database
@@ -29,10 +30,12 @@ def create_app(
     relay_wake: asyncio.Event | None = None,
     task_deadlines: TaskDeadlines | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    auth_cache_ttl_s: float = 5.0,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
-    body over `max_body_bytes` is refused with 413."""
+    body over `max_body_bytes` is refused with 413; credentials are trusted for
+    `auth_cache_ttl_s` once looked up (`auth/cache.py`)."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
@@ -46,6 +49,7 @@ def create_app(
     app.state.db = database
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
+    app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)

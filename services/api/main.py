@@ -66,6 +66,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         relay_wake=wake,
         task_deadlines=settings.api.task_deadlines,
         max_body_bytes=settings.api.max_body_bytes,
+        auth_cache_ttl_s=settings.api.auth_cache_ttl_s,
     )
     config = uvicorn.Config(
         app,
