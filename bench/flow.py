@@ -540,11 +540,19 @@ async def timed_phases(
 ) -> dict[str, Any]:
     """One task at a time, then `tasks` at once."""
     say(f"{label}: one task at a time, {options.repeat} runs")
+    before = await redis_commands(redis)
     singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
+    per_task = (await redis_commands(redis) - before) / options.repeat
     say(f"{label}: {options.tasks} tasks at once")
     batch = await driver.many(options.tasks, "bench: batch")
     await wait_for(redis, FLOWS_KEY, 0, 60)
-    return timing_figures(singles, batch)
+    return {**timing_figures(singles, batch), "redis_commands_per_task": per_task}
+
+
+async def redis_commands(redis: aioredis.Redis) -> int:
+    """Commands the Redis server processed so far (every client: actors, workers, us)."""
+    stats = await redis.info("stats")
+    return int(stats["total_commands_processed"])
 
 
 def _uss_kib(pid: int) -> int:
@@ -717,6 +725,10 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
             f"  {label:<30}{cells[0] * 1000:>8.0f}ms{cells[1] * 1000:>12.0f}ms"
             f"{cells[2] * 1000:>12.0f}ms{cells[3] * 1000:>16.0f}ms"
         )
+    print(
+        f"Redis commands per task (one at a time, every client, polls included): pool off "
+        f"{off['redis_commands_per_task']:.0f}, pool on {on['redis_commands_per_task']:.0f}"
+    )
     pool = figures["pool"]
     print(
         f"warm pool: {pool['size']} of {pool['wanted']} workers ready {pool['fill_s']:.1f} s "

@@ -242,12 +242,14 @@ class WorkerManager:
                 )
             await self.pool.bind(worker_id, env)
             await self._wait_ready(worker_id, record.runtime_ref)
-        except WorkerManagerError as exc:
-            current = await self.registry.get(worker_id)
-            if current is not None and current.is_live:
-                await self.runtime.stop(record.runtime_ref, grace_s=0)
-                await self.registry.finish(worker_id, "failed", error=str(exc))
-            await self.release(worker_id)
+        except Exception as exc:  # a claimed worker is never left half-bound
+            detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
+            with contextlib.suppress(WorkerManagerError, RedisError):
+                current = await self.registry.get(worker_id)
+                if current is not None and current.is_live:
+                    await self.runtime.stop(record.runtime_ref, grace_s=0)
+                    await self.registry.finish(worker_id, "failed", error=detail)
+                await self.release(worker_id)
             raise
         log.info("worker_created", worker_id=worker_id, adapter=record.adapter, warm=True)
 
