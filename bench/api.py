@@ -233,7 +233,9 @@ async def _run_backend(
     task_ids: list[str] = []
     server = psutil.Process(process.pid)
     try:
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=60
+        ) as client:
             body = {"project_id": project_id, "type": "engineering", "spec": "bench"}
 
             async def create() -> httpx.Response:
@@ -257,7 +259,11 @@ async def _run_backend(
             ]
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
     return results
 
 
