@@ -8,7 +8,15 @@ for SCENARIO_S seconds each:
 
 - `GET /health`: the floor (uvicorn + FastAPI, no credential, no database);
 - `POST /api/tasks`: authentication, project check, task row + outbox row in one commit;
-- `GET /api/tasks/{id}`: authentication and one joined read.
+- `GET /api/tasks/{id}`: authentication (cached for `api.auth_cache_ttl_s` once looked up)
+  and one joined read, without a commit;
+- `GET /api/tasks?status=running`: the poll of a console or the scheduler, newest first.
+
+Each database runs twice: empty, then with `--seed` (100,000) finished tasks and as many
+published outbox rows inserted before the API starts, so the reads, the poll and the outbox
+relay show whether they grow with finished work. The verdicts of issue 19 come last: a task
+read at most 2x and a task create at most 4x the server CPU per request of `/health`.
+The text and the figures (JSON) are also written to `bench/results/`.
 
 It prints requests/s and p50/p99 latency. Client and server share the machine's cores, so
 the figures are a lower bound of what the server alone would do; the API process's CPU time
@@ -17,7 +25,11 @@ per request (psutil) is the figure that holds on a busy machine. Bounded: under 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import datetime as dt
+import io
 import os
 import random
 import statistics
@@ -33,12 +45,16 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import httpx
 import psutil
+from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from services.api.auth.service import AuthService
 from services.api.main import prepare_database
+from services.api.outbox.models import OutboxMessage
 from services.api.projects.models import Project
+from services.api.tasks.models import Task
 from services.api.users.models import User
+from shared import bench_record
 from shared.contracts import ProjectStatus, new_id
 from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
@@ -46,6 +62,11 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 16
 SCENARIO_S = 5.0
+START_TIMEOUT_S = 300.0
+"""A loaded machine starts a Python process slowly."""
+READ_TARGET = 2.0
+CREATE_TARGET = 4.0
+SEED_CHUNK = 5000
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -61,21 +82,40 @@ class Figures:
     server_cpu_s: float
     """CPU time the API process spent in the scenario (user + system)."""
 
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU per request, ms."""
+        return 1000 * self.server_cpu_s / max(1, self.requests)
+
+    def summary(self) -> dict[str, float | int | str]:
+        """The figures without the samples (for the JSON file)."""
+        ordered = sorted(self.latencies_ms) or [0.0]
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "errors": self.errors,
+            "req_per_s": self.requests / self.seconds,
+            "p50_ms": statistics.median(ordered),
+            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "server_cpu_ms_per_req": self.cpu_ms,
+        }
+
     def line(self) -> str:
         """A printable row."""
         ordered = sorted(self.latencies_ms) or [0.0]
         p50 = statistics.median(ordered)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         rate = self.requests / self.seconds
-        cpu_ms = 1000 * self.server_cpu_s / max(1, self.requests)
+        cpu_ms = self.cpu_ms
         return (
             f"  {self.name:<30} {rate:>7.0f} req/s  p50 {p50:>7.1f} ms  p99 {p99:>7.1f} ms  "
             f"server CPU {cpu_ms:>5.2f} ms/req  ({self.requests} req, {self.errors} errors)"
         )
 
 
-async def _seed(settings: Settings) -> tuple[str, str]:
-    """Migrate, create an admin key, a user and a project; returns (key, project id)."""
+async def _seed(settings: Settings, finished: int) -> tuple[str, str]:
+    """Migrate, create an admin key, a user and a project, and `finished` completed tasks
+    with their published outbox rows; returns (key, project id)."""
     database = await prepare_database(settings)
     try:
         async with database.sessionmaker() as session:
@@ -88,7 +128,40 @@ async def _seed(settings: Settings) -> tuple[str, str]:
             session.add(project)
             _, key = await AuthService(session).create_key("bench", "admin", None)
             await session.commit()
-            return key, project.id
+            project_id = project.id
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        for start in range(0, finished, SEED_CHUNK):
+            count = min(SEED_CHUNK, finished - start)
+            tasks = [
+                {
+                    "id": new_id(),
+                    "project_id": project_id,
+                    "type": "engineering",
+                    "status": "completed",
+                    "spec": "seeded",
+                    "correlation_id": new_id(),
+                    "created_at": now - dt.timedelta(seconds=finished - start - i),
+                    "redrive_count": 0,
+                }
+                for i in range(count)
+            ]
+            outbox = [
+                {
+                    "stream": "engineering:queue",
+                    "message_type": "EngineeringMessage",
+                    "payload": "{}",
+                    "correlation_id": row["correlation_id"],
+                    "created_at": row["created_at"],
+                    "published_at": now,
+                    "attempts": 1,
+                }
+                for row in tasks
+            ]
+            async with database.sessionmaker() as session:
+                await session.execute(insert(Task), tasks)
+                await session.execute(insert(OutboxMessage), outbox)
+                await session.commit()
+        return key, project_id
     finally:
         await database.close()
 
@@ -110,7 +183,7 @@ def _start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[byte
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the API exited with {process.returncode}")
@@ -120,7 +193,7 @@ def _start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[byte
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("the API did not start within 60 s")
+    raise RuntimeError(f"the API did not start within {START_TIMEOUT_S:.0f} s")
 
 
 async def _scenario(
@@ -148,15 +221,21 @@ async def _scenario(
     return Figures(name, len(latencies), errors, elapsed_s, latencies, cpu_s)
 
 
-async def _run_backend(label: str, database_url: str, redis_url: str) -> list[Figures]:
-    key, project_id = await _seed(Settings(database_url=database_url))
+async def _run_backend(
+    label: str, database_url: str, redis_url: str, finished: int = 0
+) -> list[Figures]:
+    key, project_id = await _seed(Settings(database_url=database_url), finished)
+    if finished:
+        label = f"{label}+{finished // 1000}k"
     process, url = _start_api(database_url, redis_url)
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     headers = {"Authorization": f"Bearer {key}"}
     task_ids: list[str] = []
     server = psutil.Process(process.pid)
     try:
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=60
+        ) as client:
             body = {"project_id": project_id, "type": "engineering", "spec": "bench"}
 
             async def create() -> httpx.Response:
@@ -172,10 +251,19 @@ async def _run_backend(label: str, database_url: str, redis_url: str) -> list[Fi
                 await _scenario(f"{label} GET /health", server, lambda: client.get("/health")),
                 await _scenario(f"{label} POST /api/tasks", server, create),
                 await _scenario(f"{label} GET /api/tasks/{{id}}", server, read),
+                await _scenario(
+                    f"{label} GET /api/tasks?status=running",
+                    server,
+                    lambda: client.get("/api/tasks", params={"status": "running", "limit": 50}),
+                ),
             ]
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
     return results
 
 
@@ -204,28 +292,83 @@ async def _drop_pg(url: str) -> None:
         await connection.close()
 
 
-async def main() -> None:
-    """Run every backend and print the figures."""
-    print(
-        f"REST API, uvicorn as `python -m services.api`, {CONCURRENCY} concurrent clients, "
-        f"{SCENARIO_S:.0f} s per scenario, {os.cpu_count()} CPUs shared with the clients"
-    )
+def verdicts(rows: list[Figures]) -> list[str]:
+    """Server CPU per request of a task read and a task create against /health's, per run."""
+    lines = []
+    runs: dict[str, dict[str, Figures]] = {}
+    for row in rows:
+        run, _, scenario = row.name.partition(" ")
+        runs.setdefault(run, {})[scenario] = row
+    for run, found in runs.items():
+        floor = found["GET /health"].cpu_ms
+        for scenario, target in (
+            ("GET /api/tasks/{id}", READ_TARGET),
+            ("POST /api/tasks", CREATE_TARGET),
+        ):
+            ratio = found[scenario].cpu_ms / floor if floor else float("inf")
+            verdict = "PASS" if ratio <= target else "MISS"
+            lines.append(
+                f"{verdict}  {run}: {scenario} server CPU {ratio:.1f}x /health "
+                f"(target <= {target:g}x)"
+            )
+    return lines
+
+
+async def run(finished: int) -> tuple[list[Figures], list[str]]:
+    """Every backend, empty and with `finished` tasks; the rows and the printed lines."""
+    rows: list[Figures] = []
+    notes: list[str] = []
     with RedisServer() as redis, tempfile.TemporaryDirectory() as tmp:
-        figures = await _run_backend(
-            "sqlite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}", redis.url
+        for count in sorted({0, finished}):
+            say(f"sqlite, {count} finished tasks")
+            db_file = Path(tmp) / f"bench-{count}.db"
+            rows += await _run_backend("sqlite", f"sqlite+aiosqlite:///{db_file}", redis.url, count)
+        for count in sorted({0, finished}):
+            pg_url = await _pg_database()
+            if pg_url is None:
+                notes.append("  postgres: no server reachable, skipped")
+                break
+            say(f"postgres, {count} finished tasks")
+            try:
+                rows += await _run_backend("postgres", pg_url, redis.url, count)
+            finally:
+                await _drop_pg(pg_url)
+    return rows, notes
+
+
+def say(text: str) -> None:
+    """Progress of the run, on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every backend and print the figures; 1 when a request failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seed", type=int, default=100_000, help="finished tasks (100000)")
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error("--seed must be 0 or more")
+    info = bench_record.context()
+    rows, notes = asyncio.run(run(args.seed))
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print(bench_record.context_line(info))
+        print(
+            f"REST API, uvicorn as `python -m services.api`, {CONCURRENCY} concurrent clients, "
+            f"{SCENARIO_S:.0f} s per scenario, {os.cpu_count()} CPUs shared with the clients"
         )
-        for row in figures:
+        for row in rows:
             print(row.line())
-        pg_url = await _pg_database()
-        if pg_url is None:
-            print("  postgres: no server reachable, skipped")
-            return
-        try:
-            for row in await _run_backend("postgres", pg_url, redis.url):
-                print(row.line())
-        finally:
-            await _drop_pg(pg_url)
+        for note in notes:
+            print(note)
+        for line in verdicts(rows):
+            print(line)
+    figures = {"context": info, "seed": args.seed, "rows": [row.summary() for row in rows]}
+    saved = bench_record.save("api", text.getvalue(), figures)
+    print(text.getvalue(), end="")
+    print(f"(figures in {saved})")
+    return 1 if any(row.errors for row in rows) else 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

@@ -39,6 +39,13 @@ Baselines, measured in the same run:
 - worker start: a fresh interpreter importing the worker wrapper, the part of
   `create_worker` that every local worker pays before it takes input.
 
+Pool off and on: the timed phases run twice, first with every create starting its own worker
+(`ORCHESTRATOR_WORKERS__POOL__SIZE=0`), then with a warm pool of `--pool` workers (the
+worker-manager restarted with it, the pool full before the first task); the memory of an idle
+warm worker (RSS and USS) and of the whole pool is read from /proc while it is full. Verdicts
+against the targets of issue 19 are printed last. The text and the figures (JSON) are also
+written to `bench/results/` (`shared/bench_record.py`).
+
 Everything started here (actors, workers, redis-server) is stopped at the end; the data
 directory is removed. Bounded: every wait has a deadline. `--quick` is a smoke run.
 """
@@ -48,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -70,10 +78,11 @@ import structlog
 
 from services.cli.admin import create_admin_key
 from services.langgraph.keys import FLOWS_KEY, WAITS_KEY
+from services.worker_manager.registry import WorkerRegistry
 from services.worker_manager.workspace import clone_repository
 from services.worker_wrapper.agents import AgentRequest, BuiltinAgent
 from services.worker_wrapper.agents.base import ignore_activity
-from shared import registry
+from shared import bench_record, registry
 from shared.api_client import ApiClient
 from shared.contracts import (
     EngineeringMessage,
@@ -94,6 +103,9 @@ HOPS = 9
 ACTORS = ("api", "scaffolder", "worker-manager", "langgraph")
 START_TIMEOUT_S = 90.0
 TASK_TIMEOUT_S = 600.0
+TARGET_OVERHEAD_S = 0.100
+TARGET_HAND_RATIO = 1.5
+TARGET_BATCH_OVERHEAD_S = 3.0
 SEGMENTS = (
     ("API → flow started", "created", "start"),
     ("start, prepare", "start", "create_worker"),
@@ -202,6 +214,9 @@ class System:
             "ORCHESTRATOR_API__KEY": service_key,
             "ORCHESTRATOR_LOG_LEVEL": "WARNING",
             "ORCHESTRATOR_WORKERS__ADAPTER": "builtin",
+            # a manager adopts (or stops as orphans) every worker of its manager id found in
+            # the process table: another system on this machine must not take ours for its own
+            "ORCHESTRATOR_WORKERS__MANAGER_ID": f"bench-{secrets.token_hex(4)}",
             # deadlines only (a loaded 2-core machine starts 50 Python workers slowly)
             "ORCHESTRATOR_WORKERS__START_TIMEOUT_S": "300",
             "ORCHESTRATOR_LANGGRAPH__TIMEOUTS__CREATE_WORKER_S": "3600",
@@ -224,6 +239,10 @@ class System:
         log.close()
         self.processes[actor] = process
         return process.pid
+
+    def set_pool(self, size: int) -> None:
+        """The warm pool size of the worker-manager's next start (0: no pool)."""
+        self.env["ORCHESTRATOR_WORKERS__POOL__SIZE"] = str(size)
 
     def stop(self, actor: str) -> None:
         """SIGTERM (the actor shuts down gracefully), SIGKILL after 30 s."""
@@ -437,6 +456,7 @@ class Options:
     tasks: int
     repeat: int
     waiting: int
+    pool: int
     as_json: bool
     settle_s: float
     """Pause before reading a process's memory."""
@@ -448,6 +468,7 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--tasks", type=int, help="tasks created at once (50; quick 3)")
     parser.add_argument("--repeat", type=int, help="one-task runs (5; quick 2)")
     parser.add_argument("--waiting", type=int, help="waiting flows, memory (1000; quick 20)")
+    parser.add_argument("--pool", type=int, help="warm workers of the pool-on run (10; quick 2)")
     parser.add_argument("--quick", action="store_true", help="a smoke run with small counts")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -462,6 +483,7 @@ def parse(argv: list[str] | None = None) -> Options:
         tasks=chosen(args.tasks, 50, 3),
         repeat=chosen(args.repeat, 5, 2),
         waiting=chosen(args.waiting, 1000, 20),
+        pool=chosen(args.pool, 10, 2),
         as_json=bool(args.json),
         settle_s=1.0 if quick else 3.0,
     )
@@ -493,12 +515,14 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
             say("warm-up task (scaffolds the project)")
             first = await driver.one("bench: warm-up")
             figures["first_task"] = {"e2e_s": first.e2e_s, "overhead_s": first.overhead_s}
-            say(f"one task at a time, {options.repeat} runs")
-            singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
-            say(f"{options.tasks} tasks at once")
-            batch = await driver.many(options.tasks, "bench: batch")
-            await wait_for(redis, FLOWS_KEY, 0, 60)
-            figures.update(timing_figures(singles, batch))
+            figures["pool_off"] = await timed_phases(options, driver, redis, "pool off")
+            say(f"worker-manager restarted with a pool of {options.pool}")
+            system.stop("worker-manager")
+            system.set_pool(options.pool)
+            system.start("worker-manager")
+            figures["pool"] = await pool_memory(system, redis, options.pool)
+            figures["pool_on"] = await timed_phases(options, driver, redis, "pool on")
+            figures.update(figures["pool_off"])  # the keys of earlier runs' JSON
             repo_url = (await api.get_project(project.id)).repository_url or ""
             say("baseline: by hand")
             rounds = min(options.repeat, 5)
@@ -509,6 +533,60 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
     finally:
         await redis.aclose()
     return figures
+
+
+async def timed_phases(
+    options: Options, driver: Driver, redis: aioredis.Redis, label: str
+) -> dict[str, Any]:
+    """One task at a time, then `tasks` at once."""
+    say(f"{label}: one task at a time, {options.repeat} runs")
+    before = await redis_commands(redis)
+    singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
+    per_task = (await redis_commands(redis) - before) / options.repeat
+    say(f"{label}: {options.tasks} tasks at once")
+    batch = await driver.many(options.tasks, "bench: batch")
+    await wait_for(redis, FLOWS_KEY, 0, 60)
+    return {**timing_figures(singles, batch), "redis_commands_per_task": per_task}
+
+
+async def redis_commands(redis: aioredis.Redis) -> int:
+    """Commands the Redis server processed so far (every client: actors, workers, us)."""
+    stats = await redis.info("stats")
+    return int(stats["total_commands_processed"])
+
+
+def _uss_kib(pid: int) -> int:
+    with contextlib.suppress(psutil.Error):
+        return int(psutil.Process(pid).memory_full_info().uss // 1024)
+    return 0
+
+
+async def pool_memory(system: System, redis: aioredis.Redis, size: int) -> dict[str, Any]:
+    """Wait for the pool to be full; the memory of its idle warm workers."""
+    registry = WorkerRegistry(redis)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    started = time.perf_counter()
+    warm = []
+    while time.monotonic() < deadline:
+        system.check()
+        warm = [r for r in await registry.all() if r.status == "warm"]
+        if len(warm) >= size:
+            break
+        await asyncio.sleep(0.1)
+    fill_s = time.perf_counter() - started
+    await asyncio.sleep(1.0)
+    pids = [int(r.runtime_ref.split(":", 1)[0]) for r in warm]
+    rss = [memory_kib(pid)["VmRSS"] for pid in pids]
+    uss = [_uss_kib(pid) for pid in pids]
+    return {
+        "size": len(warm),
+        "wanted": size,
+        "fill_s": fill_s,
+        "worker_rss_kib": statistics.median(rss) if rss else 0,
+        "worker_uss_kib": statistics.median(uss) if uss else 0,
+        "pool_rss_kib": sum(rss),
+        "pool_uss_kib": sum(uss),
+    }
 
 
 async def guarded(options: Options, system: System) -> dict[str, Any]:
@@ -618,10 +696,14 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
         f"{'scenario':<16}{'e2e p50':>9}{'agent p50':>11}{'ovh p50':>9}{'ovh p95':>9}"
         f"{'wall s':>8}{'tasks/s':>9}{'ovh/bus':>9}{'e2e/hand':>10}"
     )
-    single, batch = figures["single"], figures["concurrent"]
+    off, on = figures["pool_off"], figures["pool_on"]
+    single, batch = off["single"], off["concurrent"]
+    pool_size = figures["pool"]["size"]
     for label, row in (
         (f"1 task (x{single['tasks']})", single),
         (f"{batch['tasks']} at once", batch),
+        (f"pool {pool_size}: 1 task", on["single"]),
+        (f"pool {pool_size}: {batch['tasks']}", on["concurrent"]),
     ):
         print(
             f"{label:<16}{row['e2e_p50_s']:>8.2f}s{row['agent_p50_s']:>10.2f}s"
@@ -630,10 +712,31 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
             f"{row['overhead_p50_s'] / floor_s:>8.0f}x{row['e2e_p50_s'] / by_hand_s:>9.1f}x"
         )
     many_label = f"{batch['tasks']} at once"
-    print(f"{'per step, median':<32}{'1 task':>10}{many_label:>14}")
+    print(
+        f"{'per step, median':<32}{'1 task':>10}{many_label:>14}"
+        f"{'pool: 1 task':>14}{'pool: ' + many_label:>18}"
+    )
     for label, _, _ in SEGMENTS:
-        one, many = single["segments_p50_s"][label], batch["segments_p50_s"][label]
-        print(f"  {label:<30}{one * 1000:>8.0f}ms{many * 1000:>12.0f}ms")
+        cells = [
+            phase["segments_p50_s"][label]
+            for phase in (single, batch, on["single"], on["concurrent"])
+        ]
+        print(
+            f"  {label:<30}{cells[0] * 1000:>8.0f}ms{cells[1] * 1000:>12.0f}ms"
+            f"{cells[2] * 1000:>12.0f}ms{cells[3] * 1000:>16.0f}ms"
+        )
+    print(
+        f"Redis commands per task (one at a time, every client, polls included): pool off "
+        f"{off['redis_commands_per_task']:.0f}, pool on {on['redis_commands_per_task']:.0f}"
+    )
+    pool = figures["pool"]
+    print(
+        f"warm pool: {pool['size']} of {pool['wanted']} workers ready {pool['fill_s']:.1f} s "
+        f"after the manager's start; an idle warm worker: RSS "
+        f"{pool['worker_rss_kib'] / 1024:.1f} MiB, USS {pool['worker_uss_kib'] / 1024:.1f} MiB; "
+        f"the pool: RSS {pool['pool_rss_kib'] / 1024:.1f} MiB, "
+        f"USS {pool['pool_uss_kib'] / 1024:.1f} MiB"
+    )
     mem = figures["memory"]
     print(
         f"langgraph RSS: {mem['rss_idle_kib'] / 1024:.1f} MiB with no flow, "
@@ -645,6 +748,26 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
     )
     if mem["waiting"] != mem["wanted"]:
         print(f"  only {mem['waiting']} of {mem['wanted']} flows reached their wait in time")
+    for verdict in verdicts(figures):
+        print(verdict)
+
+
+def verdicts(figures: dict[str, Any]) -> list[str]:
+    """The targets of issue 19, each with the figure measured against it."""
+    on = figures["pool_on"]
+    one = on["single"]["overhead_p50_s"]
+    ratio = on["single"]["e2e_p50_s"] / figures["by_hand_s"]
+    many = on["concurrent"]["overhead_p50_s"]
+    count = on["concurrent"]["tasks"]
+    checks = (
+        (f"pool on, overhead p50 of one task {one * 1000:.0f} ms", one <= TARGET_OVERHEAD_S,
+         f"<= {TARGET_OVERHEAD_S * 1000:.0f} ms"),
+        (f"pool on, end to end / by hand {ratio:.2f}x", ratio <= TARGET_HAND_RATIO,
+         f"<= {TARGET_HAND_RATIO}x"),
+        (f"pool on, {count} at once, overhead p50 {many:.2f} s", many <= TARGET_BATCH_OVERHEAD_S,
+         f"<= {TARGET_BATCH_OVERHEAD_S:.0f} s"),
+    )  # fmt: skip
+    return [f"{'PASS' if ok else 'MISS'}  {text} (target {target})" for text, ok, target in checks]
 
 
 @contextlib.contextmanager
@@ -657,6 +780,7 @@ def quiet_logs() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every task completed and every flow reached its wait."""
     options = parse(argv)
+    run_context = bench_record.context()
     started = time.perf_counter()
     with (
         quiet_logs(),
@@ -670,10 +794,17 @@ def main(argv: list[str] | None = None) -> int:
             system.stop_all()
         binary = Path(redis_server.binary).name
     elapsed_s = time.perf_counter() - started
+    figures["context"] = run_context
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print(bench_record.context_line(run_context))
+        report(figures, binary, elapsed_s)
+    saved = bench_record.save("flow", text.getvalue(), figures)
     if options.as_json:
         print(json.dumps(figures, indent=2))
     else:
-        report(figures, binary, elapsed_s)
+        print(text.getvalue(), end="")
+        print(f"(figures in {saved})")
     return 0 if figures["memory"]["waiting"] == options.waiting else 1
 
 

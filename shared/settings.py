@@ -66,6 +66,10 @@ class ApiSettings(BaseModel):
     """Every user's cap on a calendar month's agent spend in USD, unless an admin set the
     user's own (`PUT /api/users/{id}/budget`); None: no cap. Engineering tasks are refused
     at creation once it is reached."""
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    """How long an API process trusts a credential it has looked up without looking again; a
+    revocation through that process applies at once, one through another process within this
+    time. 0: look every credential up on every request."""
 
     @property
     def base_url(self) -> str:

@@ -44,12 +44,13 @@ def _started_under(tmp: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
-    """A tiny run: the tasks complete, the flows park, nothing is left running."""
+    """A tiny run: the tasks complete with the pool off and on, the flows park, nothing is
+    left running."""
     done = _bench(
-        "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--json",
-        tmp=tmp_path, timeout_s=140,
+        "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--pool", "1", "--json",
+        tmp=tmp_path, timeout_s=290,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
@@ -60,6 +61,14 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
         assert 0 < row["agent_p50_s"] < row["e2e_p50_s"]
         assert row["overhead_p50_s"] > 0
         assert row["overhead_p95_s"] >= row["overhead_p50_s"]
+    for phase in ("pool_off", "pool_on"):
+        assert figures[phase]["single"]["tasks"] == 1
+        assert figures[phase]["concurrent"]["tasks"] == 2
+        assert figures[phase]["redis_commands_per_task"] > 0
+    pool = figures["pool"]
+    assert pool["size"] == pool["wanted"] == 1
+    assert 0 < pool["worker_uss_kib"] <= pool["worker_rss_kib"]
+    assert figures["context"]["cpus"] == os.cpu_count()
     assert figures["bus_hop_ms"] > 0
     assert figures["by_hand_agent_s"] > 0
     memory = figures["memory"]

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import FastAPI
 
+from services.api.auth.cache import CredentialCache
 from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.console import install_console
@@ -38,11 +39,13 @@ def create_app(
     redis_url: str | None = None,
     api_url: str | None = None,
     monthly_budget_usd: float | None = None,
+    auth_cache_ttl_s: float = 5.0,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
     body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
-    it, setting one answers 503)."""
+    it, setting one answers 503); credentials are trusted for `auth_cache_ttl_s` once looked
+    up (`auth/cache.py`)."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
@@ -60,6 +63,7 @@ def create_app(
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     app.state.secret_box = secret_box
     app.state.monthly_budget_usd = monthly_budget_usd
+    app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health_router)

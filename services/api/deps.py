@@ -9,16 +9,28 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from services.api.auth.cache import CredentialCache
 from services.api.auth.principal import Principal
-from services.api.auth.service import AuthService
+from services.api.auth.service import REVOKED, AuthService
 from services.api.db import Database
 from services.api.outbox.repository import OUTBOX_WRITTEN
 
-__all__ = ["CallerDep", "PageDep", "PageParams", "SessionDep", "database", "session"]
+__all__ = [
+    "CallerDep",
+    "PageDep",
+    "PageParams",
+    "SessionDep",
+    "credential_cache",
+    "database",
+    "session",
+]
 
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
+_WROTE = "deps.wrote"
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -33,17 +45,38 @@ def database(request: Request) -> Database:
     return db
 
 
+@event.listens_for(Session, "after_flush")
+def _note_write(db_session: Session, _context: object) -> None:
+    db_session.info[_WROTE] = True
+
+
+def credential_cache(request: Request) -> CredentialCache:
+    """The application's cache of recently authenticated credentials."""
+    cache: CredentialCache = request.app.state.credentials
+    return cache
+
+
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed when the handler returned, rolled back otherwise.
 
-    On SQLite, requests that may write (every method but GET/HEAD/OPTIONS) take the
-    database's write lock for their whole transaction."""
+    A read-only request (GET/HEAD/OPTIONS) that wrote nothing is not committed: its
+    transaction is only rolled back when the session closes. On SQLite, requests that may
+    write (every other method) take the database's write lock for their whole transaction.
+    A transaction that revoked credentials empties the credential cache before and after
+    its commit."""
     db = database(request)
-    lock = db.write_lock if request.method not in _READ_ONLY else None
+    read_only = request.method in _READ_ONLY
+    lock = None if read_only else db.write_lock
     async with lock or contextlib.nullcontext(), db.sessionmaker() as db_session:
         try:
             yield db_session
-            await db_session.commit()
+            info = db_session.info
+            if info.get(REVOKED):
+                credential_cache(request).clear()
+            if not read_only or info.get(_WROTE) or db_session.new or db_session.dirty:
+                await db_session.commit()
+            if info.get(REVOKED):
+                credential_cache(request).clear()
         except BaseException:
             await db_session.rollback()
             raise
@@ -57,10 +90,11 @@ SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 async def caller(
     db_session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cache: Annotated[CredentialCache, Depends(credential_cache)],
 ) -> Principal:
     """The authenticated caller; 401 without a valid credential."""
     secret = credentials.credentials if credentials is not None else None
-    return await AuthService(db_session).authenticate(secret)
+    return await AuthService(db_session).authenticate_cached(secret, cache)
 
 
 CallerDep = Annotated[Principal, Depends(caller)]

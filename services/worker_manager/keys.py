@@ -7,6 +7,7 @@ from shared.registry import WORKER_INDEX_KEY, worker_record_key
 __all__ = [
     "API_KEYS",
     "REGISTRY_INDEX",
+    "bind_key",
     "create_request_key",
     "registry_key",
     "sent_request_key",
@@ -31,3 +32,9 @@ def create_request_key(request_id: str) -> str:
 def sent_request_key(request_id: str) -> str:
     """The input entry a send_message command relayed (idempotency of `send_message`)."""
     return f"workers:sent:{request_id}"
+
+
+def bind_key(worker_id: str) -> str:
+    """A list holding a warm worker's binding (its task's environment) for the moment between
+    the manager's push and the wrapper's pop (`pool.py`); it expires if nobody pops it."""
+    return f"workers:bind:{worker_id}"

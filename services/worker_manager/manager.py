@@ -30,17 +30,20 @@ from services.worker_manager.agent_env import (
     hand_over,
     with_orchestrator_on_path,
 )
-from services.worker_manager.api_keys import WorkerApiKeys, api_key_request
+from services.worker_manager.api_keys import ApiKeyRequest, WorkerApiKeys, api_key_request
 from services.worker_manager.errors import (
     InvalidWorkerConfigError,
     UnknownWorkerError,
     WorkerDiedError,
+    WorkerManagerError,
     WorkerStartError,
     WorkerUnavailableError,
 )
 from services.worker_manager.keys import create_request_key, registry_key, sent_request_key
+from services.worker_manager.mirrors import RepositoryMirrors
+from services.worker_manager.pool import WarmPool
 from services.worker_manager.redis_users import WorkerRedisUsers
-from services.worker_manager.registry import WorkerRecord, WorkerRegistry, as_text
+from services.worker_manager.registry import WARM_STATUSES, WorkerRecord, WorkerRegistry, as_text
 from services.worker_manager.runtime import WorkerRuntime, WorkerSpec
 from services.worker_manager.settings import WorkerManagerSettings
 from shared import registry as queues
@@ -80,14 +83,18 @@ class WorkerManager:
     api_keys: WorkerApiKeys
     registry: WorkerRegistry = field(init=False)
     redis_users: WorkerRedisUsers = field(init=False)
+    pool: WarmPool = field(init=False)
+    mirrors: RepositoryMirrors = field(init=False)
     busy: set[str] = field(default_factory=set)
     """Workers being created or deleted right now (the monitor leaves them alone)."""
 
     def __post_init__(self) -> None:
         self.registry = WorkerRegistry(self.redis, record_ttl_s=self.settings.record_ttl_s)
         self.redis_users = WorkerRedisUsers(self.redis)
+        self.pool = WarmPool(self)
+        self.mirrors = RepositoryMirrors(self.settings.data_dir / "mirrors")
 
-    async def _release(self, worker_id: str) -> None:
+    async def release(self, worker_id: str) -> None:
         """Revoke what was issued to a worker that ends: its API key and its Redis user."""
         await self.api_keys.release(worker_id)
         if self.settings.redis_acl:
@@ -111,7 +118,21 @@ class WorkerManager:
         adapter = choose_adapter(self.settings, config.agent)
         account = agent_account(self.settings)
         key_request = api_key_request(command.context)
-        worker_id = f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
+        context = command.context
+        source = files.process_env()
+        env = files.allowlisted_env(
+            source,
+            self.settings.env_allowlist,
+            {**agent_env(self.settings, adapter, source), **config.env_vars},
+        )
+        env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
+        warm: WorkerRecord | None = None
+        if self.pool.enabled and not config.mount_session_volume:
+            # every check that can refuse the command is behind us: a claimed worker is bound
+            warm = await self.pool.take(config.agent, context.get("profile", "developer"))
+            worker_id = warm.worker_id
+        else:
+            worker_id = f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
         worker_dir = self.settings.data_dir / worker_id
         session_volume = f"session-{_slug(config.name)}" if config.mount_session_volume else None
         if session_volume:
@@ -120,14 +141,6 @@ class WorkerManager:
             workspace, session_dir = root / "workspace", root / "state"
         else:
             workspace, session_dir = worker_dir / "workspace", worker_dir / "session"
-        source = files.process_env()
-        env = files.allowlisted_env(
-            source,
-            self.settings.env_allowlist,
-            {**agent_env(self.settings, adapter, source), **config.env_vars},
-        )
-        env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
-        context = command.context
         record = WorkerRecord(
             worker_id=worker_id,
             name=config.name,
@@ -142,11 +155,15 @@ class WorkerManager:
             workspace=str(workspace),
             session_dir=str(session_dir),
             keep_session=config.mount_session_volume,
+            runtime_ref=warm.runtime_ref if warm is not None else "",
             created_at=time.time(),
             last_activity_at=time.time(),
         )
         self.busy.add(worker_id)
         try:
+            if warm is not None:
+                await self._bind_warm(command, record, env, key_request)
+                return worker_id
             await asyncio.to_thread(
                 self._prepare_files, record, workspace, session_dir, context, config.capabilities
             )
@@ -178,17 +195,63 @@ class WorkerManager:
                 await self.registry.update(worker_id, runtime_ref=ref)
             except WorkerStartError as exc:
                 await self.registry.finish(worker_id, "failed", error=str(exc))
-                await self._release(worker_id)
+                await self.release(worker_id)
                 raise
             try:
                 await self._wait_ready(worker_id, ref)
             except WorkerStartError:  # failed (a worker cut off by a restart is adopted)
-                await self._release(worker_id)
+                await self.release(worker_id)
                 raise
         finally:
             self.busy.discard(worker_id)
         log.info("worker_created", worker_id=worker_id, adapter=adapter, agent=config.agent)
         return worker_id
+
+    async def _bind_warm(
+        self,
+        command: CreateWorkerCommand,
+        record: WorkerRecord,
+        env: dict[str, str],
+        key_request: ApiKeyRequest | None,
+    ) -> None:
+        """Give a claimed warm worker its task: files, record, scoped credentials, binding."""
+        worker_id, context = record.worker_id, command.context
+        workspace, session_dir = Path(record.workspace), Path(record.session_dir)
+        try:
+            await asyncio.to_thread(
+                self._prepare_files,
+                record,
+                workspace,
+                session_dir,
+                context,
+                command.config.capabilities,
+            )
+            account = agent_account(self.settings)
+            if account is not None:
+                home = await asyncio.to_thread(hand_over, workspace, session_dir, account)
+                env["HOME"] = str(home.resolve())
+            env.update(self._wrapper_env(record, record.adapter, workspace, session_dir, context))
+            env["AGENT_CAPABILITIES"] = ",".join(command.config.capabilities)
+            await self.registry.put(record)
+            await self.redis.set(create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S)
+            if key_request is not None:
+                env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
+            if self.settings.redis_acl:  # the same user, now allowed its task's stream too
+                env["WORKER_REDIS_URL"] = await self.redis_users.issue(
+                    worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
+                )
+            await self.pool.bind(worker_id, env)
+            await self._wait_ready(worker_id, record.runtime_ref)
+        except Exception as exc:  # a claimed worker is never left half-bound
+            detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
+            with contextlib.suppress(WorkerManagerError, RedisError):
+                current = await self.registry.get(worker_id)
+                if current is not None and current.is_live:
+                    await self.runtime.stop(record.runtime_ref, grace_s=0)
+                    await self.registry.finish(worker_id, "failed", error=detail)
+                await self.release(worker_id)
+            raise
+        log.info("worker_created", worker_id=worker_id, adapter=record.adapter, warm=True)
 
     async def _refuse_shared_volume(self, name: str) -> None:
         for other in await self.registry.all():
@@ -208,12 +271,14 @@ class WorkerManager:
         repo_url = context.get("repo_url")
         if repo_url and not (workspace / ".git").exists():
             workspace.parent.mkdir(parents=True, exist_ok=True)
+            mirror = self.mirrors.refreshed(repo_url) if self.settings.mirror_repos else None
             files.clone_repository(
                 repo_url,
                 workspace,
                 context.get("branch"),
                 files.process_env(),
                 base=context.get("base_branch"),
+                mirror=mirror,
             )
         workspace.mkdir(parents=True, exist_ok=True)
         session_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +420,7 @@ class WorkerManager:
         if not await self.registry.fail_if_live(record.worker_id, detail):
             return False  # stopped or failed by someone else meanwhile
         log.error("worker_failed", worker_id=record.worker_id, error=detail)
-        await self._release(record.worker_id)
+        await self.release(record.worker_id)
         if record.task_id:
             event = ProgressEvent(
                 type="progress",
@@ -374,7 +439,7 @@ class WorkerManager:
         if worker_id in self.busy:
             return True
         record = await self.registry.get(worker_id)
-        return record is not None and record.is_live
+        return record is not None and (record.is_live or record.status in WARM_STATUSES)
 
     # delete -------------------------------------------------------------------------------
 
@@ -389,7 +454,7 @@ class WorkerManager:
                 await self.runtime.stop(record.runtime_ref, grace_s=self.settings.stop_grace_s)
             if record.status != "failed":
                 await self.registry.finish(worker_id, "stopped", error=reason)
-            await self._release(worker_id)
+            await self.release(worker_id)
             await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
         finally:
             self.busy.discard(worker_id)

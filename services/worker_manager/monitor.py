@@ -48,7 +48,7 @@ class WorkerMonitor:
         owned = await self.runtime.list_owned(self.settings.manager_id)
         adopted: list[str] = []
         dropped: list[str] = []
-        known: set[str] = set()
+        known: set[str] = await self.manager.pool.adopt(owned)
         for record in await self.registry.all():
             if not self._mine(record):
                 continue
@@ -69,10 +69,13 @@ class WorkerMonitor:
                 await self.runtime.stop(ref, grace_s=self.settings.stop_grace_s)
                 dropped.append(worker_id)
         log.info("workers_adopted", adopted=adopted, dropped=dropped)
+        self.manager.pool.fill_all()
         return adopted, dropped
 
     async def delete_all(self, *, reason: str) -> list[str]:
-        """Delete every live worker of this manager at once; answer their ids."""
+        """Delete every live worker of this manager at once (and stop its warm ones); answer
+        the ids of the live ones."""
+        await self.manager.pool.drain(reason)
         mine = [record.worker_id for record in await self.registry.all() if self._mine(record)]
         results = await asyncio.gather(
             *(self.manager.delete(worker_id, reason=reason) for worker_id in mine),
@@ -116,6 +119,7 @@ class WorkerMonitor:
                 and idle_s > self.settings.idle_timeout_s
             ):
                 await self.manager.delete(record.worker_id, reason=f"idle for {idle_s:.0f} s")
+        await self.manager.pool.check()
         await self.manager.api_keys.sweep(self.manager.is_live)
         if self.settings.redis_acl:
             await self.manager.redis_users.sweep(self.manager.is_live)

@@ -17,10 +17,25 @@ from pydantic import BaseModel
 
 from services.worker_manager.keys import REGISTRY_INDEX, registry_key
 
-__all__ = ["LIVE_STATUSES", "WorkerRecord", "WorkerRegistry", "WorkerStatus", "as_text"]
+__all__ = [
+    "LIVE_STATUSES",
+    "WARM_STATUSES",
+    "WorkerRecord",
+    "WorkerRegistry",
+    "WorkerStatus",
+    "as_text",
+]
 
-WorkerStatus = Literal["starting", "running", "busy", "stopped", "failed"]
+WorkerStatus = Literal["warming", "warm", "starting", "running", "busy", "stopped", "failed"]
 LIVE_STATUSES: frozenset[str] = frozenset({"starting", "running", "busy"})
+WARM_STATUSES: frozenset[str] = frozenset({"warming", "warm"})
+"""A pooled worker not bound to any task yet (`pool.py`): `warming` while its wrapper starts,
+`warm` once it waits for its binding. Neither is live: nothing can be sent to it."""
+_CLAIM_WARM = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'warm' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'starting')
+return 1
+"""
 _FAIL_IF_LIVE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'starting' and status ~= 'running' and status ~= 'busy' then return 0 end
@@ -125,6 +140,11 @@ class WorkerRegistry:
             _FAIL_IF_LIVE, 1, registry_key(worker_id), error, str(self.record_ttl_s)
         )
         return bool(done)
+
+    async def claim_warm(self, worker_id: str) -> bool:
+        """Turn a `warm` worker into a `starting` one, atomically: True for exactly one caller,
+        and never again for that worker (no status leads back to `warm`)."""
+        return bool(await self.redis.eval(_CLAIM_WARM, 1, registry_key(worker_id)))
 
     async def touch(self, worker_id: str) -> None:
         """Record activity now (a command for the worker)."""

@@ -13,6 +13,7 @@ __all__ = [
     "AdapterChoice",
     "AgentCli",
     "DockerSettings",
+    "PoolSettings",
     "ResourceLimits",
     "WorkerManagerSettings",
 ]
@@ -108,6 +109,24 @@ class DockerSettings(BaseModel):
     """Size of each of the tmpfs mounts on /tmp and the agent's home."""
 
 
+class PoolSettings(BaseModel):
+    """Warm workers (see docs/scale.md): wrappers started ahead of any task, one pool per
+    (runtime, agent, profile); a create binds one to its task and another starts. A worker
+    serves one task only and is never handed to another."""
+
+    size: int = Field(default=0, ge=0, le=256)
+    """Warm workers kept ready per (agent, profile) in use; 0: no pool (every create starts
+    its own wrapper)."""
+    idle_s: float = Field(default=900.0, gt=0)
+    """A pool no create used for this long shrinks to nothing (its warm workers stop) until
+    the next create of its (agent, profile); `prewarm` pools never shrink."""
+    prewarm: list[str] = Field(default_factory=lambda: ["claude-code/developer"])
+    """`agent/profile` pools filled as soon as the manager starts (when `size` > 0)."""
+    spawn_concurrency: int = Field(default=2, ge=1, le=64)
+    """Warm wrappers starting at once: an interpreter start is CPU-bound, and more at once
+    than cores only makes every one of them later."""
+
+
 class WorkerManagerSettings(BaseSettings):
     """Everything the worker-manager can be told; every field has a working default."""
 
@@ -167,6 +186,10 @@ class WorkerManagerSettings(BaseSettings):
     """The git author and committer (`Name <email>`) of each adapter's commits."""
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+    mirror_repos: bool = True
+    """Clone a task's repository from a local mirror of it (`data_dir/mirrors`, fetched
+    before each clone) instead of from its remote; the clone's `origin` is still the remote."""
     start_timeout_s: float = 30.0
     stop_grace_s: float = 5.0
     idle_timeout_s: float = 3600.0

@@ -16,6 +16,7 @@ __all__ = [
     "INSTRUCTION_FILES",
     "allowlisted_env",
     "clone_repository",
+    "credentials_env",
     "remove_tree",
     "write_instructions",
 ]
@@ -63,7 +64,7 @@ def write_instructions(
     return target
 
 
-def _credentials_env(url: str) -> tuple[str, dict[str, str]]:
+def credentials_env(url: str) -> tuple[str, dict[str, str]]:
     """Move user:password out of an http(s) URL into git's environment (never argv)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
@@ -78,6 +79,9 @@ def _credentials_env(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(netloc=host)), env
 
 
+_credentials_env = credentials_env
+
+
 def clone_repository(
     url: str,
     workspace: Path,
@@ -85,12 +89,15 @@ def clone_repository(
     env: Mapping[str, str],
     *,
     base: str | None = None,
+    mirror: Path | None = None,
 ) -> None:
     """Clone `url` into the (empty) workspace and check out `branch`: from the remote's branch
     when it exists (a worker replacing one that died goes on from what that one pushed), else
     created at the remote's `base` branch as it is now (with every earlier task's work in it),
-    else at the default branch."""
-    clean_url, secret_env = _credentials_env(url)
+    else at the default branch. With `mirror` (a bare mirror of `url`, just fetched) the clone
+    copies it locally (no hardlinks) and `origin` is set back to `url`; its remote-tracking
+    branches are the mirror's, i.e. the remote's as of that fetch."""
+    clean_url, secret_env = credentials_env(url)
     git_env = {**env, **secret_env, "GIT_TERMINAL_PROMPT": "0"}
 
     def git(*argv: str, check: bool = True) -> int:
@@ -105,10 +112,16 @@ def clone_repository(
             raise WorkerStartError(f"cannot clone {clean_url}: {exc}") from None
         return done.returncode
 
-    git("git", "clone", "-q", clean_url, str(workspace))
+    here = ("git", "-C", str(workspace))
+    if mirror is not None:
+        # copied, not hardlinked: an agent (its own user, owning its workspace) must not
+        # be able to change the objects every later task's clone is made from
+        git("git", "clone", "-q", "--no-hardlinks", str(mirror), str(workspace))
+        git(*here, "remote", "set-url", "origin", clean_url)
+    else:
+        git("git", "clone", "-q", clean_url, str(workspace))
     if not branch:
         return
-    here = ("git", "-C", str(workspace))
     start: list[str] = []
     for candidate in (branch, base):
         if not candidate:

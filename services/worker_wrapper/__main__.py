@@ -2,6 +2,7 @@
 
 Settings come from the environment (`WORKER_*`, see `settings.py`); the arguments only name
 the process in the process table, so the manager can find its workers after a restart.
+With `WORKER_WARM=1` the wrapper first waits for its task's environment (`warm.py`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 
 import structlog
 
 from services.worker_wrapper.main import run_wrapper
 from services.worker_wrapper.settings import WrapperSettings
+from services.worker_wrapper.warm import WarmEnv, wait_for_binding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,20 +27,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--manager-id", required=True)
     args = parser.parse_args(argv)
+    if os.environ.get("WORKER_WARM") == "1":
+        _configure_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))
+        binding = asyncio.run(wait_for_binding(WarmEnv(dict(os.environ))))
+        if binding is None:
+            return 0
+        os.environ.clear()  # the task's environment replaces the warm one entirely
+        os.environ.update(binding)
     settings = WrapperSettings()
     if settings.id != args.worker_id:
         print(f"--worker-id {args.worker_id} does not match WORKER_ID", file=sys.stderr)  # noqa: T201
         return 2
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
-        )
-    )
+    _configure_logs(settings.log_level)
     asyncio.run(run_wrapper(settings))
     # the manager waits for this process to exit: skip the collector's walk over every
     # imported module's objects at interpreter exit (about 70 ms); exit handlers still run
     gc.freeze()
     return 0
+
+
+def _configure_logs(level: str) -> None:
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.auth.cache import CredentialCache
 from services.api.auth.models import ApiKey
 from services.api.auth.principal import Principal
 from services.api.auth.repository import ApiKeyRepository
@@ -26,7 +27,7 @@ from services.api.errors import (
 from services.api.users.repository import UserRepository
 from shared.api_client.schemas import ApiKeyCreate, Scope
 
-__all__ = ["KEY_PREFIX", "AuthService", "hash_key", "new_secret"]
+__all__ = ["KEY_PREFIX", "REVOKED", "AuthService", "hash_key", "new_secret"]
 
 KEY_PREFIX = "orc_"
 
@@ -45,6 +46,7 @@ class AuthService:
     """Authenticate requests; create, list and revoke keys."""
 
     def __init__(self, session: AsyncSession) -> None:
+        self.session = session
         self.keys = ApiKeyRepository(session)
         self.users = UserRepository(session)
 
@@ -58,6 +60,18 @@ class AuthService:
         if key is None or key.revoked_at is not None:
             raise UnauthenticatedError("invalid or revoked credential")
         return Principal(key_id=key.id, scope=_scope(key.scope), user_id=key.user_id)
+
+    async def authenticate_cached(self, secret: str | None, cache: CredentialCache) -> Principal:
+        """`authenticate`, answered from `cache` while the credential's entry is fresh."""
+        key_hash = hash_key(secret) if secret else ""
+        if key_hash:
+            cached = cache.get(key_hash)
+            if cached is not None:
+                return cached
+        generation = cache.generation
+        principal = await self.authenticate(secret)
+        cache.put(key_hash, principal, generation)
+        return principal
 
     async def create(
         self, principal: Principal, request: ApiKeyCreate, *, secret: str | None = None
@@ -127,6 +141,13 @@ class AuthService:
             raise ForbiddenError("a service revokes only user tokens")
         if key.revoked_at is None:
             await self.keys.revoke(key, utc_now())
+            # the request's session empties this process's credential cache now and once more
+            # after its commit (`deps.session`)
+            self.session.info[REVOKED] = True
+
+
+REVOKED = "auth.revoked"
+"""Session info flag: this transaction revoked credentials."""
 
 
 def _scope(value: str) -> Scope:

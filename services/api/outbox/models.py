@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.api.db import Base, utc_now
@@ -14,6 +14,15 @@ class OutboxMessage(Base):
     """A message waiting to be published on `stream`; `published_at` is set once it was."""
 
     __tablename__ = "outbox"
+    __table_args__ = (
+        # only the rows waiting to be published (migration 0008)
+        Index(
+            "ix_outbox_pending",
+            "id",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True

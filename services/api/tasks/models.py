@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.api.db import Base, utc_now
@@ -19,6 +19,10 @@ class Task(Base):
     often, and when last, its queue message was published again (`POST .../redrive`)."""
 
     __tablename__ = "tasks"
+    __table_args__ = (  # the polls' orders (migration 0008)
+        Index("ix_tasks_status_created_at", "status", "created_at"),
+        Index("ix_tasks_project_id_created_at", "project_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project_id: Mapped[str] = mapped_column(

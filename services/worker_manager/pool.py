@@ -1,0 +1,352 @@
+"""Warm workers: wrappers started before any task asks, one pool per (runtime, agent, profile).
+
+A warm worker is a wrapper process started with `WORKER_WARM=1` (`worker_wrapper/warm.py`):
+its interpreter has imported everything and connected to Redis, and its registry record says
+`warm`. `take` claims one atomically (`warm` → `starting`, see `WorkerRegistry.claim_warm`);
+the manager then prepares the task's workspace in the worker's own directory and pushes the
+task's environment to it (`bind`), and the wrapper goes on as a freshly started one. A
+claimed worker never becomes `warm` again: it serves one task and ends with it.
+
+The pool refills in the background after every take, after a warm worker dies (the monitor's
+pass), and after a manager restart (`adopt` keeps the previous run's warm workers). A pool no
+create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
+`pool.spawn_concurrency`: a burst of creates waits for warm workers started a few at a time
+rather than starting every interpreter at once on a few cores.
+
+Only the local-process runtime is pooled: a container's environment is fixed when it is
+created, so the Docker runtime would need the binding translated to its in-container paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+from redis.exceptions import RedisError
+
+from services.worker_manager import workspace as files
+from services.worker_manager.agent_env import with_orchestrator_on_path
+from services.worker_manager.errors import WorkerManagerError, WorkerStartError
+from services.worker_manager.keys import bind_key, registry_key
+from services.worker_manager.registry import WARM_STATUSES, WorkerRecord
+from services.worker_manager.runtime import WorkerSpec
+
+if TYPE_CHECKING:
+    from services.worker_manager.manager import WorkerManager
+
+__all__ = ["PoolKey", "WarmPool"]
+
+log = structlog.get_logger("services.worker_manager")
+
+PoolKey = tuple[str, str]
+"""(agent, profile) of one pool (the runtime is the manager's)."""
+_BIND_TTL_S = 60
+_POLL_S = 0.02
+
+
+def parse_key(text: str) -> PoolKey:
+    """`agent/profile` → (agent, profile)."""
+    agent, _, profile = text.partition("/")
+    if not agent or not profile:
+        raise ValueError(f"invalid pool {text!r}: write it as agent/profile")
+    return agent, profile
+
+
+@dataclass
+class WarmPool:
+    """The warm workers of one manager."""
+
+    manager: WorkerManager
+    ready: dict[PoolKey, list[str]] = field(default_factory=dict)
+    """Warm workers per pool, oldest first."""
+    starting: dict[PoolKey, int] = field(default_factory=dict)
+    waiting: dict[PoolKey, int] = field(default_factory=dict)
+    """Creates waiting for a warm worker of the pool right now."""
+    used_at: dict[PoolKey, float] = field(default_factory=dict)
+    """Pools in use → when a create last took from it."""
+    spawning: set[str] = field(default_factory=set)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _spawns: asyncio.Semaphore | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        """Warm workers wanted per pool."""
+        return self.manager.settings.pool.size
+
+    @property
+    def enabled(self) -> bool:
+        """True when creates go through the pool (a size, the local-process runtime)."""
+        return self.size > 0 and self.manager.runtime.name == "local"
+
+    def prewarmed(self) -> set[PoolKey]:
+        """The pools kept full even when unused."""
+        return {parse_key(text) for text in self.manager.settings.pool.prewarm}
+
+    # taking -------------------------------------------------------------------------------
+
+    async def take(self, agent: str, profile: str) -> WorkerRecord:
+        """Claim a warm worker of the pool, waiting for one to start when none is ready."""
+        key = (agent, profile)
+        self.used_at[key] = time.monotonic()
+        deadline = time.monotonic() + self.manager.settings.start_timeout_s
+        self.waiting[key] = self.waiting.get(key, 0) + 1
+        try:
+            while True:
+                claimed = await self._claim_ready(key)
+                if claimed is not None:
+                    return claimed
+                self.fill(key)
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    raise WorkerStartError(
+                        f"no warm {agent}/{profile} worker was ready within "
+                        f"{self.manager.settings.start_timeout_s:g} s"
+                    )
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), min(left_s, 1.0))
+        finally:
+            self.waiting[key] -= 1
+            self.used_at[key] = time.monotonic()
+            self.fill(key)
+
+    async def _claim_ready(self, key: PoolKey) -> WorkerRecord | None:
+        queue = self.ready.setdefault(key, [])
+        while queue:
+            worker_id = queue.pop(0)
+            if not await self.manager.registry.claim_warm(worker_id):
+                continue  # died and dropped, or stopped by a shrink, meanwhile
+            record = await self.manager.registry.get(worker_id)
+            if record is not None and await self.manager.runtime.is_alive(record.runtime_ref):
+                return record
+            await self._drop(worker_id, record, "the warm worker was gone when claimed")
+        return None
+
+    async def bind(self, worker_id: str, env: dict[str, str]) -> None:
+        """Hand a claimed worker its task's environment (popped by the wrapper at once; it
+        expires from Redis if the wrapper died before popping it)."""
+        key = bind_key(worker_id)
+        async with self.manager.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.rpush(key, json.dumps(env))
+            pipe.expire(key, _BIND_TTL_S)
+            await pipe.execute()
+
+    # filling ------------------------------------------------------------------------------
+
+    def fill(self, key: PoolKey) -> None:
+        """Start warm workers in the background until the pool holds `size` plus one per
+        waiting create (ready and starting ones count)."""
+        wanted = self.size + self.waiting.get(key, 0)
+        have = len(self.ready.get(key, [])) + self.starting.get(key, 0)
+        for _ in range(max(wanted - have, 0)):
+            self.starting[key] = self.starting.get(key, 0) + 1
+            task = asyncio.create_task(self._start_one(key), name=f"warm-{key[0]}-{key[1]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def fill_all(self) -> None:
+        """Top up every pool in use and every prewarmed one."""
+        if not self.enabled:
+            return
+        for key in set(self.used_at) | self.prewarmed():
+            self.used_at.setdefault(key, time.monotonic())
+            self.fill(key)
+
+    async def _start_one(self, key: PoolKey) -> None:
+        if self._spawns is None:
+            self._spawns = asyncio.Semaphore(self.manager.settings.pool.spawn_concurrency)
+        try:
+            async with self._spawns:
+                worker_id = await self._spawn(key)
+            if worker_id is not None:
+                self.ready.setdefault(key, []).append(worker_id)
+        except (WorkerManagerError, RedisError, OSError) as exc:
+            log.warning("warm_worker_start_failed", agent=key[0], profile=key[1], error=str(exc))
+            await asyncio.sleep(1.0)  # a failing start is not retried in a tight loop
+        finally:
+            self.starting[key] -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _spawn(self, key: PoolKey) -> str | None:
+        manager, settings = self.manager, self.manager.settings
+        worker_id = f"warm-{uuid.uuid4().hex[:12]}"
+        worker_dir = settings.data_dir / worker_id
+        now = time.time()
+        record = WorkerRecord(
+            worker_id=worker_id,
+            name="warm",
+            agent=key[0],
+            adapter="",
+            runtime=manager.runtime.name,
+            manager_id=settings.manager_id,
+            status="warming",
+            profile=key[1],
+            workspace=str(worker_dir / "workspace"),
+            session_dir=str(worker_dir / "session"),
+            created_at=now,
+            last_activity_at=now,
+        )
+        env = files.allowlisted_env(files.process_env(), settings.env_allowlist, {})
+        env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
+        env.update(
+            {
+                "WORKER_WARM": "1",
+                "WORKER_ID": worker_id,
+                "WORKER_REDIS_URL": manager.redis_url,
+                "WORKER_REGISTRY_KEY": registry_key(worker_id),
+                "WORKER_BIND_KEY": bind_key(worker_id),
+                "WORKER_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+            }
+        )
+        self.spawning.add(worker_id)
+        try:
+            await manager.registry.put(record)
+            if settings.redis_acl:  # its own user from the start; re-issued at bind
+                env["WORKER_REDIS_URL"] = await manager.redis_users.issue(
+                    worker_id, None, manager.redis_url
+                )
+            spec = WorkerSpec(
+                worker_id=worker_id,
+                manager_id=settings.manager_id,
+                env=env,
+                worker_dir=worker_dir,
+                workspace=worker_dir / "workspace",
+                session_dir=worker_dir / "session",
+                limits=settings.limits,
+            )
+            try:
+                ref = await manager.runtime.start(spec)
+            except WorkerStartError as exc:
+                await self._drop(worker_id, None, str(exc))
+                raise
+            await manager.registry.update(worker_id, runtime_ref=ref)
+            deadline = time.monotonic() + settings.start_timeout_s
+            while time.monotonic() < deadline:
+                current = await manager.registry.get(worker_id)
+                if current is None or current.status not in WARM_STATUSES:
+                    return None  # stopped by a shrink or a shutdown meanwhile
+                if current.status == "warm":
+                    log.info("warm_worker_ready", worker_id=worker_id, agent=key[0])
+                    return worker_id
+                if not await manager.runtime.is_alive(ref):
+                    detail = (await manager.runtime.exit_info(ref)).detail
+                    await self._drop(worker_id, current, detail)
+                    raise WorkerStartError(f"warm worker {worker_id} exited: {detail}")
+                await asyncio.sleep(_POLL_S)
+            await self._drop(worker_id, await manager.registry.get(worker_id), "not ready in time")
+            raise WorkerStartError(f"warm worker {worker_id} was not ready in time")
+        finally:
+            self.spawning.discard(worker_id)
+
+    async def _drop(self, worker_id: str, record: WorkerRecord | None, detail: str) -> None:
+        """Stop a warm worker's process, fail its record, release what it held, remove it."""
+        manager = self.manager
+        for queue in self.ready.values():
+            if worker_id in queue:
+                queue.remove(worker_id)
+        if record is not None and record.runtime_ref:
+            with contextlib.suppress(WorkerManagerError):
+                await manager.runtime.stop(record.runtime_ref, grace_s=0)
+        await manager.registry.finish(worker_id, "failed", error=detail)
+        await manager.release(worker_id)
+        await asyncio.to_thread(files.remove_tree, manager.settings.data_dir / worker_id)
+        log.info("warm_worker_dropped", worker_id=worker_id, reason=detail)
+
+    async def _retire(self, worker_id: str, record: WorkerRecord, reason: str) -> None:
+        """Stop an unused warm worker on purpose (shrink, shutdown): `stopped`, not failed."""
+        manager = self.manager
+        for queue in self.ready.values():
+            if worker_id in queue:
+                queue.remove(worker_id)
+        await manager.registry.finish(worker_id, "stopped", error=reason)
+        if record.runtime_ref:
+            with contextlib.suppress(WorkerManagerError):
+                await manager.runtime.stop(
+                    record.runtime_ref, grace_s=manager.settings.stop_grace_s
+                )
+        await manager.release(worker_id)
+        await asyncio.to_thread(files.remove_tree, manager.settings.data_dir / worker_id)
+
+    # watching -----------------------------------------------------------------------------
+
+    def _mine(self, record: WorkerRecord) -> bool:
+        settings = self.manager.settings
+        return (
+            record.status in WARM_STATUSES
+            and record.manager_id == settings.manager_id
+            and record.runtime == self.manager.runtime.name
+        )
+
+    async def adopt(self, owned: dict[str, str]) -> set[str]:
+        """Keep the previous run's warm workers whose process runs (drop the others); answer
+        the ids of every warm record of this manager (so the monitor leaves them alone)."""
+        seen: set[str] = set()
+        for record in await self.manager.registry.all():
+            if not self._mine(record):
+                continue
+            seen.add(record.worker_id)
+            ref = owned.get(record.worker_id)
+            if ref is None or record.status != "warm" or not self.enabled:
+                if ref is not None:
+                    record = record.model_copy(update={"runtime_ref": ref})
+                await self._drop(record.worker_id, record, "not adopted on manager start")
+                continue
+            await self.manager.registry.update(record.worker_id, runtime_ref=ref)
+            key = (record.agent, record.profile)
+            self.ready.setdefault(key, []).append(record.worker_id)
+            self.used_at[key] = time.monotonic()
+        if seen:
+            log.info(
+                "warm_workers_adopted", ready={f"{a}/{p}": q for (a, p), q in self.ready.items()}
+            )
+        return seen
+
+    async def check(self) -> None:
+        """One pass: drop dead or silent warm workers, shrink idle pools, refill the rest."""
+        settings = self.manager.settings
+        now = time.time()
+        idle = {
+            key
+            for key in set(self.used_at) | set(self.ready)
+            if key not in self.prewarmed()
+            and not self.waiting.get(key)
+            and time.monotonic() - self.used_at.get(key, 0.0) > settings.pool.idle_s
+        }
+        for record in await self.manager.registry.all():
+            if not self._mine(record) or record.worker_id in self.spawning:
+                continue
+            key = (record.agent, record.profile)
+            if record.status == "warm" and (key in idle or not self.enabled):
+                if await self.manager.registry.claim_warm(record.worker_id):  # nobody else's
+                    await self._retire(record.worker_id, record, "warm pool idle")
+                continue
+            if not record.runtime_ref:
+                continue
+            if not await self.manager.runtime.is_alive(record.runtime_ref):
+                detail = (await self.manager.runtime.exit_info(record.runtime_ref)).detail
+                await self._drop(record.worker_id, record, f"warm worker died: {detail}")
+                continue
+            beat = record.heartbeat_at
+            if beat and now - beat > settings.heartbeat_timeout_s:
+                await self._drop(record.worker_id, record, f"no heartbeat for {now - beat:.0f} s")
+        for key in idle:
+            self.used_at.pop(key, None)
+            log.info("warm_pool_shrunk", agent=key[0], profile=key[1])
+        self.fill_all()
+
+    async def drain(self, reason: str) -> None:
+        """Stop every warm worker of this manager (shutdown with `stop_workers_on_exit`)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for record in await self.manager.registry.all():
+            if self._mine(record):
+                await self._retire(record.worker_id, record, reason)

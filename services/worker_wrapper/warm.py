@@ -1,0 +1,111 @@
+"""A warm wrapper: started ahead of any task, it waits for its binding, then serves as usual.
+
+The worker-manager's pool (`services/worker_manager/pool.py`) starts wrappers with
+`WORKER_WARM=1` and only the variables needed to reach Redis: the interpreter has imported
+everything, connected, and reported `warm` in its registry hash before any task exists. A
+`create` then claims it and pushes the task's environment (workspace, branch, scoped key,
+agent settings) onto the list `WORKER_BIND_KEY`; the wrapper pops it (so it leaves Redis at
+once), replaces its environment with it and goes on as a freshly started wrapper would. A
+wrapper is bound once: afterwards its registry status never goes back to `warm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+__all__ = ["WarmEnv", "wait_for_binding"]
+
+log = structlog.get_logger("services.worker_wrapper")
+
+_READY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'warming' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'warm', 'heartbeat_at', ARGV[1])
+return 1
+"""
+_BEAT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'warm' and status ~= 'starting' then return 0 end
+redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[1])
+return 1
+"""
+
+
+class WarmEnv:
+    """The variables a warm wrapper reads before its binding."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        try:
+            self.worker_id = env["WORKER_ID"]
+            self.redis_url = env["WORKER_REDIS_URL"]
+            self.registry_key = env["WORKER_REGISTRY_KEY"]
+            self.bind_key = env["WORKER_BIND_KEY"]
+        except KeyError as exc:
+            raise ValueError(f"a warm wrapper needs {exc.args[0]} in its environment") from None
+        self.interval_s = float(env.get("WORKER_HEARTBEAT_INTERVAL_S", "2.0"))
+        self.orphan_after_s = float(env.get("WORKER_ORPHAN_AFTER_S", "600"))
+
+
+async def wait_for_binding(warm: WarmEnv) -> dict[str, str] | None:
+    """Report `warm`, heartbeat, and wait for the binding; answer its environment, or None
+    when the wrapper should exit instead (SIGTERM, its record no longer warm, Redis gone)."""
+    redis: aioredis.Redis = aioredis.Redis.from_url(warm.redis_url)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        if not await redis.eval(_READY, 1, warm.registry_key, str(time.time())):
+            log.warning("warm_worker_not_warming", worker_id=warm.worker_id)
+            return None
+        log.info("warm_worker_ready", worker_id=warm.worker_id)
+        last_ok = time.monotonic()
+        while not stopping.is_set():
+            popping = asyncio.create_task(_pop(redis, warm.bind_key, warm.interval_s))
+            stop_wait = asyncio.create_task(stopping.wait())
+            await asyncio.wait({popping, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not popping.done():
+                popping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError):
+                    await popping
+                break
+            try:
+                popped = popping.result()
+                if popped is not None:
+                    return _parse(popped[1])
+                live = bool(await redis.eval(_BEAT, 1, warm.registry_key, str(time.time())))
+                last_ok = time.monotonic()
+            except (RedisError, OSError) as exc:
+                log.warning("warm_worker_redis_failed", error=str(exc))
+                live = time.monotonic() - last_ok < warm.orphan_after_s
+                await asyncio.sleep(min(warm.interval_s, 1.0))
+            if not live:
+                log.info("warm_worker_dropped", worker_id=warm.worker_id)
+                return None
+        return None
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await redis.aclose()
+
+
+async def _pop(redis: aioredis.Redis, key: str, timeout_s: float) -> Any:
+    return await redis.blpop([key], timeout=timeout_s)
+
+
+def _parse(payload: bytes | str) -> dict[str, str]:
+    env = json.loads(payload)
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise ValueError("the binding of a warm wrapper must be a JSON object of strings")
+    return env

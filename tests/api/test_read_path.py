@@ -1,0 +1,116 @@
+"""The cheap read path: the credential cache and its revocation, reads without a commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, update
+
+from services.api.app import create_app
+from services.api.auth.models import ApiKey
+from services.api.auth.service import hash_key
+from services.api.db import Database, utc_now
+from shared.api_client import UnauthorizedError
+from shared.api_client.schemas import ApiKeyCreate
+from shared.contracts import ProjectCreate, TaskCreate, TaskType
+from tests.api.conftest import ApiHarness
+
+
+async def _revoke_in_database(database: Database, secret: str) -> None:
+    """What another API process (or an operator) does: the row revoked, this app not told."""
+    async with database.sessionmaker() as session:
+        await session.execute(
+            update(ApiKey).where(ApiKey.key_hash == hash_key(secret)).values(revoked_at=utc_now())
+        )
+        await session.commit()
+
+
+@contextmanager
+def counted_commits(database: Database) -> Iterator[list[int]]:
+    """Count the commits the engine sees while inside."""
+    seen = [0]
+
+    def on_commit(_connection: object) -> None:
+        seen[0] += 1
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", on_commit)
+
+
+async def test_a_revocation_through_this_process_applies_at_once(api: ApiHarness) -> None:
+    """A key used (so cached) and then revoked through this API is refused on the next
+    request, and so are the tokens it minted."""
+    async with api.client(api.admin_key) as admin:
+        created = await admin.create_key(ApiKeyCreate(name="ci", scope="service"))
+    async with api.client(created.key) as service:
+        await service.list_projects()  # cached now
+        await service.list_projects()
+    async with api.http(api.admin_key) as http:
+        assert (await http.delete(f"/api/keys/{created.id}")).status_code == 204
+    async with api.client(created.key) as revoked:
+        with pytest.raises(UnauthorizedError, match="revoked"):
+            await revoked.list_projects()
+
+
+async def test_a_revocation_elsewhere_applies_within_the_ttl(api: ApiHarness) -> None:
+    """Revoked behind this process's back, a cached key works until its entry expires."""
+    app = create_app(api.database, auth_cache_ttl_s=0.5)
+    harness = ApiHarness(api.database, app, api.admin_key, api.service_key)
+    async with harness.client(api.admin_key) as admin:
+        created = await admin.create_key(ApiKeyCreate(name="ci", scope="service"))
+    async with harness.client(created.key) as service:
+        await service.list_projects()
+        await _revoke_in_database(api.database, created.key)
+        await service.list_projects()  # still cached: the documented window
+        await asyncio.sleep(0.6)
+        with pytest.raises(UnauthorizedError, match="revoked"):
+            await service.list_projects()
+
+
+async def test_without_a_ttl_every_request_looks_the_credential_up(api: ApiHarness) -> None:
+    """`auth_cache_ttl_s = 0`: a revocation in the database applies to the next request."""
+    app = create_app(api.database, auth_cache_ttl_s=0)
+    harness = ApiHarness(api.database, app, api.admin_key, api.service_key)
+    async with harness.client(api.admin_key) as admin:
+        created = await admin.create_key(ApiKeyCreate(name="ci", scope="service"))
+    async with harness.client(created.key) as service:
+        await service.list_projects()
+        await _revoke_in_database(api.database, created.key)
+        with pytest.raises(UnauthorizedError, match="revoked"):
+            await service.list_projects()
+
+
+async def test_unknown_credentials_are_never_cached(api: ApiHarness) -> None:
+    """A refused credential is refused every time, and a key created after a refusal of
+    the same secret is not shadowed by it."""
+    async with api.client("orc_not-a-key") as stranger:
+        for _ in range(2):
+            with pytest.raises(UnauthorizedError, match="invalid"):
+                await stranger.list_projects()
+
+
+async def test_reads_do_not_commit_and_writes_do(api: ApiHarness) -> None:
+    """A task read is not committed (the session only rolls back); a create is."""
+    user_id, _ = await api.user(5)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=user_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+        )
+        with counted_commits(api.database) as reads:
+            for _ in range(3):
+                assert (await admin.get_task(task.id)).id == task.id
+            await admin.list_tasks()
+        with counted_commits(api.database) as writes:
+            await admin.create_task(
+                TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="y")
+            )
+    assert reads[0] == 0
+    assert writes[0] == 1
