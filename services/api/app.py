@@ -12,6 +12,7 @@ from services.api.db import Database
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
+from services.api.observe import Observe
 from services.api.projects.router import router as projects_router
 from services.api.servers.router import router as servers_router
 from services.api.tasks.router import router as tasks_router
@@ -48,6 +49,7 @@ def create_app(
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Observe)
     app.include_router(health_router)
     routers = (
         users_router,
