@@ -16,6 +16,8 @@ import structlog
 
 from services.worker_wrapper.main import run_wrapper
 from services.worker_wrapper.settings import WrapperSettings
+from shared.observability.context import current_actor
+from shared.observability.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
         )
     )
-    asyncio.run(run_wrapper(settings))
+    current_actor.set("worker")
+    try:
+        configure_tracing("worker")
+    except TracingConfigError as error:
+        print(f"bad tracing configuration: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        asyncio.run(run_wrapper(settings))
+    finally:
+        shutdown_tracing()
     # the manager waits for this process to exit: skip the collector's walk over every
     # imported module's objects at interpreter exit (about 70 ms); exit handlers still run
     gc.freeze()

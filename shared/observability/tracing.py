@@ -90,8 +90,12 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter:
         )
     if name == "console":
         return ConsoleSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as error:  # e.g. a worker image built without it
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http: {error}"
+        ) from None
     return OTLPSpanExporter()
 
 
