@@ -18,6 +18,7 @@ from services.cli import (
     doctor,
     projects,
     queues,
+    status,
     tasks,
     up,
     watch,
@@ -43,6 +44,7 @@ app.command("up")(up.up)
 app.command("run")(up.run)
 app.command("chat")(chat.chat)
 app.command("doctor")(doctor.doctor)
+app.command("status")(status.status)
 
 
 def main() -> None:
