@@ -48,6 +48,10 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65_535)
     """The port; 0 picks a free one. A port already in use falls back to a free one, logged
     and printed (give each process of a multi-process deployment a port of its own)."""
+    app_probe_s: float = Field(default=30.0, ge=0)
+    """How often the api probes each deployed app's `/health`
+    (`orchestrator_deployed_app_up`); 0 turns the probe off."""
+    app_probe_timeout_s: float = Field(default=5.0, gt=0)
 
 
 class InFlightSteps(Collector):

@@ -108,6 +108,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             assert process.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "orchestrator up did not come up in 90 s"
             time.sleep(0.3)
+        _wait_for_actors(metrics_port, process, log_path)
         partial = Run(env, log_path, metrics_port, prometheus, receiver, {}, [])
         created = partial.cli("project", "create", "shop", "--json")
         assert created.returncode == 0, created.stderr
@@ -139,6 +140,26 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         prometheus.stop()
         receiver.stop()
         _reap(data_dir)
+
+
+def _wait_for_actors(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until every actor reports up on the metrics endpoint (a loaded machine starts them
+    slowly, and the CLI gives the API 30 s)."""
+    from shared.observability.metrics import iter_families
+
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        up = {
+            labels["actor"]
+            for name, labels, value in iter_families(text)
+            if name == "orchestrator_actor_up" and value == 1
+        }
+        if len(up) == 7 and "scheduler_started" in log_path.read_text():
+            return
+        assert time.monotonic() < deadline, f"actors up after 120 s: {up}"
+        time.sleep(1)
 
 
 def _eventually(check: Any, timeout_s: float = 20) -> Any:
