@@ -104,10 +104,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     prometheus = Prometheus(tmp / "prometheus", [f"127.0.0.1:{metrics_port}"], [ALERTS])
     try:
         prometheus.start()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while not (data_dir / "secrets" / "cli.key").exists() or not _healthy(api_port):
             assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "orchestrator up did not come up in 90 s"
+            assert time.monotonic() < deadline, "orchestrator up did not come up in 300 s"
             time.sleep(0.3)
         _wait_for_actors(metrics_port, process, log_path)
         partial = Run(env, log_path, metrics_port, prometheus, receiver, {}, [])
