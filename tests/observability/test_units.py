@@ -187,3 +187,44 @@ def test_a_message_names_its_task() -> None:
     assert task_of_request(Message(request_id="t2~checks#1")) == "t2"
     assert task_of_request(Message(request_id="plain")) is None
     assert task_of_request(object()) is None
+
+
+def test_status_reads_an_endpoint_and_refuses_without_one(tmp_path: Path) -> None:
+    """`orchestrator status --metrics-url` summarizes a real endpoint; with no running system
+    and no URL it says what is missing; an endpoint that does not answer is named."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+    from shared.redis_server import free_port
+
+    registry = CollectorRegistry()
+    metrics = SystemMetrics.create(registry)
+    metrics.actor_up.labels("api").set(1)
+    metrics.actor_up.labels("langgraph").set(0)
+    metrics.tasks_finished.labels("deploy", "failed").inc(2)
+    metrics.steps_in_flight.enter("t9", "deploy", "deploy")
+    server = serve_metrics(MetricsSettings(port=0), registry)
+    assert server is not None
+    runner = CliRunner()
+    try:
+        shown = runner.invoke(
+            app, ["status", "--metrics-url", server.url, "--failures", "0", "--json"]
+        )
+        assert shown.exit_code == 0, shown.output
+        data = json.loads(shown.stdout)
+        assert data["actors"] == {"api": True, "langgraph": False}
+        assert data["tasks_finished"] == [{"type": "deploy", "status": "failed", "count": 2}]
+        assert data["steps_in_flight"] == [{"flow": "deploy", "step": "deploy", "tasks": 1}]
+        human = runner.invoke(app, ["status", "--metrics-url", server.url, "--failures", "0"])
+        assert human.exit_code == 0, human.output
+        assert "langgraph down" in human.stdout
+    finally:
+        server.close()
+    env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path)}
+    missing = runner.invoke(app, ["status"], env=env)
+    assert missing.exit_code == 1
+    assert "--metrics-url" in missing.output
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    refused = runner.invoke(app, ["status", "--metrics-url", dead, "--failures", "0"])
+    assert refused.exit_code == 1
+    assert dead in refused.output
