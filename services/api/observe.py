@@ -10,16 +10,20 @@ CLI, the chat, a PO worker), carrying the task id of task routes.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.messaging.tracing import Tracing
 from shared.observability.metrics import SystemMetrics
 
-__all__ = ["Observe"]
+__all__ = ["Observe", "annotate_current_span"]
+
+_request_span: ContextVar[Span | None] = ContextVar("request_span", default=None)
+"""The SERVER span of the request being served."""
 
 
 class Observe:
@@ -58,9 +62,11 @@ class Observe:
                 attributes={"http.request.method": method},
             )
         span = span_scope.__enter__() if span_scope is not None else None
+        token = _request_span.set(span)
         try:
             await self.app(scope, receive, send_observed)
         finally:
+            _request_span.reset(token)
             route = _route_of(scope)
             self.metrics.http_requests.labels(method, route, str(status)).inc()
             self.metrics.http_request_seconds.labels(method, route).observe(
@@ -85,9 +91,9 @@ def _route_of(scope: Scope) -> str:
 
 
 def annotate_current_span(**values: str) -> None:
-    """Add `orchestrator.<name>` attributes to the current span (the request's)."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        for key, value in values.items():
-            if value:
-                span.set_attribute(f"orchestrator.{key}", value)
+    """Add `orchestrator.<name>` attributes to the request's span (and the current one)."""
+    for span in {trace.get_current_span(), _request_span.get() or trace.INVALID_SPAN}:
+        if span.is_recording():
+            for key, value in values.items():
+                if value:
+                    span.set_attribute(f"orchestrator.{key}", value)
