@@ -275,8 +275,13 @@ def test_one_trace_follows_the_task_through_every_actor(run: Run) -> None:
     consumed = [s for s in trace if s.name.startswith("process ")]
     assert consumed
     assert {s.attributes.get("orchestrator.task_id") for s in consumed} == {task_id}
-    created = [s for s in trace if s.attributes.get("orchestrator.correlation_id") and s in roots]
-    correlation_id = created[0].attributes["orchestrator.correlation_id"]
+    (created,) = [
+        s
+        for s in trace
+        if s.attributes.get("orchestrator.correlation_id")
+        and s.attributes.get("http.request.method") == "POST"
+    ]
+    correlation_id = created.attributes["orchestrator.correlation_id"]
     assert {s.attributes.get("orchestrator.correlation_id") for s in consumed} == {correlation_id}
     published = {s.attributes.get("messaging.destination.name") for s in trace}
     assert "engineering:queue" in published
