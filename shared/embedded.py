@@ -38,6 +38,8 @@ class RuntimeInfo:
     redis_url: str
     api_url: str
     pid: int
+    metrics_url: str = ""
+    """The process's Prometheus endpoint (empty when metrics are off)."""
 
 
 @dataclass

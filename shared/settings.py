@@ -13,6 +13,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logs import LogFormat, level_number
+from shared.observability.metrics import MetricsSettings
 
 __all__ = ["ApiSettings", "SecretsSettings", "Settings", "TaskDeadlines"]
 
@@ -106,13 +107,17 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ORCHESTRATOR_DATABASE_URL", "DATABASE_URL"),
     )
     """SQLAlchemy URL; when unset, SQLite in the data directory."""
-    log_format: LogFormat = "console"
-    """`console` for people, `json` for production."""
+    log_format: LogFormat = "auto"
+    """`console` for people, `json` for production (one JSON object a line), `auto` (the
+    default): JSON when stderr is not a terminal."""
     log_level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
     api: ApiSettings = Field(default_factory=ApiSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     """Encryption of project secrets at rest (API and infra-service share the keys)."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """This process's Prometheus endpoint (`ORCHESTRATOR_METRICS__PORT`, `__HOST`,
+    `__ENABLED`)."""
     local_user_telegram_id: int = 1
     """The embedded mode's local admin user (the one `orchestrator` commands act as)."""
     local_ports: tuple[int, int] = (10_000, 10_999)

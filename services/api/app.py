@@ -14,6 +14,7 @@ from services.api.db import Database
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
+from services.api.observe import Observe
 from services.api.projects.router import router as projects_router
 from services.api.runs.router import router as runs_router
 from services.api.secrets.router import router as secrets_router
@@ -66,6 +67,7 @@ def create_app(
     app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Observe)
     app.include_router(health_router)
     routers = (
         users_router,

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from services.api.app import create_app
+from services.api.app_probe import AppProbe
 from services.api.auth.service import AuthService
 from services.api.console import close_console
 from services.api.db import Database
@@ -86,6 +87,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
     server = _Server(config)
     redis: aioredis.Redis | None = None
     relay_task: asyncio.Task[None] | None = None
+    probe_task: asyncio.Task[None] | None = None
     serving: asyncio.Task[None] | None = None
     try:
         if settings.api.relay_enabled:
@@ -96,6 +98,13 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
                 database, _publisher(redis), wake=wake, poll_s=settings.api.relay_poll_s
             )
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        if settings.metrics.enabled and settings.metrics.app_probe_s > 0:
+            probe = AppProbe(
+                database,
+                interval_s=settings.metrics.app_probe_s,
+                timeout_s=settings.metrics.app_probe_timeout_s,
+            )
+            probe_task = asyncio.create_task(probe.run(), name="app-probe")
         serving = asyncio.create_task(_serve(server), name="uvicorn")
         while not server.started:
             if serving.done():
@@ -108,9 +117,10 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         await serving
     finally:
         server.should_exit = True  # uvicorn finishes in-flight requests, then returns
-        if relay_task is not None:
-            relay_task.cancel()
-        pending = [task for task in (relay_task, serving) if task is not None]
+        for side_task in (relay_task, probe_task):
+            if side_task is not None:
+                side_task.cancel()
+        pending = [task for task in (relay_task, probe_task, serving) if task is not None]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
         if redis is not None:

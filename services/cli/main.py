@@ -21,6 +21,7 @@ from services.cli import (
     queues,
     runs,
     secrets,
+    status,
     tasks,
     up,
     watch,
@@ -52,6 +53,7 @@ app.command("chat")(chat.chat)
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 app.command("usage")(runs.usage)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ from services.cli.bootstrap import ensure_cli_key, ensure_local_server, with_ser
 from services.cli.console import console_url
 from shared.embedded import EmbeddedRedis, RuntimeInfo, start_redis, write_runtime
 from shared.logs import configure_logging
+from shared.observability.context import current_actor
+from shared.observability.metrics import MetricsServer, SystemMetrics, serve_metrics
+from shared.observability.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 from shared.redis_server import RedisServerError
 from shared.settings import Settings
 
@@ -40,7 +43,7 @@ async def _supervise(ctx: ActorContext, names: list[str], *, bootstrap: bool) ->
     tasks: dict[asyncio.Task[None], str] = {}
 
     def start(name: str) -> None:
-        tasks[asyncio.create_task(load_actor(name)(ctx), name=name)] = name
+        tasks[asyncio.create_task(_run_as(name, ctx), name=name)] = name
 
     try:
         if "api" in names and ctx.api_ready is not None:
@@ -73,6 +76,18 @@ async def _supervise(ctx: ActorContext, names: list[str], *, bootstrap: bool) ->
             raise RuntimeError(f"actor {tasks[broken]} stopped: {broken.exception()!r}")
 
 
+async def _run_as(name: str, ctx: ActorContext) -> None:
+    """Run an actor in a context naming it (its log lines, spans and tasks carry it), with
+    `orchestrator_actor_up{actor=name}` at 1 while it runs."""
+    current_actor.set(name)
+    up_gauge = SystemMetrics.default().actor_up.labels(name)
+    up_gauge.set(1)
+    try:
+        await load_actor(name)(ctx)
+    finally:
+        up_gauge.set(0)
+
+
 async def _wait_ready(ready: asyncio.Event, tasks: dict[asyncio.Task[None], str]) -> None:
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait(
@@ -98,6 +113,20 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def _observe(settings: Settings, default_actor: str) -> MetricsServer | None:
+    """Start this process's metrics endpoint and, when the `OTEL_*` variables ask for it,
+    its trace exporter; a bad value ends the command with an error naming it."""
+    try:
+        configure_tracing(default_actor)
+        server = serve_metrics(settings.metrics)
+    except (TracingConfigError, OSError) as error:
+        console.print(f"[red]error[/] {error}")
+        raise typer.Exit(2) from None
+    if server is not None:
+        console.print(f"  metrics {server.url}")
+    return server
 
 
 def _start_redis(settings: Settings) -> EmbeddedRedis:
@@ -133,13 +162,20 @@ def up(
         # the private Redis stops with us and the next run picks another port: workers left
         # running could never be adopted, so the worker-manager deletes them on the way out
         os.environ.setdefault("ORCHESTRATOR_WORKERS__STOP_WORKERS_ON_EXIT", "true")
+    metrics: MetricsServer | None = None
     try:
         settings = with_service_key(base, redis.url)
+        console.print(f"[bold]orchestrator up[/]: data in {settings.data_dir.resolve()}")
+        metrics = _observe(settings, "orchestrator")
         write_runtime(
             settings,
-            RuntimeInfo(redis_url=redis.url, api_url=settings.api.base_url, pid=os.getpid()),
+            RuntimeInfo(
+                redis_url=redis.url,
+                api_url=settings.api.base_url,
+                pid=os.getpid(),
+                metrics_url=metrics.url if metrics else "",
+            ),
         )
-        console.print(f"[bold]orchestrator up[/]: data in {settings.data_dir.resolve()}")
         console.print(f"  redis  {redis.url}" + (" (private)" if redis.server else ""))
         for line in _agent_lines():
             console.print(f"  agent  {line}")
@@ -149,6 +185,9 @@ def up(
         console.print(f"[red]error[/] {error}")
         raise typer.Exit(1) from None
     finally:
+        shutdown_tracing()
+        if metrics is not None:
+            metrics.close()
         redis.stop()
         (base.data_dir / "runtime.json").unlink(missing_ok=True)
 
@@ -159,7 +198,9 @@ def run(actor: str = typer.Argument(..., help=f"The actor to run: {', '.join(ACT
         raise typer.BadParameter(f"unknown actor {actor!r}; known: {', '.join(ACTORS)}")
     base = _settings()
     redis = _start_redis(base)
+    metrics: MetricsServer | None = None
     try:
+        metrics = _observe(base, actor)
         settings = base.model_copy(update={"redis_url": redis.url})
         ready = asyncio.Event() if actor == "api" else None
         ctx = ActorContext(settings=settings, redis_url=redis.url, api_ready=ready)
@@ -168,4 +209,7 @@ def run(actor: str = typer.Argument(..., help=f"The actor to run: {', '.join(ACT
         console.print(f"[red]error[/] {error}")
         raise typer.Exit(1) from None
     finally:
+        shutdown_tracing()
+        if metrics is not None:
+            metrics.close()
         redis.stop()

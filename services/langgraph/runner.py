@@ -60,6 +60,7 @@ class FlowRunner:
                 request_id=message.request_id,
                 correlation_id=message.correlation_id,
                 callback_stream=message.callback_stream,
+                flow=kind,
             )
             await self._run(kind, task_id, state)
 

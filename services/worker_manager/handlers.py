@@ -8,6 +8,7 @@ always hears back.
 from __future__ import annotations
 
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from services.worker_manager.errors import WorkerManagerError
 from services.worker_manager.manager import WorkerManager
@@ -19,8 +20,10 @@ from shared.contracts import (
     DeleteWorkerResponse,
     SendMessageCommand,
     SendMessageResponse,
+    WorkerOutputMessage,
 )
 from shared.messaging import MessageContext
+from shared.observability.metrics import SystemMetrics
 
 __all__ = ["CommandHandlers"]
 
@@ -52,6 +55,7 @@ class CommandHandlers:
             output = await self.manager.send(command)
         except WorkerManagerError as exc:
             return SendMessageResponse(request_id=command.request_id, success=False, error=str(exc))
+        await self._observe(command.worker_id, output)
         if output.status == "success":
             return SendMessageResponse(
                 request_id=command.request_id,
@@ -66,6 +70,18 @@ class CommandHandlers:
             error=f"agent {output.status}: {output.error or 'no detail'}",
             run=output.run,
         )
+
+    async def _observe(self, worker_id: str, output: WorkerOutputMessage) -> None:
+        """`orchestrator_agent_runs_total{agent,status}` and the run's duration."""
+        try:
+            record = await self.manager.registry.get(worker_id)
+        except RedisError:
+            record = None
+        agent = record.adapter if record is not None else "unknown"
+        metrics = SystemMetrics.default()
+        metrics.agent_runs.labels(agent, output.status).inc()
+        if output.duration_ms is not None:
+            metrics.agent_run_seconds.labels(agent).observe(output.duration_ms / 1000)
 
     async def handle_delete(self, command: DeleteWorkerCommand) -> DeleteWorkerResponse:
         """Delete a worker."""

@@ -171,6 +171,8 @@ class WorkerManager:
                 home = await asyncio.to_thread(hand_over, workspace, session_dir, account)
                 env["HOME"] = str(home.resolve())
             env.update(self._wrapper_env(record, adapter, workspace, session_dir, context))
+            # the wrapper's traces join the system's (its agent never sees these variables)
+            env.update({k: v for k, v in source.items() if k.startswith("OTEL_")})
             env["AGENT_CAPABILITIES"] = ",".join(config.capabilities)
             await self.registry.put(record)
             await self.redis.set(create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S)

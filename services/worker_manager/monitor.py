@@ -21,6 +21,7 @@ from services.worker_manager.errors import WorkerManagerError
 from services.worker_manager.manager import WorkerManager
 from services.worker_manager.registry import WorkerRecord
 from shared.messaging.cancel import raise_if_cancelling
+from shared.observability.metrics import SystemMetrics
 
 __all__ = ["WorkerMonitor"]
 
@@ -93,7 +94,9 @@ class WorkerMonitor:
     async def check_once(self) -> None:
         """One pass: mark dead workers failed, stop idle ones, revoke leftover keys."""
         now = time.time()
-        for record in await self.registry.all():
+        records = await self.registry.all()
+        self._observe([record for record in records if self._mine(record)])
+        for record in records:
             if not self._mine(record) or record.worker_id in self.manager.busy:
                 continue
             alive = not record.runtime_ref or await self.runtime.is_alive(record.runtime_ref)
@@ -123,6 +126,17 @@ class WorkerMonitor:
         await self.manager.api_keys.sweep(self.manager.is_live)
         if self.settings.redis_acl:
             await self.manager.redis_users.sweep(self.manager.is_live)
+
+    @staticmethod
+    def _observe(records: list[WorkerRecord]) -> None:
+        """`orchestrator_workers{state}` and `orchestrator_worker_pool_size` of this manager."""
+        metrics = SystemMetrics.default()
+        counts = dict.fromkeys(("starting", "running", "busy", "stopped", "failed"), 0)
+        for record in records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        for state, count in counts.items():
+            metrics.workers.labels(state).set(count)
+        metrics.worker_pool_size.set(sum(1 for record in records if record.is_live))
 
     async def run(self) -> None:
         """Check every `monitor_interval_s` until cancelled; errors are logged, never fatal."""

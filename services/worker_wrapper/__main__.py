@@ -19,6 +19,8 @@ import structlog
 from services.worker_wrapper.main import run_wrapper
 from services.worker_wrapper.settings import WrapperSettings
 from services.worker_wrapper.warm import WarmEnv, wait_for_binding
+from shared.observability.context import current_actor
+from shared.observability.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--worker-id {args.worker_id} does not match WORKER_ID", file=sys.stderr)  # noqa: T201
         return 2
     _configure_logs(settings.log_level)
-    asyncio.run(run_wrapper(settings))
+    current_actor.set("worker")
+    try:
+        configure_tracing("worker")
+    except TracingConfigError as error:
+        print(f"bad tracing configuration: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        asyncio.run(run_wrapper(settings))
+    finally:
+        shutdown_tracing()
     # the manager waits for this process to exit: skip the collector's walk over every
     # imported module's objects at interpreter exit (about 70 ms); exit handlers still run
     gc.freeze()

@@ -20,8 +20,9 @@ from services.worker_wrapper.agents.factory_droid import AutonomyLevel
 __all__ = ["CONTROL_ENV_PREFIXES", "AdapterName", "WrapperSettings"]
 
 AdapterName = Literal["claude-code", "factory-droid", "codex", "command", "builtin"]
-CONTROL_ENV_PREFIXES = ("WORKER_", "REDIS_URL", "ORCHESTRATOR_")
-"""Variables with these prefixes belong to the wrapper and never reach the agent."""
+CONTROL_ENV_PREFIXES = ("WORKER_", "REDIS_URL", "ORCHESTRATOR_", "OTEL_")
+"""Variables with these prefixes belong to the wrapper and never reach the agent (`OTEL_*`
+configure the wrapper's own traces and may hold an exporter's credentials)."""
 
 
 class WrapperSettings(BaseSettings):

@@ -52,12 +52,20 @@ from shared.contracts import (
     TaskType,
     UserDTO,
 )
+from shared.observability.tracing import current_traceparent
 from shared.settings import Settings
 
 __all__ = ["ApiClient"]
 
 M = TypeVar("M", bound=BaseModel)
 _ALLOCATIONS = TypeAdapter(list[PortAllocationDTO])
+
+
+async def _propagate_trace(request: httpx.Request) -> None:
+    """Send the current span's `traceparent`, so the API's span joins the caller's trace."""
+    traceparent = current_traceparent()
+    if traceparent:
+        request.headers["traceparent"] = traceparent
 
 
 class ApiClient:
@@ -73,7 +81,11 @@ class ApiClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout_s,
+            transport=transport,
+            event_hooks={"request": [_propagate_trace]},
         )
 
     @classmethod

@@ -41,6 +41,7 @@ from shared.messaging.transport import (
     TransportNoGroupError,
 )
 from shared.messaging.upkeep import Upkeep
+from shared.observability.context import current_task_id, task_of_request
 
 if TYPE_CHECKING:
     from shared.messaging.bus import Bus
@@ -290,6 +291,8 @@ class Consumer:
         # each entry runs in a task of its own, with its own copy of the context: what is
         # bound here is seen by the handler and what it calls, and vanishes with the task
         current_envelope.set(envelope)
+        task_id = task_of_request(message)
+        current_task_id.set(task_id)
         bind_log_context(
             envelope.correlation_id, entry.stream, envelope.type, attempt, entry.entry_id
         )
@@ -304,6 +307,10 @@ class Consumer:
         )
         started = time.perf_counter()
         with span_scope as span:
+            if span is not None:
+                span.set_attribute("orchestrator.correlation_id", envelope.correlation_id)
+                if task_id:
+                    span.set_attribute("orchestrator.task_id", task_id)
             try:
                 result = await self.handler(message, ctx)
             except Retry as signal:

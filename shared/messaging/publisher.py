@@ -20,6 +20,7 @@ from shared.messaging.errors import PublishError
 from shared.messaging.metrics import Metrics
 from shared.messaging.tracing import NO_TRACEPARENT, PublishSpan, Tracing
 from shared.messaging.transport import Fields, Transport, TransportConnectionError
+from shared.observability.context import task_of_request
 
 __all__ = ["Publisher", "correlation_of"]
 
@@ -127,6 +128,8 @@ class Publisher:
                 causation_id=causation_id,
                 traceparent=traceparent,
             )
+            if isinstance(span, PublishSpan):
+                span.annotate(envelope.correlation_id, task_of_request(message))
             fields = envelope.to_fields()
             entry_id = await self._retrying(
                 stream, lambda: self.transport.add(stream, fields, maxlen=maxlen)
@@ -160,6 +163,8 @@ class Publisher:
                     traceparent=traceparent,
                     message_id=message_id,
                 )
+                if isinstance(span, PublishSpan):
+                    span.annotate(envelope.correlation_id, task_of_request(message))
             batch.append((stream, envelope.to_fields()))
             labels = (resolve(stream).name, message_type)
             counts[labels] = counts.get(labels, 0) + 1

@@ -96,6 +96,13 @@ class PublishSpan(_SpanScope):
         propagate.inject(carrier)
         return carrier.get("traceparent", "")
 
+    def annotate(self, correlation_id: str, task_id: str | None) -> None:
+        """Name the message's correlation id and task on the span."""
+        if self.span is not None:
+            self.span.set_attribute("orchestrator.correlation_id", correlation_id)
+            if task_id:
+                self.span.set_attribute("orchestrator.task_id", task_id)
+
 
 class ConsumeSpan(_SpanScope):
     """`with ConsumeSpan(...) as span:` a CONSUMER span, child of and linked to the publisher's

@@ -36,3 +36,6 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    traceparent: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The W3C trace context of the request that wrote the row (empty when not traced): the
+    relay publishes the message in that trace."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
@@ -21,6 +21,8 @@ from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.repository import OutboxRepository
 from shared import registry
 from shared.messaging.cancel import raise_if_cancelling, wait_event
+from shared.observability.metrics import SystemMetrics
+from shared.observability.tracing import traceparent_context
 
 __all__ = ["OutboxRelay"]
 
@@ -84,12 +86,17 @@ class OutboxRelay:
         failure: tuple[int, Exception] | None = None
         async with self.database.sessionmaker() as session:
             repo = OutboxRepository(session)
+            waiting, oldest = await repo.lag()
+            self._observe_lag(waiting, oldest)
+            if not waiting:
+                return 0
             for row in await repo.pending(limit=self.batch_size):
                 try:
                     message = _decode(row.stream, row.message_type, row.payload)
-                    await self.publisher.publish(
-                        row.stream, message, correlation_id=row.correlation_id
-                    )
+                    with traceparent_context(row.traceparent):
+                        await self.publisher.publish(
+                            row.stream, message, correlation_id=row.correlation_id
+                        )
                 except Exception as error:  # noqa: BLE001 - recorded on the row, raised below
                     failure = (row.id, error)
                     break
@@ -105,7 +112,20 @@ class OutboxRelay:
         self.published += len(published)
         if failure is not None:
             raise failure[1]
+        if len(published) == waiting:
+            self._observe_lag(0, None)
         return len(published)
+
+    def _observe_lag(self, waiting: int, oldest: datetime | None) -> None:
+        """`orchestrator_outbox_pending` and `orchestrator_outbox_lag_seconds`."""
+        metrics = SystemMetrics.default()
+        metrics.outbox_pending.set(waiting)
+        if oldest is None:
+            metrics.outbox_lag_seconds.set(0)
+            return
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        metrics.outbox_lag_seconds.set(max(0.0, (utc_now() - oldest).total_seconds()))
 
 
 def _decode(stream: str, type_name: str, payload: str) -> BaseModel:

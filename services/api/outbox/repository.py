@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.api.db import utc_now
 from services.api.outbox.models import OutboxMessage
 from shared import registry
+from shared.observability.tracing import current_traceparent
 
 __all__ = ["OUTBOX_WRITTEN", "OutboxRepository"]
 
@@ -34,11 +35,20 @@ class OutboxRepository:
             payload=message.model_dump_json(),
             correlation_id=correlation_id,
             created_at=utc_now(),
+            traceparent=current_traceparent(),
         )
         self.session.add(row)
         await self.session.flush()
         self.session.info[OUTBOX_WRITTEN] = True
         return row
+
+    async def lag(self) -> tuple[int, datetime | None]:
+        """How many rows wait to be published, and when the oldest of them was written."""
+        query = select(func.count(OutboxMessage.id), func.min(OutboxMessage.created_at)).where(
+            OutboxMessage.published_at.is_(None)
+        )
+        count, oldest = (await self.session.execute(query)).one()
+        return int(count or 0), oldest
 
     async def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
         """The oldest unpublished rows; locked (others skip them) where the database can."""

@@ -35,6 +35,7 @@ from services.api.errors import (
     NotFoundError,
 )
 from services.api.lifecycle import TASK_TRANSITIONS, check_transition
+from services.api.observe import annotate_current_span
 from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
 from services.api.runs.caps import check_month_cap
@@ -52,6 +53,7 @@ from shared.contracts import (
     new_id,
 )
 from shared.deploys import commit_of_spec
+from shared.observability.metrics import SystemMetrics
 from shared.settings import TaskDeadlines
 
 __all__ = ["TaskService"]
@@ -123,6 +125,8 @@ class TaskService:
             await self.outbox.add(
                 stream, _message(task, request.type, user_id), correlation_id=task.correlation_id
             )
+        SystemMetrics.default().tasks_created.labels(task.type).inc()
+        annotate_current_span(task_id=task.id, correlation_id=task.correlation_id)
         return task
 
     async def get(self, principal: Principal, task_id: str) -> Task:
@@ -171,6 +175,7 @@ class TaskService:
             check_transition("task", TASK_TRANSITIONS, TaskStatus(task.status), change.status)
             if change.status == TaskStatus.CANCELLED and task.cancelled_at is None:
                 task.cancelled_at = utc_now()
+            _count_final(task, change.status.value)
             task.status = change.status.value
         if "result" in change.model_fields_set:
             task.result = change.result
@@ -186,6 +191,7 @@ class TaskService:
                 f"task is {task.status}; only a queued or running task can be cancelled",
                 field="status",
             )
+        _count_final(task, TaskStatus.CANCELLED.value)
         task.status = TaskStatus.CANCELLED.value
         task.cancelled_at = task.updated_at = utc_now()
         await self.tasks.flush()
@@ -222,6 +228,17 @@ class TaskService:
         if task.deadline_at is not None:
             return task.deadline_at
         return task.created_at + timedelta(seconds=self.deadlines.of(task.type))
+
+
+_FINAL_STATUSES = frozenset(
+    {TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value}
+)
+
+
+def _count_final(task: Task, status: str) -> None:
+    """`orchestrator_tasks_finished_total{type,status}` when a task reaches a final status."""
+    if status in _FINAL_STATUSES and task.status != status:
+        SystemMetrics.default().tasks_finished.labels(task.type, status).inc()
 
 
 def _message(task: Task, task_type: TaskType, user_id: int) -> BaseModel:

@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 from services.langgraph.errors import ApiCallError
 from services.langgraph.graphs.state import FlowState, Outcome
 from services.langgraph.graphs.steps import Node
+from services.langgraph.observe import observe_end
 from services.langgraph.ports import FlowDeps
 from shared.api_client.schemas import TaskUpdate
 from shared.contracts import BaseResult, ProgressEvent, TaskStatus
@@ -77,6 +78,7 @@ def finish(
         else:
             await _record_cancelled(deps, state, build_result, extra)
         result = build_result({**state, "outcome": outcome}, outcome == "completed")
+        observe_end(state, outcome)
         await _publish_result(deps, state, result)
         await deps.bus.progress(state["task_id"], _terminal_event(state, outcome))
         return FlowState(outcome=outcome)

@@ -31,6 +31,10 @@ class FlowState(TypedDict, total=False):
     """The request id of the message that started the flow (its progress events carry it)."""
     correlation_id: str
     callback_stream: str | None
+    flow: str
+    """`engineering` or `deploy` (empty in flows checkpointed before it existed)."""
+    step_started_at: float
+    """Epoch seconds: when the step now awaited sent its request (its duration's start)."""
     outcome: Outcome
     error: str | None
     failed_step: str | None
@@ -127,9 +131,11 @@ def initial_state(
     request_id: str,
     correlation_id: str,
     callback_stream: str | None,
+    flow: str = "",
 ) -> FlowState:
     """The state a flow starts from."""
     return FlowState(
+        flow=flow,
         task_id=task_id,
         project_id=project_id,
         user_id=user_id,

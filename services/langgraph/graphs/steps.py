@@ -11,6 +11,7 @@ clear error; anything unexpected propagates and the node is retried.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -28,6 +29,7 @@ from services.langgraph.errors import (
     TaskCancelledError,
 )
 from services.langgraph.graphs.state import FlowState, Resume, request_id_for
+from services.langgraph.observe import observe_step, observe_timeout, step_entered
 from services.langgraph.ports import FlowDeps
 from services.langgraph.settings import StepTimeouts
 from services.langgraph.store import PendingWait
@@ -78,6 +80,7 @@ def forward_pct(state: FlowState, pct: int) -> int:
 async def report(deps: FlowDeps, state: FlowState, step: str, pct: int, message: str) -> None:
     """A `progress` event of the task for a step (never below what was reported before)."""
     pct = forward_pct(state, pct)
+    step_entered(state, step)
     event = ProgressEvent(
         type="progress",
         request_id=state["request_id"],
@@ -177,7 +180,10 @@ def plain_node(step: PlainStep) -> Node:
             update = await step.run(state, deps)
             return FlowState(**update, progress_pct=forward_pct(state, step.pct))
 
-        return await _guarded(step.name, state, work)
+        started = time.monotonic()
+        update = await _guarded(step.name, state, work)
+        observe_step(state, step.name, time.monotonic() - started, update)
+        return update
 
     node.__name__ = step.name
     return node
@@ -200,6 +206,7 @@ def send_node(step: AwaitedStep) -> Node:
             return FlowState(
                 **update,
                 deadline_at=deps.clock_s() + timeout_s,
+                step_started_at=deps.clock_s(),
                 progress_pct=forward_pct(state, step.pct),
             )
 
@@ -227,9 +234,14 @@ def wait_node(step: AwaitedStep) -> Node:
             if resume.get("kind") == "answer":
                 answer = await deps.store.get_answer(request_id)
         await deps.store.clear_wait(state["task_id"])
+        took_s = deps.clock_s() - state.get("step_started_at", deps.clock_s())
         if answer is not None:
-            return await _accept(step, state, deps, answer)
+            update = await _accept(step, state, deps, answer)
+            observe_step(state, step.name, took_s, update)
+            return update
         kind = resume.get("kind")
+        if kind == "timeout":
+            observe_timeout(state, step.name, took_s)
         if step.tolerant:
             note = f"{step.name}: {'cancelled' if kind == 'cancelled' else 'no answer in time'}"
             return FlowState(warnings=[*state.get("warnings", []), note])
