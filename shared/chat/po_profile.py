@@ -49,6 +49,10 @@ PO_GRAMMAR_HELP = (
     "  develop <spec>          an engineering task on the current project\n"
     "  deploy                  deploy the current project\n"
     "  status                  the tasks of the current project\n"
+    "  cancel [task]           cancel your running task (or the one with that id)\n"
+    "  rollback [sha]          redeploy the previous release (or that commit)\n"
+    "  deploys                 the latest deploys of the current project\n"
+    "  queue                   the engineering tasks waiting to run, in order\n"
     "  help                    this list"
 )
 """The fixed grammar of the built-in PO agent (no LLM)."""
@@ -71,6 +75,9 @@ command, so only the variable names appear in it:
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json
     orchestrator task create <project_id> --type deploy --json
     orchestrator task show <task_id> --json
+    orchestrator task cancel <task_id> --json
+    orchestrator project deploys <project_id> --json
+    orchestrator project rollback <project_id> [--to <sha>] --json
 
 Without the command, the same through the REST API with `Authorization: Bearer $PO_API_TOKEN`:
 GET/POST $PO_API_URL/api/projects, POST $PO_API_URL/api/tasks
@@ -83,6 +90,12 @@ Rules:
 - After creating a task, answer with its id and one sentence of what will happen. The user
   receives live progress of the task separately; do not poll it in a loop.
 - Deploy only when the user asks for it.
+- "cancel", "roll back" and "which deploys" requests: do it at once with the commands above
+  (cancel a task, roll back to the previous release or a named commit, list the deploys)
+  and answer what happened. The user can also type /cancel [task], /rollback [sha],
+  /deploys and /queue themselves: those are answered without you.
+- Engineering tasks of a project run one at a time, in the order you create them, each
+  starting from the previous one's work: split a larger request into ordered tasks.
 - Keep answers short: this is a chat.
 
 Without an LLM, the built-in agent plays this role with a fixed grammar.

@@ -98,3 +98,49 @@ async def test_local_chat_waits_for_running_tasks_at_end_of_input(
     system.langgraph.release.set()
     assert await asyncio.wait_for(chat, 20) == 0
     assert _found(out, r"✅ completed") is not None
+
+
+async def test_local_chat_control_commands_and_the_po_grammar(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """`/cancel`, `/deploys`, `/queue` are answered by the chat itself; the built-in PO
+    understands `queue`, `cancel`, `deploys`, `rollback` for the current project."""
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4244,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+
+    async def said(line: str, pattern: str) -> str:
+        before = len(out)
+        await script.queue.put(line)
+        await wait_until(lambda: _found(out[before:], pattern) is not None)
+        found = _found(out[before:], pattern)
+        assert found is not None
+        return found.string
+
+    await said("/cancel", r"nothing to cancel")
+    await said("create project kiosk", r"Created project kiosk")
+    system.langgraph.release.clear()
+    await said("develop a /menu endpoint", r"Development of kiosk started")
+    await asyncio.wait_for(system.langgraph.reached_gate.wait(), 20)
+    assert "running:" in await said("queue", r"kiosk:\nrunning: [0-9a-f]{8} a /menu endpoint")
+    await said("/queue kiosk", r"running: [0-9a-f]{8} a /menu endpoint")
+    await said("deploys", r"kiosk has not been deployed yet")
+    await said("rollback", r"I could not do that: .*no successful deploy")
+    await said("cancel", r"Cancelled task [0-9a-f]{8} \(engineering, was running\)")
+    await said("/cancel", r"nothing to cancel")
+    await said("/deploys", r"kiosk has not been deployed yet")
+    system.langgraph.release.set()
+    await script.queue.put("/quit")
+    assert await asyncio.wait_for(chat, 30) == 0
+    assert len(system.manager.commands) == 1
