@@ -146,6 +146,9 @@ class ProjectUpdate(BaseModel):
     status: ProjectStatus | None = None
     description: FreeText | None = None
     repository_url: Url | None = None
+    parallel_tasks: int | None = Field(default=None, ge=1, le=100)
+    """How many engineering tasks of the project may run at once (default 1: one after the
+    other, in creation order)."""
 
 
 class TaskCreateBody(TaskCreate):
@@ -172,6 +175,9 @@ class TaskSchedule(TaskDTO):
     """How often its queue message was published again (`POST /api/tasks/{id}/redrive`)."""
     redriven_at: UtcDatetime | None = None
     """When it was last re-driven."""
+    released_at: UtcDatetime | None = None
+    """When its queue message was written; None while an engineering task waits for its
+    turn behind an earlier open task of the project (task order)."""
 
 
 class TaskUpdate(BaseModel):
