@@ -122,6 +122,8 @@ async def test_projects_do_not_wait_for_each_other(api: ApiHarness) -> None:
     assert await _released(api) == [a, x.id]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # two API processes start on a machine busy with other runs
 async def test_an_api_killed_after_a_task_ended_still_starts_the_next(
     api: ApiHarness,
     database: Database,

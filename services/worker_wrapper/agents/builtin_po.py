@@ -30,7 +30,7 @@ from shared.chat.po_profile import (
     PO_PROFILE,
     PROFILE_ENV,
 )
-from shared.contracts import ProjectCreate, ProjectDTO, TaskCreate, TaskType
+from shared.contracts import ProjectCreate, ProjectDTO, TaskCreate, TaskStatus, TaskType
 
 if TYPE_CHECKING:
     from shared.api_client import ApiClient
@@ -132,10 +132,24 @@ class PoGrammar:
             TaskCreate(project_id=project.id, type=task_type, spec=spec)
         )
         what = "Development" if task_type == TaskType.ENGINEERING else "Deploy"
-        return (
+        answer = (
             f"{what} of {project.name} started: task {task.id}. "
             "You will see its progress and result here."
         )
+        if task_type == TaskType.ENGINEERING:
+            others = 0
+            for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+                page = await self.api.list_tasks(
+                    project_id=project.id, task_type=TaskType.ENGINEERING, status=status
+                )
+                others += sum(1 for t in page.items if t.id != task.id)
+            if others:
+                from shared.chat.control import queue_text
+
+                answer += " It runs after the earlier ones, in order.\n" + await queue_text(
+                    self.api, project
+                )
+        return answer
 
     async def _me(self) -> ChatUser:
         from shared.chat.sink import ChatUser
