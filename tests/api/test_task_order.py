@@ -172,3 +172,29 @@ async def test_an_api_killed_after_a_task_ended_still_starts_the_next(
         assert c not in await _released(api)
     finally:
         assert second.terminate() == 0
+
+
+async def test_a_callers_correlation_id_is_kept_and_a_bad_one_refused(api: ApiHarness) -> None:
+    """`X-Correlation-ID` is stored on the task and carried by its queue message; a value
+    that is not a plain identifier is refused naming the header; without one, a new id."""
+    _, token = await api.user(8)
+    async with api.client(token) as user, api.client(api.service_key) as service:
+        project = await user.create_project(ProjectCreate(name="p"))
+        body = TaskCreate(project_id=project.id, type=TaskType.ENGINEERING)
+        task = await user.create_task(body, correlation_id="tg-42-1001")
+        assert task.correlation_id == "tg-42-1001"
+        assert (await service.get_task_schedule(task.id)).correlation_id == "tg-42-1001"
+        for bad in ("has space", "x" * 65, "-lead"):
+            with pytest.raises(ValidationError) as refused:
+                await user.create_task(body, correlation_id=bad)
+            assert "X-Correlation-ID" in str(refused.value)
+        other = await user.create_task(TaskCreate(project_id=project.id, type=TaskType.DEPLOY))
+        assert other.correlation_id not in ("", "tg-42-1001")
+    async with api.database.sessionmaker() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    message = EngineeringMessage.model_validate_json(rows[0].payload)
+    assert (message.task_id, message.correlation_id, rows[0].correlation_id) == (
+        task.id,
+        "tg-42-1001",
+        "tg-42-1001",
+    )

@@ -87,8 +87,11 @@ class TaskService:
         self.outbox = OutboxRepository(session)
         self.deadlines = deadlines or TaskDeadlines()
 
-    async def create(self, principal: Principal, request: TaskCreate) -> Task:
-        """A queued task; for engineering and deploy, its message joins the outbox atomically."""
+    async def create(
+        self, principal: Principal, request: TaskCreate, *, correlation_id: str | None = None
+    ) -> Task:
+        """A queued task; for engineering and deploy, its message joins the outbox atomically.
+        `correlation_id`: the caller's (validated by the route), else a new one."""
         try:
             project = await self.projects.get(principal, request.project_id)
         except NotFoundError as error:
@@ -109,7 +112,7 @@ class TaskService:
             type=request.type.value,
             status=TaskStatus.QUEUED.value,
             spec=request.spec,
-            correlation_id=new_id(),
+            correlation_id=correlation_id or new_id(),
             created_at=now,
             deadline_at=now + timedelta(seconds=self.deadlines.of(request.type.value)),
             redrive_count=0,
