@@ -26,6 +26,7 @@ from shared import registry
 from shared.api_client import ApiClient, ApiStatusError
 from shared.api_client.schemas import UserCreate
 from shared.chat import ChatOptions, ChatUser, Conversation, PoSessions, ReplyRelay, TaskNotifier
+from shared.chat.control import ChatControl
 from shared.chat.notifier import ChatForOwner
 from shared.contracts import AgentName
 from shared.embedded import CLI_KEY, read_runtime, read_secret, resolve_redis_url
@@ -36,7 +37,10 @@ __all__ = ["TerminalSink", "chat", "run_chat"]
 
 DOOR = "cli"
 LOCAL_CHAT_ID = 0
-BANNER = "Chat with your Product-Owner agent. /quit (or end of input) leaves."
+BANNER = (
+    "Chat with your Product-Owner agent. /quit (or end of input) leaves; "
+    "/cancel, /rollback, /deploys, /queue act at once."
+)
 
 
 class TerminalSink:
@@ -120,6 +124,7 @@ async def run_chat(
                     chat_for_owner=_only(user.user_id),
                     poll_s=notify_poll_s,
                 )
+                control = ChatControl(api)
                 notifying = asyncio.create_task(notifier.run(), name="chat-notifier")
                 try:
                     write(BANNER)
@@ -128,7 +133,11 @@ async def run_chat(
                         text = line.strip()
                         if text in ("/quit", "/exit"):
                             break
-                        if text:
+                        answer = await control.handle(user, text)
+                        if answer is not None:
+                            write(answer)
+                            notifier.wake()
+                        elif text:
                             await conversation.ask(user, text, request_id=f"cli-{uuid.uuid4()}")
                             notifier.wake()
                     await _drain(notifier, wait_for_tasks_s)

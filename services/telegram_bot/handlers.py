@@ -21,6 +21,7 @@ from shared.api_client import (
 )
 from shared.api_client.schemas import UserCreate
 from shared.chat import ChatUser, Conversation, TaskNotifier
+from shared.chat.control import CONTROL_COMMANDS, CONTROL_HELP, ChatControl
 from shared.contracts import ProjectCreate, TaskDTO
 
 __all__ = ["HELP", "BotDeps", "build_router"]
@@ -32,8 +33,7 @@ HELP = (
     "/projects — your projects\n"
     "/tasks — your latest tasks\n"
     "/status <task> — one task (its id, or the first characters of it)\n"
-    "/new <name> — create a project\n"
-    "/help — this text"
+    "/new <name> — create a project\n" + CONTROL_HELP + "\n/help — this text"
 )
 ADMIN_HELP = "\n\nAdmins: /adduser <telegram_id> [admin] — let someone in."
 
@@ -145,6 +145,12 @@ def build_router() -> Router:
             return
         role = "an admin" if added.is_admin else "a user"
         await message.answer(f"Added {added.telegram_id} as {role} (user id {added.id}).")
+
+    @router.message(Command(*CONTROL_COMMANDS))
+    async def control(message: Message, user: ChatUser, deps: BotDeps) -> None:
+        answer = await ChatControl(deps.api).handle(user, message.text or "")
+        await message.answer(answer or _help(user))
+        deps.notifier.wake()
 
     @router.message(F.text.startswith("/"))
     async def unknown_command(message: Message, user: ChatUser) -> None:

@@ -250,9 +250,14 @@ class ApiClient:
 
     # tasks ---------------------------------------------------------------------------------
 
-    async def create_task(self, body: TaskCreate) -> TaskCreated:
-        """Create a task; engineering and deploy tasks start their flow."""
-        return TaskCreated.model_validate(await self._call("POST", "/api/tasks", body=body))
+    async def create_task(
+        self, body: TaskCreate, *, correlation_id: str | None = None
+    ) -> TaskCreated:
+        """Create a task; engineering and deploy tasks start their flow. `correlation_id`
+        (sent as `X-Correlation-ID`) is kept on the task and carried by its messages."""
+        headers = {"X-Correlation-ID": correlation_id} if correlation_id else None
+        data = await self._call("POST", "/api/tasks", body=body, headers=headers)
+        return TaskCreated.model_validate(data)
 
     async def get_task(self, task_id: str) -> TaskDTO:
         """One task."""
@@ -372,13 +377,16 @@ class ApiClient:
         body: BaseModel | None = None,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Send a request; the decoded JSON of a success, a typed error otherwise."""
         if body is not None:
             json = body.model_dump(mode="json", exclude_unset=isinstance(body, _PATCHES))
         query = {k: _plain(v) for k, v in (params or {}).items() if v is not None}
         try:
-            response = await self._http.request(method, path, json=json, params=query)
+            response = await self._http.request(
+                method, path, json=json, params=query, headers=headers
+            )
         except httpx.TransportError as error:
             raise ApiUnavailableError(
                 f"API at {self._http.base_url} unreachable: {type(error).__name__}"

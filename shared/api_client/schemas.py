@@ -181,9 +181,11 @@ class ProjectCreateBody(ProjectCreate):
 
 
 class ProjectView(ProjectDTO):
-    """`ProjectDTO` as the API returns it, with the project's modules."""
+    """`ProjectDTO` as the API returns it, with the project's modules and how many of its
+    engineering tasks may run at once (task order, `PATCH` `parallel_tasks`)."""
 
     modules: list[str] = Field(default_factory=lambda: ["backend"])
+    parallel_tasks: int = 1
 
 
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # noqa: S105 - a pattern
@@ -231,6 +233,9 @@ class ProjectUpdate(BaseModel):
     status: ProjectStatus | None = None
     description: FreeText | None = None
     repository_url: Url | None = None
+    parallel_tasks: int | None = Field(default=None, ge=1, le=100)
+    """How many engineering tasks of the project may run at once (default 1: one after the
+    other, in creation order)."""
 
 
 class TaskCreateBody(TaskCreate):
@@ -257,6 +262,9 @@ class TaskSchedule(TaskDTO):
     """How often its queue message was published again (`POST /api/tasks/{id}/redrive`)."""
     redriven_at: UtcDatetime | None = None
     """When it was last re-driven."""
+    released_at: UtcDatetime | None = None
+    """When its queue message was written; None while an engineering task waits for its
+    turn behind an earlier open task of the project (task order)."""
 
 
 class TaskUpdate(BaseModel):

@@ -51,6 +51,10 @@ PO_GRAMMAR_HELP = (
     "  develop <spec>          an engineering task on the current project\n"
     "  deploy                  deploy the current project\n"
     "  status                  the tasks of the current project\n"
+    "  cancel [task]           cancel your running task (or the one with that id)\n"
+    "  rollback [sha]          redeploy the previous release (or that commit)\n"
+    "  deploys                 the latest deploys of the current project\n"
+    "  queue                   the engineering tasks waiting to run, in order\n"
     "  help                    this list"
 )
 """The fixed grammar of the built-in PO agent (no LLM)."""
@@ -75,6 +79,9 @@ command, so only the variable names appear in it:
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json
     orchestrator task create <project_id> --type deploy --json
     orchestrator task show <task_id> --json
+    orchestrator task cancel <task_id> --json
+    orchestrator project deploys <project_id> --json
+    orchestrator project rollback <project_id> [--to <sha>] --json
 
 Without the command, the same through the REST API with `Authorization: Bearer $PO_API_TOKEN`:
 GET/POST $PO_API_URL/api/projects, POST $PO_API_URL/api/tasks
@@ -91,6 +98,12 @@ Rules:
   BOT_TOKEN" and how to set it (`orchestrator project secret set <project_id> BOT_TOKEN`,
   value at the prompt). Never ask for a secret's value in the conversation, never repeat,
   print or store one yourself; no command shows a stored value.
+- "cancel", "roll back" and "which deploys" requests: do it at once with the commands above
+  (cancel a task, roll back to the previous release or a named commit, list the deploys)
+  and answer what happened. The user can also type /cancel [task], /rollback [sha],
+  /deploys and /queue themselves: those are answered without you.
+- Engineering tasks of a project run one at a time, in the order you create them, each
+  starting from the previous one's work: split a larger request into ordered tasks.
 - Keep answers short: this is a chat.
 
 Without an LLM, the built-in agent plays this role with a fixed grammar.

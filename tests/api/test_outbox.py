@@ -13,6 +13,7 @@ from services.api.db import Database
 from services.api.outbox.models import OutboxMessage
 from services.api.outbox.relay import OutboxRelay
 from shared import registry
+from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, TaskType
 from shared.messaging import Bus, Envelope, decode_message
 from shared.messaging.envelope import envelope_fields
@@ -25,10 +26,12 @@ DEPLOY = registry.get("deploy:queue")
 
 
 async def create_tasks(api: ApiHarness, count: int, task_type: TaskType) -> list[str]:
-    """`count` tasks of one type in a fresh project; returns their ids in order."""
+    """`count` tasks of one type in a fresh project that runs them all at once (task order
+    would hold back all engineering tasks but the first); returns their ids in order."""
     user_id, _ = await api.user(1000 + count)
     async with api.client(api.admin_key) as admin:
         project = await admin.create_project(ProjectCreate(name="p"), owner_id=user_id)
+        await admin.update_project(project.id, ProjectUpdate(parallel_tasks=count))
         return [
             (await admin.create_task(TaskCreate(project_id=project.id, type=task_type))).id
             for _ in range(count)

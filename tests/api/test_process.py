@@ -29,6 +29,8 @@ async def _create_tasks(url: str, admin_key: str, count: int) -> list[str]:
         project = (
             await http.post("/api/projects", params={"owner_id": user["id"]}, json={"name": "p"})
         ).json()
+        parallel = {"parallel_tasks": count}  # all of them released at once (task order)
+        assert (await http.patch(f"/api/projects/{project['id']}", json=parallel)).is_success
         ids = []
         for _ in range(count):
             response = await http.post(

@@ -98,3 +98,57 @@ async def test_local_chat_waits_for_running_tasks_at_end_of_input(
     system.langgraph.release.set()
     assert await asyncio.wait_for(chat, 20) == 0
     assert _found(out, r"✅ completed") is not None
+
+
+async def test_local_chat_control_commands_and_the_po_grammar(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """`/cancel`, `/deploys`, `/queue` are answered by the chat itself; the built-in PO
+    understands `queue`, `cancel`, `deploys`, `rollback` for the current project."""
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4244,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+
+    async def said(line: str, pattern: str) -> str:
+        before = len(out)
+        await script.queue.put(line)
+        await eventually(lambda: _found(out[before:], pattern) is not None)
+        found = _found(out[before:], pattern)
+        assert found is not None
+        return found.string
+
+    await said("/cancel", r"nothing to cancel")
+    await said("create project kiosk", r"Created project kiosk")
+    system.langgraph.release.clear()
+    await said("develop a /menu endpoint", r"Development of kiosk started")
+    await asyncio.wait_for(system.langgraph.reached_gate.wait(), 20)
+    assert "running:" in await said("queue", r"kiosk:\nrunning: [0-9a-f]{8} a /menu endpoint")
+    queued = await said("develop a /drinks endpoint", r"runs after the earlier ones")
+    assert re.search(r"running: [0-9a-f]{8} a /menu endpoint\n1 task queued:\n1\. ", queued)
+    listing = await said("/queue kiosk", r"running: ([0-9a-f]{8}) a /menu endpoint")
+    first = re.search(r"running: ([0-9a-f]{8})", listing)
+    assert first is not None
+    assert "1 task queued" in listing
+    await said("deploys", r"kiosk has not been deployed yet")
+    await said("rollback", r"I could not do that: .*no successful deploy")
+    await said("cancel", r"You have 2 active tasks; name one")
+    await said(f"/cancel {first[1]}", r"Cancelled task [0-9a-f]{8} \(engineering, was running\)")
+    await said("/queue", r"kiosk:\n(running|1 task queued).*a /drinks endpoint")
+    await said("/cancel", r"Cancelled task [0-9a-f]{8} \(engineering, was (running|queued)\)")
+    await said("/cancel", r"nothing to cancel")
+    await said("/deploys", r"kiosk has not been deployed yet")
+    system.langgraph.release.set()
+    await script.queue.put("/quit")
+    assert await asyncio.wait_for(chat, 30) == 0
+    assert len(system.manager.commands) == 1

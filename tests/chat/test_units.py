@@ -132,3 +132,18 @@ def test_the_chat_core_and_the_worker_manager_name_the_context_alike() -> None:
         api_keys.API_KEY_ENV_CONTEXT,
         api_keys.OWNER_CONTEXT,
     )
+
+
+def test_parse_control_reads_the_command_and_its_words() -> None:
+    """Control commands are recognised with or without a bot suffix; others are not."""
+    from shared.chat.control import parse_control
+
+    assert parse_control("/cancel ab12") == ("cancel", ["ab12"])
+    assert parse_control("  /Rollback@shop_bot shop 1234abcd ") == (
+        "rollback",
+        ["shop", "1234abcd"],
+    )
+    assert parse_control("/deploys") == ("deploys", [])
+    assert parse_control("/quit") is None
+    assert parse_control("cancel") is None
+    assert parse_control("") is None

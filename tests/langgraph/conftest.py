@@ -86,9 +86,14 @@ class System:
         transport = httpx.ASGITransport(app=self.app)  # type: ignore[arg-type]
         return ApiClient("http://api.test", key=key, transport=transport)
 
-    async def project(self, name: str, *, scaffolded: bool = False) -> ProjectDTO:
-        """A project of the test user; with a real scaffolded repository when asked."""
+    async def project(
+        self, name: str, *, scaffolded: bool = False, parallel_tasks: int = 100
+    ) -> ProjectDTO:
+        """A project of the test user; with a real scaffolded repository when asked. Its
+        engineering tasks run `parallel_tasks` at once (these tests run many concurrent
+        flows on one project; the API's task order would otherwise run them in turn)."""
         project = await self.admin.create_project(ProjectCreate(name=name), owner_id=self.user_id)
+        await self.admin.update_project(project.id, ProjectUpdate(parallel_tasks=parallel_tasks))
         if scaffolded:
             own = repo_full_name("projects", project.id, project.name)
             url = await scaffold_repo(self.git, own)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -288,6 +289,29 @@ async def test_fifty_concurrent_flows_complete(system: System) -> None:
     assert landed == sorted(f"tasks/{task_id}.md" for task_id in ids)
     assert system.workers.count(CreateWorkerCommand) == 50
     assert system.workers.live == {}
+
+
+async def test_tasks_of_a_project_run_in_order_each_on_the_previous_commit(
+    system: System,
+) -> None:
+    """Three tasks created at once on a project with the default task order: they run one
+    after the other, in creation order, and each commit's parent is the previous task's
+    commit (each started from the previous one's integrated work, no merge needed)."""
+    project = await system.project("Ordered", scaffolded=True, parallel_tasks=1)
+    async with langgraph(system):
+        ids = [await system.task(project.id, f"step {n}") for n in range(3)]
+        tasks = await system.wait_all_final(ids, timeout_s=180)
+        await system.wait_idle()
+    assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 3
+    shas = [str((t.result or {})["commit_sha"]) for t in tasks]
+    path = system.git.path_of(repo_full_name("projects", project.id, project.name))
+    for earlier, later in itertools.pairwise(shas):
+        _, parent, _ = await run_git("rev-parse", f"{later}^", cwd=path)
+        assert parent.strip() == earlier
+    assert (
+        await system.git.head_of(repo_full_name("projects", project.id, project.name), "main")
+        == shas[-1]
+    )
 
 
 async def test_a_turn_held_by_an_ended_task_is_broken(system: System) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.api.db import Base, utc_now
@@ -27,6 +27,8 @@ class Project(Base):
     """The project's modules, comma-separated (`backend`, `telegram`)."""
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    parallel_tasks: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """How many engineering tasks of the project may run at once (task order)."""
 
     @property
     def modules(self) -> list[str]:

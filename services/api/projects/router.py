@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.projects.service import ProjectService
+from services.api.tasks.router import ServiceDep as TasksDep
 from shared.api_client.schemas import Page, ProjectCreateBody, ProjectUpdate, ProjectView
 from shared.api_client.text import Identifier
 from shared.contracts import ProjectStatus
@@ -50,8 +51,11 @@ async def get_project(project_id: Identifier, caller: CallerDep, db: SessionDep)
 
 @router.patch("/{project_id}")
 async def update_project(
-    project_id: Identifier, body: ProjectUpdate, caller: CallerDep, db: SessionDep
+    project_id: Identifier, body: ProjectUpdate, caller: CallerDep, db: SessionDep, tasks: TasksDep
 ) -> ProjectView:
-    """Change a project's status (along the lifecycle), description or repository URL."""
+    """Change a project's status (along the lifecycle), description, repository URL or
+    number of engineering tasks run at once (`parallel_tasks`)."""
     project = await ProjectService(db).update(caller, project_id, body)
+    if body.parallel_tasks is not None:  # more room: waiting tasks start now
+        await tasks.release_turns(project.id)
     return ProjectView.model_validate(project)

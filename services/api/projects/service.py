@@ -92,6 +92,8 @@ class ProjectService:
             project.description = change.description
         if "repository_url" in change.model_fields_set:
             project.repository_url = self._repository_url(principal, project, change)
+        if change.parallel_tasks is not None:
+            project.parallel_tasks = change.parallel_tasks
         project.updated_at = utc_now()
         await self.projects.flush()
         return project

@@ -42,3 +42,6 @@ class Task(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(default=None)
     redrive_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     redriven_at: Mapped[datetime | None] = mapped_column(default=None)
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its queue message joined the outbox; NULL while an engineering task waits for
+    its turn (task order, `TaskService.release_turns`)."""

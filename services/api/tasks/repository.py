@@ -70,6 +70,25 @@ class TaskRepository:
         )
         return rows.all(), int(total or 0)
 
+    async def lock_project(self, project_id: str) -> Project | None:
+        """The project, its row locked until the transaction ends (serialises the release of
+        its tasks' turns; SQLite writers are serialised by the database's write lock)."""
+        query = select(Project).where(Project.id == project_id).with_for_update()
+        return (await self.session.scalars(query)).first()
+
+    async def open_engineering(self, project_id: str) -> Sequence[Task]:
+        """The project's queued and running engineering tasks, oldest first."""
+        query = (
+            select(Task)
+            .where(
+                Task.project_id == project_id,
+                Task.type == "engineering",
+                Task.status.in_(("queued", "running")),
+            )
+            .order_by(Task.created_at, Task.id)
+        )
+        return (await self.session.scalars(query)).all()
+
     async def flush(self) -> None:
         """Send pending changes to the database (inside the request's transaction)."""
         await self.session.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.tasks.models import Task
@@ -32,10 +32,26 @@ def _schedule(service: TaskService, task: Task) -> TaskSchedule:
     return TaskSchedule.model_validate({**fields, "deadline_at": service.deadline_of(task)})
 
 
+CorrelationHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Correlation-ID",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+        description="The caller's correlation id (e.g. a chat turn's); kept on the task and "
+        "carried by its queue message. Default: a new one.",
+    ),
+]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_task(body: TaskCreateBody, caller: CallerDep, tasks: ServiceDep) -> TaskCreated:
+async def create_task(
+    body: TaskCreateBody,
+    caller: CallerDep,
+    tasks: ServiceDep,
+    correlation_id: CorrelationHeader = None,
+) -> TaskCreated:
     """Create a queued task; engineering and deploy tasks start their flow (via the outbox)."""
-    task = await tasks.create(caller, body)
+    task = await tasks.create(caller, body, correlation_id=correlation_id)
     return TaskCreated.model_validate(task)
 
 

@@ -11,6 +11,16 @@ correlation id, through the outbox in the request's transaction) and counts it. 
 orchestrator's flow is keyed by the task id, so a message that was not lost after all starts
 nothing twice.
 
+Task order: the engineering tasks of a project run at most `parallel_tasks` at a time (the
+project's setting, default 1), in creation order. A new engineering task is stored with no
+queue message (`released_at` NULL: it waits its turn); `release_turns` writes the messages
+of the oldest waiting tasks while fewer than `parallel_tasks` released ones are open
+(queued or running). It runs in the transaction that creates a task, that ends one
+(completed, failed, cancelled) and that raises the setting, under a lock of the project's
+row, so the message of the next task is committed with the end of the previous one: the
+outbox publishes it even after a crash, and two concurrent requests cannot release twice. A
+task's deadline counts from its release; waiting tasks are not re-driven.
+
 Cancellation: `cancel` moves a queued or running task to `cancelled` and stamps
 `cancelled_at`. That row is the record the orchestrator reads: langgraph checks the task's
 status (`GET /api/tasks/{id}`) before each step and stops a cancelled flow, and any later
@@ -64,6 +74,8 @@ _QUEUE_OF: dict[TaskType, str] = {
 }
 """Task types that start a flow, and the queue their message goes to."""
 
+_ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
 _FINAL_RESULTS = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
 """Statuses whose result may no longer change (a cancelled task still records why it
 stopped)."""
@@ -86,8 +98,11 @@ class TaskService:
         self.outbox = OutboxRepository(session)
         self.deadlines = deadlines or TaskDeadlines()
 
-    async def create(self, principal: Principal, request: TaskCreate) -> Task:
-        """A queued task; for engineering and deploy, its message joins the outbox atomically."""
+    async def create(
+        self, principal: Principal, request: TaskCreate, *, correlation_id: str | None = None
+    ) -> Task:
+        """A queued task; for engineering and deploy, its message joins the outbox atomically.
+        `correlation_id`: the caller's (validated by the route), else a new one."""
         try:
             project = await self.projects.get(principal, request.project_id)
         except NotFoundError as error:
@@ -110,24 +125,60 @@ class TaskService:
             type=request.type.value,
             status=TaskStatus.QUEUED.value,
             spec=request.spec,
-            correlation_id=new_id(),
+            correlation_id=correlation_id or new_id(),
             created_at=now,
             deadline_at=now + timedelta(seconds=self.deadlines.of(request.type.value)),
             redrive_count=0,
         )
-        await self.tasks.add(task)
         stream = _QUEUE_OF.get(request.type)
-        if stream is not None:
-            if user_id is None:
-                raise InvalidRequestError(
-                    "the project has no owner to run it for", field="project_id"
-                )
+        if stream is not None and user_id is None:
+            raise InvalidRequestError("the project has no owner to run it for", field="project_id")
+        await self.tasks.add(task)
+        if request.type == TaskType.ENGINEERING:
+            await self.release_turns(project.id, now=now)  # it waits for its turn, or starts
+        elif stream is not None and user_id is not None:
+            task.released_at = now
             await self.outbox.add(
                 stream, _message(task, request.type, user_id), correlation_id=task.correlation_id
             )
+            await self.tasks.flush()
         SystemMetrics.default().tasks_created.labels(task.type).inc()
         annotate_current_span(task_id=task.id, correlation_id=task.correlation_id)
         return task
+
+    async def release_turns(self, project_id: str, *, now: datetime | None = None) -> list[Task]:
+        """Write the queue messages of the project's oldest waiting engineering tasks while
+        fewer than `parallel_tasks` released ones are open; returns the tasks released.
+        `now`: the release time (default the current time)."""
+        project = await self.tasks.lock_project(project_id)
+        if project is None:
+            return []
+        open_tasks = await self.tasks.open_engineering(project_id)
+        running = sum(1 for t in open_tasks if t.released_at is not None)
+        released: list[Task] = []
+        for task in open_tasks:
+            if running >= max(1, project.parallel_tasks):
+                break
+            if task.released_at is not None or task.status != TaskStatus.QUEUED.value:
+                continue
+            if task.user_id is None:
+                continue  # its owner was deleted: nobody to run it for (it stays queued)
+            task.released_at = now or utc_now()
+            task.deadline_at = task.released_at + timedelta(seconds=self.deadlines.of(task.type))
+            await self.outbox.add(
+                _QUEUE_OF[TaskType.ENGINEERING],
+                _message(task, TaskType.ENGINEERING, task.user_id),
+                correlation_id=task.correlation_id,
+            )
+            running += 1
+            released.append(task)
+        await self.tasks.flush()
+        return released
+
+    async def _ended(self, task: Task) -> None:
+        """A task ended: an engineering task hands its turn to the next one."""
+        if task.type == TaskType.ENGINEERING.value:
+            await self.release_turns(task.project_id)
 
     async def get(self, principal: Principal, task_id: str) -> Task:
         """A task the caller may see; `NotFoundError` otherwise."""
@@ -181,6 +232,8 @@ class TaskService:
             task.result = change.result
         task.updated_at = utc_now()
         await self.tasks.flush()
+        if change.status in _ENDED:
+            await self._ended(task)
         return task
 
     async def cancel(self, principal: Principal, task_id: str) -> Task:
@@ -195,6 +248,7 @@ class TaskService:
         task.status = TaskStatus.CANCELLED.value
         task.cancelled_at = task.updated_at = utc_now()
         await self.tasks.flush()
+        await self._ended(task)
         return task
 
     async def redrive(self, principal: Principal, task_id: str) -> Task:
@@ -214,6 +268,11 @@ class TaskService:
             raise ConflictError(f"a {task.type} task has no queue message", field="type")
         if task.user_id is None:
             raise ConflictError("the task has no user to run it for", field="user_id")
+        if task.released_at is None:
+            raise ConflictError(
+                "the task waits for its turn (an earlier task of the project is open)",
+                field="status",
+            )
         await self.outbox.add(
             stream, _message(task, task_type, task.user_id), correlation_id=task.correlation_id
         )

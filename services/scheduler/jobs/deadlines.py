@@ -15,6 +15,8 @@ Each tick, for every `running` and `queued` task (listed with its deadline, `Tas
   is down or behind will still read the message, and must not use up the task's re-drives.
   A task still queued `redrive_after_s` after its `max_redrives`-th re-drive is failed, the
   reason naming the re-drives and the deadline;
+- an engineering task waiting for its turn (task order: no queue message yet, its deadline
+  counts from its release) is left alone;
 - a task that moved on between listing and acting (409) is left alone. Completed, failed and
   cancelled tasks are never listed, so never touched.
 """
@@ -89,6 +91,8 @@ async def enforce_task_deadlines(deps: SchedulerDeps, tick: Tick) -> None:
             await _fail(deps, task, _deadline_reason(task), cause="deadline", tick=tick)
     caught_up: dict[str, bool] = {}
     for task in await deps.api.list_tasks(TaskStatus.QUEUED):
+        if task.type == TaskType.ENGINEERING and task.released_at is None:
+            continue  # it waits for its turn (task order): no message to lose, no deadline yet
         if now_s >= unix_s(task.deadline_at):
             await _fail(deps, task, _deadline_reason(task), cause="deadline", tick=tick)
         else:
@@ -103,7 +107,7 @@ async def _redrive_if_lost(
     caught_up: dict[str, bool],
     tick: Tick,
 ) -> None:
-    waited_s = now_s - unix_s(task.redriven_at or task.created_at)
+    waited_s = now_s - unix_s(task.redriven_at or task.released_at or task.created_at)
     message_type = _MESSAGE_OF.get(task.type)
     if waited_s < deps.settings.redrive_after_s or message_type is None:
         return

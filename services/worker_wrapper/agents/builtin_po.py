@@ -30,11 +30,12 @@ from shared.chat.po_profile import (
     PO_PROFILE,
     PROFILE_ENV,
 )
-from shared.contracts import ProjectDTO, TaskCreate, TaskType
+from shared.contracts import ProjectDTO, TaskCreate, TaskStatus, TaskType
 
 if TYPE_CHECKING:
     from shared.api_client import ApiClient
     from shared.api_client.schemas import ProjectModule
+    from shared.chat.sink import ChatUser
 
 __all__ = ["BuiltinPoAgent", "PoGrammar"]
 
@@ -49,6 +50,10 @@ _WITH_BOT = re.compile(
     r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
     re.IGNORECASE | re.DOTALL,
 )
+_CANCEL = re.compile(r"^/?cancel(?:\s+(?:task\s+)?(?P<task>\S+))?\s*$", re.IGNORECASE)
+_ROLLBACK = re.compile(r"^/?roll\s*back(?:\s+(?:to\s+)?(?P<sha>\S+))?\s*$", re.IGNORECASE)
+_DEPLOYS = re.compile(r"^/?deploys\s*$", re.IGNORECASE)
+_QUEUE = re.compile(r"^/?queue\s*$", re.IGNORECASE)
 _INTRO = "I am the built-in PO agent, without an LLM: I follow a fixed grammar."
 
 
@@ -102,6 +107,14 @@ class PoGrammar:
             return await self._use(match["name"].strip().strip("\"'"))
         if match := _DEVELOP.match(text):
             return await self._task(TaskType.ENGINEERING, match["spec"].strip())
+        if match := _CANCEL.match(text):
+            return await self._cancel(match["task"])
+        if match := _ROLLBACK.match(text):
+            return await self._rollback(match["sha"])
+        if _DEPLOYS.match(text):
+            return await self._deploys()
+        if _QUEUE.match(text):
+            return await self._queue()
         if _DEPLOY.match(text):
             return await self._task(TaskType.DEPLOY, None)
         if _STATUS.match(text):
@@ -158,10 +171,59 @@ class PoGrammar:
             TaskCreate(project_id=project.id, type=task_type, spec=spec)
         )
         what = "Development" if task_type == TaskType.ENGINEERING else "Deploy"
-        return (
+        answer = (
             f"{what} of {project.name} started: task {task.id}. "
             "You will see its progress and result here."
         )
+        if task_type == TaskType.ENGINEERING:
+            others = 0
+            for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+                page = await self.api.list_tasks(
+                    project_id=project.id, task_type=TaskType.ENGINEERING, status=status
+                )
+                others += sum(1 for t in page.items if t.id != task.id)
+            if others:
+                from shared.chat.control import queue_text
+
+                answer += " It runs after the earlier ones, in order.\n" + await queue_text(
+                    self.api, project
+                )
+        return answer
+
+    async def _me(self) -> ChatUser:
+        from shared.chat.sink import ChatUser
+
+        me = await self.api.me()
+        return ChatUser(me.id, me.telegram_id, 0, me.is_admin)
+
+    async def _cancel(self, task: str | None) -> str:
+        from shared.chat.control import ChatControl  # needs the API client (httpx)
+
+        return await ChatControl(self.api).cancel(await self._me(), [task] if task else [])
+
+    async def _rollback(self, sha: str | None) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        created = await self.api.rollback(project.id, sha)
+        target = f"commit {sha}" if sha else "the previous release"
+        return f"Rolling back {project.name} to {target}: deploy task {created.id} started."
+
+    async def _deploys(self) -> str:
+        from shared.chat.control import ChatControl
+
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        return await ChatControl(self.api).deploys(await self._me(), [project.id])
+
+    async def _queue(self) -> str:
+        from shared.chat.control import queue_text
+
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        return await queue_text(self.api, project)
 
     async def _status(self) -> str:
         project = await self._project()
