@@ -1,4 +1,4 @@
-"""The README's commands exist and work, so the README cannot rot."""
+"""The README's and the docs' commands exist and their links resolve, so the docs cannot rot."""
 
 from __future__ import annotations
 
@@ -14,13 +14,20 @@ from services.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def _commands() -> list[list[str]]:
-    """Every command line of the README's bash blocks, split into words (comments dropped)."""
+def _blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _commands(pages: list[Path] | None = None) -> list[list[str]]:
+    """Every command line of the bash blocks of `pages` (default: the README), split into
+    words (comments dropped)."""
+    texts = [README] if pages is None else [page.read_text() for page in pages]
     lines: list[list[str]] = []
-    for block in BLOCKS:
+    for block in [block for text in texts for block in _blocks(text)]:
         for raw in block.splitlines():
             line = raw.split(" #", 1)[0].strip()
             if line and not line.startswith("#"):
@@ -74,3 +81,33 @@ def test_every_orchestrator_command_in_the_readme_exists() -> None:
             _resolve(words[1:])
             seen += 1
     assert seen > 0
+
+
+def test_every_orchestrator_command_and_make_verb_in_the_docs_exists() -> None:
+    """The docs' bash blocks run only `orchestrator` commands and `make` verbs that exist."""
+    targets = _make_targets()
+    for words in _commands(PAGES):
+        program = Path(words[0]).name
+        if program == "orchestrator":
+            _resolve(words[1:])
+        elif program == "make" and len(words) > 1 and not words[1].startswith("-"):
+            assert words[1] in targets, f"the docs run `make {words[1]}`, Makefile lacks it"
+
+
+def test_every_relative_link_of_the_docs_resolves() -> None:
+    """Each relative link of the README, bench/README.md and docs/*.md names a file that
+    exists (anchors and web links are not checked)."""
+    broken: list[str] = []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue
+            path = target.split("#", 1)[0]
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, "broken links: " + ", ".join(broken)
+
+
+def test_the_readme_fits_on_two_screens() -> None:
+    """The README is a front door (at most 150 lines); the manuals live in docs/."""
+    assert len(README.splitlines()) <= 150

@@ -1,4 +1,4 @@
-"""The typed Redis Streams runtime (`ARCHITECTURE.md` §2).
+"""The typed Redis Streams runtime (`docs/architecture.md`, "Messaging").
 
 ```python
 bus = Bus(redis, actor=Actor.LANGGRAPH)
