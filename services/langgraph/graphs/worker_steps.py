@@ -72,13 +72,18 @@ async def record_run(
     state: FlowState, deps: FlowDeps, step: str, response: SendMessageResponse
 ) -> FlowState:
     """Store the agent run's record through the API (a failure to store is logged, never
-    fails the flow); the state's running cost and count of runs."""
+    fails the flow); the state's running cost and count of runs.
+
+    The record's `run_key` is the request id of the step's command (`<task>~<step>[#n]`),
+    the same when the answer is handled again after a crash: the API stores it once."""
     run = response.run
     if run is None:
         return FlowState()
     fields = run.model_dump(exclude={"session_id"})
     try:
-        body = AgentRunCreate.model_validate({**fields, "step": step[:64]})
+        body = AgentRunCreate.model_validate(
+            {**fields, "step": step[:64], "run_key": response.request_id[:255] or None}
+        )
         await deps.api.record_run(state["task_id"], body)
     except (ApiCallError, ValueError) as error:
         log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
