@@ -97,9 +97,9 @@ async def agent_answer(
     step: str, answer: dict[str, Any], state: FlowState, deps: FlowDeps
 ) -> tuple[str | None, FlowState]:
     """The agent's answer text and the state of its recorded run (a failed answer fails the
-    step, after its run is recorded)."""
+    step, after its run is recorded; the failure keeps the run's cost in the flow)."""
     response = SendMessageResponse.model_validate(answer)
     recorded = await record_run(state, deps, step, response)
     if not response.success:
-        raise StepFailedError(step, response.error or "the agent did not answer")
+        raise StepFailedError(step, response.error or "the agent did not answer", kept=recorded)
     return response.response, recorded
