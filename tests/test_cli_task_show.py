@@ -53,3 +53,20 @@ def test_a_landed_task_shows_commit_checks_and_answer() -> None:
 def test_other_results_are_not_engineering_tables() -> None:
     """A deploy's result (no checks, no task branch) gets no engineering table."""
     assert engineering_table({"status": "success", "deployed_url": "http://x"}) is None
+
+
+def test_a_failed_task_shows_its_error_and_what_its_agent_cost() -> None:
+    """A failed task's table gives its error and what its agent runs cost so far; a task
+    that ran no agent has no cost row."""
+    failed = {
+        "status": "failed",
+        "error": "send_spec: budget exceeded: task 0.52/0.50",
+        "task_branch": "task/t-2",
+        "checks": {"rounds": 0, "runs": []},
+        "agent_cost_usd": 0.52,
+        "agent_runs": 1,
+    }
+    text = _text(failed)
+    assert "budget exceeded: task 0.52/0.50" in text
+    assert "$0.5200 in 1 run (`orchestrator task log`)" in text
+    assert "agent cost" not in _text({**failed, "agent_runs": 0})

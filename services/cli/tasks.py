@@ -77,6 +77,13 @@ def engineering_table(result: dict[str, Any], *, title: str = "Result") -> Table
         table.add_row("conflicts", ", ".join(result["conflict_files"]))
     if result.get("agent_answer"):
         table.add_row("agent", str(result["agent_answer"])[:1000])
+    cost = result.get("agent_cost_usd")
+    if isinstance(cost, int | float) and result.get("agent_runs"):
+        runs = int(result["agent_runs"])
+        table.add_row(
+            "agent cost",
+            f"${cost:.4f} in {runs} run{'s' if runs != 1 else ''} (`orchestrator task log`)",
+        )
     return table
 
 

@@ -15,6 +15,9 @@ one, `shared.api_client.errors.ApiCallError`, re-exported here for the flows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from shared.api_client.errors import ApiCallError
 
 __all__ = [
@@ -35,10 +38,13 @@ class LanggraphError(Exception):
 class StepFailedError(LanggraphError):
     """A step of a flow failed; the message says which step and why."""
 
-    def __init__(self, step: str, reason: str) -> None:
+    def __init__(self, step: str, reason: str, *, kept: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"step {step} failed: {reason}")
         self.step = step
         self.reason = reason
+        self.kept: dict[str, Any] = dict(kept or {})
+        """State the failed step still adds to the flow (e.g. the cost of the agent run it
+        recorded before failing), so the task's result says what it spent."""
 
 
 class RepositoryMismatchError(StepFailedError):

@@ -405,8 +405,11 @@ class AgentToolCallBody(BaseModel):
 
 class AgentRunCreate(BaseModel):
     """A run record as the orchestrator posts it (`POST /api/tasks/{id}/runs`): the step of
-    the task and the worker's `AgentRunRecord`."""
+    the task and the worker's `AgentRunRecord`. `run_key` names the run once (the orchestrator
+    sends the request id of the step's command): a second record with the same key for the
+    same task is not stored again; the API answers with the first one."""
 
+    run_key: Reference | None = None
     step: Identifier
     agent: Identifier
     agent_version: Reference | None = None
@@ -435,6 +438,7 @@ class AgentRunDTO(BaseModel):
     task_id: str
     project_id: str
     user_id: int | None = None
+    run_key: str | None = None
     step: str
     agent: str
     agent_version: str | None = None

@@ -71,7 +71,7 @@ class TaskView:
             return
         if failed:
             error = result.get("error") or (event.error if event else None) or "no detail"
-            self.final = f"❌ failed: {error}"
+            self.final = "\n".join([f"❌ failed: {error}", *_cost_lines(result)])
             return
         self.pct = 100
         lines = [f"✅ completed {progress_bar(100)}"]
@@ -103,11 +103,16 @@ def _engineering_lines(result: dict[str, Any]) -> list[str]:
     if answer:
         first = [line for line in answer.splitlines() if line.strip()][:3]
         lines.append("agent: " + " / ".join(line.strip()[:160] for line in first))
+    return lines + _cost_lines(result)
+
+
+def _cost_lines(result: dict[str, Any]) -> list[str]:
+    """What the task's agent runs cost (a failed task's too), when it ran any."""
     cost = result.get("agent_cost_usd")
-    if isinstance(cost, int | float) and result.get("agent_runs"):
-        runs = int(result["agent_runs"])
-        lines.append(
-            f"agent cost: ${cost:.4f} ({runs} run{'s' if runs != 1 else ''}; "
-            "`orchestrator task log` shows what it did)"
-        )
-    return lines
+    if not (isinstance(cost, int | float) and result.get("agent_runs")):
+        return []
+    runs = int(result["agent_runs"])
+    return [
+        f"agent cost: ${cost:.4f} ({runs} run{'s' if runs != 1 else ''}; "
+        "`orchestrator task log` shows what it did)"
+    ]

@@ -215,3 +215,49 @@ def test_cli_task_log_usage_and_a_refused_task(tmp_path: Path) -> None:
     assert "month 0.7500/0.5000 USD" in refused.stderr
     assert missing.exit_code == 1
     assert "not found" in missing.stderr
+
+
+async def test_a_replayed_run_record_is_stored_once(api: ApiHarness) -> None:
+    """The same record posted twice (a flow's answer handled again after a crash) keeps one
+    row: the second POST answers 200 with the first run; usage counts it once. Another key,
+    or no key, is another run; the same key on another task is that task's own run."""
+    _, alice = await api.user(1)
+    _, task_id = await _task(api, alice)
+    _, other_task = await _task(api, alice, name="blog")
+    keyed = _run(0.25).model_copy(update={"run_key": f"{task_id}~send_spec"})
+    async with api.client(api.service_key) as service, api.http(api.service_key) as http:
+        first = await service.record_run(task_id, keyed)
+        raw = await http.post(f"/api/tasks/{task_id}/runs", json=keyed.model_dump(mode="json"))
+        again = await service.record_run(task_id, keyed)
+        fix = await service.record_run(
+            task_id, _run(0.5).model_copy(update={"run_key": f"{task_id}~fix#1"})
+        )
+        await service.record_run(task_id, _run(0.1))
+        await service.record_run(task_id, _run(0.1))
+        elsewhere = await service.record_run(other_task, keyed)
+        runs = await service.list_runs(task_id)
+        usage = await service.usage(project_id=first.project_id)
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["id"] == first.id
+    assert again.id == first.id
+    assert first.run_key == f"{task_id}~send_spec"
+    assert [r.id for r in runs].count(first.id) == 1
+    assert len(runs) == 4
+    assert fix.id != first.id
+    assert elsewhere.id != first.id
+    assert elsewhere.task_id == other_task
+    assert usage.runs == 4
+    assert usage.cost_usd == pytest.approx(0.25 + 0.5 + 0.1 + 0.1)
+
+
+async def test_concurrent_copies_of_one_run_record_keep_one_row(api: ApiHarness) -> None:
+    """Copies of one keyed record posted at once (a redelivered answer racing the first):
+    every POST answers the same run and one row is stored."""
+    _, alice = await api.user(1)
+    _, task_id = await _task(api, alice)
+    keyed = _run(0.3).model_copy(update={"run_key": f"{task_id}~resolve#2"})
+    async with api.client(api.service_key) as service:
+        answers = await asyncio.gather(*(service.record_run(task_id, keyed) for _ in range(6)))
+        runs = await service.list_runs(task_id)
+    assert {a.id for a in answers} == {runs[0].id}
+    assert len(runs) == 1

@@ -8,16 +8,21 @@ from services.worker_wrapper.agents import AgentRequest, AgentResult, BuiltinAge
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
 from shared.api_client import ApiClient
-from shared.api_client.schemas import ApiKeyCreate, UserCreate
+from shared.api_client.schemas import AgentRunCreate, ApiKeyCreate, UserCreate
 from shared.chat.po_profile import PO_API_TOKEN_ENV, PO_API_URL_ENV, PO_PROFILE, PROFILE_ENV
+from shared.contracts import TaskType
 from tests.chat.system import ChatSystem
 
 
 async def _token(system: ChatSystem, telegram_id: int) -> str:
+    return (await _user_token(system, telegram_id))[1]
+
+
+async def _user_token(system: ChatSystem, telegram_id: int) -> tuple[int, str]:
     async with system.api() as api:
         user = await api.create_user(UserCreate(telegram_id=telegram_id))
         created = await api.create_key(ApiKeyCreate(name="po", scope="user", user_id=user.id))
-    return created.key
+    return user.id, created.key
 
 
 async def _ask(env: dict[str, str], workspace: Path, prompt: str) -> AgentResult:
@@ -130,3 +135,43 @@ async def test_a_project_with_a_bot_and_its_secret_names(
     assert "planted-7a1f00" not in listed
     await _ask(env, tmp_path, "use project shop")
     assert "shop has no secrets" in ((await _ask(env, tmp_path, "/secrets")).response or "")
+
+
+async def test_a_user_over_the_monthly_cap_is_told_the_budget_is_exceeded(
+    system: ChatSystem, tmp_path: Path
+) -> None:
+    """`develop ...` for a user whose month spend reached their cap: the PO's reply says
+    "budget exceeded" with the spend and the cap, and no task is created; once an admin
+    raises the cap, the same phrase starts the task."""
+    user_id, token = await _user_token(system, 33)
+    env = {
+        PROFILE_ENV: PO_PROFILE,
+        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_TOKEN_ENV: token,
+    }
+    made = await _ask(env, tmp_path, "create project capped")
+    assert "Created project capped" in (made.response or "")
+    first = await _ask(env, tmp_path, "develop a first page")
+    assert "Development of capped started" in (first.response or "")
+    async with system.api() as admin:
+        (task,) = (await admin.list_tasks(task_type=TaskType.ENGINEERING)).items
+        await admin.record_run(
+            task.id,
+            AgentRunCreate(
+                step="send_spec", agent="claude-code", status="success", prompt_chars=10,
+                cost_usd=0.25,
+            ),
+        )  # fmt: skip
+        await admin.set_budget(user_id, 0.2)
+        refused = await _ask(env, tmp_path, "develop a second page")
+        tasks = (await admin.list_tasks(task_type=TaskType.ENGINEERING)).items
+        await admin.set_budget(user_id, 5.0)
+        allowed = await _ask(env, tmp_path, "develop a second page")
+    answer = refused.response or ""
+    assert refused.status == "success"
+    assert "budget exceeded" in answer
+    assert "0.25" in answer
+    assert "0.20" in answer
+    assert "project_id" not in answer
+    assert len(tasks) == 1
+    assert "Development of capped started" in (allowed.response or "")

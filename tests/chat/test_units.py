@@ -96,6 +96,26 @@ def test_an_engineering_result_gives_the_agents_cost() -> None:
     assert "agent cost" not in quiet.text()
 
 
+def test_a_failed_task_still_says_what_its_agent_cost() -> None:
+    """A failed task's final text gives the error, then what its agent runs cost; a
+    failure before any run has no cost line."""
+    view = TaskView(task_id="t" * 36, task_type="engineering", project="shop")
+    result: dict[str, object] = {
+        "status": "failed",
+        "error": "send_spec: budget exceeded: task 0.52/0.50",
+        "agent_cost_usd": 0.52,
+        "agent_runs": 1,
+    }
+    view.finish(_task(TaskStatus.FAILED, result), None)
+    assert view.text().splitlines()[-2:] == [
+        "❌ failed: send_spec: budget exceeded: task 0.52/0.50",
+        "agent cost: $0.5200 (1 run; `orchestrator task log` shows what it did)",
+    ]
+    early = TaskView(task_id="t" * 36, task_type="engineering", project="shop")
+    early.finish(_task(TaskStatus.FAILED, {"error": "scaffold: no repository"}), None)
+    assert early.text().splitlines()[-1] == "❌ failed: scaffold: no repository"
+
+
 def test_view_follows_events_and_ends_with_the_result() -> None:
     """Progress never goes back; the final text names the URL, or the error."""
     view = TaskView(task_id="t" * 36, task_type="deploy", project="shop")

@@ -25,6 +25,7 @@ from shared import registry
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
+    AgentRunRecord,
     AnsibleDeployMessage,
     AnsibleDeployResult,
     BaseResult,
@@ -42,6 +43,19 @@ from shared.messaging import Bus, Consumer, MessageContext
 from shared.redis_server import free_port
 
 RESPONSES = registry.get("worker:responses").name
+
+FAILED_RUN = AgentRunRecord(
+    agent="fake-agent",
+    status="error",
+    prompt_chars=100,
+    error="agent crashed",
+    input_tokens=12_000,
+    output_tokens=800,
+    cost_usd=0.42,
+    duration_ms=900,
+    exit_code=1,
+)
+"""The run record a failing (`FAIL`) agent answers with: what it spent before it crashed."""
 
 
 async def scaffold_repo(git: LocalGitProvider, full_name: str) -> str:
@@ -204,7 +218,10 @@ class FakeWorkerManager:
             )
         if re.search(r"\bFAIL\b", command.message):  # not pytest's FAILED in a fix prompt
             return SendMessageResponse(
-                request_id=command.request_id, success=False, error="agent crashed"
+                request_id=command.request_id,
+                success=False,
+                error="agent crashed",
+                run=FAILED_RUN,
             )
         if self.agent_command is not None:
             return await self._run_command(command, work)

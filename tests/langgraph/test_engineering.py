@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from services.langgraph.api import ApiAdapter
+from services.langgraph.errors import StepFailedError
+from services.langgraph.graphs.state import FlowState, request_id_for
+from services.langgraph.graphs.worker_steps import agent_answer, record_run
+from services.langgraph.ports import FlowDeps
 from shared import registry
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
@@ -16,6 +23,7 @@ from shared.contracts import (
     ProgressEvent,
     ProjectStatus,
     SendMessageCommand,
+    SendMessageResponse,
     TaskCreate,
     TaskStatus,
     TaskType,
@@ -25,6 +33,7 @@ from shared.git.naming import repo_full_name
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
 from tests.langgraph.conftest import System, langgraph
+from tests.langgraph.fakes import FAILED_RUN
 from tests.support.waiting import eventually
 
 
@@ -143,6 +152,14 @@ async def test_failing_agent_fails_only_its_own_task(system: System) -> None:
     assert bad_task.status == TaskStatus.FAILED
     assert bad_task.result is not None
     assert bad_task.result["error"] == "send_spec: agent crashed"
+    # what the failed run spent is still the task's: in its result and in its run record
+    assert bad_task.result["agent_cost_usd"] == pytest.approx(FAILED_RUN.cost_usd)
+    assert bad_task.result["agent_runs"] == 1
+    runs = await system.admin.list_runs(bad)
+    assert [(r.step, r.status, r.run_key) for r in runs] == [
+        ("send_spec", "error", f"{bad}~send_spec")
+    ]
+    assert runs[0].cost_usd == pytest.approx(FAILED_RUN.cost_usd)
     assert good_task.status == TaskStatus.COMPLETED
     assert system.workers.live == {}
     # the agent failed on a live worker: no second worker for it
@@ -401,3 +418,36 @@ async def test_an_active_project_is_testing_during_checks_then_active_again(
     assert task.status == TaskStatus.COMPLETED, task.result
     assert (developing, testing) == (ProjectStatus.DEVELOPING, ProjectStatus.TESTING)
     assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
+
+
+async def test_an_answer_handled_again_after_a_crash_records_its_run_once(
+    system: System,
+) -> None:
+    """The answer handler runs twice on the same answer (langgraph died after recording the
+    run, before its checkpoint): the API keeps one run; each pass adds the run to the
+    flow's own state from the checkpointed state, so the sum is counted once too. A failed
+    answer keeps its cost in the step's failure."""
+    project = await system.project("Replay")
+    task_id = await system.task(project.id, "replay me")
+    client = system.client(system.service_key)
+    deps = cast(FlowDeps, SimpleNamespace(api=ApiAdapter(client)))
+    state = FlowState(task_id=task_id, agent_cost_usd=0.1, agent_runs=1)
+    answer = SendMessageResponse(
+        request_id=request_id_for(task_id, "fix#2"),
+        success=False,
+        error="budget exceeded: task 0.52/0.50",
+        run=FAILED_RUN,
+    )
+    try:
+        first = await record_run(state, deps, "fix", answer)
+        again = await record_run(state, deps, "fix", answer)
+        with pytest.raises(StepFailedError) as failed:
+            await agent_answer("fix", answer.model_dump(mode="json"), state, deps)
+        runs = await system.admin.list_runs(task_id)
+    finally:
+        await client.aclose()
+    assert first == again
+    assert first["agent_runs"] == 2
+    assert first["agent_cost_usd"] == pytest.approx(0.1 + FAILED_RUN.cost_usd)
+    assert failed.value.kept == first
+    assert [(r.step, r.run_key) for r in runs] == [("fix", f"{task_id}~fix#2")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.api.db import Base, utc_now
@@ -18,11 +18,14 @@ class AgentRun(Base):
     sums (`GET /api/usage`) need no join and survive a task's owner change."""
 
     __tablename__ = "agent_runs"
+    __table_args__ = (UniqueConstraint("task_id", "run_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[str] = mapped_column(String(36), index=True)
     user_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
+    run_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    """The run's stable name (the step command's request id): one row per key and task."""
     step: Mapped[str] = mapped_column(String(64))
     agent: Mapped[str] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(200), default=None)

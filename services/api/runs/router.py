@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from services.api.deps import CallerDep, SessionDep
 from services.api.runs.service import RunService
@@ -33,12 +33,29 @@ def run_service(request: Request, db: SessionDep, tasks: TaskServiceDep) -> RunS
 RunsDep = Annotated[RunService, Depends(run_service)]
 
 
-@router.post("/tasks/{task_id}/runs", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/tasks/{task_id}/runs",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        status.HTTP_200_OK: {
+            "model": AgentRunDTO,
+            "description": "The task already has a run with this `run_key`: the stored run.",
+        }
+    },
+)
 async def record_run(
-    task_id: Identifier, body: AgentRunCreate, caller: CallerDep, runs: RunsDep
+    task_id: Identifier,
+    body: AgentRunCreate,
+    caller: CallerDep,
+    runs: RunsDep,
+    response: Response,
 ) -> AgentRunDTO:
-    """Record one agent run of a task (services and admins: the orchestrator)."""
-    return AgentRunDTO.model_validate(await runs.record(caller, task_id, body))
+    """Record one agent run of a task (services and admins: the orchestrator). A record
+    whose `run_key` the task already has answers 200 with the stored run (nothing new)."""
+    run, created = await runs.record(caller, task_id, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return AgentRunDTO.model_validate(run)
 
 
 @router.get("/tasks/{task_id}/runs")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
@@ -53,19 +54,40 @@ class RunService:
         self.projects = ProjectService(session)
         self.default_cap = default_cap
 
-    async def record(self, principal: Principal, task_id: str, body: AgentRunCreate) -> AgentRun:
-        """Store one run of a task (services and admins)."""
+    async def record(
+        self, principal: Principal, task_id: str, body: AgentRunCreate
+    ) -> tuple[AgentRun, bool]:
+        """Store one run of a task (services and admins); the row and whether it is new.
+
+        A record whose `run_key` the task already has is not stored again: the first row
+        is answered (a flow's step replayed after a crash posts its run a second time)."""
         principal.require("admin", "service")
         task = await self.tasks.get(principal, task_id)
+        if body.run_key is not None:
+            existing = await self._keyed(task.id, body.run_key)
+            if existing is not None:
+                return existing, False
         run = AgentRun(
             task_id=task.id,
             project_id=task.project_id,
             user_id=task.user_id,
             **body.model_dump(mode="json"),
         )
-        self.session.add(run)
-        await self.session.flush()
-        return run
+        try:
+            async with self.session.begin_nested():
+                self.session.add(run)
+        except IntegrityError:
+            # Two copies of the same record raced; the other one was stored first.
+            existing = await self._keyed(task.id, body.run_key) if body.run_key else None
+            if existing is None:
+                raise
+            return existing, False
+        return run, True
+
+    async def _keyed(self, task_id: str, run_key: str) -> AgentRun | None:
+        return await self.session.scalar(
+            select(AgentRun).where(AgentRun.task_id == task_id, AgentRun.run_key == run_key)
+        )
 
     async def of_task(self, principal: Principal, task_id: str) -> Sequence[AgentRun]:
         """The runs of a task the caller may read, oldest first."""

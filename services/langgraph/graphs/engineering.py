@@ -217,7 +217,7 @@ async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any])
         error = response.error or "the agent did not answer"
         if await _worker_died(state, deps):
             return FlowState(**recorded, **await _replaceworker_of(state, deps, error))
-        raise StepFailedError("send_spec", error)
+        raise StepFailedError("send_spec", error, kept=recorded)
     return FlowState(**recorded, agent_response=response.response)
 
 

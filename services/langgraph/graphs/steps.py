@@ -103,8 +103,10 @@ def _failed(step: str, error: Exception) -> FlowState:
     if isinstance(error, TaskCancelledError):
         return FlowState(outcome="cancelled", failed_step=step, error="task cancelled")
     reason = error.reason if isinstance(error, StepFailedError) else str(error)
+    kept = error.kept if isinstance(error, StepFailedError) else {}
     log.info("step_failed", step=step, error=reason)
-    return FlowState(outcome="failed", failed_step=step, error=f"{step}: {reason}")
+    failed = FlowState(outcome="failed", failed_step=step, error=f"{step}: {reason}")
+    return cast(FlowState, {**kept, **failed})
 
 
 def _api_failure(error: ApiCallError) -> bool:

@@ -72,13 +72,18 @@ async def record_run(
     state: FlowState, deps: FlowDeps, step: str, response: SendMessageResponse
 ) -> FlowState:
     """Store the agent run's record through the API (a failure to store is logged, never
-    fails the flow); the state's running cost and count of runs."""
+    fails the flow); the state's running cost and count of runs.
+
+    The record's `run_key` is the request id of the step's command (`<task>~<step>[#n]`),
+    the same when the answer is handled again after a crash: the API stores it once."""
     run = response.run
     if run is None:
         return FlowState()
     fields = run.model_dump(exclude={"session_id"})
     try:
-        body = AgentRunCreate.model_validate({**fields, "step": step[:64]})
+        body = AgentRunCreate.model_validate(
+            {**fields, "step": step[:64], "run_key": response.request_id[:255] or None}
+        )
         await deps.api.record_run(state["task_id"], body)
     except (ApiCallError, ValueError) as error:
         log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
@@ -92,9 +97,9 @@ async def agent_answer(
     step: str, answer: dict[str, Any], state: FlowState, deps: FlowDeps
 ) -> tuple[str | None, FlowState]:
     """The agent's answer text and the state of its recorded run (a failed answer fails the
-    step, after its run is recorded)."""
+    step, after its run is recorded; the failure keeps the run's cost in the flow)."""
     response = SendMessageResponse.model_validate(answer)
     recorded = await record_run(state, deps, step, response)
     if not response.success:
-        raise StepFailedError(step, response.error or "the agent did not answer")
+        raise StepFailedError(step, response.error or "the agent did not answer", kept=recorded)
     return response.response, recorded

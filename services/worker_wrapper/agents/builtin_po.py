@@ -95,7 +95,11 @@ class PoGrammar:
 
         try:
             return await self._answer(prompt.strip())
-        except (ValidationError, ConflictError, NotFoundError, ForbiddenError) as error:
+        except ConflictError as error:
+            if error.code == "budget_exceeded":  # the user's monthly cap: say it as it is
+                return f"I cannot start that task: {error.body.message}"
+            return f"I could not do that: {refusal_text(error)}"
+        except (ValidationError, NotFoundError, ForbiddenError) as error:
             return f"I could not do that: {refusal_text(error)}"
 
     async def _answer(self, text: str) -> str:
