@@ -23,6 +23,7 @@ from services.infra_service.handlers import InfraDeps, handle_provisioner_messag
 from services.infra_service.secrets import (
     EnvSecretsProvider,
     FileSecretsProvider,
+    ProjectSecretsProvider,
     SchemeSecretsProvider,
 )
 from services.infra_service.servers import SettingsServerLookup
@@ -88,12 +89,15 @@ def make_settings(data_dir: Path, **overrides: object) -> InfraSettings:
 def make_deps(
     settings: InfraSettings, environ: Mapping[str, str] | None = None
 ) -> tuple[InfraDeps, RecordingProgress]:
-    """Real runner and server lookup; `env:` secrets from `environ`; recorded progress."""
+    """Real runner and server lookup; `env:` secrets from `environ`, `project:` ones from the
+    legacy files only (no API here); recorded progress."""
     progress = RecordingProgress()
+    files = FileSecretsProvider(settings.effective_secrets_dir)
     secrets = SchemeSecretsProvider(
         {
             "env": EnvSecretsProvider(dict(environ or {})),
-            "file": FileSecretsProvider(settings.effective_secrets_dir),
+            "file": files,
+            "project": ProjectSecretsProvider(files, None, None),
         }
     )
     deps = InfraDeps(

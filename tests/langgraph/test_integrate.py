@@ -27,13 +27,16 @@ FAKE_AGENT = [sys.executable, str(Path(__file__).resolve().parents[1] / "fake_de
 
 
 async def backend_project(system: System, name: str) -> tuple[ProjectDTO, str]:
-    """A scaffolded project whose repository holds the backend template; its full name."""
+    """A scaffolded project whose repository holds the backend template; its full name. Its
+    engineering tasks may run at once (these tests race tasks on purpose; task order has its
+    own tests)."""
     project = await system.admin.create_project(ProjectCreate(name=name), owner_id=system.user_id)
     full_name = repo_full_name("projects", project.id, project.name)
     url = await backend_remote(system.git, full_name)
     await system.admin.update_project(project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDING))
     project = await system.admin.update_project(
-        project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDED, repository_url=url)
+        project.id,
+        ProjectUpdate(status=ProjectStatus.SCAFFOLDED, repository_url=url, parallel_tasks=100),
     )
     system.workers.agent_command = FAKE_AGENT
     return project, full_name
