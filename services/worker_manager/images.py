@@ -83,6 +83,7 @@ WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
 """What `make images` tags (DockerSettings.image's default); tests use the content tag."""
 WRAPPER_DISTRIBUTIONS = (
     "opentelemetry-api",
+    "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-sdk",
     "prometheus-client",
     "psutil",
@@ -91,7 +92,8 @@ WRAPPER_DISTRIBUTIONS = (
     "redis",
     "structlog",
 )
-"""What the wrapper and the modules of `shared` it loads import (the worker image installs
+"""What the wrapper and the modules of `shared` it loads import (the OTLP exporter: a worker
+asked to trace exports its spans like the actors do; the worker image installs
 these and what they require, at the versions of uv.lock, not the project's other deps)."""
 BASE_REPOSITORY = "codegen-orchestrator-base"
 BASE_SUITE = "bookworm"

@@ -291,3 +291,36 @@ def test_an_agent_run_record_counts_its_tokens_and_cost_by_agent() -> None:
         for sample in family.samples
     }
     assert {"orchestrator_agent_tokens_total", "orchestrator_agent_cost_usd_total"} <= names
+
+
+def test_the_worker_image_carries_the_otlp_exporter_and_what_it_requires() -> None:
+    """A worker asked to trace (OTEL_EXPORTER_OTLP_ENDPOINT) builds the OTLP exporter, so
+    the worker image pins it and every distribution it requires (walked here from the
+    installed metadata, independently of the uv.lock walk that wrote the file); the
+    orchestrator image's requirements carry it too."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from services.worker_manager import images
+
+    worker = images._pins(images.WORKER_REQUIREMENTS)
+    orchestrator = images._pins(images.ORCHESTRATOR_REQUIREMENTS)
+    environment = {"python_version": "3.11", "python_full_version": images.BASE_PYTHON}
+    needed: set[str] = set()
+    pending = ["opentelemetry-exporter-otlp-proto-http"]
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in needed:
+            continue
+        needed.add(name)
+        for line in requires(name) or []:
+            wanted = Requirement(line)
+            if wanted.marker is None or wanted.marker.evaluate({**environment, "extra": ""}):
+                pending.append(wanted.name)
+    assert len(needed) > 3
+    assert needed - set(worker) == set(), "missing from the worker image's requirements"
+    assert needed - set(orchestrator) == set(), "missing from the orchestrator image's"
+    exporter = _exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert type(exporter).__name__ == "OTLPSpanExporter"
