@@ -80,9 +80,9 @@ class CommandHandlers:
             record = await self.manager.registry.get(worker_id)
         except RedisError:
             record = None
-        agent = record.adapter if record is not None else "unknown"
+        adapter = record.adapter if record is not None else None
         SystemMetrics.default().observe_agent_run(
-            agent, output.status, output.duration_ms, output.run
+            adapter, output.status, output.duration_ms, output.run
         )
 
     async def handle_delete(self, command: DeleteWorkerCommand) -> DeleteWorkerResponse:

@@ -249,12 +249,16 @@ class SystemMetrics:
         )
 
     def observe_agent_run(
-        self, agent: str, status: str, duration_ms: int | None, run: AgentRunRecord | None
+        self,
+        adapter: str | None,
+        status: str,
+        duration_ms: int | None,
+        run: AgentRunRecord | None,
     ) -> None:
-        """One agent run: its count, its duration and (with its record) its tokens and cost.
-        `agent` is the worker's adapter; the record's own agent name wins when present."""
-        if run is not None and run.agent:
-            agent = run.agent[:64]
+        """One agent run: its count, its duration and (with its record) its tokens and cost,
+        labelled with the worker's adapter (the same label with or without a record), else
+        the record's agent, else `unknown`."""
+        agent = adapter or (run.agent[:64] if run is not None and run.agent else "unknown")
         self.agent_runs.labels(agent, status).inc()
         if duration_ms is not None:
             self.agent_run_seconds.labels(agent).observe(max(duration_ms, 0) / 1000)

@@ -231,8 +231,10 @@ def test_status_reads_an_endpoint_and_refuses_without_one(tmp_path: Path) -> Non
 
 
 def test_an_agent_run_record_counts_its_tokens_and_cost_by_agent() -> None:
-    """A run with its record adds its tokens by kind and its cost under the record's agent;
-    a run without one (an older wrapper) is counted, with no tokens or cost."""
+    """A run with its record adds its tokens by kind and its cost under the worker's
+    adapter; a run without one (an older wrapper) is counted, with no tokens or cost; with
+    the adapter unknown (the registry unreachable) the record names the agent."""
+    from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
     from shared.contracts.queues.worker_io import AgentRunRecord
@@ -240,7 +242,7 @@ def test_an_agent_run_record_counts_its_tokens_and_cost_by_agent() -> None:
     registry = CollectorRegistry()
     metrics = SystemMetrics.create(registry)
     record = AgentRunRecord(
-        agent="claude",
+        agent="claude-code",
         status="success",
         prompt_chars=120,
         input_tokens=1500,
@@ -249,48 +251,47 @@ def test_an_agent_run_record_counts_its_tokens_and_cost_by_agent() -> None:
         cost_usd=0.0125,
         duration_ms=2500,
     )
-    metrics.observe_agent_run("claude-code", "success", 2500, record)
-    metrics.observe_agent_run(
-        "claude-code",
-        "error",
-        800,
-        record.model_copy(
-            update={
-                "status": "error",
-                "input_tokens": 10,
-                "output_tokens": 0,
-                "cost_usd": 0.001,
-            }
-        ),
+    failed = record.model_copy(
+        update={"status": "error", "input_tokens": 10, "output_tokens": 0, "cost_usd": 0.001}
     )
+    metrics.observe_agent_run("claude-code", "success", 2500, record)
+    metrics.observe_agent_run("claude-code", "error", 800, failed)
     metrics.observe_agent_run("codex", "timeout", None, None)
+    other = record.model_copy(update={"agent": "factory-droid", "cost_usd": 0.5})
+    metrics.observe_agent_run(None, "success", 100, other)
+    metrics.observe_agent_run(None, "timeout", 100, None)
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
 
-    assert value("orchestrator_agent_tokens_total", agent="claude", kind="input") == 1510
-    assert value("orchestrator_agent_tokens_total", agent="claude", kind="output") == 320
-    assert value("orchestrator_agent_tokens_total", agent="claude", kind="cache_read") == 80
-    assert value("orchestrator_agent_tokens_total", agent="claude", kind="cache_write") == 0
-    assert value("orchestrator_agent_cost_usd_total", agent="claude") == pytest.approx(0.0135)
-    assert value("orchestrator_agent_runs_total", agent="claude", status="success") == 1
-    assert value("orchestrator_agent_runs_total", agent="claude", status="error") == 1
-    assert value("orchestrator_agent_run_seconds_count", agent="claude") == 2
-    assert value("orchestrator_agent_run_seconds_sum", agent="claude") == pytest.approx(3.3)
-    # the run without a record: counted under the worker's adapter, no usage, no duration
-    assert value("orchestrator_agent_runs_total", agent="codex", status="timeout") == 1
-    assert value("orchestrator_agent_tokens_total", agent="codex", kind="input") is None
-    assert value("orchestrator_agent_cost_usd_total", agent="codex") is None
+    tokens = "orchestrator_agent_tokens_total"
+    assert value(tokens, agent="claude-code", kind="input") == 1510
+    assert value(tokens, agent="claude-code", kind="output") == 320
+    assert value(tokens, agent="claude-code", kind="cache_read") == 80
+    assert value(tokens, agent="claude-code", kind="cache_write") == 0
+    cost = "orchestrator_agent_cost_usd_total"
+    assert value(cost, agent="claude-code") == pytest.approx(0.0135)
+    runs = "orchestrator_agent_runs_total"
+    assert value(runs, agent="claude-code", status="success") == 1
+    assert value(runs, agent="claude-code", status="error") == 1
+    assert value("orchestrator_agent_run_seconds_count", agent="claude-code") == 2
+    assert value("orchestrator_agent_run_seconds_sum", agent="claude-code") == pytest.approx(3.3)
+    # without a record: counted under the worker's adapter, no usage, no duration
+    assert value(runs, agent="codex", status="timeout") == 1
+    assert value(tokens, agent="codex", kind="input") is None
+    assert value(cost, agent="codex") is None
     assert value("orchestrator_agent_run_seconds_count", agent="codex") is None
+    # the adapter unknown: the record's agent, else `unknown`
+    assert value(cost, agent="factory-droid") == pytest.approx(0.5)
+    assert value(tokens, agent="factory-droid", kind="input") == 1500
+    assert value(runs, agent="unknown", status="timeout") == 1
     # and the exposition a Prometheus scrapes carries them
-    from prometheus_client import generate_latest
-
     names = {
         sample.name
         for family in text_string_to_metric_families(generate_latest(registry).decode())
         for sample in family.samples
     }
-    assert {"orchestrator_agent_tokens_total", "orchestrator_agent_cost_usd_total"} <= names
+    assert {tokens, cost} <= names
 
 
 def test_the_worker_image_carries_the_otlp_exporter_and_what_it_requires() -> None:
