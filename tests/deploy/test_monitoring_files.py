@@ -100,3 +100,28 @@ def test_promtool_accepts_the_compose_scrape_config(tmp_path: Path) -> None:
         [PROMTOOL, "check", "config", str(broken)], capture_output=True, text=True, check=False
     )
     assert failed.returncode != 0
+
+
+def test_grafana_provisioning_points_the_dashboard_at_a_prometheus() -> None:
+    """Provisioned (not imported), the dashboard resolves its data source through its own
+    variable, which lists Prometheus data sources such as the one datasource.yml adds; the
+    dashboard provider reads the directory the docs mount the dashboard in."""
+    import json
+
+    grafana = DEPLOY / "grafana"
+    source = yaml.safe_load((grafana / "datasource.yml").read_text())
+    [added] = source["datasources"]
+    assert added["type"] == "prometheus"
+    assert added["url"] == "${ORCHESTRATOR_PROMETHEUS_URL}"
+    dashboard = json.loads((grafana / "orchestrator.json").read_text())
+    [variable] = [v for v in dashboard["templating"]["list"] if v["name"] == "DS_PROMETHEUS"]
+    assert (variable["type"], variable["query"]) == ("datasource", added["type"])
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {"${DS_PROMETHEUS}"}
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    assert "orchestrator_agent_tokens_total" in exprs
+    assert "orchestrator_agent_cost_usd_total" in exprs
+    provider = yaml.safe_load((grafana / "provisioning.yml").read_text())
+    [files] = provider["providers"]
+    assert files["options"]["path"] == "/etc/grafana/dashboards"
