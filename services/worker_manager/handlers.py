@@ -72,16 +72,18 @@ class CommandHandlers:
         )
 
     async def _observe(self, worker_id: str, output: WorkerOutputMessage) -> None:
-        """`orchestrator_agent_runs_total{agent,status}` and the run's duration."""
+        """The run in the metrics: `orchestrator_agent_runs_total{agent,status}`, its
+        duration, and from its record its tokens and cost. Counted here, not in langgraph's
+        record step: every agent run passes this relay exactly once (whoever asked for it,
+        and a retried command is a new run), while a flow step may replay after a restart."""
         try:
             record = await self.manager.registry.get(worker_id)
         except RedisError:
             record = None
-        agent = record.adapter if record is not None else "unknown"
-        metrics = SystemMetrics.default()
-        metrics.agent_runs.labels(agent, output.status).inc()
-        if output.duration_ms is not None:
-            metrics.agent_run_seconds.labels(agent).observe(output.duration_ms / 1000)
+        adapter = record.adapter if record is not None else None
+        SystemMetrics.default().observe_agent_run(
+            adapter, output.status, output.duration_ms, output.run
+        )
 
     async def handle_delete(self, command: DeleteWorkerCommand) -> DeleteWorkerResponse:
         """Delete a worker."""

@@ -75,14 +75,19 @@ ORCHESTRATOR_DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 ORCHESTRATOR_REQUIREMENTS = DEPLOY_DIR / "requirements.txt"
 ORCHESTRATOR_REPOSITORY = "codegen-orchestrator"
 ORCHESTRATOR_IMAGE = f"{ORCHESTRATOR_REPOSITORY}:latest"
-SERVICE_PACKAGES = {"redis": ("redis-server",), "postgres": ("postgresql-15",)}
-"""The Debian packages of the images of the topology's Redis and PostgreSQL (no registry to
-pull theirs from): `codegen-orchestrator-<name>`, from `deploy/<name>/Dockerfile`."""
+SERVICE_PACKAGES = {
+    "redis": ("redis-server",),
+    "postgres": ("postgresql-15",),
+    "prometheus": ("prometheus",),
+}
+"""The Debian packages of the images of the topology's Redis, PostgreSQL and Prometheus (no
+registry to pull theirs from): `codegen-orchestrator-<name>`, from `deploy/<name>/Dockerfile`."""
 WORKER_REPOSITORY = "codegen-orchestrator-worker"
 WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
 """What `make images` tags (DockerSettings.image's default); tests use the content tag."""
 WRAPPER_DISTRIBUTIONS = (
     "opentelemetry-api",
+    "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-sdk",
     "prometheus-client",
     "psutil",
@@ -91,7 +96,8 @@ WRAPPER_DISTRIBUTIONS = (
     "redis",
     "structlog",
 )
-"""What the wrapper and the modules of `shared` it loads import (the worker image installs
+"""What the wrapper and the modules of `shared` it loads import (the OTLP exporter: a worker
+asked to trace exports its spans like the actors do; the worker image installs
 these and what they require, at the versions of uv.lock, not the project's other deps)."""
 BASE_REPOSITORY = "codegen-orchestrator-base"
 BASE_SUITE = "bookworm"
@@ -423,8 +429,8 @@ def ensure_orchestrator_image(client: docker.DockerClient, *extra_tags: str) -> 
 
 
 def ensure_service_image(client: docker.DockerClient, name: str, *extra_tags: str) -> BuildReport:
-    """The topology's `redis` or `postgres` image: a root filesystem of Debian's packages
-    (SERVICE_PACKAGES) with deploy/<name>/'s Dockerfile and files on top."""
+    """The topology's `redis`, `postgres` or `prometheus` image: a root filesystem of
+    Debian's packages (SERVICE_PACKAGES) with deploy/<name>/'s Dockerfile and files on top."""
     if name not in SERVICE_PACKAGES:
         known = ", ".join(sorted(SERVICE_PACKAGES))
         raise ImageBuildError(f"no service image {name!r}; known: {known}")

@@ -24,6 +24,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
+from shared.contracts.queues.worker_io import AgentRunRecord
+
 __all__ = [
     "InFlightSteps",
     "MetricsServer",
@@ -106,6 +108,10 @@ class SystemMetrics:
     steps_in_flight: InFlightSteps
     agent_runs: Counter
     agent_run_seconds: Histogram
+    agent_tokens: Counter
+    """Tokens of agent runs by agent and kind (input, output, cache_read, cache_write)."""
+    agent_cost_usd: Counter
+    """Cost of agent runs in USD by agent (the worker's price table, as budget caps count)."""
     checks: Counter
     fix_rounds: Counter
     integrations: Counter
@@ -166,6 +172,18 @@ class SystemMetrics:
                 ("agent",),
                 registry=registry,
                 buckets=_STEP_BUCKETS,
+            ),
+            agent_tokens=Counter(
+                f"{_PREFIX}_agent_tokens",
+                "Tokens of agent runs, by agent and kind",
+                ("agent", "kind"),
+                registry=registry,
+            ),
+            agent_cost_usd=Counter(
+                f"{_PREFIX}_agent_cost_usd",
+                "Cost of agent runs in US dollars, by agent",
+                ("agent",),
+                registry=registry,
             ),
             checks=Counter(
                 f"{_PREFIX}_checks_runs",
@@ -229,6 +247,31 @@ class SystemMetrics:
                 registry=registry,
             ),
         )
+
+    def observe_agent_run(
+        self,
+        adapter: str | None,
+        status: str,
+        duration_ms: int | None,
+        run: AgentRunRecord | None,
+    ) -> None:
+        """One agent run: its count, its duration and (with its record) its tokens and cost,
+        labelled with the worker's adapter (the same label with or without a record), else
+        the record's agent, else `unknown`."""
+        agent = adapter or (run.agent[:64] if run is not None and run.agent else "unknown")
+        self.agent_runs.labels(agent, status).inc()
+        if duration_ms is not None:
+            self.agent_run_seconds.labels(agent).observe(max(duration_ms, 0) / 1000)
+        if run is None:
+            return
+        for kind, count in (
+            ("input", run.input_tokens),
+            ("output", run.output_tokens),
+            ("cache_read", run.cache_read_tokens),
+            ("cache_write", run.cache_write_tokens),
+        ):
+            self.agent_tokens.labels(agent, kind).inc(max(count, 0))
+        self.agent_cost_usd.labels(agent).inc(max(run.cost_usd, 0.0))
 
     @classmethod
     def default(cls) -> SystemMetrics:

@@ -37,6 +37,7 @@ COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 SERVICES = {
     "redis",
     "postgres",
+    "prometheus",
     "api",
     "langgraph",
     "scheduler",
@@ -125,6 +126,7 @@ def images(docker_engine: Engine) -> dict[str, str]:
             "WORKER_IMAGE": builder.ensure_worker_image(client).image,
             "REDIS_IMAGE": builder.ensure_service_image(client, "redis").image,
             "POSTGRES_IMAGE": builder.ensure_service_image(client, "postgres").image,
+            "PROMETHEUS_IMAGE": builder.ensure_service_image(client, "prometheus").image,
         }
     finally:
         client.close()
@@ -173,6 +175,7 @@ def topology(docker_engine: Engine, images: dict[str, str]) -> Iterator[Topology
         "SECRETS_DIR": str(work / "secrets"),
         "WORKERS_DIR": str(work / "workers"),
         "API_PORT": "0",
+        "PROMETHEUS_PORT": "0",
         "COMPOSE_HTTP_TIMEOUT": "300",
     }
     client = docker_engine.client()
@@ -212,7 +215,8 @@ def test_the_topology_comes_up_healthy_and_restarts_a_killed_replica(topology: T
         config = json.dumps(container.attrs["Config"]) + json.dumps(container.attrs["HostConfig"])
         for value in topology.secret_values:
             assert value not in config, f"a secret value in {container.name}'s configuration"
-        if container.labels["com.docker.compose.service"] not in {"redis", "postgres"}:
+        own_user = {"redis", "postgres", "prometheus"}  # the images of Debian's servers
+        if container.labels["com.docker.compose.service"] not in own_user:
             user = container.attrs["Config"]["User"]
             manager = container.labels["com.docker.compose.service"].startswith("worker-manager")
             assert user == ("0:0" if manager else "10000:10000")

@@ -112,16 +112,21 @@ def test_the_entrypoint_turns_secret_files_into_variables(client: docker.DockerC
 def test_service_images_are_built_from_debian_packages(
     client: docker.DockerClient, name: str
 ) -> None:
-    """The Redis and PostgreSQL images: Debian's server inside, a health check, not root."""
+    """The Redis, PostgreSQL and Prometheus images: Debian's server inside, a health check,
+    not root."""
     report = images.ensure_service_image(client, name)
     config = client.images.get(report.image).attrs["Config"]
     assert config["Healthcheck"]["Test"][0] == "CMD"
-    assert config["User"] in {"redis", "postgres"}
-    command = ["redis-server", "--version"] if name == "redis" else ["postgres", "--version"]
+    assert config["User"] == name
+    command, expected = {
+        "redis": (["redis-server", "--version"], "Redis server v=7"),
+        "postgres": (["postgres", "--version"], "PostgreSQL) 15"),
+        "prometheus": (["prometheus", "--version"], "prometheus, version 2."),
+    }[name]
     output = client.containers.run(
-        report.image, command, entrypoint=[], network_mode="none", remove=True
+        report.image, command, entrypoint=[], network_mode="none", remove=True, stderr=True
     ).decode()
-    assert ("Redis server v=7" if name == "redis" else "PostgreSQL) 15") in output
+    assert expected in output
 
 
 def test_an_unknown_service_image_is_refused(client: docker.DockerClient) -> None:

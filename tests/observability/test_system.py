@@ -201,6 +201,9 @@ def test_prometheus_counts_the_task_and_its_steps(run: Run) -> None:
     agent_runs = run.prometheus.value('sum(orchestrator_agent_runs_total{status="success"})')
     assert agent_runs is not None
     assert agent_runs >= 1
+    # each answered run carried its record: its tokens and cost were counted (zero or more)
+    assert run.prometheus.value('sum(orchestrator_agent_tokens_total{kind="input"})') is not None
+    assert run.prometheus.value("sum(orchestrator_agent_cost_usd_total)") is not None
     assert (
         run.prometheus.value(
             'sum(orchestrator_http_requests_total{route="/api/tasks",method="POST",status="201"})'

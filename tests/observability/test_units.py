@@ -228,3 +228,100 @@ def test_status_reads_an_endpoint_and_refuses_without_one(tmp_path: Path) -> Non
     refused = runner.invoke(app, ["status", "--metrics-url", dead, "--failures", "0"])
     assert refused.exit_code == 1
     assert dead in refused.output
+
+
+def test_an_agent_run_record_counts_its_tokens_and_cost_by_agent() -> None:
+    """A run with its record adds its tokens by kind and its cost under the worker's
+    adapter; a run without one (an older wrapper) is counted, with no tokens or cost; with
+    the adapter unknown (the registry unreachable) the record names the agent."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shared.contracts.queues.worker_io import AgentRunRecord
+
+    registry = CollectorRegistry()
+    metrics = SystemMetrics.create(registry)
+    record = AgentRunRecord(
+        agent="claude-code",
+        status="success",
+        prompt_chars=120,
+        input_tokens=1500,
+        output_tokens=320,
+        cache_read_tokens=40,
+        cost_usd=0.0125,
+        duration_ms=2500,
+    )
+    failed = record.model_copy(
+        update={"status": "error", "input_tokens": 10, "output_tokens": 0, "cost_usd": 0.001}
+    )
+    metrics.observe_agent_run("claude-code", "success", 2500, record)
+    metrics.observe_agent_run("claude-code", "error", 800, failed)
+    metrics.observe_agent_run("codex", "timeout", None, None)
+    other = record.model_copy(update={"agent": "factory-droid", "cost_usd": 0.5})
+    metrics.observe_agent_run(None, "success", 100, other)
+    metrics.observe_agent_run(None, "timeout", 100, None)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    tokens = "orchestrator_agent_tokens_total"
+    assert value(tokens, agent="claude-code", kind="input") == 1510
+    assert value(tokens, agent="claude-code", kind="output") == 320
+    assert value(tokens, agent="claude-code", kind="cache_read") == 80
+    assert value(tokens, agent="claude-code", kind="cache_write") == 0
+    cost = "orchestrator_agent_cost_usd_total"
+    assert value(cost, agent="claude-code") == pytest.approx(0.0135)
+    runs = "orchestrator_agent_runs_total"
+    assert value(runs, agent="claude-code", status="success") == 1
+    assert value(runs, agent="claude-code", status="error") == 1
+    assert value("orchestrator_agent_run_seconds_count", agent="claude-code") == 2
+    assert value("orchestrator_agent_run_seconds_sum", agent="claude-code") == pytest.approx(3.3)
+    # without a record: counted under the worker's adapter, no usage, no duration
+    assert value(runs, agent="codex", status="timeout") == 1
+    assert value(tokens, agent="codex", kind="input") is None
+    assert value(cost, agent="codex") is None
+    assert value("orchestrator_agent_run_seconds_count", agent="codex") is None
+    # the adapter unknown: the record's agent, else `unknown`
+    assert value(cost, agent="factory-droid") == pytest.approx(0.5)
+    assert value(tokens, agent="factory-droid", kind="input") == 1500
+    assert value(runs, agent="unknown", status="timeout") == 1
+    # and the exposition a Prometheus scrapes carries them
+    names = {
+        sample.name
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    assert {tokens, cost} <= names
+
+
+def test_the_worker_image_carries_the_otlp_exporter_and_what_it_requires() -> None:
+    """A worker asked to trace (OTEL_EXPORTER_OTLP_ENDPOINT) builds the OTLP exporter, so
+    the worker image pins it and every distribution it requires (walked here from the
+    installed metadata, independently of the uv.lock walk that wrote the file); the
+    orchestrator image's requirements carry it too."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from services.worker_manager import images
+
+    worker = images._pins(images.WORKER_REQUIREMENTS)
+    orchestrator = images._pins(images.ORCHESTRATOR_REQUIREMENTS)
+    environment = {"python_version": "3.11", "python_full_version": images.BASE_PYTHON}
+    needed: set[str] = set()
+    pending = ["opentelemetry-exporter-otlp-proto-http"]
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in needed:
+            continue
+        needed.add(name)
+        for line in requires(name) or []:
+            wanted = Requirement(line)
+            if wanted.marker is None or wanted.marker.evaluate({**environment, "extra": ""}):
+                pending.append(wanted.name)
+    assert len(needed) > 3
+    assert needed - set(worker) == set(), "missing from the worker image's requirements"
+    assert needed - set(orchestrator) == set(), "missing from the orchestrator image's"
+    exporter = _exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert type(exporter).__name__ == "OTLPSpanExporter"
