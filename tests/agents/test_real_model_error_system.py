@@ -1,6 +1,7 @@
 """A failing model through the whole system: `orchestrator up` with the real Claude Code CLI
-against a scripted Anthropic API that answers HTTP 500 on every call; the engineering task
-fails with an error naming the model API's failure, well within the test's time (no hang)."""
+against a scripted Anthropic API that answers HTTP 500 (or 529, overloaded) on every call; the
+engineering task fails with an error naming the model API's failure, well within the test's
+time (no hang)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from tests.agents.system import agent_system
 from tests.test_quickstart import System
 
 
-@pytest.fixture
-def failing_model_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
-    """`orchestrator up` whose real `claude` meets a model that fails every request."""
+@pytest.fixture(params=[500, 529], ids=["http-500", "http-529-overloaded"])
+def failing_model_system(
+    request: pytest.FixtureRequest, tmp_path: Path, empty_home: Path
+) -> Iterator[tuple[System, ModelScript]]:
+    """`orchestrator up` whose real `claude` meets a model that fails every request with
+    the parameter's HTTP status."""
     claude = cli_path("claude")
-    script = ModelScript([Failure(status=500, message="internal trouble")], repeat_failures=True)
+    script = ModelScript([Failure(status=request.param, message="trouble")], repeat_failures=True)
     settings = {
         "ORCHESTRATOR_WORKERS__CLAUDE_COMMAND": json.dumps([str(claude)]),
         "ORCHESTRATOR_WORKERS__CLAUDE_MAX_RETRIES": "0",
@@ -35,11 +39,11 @@ def failing_model_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[Sys
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_model_answering_500_fails_the_task_with_a_clear_error(
+def test_a_failing_model_fails_the_task_with_a_clear_error(
     failing_model_system: tuple[System, ModelScript],
 ) -> None:
-    """task create → every model call answers 500 → the task is failed, its error says the
-    model API failed with HTTP 500, and no secret is in it."""
+    """task create → every model call answers 500 (or 529) → the task is failed, its error
+    says the model API failed with that status, and no secret is in it."""
     system, script = failing_model_system
     created = system.cli("project", "create", "shop", "--json")
     assert created.returncode == 0, created.stderr
@@ -55,7 +59,10 @@ def test_a_model_answering_500_fails_the_task_with_a_clear_error(
     assert watched.returncode != 0
     text = json.dumps(shown)
     assert "the model API failed" in text, text[-2000:]
-    assert "HTTP 500" in text, text[-2000:]
+    failure = script.turns[0]
+    assert isinstance(failure, Failure)
+    status = failure.status
+    assert f"HTTP {status}" in text, text[-2000:]
     assert PLANTED_KEY not in text + watched.stdout + watched.stderr
     assert script.conversation_requests >= 1
     assert waited < 170, f"the task took {waited:.0f} s to fail"
