@@ -7,10 +7,7 @@ engineering flow integrates the task's branch, which this test does not assume.)
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,40 +16,13 @@ import pytest
 
 from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
-from tests.conftest import local_ports_env
-from tests.telegram_bot.test_whole_system import _reap
-from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
-
-ADD_ROUTE = """python3 - <<'PY'
-import pathlib
-marker = "# builtin-agent: new routes go above this line"
-for path in sorted(pathlib.Path(".").rglob("main.py")):
-    text = path.read_text()
-    if marker not in text:
-        continue
-    lines = text.splitlines(keepends=True)
-    at = next(n for n, line in enumerate(lines) if marker in line)
-    pad = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
-    lines[at:at] = [
-        f'{pad}@app.get("/hello")\\n',
-        f"{pad}def hello() -> dict[str, str]:\\n",
-        f'{pad}    return {{"message": "Hello from the agent"}}\\n',
-        "\\n",
-    ]
-    path.write_text("".join(lines))
-    print(path)
-    break
-PY
-git add -A && git commit -q -m "Add a /hello endpoint" && git push -q origin HEAD
-git rev-parse HEAD"""
-"""The developer's one shell command: the route above the template's marker, commit, push."""
+from tests.agents.system import ADD_ROUTE, agent_system
+from tests.test_quickstart import System
 
 
 @pytest.fixture
 def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
     """`orchestrator up` whose workers run the real `claude` against a scripted model."""
-    from shared.redis_server import free_port
-
     claude = cli_path("claude")
     script = ModelScript(
         [
@@ -60,60 +30,15 @@ def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mo
             Reply(text="Added /hello and pushed the branch."),
         ]
     )
-    data_dir = tmp_path / "var"
-    port = free_port()
+    settings = {
+        "ORCHESTRATOR_WORKERS__CLAUDE_COMMAND": json.dumps([str(claude)]),
+        "ORCHESTRATOR_WORKERS__CLAUDE_MAX_RETRIES": "1",
+    }
     with serve_anthropic(script) as fake:
-        env = {
-            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": str(empty_home),
-            "ORCHESTRATOR_DATA_DIR": str(data_dir),
-            "ORCHESTRATOR_API__PORT": str(port),
-            "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
-            "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
-            "ORCHESTRATOR_WORKERS__ADAPTER": "cli",
-            "ORCHESTRATOR_WORKERS__CLAUDE_COMMAND": json.dumps([str(claude)]),
-            "ORCHESTRATOR_WORKERS__CLAUDE_MAX_RETRIES": "1",
-            "COLUMNS": "200",
-        }
-        outside = [part for part in env["PATH"].split(os.pathsep) if Path(part) != VENV_BIN]
-        log_path = tmp_path / "up.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(VENV_BIN / "orchestrator"), "up"],
-                cwd=ROOT,
-                env={
-                    **env,
-                    "PATH": os.pathsep.join(outside),
-                    "ANTHROPIC_BASE_URL": fake.url,
-                    "ANTHROPIC_API_KEY": PLANTED_KEY,
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                deadline = time.monotonic() + 90
-                while not (data_dir / "secrets" / "cli.key").exists() or not _healthy(port):
-                    assert process.poll() is None, log_path.read_text()[-3000:]
-                    assert time.monotonic() < deadline, "orchestrator up did not come up in 90 s"
-                    time.sleep(0.3)
-                system = System(data_dir, env)
-                # a loaded machine (other suites, the first provisioning run) can keep the first
-                # requests past the CLI's 10 s: wait until the API answers one
-                while system.cli("project", "list", "--json").returncode != 0:
-                    assert time.monotonic() < deadline + 60, "the API never answered"
-                yield system, script
-            finally:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                _reap(data_dir)
-        up_log = log_path.read_text(errors="replace")
-        assert f"agent  claude-code → claude-code ({claude})" in up_log
-        assert PLANTED_KEY not in up_log
+        secrets = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": PLANTED_KEY}
+        line = f"agent  claude-code → claude-code ({claude})"
+        with agent_system(tmp_path, empty_home, settings, secrets, line) as system:
+            yield system, script
 
 
 @pytest.mark.slow

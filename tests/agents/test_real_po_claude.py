@@ -50,6 +50,7 @@ async def claude_po_system(
         [
             Reply(text="Setting that up.", tools=(ToolCall("Bash", {"command": ACT_AS_USER}),)),
             Reply(text="Created project garden and a task for a page listing plants."),
+            Reply(text="You asked me for a garden website; its task is queued."),
         ]
     )
     venv_bin = str(Path(sys.executable).parent)
@@ -136,3 +137,57 @@ async def test_claude_po_creates_the_project_and_task_from_free_text(
     for text in out:
         assert PLANTED_KEY not in text
         assert system.admin_key not in text
+
+
+@pytest.mark.slow
+async def test_a_second_message_resumes_the_claude_po_session(
+    claude_po_system: tuple[ChatSystem, ModelScript],
+) -> None:
+    """The second chat message runs `claude --resume <session of the first answer>`: the
+    model's request for it carries the first exchange, and no second project is made."""
+    system, script = claude_po_system
+    out: list[str] = []
+    lines = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=lines.lines(),
+            write=out.append,
+            telegram_id=7118,
+            options=ChatOptions(answer_timeout_s=90, liveness_poll_s=0.3),
+            notify_poll_s=0.2,
+        )
+    )
+    try:
+        await lines.queue.put("I'd like a small website about my garden that lists my plants")
+        await eventually(
+            lambda: any("Created project garden and a task" in text for text in out),
+            timeout_s=90,
+        )
+        first_requests = len(script.requests)
+        await lines.queue.put("What did I ask you for?")
+        await eventually(
+            lambda: any("You asked me for a garden website" in text for text in out),
+            timeout_s=90,
+        )
+        await lines.queue.put(None)
+        assert await asyncio.wait_for(chat, 30) == 0
+    finally:
+        chat.cancel()
+        await asyncio.gather(chat, return_exceptions=True)
+    assert script.conversation_requests == 3
+    later = [body for body in script.requests[first_requests:] if body.get("tools")]
+    assert later, "the second message reached no conversation request"
+    history = str(later[-1]["messages"])
+    # a fresh session would start from the second message alone: the first exchange is there
+    # only because the CLI resumed the first answer's session
+    assert "a small website about my garden" in history
+    assert "Setting that up." in history
+    assert "Created project garden and a task" in history
+    assert "What did I ask you for?" in history
+    async with system.api() as api:
+        user = await api.find_user(7118)
+        assert user is not None
+        projects = await api.list_projects(owner_id=user.id)
+    assert [p.name for p in projects.items] == ["garden"]

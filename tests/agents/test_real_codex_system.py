@@ -1,0 +1,95 @@
+"""The developer flow with the real Codex CLI: `orchestrator up` as root maps the contract's
+developer agent (claude-code) to `codex`, the OpenAI key and base URL in its environment only,
+an empty HOME; the scripted Responses API runs one shell command that adds a route, commits
+and pushes; the task completes with that commit; the project deploys and its URL answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.agents.conftest import PLANTED_KEY, cli_path
+from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_openai
+from tests.agents.system import ADD_ROUTE, agent_system
+from tests.test_quickstart import System
+
+MODEL = "scripted-model"
+"""A model name Codex does not know: it then offers plain function tools (exec_command)."""
+
+
+@pytest.fixture
+def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
+    """`orchestrator up` whose developer agent is the real `codex` against a scripted model."""
+    codex = cli_path("codex")
+    script = ModelScript(
+        [
+            Reply(
+                text="Adding the endpoint.", tools=(ToolCall("exec_command", {"cmd": ADD_ROUTE}),)
+            ),
+            Reply(text="Added /hello and pushed the branch."),
+        ]
+    )
+    settings = {
+        "ORCHESTRATOR_WORKERS__AGENT_CLI": json.dumps({"claude-code": "codex"}),
+        "ORCHESTRATOR_WORKERS__CODEX_COMMAND": json.dumps([str(codex)]),
+        "ORCHESTRATOR_WORKERS__CODEX_MODEL": MODEL,
+        "ORCHESTRATOR_WORKERS__CODEX_MAX_RETRIES": "0",
+    }
+    with serve_openai(script) as fake:
+        secrets = {"OPENAI_BASE_URL": f"{fake.url}/v1", "OPENAI_API_KEY": PLANTED_KEY}
+        line = f"agent  claude-code → codex ({codex})"
+        with agent_system(tmp_path, empty_home, settings, secrets, line) as system:
+            yield system, script
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_codex_develops_and_the_project_deploys(
+    codex_system: tuple[System, ModelScript],
+) -> None:
+    """task create → the real Codex's commit on the remote → task completed → deploy → URL."""
+    system, script = codex_system
+    created = system.cli("project", "create", "shop", "--json")
+    assert created.returncode == 0, created.stderr
+    project_id = json.loads(created.stdout)["id"]
+    task = system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
+    assert task.returncode == 0, task.stderr
+    task_id = json.loads(task.stdout)["id"]
+    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    shown = json.loads(system.cli("task", "show", task_id, "--json").stdout)
+    commit, branch = shown["result"]["commit_sha"], shown["result"]["branch"]
+    assert any(path.endswith("app/main.py") for path in shown["result"]["files_changed"])
+    project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
+    git_dir = project["repository_url"].removeprefix("file://")
+    show = subprocess.run(
+        ["git", "--git-dir", git_dir, "log", "-1", "--format=%H %an", branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert show.stdout.strip() == f"{commit} Codex agent"
+    assert script.paths[0] == "/v1/responses"
+    assert "add a /hello endpoint" in str(script.requests[0]["input"])
+    assert PLANTED_KEY not in watched.stdout + json.dumps(shown)
+    assert shown["result"]["agent_runs"] >= 1
+    log = system.cli("task", "log", task_id)
+    assert log.returncode == 0, log.stderr
+    assert "[send_spec] codex" in log.stdout, log.stdout
+    assert "Added /hello and pushed the branch." in log.stdout
+    assert PLANTED_KEY not in log.stdout
+
+    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
+    assert deploy.returncode == 0, deploy.stderr
+    deploy_id = json.loads(deploy.stdout)["id"]
+    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
+        "deployed_url"
+    ]
+    assert httpx.get(url, timeout=5).status_code == 200
