@@ -84,6 +84,7 @@ from services.worker_wrapper.agents import AgentRequest, BuiltinAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from shared import bench_record, registry
 from shared.api_client import ApiClient
+from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
     EngineeringMessage,
     ProgressEvent,
@@ -511,6 +512,8 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
                 await asyncio.to_thread(system.wait_api)
         async with ApiClient(system.api_url, key=admin_key, timeout_s=60) as api:
             project = await api.create_project(ProjectCreate(name="bench"))
+            # "N at once" means N flows at once: lift the project's task order (one at a time)
+            await api.update_project(project.id, ProjectUpdate(parallel_tasks=100))
             driver = Driver(api, redis, project.id)
             say("warm-up task (scaffolds the project)")
             first = await driver.one("bench: warm-up")

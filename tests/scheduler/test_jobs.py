@@ -115,8 +115,10 @@ def task(
     kind: TaskType = TaskType.DEPLOY,
     allowance_s: float = 3600,
 ) -> TaskSchedule:
-    """A task created `age_s` seconds ago whose deadline is `allowance_s` after that."""
+    """A task created `age_s` seconds ago whose deadline is `allowance_s` after that; an
+    engineering or deploy task was released (its queue message written) when created."""
     created = datetime.now(UTC) - timedelta(seconds=age_s)
+    released = created if kind in (TaskType.ENGINEERING, TaskType.DEPLOY) else None
     return TaskSchedule(
         id=task_id,
         project_id="p1",
@@ -125,6 +127,7 @@ def task(
         created_at=created,
         correlation_id=f"c-{task_id}",
         deadline_at=created + timedelta(seconds=allowance_s),
+        released_at=released,
     )
 
 
