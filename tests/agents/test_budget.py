@@ -3,6 +3,7 @@ arrives, and the run is stopped within one model turn of crossing the cap."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from services.worker_wrapper.agents import AgentRequest, ClaudeCodeAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.pricing import Budget, Price, PriceTable
 from tests.agents.conftest import PLANTED_KEY
-from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
+from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, serve_openai
 from tests.workers.helpers import processes_with
 
 EnvFactory = Callable[..., dict[str, str]]
@@ -112,3 +113,50 @@ def test_the_managers_cap_reaches_the_workers_claude_adapter(
     assert isinstance(agent, ClaudeCodeAgent)
     assert agent.budget_usd == 2.5
     assert "WORKER_TASK_BUDGET_USD" not in adapter_env(WorkerManagerSettings(), "claude-code")
+
+
+async def test_codex_is_stopped_within_one_model_request_of_the_cap(
+    codex_cli: Path, make_env: EnvFactory, tmp_path: Path
+) -> None:
+    """Codex reports usage only at its turn's end; under a cap it talks to the scripted API
+    through the wrapper's metering relay. Requests of 150 000 input tokens at $2/Mtok
+    ($0.30 each) against a $0.50 cap: the second response crosses it, its tool call never
+    runs, no third request is made, nothing is left running, and the spend is what the
+    fake reported for the two responses."""
+    from services.worker_wrapper.agents import CodexAgent
+    from tests.agents.test_codex_cli import MODEL, codex_env, shell
+
+    marker = f"codex-budget-sleeper-{os.getpid()}-{time.monotonic_ns()}"
+    turn = Reply(tools=(shell(f"sleep 3; : {marker}"),), input_tokens=150_000, output_tokens=0)
+    script = ModelScript([turn, turn, turn, turn, Reply(text="never reached")])
+    prices = PriceTable({MODEL: Price(input=2.0, output=8.0)}, Price(input=99.0, output=99.0))
+    with serve_openai(script) as fake:
+        agent = CodexAgent(
+            [str(codex_cli)], model=MODEL, max_retries=0, budget_usd=0.5, prices=prices
+        )
+        env = codex_env(make_env, fake.url)
+        result = await agent.run(AgentRequest("r1", "go", tmp_path, 90.0, env), ignore_activity)
+    assert result.status == "error"
+    assert result.error == (
+        "budget exceeded: task 0.6000/0.5000 USD; the agent's process tree was stopped"
+    )
+    assert script.conversation_requests == 2
+    assert processes_with(marker) == []
+    assert result.cost_usd == pytest.approx(0.6)
+    assert agent.spent_usd == pytest.approx(0.6)
+    assert result.usage["input_tokens"] == 300_000
+    assert PLANTED_KEY not in (result.error or "")
+    conversation = [r for r in script.requests if r.get("tools")]
+    assert all(PLANTED_KEY not in json.dumps(r) for r in conversation)
+
+
+async def test_codex_without_a_cap_talks_to_its_api_directly(tmp_path: Path) -> None:
+    """No cap, no relay: the provider's base URL is the configured one."""
+    from services.worker_wrapper.agents import CodexAgent
+
+    agent = CodexAgent(["codex"], base_url="http://127.0.0.1:9/v1")
+    assert 'base_url = "http://127.0.0.1:9/v1"' in " ".join(agent.argv(None, {}))
+    capped = CodexAgent(["codex"], base_url="ftp://x/v1", budget_usd=1.0)
+    result = await capped.run(AgentRequest("r", "go", tmp_path, 5.0, {}), ignore_activity)
+    assert result.status == "error"
+    assert result.error == "the model API's base URL is not http(s): 'ftp://x/v1'"

@@ -1,6 +1,6 @@
 """The run record of real CLI runs against the scripted models: what the agent answered,
 each tool call with its outcome, the tokens the fake reported and their cost by the price
-table; and the task cap with Codex, whose usage arrives per turn."""
+table; and the task cap with Codex, metered per model response by the wrapper's relay."""
 
 from __future__ import annotations
 
@@ -68,9 +68,10 @@ async def test_the_record_of_a_real_claude_run(
 async def test_codex_stops_at_the_task_cap_and_starts_nothing_past_it(
     codex_cli: Path, make_env: EnvFactory, tmp_path: Path
 ) -> None:
-    """Codex reports usage per turn: a turn of 300 000 input tokens at $2/Mtok ($0.60) against
-    a $0.50 cap fails the run with the budget error and the spend the fake reported; the next
-    prompt of the same worker is refused before the CLI starts (no request reaches the fake)."""
+    """Two model responses of 150 000 input tokens at $2/Mtok ($0.60) against a $0.50 cap
+    fail the run with the budget error and the spend the fake reported (the relay sees the
+    second response's usage before Codex ends its turn); the next prompt of the same worker
+    is refused before the CLI starts (no request reaches the fake)."""
     script = ModelScript(
         [
             Reply(tools=(shell("true"),), input_tokens=150_000, output_tokens=0),

@@ -74,8 +74,9 @@ async def run_stream_agent(
 
     `extra_env` are the adapter's own variables (defaults the request's environment
     overrides); `run_as` the (uid, gid) the CLI runs as (None: the wrapper's own). With a
-    `budget`, `spent()` (the run's cost so far) is checked after every line, and the process
-    tree is stopped once it reaches the cap: the run fails with "budget exceeded: ..."."""
+    `budget`, `spent()` (the run's cost so far) is checked after every line and whenever a
+    metering relay hands the parser a response's usage, and the process tree is stopped
+    once it reaches the cap: the run fails with "budget exceeded: ..."."""
     env = {**(extra_env or {}), **request.env}
     secrets = secret_values(env)
     queue: asyncio.Queue[AgentActivity | None] = asyncio.Queue()
@@ -84,14 +85,20 @@ async def run_stream_agent(
     stop = asyncio.Event()
     exceeded: list[str] = []
 
-    def on_line(line: str) -> None:
-        for activity in parser.feed(line):
-            queue.put_nowait(activity)
+    def check_budget() -> None:
         if budget is not None and spent is not None and not stop.is_set():
             message = budget.exceeded(spent())
             if message is not None:
                 exceeded.append(message)
                 stop.set()
+
+    def on_line(line: str) -> None:
+        for activity in parser.feed(line):
+            queue.put_nowait(activity)
+        check_budget()
+
+    if isinstance(parser, StreamJsonParser):
+        parser.usage_listener = check_budget  # usage a metering relay sees
 
     try:
         outcome = await run_cli(

@@ -27,6 +27,7 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.cli_agent import CliAgent
+from services.worker_wrapper.agents.metering import UsageRelay
 from services.worker_wrapper.agents.pricing import Budget, PriceTable
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
@@ -62,7 +63,10 @@ class CodexStreamParser(StreamJsonParser):
         return self.texts
 
     def usage_so_far(self) -> list[tuple[str | None, dict[str, Any]]]:
-        """The usage of the turns completed so far (codex reports it per turn)."""
+        """The usage of each model response a metering relay saw (a cap is set), else that
+        of the turns completed so far (codex reports it only per turn)."""
+        if self.metered:
+            return list(self.metered)
         return [(self.model, self.usage)] if self.usage else []
 
     def handle(self, event: dict[str, Any]) -> list[AgentActivity]:
@@ -189,10 +193,15 @@ class CodexAgent(CliAgent):
         self.max_retries = max_retries
         self.extra_args = list(extra_args)
 
-    def provider(self, env: Mapping[str, str]) -> str:
+    def upstream(self, env: Mapping[str, str]) -> str:
+        """The model API's base URL: the setting, else the environment's, else OpenAI's."""
+        return self.base_url or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+
+    def provider(self, env: Mapping[str, str], base_url: str | None = None) -> str:
         """The `-c` value defining the adapter's model provider (no secret: the CLI reads
-        the key from `OPENAI_API_KEY` itself)."""
-        base_url = self.base_url or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        the key from `OPENAI_API_KEY` itself); `base_url` overrides the upstream (a
+        metering relay)."""
+        base_url = base_url or self.upstream(env)
         fields = {
             "name": _toml_string("orchestrator (OpenAI Responses API)"),
             "base_url": _toml_string(base_url),
@@ -204,14 +213,17 @@ class CodexAgent(CliAgent):
         body = ", ".join(f"{key} = {value}" for key, value in fields.items())
         return f"model_providers.{_PROVIDER}={{ {body} }}"
 
-    def argv(self, session_id: str | None, env: Mapping[str, str]) -> list[str]:
+    def argv(
+        self, session_id: str | None, env: Mapping[str, str], base_url: str | None = None
+    ) -> list[str]:
         """The command line for one prompt (read from stdin: the final `-`)."""
         argv = [*self.command, "exec", "--json", "--skip-git-repo-check"]
         if self.sandbox == "bypass":
             argv.append("--dangerously-bypass-approvals-and-sandbox")
         else:
             argv += ["--sandbox", self.sandbox]
-        argv += ["-c", f"model_provider={_toml_string(_PROVIDER)}", "-c", self.provider(env)]
+        provider = self.provider(env, base_url)
+        argv += ["-c", f"model_provider={_toml_string(_PROVIDER)}", "-c", provider]
         if self.model:
             argv += ["--model", self.model]
         argv += self.extra_args
@@ -224,11 +236,30 @@ class CodexAgent(CliAgent):
         return {"NO_COLOR": "1"}
 
     async def run(self, request: AgentRequest, on_activity: ActivitySink) -> AgentResult:
-        """Run one prompt through `codex exec`."""
+        """Run one prompt through `codex exec`. Under a cap, the CLI talks to its model API
+        through a metering relay: each response's usage is priced as it passes, so the
+        run is stopped within one model request of the cap, not at the turn's end."""
+        parser = CodexStreamParser(self.model)
+        if not self._budgets():
+            return await self._run(request, on_activity, parser, None)
+        try:
+            relay = UsageRelay(self.upstream(request.env), parser.add_metered_usage)
+        except ValueError as exc:
+            return AgentResult(status="error", error=str(exc))
+        async with relay:
+            return await self._run(request, on_activity, parser, relay.base_url)
+
+    async def _run(
+        self,
+        request: AgentRequest,
+        on_activity: ActivitySink,
+        parser: CodexStreamParser,
+        base_url: str | None,
+    ) -> AgentResult:
         return await self.run_parsed(
-            self.argv(request.session_id, request.env),
+            self.argv(request.session_id, request.env, base_url),
             request,
-            CodexStreamParser(self.model),
+            parser,
             on_activity,
             stdin_text=request.prompt,
             extra_env=self.environment(),

@@ -10,6 +10,7 @@ kinds (`handle`) and builds the final result (`finish`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from services.worker_wrapper.agents.base import AgentActivity, AgentResult, ToolUse
@@ -39,6 +40,10 @@ class StreamJsonParser(ABC):
         self.tools_dropped = 0
         self._open_tools: dict[str, int] = {}
         """Tool-call id → its index in `tools`, until its outcome arrives."""
+        self.metered: list[tuple[str | None, dict[str, Any]]] = []
+        """Usage of each model response seen by a metering relay (beside the stream)."""
+        self.usage_listener: Callable[[], None] | None = None
+        """Called when usage arrives other than through a stdout line (the budget check)."""
 
     def feed(self, line: str) -> list[AgentActivity]:
         """Take one stdout line; answer the activity it reports."""
@@ -64,6 +69,12 @@ class StreamJsonParser(ABC):
     def usage_so_far(self) -> list[tuple[str | None, dict[str, Any]]]:
         """(model, usage record) pairs of what the run used so far (none by default)."""
         return []
+
+    def add_metered_usage(self, model: str | None, usage: dict[str, Any]) -> None:
+        """Usage of one model response, as a metering relay saw it pass."""
+        self.metered.append((model or self.model, usage))
+        if self.usage_listener is not None:
+            self.usage_listener()
 
     def spent_usd(self, prices: PriceTable) -> float:
         """What the run cost so far, by the price table."""
