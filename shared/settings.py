@@ -67,6 +67,10 @@ class ApiSettings(BaseModel):
     """Every user's cap on a calendar month's agent spend in USD, unless an admin set the
     user's own (`PUT /api/users/{id}/budget`); None: no cap. Engineering tasks are refused
     at creation once it is reached."""
+    task_hold_usd: float | None = Field(default=None, gt=0)
+    """What a task holds of its user's monthly cap while it runs (so concurrent tasks cannot
+    together pass the cap); None: all that remains, i.e. a capped user's tasks run their
+    agents one at a time. Set it to the workers' per-task cap to let them run side by side."""
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     """How long an API process trusts a credential it has looked up without looking again; a
     revocation through that process applies at once, one through another process within this

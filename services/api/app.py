@@ -40,6 +40,7 @@ def create_app(
     redis_url: str | None = None,
     api_url: str | None = None,
     monthly_budget_usd: float | None = None,
+    task_hold_usd: float | None = None,
     auth_cache_ttl_s: float = 5.0,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
@@ -64,6 +65,7 @@ def create_app(
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     app.state.secret_box = secret_box
     app.state.monthly_budget_usd = monthly_budget_usd
+    app.state.task_hold_usd = task_hold_usd
     app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

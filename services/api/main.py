@@ -74,6 +74,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         redis_url=settings.redis_url,
         api_url=settings.api.base_url,
         monthly_budget_usd=settings.api.monthly_budget_usd,
+        task_hold_usd=settings.api.task_hold_usd,
         auth_cache_ttl_s=settings.api.auth_cache_ttl_s,
     )
     config = uvicorn.Config(

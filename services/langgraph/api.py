@@ -14,6 +14,7 @@ from services.langgraph.errors import ApiCallError
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
 from shared.api_client.schemas import (
     AgentRunCreate,
+    BudgetHold,
     DeployRecord,
     PortAllocationDTO,
     ProjectUpdate,
@@ -117,3 +118,7 @@ class ApiAdapter:
     async def user_budget(self, user_id: int) -> UserBudget:
         """A user's monthly cap and this month's spend."""
         return await _call(self.client.get_budget(user_id))
+
+    async def hold_budget(self, task_id: str) -> BudgetHold:
+        """Hold the task's share of its user's monthly cap (409 `budget_exceeded`: none)."""
+        return await _call(self.client.hold_budget(task_id))

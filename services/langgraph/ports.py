@@ -19,6 +19,7 @@ from services.langgraph.settings import LanggraphSettings
 from services.langgraph.store import FlowStore
 from shared.api_client.schemas import (
     AgentRunCreate,
+    BudgetHold,
     DeployRecord,
     PortAllocationDTO,
     ServerDTO,
@@ -108,6 +109,10 @@ class ApiPort(Protocol):
 
     async def user_budget(self, user_id: int) -> UserBudget:
         """A user's monthly cap and this month's spend."""
+        ...
+
+    async def hold_budget(self, task_id: str) -> BudgetHold:
+        """Hold the task's share of its user's monthly cap before its agent starts."""
         ...
 
 

@@ -21,6 +21,7 @@ from shared.api_client.schemas import (
     AgentRunDTO,
     ApiKeyCreate,
     ApiKeyCreated,
+    BudgetHold,
     DeployDTO,
     DeployRecord,
     ErrorBody,
@@ -240,6 +241,13 @@ class ApiClient:
     async def get_budget(self, user_id: int) -> UserBudget:
         """A user's monthly cap and this month's spend."""
         return UserBudget.model_validate(await self._call("GET", f"/api/users/{user_id}/budget"))
+
+    async def hold_budget(self, task_id: str) -> BudgetHold:
+        """Let a task hold its share of its user's monthly cap before its agent starts
+        (services, admins); 409 `budget_exceeded` when nothing remains."""
+        return BudgetHold.model_validate(
+            await self._call("POST", f"/api/tasks/{task_id}/budget-hold")
+        )
 
     async def set_budget(self, user_id: int, monthly_cap_usd: float | None) -> UserBudget:
         """Set (or clear, with None) a user's own monthly cap (admins)."""

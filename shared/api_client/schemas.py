@@ -42,6 +42,7 @@ __all__ = [
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyDTO",
+    "BudgetHold",
     "DeployDTO",
     "DeployKind",
     "DeployOutcome",
@@ -492,6 +493,22 @@ class UserBudgetUpdate(BaseModel):
     """A user's own monthly cap in USD; null: the system's default cap applies."""
 
     monthly_cap_usd: float | None = Field(ge=0, le=1e9, allow_inf_nan=False)
+
+
+class BudgetHold(BaseModel):
+    """The part of its user's monthly cap a task holds while it runs an agent
+    (`POST /api/tasks/{id}/budget-hold`). Without a cap: `monthly_cap_usd` and `hold_usd`
+    are None. The worker may spend `hold_usd` (the cap less `month_cost_usd` and
+    `held_by_others_usd`, or less when the API holds a fixed share per task)."""
+
+    task_id: str
+    user_id: int | None = None
+    monthly_cap_usd: float | None = None
+    month_cost_usd: float
+    """The user's recorded spend of the month."""
+    held_by_others_usd: float = 0.0
+    """What the user's other open tasks hold and have not spent yet."""
+    hold_usd: float | None = None
 
 
 class UserBudget(BaseModel):

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from services.cli.main import app
 from shared.api_client import ApiClient, ConflictError, ForbiddenError, NotFoundError
 from shared.api_client import ValidationError as ApiValidationError
-from shared.api_client.schemas import AgentRunCreate, AgentToolCallBody
-from shared.contracts import ProjectCreate, TaskCreate, TaskType
+from shared.api_client.schemas import AgentRunCreate, AgentToolCallBody, ProjectUpdate, TaskUpdate
+from shared.contracts import ProjectCreate, TaskCreate, TaskStatus, TaskType
 from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
 
@@ -261,3 +261,79 @@ async def test_concurrent_copies_of_one_run_record_keep_one_row(api: ApiHarness)
         runs = await service.list_runs(task_id)
     assert {a.id for a in answers} == {runs[0].id}
     assert len(runs) == 1
+
+
+async def test_two_tasks_started_together_cannot_pass_the_monthly_cap(api: ApiHarness) -> None:
+    """Alice has spent $0.90 of a $1 cap and has two tasks created before either runs. Their
+    agents start together (two holds at once): one holds the $0.10 left, the other is
+    refused with the budget error naming the hold; a third task is refused at creation.
+    Once the first task ended having spent $0.04, its hold is gone and the next holds the
+    $0.06 left. Users cannot hold (403)."""
+    alice_id, alice = await api.user(1)
+    project_id, earlier = await _task(api, alice)
+    async with api.client(api.admin_key) as admin, api.client(alice) as a:
+        await admin.update_project(project_id, ProjectUpdate(parallel_tasks=3))
+        await admin.set_budget(alice_id, 1.0)
+        await admin.record_run(earlier, _run(0.9))
+        await admin.update_task(earlier, TaskUpdate(status=TaskStatus.RUNNING))
+        await admin.update_task(earlier, TaskUpdate(status=TaskStatus.COMPLETED))
+        first, second = [
+            (await a.create_task(TaskCreate(project_id=project_id, type=TaskType.ENGINEERING))).id
+            for _ in range(2)
+        ]
+        with pytest.raises(ForbiddenError):
+            await a.hold_budget(first)
+    async with api.client(api.service_key) as s1, api.client(api.service_key) as s2:
+        answers = await asyncio.gather(
+            s1.hold_budget(first), s2.hold_budget(second), return_exceptions=True
+        )
+    holds = [answer for answer in answers if not isinstance(answer, BaseException)]
+    refusals = [answer for answer in answers if isinstance(answer, ConflictError)]
+    assert (len(holds), len(refusals)) == (1, 1), answers
+    assert holds[0].hold_usd == pytest.approx(0.1)
+    assert (holds[0].monthly_cap_usd, holds[0].month_cost_usd) == (1.0, pytest.approx(0.9))
+    assert refusals[0].code == "budget_exceeded"
+    assert refusals[0].body.message.startswith(
+        f"budget exceeded: user {alice_id} month 1.0000/1.0000 USD "
+        "(0.1000 of it held by the user's running tasks)"
+    )
+    holder = holds[0].task_id
+    async with api.client(api.admin_key) as admin, api.client(alice) as a:
+        with pytest.raises(ConflictError) as at_creation:
+            await a.create_task(TaskCreate(project_id=project_id, type=TaskType.ENGINEERING))
+        await admin.record_run(holder, _run(0.04))
+        await admin.update_task(holder, TaskUpdate(status=TaskStatus.RUNNING))
+        await admin.update_task(holder, TaskUpdate(status=TaskStatus.COMPLETED))
+        other = second if holder == first else first
+        again = await admin.hold_budget(other)
+    assert at_creation.value.code == "budget_exceeded"
+    assert again.hold_usd == pytest.approx(0.06)
+    assert again.held_by_others_usd == 0.0
+
+
+async def test_a_fixed_hold_per_task_lets_tasks_run_side_by_side(api: ApiHarness) -> None:
+    """With a hold of $0.30 per task and a $1 cap: three tasks hold $0.30 each, the fourth
+    the $0.10 left, the fifth is refused; what a holder has spent counts once (its hold
+    less its runs); holding again replaces a task's hold; without a cap nothing is held."""
+    api.app.state.task_hold_usd = 0.3  # type: ignore[attr-defined]
+    alice_id, alice = await api.user(1)
+    bob_id, bob = await api.user(2)
+    project_id, _ = await _task(api, alice)
+    _, bobs = await _task(api, bob, "bobs")
+    async with api.client(api.admin_key) as admin, api.client(alice) as a:
+        await admin.update_project(project_id, ProjectUpdate(parallel_tasks=6))
+        await admin.set_budget(alice_id, 1.0)
+        tasks = [
+            (await a.create_task(TaskCreate(project_id=project_id, type=TaskType.ENGINEERING))).id
+            for _ in range(5)
+        ]
+        holds = [await admin.hold_budget(task) for task in tasks[:4]]
+        with pytest.raises(ConflictError):
+            await admin.hold_budget(tasks[4])
+        await admin.record_run(tasks[0], _run(0.1))  # spent 0.1 of its 0.3: 0.2 still held
+        replaced = await admin.hold_budget(tasks[3])
+        free = await admin.hold_budget(bobs)
+    assert [h.hold_usd for h in holds] == pytest.approx([0.3, 0.3, 0.3, 0.1])
+    assert replaced.held_by_others_usd == pytest.approx(0.2 + 0.3 + 0.3)
+    assert replaced.hold_usd == pytest.approx(1.0 - 0.1 - 0.8)
+    assert (free.user_id, free.monthly_cap_usd, free.hold_usd) == (bob_id, None, None)

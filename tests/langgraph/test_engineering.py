@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable
 from types import SimpleNamespace
 from typing import cast
 
@@ -451,3 +452,45 @@ async def test_an_answer_handled_again_after_a_crash_records_its_run_once(
     assert first["agent_cost_usd"] == pytest.approx(0.1 + FAILED_RUN.cost_usd)
     assert failed.value.kept == first
     assert [(r.step, r.run_key) for r in runs] == [("fix", f"{task_id}~fix#2")]
+
+
+async def test_two_tasks_started_together_hold_the_monthly_cap(system: System) -> None:
+    """A user under a $0.50 monthly cap starts two tasks at once: the first to hold its
+    share holds all that remains and runs (its agent never answers here), the other fails
+    at once with the budget error naming what is held; the worker that runs is told its
+    hold as the month's cap and spend."""
+    await system.admin.set_budget(system.user_id, 0.5)
+    project = await system.project("Capped", scaffolded=True)
+
+    def creates() -> list[CreateWorkerCommand]:
+        return [c for c in system.workers.commands if isinstance(c, CreateWorkerCommand)]
+
+    async def statuses() -> list[TaskStatus]:
+        return [(await system.admin.get_task(t)).status for t in tasks]
+
+    async with langgraph(system):
+        tasks = [await system.task(project.id, f"HANG {n}") for n in range(2)]
+        await eventually(lambda: len(creates()) == 1, what="one worker created")
+        await eventually(lambda: _has_failed(statuses()), what="one task refused", timeout_s=20)
+        [create] = creates()
+        running = create.context["task_id"]
+        [refused] = [t for t in tasks if t != running]
+        await system.admin.cancel_task(running)
+        await system.wait_idle()
+    failed = await system.admin.get_task(refused)
+    assert failed.status == TaskStatus.FAILED
+    assert failed.result is not None
+    assert failed.result["error"] == (
+        f"create_worker: budget exceeded: user {system.user_id} month 0.5000/0.5000 USD "
+        "(0.5000 of it held by the user's running tasks); no new task runs an agent for this "
+        "user before next month (an admin can raise the cap)"
+    )
+    assert (create.context["month_budget_usd"], create.context["month_spent_usd"]) == (
+        "0.5",
+        "0.0",
+    )
+    assert len(creates()) == 1
+
+
+async def _has_failed(statuses: Awaitable[list[TaskStatus]]) -> bool:
+    return TaskStatus.FAILED in await statuses

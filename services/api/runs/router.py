@@ -13,6 +13,7 @@ from services.api.tasks.router import ServiceDep as TaskServiceDep
 from shared.api_client.schemas import (
     AgentRunCreate,
     AgentRunDTO,
+    BudgetHold,
     UsageReport,
     UserBudget,
     UserBudgetUpdate,
@@ -27,7 +28,8 @@ UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 def run_service(request: Request, db: SessionDep, tasks: TaskServiceDep) -> RunService:
     """The request's run service, with the system's default monthly cap."""
     default_cap: float | None = getattr(request.app.state, "monthly_budget_usd", None)
-    return RunService(db, tasks, default_cap)
+    hold_usd: float | None = getattr(request.app.state, "task_hold_usd", None)
+    return RunService(db, tasks, default_cap, hold_usd)
 
 
 RunsDep = Annotated[RunService, Depends(run_service)]
@@ -56,6 +58,14 @@ async def record_run(
     if not created:
         response.status_code = status.HTTP_200_OK
     return AgentRunDTO.model_validate(run)
+
+
+@router.post("/tasks/{task_id}/budget-hold")
+async def hold_budget(task_id: Identifier, caller: CallerDep, runs: RunsDep) -> BudgetHold:
+    """Before a task's agent starts: hold its share of its user's monthly cap (services and
+    admins: the orchestrator); 409 `budget_exceeded` when the month's spend and the user's
+    other running tasks' holds leave nothing."""
+    return await runs.hold(caller, task_id)
 
 
 @router.get("/tasks/{task_id}/runs")

@@ -11,7 +11,10 @@ project. A project filter needs the project to be visible to the caller.
 Monthly caps: a user's cap is their own (`users.monthly_budget_usd`, set by an admin) or,
 without one, the system's default (`ORCHESTRATOR_API__MONTHLY_BUDGET_USD`; unset: no cap).
 An engineering task is refused at creation (409 `budget_exceeded`) while its user's spend of
-the calendar month (UTC) has reached the cap.
+the calendar month (UTC), with what the user's running tasks hold, has reached the cap. Before
+a task's agent starts, the orchestrator has the task hold its share of the cap (`POST
+/api/tasks/{id}/budget-hold`, `services.api.runs.caps.hold_month_budget`): concurrent tasks
+cannot together spend past it.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.api.auth.principal import Principal
 from services.api.errors import ForbiddenError, NotFoundError
 from services.api.projects.service import ProjectService
-from services.api.runs.caps import month_spend, month_start, user_cap
+from services.api.runs.caps import hold_month_budget, month_spend, month_start, user_cap
 from services.api.runs.models import AgentRun
 from services.api.tasks.service import TaskService
 from services.api.users.models import User
 from shared.api_client.schemas import (
     AgentRunCreate,
+    BudgetHold,
     UsageLine,
     UsageReport,
     UserBudget,
@@ -47,12 +51,24 @@ class RunService:
     """Record and read agent runs; sum usage; set caps."""
 
     def __init__(
-        self, session: AsyncSession, tasks: TaskService, default_cap: float | None = None
+        self,
+        session: AsyncSession,
+        tasks: TaskService,
+        default_cap: float | None = None,
+        hold_usd: float | None = None,
     ) -> None:
         self.session = session
         self.tasks = tasks
         self.projects = ProjectService(session)
         self.default_cap = default_cap
+        self.hold_usd = hold_usd
+        """What a running task holds of its user's monthly cap (None: all that remains)."""
+
+    async def hold(self, principal: Principal, task_id: str) -> BudgetHold:
+        """Hold the task's share of its user's monthly cap (services and admins)."""
+        principal.require("admin", "service")
+        task = await self.tasks.get(principal, task_id)
+        return await hold_month_budget(self.session, task, self.default_cap, self.hold_usd)
 
     async def record(
         self, principal: Principal, task_id: str, body: AgentRunCreate

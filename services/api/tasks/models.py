@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.api.db import Base, utc_now
@@ -45,3 +45,6 @@ class Task(Base):
     released_at: Mapped[datetime | None] = mapped_column(default=None)
     """When its queue message joined the outbox; NULL while an engineering task waits for
     its turn (task order, `TaskService.release_turns`)."""
+    budget_hold_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    """The part of its user's monthly cap the task holds while open (`POST
+    /api/tasks/{id}/budget-hold`, when its worker starts; migration 0011); NULL: none."""

@@ -162,18 +162,23 @@ async def _create_request(
 
 
 async def _month_budget(state: FlowState, deps: FlowDeps) -> dict[str, str]:
-    """The user's monthly cap and spend so far, for the worker to stop its agent at (none
-    without a cap; an unanswered question leaves the task cap alone in charge)."""
+    """The task's hold on its user's monthly cap, as the cap and the spend the worker stops
+    its agent at (`cap - hold` counts as spent: the agent may spend its hold). None without
+    a cap; a cap with nothing left fails the step with the API's budget error; an unanswered
+    question leaves the task cap alone in charge."""
     try:
-        budget = await deps.api.user_budget(state["user_id"])
+        hold = await deps.api.hold_budget(state["task_id"])
     except ApiCallError as error:
+        if error.code == "budget_exceeded":
+            reason = str(error).split(": ", 1)[-1]  # the API's message, not its status line
+            raise StepFailedError("create_worker", reason) from error
         log.warning("month_budget_unknown", task_id=state["task_id"], error=str(error)[:300])
         return {}
-    if budget.monthly_cap_usd is None:
+    if hold.monthly_cap_usd is None or hold.hold_usd is None:
         return {}
     return {
-        "month_budget_usd": repr(budget.monthly_cap_usd),
-        "month_spent_usd": repr(budget.month_cost_usd),
+        "month_budget_usd": repr(hold.monthly_cap_usd),
+        "month_spent_usd": repr(max(hold.monthly_cap_usd - hold.hold_usd, 0.0)),
     }
 
 
