@@ -2,11 +2,11 @@
 
 A `ModelScript` is a list of turns; each conversation request the CLI makes (one that offers
 tools) takes the next turn. A turn is either a `Reply` (text and tool calls, with usage) or a
-`Failure` (an HTTP error status, or a stream dropped halfway). Side requests a CLI makes on
-its own (a title, a quota probe: requests without tools) get a short text answer and do not
-advance the script. When the script is used up, every further conversation request gets
-the last turn's text as a plain final answer, so a CLI never waits for a reply that will
-not come.
+`Failure` (an HTTP error status, a stream dropped halfway, or one that hangs). Side requests
+a CLI makes on its own (a title, a quota probe: requests without tools) get a short text
+answer and do not advance the script. When the script is used up, every further
+conversation request gets the last turn's text as a plain final answer, so a CLI never
+waits for a reply that will not come.
 
 The servers listen on 127.0.0.1 only, answer every request within the script's delays,
 and record each request body (for assertions on what the CLI sent).
@@ -63,7 +63,15 @@ class Failure:
     status: int = 500
     drop_stream: bool = False
     """Answer 200, send the first events, then close the connection mid-stream."""
+    hang_s: float = 0.0
+    """Answer 200, send the first events, then nothing for this long (a model API that
+    hangs mid-stream; cut short when the server stops), then close the connection."""
     message: str = "scripted failure"
+
+    @property
+    def streams(self) -> bool:
+        """True when the failure answers 200 and starts a stream (dropped or hanging)."""
+        return self.drop_stream or self.hang_s > 0
 
 
 Turn = Reply | Failure
@@ -81,6 +89,8 @@ class ModelScript:
     paths: list[str] = field(default_factory=list)
     served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    """Set when the server stops: a hanging answer ends."""
 
     def next_turn(self) -> Turn:
         """The turn for the next conversation request."""
@@ -198,13 +208,14 @@ class _AnthropicHandler(_Handler):
             self._answer(body, model, Reply(text="ok", input_tokens=1, output_tokens=1))
             return
         turn = self.server.script.next_turn()
-        if isinstance(turn, Failure) and not turn.drop_stream:
+        if isinstance(turn, Failure) and not turn.streams:
             self._json(turn.status, _anthropic_error(turn.status, turn.message))
             return
         if isinstance(turn, Failure):
             self._start_sse()
             self.wfile.write(_sse("message_start", self._message_start(model, 10)))
             self.wfile.flush()
+            self.server.script.stopped.wait(turn.hang_s)
             return  # the connection closes without message_stop
         if turn.delay_s:
             time.sleep(turn.delay_s)
@@ -318,7 +329,7 @@ class _OpenAIHandler(_Handler):
             turn: Turn = Reply(text="ok", input_tokens=1, output_tokens=1)
         else:
             turn = self.server.script.next_turn()
-        if isinstance(turn, Failure) and not turn.drop_stream:
+        if isinstance(turn, Failure) and not turn.streams:
             error = {"message": turn.message, "type": "server_error", "code": None}
             self._json(turn.status, {"error": error})
             return
@@ -330,7 +341,8 @@ class _OpenAIHandler(_Handler):
         )
         self.wfile.flush()
         if isinstance(turn, Failure):
-            return  # dropped: no response.completed
+            self.server.script.stopped.wait(turn.hang_s)
+            return  # dropped (after the hang): no response.completed
         if turn.delay_s:
             time.sleep(turn.delay_s)
         out: list[bytes] = []
@@ -419,6 +431,7 @@ def _serve(handler: type[_Handler], script: ModelScript) -> Iterator[_Running]:
     try:
         yield _Running(url=server.url, script=script)
     finally:
+        script.stopped.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
