@@ -33,6 +33,7 @@ __all__ = [
     "ToolCall",
     "serve_anthropic",
     "serve_openai",
+    "session_of",
 ]
 
 
@@ -109,6 +110,19 @@ class ModelScript:
     def conversation_requests(self) -> int:
         """How many conversation requests were answered."""
         return self.served
+
+
+def session_of(body: dict[str, Any]) -> str | None:
+    """The Claude Code session a Messages API request belongs to: the CLI sends it in
+    `metadata.user_id` (a JSON object with `session_id`); None when the body has none."""
+    metadata = body.get("metadata")
+    raw = metadata.get("user_id") if isinstance(metadata, dict) else None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    session = value.get("session_id") if isinstance(value, dict) else None
+    return session if isinstance(session, str) and session else None
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

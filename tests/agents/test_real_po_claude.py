@@ -20,7 +20,7 @@ from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
 from tests.agents.conftest import PLANTED_KEY, cli_path
-from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
+from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, session_of
 from tests.chat.system import ChatSystem, chat_system
 from tests.chat.test_cli_chat import Script
 from tests.chat.test_real_po_worker import manager_system_settings
@@ -144,7 +144,8 @@ async def test_a_second_message_resumes_the_claude_po_session(
     claude_po_system: tuple[ChatSystem, ModelScript],
 ) -> None:
     """The second chat message runs `claude --resume <session of the first answer>`: the
-    model's request for it carries the first exchange, and no second project is made."""
+    model's request for it belongs to the first message's session (the session id the CLI
+    sends with each request) and carries the first exchange; no second project is made."""
     system, script = claude_po_system
     out: list[str] = []
     lines = Script()
@@ -177,8 +178,15 @@ async def test_a_second_message_resumes_the_claude_po_session(
         chat.cancel()
         await asyncio.gather(chat, return_exceptions=True)
     assert script.conversation_requests == 3
+    earlier = [body for body in script.requests[:first_requests] if body.get("tools")]
     later = [body for body in script.requests[first_requests:] if body.get("tools")]
     assert later, "the second message reached no conversation request"
+    # one session for the first message's two requests, and the second message's request
+    # is in it: the PO worker passed `--resume <that session>` (a fresh run gets a new id)
+    first_sessions = {session_of(body) for body in earlier}
+    assert len(first_sessions) == 1
+    assert None not in first_sessions
+    assert {session_of(body) for body in later} == first_sessions
     history = str(later[-1]["messages"])
     # a fresh session would start from the second message alone: the first exchange is there
     # only because the CLI resumed the first answer's session
