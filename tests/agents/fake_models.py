@@ -88,6 +88,8 @@ class ModelScript:
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Every request body received (conversation and side requests), in order."""
     paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    """The headers of every request, in order (lower-case names)."""
     served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -168,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         with script.lock:
             script.requests.append(body)
             script.paths.append(self.path)
+            script.headers.append({k.lower(): v for k, v in self.headers.items()})
 
     def do_GET(self) -> None:
         """Probes some CLIs make (models list, health): a small valid answer."""

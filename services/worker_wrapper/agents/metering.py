@@ -102,6 +102,8 @@ class UsageRelay:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"the model API's base URL is not http(s): {upstream!r}")
         self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.host = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        """The origin without any user or password (for error texts)."""
         self.path = parts.path.rstrip("/")
         self.on_usage = on_usage
         self._server: asyncio.Server | None = None
@@ -183,7 +185,7 @@ class UsageRelay:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            reason = f"the relay cannot reach {self.origin}: {type(exc).__name__}"
+            reason = f"the relay cannot reach {self.host}: {type(exc).__name__}"
             message = json.dumps({"error": {"message": reason}}).encode()
             writer.write(
                 b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"

@@ -1,0 +1,103 @@
+"""The usage-metering relay (`services/worker_wrapper/agents/metering.py`) on its own and
+under the real Codex CLI: requests pass unchanged (key included), each response's usage is
+reported as it passes, and an upstream that cannot be reached is a clear error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.worker_wrapper.agents import AgentRequest, CodexAgent
+from services.worker_wrapper.agents.base import ignore_activity
+from services.worker_wrapper.agents.metering import UsageRelay
+from shared.redis_server import free_port
+from tests.agents.conftest import PLANTED_KEY
+from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_openai
+from tests.agents.test_codex_cli import MODEL, codex_env
+
+EnvFactory = Callable[..., dict[str, str]]
+
+
+async def test_the_relay_forwards_requests_and_reports_each_responses_usage() -> None:
+    """A streamed response and an upstream error pass through with their status, headers
+    and bodies; the key reaches the API; only the successful response's usage is reported,
+    with the request's model and the cached input apart."""
+    script = ModelScript(
+        [Reply(text="hi", input_tokens=1234, output_tokens=56), Failure(status=503)]
+    )
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+    body = {"model": MODEL, "input": [], "tools": [{"type": "function", "name": "x"}]}
+    headers = {"Authorization": f"Bearer {PLANTED_KEY}", "X-Extra": "kept"}
+    with serve_openai(script) as fake:
+        async with UsageRelay(f"{fake.url}/v1", lambda m, u: seen.append((m, u))) as relay:
+            assert relay.base_url.endswith("/v1")
+            assert relay.base_url.startswith("http://127.0.0.1:")
+            async with httpx.AsyncClient(base_url=relay.base_url) as client:
+                streamed = await client.post("/responses", json=body, headers=headers)
+                failed = await client.post("/responses", json=body, headers=headers)
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"] == "text/event-stream"
+    assert "response.completed" in streamed.text
+    assert failed.status_code == 503
+    assert failed.json()["error"]["message"] == "scripted failure"
+    assert seen == [(MODEL, {"input_tokens": 1234, "output_tokens": 56, "cached_input_tokens": 0})]
+    assert script.paths == ["/v1/responses", "/v1/responses"]
+    assert script.requests == [body, body]
+    assert script.headers[0]["authorization"] == f"Bearer {PLANTED_KEY}"
+    assert script.headers[0]["x-extra"] == "kept"
+
+
+async def test_an_unreachable_upstream_answers_502_without_credentials() -> None:
+    """Nothing listens upstream: 502 naming the host (not the URL's user and password)."""
+    port = free_port()
+    relay = UsageRelay(f"http://user:hunter2@127.0.0.1:{port}/v1", lambda m, u: None)
+    async with relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        answer = await client.post("/responses", json={"model": MODEL})
+    assert answer.status_code == 502
+    message = answer.json()["error"]["message"]
+    assert message == f"the relay cannot reach http://127.0.0.1:{port}: ConnectError"
+    assert "hunter2" not in answer.text
+    with pytest.raises(ValueError, match="not http"):
+        UsageRelay("unix:///tmp/socket", lambda m, u: None)
+
+
+async def test_codex_under_a_cap_with_an_unreachable_api_fails_clearly(
+    codex_cli: Path, make_env: EnvFactory, tmp_path: Path
+) -> None:
+    """Codex under a cap, its API down: the run fails at once with the model API's failure
+    (the relay's 502), costs nothing, and the key is nowhere in the error."""
+    agent = CodexAgent([str(codex_cli)], model=MODEL, max_retries=0, budget_usd=1.0)
+    env = codex_env(make_env, f"http://127.0.0.1:{free_port()}")
+    result = await agent.run(AgentRequest("r1", "go", tmp_path, 60.0, env), ignore_activity)
+    assert result.status == "error"
+    assert (result.error or "").startswith("the model API failed"), result.error
+    assert "the relay cannot reach http://127.0.0.1" in (result.error or ""), result.error
+    assert result.cost_usd == 0.0
+    assert PLANTED_KEY not in (result.error or "")
+
+
+async def test_codex_under_a_cap_that_is_never_reached_succeeds_through_the_relay(
+    codex_cli: Path, make_env: EnvFactory, tmp_path: Path
+) -> None:
+    """A cap far above the spend: the run succeeds through the relay, its cost is the
+    responses' usage, the same as the turn's own total."""
+    script = ModelScript(
+        [
+            Reply(tools=(ToolCall("exec_command", {"cmd": "true"}),), input_tokens=1000),
+            Reply(text="Done.", input_tokens=2000, output_tokens=10),
+        ]
+    )
+    with serve_openai(script) as fake:
+        agent = CodexAgent([str(codex_cli)], model=MODEL, max_retries=0, budget_usd=100.0)
+        env = codex_env(make_env, fake.url)
+        result = await agent.run(AgentRequest("r1", "go", tmp_path, 90.0, env), ignore_activity)
+    assert result.status == "success", result.error
+    assert result.response == "Done."
+    assert result.usage["input_tokens"] == 3000
+    assert result.usage["output_tokens"] == 30
+    price = agent.prices.price(MODEL)
+    assert result.cost_usd == pytest.approx((3000 * price.input + 30 * price.output) / 1e6)
