@@ -311,3 +311,47 @@ async def test_the_users_month_cap_stops_the_workers_agent(
     assert script.conversation_requests == 1
     assert answer.run is not None
     assert answer.run.cost_usd == pytest.approx(6.0, abs=0.01)
+
+
+async def test_the_users_month_cap_stops_codex_within_one_model_request(
+    manager: ManagerRunner,
+    client: Client,
+    codex_cli: Path,
+    empty_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Codex in a task's worker, the month's cap $10 with $4 spent before: the first model
+    response (400 000 input tokens at the table's default $15/Mtok: $6) reaches the cap as
+    it passes the wrapper's metering relay; its tool call never runs, no second request is
+    made, and the answer records the spend the fake reported."""
+    marker = f"codex-month-sleeper-{os.getpid()}-{time.monotonic_ns()}"
+    turn = Reply(
+        tools=(ToolCall("exec_command", {"cmd": f"sleep 3; : {marker}"}),),
+        input_tokens=400_000,
+        output_tokens=0,
+    )
+    script = ModelScript([turn, turn, Reply(text="never reached")])
+    with serve_openai(script) as fake:
+        monkeypatch.setenv("HOME", str(empty_home))
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{fake.url}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", PLANTED_KEY)
+        await manager.start(
+            codex_command=[str(codex_cli)],
+            codex_model="scripted-model",
+            codex_max_retries=0,
+            agent_cli={"claude-code": "codex"},
+        )
+        context = {"task_id": "t-codex-month", "month_budget_usd": "10.0", "month_spent_usd": "4.0"}
+        worker_id = (await client.create(context=context)).worker_id
+        answer = await client.send(worker_id, "spend", timeout_s=90)
+    assert not answer.success
+    assert answer.error == (
+        "agent error: budget exceeded: user month 10.0000/10.0000 USD; "
+        "the agent's process tree was stopped"
+    )
+    assert script.conversation_requests == 1
+    assert processes_with(marker) == []
+    assert answer.run is not None
+    assert answer.run.input_tokens == 400_000
+    assert answer.run.cost_usd == pytest.approx(6.0)
+    assert PLANTED_KEY not in answer.model_dump_json()
