@@ -1,7 +1,10 @@
 """The developer flow with the real Codex CLI: `orchestrator up` as root maps the contract's
 developer agent (claude-code) to `codex`, the OpenAI key and base URL in its environment only,
 an empty HOME; the scripted Responses API runs one shell command that adds a route, commits
-and pushes; the task completes with that commit; the project deploys and its URL answers."""
+and pushes; the task completes with that commit; the project deploys and its URL answers.
+Caps are set (a task's, the users' monthly with a hold per task), far above what the run
+costs: the task holds its share of the month, and Codex talks to the model through the
+wrapper's metering relay, whose count is the recorded spend."""
 
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mod
         "ORCHESTRATOR_WORKERS__CODEX_COMMAND": json.dumps([str(codex)]),
         "ORCHESTRATOR_WORKERS__CODEX_MODEL": MODEL,
         "ORCHESTRATOR_WORKERS__CODEX_MAX_RETRIES": "0",
+        "ORCHESTRATOR_WORKERS__TASK_BUDGET_USD": "5",
+        "ORCHESTRATOR_API__MONTHLY_BUDGET_USD": "20",
+        "ORCHESTRATOR_API__TASK_HOLD_USD": "5",
     }
     with serve_openai(script) as fake:
         secrets = {"OPENAI_BASE_URL": f"{fake.url}/v1", "OPENAI_API_KEY": PLANTED_KEY}
@@ -83,6 +89,11 @@ def test_real_codex_develops_and_the_project_deploys(
     assert "[send_spec] codex" in log.stdout, log.stdout
     assert "Added /hello and pushed the branch." in log.stdout
     assert PLANTED_KEY not in log.stdout
+    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
+    spec_run = next(run for run in runs if run["step"] == "send_spec")
+    # two responses of 100 input and 20 output tokens at the table's default $15/$75 per Mtok
+    assert (spec_run["input_tokens"], spec_run["output_tokens"]) == (200, 40)
+    assert spec_run["cost_usd"] == pytest.approx((200 * 15 + 40 * 75) / 1e6)
 
     deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
     assert deploy.returncode == 0, deploy.stderr
