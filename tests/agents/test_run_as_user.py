@@ -22,7 +22,14 @@ from services.worker_manager.settings import WorkerManagerSettings
 from services.worker_wrapper.agents import AgentRequest, ClaudeCodeAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from tests.agents.conftest import PLANTED_KEY
-from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
+from tests.agents.fake_models import (
+    Failure,
+    ModelScript,
+    Reply,
+    ToolCall,
+    serve_anthropic,
+    serve_openai,
+)
 from tests.workers.conftest import Client
 from tests.workers.helpers import git, make_repo_with_remote, read_text
 
@@ -204,3 +211,51 @@ async def test_worker_runs_its_agent_as_the_agent_user(
     assert owner(workspace) == account[0]
     assert owner(Path(record.session_dir) / "home" / ".claude") == account[0]
     assert git(remote, "log", "-1", "--format=%an", "feature") == "Claude Code agent"
+
+
+async def test_codex_as_the_agent_user_is_stopped_at_the_cap_through_the_relay(
+    codex_cli: Path, open_dir: Path, account: tuple[int, int]
+) -> None:
+    """The real Codex as `nobody` under a cap: it reaches the wrapper's metering relay (a
+    root process on 127.0.0.1), runs its first command as nobody, and the second response
+    ($0.30 + $0.30 against $0.50) stops it before its command runs."""
+    from services.worker_wrapper.agents import CodexAgent
+    from services.worker_wrapper.agents.pricing import Price, PriceTable
+    from tests.agents.test_codex_cli import MODEL, shell
+
+    workspace = open_dir / "w"
+    workspace.mkdir()
+    home = open_dir / "home"
+    home.mkdir()
+    first, second = open_dir / "first.txt", open_dir / "second.txt"
+    give(open_dir, account)
+    turns: list[Reply | Failure] = [
+        Reply(tools=(shell(f"id -u > {first}"),), input_tokens=150_000, output_tokens=0),
+        Reply(tools=(shell(f"id -u > {second}"),), input_tokens=150_000, output_tokens=0),
+        Reply(text="never reached"),
+    ]
+    script = ModelScript(turns)
+    prices = PriceTable({MODEL: Price(input=2.0, output=8.0)}, Price(input=99.0, output=99.0))
+    with serve_openai(script) as fake:
+        agent = CodexAgent(
+            [str(codex_cli)],
+            model=MODEL,
+            max_retries=0,
+            run_as=account,
+            budget_usd=0.5,
+            prices=prices,
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "OPENAI_BASE_URL": f"{fake.url}/v1",
+            "OPENAI_API_KEY": PLANTED_KEY,
+        }
+        result = await agent.run(AgentRequest("r", "go", workspace, 90.0, env), ignore_activity)
+    assert result.status == "error"
+    assert result.error == (
+        "budget exceeded: task 0.6000/0.5000 USD; the agent's process tree was stopped"
+    )
+    assert read_text(first).strip() == str(account[0])
+    assert not second.exists()
+    assert script.conversation_requests == 2
