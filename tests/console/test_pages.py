@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,12 @@ from services.api.console.router import COOKIE
 from services.api.console.sessions import LINK_NAME, SESSION_NAME
 from services.api.db import Database
 from services.api.migrate import upgrade
+from services.api.projects.models import Project
+from services.api.tasks.models import Task
 from services.api.users.models import User
+from shared.contracts import new_id
+from shared.git import LocalGitProvider, commit_all, init_worktree, push
+from shared.git.naming import repo_full_name
 
 
 @dataclass
@@ -28,6 +34,38 @@ class Console:
     database: Database
     user_key: str
     admin_key: str
+    repos: Path
+
+    async def csrf(self) -> str:
+        page = await self.client.get("/console/")
+        return page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+    async def project(self, name: str = "shop") -> str:
+        """A project made through the console: its id."""
+        made = await self.client.post(
+            "/console/projects", data={"name": name, "csrf": await self.csrf()}
+        )
+        assert made.status_code == 303, made.text
+        return str(made.headers["location"]).rsplit("/", 1)[1]
+
+    async def task(self, project_id: str, result: dict[str, Any] | None, status: str) -> str:
+        """An engineering task of the project as its flow left it: its id."""
+        async with self.database.sessionmaker() as session:
+            project = await session.get(Project, project_id)
+            assert project is not None
+            task = Task(
+                id=new_id(),
+                project_id=project_id,
+                user_id=project.owner_id,
+                type="engineering",
+                status=status,
+                spec="add /hello",
+                result=result,
+                correlation_id=new_id(),
+            )
+            session.add(task)
+            await session.commit()
+            return task.id
 
     async def sign_in(self, key: str) -> httpx.Response:
         return await self.client.post("/console/login", data={"api_key": key})
@@ -54,10 +92,10 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
         _, user_key = await AuthService(session).create_key("u", "user", user.id)
         _, admin_key = await AuthService(session).create_key("a", "admin", None)
         await session.commit()
-    app = create_app(database)
+    app = create_app(database, git=LocalGitProvider(tmp_path / "repos", owner="projects"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
-        yield Console(client, database, user_key, admin_key)
+        yield Console(client, database, user_key, admin_key, tmp_path / "repos")
     await database.close()
 
 
@@ -201,3 +239,101 @@ async def test_admin_pages(console: Console) -> None:
     no_redis = await console.client.get("/console/admin")
     assert no_redis.status_code == 503
     assert "without Redis" in no_redis.text
+
+
+async def _pushed_commit(console: Console, project_id: str, name: str, work: Path) -> str:
+    """A commit on the main branch of the project's own repository: its sha."""
+    provider = LocalGitProvider(console.repos, owner="projects")
+    repo = await provider.create_repo(repo_full_name("projects", project_id, name))
+    await init_worktree(work, branch="main")
+    (work / "app.py").write_text("def hello():\n    return 'hello'\n")
+    sha = await commit_all(work, "add /hello")
+    assert sha is not None
+    await push(work, repo.clone_url, "main")
+    return sha
+
+
+async def test_the_task_page_shows_runs_checks_cost_and_the_diff(
+    console: Console, tmp_path: Path
+) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    sha = await _pushed_commit(console, project_id, "shop", tmp_path / "work")
+    checks = {
+        "rounds": 2,
+        "passed": True,
+        "runs": [
+            {"round": 1, "after": "spec", "passed": False, "problems": [], "note": "",
+             "checks": [{"command": "pytest -q", "cwd": ".", "exit_code": 1, "passed": False,
+                         "output_tail": "FAILED test_hello - <assert>"}]},
+            {"round": 2, "after": "fix", "passed": True, "problems": [], "note": "",
+             "checks": [{"command": "pytest -q", "cwd": ".", "exit_code": 0, "passed": True,
+                         "output_tail": "1 passed"}]},
+        ],
+    }  # fmt: skip
+    result = {"status": "success", "merged_sha": sha, "checks": checks, "agent_answer": "done"}
+    task_id = await console.task(project_id, result, "completed")
+    run = {
+        "step": "send_spec", "agent": "claude", "status": "success", "prompt_chars": 10,
+        "tools": [{"name": "Edit", "target": "app.py", "outcome": "ok"}],
+        "input_tokens": 1000, "output_tokens": 200, "cost_usd": 0.0125, "duration_ms": 4200,
+    }  # fmt: skip
+    recorded = await console.client.post(
+        f"/api/tasks/{task_id}/runs",
+        json=run,
+        headers={"Authorization": f"Bearer {console.admin_key}"},
+    )
+    assert recorded.status_code == 201, recorded.text
+    page = await console.client.get(f"/console/tasks/{task_id}")
+    assert page.status_code == 200
+    text = page.text
+    assert "1 agent run · 1200 tokens · $0.0125" in text
+    assert "<code>Edit</code>" in text
+    assert "app.py" in text
+    assert "FAILED test_hello - &lt;assert&gt;" in text  # the checks' output, escaped
+    assert "1 passed" in text
+    assert f'Commit <span class="mono">{sha[:12]}</span>' in text
+    assert '<span class="add">+    return &#39;hello&#39;</span>' in text
+    assert 'id="diff-cut"' not in text
+    assert f"after_run={recorded.json()['id']}" in text  # the live stream sends later runs only
+
+
+async def test_a_missing_commit_and_a_long_diff_are_said(
+    console: Console, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    gone = await console.task(project_id, {"merged_sha": "a" * 40}, "completed")
+    page = await console.client.get(f"/console/tasks/{gone}")
+    assert page.status_code == 200
+    assert "cannot be read" in page.text
+    assert 'id="diff-missing"' in page.text
+    sha = await _pushed_commit(console, project_id, "shop", tmp_path / "work")
+    bad = await console.task(project_id, {"merged_sha": "--output=/tmp/x"}, "completed")
+    refused = await console.client.get(f"/console/tasks/{bad}")
+    assert refused.status_code == 200
+    assert "not a commit id" in refused.text
+    monkeypatch.setattr("services.api.console.router.DIFF_MAX_BYTES", 40)
+    long = await console.task(project_id, {"merged_sha": sha}, "completed")
+    cut = await console.client.get(f"/console/tasks/{long}")
+    assert 'id="diff-cut"' in cut.text
+
+
+async def test_another_users_task_page_is_not_found(console: Console) -> None:
+    await console.sign_in(console.admin_key)
+    async with console.database.sessionmaker() as session:
+        other = User(telegram_id=8, is_admin=False)
+        session.add(other)
+        await session.commit()
+        other_id = other.id
+    async with console.database.sessionmaker() as session:
+        project = Project(id=new_id(), name="theirs", status="draft", owner_id=other_id,
+                          modules_text="backend")  # fmt: skip
+        session.add(project)
+        await session.commit()
+        project_id = project.id
+    task_id = await console.task(project_id, None, "queued")
+    console.client.cookies.clear()
+    await console.sign_in(console.user_key)
+    assert (await console.client.get(f"/console/tasks/{task_id}")).status_code == 404
+    assert (await console.client.get(f"/console/projects/{project_id}")).status_code == 404

@@ -40,13 +40,19 @@ from services.api.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
+from services.api.projects.models import Project
 from services.api.projects.service import ProjectService
+from services.api.runs.models import AgentRun
+from services.api.runs.service import RunService
 from services.api.tasks.service import TaskService
 from services.api.users.service import UserService
 from shared import registry
 from shared.api_client.schemas import ApiKeyCreate, UserCreate
 from shared.chat import ChatUser
 from shared.contracts import ProgressEvent, ProjectCreate, TaskCreate, TaskStatus, TaskType
+from shared.git.errors import GitError
+from shared.git.naming import repo_full_name
+from shared.git.provider import CommitDiff, GitProvider
 from shared.messaging.transport import Entry
 from shared.settings import ConsoleSettings
 
@@ -395,10 +401,19 @@ async def rollback(project_id: str, request: Request, db: SessionDep) -> Respons
 
 @router.get("/tasks/{task_id}")
 async def task_page(task_id: str, request: Request, db: SessionDep) -> HTMLResponse:
-    """A task: status, live progress (server-sent events), result, cancel."""
+    """A task: status, live progress (server-sent events), the agent's activity (its run
+    records), the checks' output, the result with its commit's diff, cost, cancel."""
     session = await _session(request, db)
-    task = await _tasks(request, db).get(session.principal, task_id)
+    tasks = _tasks(request, db)
+    task = await tasks.get(session.principal, task_id)
     project = await ProjectService(db).get(session.principal, task.project_id)
+    result = task.result or {}
+    runs = await RunService(db, tasks).of_task(session.principal, task.id)
+    deploy = await DeployRepository(db).of_task(task.id)
+    sha = _result_sha(result) or (deploy.sha if deploy is not None else None)
+    diff, diff_error = await _diff(request, project, sha)
+    found = result.get("checks")
+    checks: dict[str, Any] = found if isinstance(found, dict) else {}
     return _page(
         request,
         "task.html",
@@ -406,8 +421,83 @@ async def task_page(task_id: str, request: Request, db: SessionDep) -> HTMLRespo
         task=task,
         project=project,
         terminal=task.status in TERMINAL,
-        result=task.result or {},
+        result={k: v for k, v in result.items() if k not in _SHOWN_APART},
+        answer=result.get("agent_answer"),
+        runs=[_run_view(run) for run in runs],
+        cost=sum(run.cost_usd for run in runs),
+        tokens=sum(run.input_tokens + run.output_tokens for run in runs),
+        checks=[c for c in checks.get("runs", []) if isinstance(c, dict)],
+        sha=sha,
+        diff=diff,
+        diff_error=diff_error,
     )
+
+
+_SHOWN_APART = {"checks", "agent_answer"}
+"""Result fields the task page shows in their own sections."""
+DIFF_MAX_BYTES = 200_000
+"""The largest patch a task page shows; a longer one is cut (and says so)."""
+
+
+def _result_sha(result: dict[str, Any]) -> str | None:
+    """The commit a task's result names: the merged one, else the task's own."""
+    for key in ("merged_sha", "commit_sha"):
+        value = result.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _git(request: Request) -> GitProvider | None:
+    provider: GitProvider | None = getattr(request.app.state, "console_git", None)
+    return provider
+
+
+def _repository(request: Request, project: Project) -> str:
+    owner: str = request.app.state.console_git_owner
+    return repo_full_name(owner, project.id, project.name)
+
+
+async def _diff(
+    request: Request, project: Project, sha: str | None
+) -> tuple[CommitDiff | None, str | None]:
+    """The commit's diff (bounded), or why there is none to show."""
+    if sha is None:
+        return None, None
+    provider = _git(request)
+    if provider is None:
+        return None, "this API has no access to the projects' repositories"
+    try:
+        return await provider.commit_diff(
+            _repository(request, project), sha, max_bytes=DIFF_MAX_BYTES
+        ), None
+    except (GitError, ValueError) as error:
+        return None, f"the diff of {sha[:12]} cannot be read: {error}"
+
+
+def _run_view(run: AgentRun) -> dict[str, Any]:
+    """A run record as the task page (and its event stream) shows it."""
+    return {
+        "id": run.id,
+        "step": run.step,
+        "agent": run.agent,
+        "model": run.model or "",
+        "status": run.status,
+        "tools": [
+            {
+                "name": str(tool.get("name", "")),
+                "target": str(tool.get("target", "")),
+                "outcome": str(tool.get("outcome", "")),
+            }
+            for tool in run.tools or []
+        ],
+        "tools_dropped": run.tools_dropped,
+        "tokens": run.input_tokens + run.output_tokens,
+        "cost": f"{run.cost_usd:.4f}",
+        "seconds": f"{run.duration_ms / 1000:.1f}",
+        "error": run.error or "",
+        "at": run.created_at.strftime("%H:%M:%S"),
+    }
 
 
 @router.post("/tasks/{task_id}/cancel")
@@ -422,11 +512,13 @@ async def cancel_task(task_id: str, request: Request, db: SessionDep) -> Respons
 @router.get("/tasks/{task_id}/events")
 async def task_events(task_id: str, request: Request, db: SessionDep) -> Response:
     """The task's progress as server-sent events: `progress` per event of its stream (from
-    its start), `status` when its status changes; the stream ends at a final status."""
+    its start), `run` per agent run recorded after the run id `after_run`, `status` when its
+    status changes; the stream ends at a final status."""
     session = await _session(request, db)
     task = await _tasks(request, db).get(session.principal, task_id)
     redis = redis_of(request)
-    events = _event_stream(request, _database(request), redis, session, task.id, task.status)
+    after = _offset(request, "after_run")  # the runs the page already shows
+    events = _event_stream(request, _database(request), redis, session, task.id, task.status, after)
     return StreamingResponse(
         events,
         media_type="text/event-stream",
@@ -445,6 +537,7 @@ async def _event_stream(
     session: ConsoleSession,
     task_id: str,
     status: str,
+    last_run: int,
 ) -> AsyncIterator[bytes]:
     from shared.messaging.envelope import Envelope, decode_message
     from shared.messaging.errors import DecodeError
@@ -489,7 +582,12 @@ async def _event_stream(
         if time.monotonic() - checked >= SSE_STATUS_POLL_S:
             checked = time.monotonic()
             async with database.sessionmaker() as db:
-                task = await TaskService(db).get(session.principal, task_id)
+                tasks = TaskService(db)
+                task = await tasks.get(session.principal, task_id)
+                for run in await RunService(db, tasks).of_task(session.principal, task_id):
+                    if run.id > last_run:
+                        last_run = run.id
+                        yield _sse("run", _run_view(run))
                 if task.status != status:
                     status = task.status
                     yield _sse("status", {"status": status, "result": task.result or {}})
