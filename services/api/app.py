@@ -44,13 +44,14 @@ def create_app(
     auth_cache_ttl_s: float = 5.0,
     git: GitProvider | None = None,
     git_owner: str = "projects",
+    git_branch: str = "main",
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
     body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
     it, setting one answers 503); credentials are trusted for `auth_cache_ttl_s` once looked
     up (`auth/cache.py`); the console reads projects' repositories (owner `git_owner`) through
-    `git` (without it, it shows no commits)."""
+    `git` (without it, it shows no commits), whose base branch is `git_branch`."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
@@ -86,6 +87,6 @@ def create_app(
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     install_console(  # the web console, `/console/`, not in the schema
-        app, console, redis_url, api_url, git=git, git_owner=git_owner
+        app, console, redis_url, api_url, git=git, git_owner=git_owner, git_branch=git_branch
     )
     return app

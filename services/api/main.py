@@ -90,6 +90,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         auth_cache_ttl_s=settings.api.auth_cache_ttl_s,
         git=_git_provider(settings),
         git_owner=settings.api.git.owner,
+        git_branch=settings.api.git.default_branch,
     )
     config = uvicorn.Config(
         app,

@@ -11,14 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import update
 
 from services.api.app import create_app
+from services.api.app_probe import AppProbe
 from services.api.auth.models import ApiKey
 from services.api.auth.service import AuthService
 from services.api.console.router import COOKIE
 from services.api.console.sessions import LINK_NAME, SESSION_NAME
 from services.api.db import Database
+from services.api.deploys.models import Deploy
 from services.api.migrate import upgrade
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
@@ -35,6 +38,7 @@ class Console:
     user_key: str
     admin_key: str
     repos: Path
+    app: FastAPI
 
     async def csrf(self) -> str:
         page = await self.client.get("/console/")
@@ -95,7 +99,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     app = create_app(database, git=LocalGitProvider(tmp_path / "repos", owner="projects"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
-        yield Console(client, database, user_key, admin_key, tmp_path / "repos")
+        yield Console(client, database, user_key, admin_key, tmp_path / "repos", app)
     await database.close()
 
 
@@ -337,3 +341,123 @@ async def test_another_users_task_page_is_not_found(console: Console) -> None:
     await console.sign_in(console.user_key)
     assert (await console.client.get(f"/console/tasks/{task_id}")).status_code == 404
     assert (await console.client.get(f"/console/projects/{project_id}")).status_code == 404
+
+
+async def _deployed(console: Console, project_id: str, sha: str, url: str) -> None:
+    """A succeeded deploy of `sha` in the project's history."""
+    task_id = await console.task(project_id, None, "completed")
+    async with console.database.sessionmaker() as session:
+        session.add(
+            Deploy(
+                project_id=project_id,
+                task_id=task_id,
+                sha=sha,
+                kind="deploy",
+                outcome="succeeded",
+                url=url,
+            )
+        )
+        await session.commit()
+
+
+async def test_the_project_page_pages_its_commits_and_shows_health(
+    console: Console, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    work = tmp_path / "work"
+    first = await _pushed_commit(console, project_id, "shop", work)
+    for number in range(2):
+        (work / "n.txt").write_text(f"{number}\n")
+        await commit_all(work, f"change {number}")
+    provider = LocalGitProvider(console.repos, owner="projects")
+    await push(
+        work, provider.path_of(repo_full_name("projects", project_id, "shop")).as_uri(), "main"
+    )
+    monkeypatch.setattr("services.api.console.router.PAGE_SIZE", 2)
+    page = await console.client.get(f"/console/projects/{project_id}")
+    assert page.status_code == 200
+    assert "Commits on main" in page.text
+    assert "change 1" in page.text
+    assert "change 0" in page.text
+    assert "add /hello" not in page.text.split('id="commits"', 1)[1]
+    assert "commits_offset=2" in page.text  # older commits on the next page
+    older = await console.client.get(f"/console/projects/{project_id}?commits_offset=2")
+    assert first[:12] in older.text.split('id="commits"', 1)[1]
+    bad = await console.client.get(f"/console/projects/{project_id}?commits_offset=x")
+    assert bad.status_code == 422
+
+    await _deployed(console, project_id, first, "http://127.0.0.1:9")  # nothing listens
+    deployed = await console.client.get(f"/console/projects/{project_id}")
+    assert "healthy at deploy" in deployed.text  # no probe yet: what the deploy found
+    probe = AppProbe(console.database, interval_s=60, timeout_s=2)
+    assert await probe.probe_once() == {project_id: False}
+    console.app.state.app_probe = probe
+    probed = await console.client.get(f"/console/projects/{project_id}")
+    health = probed.text.split('id="health">', 1)[1].split("</dd>", 1)[0]
+    assert first[:12] in health
+    assert ">down</span>" in health
+    listed = await console.client.get("/console/")
+    assert ">down</span>" in listed.text
+
+
+async def test_an_earlier_release_offers_a_roll_back(console: Console, tmp_path: Path) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    await _deployed(console, project_id, "a" * 40, "http://127.0.0.1:9")
+    await _deployed(console, project_id, "b" * 40, "http://127.0.0.1:9")
+    page = await console.client.get(f"/console/projects/{project_id}")
+    assert page.text.count('class="rollback"') == 1
+    assert f'name="sha" value="{"a" * 40}"' in page.text
+
+
+async def test_archive_a_project_from_its_page(console: Console) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    token = await console.csrf()
+    path = f"/console/projects/{project_id}/archive"
+    no_token = await console.client.post(path, data={"confirm": "shop"})
+    assert no_token.status_code == 403
+    wrong = await console.client.post(path, data={"confirm": "shoe", "csrf": token})
+    assert wrong.status_code == 422
+    assert "type the project&#39;s name (shop)" in wrong.text
+    done = await console.client.post(path, data={"confirm": "shop", "csrf": token})
+    assert done.status_code == 303
+    shown = await console.client.get(f"/console/projects/{project_id}")
+    assert 'id="archived-note"' in shown.text
+    assert 'id="spec"' not in shown.text
+    rest = await console.client.get(
+        f"/api/projects/{project_id}", headers={"Authorization": f"Bearer {console.user_key}"}
+    )
+    assert rest.json()["status"] == "archived"  # the same change as the CLI's archive
+    listed = await console.client.get("/console/")
+    assert f"/console/projects/{project_id}" not in listed.text
+    assert 'id="show-archived"' in listed.text
+    everything = await console.client.get("/console/?archived=1")
+    assert f"/console/projects/{project_id}" in everything.text
+    refused = await console.client.post(
+        f"/console/projects/{project_id}/tasks", data={"spec": "more", "csrf": token}
+    )
+    assert refused.status_code == 422
+    assert "the project is archived" in refused.text
+    again = await console.client.post(path, data={"confirm": "shop", "csrf": token})
+    assert again.status_code == 303  # archived already: nothing changes
+
+
+async def test_another_users_project_cannot_be_archived(console: Console) -> None:
+    async with console.database.sessionmaker() as session:
+        other = User(telegram_id=9, is_admin=False)
+        session.add(other)
+        await session.flush()
+        project = Project(id=new_id(), name="theirs", status="draft", owner_id=other.id,
+                          modules_text="backend")  # fmt: skip
+        session.add(project)
+        await session.commit()
+        project_id = project.id
+    console.client.cookies.clear()
+    await console.sign_in(console.user_key)
+    answer = await console.client.post(
+        f"/console/projects/{project_id}/archive",
+        data={"confirm": "theirs", "csrf": await console.csrf()},
+    )
+    assert answer.status_code == 404

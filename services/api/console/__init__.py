@@ -24,10 +24,11 @@ def install_console(
     *,
     git: GitProvider | None = None,
     git_owner: str = "projects",
+    git_branch: str = "main",
 ) -> None:
     """Serve the console's pages and assets on `app`; `redis_url` gives it live data and its
     chat, whose PO workers reach the API at `api_url`; `git` reads the projects' repositories
-    (under `git_owner`) for their commits and diffs."""
+    (under `git_owner`) for their commits (of `git_branch`) and diffs."""
     from pathlib import Path
 
     from services.api.console.router import router
@@ -41,6 +42,7 @@ def install_console(
     app.state.console_api_url = api_url
     app.state.console_git = git
     app.state.console_git_owner = git_owner
+    app.state.console_git_branch = git_branch
     app.state.app_probe = getattr(app.state, "app_probe", None)  # main() sets the live one
     app.state.console_chat = None  # started with the first chat message
     static = Path(__file__).resolve().parent / "static"

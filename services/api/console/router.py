@@ -26,10 +26,12 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.app_probe import AppProbe
 from services.api.auth.service import AuthService
 from services.api.console.chat import ConsoleChat, chat_stream
 from services.api.console.sessions import ConsoleSession, ConsoleSessions, csrf_matches
 from services.api.db import Database
+from services.api.deploys.models import Deploy
 from services.api.deploys.repository import DeployRepository
 from services.api.deploys.service import DeployService
 from services.api.deps import SessionDep
@@ -47,12 +49,19 @@ from services.api.runs.service import RunService
 from services.api.tasks.service import TaskService
 from services.api.users.service import UserService
 from shared import registry
-from shared.api_client.schemas import ApiKeyCreate, UserCreate
+from shared.api_client.schemas import ApiKeyCreate, ProjectUpdate, UserCreate
 from shared.chat import ChatUser
-from shared.contracts import ProgressEvent, ProjectCreate, TaskCreate, TaskStatus, TaskType
+from shared.contracts import (
+    ProgressEvent,
+    ProjectCreate,
+    ProjectStatus,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+)
 from shared.git.errors import GitError
 from shared.git.naming import repo_full_name
-from shared.git.provider import CommitDiff, GitProvider
+from shared.git.provider import CommitDiff, CommitSummary, GitProvider
 from shared.messaging.transport import Entry
 from shared.settings import ConsoleSettings
 
@@ -291,11 +300,18 @@ async def logout(request: Request, db: SessionDep) -> Response:
 
 @router.get("/")
 async def projects(request: Request, db: SessionDep) -> HTMLResponse:
-    """The projects the session may see: status, repository, deployed URL, last deploy."""
+    """The projects the session may see: status, repository, deployed URL, last deploy,
+    the running release's health; archived projects only with `?archived=1`."""
     session = await _session(request, db)
     offset = _offset(request)
+    archived = request.query_params.get("archived") == "1"
     rows, total = await ProjectService(db).list(
-        session.principal, status=None, owner_id=None, limit=PAGE_SIZE, offset=offset
+        session.principal,
+        status=None,
+        owner_id=None,
+        limit=PAGE_SIZE,
+        offset=offset,
+        archived=archived,
     )
     deploys = DeployRepository(db)
     ids = [project.id for project in rows]
@@ -306,10 +322,34 @@ async def projects(request: Request, db: SessionDep) -> HTMLResponse:
             "project": project,
             "last": last.get(project.id),
             "url": serving[project.id].url if project.id in serving else None,
+            "health": _health(request, project, serving.get(project.id)),
         }
         for project in rows
     ]
-    return _page(request, "projects.html", session, items=items, pages=_pages(total, offset))
+    return _page(
+        request,
+        "projects.html",
+        session,
+        items=items,
+        pages=_pages(total, offset),
+        archived=archived,
+    )
+
+
+def _health(request: Request, project: Project, serving: Deploy | None) -> dict[str, Any] | None:
+    """The running release's health: the API's probe of its `/health` (`app_probe.py`) when
+    it has one, else what its deploy found; None when nothing serves."""
+    if serving is None or project.status == "archived":
+        return None
+    probe: AppProbe | None = getattr(request.app.state, "app_probe", None)
+    if probe is not None and project.id in probe.last:
+        up, at = probe.last[project.id]
+        return {"state": "up" if up else "down", "at": at, "source": "probe"}
+    return {
+        "state": "deployed",
+        "at": serving.finished_at or serving.created_at,
+        "source": "deploy",
+    }
 
 
 @router.post("/projects")
@@ -346,7 +386,12 @@ async def project_page(project_id: str, request: Request, db: SessionDep) -> HTM
     deploys, deploy_total = await DeployService(db, _tasks(request, db)).list(
         session.principal, project.id, limit=PAGE_SIZE, offset=deploy_offset
     )
-    serving = next((d for d in deploys if d.outcome == "succeeded"), None)
+    serving = (await DeployRepository(db).latest_of([project.id], outcome="succeeded")).get(
+        project.id
+    )
+    commits, commit_pages, commits_error = await _commits(
+        request, project, _offset(request, "commits_offset")
+    )
     return _page(
         request,
         "project.html",
@@ -357,7 +402,49 @@ async def project_page(project_id: str, request: Request, db: SessionDep) -> HTM
         deploys=deploys,
         deploy_pages=_pages(deploy_total, deploy_offset),
         url=serving.url if serving else None,
+        serving=serving,
+        health=_health(request, project, serving),
+        commits=commits,
+        commit_pages=commit_pages,
+        commits_error=commits_error,
+        branch=request.app.state.console_git_branch,
     )
+
+
+async def _commits(
+    request: Request, project: Project, offset: int
+) -> tuple[list[CommitSummary], dict[str, int | None], str | None]:
+    """A page of the commits on the project's base branch, its pager, and why there are
+    none to show (no access to the repositories, a provider's error)."""
+    provider = _git(request)
+    if provider is None:
+        return [], _pages(0, 0), "this API has no access to the projects' repositories"
+    try:
+        found = await provider.commits(
+            _repository(request, project),
+            request.app.state.console_git_branch,
+            limit=PAGE_SIZE + 1,
+            offset=offset,
+        )
+    except (GitError, ValueError) as error:
+        return [], _pages(0, 0), f"the commits cannot be read: {error}"
+    return found[:PAGE_SIZE], _pages(offset + len(found), offset), None
+
+
+@router.post("/projects/{project_id}/archive")
+async def archive_project(project_id: str, request: Request, db: SessionDep) -> Response:
+    """Archive a project (final), as `orchestrator project archive` does: the same change
+    of status through the projects' service; the name typed again confirms it."""
+    session = await _session(request, db)
+    fields = await _form(request, session)
+    projects = ProjectService(db)
+    project = await projects.get(session.principal, project_id)
+    if fields.get("confirm", "").strip() != project.name:
+        raise InvalidRequestError(f"type the project's name ({project.name}) to archive it")
+    await projects.update(
+        session.principal, project.id, ProjectUpdate(status=ProjectStatus.ARCHIVED)
+    )
+    return _redirect(f"/console/projects/{project.id}")
 
 
 @router.post("/projects/{project_id}/tasks")
