@@ -461,3 +461,42 @@ async def test_another_users_project_cannot_be_archived(console: Console) -> Non
         data={"confirm": "theirs", "csrf": await console.csrf()},
     )
     assert answer.status_code == 404
+
+
+async def test_the_servers_pages_show_status_and_allocations(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    other_id = await console.project("blog")
+    assert (await console.client.get("/console/admin/servers")).status_code == 403
+    assert (await console.client.get("/console/admin/servers/web-1")).status_code == 403
+    admin = {"Authorization": f"Bearer {console.admin_key}"}
+    body = {"handle": "web-1", "address": "10.0.0.5", "status": "ready",
+            "port_range_start": 20000, "port_range_end": 20009}  # fmt: skip
+    assert (await console.client.post("/api/servers", json=body, headers=admin)).is_success
+    for project in (project_id, other_id):
+        allocated = await console.client.post(
+            "/api/servers/web-1/allocations", json={"project_id": project}, headers=admin
+        )
+        assert allocated.is_success, allocated.text
+    console.client.cookies.clear()
+    await console.sign_in(console.admin_key)
+    listed = await console.client.get("/console/admin/servers")
+    assert listed.status_code == 200
+    row = listed.text.split('id="servers"', 1)[1]
+    assert "web-1" in row
+    assert "s-ready" in row
+    assert "root@10.0.0.5" in row
+    assert "2 of 10" in row
+    monkeypatch.setattr("services.api.console.router.PAGE_SIZE", 1)
+    one = await console.client.get("/console/admin/servers/web-1")
+    assert one.status_code == 200
+    table = one.text.split('id="allocations"', 1)[1]
+    assert "20000" in table
+    assert f"/console/projects/{project_id}" in table
+    assert "1–1 of 2" in one.text
+    second = await console.client.get("/console/admin/servers/web-1?offset=1")
+    assert "20001" in second.text.split('id="allocations"', 1)[1]
+    missing = await console.client.get("/console/admin/servers/nope")
+    assert missing.status_code == 404

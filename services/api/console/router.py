@@ -43,9 +43,11 @@ from services.api.errors import (
     UnauthenticatedError,
 )
 from services.api.projects.models import Project
+from services.api.projects.repository import ProjectRepository
 from services.api.projects.service import ProjectService
 from services.api.runs.models import AgentRun
 from services.api.runs.service import RunService
+from services.api.servers.service import ServerService
 from services.api.tasks.service import TaskService
 from services.api.users.service import UserService
 from shared import registry
@@ -901,6 +903,41 @@ async def purge(request: Request, db: SessionDep) -> Response:
     ids = [fields["id"]] if fields.get("id") else None
     await purge_dead_letters(RedisTransport(_need_redis(request)), stream, ids=ids)
     return _redirect(f"/console/admin/dlq?stream={quote(stream)}")
+
+
+@router.get("/admin/servers")
+async def servers_page(request: Request, db: SessionDep) -> HTMLResponse:
+    """Deploy servers: status, address, port range, how many ports are allocated."""
+    session = await _admin(request, db)
+    offset = _offset(request)
+    servers, total = await ServerService(db, session.principal).page(
+        status=None, limit=PAGE_SIZE, offset=offset
+    )
+    return _page(request, "servers.html", session, servers=servers, pages=_pages(total, offset))
+
+
+@router.get("/admin/servers/{handle}")
+async def server_page(handle: str, request: Request, db: SessionDep) -> HTMLResponse:
+    """One server and its port allocations (each with its project)."""
+    session = await _admin(request, db)
+    service = ServerService(db, session.principal)
+    server = await service.get(handle)
+    offset = _offset(request)
+    allocations = await service.allocations(server.handle)
+    shown = allocations[offset : offset + PAGE_SIZE]
+    projects = ProjectRepository(db)
+    rows = [
+        {"allocation": allocation, "project": await projects.get(allocation.project_id)}
+        for allocation in shown
+    ]
+    return _page(
+        request,
+        "server.html",
+        session,
+        server=server,
+        rows=rows,
+        pages=_pages(len(allocations), offset),
+    )
 
 
 @router.get("/admin/users")
