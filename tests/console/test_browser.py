@@ -91,6 +91,12 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     assert api_task["status"] == "completed"
     commit = api_task["result"]["commit_sha"]
     expect(result).to_contain_text(commit)
+    merged = api_task["result"].get("merged_sha") or commit
+    # the result's commit with its diff, read from the project's repository
+    expect(page.locator("#diff")).to_contain_text("hello")
+    expect(page.locator("h2", has_text="Commit")).to_contain_text(merged[:12])
+    runs = system.api("GET", f"/api/tasks/{task_id}/runs", system.admin_key).json()
+    expect(page.locator("#activity li.run")).to_have_count(len(runs))
 
     page.goto(f"{system.base}/console/projects/{project_id}")
     page.get_by_role("button", name="Deploy main").click()
@@ -102,6 +108,8 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     href = link.get_attribute("href")
     assert href
     expect(page.locator("#deploys")).to_contain_text(commit[:12])
+    expect(page.locator("#commits")).to_contain_text(merged[:12])
+    expect(page.locator("#health .health")).to_be_visible()
     screenshot(page, "project-deployed")
     page.goto(f"{system.base}/console/")
     expect(page.locator("#projects")).to_contain_text(commit[:12])
