@@ -500,3 +500,34 @@ async def test_the_servers_pages_show_status_and_allocations(
     assert "20001" in second.text.split('id="allocations"', 1)[1]
     missing = await console.client.get("/console/admin/servers/nope")
     assert missing.status_code == 404
+
+
+async def test_runs_after_those_the_page_shows_arrive_on_the_event_stream(
+    console: Console,
+) -> None:
+    await console.sign_in(console.user_key)
+    project_id = await console.project("shop")
+    task_id = await console.task(project_id, None, "running")
+    admin = {"Authorization": f"Bearer {console.admin_key}"}
+    run = {"step": "send_spec", "agent": "claude", "status": "success", "prompt_chars": 1,
+           "tools": [{"name": "Bash", "target": "pytest -q", "outcome": "exit 0"}]}  # fmt: skip
+    first = await console.client.post(f"/api/tasks/{task_id}/runs", json=run, headers=admin)
+    second = await console.client.post(
+        f"/api/tasks/{task_id}/runs", json={**run, "step": "fix"}, headers=admin
+    )
+    assert first.status_code == second.status_code == 201
+    async with console.database.sessionmaker() as session:
+        await session.execute(update(Task).where(Task.id == task_id).values(status="completed"))
+        await session.commit()
+    # the page showed the first run already: the stream sends the later one, then the end
+    path = f"/console/tasks/{task_id}/events?after_run={first.json()['id']}"
+    streamed = await console.client.get(path)
+    assert streamed.status_code == 200
+    events = [block for block in streamed.text.split("\n\n") if block]
+    runs = [block for block in events if block.startswith("event: run")]
+    assert len(runs) == 1
+    assert '"step": "fix"' in runs[0]
+    assert '"target": "pytest -q"' in runs[0]
+    assert events[-1].startswith("event: end")
+    bad = await console.client.get(f"/console/tasks/{task_id}/events?after_run=x")
+    assert bad.status_code == 422

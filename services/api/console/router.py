@@ -655,6 +655,9 @@ async def _event_stream(
             entries = await transport.range(stream, start="-", end="+", count=PROGRESS_MAXLEN)
             for chunk in decoded(entries):
                 yield chunk
+        async with database.sessionmaker() as db:
+            for run in await _runs_after(db, session, task_id, last_run):
+                yield _sse("run", _run_view(run))
         yield _sse("end", {"status": status})
         return
     position = "0-0"
@@ -671,18 +674,24 @@ async def _event_stream(
         if time.monotonic() - checked >= SSE_STATUS_POLL_S:
             checked = time.monotonic()
             async with database.sessionmaker() as db:
-                tasks = TaskService(db)
-                task = await tasks.get(session.principal, task_id)
-                for run in await RunService(db, tasks).of_task(session.principal, task_id):
-                    if run.id > last_run:
-                        last_run = run.id
-                        yield _sse("run", _run_view(run))
+                task = await TaskService(db).get(session.principal, task_id)
+                for run in await _runs_after(db, session, task_id, last_run):
+                    last_run = run.id
+                    yield _sse("run", _run_view(run))
                 if task.status != status:
                     status = task.status
                     yield _sse("status", {"status": status, "result": task.result or {}})
             if status in TERMINAL:
                 yield _sse("end", {"status": status})
                 return
+
+
+async def _runs_after(
+    db: AsyncSession, session: ConsoleSession, task_id: str, after: int
+) -> list[AgentRun]:
+    """The task's runs recorded after the run id `after`, oldest first."""
+    runs = await RunService(db, TaskService(db)).of_task(session.principal, task_id)
+    return [run for run in runs if run.id > after]
 
 
 def _progress(event: ProgressEvent) -> dict[str, Any]:
