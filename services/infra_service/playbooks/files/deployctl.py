@@ -380,6 +380,7 @@ def release(
             f"port {port} is already in use on the server by another process",
             previous_serves=serves,
         )
+    supervise.reset_restarts(app_dir)
     supervise.start_daemon(root, name)
     check_host = "127.0.0.1" if bind == "0.0.0.0" else bind  # noqa: S104 - comparing, not binding
     status, exited = _release_health(app_dir, f"http://{check_host}:{port}{health}", timeout_s)

@@ -10,7 +10,7 @@ project lives in `<base_dir>/apps/<name>/` with a `service.json`:
 Commands (all idempotent):
     start NAME      (re)start the project's supervisor daemon, detached in its own session
     stop NAME       stop the daemon and the project's whole process group
-    status NAME     print {"running": bool, "pid": int | null} as JSON
+    status NAME     print {"running": bool, "pid": int | null, "restarts": int} as JSON
     start-all       start every enabled project whose daemon is not running; print the count
 
 `deployctl.py`, beside this file, prepares and releases projects on top of these commands.
@@ -20,6 +20,11 @@ The daemon gets a clean environment (PATH, HOME, LANG), then the project's env f
 PORT and HOST (and APP_COMMIT, the commit of the release, when service.json names it under
 `"commit"`), with the project's venv activated (its `bin/` first on PATH); nothing of the
 caller's environment leaks into the project.
+
+Restarts: each time the daemon starts the project again after it died, it counts one in
+`apps/<name>/restarts.json` (`{"commit": ..., "restarts": N}`): the count of the release
+(`deployctl.py release` starts every release at 0; a daemon started again, e.g. after the
+server came back, keeps counting the same commit). The scheduler reads it for the API.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ plain path component, never `.` or `..`, at most 64 characters."""
 MAX_BACKOFF_S = 30.0
 HEALTHY_RUN_S = 30.0
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+RESTARTS_FILE = "restarts.json"
 
 
 def _app_dir(root: Path, name: str) -> Path:
@@ -93,6 +99,30 @@ def _read_env_file(path: Path) -> dict[str, str]:
         key, _, value = stripped.partition("=")
         env[key.strip()] = value
     return env
+
+
+def read_restarts(app_dir: Path) -> dict[str, Any]:
+    """`{"commit": str | None, "restarts": int}` of the project's release (0 when unknown)."""
+    try:
+        record = json.loads((app_dir / RESTARTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {"commit": None, "restarts": 0}
+    if not isinstance(record, dict) or not isinstance(record.get("restarts"), int):
+        return {"commit": None, "restarts": 0}
+    return {"commit": record.get("commit"), "restarts": record["restarts"]}
+
+
+def _write_restarts(app_dir: Path, commit: str | None, restarts: int) -> None:
+    """Replace the restart record atomically (a reader never sees half of it)."""
+    part = app_dir / f".{RESTARTS_FILE}.tmp"
+    part.write_text(json.dumps({"commit": commit, "restarts": restarts}) + "\n")
+    part.replace(app_dir / RESTARTS_FILE)
+
+
+def reset_restarts(app_dir: Path) -> None:
+    """A new release starts counting at 0."""
+    with contextlib.suppress(FileNotFoundError):
+        (app_dir / RESTARTS_FILE).unlink()
 
 
 def _load_service(root: Path, name: str) -> dict[str, Any]:
@@ -192,8 +222,15 @@ def run(root: Path, name: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     (app_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    commit = str(service["commit"]) if service.get("commit") else None
+    counted = read_restarts(app_dir)
+    restarts = int(counted["restarts"]) if counted["commit"] == commit else 0
+    _write_restarts(app_dir, commit, restarts)
     backoff_s = 1.0
     while not stopping.is_set():
+        if child is not None:  # the project died and is started again
+            restarts += 1
+            _write_restarts(app_dir, commit, restarts)
         env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
         env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
         env["PORT"] = str(service["port"])
@@ -241,7 +278,9 @@ def run(root: Path, name: str) -> int:
 def status(root: Path, name: str) -> int:
     """Print whether the project's daemon runs."""
     pid = daemon_pid(root, name)
-    sys.stdout.write(json.dumps({"running": pid is not None, "pid": pid}) + "\n")
+    restarts = read_restarts(_app_dir(root, name))["restarts"]
+    report = {"running": pid is not None, "pid": pid, "restarts": restarts}
+    sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
 
