@@ -24,6 +24,7 @@ from services.worker_wrapper.heartbeat import RegistryReporter
 from services.worker_wrapper.session import SessionStore, split_fresh
 from services.worker_wrapper.settings import CONTROL_ENV_PREFIXES, WrapperSettings
 from shared import registry
+from shared.chat.po_profile import CORRELATION_ID_ENV
 from shared.contracts import (
     AgentRunRecord,
     AgentToolCall,
@@ -148,6 +149,8 @@ class WrapperService:
         await self.reporter.status("busy")
         await self._progress(message.request_id, f"worker {self.settings.id} started", "agent")
         env = agent_environment(os.environ)
+        if correlation_id:  # what the agent creates (`orchestrator task create`) carries it
+            env[CORRELATION_ID_ENV] = correlation_id
         try:
             result, ran_agent = await self._run_agent(message, env, correlation_id)
         finally:

@@ -23,6 +23,7 @@ from services.worker_wrapper.session import SessionStore
 from services.worker_wrapper.settings import WrapperSettings
 from shared import registry
 from shared.chat import ChatOptions
+from shared.chat.po_profile import CORRELATION_ID_ENV
 from shared.contracts import TaskType, WorkerInputMessage
 from shared.messaging import Bus
 from shared.registry import worker_record_key
@@ -136,4 +137,6 @@ async def test_the_worker_wrapper_hands_the_turn_s_id_to_its_agent(
     finally:
         consumer.stop()
         await asyncio.wait_for(running, 10)
-    assert agent.requests[0].correlation_id == "cli-turn-7"
+    [request] = agent.requests
+    assert request.correlation_id == "cli-turn-7"
+    assert request.env[CORRELATION_ID_ENV] == "cli-turn-7"  # for `orchestrator task create`
