@@ -11,6 +11,7 @@ from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.console import install_console
 from services.api.db import Database
+from services.api.deploys.router import releases_router
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
@@ -79,6 +80,7 @@ def create_app(
         keys_router,
         projects_router,
         deploys_router,
+        releases_router,
         secrets_router,
         tasks_router,
         runs_router,

@@ -13,13 +13,23 @@ import uuid
 
 import redis.asyncio as aioredis
 
+from services.infra_service.deps import app_name_of
+from services.infra_service.settings import InfraSettings
 from services.scheduler.api import HttpSchedulerApi, SchedulerApi
 from services.scheduler.deps import Publisher, SchedulerDeps
 from services.scheduler.jobs import build_jobs
 from services.scheduler.lock import JobLocks
 from services.scheduler.loop import Scheduler
 from services.scheduler.metrics import SchedulerMetrics
-from services.scheduler.probe import HealthProbe, TcpProbe
+from services.scheduler.probe import (
+    AppProbe,
+    HealthProbe,
+    HttpAppProbe,
+    NoRestartCounts,
+    RestartCounts,
+    SupervisorRestarts,
+    TcpProbe,
+)
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import RedisWorkerDirectory, WorkerDirectory
 from shared.messaging import Bus
@@ -42,6 +52,8 @@ def build_scheduler(
     publisher: Publisher | None = None,
     workers: WorkerDirectory | None = None,
     probe: HealthProbe | None = None,
+    app_probe: AppProbe | None = None,
+    restarts: RestartCounts | None = None,
     metrics: SchedulerMetrics | None = None,
     owner: str | None = None,
 ) -> Scheduler:
@@ -61,6 +73,9 @@ def build_scheduler(
         ),
         settings=settings,
         metrics=metrics,
+        app_probe=app_probe
+        or HttpAppProbe(timeout_s=settings.app_health_timeout_s, path=settings.app_health_path),
+        restarts=restarts or _restart_counts(settings),
     )
     locks = JobLocks(redis, owner=owner or replica_name(), lease_ttl_s=settings.lease_ttl_s)
     return Scheduler(
@@ -72,6 +87,12 @@ def build_scheduler(
     )
 
 
+def _restart_counts(settings: SchedulerSettings) -> RestartCounts:
+    if settings.local_apps_dir is None:
+        return NoRestartCounts()
+    return SupervisorRestarts(settings.local_apps_dir, app_name_of)
+
+
 async def run_scheduler(
     settings: Settings,
     redis_url: str,
@@ -81,6 +102,9 @@ async def run_scheduler(
     until cancelled. `scheduler_settings` default to the environment
     (`ORCHESTRATOR_SCHEDULER__*`)."""
     own = scheduler_settings or SchedulerSettings()
+    if own.local_apps_dir is None:  # the local server's supervisor, as infra-service lays it
+        apps_dir = InfraSettings.for_system(settings).local_base_dir / "apps"
+        own = own.model_copy(update={"local_apps_dir": apps_dir})
     redis = aioredis.Redis.from_url(redis_url)
     api = HttpSchedulerApi.from_settings(settings)
     try:
