@@ -13,8 +13,6 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from services.infra_service.deps import app_name_of
-from services.infra_service.settings import InfraSettings
 from services.scheduler.api import HttpSchedulerApi, SchedulerApi
 from services.scheduler.deps import Publisher, SchedulerDeps
 from services.scheduler.jobs import build_jobs
@@ -32,6 +30,7 @@ from services.scheduler.probe import (
 )
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import RedisWorkerDirectory, WorkerDirectory
+from shared.app_layout import app_dir_name, default_local_base_dir, local_apps_dir
 from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import Settings
@@ -90,7 +89,7 @@ def build_scheduler(
 def _restart_counts(settings: SchedulerSettings) -> RestartCounts:
     if settings.local_apps_dir is None:
         return NoRestartCounts()
-    return SupervisorRestarts(settings.local_apps_dir, app_name_of)
+    return SupervisorRestarts(settings.local_apps_dir, app_dir_name)
 
 
 async def run_scheduler(
@@ -103,7 +102,7 @@ async def run_scheduler(
     (`ORCHESTRATOR_SCHEDULER__*`)."""
     own = scheduler_settings or SchedulerSettings()
     if own.local_apps_dir is None:  # the local server's supervisor, as infra-service lays it
-        apps_dir = InfraSettings.for_system(settings).local_base_dir / "apps"
+        apps_dir = local_apps_dir(default_local_base_dir(settings.data_dir))
         own = own.model_copy(update={"local_apps_dir": apps_dir})
     redis = aioredis.Redis.from_url(redis_url)
     api = HttpSchedulerApi.from_settings(settings)
