@@ -32,6 +32,7 @@ from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from services.api.users.models import User
 from shared.contracts import new_id
+from shared.git import LocalGitProvider
 from shared.settings import ConsoleSettings
 
 REQUESTS = 200
@@ -133,7 +134,9 @@ async def main() -> None:
         try:
             await upgrade(database)
             secret, project_id, task_id = await seed(database)
-            app = create_app(database)
+            # the repositories are read as on a real system (none exists here: the lookup
+            # of the project page's commits and the task page's diff is timed, not git log)
+            app = create_app(database, git=LocalGitProvider(Path(tmp) / "repos"))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://bench", cookies={COOKIE: secret}

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.git.settings import GitSettings
 from shared.logs import LogFormat, level_number
 from shared.observability.metrics import MetricsSettings
 
@@ -71,6 +72,10 @@ class ApiSettings(BaseModel):
     """What a task holds of its user's monthly cap while it runs (so concurrent tasks cannot
     together pass the cap); None: all that remains, i.e. a capped user's tasks run their
     agents one at a time. Set it to the workers' per-task cap to let them run side by side."""
+    git: GitSettings = Field(default_factory=GitSettings)
+    """Where the API reads projects' repositories (the console's commits and diffs): the
+    same provider the orchestrator writes to, e.g. `ORCHESTRATOR_API__GIT__PROVIDER=github`;
+    the default is the embedded mode's local repositories under `<data_dir>/repos`."""
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     """How long an API process trusts a credential it has looked up without looking again; a
     revocation through that process applies at once, one through another process within this

@@ -11,6 +11,7 @@ from services.api.auth.router import router as keys_router
 from services.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from services.api.console import install_console
 from services.api.db import Database
+from services.api.deploys.router import releases_router
 from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
@@ -21,6 +22,7 @@ from services.api.secrets.router import router as secrets_router
 from services.api.servers.router import router as servers_router
 from services.api.tasks.router import router as tasks_router
 from services.api.users.router import router as users_router
+from shared.git.provider import GitProvider
 from shared.secret_box import SecretBox
 from shared.settings import ConsoleSettings, TaskDeadlines
 
@@ -42,12 +44,16 @@ def create_app(
     monthly_budget_usd: float | None = None,
     task_hold_usd: float | None = None,
     auth_cache_ttl_s: float = 5.0,
+    git: GitProvider | None = None,
+    git_owner: str = "projects",
+    git_branch: str = "main",
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
     body over `max_body_bytes` is refused with 413; `secret_box` seals project secrets (without
     it, setting one answers 503); credentials are trusted for `auth_cache_ttl_s` once looked
-    up (`auth/cache.py`)."""
+    up (`auth/cache.py`); the console reads projects' repositories (owner `git_owner`) through
+    `git` (without it, it shows no commits), whose base branch is `git_branch`."""
     app = FastAPI(
         title="Codegen orchestrator API",
         version=API_VERSION,
@@ -76,6 +82,7 @@ def create_app(
         keys_router,
         projects_router,
         deploys_router,
+        releases_router,
         secrets_router,
         tasks_router,
         runs_router,
@@ -83,7 +90,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
-    install_console(
-        app, console, redis_url, api_url
-    )  # the web console, `/console/`, not in the schema
+    install_console(  # the web console, `/console/`, not in the schema
+        app, console, redis_url, api_url, git=git, git_owner=git_owner, git_branch=git_branch
+    )
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 import structlog
@@ -35,6 +36,8 @@ class AppProbe:
         self.timeout_s = timeout_s
         self.gauge = SystemMetrics.default().deployed_app_up
         self._known: set[str] = set()
+        self.last: dict[str, tuple[bool, float]] = {}
+        """Project id → (up, when: epoch seconds) of the last pass (the console shows it)."""
 
     async def targets(self) -> dict[str, str]:
         """Project id → URL of its latest succeeded deploy (projects not archived)."""
@@ -61,6 +64,8 @@ class AppProbe:
             with contextlib.suppress(KeyError):
                 self.gauge.remove(gone)
         self._known = set(status)
+        now = time.time()
+        self.last = {project_id: (up, now) for project_id, up in status.items()}
         return status
 
     @staticmethod

@@ -22,6 +22,9 @@ from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.relay import OutboxRelay
 from shared import registry
+from shared.git.errors import ProviderError
+from shared.git.provider import GitProvider
+from shared.git.settings import build_provider
 from shared.secret_box import secret_box_from_settings
 from shared.settings import Settings
 
@@ -60,6 +63,16 @@ async def prepare_database(settings: Settings) -> Database:
     return database
 
 
+def _git_provider(settings: Settings) -> GitProvider | None:
+    """The provider the console reads repositories through; None (no commits shown) when
+    its settings cannot be used, e.g. a GitHub token reference that does not resolve."""
+    try:
+        return build_provider(settings.api.git, data_dir=settings.data_dir)
+    except (ValueError, OSError, ProviderError) as error:
+        log.warning("the console shows no commits: git provider unusable: %s", error)
+        return None
+
+
 async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Serve the API (and its outbox relay) until cancelled; `ready` is set once it listens."""
     database = await prepare_database(settings)
@@ -76,6 +89,9 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         monthly_budget_usd=settings.api.monthly_budget_usd,
         task_hold_usd=settings.api.task_hold_usd,
         auth_cache_ttl_s=settings.api.auth_cache_ttl_s,
+        git=_git_provider(settings),
+        git_owner=settings.api.git.owner,
+        git_branch=settings.api.git.default_branch,
     )
     config = uvicorn.Config(
         app,
@@ -105,6 +121,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
                 interval_s=settings.metrics.app_probe_s,
                 timeout_s=settings.metrics.app_probe_timeout_s,
             )
+            app.state.app_probe = probe  # the console shows its last answers
             probe_task = asyncio.create_task(probe.run(), name="app-probe")
         serving = asyncio.create_task(_serve(server), name="uvicorn")
         while not server.started:

@@ -184,7 +184,7 @@ def archive(project_id: str, as_json: JsonFlag = False) -> None:
 def deploy_table(deploys: Sequence[DeployDTO], *, title: str) -> Table:
     """Deploys as a table."""
     table = Table(title=title)
-    for column in ("when", "commit", "kind", "outcome", "task", "url"):
+    for column in ("when", "commit", "kind", "outcome", "health", "restarts", "task", "url"):
         table.add_column(column)
     for deploy in deploys:
         outcome = deploy.outcome.value
@@ -195,6 +195,8 @@ def deploy_table(deploys: Sequence[DeployDTO], *, title: str) -> Table:
             deploy.sha[:12],
             deploy.kind,
             outcome,
+            deploy.health.value if deploy.health else "-",
+            "-" if deploy.restarts is None else str(deploy.restarts),
             deploy.task_id,
             deploy.url or "-",
         )

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from services.cli.projects import JsonFlag, call_api, emit
 from shared.api_client.schemas import TaskSchedule
+from shared.chat.po_profile import CORRELATION_ID_ENV
 from shared.contracts import TaskCreate, TaskDTO, TaskStatus, TaskType
 
 app = typer.Typer(
@@ -112,11 +113,19 @@ def create(
         TaskType, typer.Option("--type", help="What to do.")
     ] = TaskType.ENGINEERING,
     spec: Annotated[str | None, typer.Option(help="What to build (engineering).")] = None,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar=CORRELATION_ID_ENV,
+            help="Keep this correlation id on the task (a chat turn's; a PO worker's agent "
+            f"has it in {CORRELATION_ID_ENV}). Default: a new one.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a task; engineering and deploy tasks start their flow."""
     body = TaskCreate(project_id=project_id, type=task_type, spec=spec)
-    created = call_api(lambda api: api.create_task(body))
+    created = call_api(lambda api: api.create_task(body, correlation_id=correlation_id or None))
     if as_json:
         emit(created, Table(), as_json=True)
         return

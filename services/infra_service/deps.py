@@ -4,7 +4,6 @@ types around them."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ from services.infra_service.errors import InfraError
 from services.infra_service.secrets import SecretsProvider
 from services.infra_service.servers import ServerLookup, ServerTarget
 from services.infra_service.settings import InfraSettings
+from shared.app_layout import app_dir_name
 from shared.contracts import BaseResult
 from shared.steps import ProgressReporter
 
@@ -25,8 +25,6 @@ __all__ = [
     "app_lock_key",
     "app_name_of",
 ]
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class KeyedLocks:
@@ -70,10 +68,10 @@ class RemoveProjectResult(BaseResult):
 
 def app_name_of(project_id: str) -> str:
     """The directory name of a project on a server (stable across deploys)."""
-    name = _UNSAFE.sub("-", project_id).strip("-.")[:64]
-    if not name:
-        raise InfraError(f"project id {project_id!r} has no usable characters")
-    return name
+    try:
+        return app_dir_name(project_id)
+    except ValueError as error:
+        raise InfraError(str(error)) from None
 
 
 def app_lock_key(target: ServerTarget, project_id: str) -> str:

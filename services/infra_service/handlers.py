@@ -92,6 +92,10 @@ __all__ = [
 _log = structlog.get_logger(__name__)
 
 
+BOT_MODULE = "telegram"
+"""The module whose bot runs as a process of the deploy, with its token from `BOT_TOKEN`."""
+BOT_TOKEN = "BOT_TOKEN"  # noqa: S105 - the name of the secret, not a value
+
 _MODULE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
@@ -214,12 +218,13 @@ async def handle_provisioner_message(
 
 
 async def _deploy_inputs(
-    message: AnsibleDeployMessage, deps: InfraDeps, source: RepoSource
+    message: AnsibleDeployMessage, deps: InfraDeps, source: RepoSource, modules: list[str]
 ) -> tuple[dict[str, str], Redactor]:
     """The playbook's secret environment, and a redactor of every resolved secret.
 
     A `secrets_ref` under which nothing is stored means a project without secrets; a token
-    that is needed (a GitHub remote) and missing is an error."""
+    that is needed (a GitHub remote) and missing is an error, and so is a `telegram` module
+    without `BOT_TOKEN` among the project's secrets (its bot could not start)."""
     token = await deps.secrets.resolve(message.github_token_ref) if source.needs_token else ""
     try:
         env_text = await deps.secrets.resolve(message.secrets_ref)
@@ -227,6 +232,12 @@ async def _deploy_inputs(
         _log.info("project has no secrets", request_id=message.request_id, ref=message.secrets_ref)
         env_text = ""
     env = parse_env_text(env_text, ref=message.secrets_ref)
+    if BOT_MODULE in modules and not env.get(BOT_TOKEN):
+        raise InfraError(
+            f"the {BOT_MODULE} module needs the project secret {BOT_TOKEN}, and the project "
+            f"has none: set it (orchestrator project secret set {message.project_id} "
+            f"{BOT_TOKEN}) and deploy again"
+        )
     secret_env = {"INFRA_APP_ENV": render_env_text(env), "INFRA_GIT_TOKEN": token}
     return secret_env, Redactor([token, *env.values()])
 
@@ -263,7 +274,7 @@ async def handle_ansible_deploy_message(
         source = repo_source(repo_name, deps.settings)
         if source.local_path is not None and not (source.local_path / "HEAD").exists():
             raise RepositoryNotFoundError(f"repository {repo_name!r} does not exist ({source.url})")
-        secret_env, redact = await _deploy_inputs(message, deps, source)
+        secret_env, redact = await _deploy_inputs(message, deps, source, modules)
         key = await _ssh_key(deps, target)
         job = PlaybookJob(
             playbook="deploy_project",

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.app_layout import default_local_base_dir
 from shared.settings import Settings
 
 __all__ = ["InfraSettings", "LocalServerSettings", "RemoteServerSettings"]
@@ -136,7 +137,9 @@ class InfraSettings(BaseSettings):
     @property
     def local_base_dir(self) -> Path:
         """Where projects deployed on the local machine live."""
-        return (self.local.base_dir or self.data_dir / "servers" / "local").resolve()
+        if self.local.base_dir is not None:
+            return self.local.base_dir.resolve()
+        return default_local_base_dir(self.data_dir)
 
     @property
     def ansible_playbook_path(self) -> str:

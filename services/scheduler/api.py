@@ -1,7 +1,8 @@
 """What the scheduler needs from the REST API: a Protocol, the HTTP implementation, a fake.
 
 The scheduler lists servers and tasks (with their deadlines) by status, changes a server's
-status, re-drives a queued task's queue message and fails a task.
+status, re-drives a queued task's queue message and fails a task; it lists the releases that
+serve and records their health and restart counts.
 `HttpSchedulerApi` adapts the shared typed client (`shared.api_client.ApiClient`, Bearer
 credential from `ApiSettings.key`); `MemorySchedulerApi` keeps servers and tasks in
 dictionaries for tests.
@@ -18,6 +19,8 @@ from typing import Protocol
 from services.scheduler.errors import ApiCallError, ApiConflictError
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError, ConflictError
 from shared.api_client.schemas import (
+    DeployDTO,
+    DeployHealthReport,
     ServerDTO,
     ServerStatus,
     ServerUpdate,
@@ -56,6 +59,17 @@ class SchedulerApi(Protocol):
     async def fail_task(self, task_id: str, reason: str) -> None:
         """Move a task to `failed` with `{"error": reason}` as its result; `ApiConflictError`
         when it already left the status it was listed with."""
+        ...
+
+    async def list_current_releases(self) -> list[DeployDTO]:
+        """The release each active project serves."""
+        ...
+
+    async def report_deploy_health(
+        self, project_id: str, task_id: str, report: DeployHealthReport
+    ) -> DeployDTO:
+        """Record a release's health and restarts; `ApiConflictError` when it no longer
+        serves."""
         ...
 
 
@@ -116,6 +130,26 @@ class HttpSchedulerApi:
         async with _translated("fail task"):
             await self.client.update_task(task_id, body)
 
+    async def list_current_releases(self) -> list[DeployDTO]:
+        """`GET /api/deploys/current` (all pages)."""
+        releases: list[DeployDTO] = []
+        for page_number in range(_MAX_PAGES):
+            async with _translated("list releases"):
+                page = await self.client.list_current_releases(
+                    limit=_PAGE_LIMIT, offset=page_number * _PAGE_LIMIT
+                )
+            releases.extend(page.items)
+            if len(releases) >= page.total or not page.items:
+                break
+        return releases
+
+    async def report_deploy_health(
+        self, project_id: str, task_id: str, report: DeployHealthReport
+    ) -> DeployDTO:
+        """`PUT /api/projects/{project_id}/deploys/{task_id}/health`."""
+        async with _translated("report deploy health"):
+            return await self.client.report_deploy_health(project_id, task_id, report)
+
 
 @contextlib.asynccontextmanager
 async def _translated(operation: str) -> AsyncIterator[None]:
@@ -144,6 +178,10 @@ class MemorySchedulerApi:
     """Reason each task was failed with, by task id."""
     redrives: list[str] = field(default_factory=list)
     """Ids of the tasks re-driven, in order."""
+    releases: dict[str, DeployDTO] = field(default_factory=dict)
+    """The release each project serves, by project id."""
+    health_reports: list[tuple[str, DeployHealthReport]] = field(default_factory=list)
+    """(task id, report) of every health report, in order."""
 
     async def list_servers(self, status: ServerStatus) -> list[ServerDTO]:
         """Servers with this status."""
@@ -174,3 +212,23 @@ class MemorySchedulerApi:
             raise ApiConflictError(f"task {task_id} is {task.status.value}")
         self.tasks[task_id] = task.model_copy(update={"status": TaskStatus.FAILED})
         self.failures[task_id] = reason
+
+    async def list_current_releases(self) -> list[DeployDTO]:
+        """The releases."""
+        return list(self.releases.values())
+
+    async def report_deploy_health(
+        self, project_id: str, task_id: str, report: DeployHealthReport
+    ) -> DeployDTO:
+        """Record the report on the project's release; `ApiConflictError` for another task."""
+        release = self.releases[project_id]
+        if release.task_id != task_id:
+            raise ApiConflictError(f"task {task_id} is not the release of {project_id}")
+        update: dict[str, object] = {}
+        if report.health is not None:
+            update["health"] = report.health
+        if report.restarts is not None:
+            update["restarts"] = report.restarts
+        self.releases[project_id] = release.model_copy(update=update)
+        self.health_reports.append((task_id, report))
+        return self.releases[project_id]

@@ -12,7 +12,13 @@ from pydantic import BaseModel
 
 from services.scheduler.api import SchedulerApi
 from services.scheduler.metrics import SchedulerMetrics
-from services.scheduler.probe import HealthProbe
+from services.scheduler.probe import (
+    AppProbe,
+    HealthProbe,
+    HttpAppProbe,
+    NoRestartCounts,
+    RestartCounts,
+)
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import WorkerDirectory
 from shared import registry
@@ -49,3 +55,7 @@ class SchedulerDeps:
     metrics: SchedulerMetrics
     clock: Callable[[], float] = field(default=time.time)
     """Unix seconds (tests may pin it)."""
+    app_probe: AppProbe = field(default_factory=lambda: HttpAppProbe(timeout_s=5.0))
+    """Health checks of deployed releases."""
+    restarts: RestartCounts = field(default_factory=NoRestartCounts)
+    """The supervisor's restart count of a release, where it can be read."""

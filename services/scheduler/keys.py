@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEAD_LETTER_CURSORS",
+    "app_failures_key",
     "health_failures_key",
     "lease_key",
     "marker_key",
@@ -35,3 +36,8 @@ def marker_key(action: str, subject: str) -> str:
 def health_failures_key(handle: str) -> str:
     """Consecutive failed health probes of a server."""
     return f"{PREFIX}:health_failures:{handle}"
+
+
+def app_failures_key(task_id: str) -> str:
+    """Consecutive failed health probes of the release deployed by task `task_id`."""
+    return f"{PREFIX}:app_failures:{task_id}"

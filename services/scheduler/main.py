@@ -19,9 +19,18 @@ from services.scheduler.jobs import build_jobs
 from services.scheduler.lock import JobLocks
 from services.scheduler.loop import Scheduler
 from services.scheduler.metrics import SchedulerMetrics
-from services.scheduler.probe import HealthProbe, TcpProbe
+from services.scheduler.probe import (
+    AppProbe,
+    HealthProbe,
+    HttpAppProbe,
+    NoRestartCounts,
+    RestartCounts,
+    SupervisorRestarts,
+    TcpProbe,
+)
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import RedisWorkerDirectory, WorkerDirectory
+from shared.app_layout import app_dir_name, default_local_base_dir, local_apps_dir
 from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import Settings
@@ -42,6 +51,8 @@ def build_scheduler(
     publisher: Publisher | None = None,
     workers: WorkerDirectory | None = None,
     probe: HealthProbe | None = None,
+    app_probe: AppProbe | None = None,
+    restarts: RestartCounts | None = None,
     metrics: SchedulerMetrics | None = None,
     owner: str | None = None,
 ) -> Scheduler:
@@ -61,6 +72,9 @@ def build_scheduler(
         ),
         settings=settings,
         metrics=metrics,
+        app_probe=app_probe
+        or HttpAppProbe(timeout_s=settings.app_health_timeout_s, path=settings.app_health_path),
+        restarts=restarts or _restart_counts(settings),
     )
     locks = JobLocks(redis, owner=owner or replica_name(), lease_ttl_s=settings.lease_ttl_s)
     return Scheduler(
@@ -72,6 +86,12 @@ def build_scheduler(
     )
 
 
+def _restart_counts(settings: SchedulerSettings) -> RestartCounts:
+    if settings.local_apps_dir is None:
+        return NoRestartCounts()
+    return SupervisorRestarts(settings.local_apps_dir, app_dir_name)
+
+
 async def run_scheduler(
     settings: Settings,
     redis_url: str,
@@ -81,6 +101,9 @@ async def run_scheduler(
     until cancelled. `scheduler_settings` default to the environment
     (`ORCHESTRATOR_SCHEDULER__*`)."""
     own = scheduler_settings or SchedulerSettings()
+    if own.local_apps_dir is None:  # the local server's supervisor, as infra-service lays it
+        apps_dir = local_apps_dir(default_local_base_dir(settings.data_dir))
+        own = own.model_copy(update={"local_apps_dir": apps_dir})
     redis = aioredis.Redis.from_url(redis_url)
     api = HttpSchedulerApi.from_settings(settings)
     try:

@@ -1,23 +1,41 @@
-"""Server health probes: a Protocol, a TCP connect probe, and a fake.
+"""Health probes of servers and of deployed apps: Protocols, real probes, and fakes.
 
 `TcpProbe` opens a TCP connection to the server's SSH port (or the port its address names,
 `host:port`) and, by default, waits for the SSH banner (`SSH-`), all within a short timeout:
 behind a proxy or a NAT that accepts every connection, an open socket alone proves nothing.
 Addresses served through Ansible's local connection (`localhost`, `127.0.0.1`, ...) are
 reachable by definition and never probed.
+
+`HttpAppProbe` GETs a release's health path; `SupervisorRestarts` reads the restart count
+the supervisor (`supervise.py`) keeps beside a project deployed on the local server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-from shared.api_client.schemas import ServerDTO
+import httpx
 
-__all__ = ["HealthProbe", "MemoryProbe", "TcpProbe", "split_address"]
+from shared.api_client.schemas import DeployDTO, ServerDTO
+
+__all__ = [
+    "AppProbe",
+    "HealthProbe",
+    "HttpAppProbe",
+    "MemoryAppProbe",
+    "MemoryProbe",
+    "NoRestartCounts",
+    "RestartCounts",
+    "SupervisorRestarts",
+    "TcpProbe",
+    "split_address",
+]
 
 
 class HealthProbe(Protocol):
@@ -97,3 +115,77 @@ class MemoryProbe:
     async def reachable(self, server: ServerDTO) -> bool:
         """True for the handles in `reachable_handles`."""
         return server.handle in self.reachable_handles
+
+
+class AppProbe(Protocol):
+    """Tells whether a deployed release answers its health check."""
+
+    async def healthy(self, url: str) -> bool:
+        """True when the app at `url` is healthy; False (never an exception) otherwise."""
+        ...
+
+
+class HttpAppProbe:
+    """Healthy: `GET <url><path>` answers 2xx within `timeout_s` (redirects not followed)."""
+
+    def __init__(self, *, timeout_s: float, path: str = "/health") -> None:
+        self.timeout_s = timeout_s
+        self.path = path
+
+    async def healthy(self, url: str) -> bool:
+        """One GET of the health path."""
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.get(f"{url.rstrip('/')}{self.path}")
+        except httpx.HTTPError:
+            return False
+        return response.is_success
+
+
+@dataclass
+class MemoryAppProbe:
+    """An app probe that answers from a set of healthy URLs."""
+
+    healthy_urls: set[str] = field(default_factory=set)
+
+    async def healthy(self, url: str) -> bool:
+        """True for the URLs in `healthy_urls`."""
+        return url in self.healthy_urls
+
+
+class RestartCounts(Protocol):
+    """How many times the supervisor restarted a release (None: not known here)."""
+
+    def restarts(self, release: DeployDTO) -> int | None:
+        """The restart count of `release`, or None."""
+        ...
+
+
+class NoRestartCounts:
+    """Restart counts of no server."""
+
+    def restarts(self, release: DeployDTO) -> int | None:
+        """Never known."""
+        return None
+
+
+class SupervisorRestarts:
+    """Reads `<apps_dir>/<app name>/restarts.json`, which the supervisor of the local server
+    writes (`{"commit": ..., "restarts": N}`); a count of another commit, or no file (a
+    project deployed elsewhere), is not this release's."""
+
+    def __init__(self, apps_dir: Path, app_name_of: Callable[[str], str]) -> None:
+        self.apps_dir = apps_dir
+        self.app_name_of = app_name_of
+
+    def restarts(self, release: DeployDTO) -> int | None:
+        """The count of `release`'s commit, or None."""
+        try:
+            path = self.apps_dir / self.app_name_of(release.project_id) / "restarts.json"
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("commit") != release.sha:
+            return None
+        count = record.get("restarts")
+        return count if isinstance(count, int) and count >= 0 else None

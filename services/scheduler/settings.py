@@ -7,6 +7,8 @@ Each job's interval is its own field of `intervals_s`, e.g.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,7 @@ class JobIntervals(BaseModel):
 
     provision_servers: float = Field(default=30.0, gt=0)
     check_server_health: float = Field(default=60.0, gt=0)
+    check_app_health: float = Field(default=30.0, gt=0)
     stop_idle_workers: float = Field(default=60.0, gt=0)
     enforce_task_deadlines: float = Field(default=30.0, gt=0)
     report_dead_letters: float = Field(default=30.0, gt=0)
@@ -65,6 +68,16 @@ class SchedulerSettings(BaseSettings):
     recovery_retry_s: float = Field(default=600.0, gt=0)
     """An unreachable server that answers again is re-provisioned (`is_recovery`) at most
     once per this many seconds."""
+
+    # deployed apps
+    app_health_path: str = "/health"
+    """Path probed on each running release's URL (GET; any 2xx is healthy)."""
+    app_health_timeout_s: float = Field(default=5.0, gt=0)
+    app_down_after_failures: int = Field(default=2, ge=1)
+    """Consecutive failed probes before a release is reported down (and its owner told)."""
+    local_apps_dir: Path | None = None
+    """`apps/` of the local server's base directory, where the supervisor counts each
+    release's restarts; `run_scheduler` defaults it to infra-service's local base dir."""
 
     # idle workers
     worker_idle_s: float = Field(default=1800.0, gt=0)

@@ -32,10 +32,13 @@ from services.worker_manager.local_runtime import WRAPPER_MODULE
 from services.worker_manager.runtime import WorkerExit, WorkerSpec
 from services.worker_manager.settings import DockerSettings
 
-__all__ = ["LABEL_MANAGER", "LABEL_WORKER", "WRAPPER_CAPABILITIES", "DockerRuntime"]
+__all__ = ["LABEL_HOME", "LABEL_MANAGER", "LABEL_WORKER", "WRAPPER_CAPABILITIES", "DockerRuntime"]
 
 LABEL_MANAGER = "org.codegen-orchestrator.manager"
 LABEL_WORKER = "org.codegen-orchestrator.worker"
+LABEL_HOME = "org.codegen-orchestrator.home"
+"""The data directory of the manager that made the container: two systems on one engine that
+both keep the default manager id never adopt or stop each other's workers."""
 _HOST_ONLY_ENV = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME"})
 _WORKSPACE = "/workspace"
 _SESSION = "/session"
@@ -147,7 +150,11 @@ class DockerRuntime:
         return int(uid), int(gid or uid)
 
     def _run(self, spec: WorkerSpec) -> str:
-        labels = {LABEL_MANAGER: spec.manager_id, LABEL_WORKER: spec.worker_id}
+        labels = {
+            LABEL_MANAGER: spec.manager_id,
+            LABEL_WORKER: spec.worker_id,
+            LABEL_HOME: str(self.data_dir.resolve()),
+        }
         uid, gid = self._user()
         remote = _local_remote(spec.workspace)
         session_source = spec.session_volume or str(spec.session_dir.resolve())
@@ -275,8 +282,12 @@ class DockerRuntime:
             )
         )
         found: dict[str, str] = {}
+        home = str(self.data_dir.resolve())
         for container in containers:
             labels = container.attrs.get("Labels") or {}
-            if LABEL_WORKER in labels and labels.get(LABEL_MANAGER) == manager_id:
-                found[labels[LABEL_WORKER]] = str(container.id)
+            if LABEL_WORKER not in labels or labels.get(LABEL_MANAGER) != manager_id:
+                continue
+            if labels.get(LABEL_HOME, home) != home:
+                continue  # another system's (a container without the label predates it)
+            found[labels[LABEL_WORKER]] = str(container.id)
         return found

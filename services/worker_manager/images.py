@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import DockerException, ImageNotFound
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
@@ -491,7 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         WORKER_REQUIREMENTS.write_text(worker_requirements(), encoding="utf-8")
         ORCHESTRATOR_REQUIREMENTS.write_text(orchestrator_requirements(), encoding="utf-8")
         return 0
-    client = docker.from_env()
+    try:
+        client = docker.from_env()
+    except DockerException as exc:
+        where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
+        print(  # noqa: T201
+            f"error: no Docker engine answers at {where} ({exc}); start one, or point "
+            "DOCKER_HOST at the tests' own engine (docs/docker.md)",
+            file=sys.stderr,
+        )
+        return 1
     steps: list[Callable[[], BuildReport]] = [
         lambda: ensure_base_image(client),
         lambda: ensure_worker_image(client, WORKER_IMAGE),

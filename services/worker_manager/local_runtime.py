@@ -5,6 +5,11 @@ outlives a restart of the manager and its whole tree can be killed at once; reso
 are set on it with `prlimit` before it starts an agent (its children inherit them). Its
 stdout and stderr go to `wrapper.log` in the worker's directory. The reference of a worker
 is `pid:create_time:worker_id`, so a recycled pid is never mistaken for the worker.
+
+A wrapper's arguments name its manager and the runtime's data directory (`--home`): a manager
+owns the wrappers of its id under its own directory only, so two systems on one machine (a
+user's `orchestrator up` and a test run, say) that both keep the default manager id never
+adopt or stop each other's workers.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class LocalProcessRuntime:
 
     def __init__(self, data_dir: Path, *, python: str = sys.executable) -> None:
         self.data_dir = data_dir
+        self._home = str(data_dir.resolve())
         self.python = python
         self._children: dict[int, int | None] = {}
         """Pids this runtime spawned → exit status once reaped."""
@@ -111,6 +117,8 @@ class LocalProcessRuntime:
             spec.worker_id,
             "--manager-id",
             spec.manager_id,
+            "--home",
+            self._home,
         ]
         log_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         actions = [
@@ -247,6 +255,8 @@ class LocalProcessRuntime:
                     continue
                 if argv[argv.index("--manager-id") + 1] != manager_id:
                     continue
+                if "--home" in argv and argv[argv.index("--home") + 1] != self._home:
+                    continue  # another system's (a wrapper without --home predates it)
                 worker_id = argv[argv.index("--worker-id") + 1]
             except (psutil.Error, ValueError, IndexError):
                 continue

@@ -1,7 +1,8 @@
-"""`python -m services.worker_wrapper --worker-id ID --manager-id M`: run one wrapper.
+"""`python -m services.worker_wrapper --worker-id ID --manager-id M [--home DIR]`: run one wrapper.
 
 Settings come from the environment (`WORKER_*`, see `settings.py`); the arguments only name
-the process in the process table, so the manager can find its workers after a restart.
+the process in the process table, so the manager can find its workers after a restart (`--home`:
+the manager's data directory, which keeps two systems on one machine apart).
 With `WORKER_WARM=1` the wrapper first waits for its task's environment (`warm.py`).
 """
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.worker_wrapper")
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--manager-id", required=True)
+    parser.add_argument("--home", help="the data directory of the manager that started it")
     args = parser.parse_args(argv)
     if os.environ.get("WORKER_WARM") == "1":
         _configure_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))

@@ -24,6 +24,7 @@ from services.worker_wrapper.heartbeat import RegistryReporter
 from services.worker_wrapper.session import SessionStore, split_fresh
 from services.worker_wrapper.settings import CONTROL_ENV_PREFIXES, WrapperSettings
 from shared import registry
+from shared.chat.po_profile import CORRELATION_ID_ENV
 from shared.contracts import (
     AgentRunRecord,
     AgentToolCall,
@@ -141,15 +142,17 @@ class WrapperService:
             if not first:
                 log.info("duplicate_input_skipped", request_id=message.request_id)
                 return
-            await self._answer(message)
+            await self._answer(message, ctx.correlation_id)
 
-    async def _answer(self, message: WorkerInputMessage) -> None:
+    async def _answer(self, message: WorkerInputMessage, correlation_id: str | None = None) -> None:
         started = time.monotonic()
         await self.reporter.status("busy")
         await self._progress(message.request_id, f"worker {self.settings.id} started", "agent")
         env = agent_environment(os.environ)
+        if correlation_id:  # what the agent creates (`orchestrator task create`) carries it
+            env[CORRELATION_ID_ENV] = correlation_id
         try:
-            result, ran_agent = await self._run_agent(message, env)
+            result, ran_agent = await self._run_agent(message, env, correlation_id)
         finally:
             await self.reporter.status("running")
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -177,7 +180,7 @@ class WrapperService:
         )
 
     async def _run_agent(
-        self, message: WorkerInputMessage, env: dict[str, str]
+        self, message: WorkerInputMessage, env: dict[str, str], correlation_id: str | None
     ) -> tuple[AgentResult, bool]:
         """The result, and whether the agent ran (False: a directive answered)."""
         directive = parse_directive(message.prompt)
@@ -205,6 +208,7 @@ class WrapperService:
                 timeout_s=float(message.timeout),
                 env=env,
                 session_id=session,
+                correlation_id=correlation_id,
             )
 
         result = await self.agent.run(request(session_id), on_activity)

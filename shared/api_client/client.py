@@ -23,6 +23,7 @@ from shared.api_client.schemas import (
     ApiKeyCreated,
     BudgetHold,
     DeployDTO,
+    DeployHealthReport,
     DeployRecord,
     ErrorBody,
     Health,
@@ -207,6 +208,22 @@ class ApiClient:
         """Record or update the deploy of a deploy task (services and admins)."""
         data = await self._call("PUT", f"/api/projects/{project_id}/deploys/{task_id}", body=body)
         return DeployDTO.model_validate(data)
+
+    async def report_deploy_health(
+        self, project_id: str, task_id: str, body: DeployHealthReport
+    ) -> DeployDTO:
+        """Record a serving release's health and restart count (services and admins)."""
+        path = f"/api/projects/{project_id}/deploys/{task_id}/health"
+        return DeployDTO.model_validate(await self._call("PUT", path, body=body))
+
+    async def list_current_releases(
+        self, *, owner_id: int | None = None, limit: int = 100, offset: int = 0
+    ) -> Page[DeployDTO]:
+        """The release each active project serves, with its health (users: their own)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if owner_id is not None:
+            params["owner_id"] = owner_id
+        return await self._page(DeployDTO, "/api/deploys/current", params)
 
     async def rollback(self, project_id: str, sha: str | None = None) -> TaskCreated:
         """Redeploy an earlier successful release (the one before the current, or `sha`)."""

@@ -44,6 +44,8 @@ __all__ = [
     "ApiKeyDTO",
     "BudgetHold",
     "DeployDTO",
+    "DeployHealth",
+    "DeployHealthReport",
     "DeployKind",
     "DeployOutcome",
     "DeployRecord",
@@ -368,6 +370,23 @@ class DeployRecord(BaseModel):
     error: FreeText | None = None
 
 
+class DeployHealth(StrEnum):
+    """A release as the scheduler's probes of its health URL see it."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+class DeployHealthReport(BaseModel):
+    """What the scheduler reports of a running release (services and admins): its health
+    (`up`, or `down` after failed probes in a row) and its supervisor's restart count."""
+
+    health: DeployHealth | None = None
+    """None: unchanged."""
+    restarts: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """None: unchanged (not known on this server)."""
+
+
 class DeployDTO(BaseModel):
     """One deploy of a project's history."""
 
@@ -384,6 +403,13 @@ class DeployDTO(BaseModel):
     error: str | None = None
     created_at: UtcDatetime
     finished_at: UtcDatetime | None = None
+    health: DeployHealth | None = None
+    """The running release's health as the scheduler last saw it (None: not probed)."""
+    health_changed_at: UtcDatetime | None = None
+    health_changes: int = 0
+    """How many times the release went down or came back up."""
+    restarts: int | None = None
+    """Restarts of the release by the server's supervisor (None: not known)."""
 
 
 class RollbackRequest(BaseModel):

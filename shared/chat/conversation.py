@@ -141,7 +141,16 @@ class Conversation:
             request_id=request_id, prompt=text, timeout=self.options.answer_timeout_s
         )
         stream = registry.get("worker:{id}:input").format(id=worker_id)
-        entry_id = await self.bus.publish(stream, message)
+        # the turn's correlation id is its request id (the same on a re-send): the PO's
+        # tasks, their flows and the deploys they start carry it
+        entry_id = await self.bus.publish(stream, message, correlation_id=request_id)
+        log.info(
+            "chat_turn_sent",
+            request_id=request_id,
+            correlation_id=request_id,
+            worker_id=worker_id,
+            attempt=attempt,
+        )
         pending = _Pending(user, worker_id, entry_id, text, attempt)
         record = {**asdict(pending), "user": asdict(user)}
         await self.redis.hset(pending_key(self.door), request_id, json.dumps(record))

@@ -14,6 +14,7 @@ __all__ = [
     "answered_key",
     "notify_active_key",
     "notify_epoch_key",
+    "notify_health_key",
     "notify_task_key",
     "pending_key",
     "refusal_key",
@@ -57,6 +58,12 @@ def notify_active_key(door: str) -> str:
 def notify_epoch_key(door: str) -> str:
     """Unix time (s) the notifier first ran; tasks created before it are not announced."""
     return f"chat:{door}:notify:epoch"
+
+
+def notify_health_key(door: str, task_id: str, change: int) -> str:
+    """Set once the owner was told of change number `change` of the health of the release
+    deployed by `task_id` (down, or back up): one message per change and door."""
+    return f"chat:{door}:notify:health:{task_id}:{change}"
 
 
 def refusal_key(door: str, telegram_id: int) -> str:

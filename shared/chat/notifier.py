@@ -8,6 +8,11 @@ State, per task, in the hash `chat:{door}:notify:{task_id}`: chat id, message id
 the last event shown, the view, and the phase (`following`, `finalizing`, `done`). A
 restarted notifier resumes every task of `chat:{door}:notify:active` after its last event id,
 so no final notification is lost and none is sent twice.
+
+Deployed apps: at each poll the notifier also lists the releases that serve
+(`GET /api/deploys/current`); each change of a release's health the scheduler recorded (down,
+back up; numbered by the API) is told to the project's owner in one message, once per door
+(`chat:{door}:notify:health:{task_id}:{change}`, set before sending).
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ import structlog
 
 from shared import registry
 from shared.api_client import ApiClient, ApiClientError
-from shared.chat.keys import notify_active_key, notify_epoch_key, notify_task_key
+from shared.api_client.schemas import DeployDTO, DeployHealth
+from shared.chat.keys import (
+    notify_active_key,
+    notify_epoch_key,
+    notify_health_key,
+    notify_task_key,
+)
 from shared.chat.progress_text import TaskView
 from shared.chat.sink import ChatSink
 from shared.contracts import ProgressEvent, ProjectDTO, TaskDTO, TaskStatus
@@ -110,6 +121,11 @@ class TaskNotifier:
                 except Exception as error:  # noqa: BLE001  # the API or chat may fail; keep polling
                     raise_if_cancelling()
                     log.warning("notifier_discovery_failed", error=f"{type(error).__name__}")
+                try:
+                    await self.announce_health()
+                except Exception as error:  # noqa: BLE001  # the API or chat may fail; keep polling
+                    raise_if_cancelling()
+                    log.warning("notifier_health_failed", error=f"{type(error).__name__}")
                 await wait_event(self._wake, self.poll_s)
                 self._wake.clear()
         finally:
@@ -131,6 +147,44 @@ class TaskNotifier:
                 if await self._announce(task):
                     announced += 1
             return announced
+
+    async def announce_health(self) -> int:
+        """Tell the owners of the releases whose health changed (down, back up) since the
+        notifier's epoch, once per change; returns how many messages were sent."""
+        page = await self.api.list_current_releases(owner_id=self.owner_id, limit=500)
+        sent = 0
+        for release in page.items:
+            changed_at = release.health_changed_at
+            if release.health_changes == 0 or changed_at is None or release.health is None:
+                continue
+            if changed_at.timestamp() < self._epoch_s - _EPOCH_MARGIN_S:
+                continue
+            if await self._announce_health(release):
+                sent += 1
+        return sent
+
+    async def _announce_health(self, release: DeployDTO) -> bool:
+        key = notify_health_key(self.door, release.task_id, release.health_changes)
+        if await self.redis.exists(key):
+            return False
+        project = await self._project(release.project_id)
+        chat_id = None if project.owner_id is None else await self.chat_for_owner(project.owner_id)
+        if chat_id is None or not await self.redis.set(key, "sent", nx=True, ex=_STATE_TTL_S):
+            return False
+        try:
+            await self.sink.send(chat_id, _health_text(project.name, release))
+        except Exception as error:  # noqa: BLE001  # e.g. the user blocked the bot: give up on it
+            log.warning(
+                "health_notification_undeliverable", task_id=release.task_id, error=str(error)
+            )
+            return False
+        log.info(
+            "health_notification_sent",
+            project_id=release.project_id,
+            health=str(release.health),
+            change=release.health_changes,
+        )
+        return True
 
     async def _project(self, project_id: str) -> ProjectDTO:
         project = self._projects.get(project_id)
@@ -281,6 +335,17 @@ class TaskNotifier:
         await self.redis.hset(key, "phase", "done")
         await self.redis.srem(notify_active_key(self.door), task_id)
         log.info("task_notification_final", task_id=task_id, chat_id=chat_id)
+
+
+def _health_text(project: str, release: DeployDTO) -> str:
+    """The message telling a release went down or came back up."""
+    restarts = f" The server restarted it {release.restarts} time(s)." if release.restarts else ""
+    if release.health == DeployHealth.DOWN:
+        return (
+            f"🔴 {project} is down: {release.url} does not answer its health check "
+            f"(commit {release.sha[:12]}).{restarts}"
+        )
+    return f"🟢 {project} is back up: {release.url} answers again (commit {release.sha[:12]})."
 
 
 def _s(value: bytes | str) -> str:

@@ -20,6 +20,7 @@ from shared.contracts import AgentName, CreateWorkerCommand, WorkerConfig, new_i
 
 __all__ = [
     "API_KEY_ENV_CONTEXT",
+    "CORRELATION_ID_ENV",
     "OWNER_CONTEXT",
     "PO_API_TOKEN_ENV",
     "PO_API_URL_ENV",
@@ -37,6 +38,9 @@ PO_PROFILE = "po"
 PO_API_URL_ENV = "PO_API_URL"
 PO_API_TOKEN_ENV = "PO_API_TOKEN"  # noqa: S105  # the variable's name, not a secret
 PO_CAPABILITIES = ["orchestrator-api"]
+CORRELATION_ID_ENV = "PO_CORRELATION_ID"
+"""Set by the worker-wrapper for an agent's run to the correlation id of the message it
+answers (a chat turn's); `orchestrator task create` gives it to the task it creates."""
 API_KEY_ENV_CONTEXT = "api_key_env"
 """Create-command context: the variable that gets a user-scoped API key of `owner`."""
 OWNER_CONTEXT = "owner"

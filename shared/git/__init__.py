@@ -30,11 +30,20 @@ from shared.git.ops import (
     remote_head,
     rev_parse,
 )
-from shared.git.provider import GitProvider, PullRequest, RemoteRepo, split_full_name
+from shared.git.provider import (
+    CommitDiff,
+    CommitSummary,
+    GitProvider,
+    PullRequest,
+    RemoteRepo,
+    split_full_name,
+)
 from shared.git.runner import GitAuth, GitIdentity, run_git
 from shared.git.settings import GitSettings, build_provider
 
 __all__ = [
+    "CommitDiff",
+    "CommitSummary",
     "GitAuth",
     "GitCommandError",
     "GitError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -18,7 +19,13 @@ from pydantic import SecretStr
 
 from shared.git.errors import ProviderError, RepoNotFoundError, RepoOutsideRootError
 from shared.git.ops import check_sha
-from shared.git.provider import PullRequest, RemoteRepo, split_full_name
+from shared.git.provider import (
+    CommitDiff,
+    CommitSummary,
+    PullRequest,
+    RemoteRepo,
+    split_full_name,
+)
 from shared.git.runner import GitAuth
 
 __all__ = ["GitHubProvider", "resolve_token_ref"]
@@ -92,11 +99,21 @@ class GitHubProvider:
         return GitAuth(config={key: f"AUTHORIZATION: basic {basic.decode()}"})
 
     async def _request(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str | int] | None = None,
+        accept: str | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        if accept is not None:
+            headers["Accept"] = accept
         try:
-            return await self._client.request(method, path, json=json, headers=headers)
+            return await self._client.request(
+                method, path, json=json, params=params, headers=headers
+            )
         except httpx.HTTPError as error:
             raise ProviderError(f"GitHub API {method} {path}: {type(error).__name__}") from None
 
@@ -204,6 +221,52 @@ class GitHubProvider:
             raise RepoNotFoundError(f"no commit {sha} in {full_name!r}")
         return sorted(str(entry["filename"]) for entry in data.get("files", []))
 
+    async def commits(
+        self, full_name: str, branch: str, *, limit: int, offset: int
+    ) -> list[CommitSummary]:
+        """The branch's commits (`GET /commits?sha=`); GitHub pages by `per_page`, so the
+        pages around `offset` are read and cut (at most 100 commits a page)."""
+        if limit <= 0:
+            return []
+        per_page = min(max(limit, 1), 100)
+        page = offset // per_page + 1
+        skip = offset % per_page
+        found: list[CommitSummary] = []
+        while len(found) < limit:
+            response = await self._request(
+                "GET",
+                f"{self._repo_path(full_name)}/commits",
+                params={"sha": branch, "per_page": per_page, "page": page},
+            )
+            if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.CONFLICT):
+                return found
+            if response.status_code != httpx.codes.OK:
+                raise self._fail(response, f"list commits of {branch} in {full_name}")
+            rows = response.json()
+            found.extend(_commit_summary(row) for row in rows[skip:])
+            if len(rows) < per_page:
+                break
+            page, skip = page + 1, 0
+        return found[:limit]
+
+    async def commit_diff(self, full_name: str, sha: str, *, max_bytes: int) -> CommitDiff:
+        """The commit (`GET /commits/{sha}`) and its diff (the same with the diff media
+        type), cut after `max_bytes`."""
+        data = await self._commit(full_name, sha)
+        if data is None:
+            raise RepoNotFoundError(f"no commit {sha} in {full_name!r}")
+        summary = _commit_summary(data)
+        path = f"{self._repo_path(full_name)}/commits/{check_sha(sha)}"
+        response = await self._request("GET", path, accept="application/vnd.github.diff")
+        if response.status_code != httpx.codes.OK:
+            raise self._fail(response, f"get the diff of {sha} in {full_name}")
+        body = response.content
+        truncated = len(body) > max_bytes
+        text = (
+            body[:max_bytes].decode(errors="ignore") if truncated else body.decode(errors="replace")
+        )
+        return CommitDiff(summary.sha, summary.subject, summary.author, text, truncated)
+
     async def _compare(self, full_name: str, base: str, head: str) -> dict[str, Any]:
         path = f"{self._repo_path(full_name)}/compare/{check_sha(base)}...{check_sha(head)}"
         response = await self._request("GET", path)
@@ -291,3 +354,18 @@ class GitHubProvider:
         if response.status_code != httpx.codes.OK:
             raise self._fail(response, f"get pull request {number} of {full_name}")
         return self._to_pull(response.json())
+
+
+def _commit_summary(data: dict[str, Any]) -> CommitSummary:
+    """A commit of GitHub's REST API as a `CommitSummary`."""
+    commit = data.get("commit") or {}
+    author = commit.get("author") or {}
+    raw_when = str(author.get("date") or "1970-01-01T00:00:00Z")
+    when = datetime.fromisoformat(raw_when.replace("Z", "+00:00"))
+    message = str(commit.get("message") or "")
+    return CommitSummary(
+        sha=str(data["sha"]),
+        subject=message.splitlines()[0] if message else "",
+        author=str(author.get("name") or ""),
+        authored_at=when,
+    )

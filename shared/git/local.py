@@ -7,6 +7,7 @@ client (workers, deploys, people) can clone and push it like any remote.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.git.errors import (
@@ -16,7 +17,13 @@ from shared.git.errors import (
     RepoOutsideRootError,
 )
 from shared.git.ops import check_sha, commit_exists_in, files_changed_in, rev_parse
-from shared.git.provider import PullRequest, RemoteRepo, split_full_name
+from shared.git.provider import (
+    CommitDiff,
+    CommitSummary,
+    PullRequest,
+    RemoteRepo,
+    split_full_name,
+)
 from shared.git.runner import GitAuth, run_git
 
 __all__ = ["LocalGitProvider"]
@@ -141,6 +148,52 @@ class LocalGitProvider:
         )
         return sorted(name for name in out.split("\0") if name)
 
+    async def commits(
+        self, full_name: str, branch: str, *, limit: int, offset: int
+    ) -> list[CommitSummary]:
+        """`git log` of the branch in the bare repository, newest first."""
+        if await self.get_repo(full_name) is None:
+            return []
+        if branch.startswith("-"):
+            raise ValueError(f"not a branch name: {branch!r}")
+        code, out, _ = await run_git(
+            "log",
+            f"--max-count={max(limit, 0)}",
+            f"--skip={max(offset, 0)}",
+            f"--format={_LOG_FORMAT}",
+            f"refs/heads/{branch}",
+            "--",
+            cwd=self.path_of(full_name),
+            check=False,
+        )
+        if code != 0:  # no such branch (or an empty repository)
+            return []
+        return [_summary(record) for record in out.split("\x1e") if record.strip()]
+
+    async def commit_diff(self, full_name: str, sha: str, *, max_bytes: int) -> CommitDiff:
+        """`git show` of the commit (its first parent's diff), cut after `max_bytes`."""
+        path = await self._existing(full_name)
+        sha = check_sha(sha)
+        try:
+            _, out, _ = await run_git(
+                "show",
+                "--first-parent",
+                "--stat",
+                "--patch",
+                f"--format={_LOG_FORMAT}",
+                f"{sha}^{{commit}}",
+                "--",
+                cwd=path,
+            )
+        except GitCommandError as error:
+            raise RepoNotFoundError(f"no commit {sha} in {full_name!r}") from error
+        header, _, patch = out.partition("\x1e")
+        summary = _summary(header)
+        data = patch.lstrip("\n").encode()
+        truncated = len(data) > max_bytes
+        text = data[:max_bytes].decode(errors="ignore") if truncated else data.decode()
+        return CommitDiff(summary.sha, summary.subject, summary.author, text, truncated)
+
     async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
         """`git update-ref` with the old value: atomic, so a retry never moves it twice."""
         path = await self._existing(full_name)
@@ -171,3 +224,13 @@ class LocalGitProvider:
     async def merge_pull_request(self, full_name: str, number: int, *, sha: str) -> PullRequest:
         """Local repositories have no pull requests."""
         raise ProviderError("the local git provider has no pull requests")
+
+
+_LOG_FORMAT = "%H%x1f%an%x1f%at%x1f%s%x1e"
+"""sha, author, author time (epoch), subject; records end with RS (0x1e)."""
+
+
+def _summary(record: str) -> CommitSummary:
+    sha, author, at, subject = record.strip("\n").split("\x1f", 3)
+    when = datetime.fromtimestamp(int(at), tz=UTC)
+    return CommitSummary(sha=sha, subject=subject, author=author, authored_at=when)

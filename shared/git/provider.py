@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from shared.git.errors import RepoNameError
 from shared.git.runner import GitAuth
 
-__all__ = ["GitProvider", "PullRequest", "RemoteRepo", "split_full_name"]
+__all__ = [
+    "CommitDiff",
+    "CommitSummary",
+    "GitProvider",
+    "PullRequest",
+    "RemoteRepo",
+    "split_full_name",
+]
 
 _PART = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -62,6 +70,28 @@ class PullRequest:
     """The commit the merge left on the base branch (once merged)."""
 
 
+@dataclass(frozen=True)
+class CommitSummary:
+    """One commit of a branch's history, as a list shows it."""
+
+    sha: str
+    subject: str
+    """The first line of its message."""
+    author: str
+    authored_at: datetime
+
+
+@dataclass(frozen=True)
+class CommitDiff:
+    """A commit and its patch, cut at a size (`truncated` then says so)."""
+
+    sha: str
+    subject: str
+    author: str
+    patch: str
+    truncated: bool
+
+
 @runtime_checkable
 class GitProvider(Protocol):
     """A host of remote repositories."""
@@ -101,6 +131,18 @@ class GitProvider(Protocol):
 
     async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
         """Paths that differ between two commits, sorted."""
+        ...
+
+    async def commits(
+        self, full_name: str, branch: str, *, limit: int, offset: int
+    ) -> list[CommitSummary]:
+        """Up to `limit` commits of `branch`, newest first, after skipping `offset` (an empty
+        list for a missing repository or branch)."""
+        ...
+
+    async def commit_diff(self, full_name: str, sha: str, *, max_bytes: int) -> CommitDiff:
+        """The commit and its patch against its first parent, cut after `max_bytes`;
+        `RepoNotFoundError` when the repository or the commit is missing."""
         ...
 
     async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:

@@ -85,6 +85,7 @@ async def test_probe_reports_up_down_and_forgets_archived_projects(
     archived = await _deployed(database, "gone", [healthy_app], "archived")
     probe = AppProbe(database, interval_s=60, timeout_s=2)
     assert await probe.probe_once() == {up: True, down: False}
+    assert {key: value[0] for key, value in probe.last.items()} == {up: True, down: False}
     assert _gauge(up) == 1.0
     assert _gauge(down) == 0.0
     assert _gauge(archived) is None

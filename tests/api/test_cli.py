@@ -59,6 +59,18 @@ def test_project_and_task_commands(cli_env: dict[str, str]) -> None:
         "queued",
         True,
     )
+    traced = json.loads(
+        run(
+            {**cli_env, "PO_CORRELATION_ID": "tg-42-7"},
+            "task",
+            "create",
+            project["id"],
+            "--type",
+            "scaffolding",
+            "--json",
+        )
+    )
+    assert traced["correlation_id"] == "tg-42-7"  # a PO worker's chat turn
     table = run(cli_env, "task", "list", "--project", project["id"])
     assert "queued" in table
     assert "engineering" in table

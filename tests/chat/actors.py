@@ -140,9 +140,9 @@ class FakeWorkerManager:
         stream = registry.get("worker:{id}:input").format(id=worker_id)
         holder: dict[str, FakeWorker] = {}
 
-        async def on_input(message: object, _ctx: MessageContext) -> None:
+        async def on_input(message: object, ctx: MessageContext) -> None:
             assert isinstance(message, WorkerInputMessage)
-            await self._answer(holder["worker"], message)
+            await self._answer(holder["worker"], message, ctx.correlation_id)
 
         env = dict(command.config.env_vars)
         key_id = None
@@ -167,7 +167,9 @@ class FakeWorkerManager:
         )
         await self.bus.publish(responses, reply)
 
-    async def _answer(self, worker: FakeWorker, message: WorkerInputMessage) -> None:
+    async def _answer(
+        self, worker: FakeWorker, message: WorkerInputMessage, correlation_id: str
+    ) -> None:
         worker.prompts.append(message.prompt)
         await self.answering.wait()
         if worker.dead:
@@ -179,6 +181,7 @@ class FakeWorkerManager:
             workspace=worker.workspace,
             timeout_s=float(message.timeout),
             env=worker.env,
+            correlation_id=correlation_id,  # as the real wrapper does (`handle_input`)
         )
         result = await agent.run(request, ignore_activity)
         output = WorkerOutputMessage(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 from playwright._impl._api_structures import SetCookieParam
-from playwright.sync_api import BrowserContext, Cookie, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Cookie, Page, expect
 
 from tests.console.conftest import ConsoleSystem, screenshot
 
@@ -91,6 +91,12 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     assert api_task["status"] == "completed"
     commit = api_task["result"]["commit_sha"]
     expect(result).to_contain_text(commit)
+    merged = api_task["result"].get("merged_sha") or commit
+    # the result's commit with its diff, read from the project's repository
+    expect(page.locator("#diff")).to_contain_text("hello")
+    expect(page.locator("h2", has_text="Commit")).to_contain_text(merged[:12])
+    runs = system.api("GET", f"/api/tasks/{task_id}/runs", system.admin_key).json()
+    expect(page.locator("#activity li.run")).to_have_count(len(runs))
 
     page.goto(f"{system.base}/console/projects/{project_id}")
     page.get_by_role("button", name="Deploy main").click()
@@ -102,6 +108,8 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     href = link.get_attribute("href")
     assert href
     expect(page.locator("#deploys")).to_contain_text(commit[:12])
+    expect(page.locator("#commits")).to_contain_text(merged[:12])
+    expect(page.locator("#health .health")).to_be_visible()
     screenshot(page, "project-deployed")
     page.goto(f"{system.base}/console/")
     expect(page.locator("#projects")).to_contain_text(commit[:12])
@@ -212,7 +220,14 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
     answer = page.goto(f"{system.base}/console/projects/{other_id}")
     assert answer is not None
     assert answer.status == 404
-    for admin_page in ("/console/admin", "/console/admin/users", "/console/admin/dlq?stream=x"):
+    admin_pages = (
+        "/console/admin",
+        "/console/admin/users",
+        "/console/admin/dlq?stream=x",
+        "/console/admin/servers",
+        "/console/admin/servers/local",
+    )
+    for admin_page in admin_pages:
         answer = page.goto(system.base + admin_page)
         assert answer is not None
         assert answer.status == 403, admin_page
@@ -233,6 +248,14 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
         f"{system.base}/console/projects", form={"name": "with-token", "csrf": token}
     )
     assert accepted.ok
+    archive = context.request.post(
+        f"{system.base}/console/projects/{other_id}/archive",
+        form={"confirm": "admins", "csrf": token},
+    )
+    assert archive.status == 404  # another user's project cannot be archived either
+    assert system.api("GET", f"/api/projects/{other_id}", system.admin_key).json()["status"] != (
+        "archived"
+    )
     listed = system.api("GET", "/api/projects?limit=500", user_key).json()["items"]
     assert sorted(p["name"] for p in listed) == ["with-token"]
 
@@ -338,3 +361,112 @@ def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
             break
         assert time.monotonic() < deadline, f"worker {worker_id} was not deleted"
         page.wait_for_timeout(1000)
+
+
+def _no_horizontal_overflow(page: Page) -> None:
+    """The document is no wider than the viewport (wide tables scroll inside their box)."""
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], f"{page.url}: {widths[0]} px wide in {widths[1]} px"
+
+
+@pytest.mark.timeout(240)
+def test_a_phone_reads_every_main_page(system: ConsoleSystem, browser: Browser) -> None:
+    """At 390x844 (a phone), no main page is wider than the screen: projects, a project, a
+    task, chat, operations, servers, users."""
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.set_default_timeout(30_000)
+    try:
+        page = phone.new_page()
+        sign_in(page, system)
+        project_id = create_project(page, "a-project-with-a-rather-long-name-on-a-phone")
+        page.fill("#spec", "add a /phone endpoint")
+        page.get_by_role("button", name="Start task").click()
+        task_id = page.url.rsplit("/", 1)[-1]
+        _no_horizontal_overflow(page)
+        screenshot(page, "phone-task")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Cancel task").click()
+        wait_status(page, "cancelled", 90)
+        _no_horizontal_overflow(page)
+        for path in (
+            "/console/",
+            f"/console/projects/{project_id}",
+            f"/console/tasks/{task_id}",
+            "/console/chat",
+            "/console/admin",
+            "/console/admin/servers",
+            "/console/admin/servers/local",
+            "/console/admin/users",
+        ):
+            answer = page.goto(system.base + path)
+            assert answer is not None
+            assert answer.status == 200, path
+            _no_horizontal_overflow(page)
+        page.goto(f"{system.base}/console/projects/{project_id}")
+        screenshot(page, "phone-project")
+    finally:
+        phone.close()
+
+
+def _tab_to(page: Page, selector: str, most: int = 60) -> None:
+    """Press Tab until the element `selector` has the focus."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"document.activeElement === document.querySelector({selector!r})"):
+            return
+    raise AssertionError(f"{selector} never got the focus in {most} presses of Tab")
+
+
+@pytest.mark.timeout(240)
+def test_keyboard_only(system: ConsoleSystem, page: Page) -> None:
+    """With Tab, typing and Enter only: sign in with a key, reach the spec form and start a
+    task, then cancel it (its confirmation accepted)."""
+    page.goto(f"{system.base}/console/login")
+    _tab_to(page, "#api_key")
+    page.keyboard.type(system.admin_key)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{system.base}/console/")
+    _tab_to(page, "#name")
+    page.keyboard.type("by-keyboard")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_contain_text("by-keyboard")
+    _tab_to(page, "#spec")
+    page.keyboard.type("add a /keys endpoint")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Start task"
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/console/tasks/[0-9a-f-]+$"))
+    task_id = page.url.rsplit("/", 1)[-1]
+    page.once("dialog", lambda dialog: dialog.accept())
+    _tab_to(page, "#cancel")
+    page.keyboard.press("Enter")
+    wait_status(page, "cancelled", 90)
+    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    assert api_task["spec"] == "add a /keys endpoint"
+
+
+@pytest.mark.timeout(120)
+def test_servers_and_archive_in_the_browser(system: ConsoleSystem, page: Page) -> None:
+    """An admin sees the system's deploy server and its allocations; a project archived
+    from its page (its name typed, the confirmation accepted) leaves the projects list."""
+    sign_in(page, system)
+    page.get_by_role("link", name="Servers").click()
+    expect(page.locator("#servers")).to_contain_text("local")
+    page.locator("#servers").get_by_role("link", name="local").click()
+    expect(page.locator("#allocated")).to_contain_text(" of ")
+    screenshot(page, "servers")
+
+    page.goto(f"{system.base}/console/")
+    create_project(page, "to-archive")
+    page.locator("#archive summary").click()
+    page.fill("#confirm-archive", "to-archive")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Archive").click()
+    expect(page.locator("#archived-note")).to_be_visible()
+    expect(page.locator("#spec")).to_have_count(0)
+    page.goto(f"{system.base}/console/")
+    expect(page.locator("#projects")).not_to_contain_text("to-archive")
+    page.locator("#show-archived").click()
+    expect(page.locator("#projects")).to_contain_text("to-archive")

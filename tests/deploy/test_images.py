@@ -133,3 +133,16 @@ def test_an_unknown_service_image_is_refused(client: docker.DockerClient) -> Non
     """A clear error naming the known ones."""
     with pytest.raises(images.ImageBuildError, match="no service image 'mysql'; known: "):
         images.ensure_service_image(client, "mysql")
+
+
+def test_make_images_without_an_engine_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make images` where no engine answers: one line naming where it looked and what to do,
+    not a traceback."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert images.main([]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("error: no Docker engine answers at unix:///nonexistent/docker.sock")
+    assert "docs/docker.md" in said
+    assert "Traceback" not in said

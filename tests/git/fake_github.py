@@ -78,6 +78,9 @@ class FakeGitHub:
         )
         if extended:
             return self._extended(request, *extended.groups())
+        listed = re.fullmatch(r"/repos/([^/]+)/([^/]+)/commits", path)
+        if listed and method == "GET":
+            return self._commits(request, self._bare(*listed.groups()))
         found = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/branches/(.+)|/commits/(\w+))?", path)
         if not found or method != "GET":
             return httpx.Response(404, json={"message": "Not Found"})
@@ -95,9 +98,12 @@ class FakeGitHub:
         if sha is not None:
             if _git("cat-file", "-e", f"{sha}^{{commit}}", cwd=bare).returncode != 0:
                 return httpx.Response(422, json={"message": "No commit found for SHA"})
+            if request.headers.get("accept") == "application/vnd.github.diff":
+                patch = _git("diff-tree", "--patch", "--root", "--no-commit-id", sha, cwd=bare)
+                return httpx.Response(200, text=patch.stdout)
             diff = _git("diff-tree", "--no-commit-id", "--name-only", "-r", "--root", sha, cwd=bare)
             files = [{"filename": line} for line in diff.stdout.splitlines() if line]
-            return httpx.Response(200, json={"sha": sha, "files": files})
+            return httpx.Response(200, json={**_commit_json(bare, sha), "files": files})
         return httpx.Response(200, json=self._repo_json(owner, name))
 
     def _extended(
@@ -114,6 +120,21 @@ class FakeGitHub:
         if kind == "pulls":
             return self._pulls(request, bare, f"{owner}/{name}", rest)
         return httpx.Response(404, json={"message": "Not Found"})
+
+    @staticmethod
+    def _commits(request: httpx.Request, bare: Path) -> httpx.Response:
+        """`GET /repos/o/r/commits?sha=BRANCH&per_page=N&page=P`: the branch's log."""
+        if not bare.exists():
+            return httpx.Response(404, json={"message": "Not Found"})
+        query = request.url.params
+        per_page, page = int(query.get("per_page", "30")), int(query.get("page", "1"))
+        log = _git(
+            "log", f"--max-count={per_page}", f"--skip={(page - 1) * per_page}", "--format=%H",
+            f"refs/heads/{query.get('sha', 'main')}", "--", cwd=bare,
+        )  # fmt: skip
+        if log.returncode != 0:
+            return httpx.Response(404, json={"message": "Not Found"})
+        return httpx.Response(200, json=[_commit_json(bare, sha) for sha in log.stdout.split()])
 
     @staticmethod
     def _compare(bare: Path, spec: str) -> httpx.Response:
@@ -213,3 +234,13 @@ class FakeGitHub:
         _git("update-ref", base_ref, sha, base, cwd=bare)
         pull.update(state="closed", merged=True, merge_commit_sha=sha)
         return httpx.Response(200, json={"sha": sha, "merged": True})
+
+
+def _commit_json(bare: Path, sha: str) -> dict[str, object]:
+    """A commit as GitHub's REST API shows it (the fields the provider reads)."""
+    shown = _git("show", "--no-patch", "--format=%H%x1f%an%x1f%aI%x1f%B", sha, cwd=bare)
+    full, author, date, message = shown.stdout.split("\x1f", 3)
+    return {
+        "sha": full,
+        "commit": {"message": message.strip(), "author": {"name": author, "date": date}},
+    }

@@ -18,6 +18,7 @@ from shared.git import (
     ProviderError,
     RepoNotFoundError,
     build_provider,
+    commit_all,
     push,
     resolve_token_ref,
     rev_parse,
@@ -183,3 +184,30 @@ def test_build_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert isinstance(remote, GitHubProvider)
     assert "tok" not in repr(remote.auth())
+
+
+async def test_commits_and_a_commit_diff(
+    github: GitHubProvider, fake: FakeGitHub, worktree: Path
+) -> None:
+    """The branch's commits page by limit and offset across GitHub's pages; a commit's diff
+    comes with the diff media type and is cut at the size asked for."""
+    await github.create_repo("octo/log")
+    for number in range(4):
+        (worktree / "n.txt").write_text(f"{number}\n")
+        await commit_all(worktree, f"change {number}")
+    await push(worktree, (fake.root / "octo" / "log.git").as_uri(), "main")
+    page = await github.commits("octo/log", "main", limit=3, offset=1)
+    assert [c.subject for c in page] == ["change 2", "change 1", "change 0"]
+    assert page[0].authored_at.tzinfo is not None
+    assert await github.commits("octo/none", "main", limit=3, offset=0) == []
+    sha = await rev_parse(worktree, "HEAD")
+    assert sha is not None
+    diff = await github.commit_diff("octo/log", sha, max_bytes=100_000)
+    assert diff.subject == "change 3"
+    assert "+3" in diff.patch
+    assert not diff.truncated
+    cut = await github.commit_diff("octo/log", sha, max_bytes=10)
+    assert cut.truncated
+    assert len(cut.patch) <= 10
+    with pytest.raises(RepoNotFoundError):
+        await github.commit_diff("octo/log", "0" * 40, max_bytes=10)

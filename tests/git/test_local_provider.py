@@ -98,3 +98,47 @@ async def test_clone_of_a_missing_remote_fails(tmp_path: Path) -> None:
     """A clone of a remote that does not exist raises GitCommandError with git's reason."""
     with pytest.raises(GitCommandError, match="clone failed"):
         await clone((tmp_path / "nope.git").as_uri(), tmp_path / "dest")
+
+
+async def test_commits_page_through_a_branch_newest_first(
+    provider: LocalGitProvider, worktree: Path
+) -> None:
+    """`commits` lists the branch's history newest first, by limit and offset; a missing
+    repository or branch is an empty history."""
+    repo = await provider.create_repo("acme/log")
+    for number in range(3):
+        (worktree / "n.txt").write_text(f"{number}\n")
+        await commit_all(worktree, f"change {number}\n\nbody")
+    await push(worktree, repo.clone_url, "main")
+    first = await provider.commits("acme/log", "main", limit=2, offset=0)
+    assert [c.subject for c in first] == ["change 2", "change 1"]
+    assert first[0].sha == await rev_parse(worktree, "HEAD")
+    assert first[0].author
+    rest = await provider.commits("acme/log", "main", limit=2, offset=2)
+    assert [c.subject for c in rest] == ["change 0", "first"]
+    assert await provider.commits("acme/log", "nope", limit=5, offset=0) == []
+    assert await provider.commits("acme/none", "main", limit=5, offset=0) == []
+
+
+async def test_commit_diff_is_the_patch_cut_at_a_size(
+    provider: LocalGitProvider, worktree: Path
+) -> None:
+    """`commit_diff` answers the commit's subject and patch, cut (and says so) past the
+    size; an unknown commit or a bad sha is refused."""
+    repo = await provider.create_repo("acme/diff")
+    (worktree / "src" / "app.py").write_text("print('hello')\n" + "x = 1\n" * 200)
+    sha = await commit_all(worktree, "say hello")
+    assert sha is not None
+    await push(worktree, repo.clone_url, "main")
+    whole = await provider.commit_diff("acme/diff", sha, max_bytes=100_000)
+    assert whole.subject == "say hello"
+    assert not whole.truncated
+    assert "+print('hello')" in whole.patch
+    assert "src/app.py" in whole.patch
+    cut = await provider.commit_diff("acme/diff", sha, max_bytes=200)
+    assert cut.truncated
+    assert len(cut.patch.encode()) <= 200
+    with pytest.raises(RepoNotFoundError):
+        await provider.commit_diff("acme/diff", "0" * 40, max_bytes=100)
+    with pytest.raises(ValueError, match="not a commit id"):
+        await provider.commit_diff("acme/diff", "--output=x", max_bytes=100)

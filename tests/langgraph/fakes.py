@@ -262,6 +262,8 @@ class FakeInfra:
     """Consumes `ansible:deploy:queue`: starts a real HTTP server on the allocated port."""
 
     messages: list[AnsibleDeployMessage] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
+    """The correlation id each deploy request travelled with, in order."""
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     fail: bool = False
     previous_serves: bool = False
@@ -277,6 +279,7 @@ class FakeInfra:
     ) -> AnsibleDeployResult:
         """Deploy (start or replace the server on the port), or fail when told to."""
         self.messages.append(message)
+        self.correlation_ids.append(ctx.correlation_id)
         if self.delegate is not None:
             return await self.delegate(message)
         if self.fail:

@@ -10,7 +10,7 @@ import socket
 import httpx
 
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
-from shared.contracts import DeployResult, ProjectStatus, TaskStatus, TaskType
+from shared.contracts import DeployResult, ProjectStatus, TaskCreate, TaskStatus, TaskType
 from shared.git.naming import repo_full_name
 from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import unused_port
@@ -68,6 +68,21 @@ async def test_deploy_completes_and_its_url_answers(system: System) -> None:
     assert (deploy.task_id, deploy.sha, deploy.outcome) == (task.id, head, "succeeded")
     assert deploy.url == result.deployed_url
     assert (await system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
+
+
+async def test_the_deploy_request_carries_the_task_s_correlation_id(system: System) -> None:
+    """A deploy task created with a chat turn's correlation id: the flow's request to
+    infra-service (the Ansible job) travels with that id."""
+    await _server(system)
+    project = await system.project("Traced", scaffolded=True)
+    created = await system.admin.create_task(
+        TaskCreate(project_id=project.id, type=TaskType.DEPLOY), correlation_id="tg-77-1234"
+    )
+    async with langgraph(system):
+        task = await system.wait_final(created.id)
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert created.correlation_id == "tg-77-1234"
+    assert system.infra.correlation_ids == ["tg-77-1234"]
 
 
 async def test_second_deploy_reuses_the_allocation(system: System) -> None:

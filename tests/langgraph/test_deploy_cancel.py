@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,9 @@ from tests.langgraph.conftest import System, fast_settings, langgraph
 from tests.langgraph.fakes import FakeInfra, FakeScaffolder, FakeWorkerManager
 from tests.langgraph.test_deploy import _server
 
-pytestmark = pytest.mark.slow
+# Real playbooks on this machine: a loaded 2-core run took one of these past the default 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+_STOP_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -101,7 +104,10 @@ async def real(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Re
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+        for task in stuck:  # said, with where it waits, rather than hanging the run
+            print(f"still running {_STOP_TIMEOUT_S:g} s after its cancel: {task!r}")
+            task.print_stack(file=sys.stdout)
         stop_all_apps(infra.local_base_dir)
         await infra_api.aclose()
         await admin.aclose()

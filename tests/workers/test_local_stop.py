@@ -79,3 +79,19 @@ async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path:
     await asyncio.wait_for(runtime.stop(ref, grace_s=0.3), timeout=30)
     assert not await runtime.is_alive(ref)
     assert (await runtime.exit_info(ref)).exit_code == -9
+
+
+async def test_two_systems_with_one_manager_id_own_only_their_own_workers(tmp_path: Path) -> None:
+    """Two managers on one machine keep the default manager id (a user's system and a test
+    run, say): each finds only the wrappers under its own data directory, so neither adopts
+    nor stops the other's at start."""
+    ours = _runtime(tmp_path, "sleep 100")  # not exec: the wrapper's argv stays in the table
+    theirs = LocalProcessRuntime(tmp_path / "elsewhere" / "workers", python=ours.python)
+    ref = await ours.start(_spec(tmp_path))
+    try:
+        assert await ours.list_owned("m1") == {"w1": ref}
+        assert await theirs.list_owned("m1") == {}
+        assert await ours.list_owned("another-manager") == {}
+    finally:
+        await ours.stop(ref, grace_s=0)
+    assert await ours.list_owned("m1") == {}

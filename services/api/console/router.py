@@ -26,10 +26,12 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.app_probe import AppProbe
 from services.api.auth.service import AuthService
 from services.api.console.chat import ConsoleChat, chat_stream
 from services.api.console.sessions import ConsoleSession, ConsoleSessions, csrf_matches
 from services.api.db import Database
+from services.api.deploys.models import Deploy
 from services.api.deploys.repository import DeployRepository
 from services.api.deploys.service import DeployService
 from services.api.deps import SessionDep
@@ -40,13 +42,28 @@ from services.api.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
+from services.api.projects.models import Project
+from services.api.projects.repository import ProjectRepository
 from services.api.projects.service import ProjectService
+from services.api.runs.models import AgentRun
+from services.api.runs.service import RunService
+from services.api.servers.service import ServerService
 from services.api.tasks.service import TaskService
 from services.api.users.service import UserService
 from shared import registry
-from shared.api_client.schemas import ApiKeyCreate, UserCreate
+from shared.api_client.schemas import ApiKeyCreate, ProjectUpdate, UserCreate
 from shared.chat import ChatUser
-from shared.contracts import ProgressEvent, ProjectCreate, TaskCreate, TaskStatus, TaskType
+from shared.contracts import (
+    ProgressEvent,
+    ProjectCreate,
+    ProjectStatus,
+    TaskCreate,
+    TaskStatus,
+    TaskType,
+)
+from shared.git.errors import GitError
+from shared.git.naming import repo_full_name
+from shared.git.provider import CommitDiff, CommitSummary, GitProvider
 from shared.messaging.transport import Entry
 from shared.settings import ConsoleSettings
 
@@ -285,11 +302,18 @@ async def logout(request: Request, db: SessionDep) -> Response:
 
 @router.get("/")
 async def projects(request: Request, db: SessionDep) -> HTMLResponse:
-    """The projects the session may see: status, repository, deployed URL, last deploy."""
+    """The projects the session may see: status, repository, deployed URL, last deploy,
+    the running release's health; archived projects only with `?archived=1`."""
     session = await _session(request, db)
     offset = _offset(request)
+    archived = request.query_params.get("archived") == "1"
     rows, total = await ProjectService(db).list(
-        session.principal, status=None, owner_id=None, limit=PAGE_SIZE, offset=offset
+        session.principal,
+        status=None,
+        owner_id=None,
+        limit=PAGE_SIZE,
+        offset=offset,
+        archived=archived,
     )
     deploys = DeployRepository(db)
     ids = [project.id for project in rows]
@@ -300,10 +324,34 @@ async def projects(request: Request, db: SessionDep) -> HTMLResponse:
             "project": project,
             "last": last.get(project.id),
             "url": serving[project.id].url if project.id in serving else None,
+            "health": _health(request, project, serving.get(project.id)),
         }
         for project in rows
     ]
-    return _page(request, "projects.html", session, items=items, pages=_pages(total, offset))
+    return _page(
+        request,
+        "projects.html",
+        session,
+        items=items,
+        pages=_pages(total, offset),
+        archived=archived,
+    )
+
+
+def _health(request: Request, project: Project, serving: Deploy | None) -> dict[str, Any] | None:
+    """The running release's health: the API's probe of its `/health` (`app_probe.py`) when
+    it has one, else what its deploy found; None when nothing serves."""
+    if serving is None or project.status == "archived":
+        return None
+    probe: AppProbe | None = getattr(request.app.state, "app_probe", None)
+    if probe is not None and project.id in probe.last:
+        up, at = probe.last[project.id]
+        return {"state": "up" if up else "down", "at": at, "source": "probe"}
+    return {
+        "state": "deployed",
+        "at": serving.finished_at or serving.created_at,
+        "source": "deploy",
+    }
 
 
 @router.post("/projects")
@@ -340,7 +388,12 @@ async def project_page(project_id: str, request: Request, db: SessionDep) -> HTM
     deploys, deploy_total = await DeployService(db, _tasks(request, db)).list(
         session.principal, project.id, limit=PAGE_SIZE, offset=deploy_offset
     )
-    serving = next((d for d in deploys if d.outcome == "succeeded"), None)
+    serving = (await DeployRepository(db).latest_of([project.id], outcome="succeeded")).get(
+        project.id
+    )
+    commits, commit_pages, commits_error = await _commits(
+        request, project, _offset(request, "commits_offset")
+    )
     return _page(
         request,
         "project.html",
@@ -351,7 +404,49 @@ async def project_page(project_id: str, request: Request, db: SessionDep) -> HTM
         deploys=deploys,
         deploy_pages=_pages(deploy_total, deploy_offset),
         url=serving.url if serving else None,
+        serving=serving,
+        health=_health(request, project, serving),
+        commits=commits,
+        commit_pages=commit_pages,
+        commits_error=commits_error,
+        branch=request.app.state.console_git_branch,
     )
+
+
+async def _commits(
+    request: Request, project: Project, offset: int
+) -> tuple[list[CommitSummary], dict[str, int | None], str | None]:
+    """A page of the commits on the project's base branch, its pager, and why there are
+    none to show (no access to the repositories, a provider's error)."""
+    provider = _git(request)
+    if provider is None:
+        return [], _pages(0, 0), "this API has no access to the projects' repositories"
+    try:
+        found = await provider.commits(
+            _repository(request, project),
+            request.app.state.console_git_branch,
+            limit=PAGE_SIZE + 1,
+            offset=offset,
+        )
+    except (GitError, ValueError) as error:
+        return [], _pages(0, 0), f"the commits cannot be read: {error}"
+    return found[:PAGE_SIZE], _pages(offset + len(found), offset), None
+
+
+@router.post("/projects/{project_id}/archive")
+async def archive_project(project_id: str, request: Request, db: SessionDep) -> Response:
+    """Archive a project (final), as `orchestrator project archive` does: the same change
+    of status through the projects' service; the name typed again confirms it."""
+    session = await _session(request, db)
+    fields = await _form(request, session)
+    projects = ProjectService(db)
+    project = await projects.get(session.principal, project_id)
+    if fields.get("confirm", "").strip() != project.name:
+        raise InvalidRequestError(f"type the project's name ({project.name}) to archive it")
+    await projects.update(
+        session.principal, project.id, ProjectUpdate(status=ProjectStatus.ARCHIVED)
+    )
+    return _redirect(f"/console/projects/{project.id}")
 
 
 @router.post("/projects/{project_id}/tasks")
@@ -395,10 +490,19 @@ async def rollback(project_id: str, request: Request, db: SessionDep) -> Respons
 
 @router.get("/tasks/{task_id}")
 async def task_page(task_id: str, request: Request, db: SessionDep) -> HTMLResponse:
-    """A task: status, live progress (server-sent events), result, cancel."""
+    """A task: status, live progress (server-sent events), the agent's activity (its run
+    records), the checks' output, the result with its commit's diff, cost, cancel."""
     session = await _session(request, db)
-    task = await _tasks(request, db).get(session.principal, task_id)
+    tasks = _tasks(request, db)
+    task = await tasks.get(session.principal, task_id)
     project = await ProjectService(db).get(session.principal, task.project_id)
+    result = task.result or {}
+    runs = await RunService(db, tasks).of_task(session.principal, task.id)
+    deploy = await DeployRepository(db).of_task(task.id)
+    sha = _result_sha(result) or (deploy.sha if deploy is not None else None)
+    diff, diff_error = await _diff(request, project, sha)
+    found = result.get("checks")
+    checks: dict[str, Any] = found if isinstance(found, dict) else {}
     return _page(
         request,
         "task.html",
@@ -406,8 +510,83 @@ async def task_page(task_id: str, request: Request, db: SessionDep) -> HTMLRespo
         task=task,
         project=project,
         terminal=task.status in TERMINAL,
-        result=task.result or {},
+        result={k: v for k, v in result.items() if k not in _SHOWN_APART},
+        answer=result.get("agent_answer"),
+        runs=[_run_view(run) for run in runs],
+        cost=sum(run.cost_usd for run in runs),
+        tokens=sum(run.input_tokens + run.output_tokens for run in runs),
+        checks=[c for c in checks.get("runs", []) if isinstance(c, dict)],
+        sha=sha,
+        diff=diff,
+        diff_error=diff_error,
     )
+
+
+_SHOWN_APART = {"checks", "agent_answer"}
+"""Result fields the task page shows in their own sections."""
+DIFF_MAX_BYTES = 200_000
+"""The largest patch a task page shows; a longer one is cut (and says so)."""
+
+
+def _result_sha(result: dict[str, Any]) -> str | None:
+    """The commit a task's result names: the merged one, else the task's own."""
+    for key in ("merged_sha", "commit_sha"):
+        value = result.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _git(request: Request) -> GitProvider | None:
+    provider: GitProvider | None = getattr(request.app.state, "console_git", None)
+    return provider
+
+
+def _repository(request: Request, project: Project) -> str:
+    owner: str = request.app.state.console_git_owner
+    return repo_full_name(owner, project.id, project.name)
+
+
+async def _diff(
+    request: Request, project: Project, sha: str | None
+) -> tuple[CommitDiff | None, str | None]:
+    """The commit's diff (bounded), or why there is none to show."""
+    if sha is None:
+        return None, None
+    provider = _git(request)
+    if provider is None:
+        return None, "this API has no access to the projects' repositories"
+    try:
+        return await provider.commit_diff(
+            _repository(request, project), sha, max_bytes=DIFF_MAX_BYTES
+        ), None
+    except (GitError, ValueError) as error:
+        return None, f"the diff of {sha[:12]} cannot be read: {error}"
+
+
+def _run_view(run: AgentRun) -> dict[str, Any]:
+    """A run record as the task page (and its event stream) shows it."""
+    return {
+        "id": run.id,
+        "step": run.step,
+        "agent": run.agent,
+        "model": run.model or "",
+        "status": run.status,
+        "tools": [
+            {
+                "name": str(tool.get("name", "")),
+                "target": str(tool.get("target", "")),
+                "outcome": str(tool.get("outcome", "")),
+            }
+            for tool in run.tools or []
+        ],
+        "tools_dropped": run.tools_dropped,
+        "tokens": run.input_tokens + run.output_tokens,
+        "cost": f"{run.cost_usd:.4f}",
+        "seconds": f"{run.duration_ms / 1000:.1f}",
+        "error": run.error or "",
+        "at": run.created_at.strftime("%H:%M:%S"),
+    }
 
 
 @router.post("/tasks/{task_id}/cancel")
@@ -422,11 +601,13 @@ async def cancel_task(task_id: str, request: Request, db: SessionDep) -> Respons
 @router.get("/tasks/{task_id}/events")
 async def task_events(task_id: str, request: Request, db: SessionDep) -> Response:
     """The task's progress as server-sent events: `progress` per event of its stream (from
-    its start), `status` when its status changes; the stream ends at a final status."""
+    its start), `run` per agent run recorded after the run id `after_run`, `status` when its
+    status changes; the stream ends at a final status."""
     session = await _session(request, db)
     task = await _tasks(request, db).get(session.principal, task_id)
     redis = redis_of(request)
-    events = _event_stream(request, _database(request), redis, session, task.id, task.status)
+    after = _offset(request, "after_run")  # the runs the page already shows
+    events = _event_stream(request, _database(request), redis, session, task.id, task.status, after)
     return StreamingResponse(
         events,
         media_type="text/event-stream",
@@ -445,6 +626,7 @@ async def _event_stream(
     session: ConsoleSession,
     task_id: str,
     status: str,
+    last_run: int,
 ) -> AsyncIterator[bytes]:
     from shared.messaging.envelope import Envelope, decode_message
     from shared.messaging.errors import DecodeError
@@ -473,6 +655,9 @@ async def _event_stream(
             entries = await transport.range(stream, start="-", end="+", count=PROGRESS_MAXLEN)
             for chunk in decoded(entries):
                 yield chunk
+        async with database.sessionmaker() as db:
+            for run in await _runs_after(db, session, task_id, last_run):
+                yield _sse("run", _run_view(run))
         yield _sse("end", {"status": status})
         return
     position = "0-0"
@@ -490,12 +675,23 @@ async def _event_stream(
             checked = time.monotonic()
             async with database.sessionmaker() as db:
                 task = await TaskService(db).get(session.principal, task_id)
+                for run in await _runs_after(db, session, task_id, last_run):
+                    last_run = run.id
+                    yield _sse("run", _run_view(run))
                 if task.status != status:
                     status = task.status
                     yield _sse("status", {"status": status, "result": task.result or {}})
             if status in TERMINAL:
                 yield _sse("end", {"status": status})
                 return
+
+
+async def _runs_after(
+    db: AsyncSession, session: ConsoleSession, task_id: str, after: int
+) -> list[AgentRun]:
+    """The task's runs recorded after the run id `after`, oldest first."""
+    runs = await RunService(db, TaskService(db)).of_task(session.principal, task_id)
+    return [run for run in runs if run.id > after]
 
 
 def _progress(event: ProgressEvent) -> dict[str, Any]:
@@ -716,6 +912,41 @@ async def purge(request: Request, db: SessionDep) -> Response:
     ids = [fields["id"]] if fields.get("id") else None
     await purge_dead_letters(RedisTransport(_need_redis(request)), stream, ids=ids)
     return _redirect(f"/console/admin/dlq?stream={quote(stream)}")
+
+
+@router.get("/admin/servers")
+async def servers_page(request: Request, db: SessionDep) -> HTMLResponse:
+    """Deploy servers: status, address, port range, how many ports are allocated."""
+    session = await _admin(request, db)
+    offset = _offset(request)
+    servers, total = await ServerService(db, session.principal).page(
+        status=None, limit=PAGE_SIZE, offset=offset
+    )
+    return _page(request, "servers.html", session, servers=servers, pages=_pages(total, offset))
+
+
+@router.get("/admin/servers/{handle}")
+async def server_page(handle: str, request: Request, db: SessionDep) -> HTMLResponse:
+    """One server and its port allocations (each with its project)."""
+    session = await _admin(request, db)
+    service = ServerService(db, session.principal)
+    server = await service.get(handle)
+    offset = _offset(request)
+    allocations = await service.allocations(server.handle)
+    shown = allocations[offset : offset + PAGE_SIZE]
+    projects = ProjectRepository(db)
+    rows = [
+        {"allocation": allocation, "project": await projects.get(allocation.project_id)}
+        for allocation in shown
+    ]
+    return _page(
+        request,
+        "server.html",
+        session,
+        server=server,
+        rows=rows,
+        pages=_pages(len(allocations), offset),
+    )
 
 
 @router.get("/admin/users")

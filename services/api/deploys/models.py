@@ -28,3 +28,11 @@ class Deploy(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    health: Mapped[str | None] = mapped_column(String(8), default=None)
+    """`up` or `down` as the scheduler's probes last saw the release (None: not probed yet)."""
+    health_changed_at: Mapped[datetime | None] = mapped_column(default=None)
+    health_changes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many times the release went down or came back up (numbers each change, so a
+    front door tells its user of each exactly once)."""
+    restarts: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Restarts of the release by the server's supervisor (None: not known)."""

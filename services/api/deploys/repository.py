@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.deploys.models import Deploy
+from services.api.projects.models import Project
 
 __all__ = ["DeployRepository"]
 
@@ -59,3 +60,24 @@ class DeployRepository:
             select(Deploy).where(Deploy.id.in_(newest.group_by(Deploy.project_id)))
         )
         return {deploy.project_id: deploy for deploy in rows.all()}
+
+    async def current(
+        self, *, owner_id: int | None, limit: int, offset: int
+    ) -> tuple[Sequence[Deploy], int]:
+        """The release each `active` project serves (its newest succeeded deploy), oldest
+        project first, optionally of one owner's projects only, and how many there are."""
+        newest = (
+            select(func.max(Deploy.id))
+            .where(Deploy.outcome == "succeeded")
+            .group_by(Deploy.project_id)
+        )
+        query = (
+            select(Deploy)
+            .join(Project, Project.id == Deploy.project_id)
+            .where(Deploy.id.in_(newest), Project.status == "active")
+        )
+        if owner_id is not None:
+            query = query.where(Project.owner_id == owner_id)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(query.order_by(Deploy.id).limit(limit).offset(offset))
+        return rows.all(), int(total or 0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 
 from services.api.deploys.service import DeployService
 from services.api.deps import CallerDep, PageDep, SessionDep
 from services.api.tasks.router import ServiceDep as TaskServiceDep
 from shared.api_client.schemas import (
     DeployDTO,
+    DeployHealthReport,
     DeployRecord,
     Page,
     RollbackRequest,
@@ -18,6 +19,7 @@ from shared.api_client.schemas import (
 )
 
 router = APIRouter(prefix="/api/projects", tags=["deploys"])
+releases_router = APIRouter(prefix="/api/deploys", tags=["deploys"])
 
 
 def deploy_service(db: SessionDep, tasks: TaskServiceDep) -> DeployService:
@@ -54,3 +56,33 @@ async def rollback_project(
     spec is `commit <sha>`. Without `sha`, the release before the current one."""
     task = await deploys.rollback(caller, project_id, body.sha)
     return TaskCreated.model_validate(task)
+
+
+@router.put("/{project_id}/deploys/{task_id}/health")
+async def report_deploy_health(
+    project_id: str,
+    task_id: str,
+    body: DeployHealthReport,
+    caller: CallerDep,
+    deploys: DeploysDep,
+) -> DeployDTO:
+    """Record a serving release's health and its supervisor's restart count (services and
+    admins: the scheduler's probes). Going down, and coming back up, count as changes."""
+    deploy = await deploys.report_health(caller, project_id, task_id, body)
+    return DeployDTO.model_validate(deploy)
+
+
+@releases_router.get("/current")
+async def list_current_releases(
+    caller: CallerDep,
+    deploys: DeploysDep,
+    page: PageDep,
+    owner_id: Annotated[int | None, Query(description="Only this user's projects.")] = None,
+) -> Page[DeployDTO]:
+    """The release each active project serves (its newest succeeded deploy), with its
+    health and restarts; users see their own projects only."""
+    rows, total = await deploys.current(
+        caller, owner_id=owner_id, limit=page.limit, offset=page.offset
+    )
+    items = [DeployDTO.model_validate(row) for row in rows]
+    return Page[DeployDTO](items=items, total=total, limit=page.limit, offset=page.offset)

@@ -28,7 +28,12 @@ from services.api.projects.service import ProjectService
 from services.api.tasks.models import Task
 from services.api.tasks.repository import TaskRepository
 from services.api.tasks.service import TaskService
-from shared.api_client.schemas import DeployOutcome, DeployRecord
+from shared.api_client.schemas import (
+    DeployHealth,
+    DeployHealthReport,
+    DeployOutcome,
+    DeployRecord,
+)
 from shared.contracts import TaskCreate, TaskType
 from shared.deploys import SHA_PREFIX, deploy_spec
 
@@ -72,6 +77,44 @@ class DeployService:
             self._apply(deploy, record)
             return await self.deploys.add(deploy)
         self._apply(deploy, record)
+        await self.deploys.flush()
+        return deploy
+
+    async def current(
+        self, principal: Principal, *, owner_id: int | None, limit: int, offset: int
+    ) -> tuple[Sequence[Deploy], int]:
+        """A page of the releases that serve (one per `active` project) the caller may see."""
+        if not principal.sees_everything:
+            if owner_id is not None and owner_id != principal.user_id:
+                return [], 0
+            owner_id = principal.user_id
+        return await self.deploys.current(owner_id=owner_id, limit=limit, offset=offset)
+
+    async def report_health(
+        self, principal: Principal, project_id: str, task_id: str, report: DeployHealthReport
+    ) -> Deploy:
+        """Record a release's health and restart count (services and admins: the scheduler).
+
+        A change of health is numbered (`health_changes`) when the release goes down, or
+        comes back up after it was down; its first `up` is not a change anyone is told of.
+        """
+        principal.require("admin", "service")
+        await self.projects.get(principal, project_id)
+        deploy = await self.deploys.of_task(task_id)
+        if deploy is None or deploy.project_id != project_id:
+            raise NotFoundError(f"deploy of task {task_id!r} of project {project_id!r} not found")
+        if deploy.outcome != DeployOutcome.SUCCEEDED.value:
+            raise ConflictError(
+                f"the deploy of task {task_id} is {deploy.outcome}, not a release that serves",
+                field="task_id",
+            )
+        if report.health is not None and report.health.value != deploy.health:
+            if deploy.health is not None or report.health == DeployHealth.DOWN:
+                deploy.health_changes += 1
+            deploy.health = report.health.value
+            deploy.health_changed_at = utc_now()
+        if report.restarts is not None:
+            deploy.restarts = report.restarts
         await self.deploys.flush()
         return deploy
 

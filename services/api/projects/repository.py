@@ -29,12 +29,21 @@ class ProjectRepository:
         return await self.session.get(Project, project_id)
 
     async def list(
-        self, *, status: str | None, owner_id: int | None, limit: int, offset: int
+        self,
+        *,
+        status: str | None,
+        owner_id: int | None,
+        limit: int,
+        offset: int,
+        archived: bool = True,
     ) -> tuple[Sequence[Project], int]:
-        """A page of projects, newest first, and the total count matching the filters."""
+        """A page of projects, newest first, and the total count matching the filters
+        (without the archived ones when `archived` is false)."""
         query = select(Project)
         if status is not None:
             query = query.where(Project.status == status)
+        if not archived:
+            query = query.where(Project.status != "archived")
         if owner_id is not None:
             query = query.where(Project.owner_id == owner_id)
         total = await self.session.scalar(select(func.count()).select_from(query.subquery()))

@@ -70,14 +70,20 @@ class ProjectService:
         owner_id: int | None,
         limit: int,
         offset: int,
+        archived: bool = True,
     ) -> tuple[Sequence[Project], int]:
-        """A page of the projects the caller may see, filtered."""
+        """A page of the projects the caller may see, filtered (`archived=False`: without
+        the archived ones)."""
         if not principal.sees_everything:
             if owner_id is not None and owner_id != principal.user_id:
                 return [], 0
             owner_id = principal.user_id
         return await self.projects.list(
-            status=status.value if status else None, owner_id=owner_id, limit=limit, offset=offset
+            status=status.value if status else None,
+            owner_id=owner_id,
+            limit=limit,
+            offset=offset,
+            archived=archived,
         )
 
     async def update(self, principal: Principal, project_id: str, change: ProjectUpdate) -> Project:

@@ -47,4 +47,4 @@ class Task(Base):
     its turn (task order, `TaskService.release_turns`)."""
     budget_hold_usd: Mapped[float | None] = mapped_column(Float, default=None)
     """The part of its user's monthly cap the task holds while open (`POST
-    /api/tasks/{id}/budget-hold`, when its worker starts; migration 0011); NULL: none."""
+    /api/tasks/{id}/budget-hold`, when its worker starts; migration 0012); NULL: none."""

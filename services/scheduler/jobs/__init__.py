@@ -4,6 +4,7 @@
 |---|---|
 | `provision_servers` | `ProvisionerMessage` for servers waiting for setup |
 | `check_server_health` | probe servers; mark unreachable ones, re-provision recovered ones |
+| `check_app_health` | probe deployed releases; report them down / up, and their restarts |
 | `stop_idle_workers` | `DeleteWorkerCommand` for workers idle past `worker_idle_s` |
 | `enforce_task_deadlines` | re-drive tasks queued too long; fail tasks past their deadline |
 | `report_dead_letters` | log and count new dead letters of every queue |
@@ -16,6 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from services.scheduler.deps import SchedulerDeps
+from services.scheduler.jobs.app_health import check_app_health
 from services.scheduler.jobs.dead_letters import report_dead_letters
 from services.scheduler.jobs.deadlines import enforce_task_deadlines
 from services.scheduler.jobs.health import check_server_health
@@ -27,6 +29,7 @@ from services.scheduler.loop import Job, Tick
 __all__ = [
     "JOBS",
     "build_jobs",
+    "check_app_health",
     "check_server_health",
     "enforce_task_deadlines",
     "provision_servers",
@@ -40,6 +43,7 @@ JobFunction = Callable[[SchedulerDeps, Tick], Awaitable[None]]
 JOBS: dict[str, JobFunction] = {
     "provision_servers": provision_servers,
     "check_server_health": check_server_health,
+    "check_app_health": check_app_health,
     "stop_idle_workers": stop_idle_workers,
     "enforce_task_deadlines": enforce_task_deadlines,
     "report_dead_letters": report_dead_letters,

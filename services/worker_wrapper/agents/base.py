@@ -41,6 +41,9 @@ class AgentRequest:
     """The complete environment of the agent's process (already allowlisted)."""
     session_id: str | None = None
     """The agent session to continue, or None for a fresh one."""
+    correlation_id: str | None = None
+    """The correlation id of the message that asked (a chat turn's): what the agent creates
+    through the API (a PO's tasks) carries it."""
 
 
 @dataclass(frozen=True)

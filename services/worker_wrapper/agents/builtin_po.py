@@ -54,15 +54,23 @@ _CANCEL = re.compile(r"^/?cancel(?:\s+(?:task\s+)?(?P<task>\S+))?\s*$", re.IGNOR
 _ROLLBACK = re.compile(r"^/?roll\s*back(?:\s+(?:to\s+)?(?P<sha>\S+))?\s*$", re.IGNORECASE)
 _DEPLOYS = re.compile(r"^/?deploys\s*$", re.IGNORECASE)
 _QUEUE = re.compile(r"^/?queue\s*$", re.IGNORECASE)
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+"""What the API takes as a caller's correlation id (`X-Correlation-ID`); another is not sent."""
 _INTRO = "I am the built-in PO agent, without an LLM: I follow a fixed grammar."
 
 
 class PoGrammar:
     """Turns one message into API calls as the user; answers what it did."""
 
-    def __init__(self, api: ApiClient, state_path: Path) -> None:
+    def __init__(
+        self, api: ApiClient, state_path: Path, *, correlation_id: str | None = None
+    ) -> None:
         self.api = api
         self.state_path = state_path
+        self.correlation_id = (
+            correlation_id if correlation_id and _CORRELATION_ID.match(correlation_id) else None
+        )
+        """The chat turn's correlation id, given to the tasks this turn creates."""
 
     def _current(self) -> dict[str, str]:
         try:
@@ -172,7 +180,8 @@ class PoGrammar:
         if project is None:
             return "There is no project yet. Start with: create project <name>"
         task = await self.api.create_task(
-            TaskCreate(project_id=project.id, type=task_type, spec=spec)
+            TaskCreate(project_id=project.id, type=task_type, spec=spec),
+            correlation_id=self.correlation_id,  # the chat turn's: its flow carries it
         )
         what = "Development" if task_type == TaskType.ENGINEERING else "Deploy"
         answer = (
@@ -265,9 +274,10 @@ class BuiltinPoAgent:
 
         try:
             async with ApiClient(url, key=token) as api:
-                answer = await PoGrammar(api, request.workspace / _STATE_FILE).handle(
-                    request.prompt
+                grammar = PoGrammar(
+                    api, request.workspace / _STATE_FILE, correlation_id=request.correlation_id
                 )
+                answer = await grammar.handle(request.prompt)
         except ApiClientError as error:
             answer = f"The orchestrator API refused that: {error}"
         return AgentResult(status="success", response=f"{BUILTIN_AGENT_NOTICE} {answer}")

@@ -34,6 +34,7 @@ function followTask(live) {
     }
     if (event.error) steps.appendChild(text("li", event.error, "error"));
   });
+  source.addEventListener("run", (message) => showRun(JSON.parse(message.data)));
   source.addEventListener("status", (message) => {
     const data = JSON.parse(message.data);
     status.textContent = data.status;
@@ -47,6 +48,35 @@ function followTask(live) {
     // the result and the buttons are server-rendered: show the final page once
     if (live.dataset.terminal !== "yes") window.location.reload();
   });
+}
+
+function showRun(run) {
+  // an agent run recorded while the page is open: its step, agent, cost and tool calls
+  const list = document.getElementById("activity");
+  if (!list || list.querySelector('[data-run="' + run.id + '"]')) return;
+  const empty = document.getElementById("no-runs");
+  if (empty) empty.remove();
+  const item = document.createElement("li");
+  item.className = "run";
+  item.dataset.run = run.id;
+  const head = document.createElement("p");
+  head.append(text("time", run.at), " ", text("strong", run.step), " · " + run.agent + " ",
+    text("span", run.status, "badge s-" + run.status),
+    text("span", " " + run.seconds + " s · " + run.tokens + " tokens · $" + run.cost, "hint"));
+  item.appendChild(head);
+  if (run.tools.length) {
+    const tools = document.createElement("ul");
+    tools.className = "tools";
+    for (const tool of run.tools) {
+      const line = document.createElement("li");
+      line.append(text("code", tool.name), " ", text("span", tool.target, "mono"), " ",
+        text("span", tool.outcome, "hint"));
+      tools.appendChild(line);
+    }
+    item.appendChild(tools);
+  }
+  if (run.error) item.appendChild(text("pre", run.error, "error"));
+  list.appendChild(item);
 }
 
 function showMessage(chat, message) {

@@ -191,6 +191,15 @@ def find_project(src: Path, modules: list[str]) -> Path | None:
     return None
 
 
+def find_bot(src: Path, modules: list[str]) -> Path | None:
+    """The directory of the project's Telegram bot module (`telegram/bot/main.py`, run as
+    `python -m bot.main`), when the deploy's modules include `telegram`."""
+    if "telegram" not in modules:
+        return None
+    bot = src / "telegram"
+    return bot if (bot / "bot" / "main.py").is_file() else None
+
+
 def install(
     root: Path, name: str, runtime_site_packages: str, modules: list[str]
 ) -> dict[str, Any]:
@@ -211,7 +220,9 @@ def install(
             [str(venv_python), "-c", probe], capture_output=True, text=True, check=True
         ).stdout.strip()
         (Path(purelib) / "_orchestrator_runtime.pth").write_text(runtime_site_packages + "\n")
-    missing = _missing(venv_python, _requirements(project))
+    bot = find_bot(app_dir / "src", modules)
+    requirements = _requirements(project) + ([] if bot is None else _requirements(bot))
+    missing = _missing(venv_python, list(dict.fromkeys(requirements)))
     if missing:
         if not (app_dir / "venv" / "bin" / "pip").exists():
             _run([str(venv_python), "-m", "ensurepip", "--default-pip"])
@@ -372,6 +383,14 @@ def release(
         "host": bind,
         "commit": commit,
     }
+    bot = find_bot(app_dir / "src", modules)
+    workers: list[dict[str, Any]] = []
+    if bot is not None:  # the bot module runs beside the web service, supervised alike
+        bot_command = [python, "-m", "bot.main"]
+        workers.append(
+            {"name": "bot", "command": bot_command, "cwd": str(bot.relative_to(app_dir))}
+        )
+        service["workers"] = workers
     (app_dir / "service.json").write_text(json.dumps(service, indent=2) + "\n")
     replaced = supervise.stop_daemon(root, name)
     if not _port_free(bind, port):
@@ -380,6 +399,7 @@ def release(
             f"port {port} is already in use on the server by another process",
             previous_serves=serves,
         )
+    supervise.reset_restarts(app_dir)
     supervise.start_daemon(root, name)
     check_host = "127.0.0.1" if bind == "0.0.0.0" else bind  # noqa: S104 - comparing, not binding
     status, exited = _release_health(app_dir, f"http://{check_host}:{port}{health}", timeout_s)
@@ -398,7 +418,8 @@ def release(
         elif isinstance(previous.get("service"), dict):
             failure += "; the previous release was put back but does not answer"
         raise StepError(failure, previous_serves=serves, previous_commit=old)
-    return {"replaced": replaced, "health_status": status, "commit": commit}
+    names = [worker["name"] for worker in workers]
+    return {"replaced": replaced, "health_status": status, "commit": commit, "workers": names}
 
 
 def _job_step(root: Path, name: str, job: str, step: str) -> None:

@@ -5,12 +5,18 @@ Installed on every server by `provision_server.yml` as `<base_dir>/bin/supervise
 project lives in `<base_dir>/apps/<name>/` with a `service.json`:
 
     {"command": ["venv/bin/python", "main.py"], "cwd": "src", "env_file": ".env",
-     "port": 8123, "host": "127.0.0.1"}
+     "port": 8123, "host": "127.0.0.1",
+     "workers": [{"name": "bot", "command": ["venv/bin/python", "-m", "bot.main"],
+                  "cwd": "src/telegram"}]}
+
+`command` is the web service (`app.pid`, `app.log`); each of the optional `workers` (a
+Telegram bot module, ...) runs beside it with the same environment (`<name>.pid`,
+`<name>.log`); the daemon restarts whichever dies.
 
 Commands (all idempotent):
     start NAME      (re)start the project's supervisor daemon, detached in its own session
     stop NAME       stop the daemon and the project's whole process group
-    status NAME     print {"running": bool, "pid": int | null} as JSON
+    status NAME     print {"running": bool, "pid": int | null, "restarts": int} as JSON
     start-all       start every enabled project whose daemon is not running; print the count
 
 `deployctl.py`, beside this file, prepares and releases projects on top of these commands.
@@ -20,6 +26,11 @@ The daemon gets a clean environment (PATH, HOME, LANG), then the project's env f
 PORT and HOST (and APP_COMMIT, the commit of the release, when service.json names it under
 `"commit"`), with the project's venv activated (its `bin/` first on PATH); nothing of the
 caller's environment leaks into the project.
+
+Restarts: each time the daemon starts the project again after it died, it counts one in
+`apps/<name>/restarts.json` (`{"commit": ..., "restarts": N}`): the count of the release
+(`deployctl.py release` starts every release at 0; a daemon started again, e.g. after the
+server came back, keeps counting the same commit). The scheduler reads it for the API.
 """
 
 from __future__ import annotations
@@ -45,6 +56,9 @@ plain path component, never `.` or `..`, at most 64 characters."""
 MAX_BACKOFF_S = 30.0
 HEALTHY_RUN_S = 30.0
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+RESTARTS_FILE = "restarts.json"
+WORKER_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")
+"""A worker process's name in service.json (its pid file and log are `<name>.pid/.log`)."""
 
 
 def _app_dir(root: Path, name: str) -> Path:
@@ -95,6 +109,30 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+def read_restarts(app_dir: Path) -> dict[str, Any]:
+    """`{"commit": str | None, "restarts": int}` of the project's release (0 when unknown)."""
+    try:
+        record = json.loads((app_dir / RESTARTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {"commit": None, "restarts": 0}
+    if not isinstance(record, dict) or not isinstance(record.get("restarts"), int):
+        return {"commit": None, "restarts": 0}
+    return {"commit": record.get("commit"), "restarts": record["restarts"]}
+
+
+def _write_restarts(app_dir: Path, commit: str | None, restarts: int) -> None:
+    """Replace the restart record atomically (a reader never sees half of it)."""
+    part = app_dir / f".{RESTARTS_FILE}.tmp"
+    part.write_text(json.dumps({"commit": commit, "restarts": restarts}) + "\n")
+    part.replace(app_dir / RESTARTS_FILE)
+
+
+def reset_restarts(app_dir: Path) -> None:
+    """A new release starts counting at 0."""
+    with contextlib.suppress(FileNotFoundError):
+        (app_dir / RESTARTS_FILE).unlink()
+
+
 def _load_service(root: Path, name: str) -> dict[str, Any]:
     service: dict[str, Any] = json.loads((_app_dir(root, name) / "service.json").read_text())
     return service
@@ -129,13 +167,15 @@ def stop_daemon(root: Path, name: str) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _wait_gone(pid, 2.0)
-    app_pid = _read_pid(_app_dir(root, name) / "app.pid")
-    if app_pid is not None and _runs_in(app_pid, _app_dir(root, name)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(app_pid, signal.SIGKILL)
-    for stale in ("supervisor.pid", "app.pid"):
+    app_dir = _app_dir(root, name)
+    for pid_file in sorted(app_dir.glob("*.pid")):  # app.pid and the workers' (bot.pid, ...)
+        app_pid = _read_pid(pid_file) if pid_file.name != "supervisor.pid" else None
+        if app_pid is not None and _runs_in(app_pid, app_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(app_pid, signal.SIGKILL)
+    for stale in app_dir.glob("*.pid"):
         with contextlib.suppress(FileNotFoundError):
-            (_app_dir(root, name) / stale).unlink()
+            stale.unlink()
     return pid is not None
 
 
@@ -176,72 +216,136 @@ def _activate_venv(env: dict[str, str], venv: Path) -> None:
     env["PATH"] = os.pathsep.join(filter(None, [str(venv / "bin"), env.get("PATH", "")]))
 
 
-def run(root: Path, name: str) -> int:
-    """The daemon: run the project in its own process group, restart it when it dies."""
-    app_dir = _app_dir(root, name)
-    service = _load_service(root, name)
-    stopping = threading.Event()
-    child: subprocess.Popen[bytes] | None = None
+class _Process:
+    """One process of a project: `app` (the web service, on PORT) or a worker (e.g. `bot`),
+    with its own pid file, log and restart backoff."""
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-        if child is not None and child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
+    def __init__(self, label: str, command: list[Any], cwd: str) -> None:
+        self.label = label
+        self.command = command
+        self.cwd = cwd
+        self.child: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.next_start = 0.0
+        self.backoff_s = 1.0
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    (app_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
-    backoff_s = 1.0
-    while not stopping.is_set():
-        env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
-        env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
-        env["PORT"] = str(service["port"])
-        env["HOST"] = str(service.get("host", "127.0.0.1"))
-        if service.get("commit"):
-            env["APP_COMMIT"] = str(service["commit"])
-        _activate_venv(env, app_dir / "venv")
+    def start(self, app_dir: Path, env: dict[str, str]) -> None:
         substitutions = {"$PORT": env["PORT"], "$HOST": env["HOST"]}
-        command = [substitutions.get(str(part), str(part)) for part in service["command"]]
-        with open(app_dir / "app.log", "ab") as log:
-            child = subprocess.Popen(
+        command = [substitutions.get(str(part), str(part)) for part in self.command]
+        with open(app_dir / f"{self.label}.log", "ab") as log:
+            self.child = subprocess.Popen(
                 command,
-                cwd=str(app_dir / str(service.get("cwd", "src"))),
+                cwd=str(app_dir / self.cwd),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        (app_dir / "app.pid").write_text(f"{child.pid}\n")
-        if stopping.is_set():  # a stop that arrived while the child was being spawned
-            on_term(signal.SIGTERM, None)
-        started_at = time.monotonic()
-        while child.poll() is None:
-            time.sleep(0.2)
-        if stopping.is_set():
-            break
-        if time.monotonic() - started_at > HEALTHY_RUN_S:
-            backoff_s = 1.0
-        stopping.wait(backoff_s)
-        backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
-    if child is not None and child.poll() is None:
-        try:
-            child.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        (app_dir / f"{self.label}.pid").write_text(f"{self.child.pid}\n")
+        self.started_at = time.monotonic()
+        self.next_start = 0.0
+
+    def died(self) -> bool:
+        """True when the process exited and is not yet scheduled to start again; schedules
+        it after its backoff (which is reset by a run longer than `HEALTHY_RUN_S`)."""
+        if self.child is None or self.child.poll() is None or self.next_start:
+            return False
+        now = time.monotonic()
+        if now - self.started_at > HEALTHY_RUN_S:
+            self.backoff_s = 1.0
+        self.next_start = now + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)
+        return True
+
+    def due(self) -> bool:
+        """True when the process should be started (first time, or its backoff passed)."""
+        return self.child is None or (self.next_start > 0 and time.monotonic() >= self.next_start)
+
+    def terminate(self) -> None:
+        if self.child is not None and self.child.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    for stale in ("supervisor.pid", "app.pid"):
+                os.killpg(self.child.pid, signal.SIGTERM)
+
+    def reap(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            try:
+                self.child.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.child.pid, signal.SIGKILL)
+                self.child.wait()
+
+
+def _processes(service: dict[str, Any]) -> list[_Process]:
+    """The web service (`command`, `cwd`), then each of `workers` (`name`, `command`, `cwd`)."""
+    processes = [_Process("app", list(service["command"]), str(service.get("cwd", "src")))]
+    for worker in service.get("workers") or []:
+        label = str(worker["name"])
+        if not WORKER_NAME.fullmatch(label) or label in ("app", "supervisor"):
+            raise ValueError(f"invalid worker name {label!r}")
+        processes.append(_Process(label, list(worker["command"]), str(worker.get("cwd", "src"))))
+    return processes
+
+
+def run(root: Path, name: str) -> int:
+    """The daemon: run each process of the project in its own process group, restart one
+    that dies (with backoff); every restart counts for the release."""
+    app_dir = _app_dir(root, name)
+    service = _load_service(root, name)
+    processes = _processes(service)
+    stopping = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for process in processes:
+            process.terminate()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    (app_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    commit = str(service["commit"]) if service.get("commit") else None
+    counted = read_restarts(app_dir)
+    restarts = int(counted["restarts"]) if counted["commit"] == commit else 0
+    _write_restarts(app_dir, commit, restarts)
+    while not stopping.is_set():
+        for process in processes:
+            process.died()
+            if not process.due() or stopping.is_set():
+                continue
+            if process.child is not None:  # it died and is started again
+                restarts += 1
+                _write_restarts(app_dir, commit, restarts)
+            process.start(app_dir, _process_env(app_dir, service))
+            if stopping.is_set():  # a stop that arrived while the child was being spawned
+                on_term(signal.SIGTERM, None)
+        stopping.wait(0.2)
+    for process in processes:
+        process.reap()
+    for stale in ("supervisor.pid", *(f"{process.label}.pid" for process in processes)):
         with contextlib.suppress(FileNotFoundError):
             (app_dir / stale).unlink()
     return 0
 
 
+def _process_env(app_dir: Path, service: dict[str, Any]) -> dict[str, str]:
+    """The environment of the project's processes (see the module docstring)."""
+    env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
+    env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
+    env["PORT"] = str(service["port"])
+    env["HOST"] = str(service.get("host", "127.0.0.1"))
+    if service.get("commit"):
+        env["APP_COMMIT"] = str(service["commit"])
+    _activate_venv(env, app_dir / "venv")
+    return env
+
+
 def status(root: Path, name: str) -> int:
     """Print whether the project's daemon runs."""
     pid = daemon_pid(root, name)
-    sys.stdout.write(json.dumps({"running": pid is not None, "pid": pid}) + "\n")
+    restarts = read_restarts(_app_dir(root, name))["restarts"]
+    report = {"running": pid is not None, "pid": pid, "restarts": restarts}
+    sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
 

@@ -1,0 +1,146 @@
+"""A project with the `telegram` module: its deploy runs the scaffolded bot as a supervised
+process beside the backend, with BOT_TOKEN from the project's secrets (`project:`), against
+the fake Telegram Bot API; without BOT_TOKEN the deploy fails naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.infra_service.handlers import handle_ansible_deploy_message
+from services.infra_service.settings import InfraSettings
+from services.scaffolder.render import CopierRenderer, render_project
+from services.scaffolder.settings import TEMPLATES_DIR
+from shared.contracts import AnsibleDeployMessage, ProvisionerResult
+from shared.redis_server import free_port
+from tests.infra_service.conftest import app_files, make_deps, make_repo
+from tests.support.waiting import eventually
+from tests.telegram_bot.fake_bot_api import FakeBotApi
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "424242:PLANTED-bot-token-9c1e"
+USER = 5150
+
+
+@pytest.fixture
+async def fake_bot_api() -> AsyncIterator[FakeBotApi]:
+    """The fake Bot API server, listening."""
+    server = FakeBotApi()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def scaffolded(dest: Path) -> dict[str, str]:
+    """The files of a project scaffolded with the backend and telegram modules."""
+    renderer = CopierRenderer(timeout_s=120)
+    try:
+        written = await render_project(
+            dest,
+            renderer=renderer,
+            templates_dir=TEMPLATES_DIR,
+            modules=["backend", "telegram"],
+            project_name="Bot Shop",
+            repo_full_name="acme/botshop",
+        )
+    finally:
+        renderer.close()
+    return {name: (dest / name).read_text() for name in written if (dest / name).is_file()}
+
+
+def message(project_id: str, repo: str = "acme/botshop") -> AnsibleDeployMessage:
+    """The deploy of `project_id` with both modules, its secrets by the `project:` scheme."""
+    return AnsibleDeployMessage(
+        project_id=project_id,
+        project_name="Bot Shop",
+        repo_full_name=repo,
+        server_ip="127.0.0.1",
+        port=free_port(),
+        modules=["backend", "telegram"],
+        github_token_ref="env:GITHUB_TOKEN",
+        secrets_ref=f"project:{project_id}",
+    )
+
+
+def bot_pid(settings: InfraSettings, project_id: str) -> int | None:
+    """The pid of the project's running bot process, if any."""
+    path = settings.local_base_dir / "apps" / project_id / "bot.pid"
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if psutil.pid_exists(pid) else None
+
+
+async def test_the_bot_module_runs_supervised_with_its_token_from_the_secrets(
+    infra_settings: InfraSettings,
+    provisioned: ProvisionerResult,
+    fake_bot_api: FakeBotApi,
+    tmp_path: Path,
+) -> None:
+    """The deploy starts the scaffolded bot beside the backend; it answers /start through the
+    fake Bot API; killed from outside, the supervisor restarts it (counted) and it answers
+    again; the token is in no argv, result or progress event."""
+    make_repo(infra_settings, "acme/botshop", await scaffolded(tmp_path / "render"))
+    secrets = infra_settings.effective_secrets_dir / "botshop.env"
+    secrets.parent.mkdir(parents=True, exist_ok=True)
+    secrets.write_text(f"BOT_TOKEN={TOKEN}\nBOT_API_URL={fake_bot_api.base_url}\n")
+    deps, progress = make_deps(infra_settings)
+
+    result = await handle_ansible_deploy_message(message("botshop"), deps)
+
+    assert result.status == "success", result.error
+    app_dir = infra_settings.local_base_dir / "apps" / "botshop"
+    service = json.loads((app_dir / "service.json").read_text())
+    assert [worker["name"] for worker in service["workers"]] == ["bot"]
+    await fake_bot_api.send_text(USER, "/start", first_name="Ada")
+    await fake_bot_api.wait_for(lambda: len(fake_bot_api.texts(USER)) == 1, timeout_s=60)
+    assert fake_bot_api.texts(USER)[0].startswith("Hello, Ada! This is Bot Shop.")
+    first = bot_pid(infra_settings, "botshop")
+    assert first is not None
+    assert all(TOKEN not in " ".join(p.cmdline()) for p in [psutil.Process(first)])
+    assert TOKEN not in result.model_dump_json()
+    assert all(TOKEN not in event.model_dump_json() for event in progress.events)
+
+    os.killpg(first, signal.SIGKILL)
+
+    def restarted() -> bool:
+        pid = bot_pid(infra_settings, "botshop")
+        return pid is not None and pid != first
+
+    await eventually(restarted, timeout_s=30, what="the supervisor restarts the bot")
+    restarts = json.loads((app_dir / "restarts.json").read_text())
+    assert restarts == {"commit": service["commit"], "restarts": 1}
+    await fake_bot_api.send_text(USER, "/help")
+    await fake_bot_api.wait_for(lambda: len(fake_bot_api.texts(USER)) == 2, timeout_s=60)
+    assert "/start" in fake_bot_api.texts(USER)[1]
+
+
+async def test_a_bot_module_without_bot_token_fails_naming_it(
+    infra_settings: InfraSettings,
+) -> None:
+    """No BOT_TOKEN among the project's secrets: the deploy fails at once, naming it and how
+    to set it; nothing was started."""
+    make_repo(infra_settings, "acme/tokenless", app_files("v1"))
+    secrets = infra_settings.effective_secrets_dir / "tokenless.env"
+    secrets.parent.mkdir(parents=True, exist_ok=True)
+    secrets.write_text("GREETING=hello\n")
+    deps, progress = make_deps(infra_settings)
+
+    result = await handle_ansible_deploy_message(message("tokenless", "acme/tokenless"), deps)
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "BOT_TOKEN" in result.error
+    assert "orchestrator project secret set tokenless BOT_TOKEN" in result.error
+    assert not (infra_settings.local_base_dir / "apps" / "tokenless").exists()
+    assert progress.events[-1].error == result.error
