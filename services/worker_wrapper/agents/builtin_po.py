@@ -29,6 +29,7 @@ from shared.chat.po_profile import (
     PO_GRAMMAR_HELP,
     PO_PROFILE,
     PROFILE_ENV,
+    ask_secret_line,
 )
 from shared.contracts import ProjectDTO, TaskCreate, TaskStatus, TaskType
 
@@ -46,6 +47,7 @@ _DEVELOP = re.compile(r"^(?:develop|build|implement)\s+(?P<spec>.+)$", re.IGNORE
 _DEPLOY = re.compile(r"^deploy\b", re.IGNORECASE)
 _STATUS = re.compile(r"^status\b", re.IGNORECASE)
 _SECRETS = re.compile(r"^/?secrets\b", re.IGNORECASE)
+_SECRET = re.compile(r"^(?:set\s+)?secret\s+(?P<name>\S+)\s*$", re.IGNORECASE)
 _WITH_BOT = re.compile(
     r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
     re.IGNORECASE | re.DOTALL,
@@ -107,6 +109,8 @@ class PoGrammar:
             return await self._create(match["name"].strip())
         if _SECRETS.match(text):
             return await self._secrets()
+        if match := _SECRET.match(text):
+            return await self._ask_secret(match["name"])
         if match := _USE.match(text):
             return await self._use(match["name"].strip().strip("\"'"))
         if match := _DEVELOP.match(text):
@@ -142,11 +146,18 @@ class PoGrammar:
         )
         if "telegram" in project.modules:
             answer += (
-                " The bot needs BOT_TOKEN (from @BotFather): set it with "
-                f"`orchestrator project secret set {project.id} BOT_TOKEN` (it asks for the "
-                "value; never paste it on a command line)."
+                " The bot needs BOT_TOKEN (from @BotFather). (Or later: "
+                f"`orchestrator project secret set {project.id} BOT_TOKEN`, which asks for "
+                "the value.)\n" + ask_secret_line(project.id, "BOT_TOKEN")
             )
         return answer
+
+    async def _ask_secret(self, name: str) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        # the front door replaces this line with its prompt; the value never comes here
+        return f"{name} of {project.name}:\n" + ask_secret_line(project.id, name)
 
     async def _secrets(self) -> str:
         project = await self._project()
