@@ -15,6 +15,7 @@ from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.observe import Observe
+from services.api.projects.importer import ProjectImporter
 from services.api.projects.router import router as projects_router
 from services.api.runs.router import router as runs_router
 from services.api.secrets.router import router as secrets_router
@@ -41,6 +42,7 @@ def create_app(
     api_url: str | None = None,
     monthly_budget_usd: float | None = None,
     auth_cache_ttl_s: float = 5.0,
+    importer: ProjectImporter | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
@@ -63,6 +65,7 @@ def create_app(
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     app.state.secret_box = secret_box
+    app.state.importer = importer
     app.state.monthly_budget_usd = monthly_budget_usd
     app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)
     install_error_handlers(app)

@@ -21,6 +21,7 @@ from services.api.db import Database
 from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.relay import OutboxRelay
+from services.api.projects.importer import importer_from_settings
 from shared import registry
 from shared.secret_box import secret_box_from_settings
 from shared.settings import Settings
@@ -75,6 +76,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         api_url=settings.api.base_url,
         monthly_budget_usd=settings.api.monthly_budget_usd,
         auth_cache_ttl_s=settings.api.auth_cache_ttl_s,
+        importer=importer_from_settings(settings),
     )
     config = uvicorn.Config(
         app,

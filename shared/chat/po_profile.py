@@ -49,6 +49,7 @@ PO_GRAMMAR_HELP = (
     "  create project <name> with a telegram bot   the same, with a bot module\n"
     "  secrets                 the names of the current project's secrets\n"
     "  secret <NAME>           set a secret: your next message is its value\n"
+    "  import <git url> [as <name>]   a project from an existing repository\n"
     "  use project <name>      switch the current project\n"
     "  develop <spec>          an engineering task on the current project\n"
     "  deploy                  deploy the current project\n"
@@ -78,6 +79,7 @@ command, so only the variable names appear in it:
     orchestrator project create "<name>" --description "<what it is>" --json
     orchestrator project create "<name>" --modules backend,telegram --json   # with a bot
     orchestrator project secret list <project_id> --json   # names only
+    orchestrator project import "<name>" --repo <git url> --json   # an existing repository
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json
     orchestrator task create <project_id> --type deploy --json
     orchestrator task show <task_id> --json

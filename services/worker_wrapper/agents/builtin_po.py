@@ -47,6 +47,7 @@ _DEVELOP = re.compile(r"^(?:develop|build|implement)\s+(?P<spec>.+)$", re.IGNORE
 _DEPLOY = re.compile(r"^deploy\b", re.IGNORECASE)
 _STATUS = re.compile(r"^status\b", re.IGNORECASE)
 _SECRETS = re.compile(r"^/?secrets\b", re.IGNORECASE)
+_IMPORT = re.compile(r"^import\s+(?P<url>\S+)(?:\s+as\s+(?P<name>.+))?$", re.IGNORECASE)
 _SECRET = re.compile(r"^(?:set\s+)?secret\s+(?P<name>\S+)\s*$", re.IGNORECASE)
 _WITH_BOT = re.compile(
     r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
@@ -109,6 +110,8 @@ class PoGrammar:
             return await self._create(match["name"].strip())
         if _SECRETS.match(text):
             return await self._secrets()
+        if match := _IMPORT.match(text):
+            return await self._import(match["url"], (match["name"] or "").strip().strip("\"'"))
         if match := _SECRET.match(text):
             return await self._ask_secret(match["name"])
         if match := _USE.match(text):
@@ -151,6 +154,22 @@ class PoGrammar:
                 "the value.)\n" + ask_secret_line(project.id, "BOT_TOKEN")
             )
         return answer
+
+    async def _import(self, url: str, name: str) -> str:
+        from shared.api_client.schemas import ProjectImportBody  # the client's package: httpx
+        from shared.git.importer import source_name
+
+        body = ProjectImportBody.model_construct(
+            name=name or source_name(url), description=None, modules=["backend"], repo_url=url
+        )
+        # not validated here: the API refuses a bad URL or name with a reason the user is told
+        project = await self.api.import_project(body)
+        self._remember(project)
+        return (
+            f"Imported {url} as project {project.name} (id {project.id}): its branches are in "
+            f"the project's own repository, ready for work. It is the current one: "
+            "develop <spec> or deploy."
+        )
 
     async def _ask_secret(self, name: str) -> str:
         project = await self._project()
