@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 
 from services.cli.chat import run_chat
 from shared.chat import ChatOptions
+from tests.api.test_project_import import make_source
 from tests.chat.leaks import redis_places, stored_value
 from tests.chat.system import ChatSystem
 from tests.support.waiting import eventually
@@ -235,5 +237,35 @@ async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
     await eventually(lambda: _found(out, r"BOT_TOKEN stored for bot2") is not None)
     assert asked == ["BOT_TOKEN (hidden; empty line cancels): "]
     assert all("planted-hidden-5d2a" not in text for text in out)
+    await script.queue.put(None)
+    assert await asyncio.wait_for(chat, 20) == 0
+
+
+async def test_local_chat_imports_an_existing_repository(
+    system: ChatSystem, background: list[asyncio.Task[Any]], tmp_path: Path
+) -> None:
+    """"import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
+    the reason; "import <url>" alone names the project after the repository."""
+    source = make_source(tmp_path / "sources" / "legacy")
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4247,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+    for line in (f"import {source} as old shop", "status", "import ext::sh", f"import {source}"):
+        await script.queue.put(line)
+    await eventually(lambda: _found(out, r"Imported \S+ as project shop\b") is not None)
+    assert _found(out, r"Imported \S+ as project old shop \(id") is not None
+    assert _found(out, r"Project old shop: scaffolded") is not None
+    assert _found(out, r"I could not do that: repo_url: remote-helper") is not None
     await script.queue.put(None)
     assert await asyncio.wait_for(chat, 20) == 0
