@@ -15,7 +15,7 @@ import pytest
 from services.scaffolder.render import CopierRenderer, render_project
 from services.scaffolder.settings import TEMPLATES_DIR
 from tests.api.test_project_import import _git
-from tests.test_quickstart import System, system  # noqa: F401  # the fixture
+from tests.test_quickstart import System, system  # the fixture
 
 __all__ = ["system"]
 
@@ -48,7 +48,7 @@ def _existing_app(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_an_imported_repository_is_developed_and_deployed(system: System, tmp_path: Path) -> None:  # noqa: F811
+def test_an_imported_repository_is_developed_and_deployed(system: System, tmp_path: Path) -> None:
     """import → the project is scaffolded with the source's history on main → an engineering
     task commits on top of it → a deploy serves it (the new /hello answers)."""
     source = _existing_app(tmp_path / "sources")

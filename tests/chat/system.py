@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from services.api.auth.service import AuthService
 from services.api.main import prepare_database
-from services.api.projects.importer import importer_from_settings
 from services.api.outbox.relay import OutboxRelay
+from services.api.projects.importer import importer_from_settings
 from shared import registry
 from shared.api_client import ApiClient
 from shared.messaging import Bus

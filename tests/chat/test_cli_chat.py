@@ -244,7 +244,7 @@ async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
 async def test_local_chat_imports_an_existing_repository(
     system: ChatSystem, background: list[asyncio.Task[Any]], tmp_path: Path
 ) -> None:
-    """"import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
+    """ "import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
     the reason; "import <url>" alone names the project after the repository."""
     source = make_source(tmp_path / "sources" / "legacy")
     out: list[str] = []
