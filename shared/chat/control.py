@@ -178,7 +178,7 @@ class ChatControl:
         if project is None:
             return "You have no project yet."
         if rest:
-            return "Usage: /secrets [project]"
+            return f"You have no project {rest[0][:64]!r}. Usage: /secrets [project]"
         names = [secret.name for secret in await self.api.list_secrets(project.id)]
         if not names:
             return f"{project.name} has no secrets. /secret {project.name} NAME sets one."

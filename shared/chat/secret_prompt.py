@@ -150,6 +150,11 @@ class SecretPrompts:
         except (NotFoundError, ForbiddenError, ConflictError) as error:
             await self.redis.delete(key)
             return f"Not stored: {refusal_text(error)}"
+        except ApiClientError as error:  # the API is down or failed: the value may be re-sent
+            return (
+                f"Not stored: the orchestrator API failed ({type(error).__name__}). "
+                "Send the value again, or /cancel."
+            )
         await self.redis.delete(key)
         return (
             f"✅ {prompt.name} stored for {prompt.project_name}. "

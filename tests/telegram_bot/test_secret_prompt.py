@@ -12,13 +12,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.api_client.schemas import UserCreate
+from shared.chat.keys import pending_key
 from tests.chat.leaks import redis_places, stored_value
 from tests.chat.system import ChatSystem
-from tests.telegram_bot.bot import USER_ID, say, start_bot
+from tests.support.waiting import eventually
+from tests.telegram_bot.bot import USER_ID, find, say, start_bot
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 from tests.telegram_bot.test_restart import _kill, _start_bot_process
 
 PLANTED = "7700123:planted-bot-token-c41f"
+
+
+async def _no_pending(redis: aioredis.Redis, key: str) -> bool:
+    return not await redis.hlen(key)
 
 
 def _po_prompts(system: ChatSystem) -> list[str]:
@@ -36,14 +42,25 @@ async def test_the_po_asks_for_the_bot_token_and_the_next_message_is_stored_then
     log = tmp_path / "bot.log"
     bot = await _start_bot_process(system, bot_api, log)
     try:
-        asked = await say(
-            bot_api, USER_ID, "create project shop with a telegram bot", r"Created project shop"
+        await bot_api.send_text(USER_ID, "create project shop with a telegram bot")
+        await bot_api.wait_for(  # a loaded machine may take a while to start a process
+            lambda: find(bot_api, USER_ID, r"Created project shop") is not None, timeout_s=120
         )
+        created = find(bot_api, USER_ID, r"Created project shop")
+        assert created is not None
+        asked = created.string
         assert "Send the value of BOT_TOKEN for shop as your next message" in asked
         assert "[[ask-secret" not in asked  # the front door replaced the PO's line
+        # the answer is delivered once marked so (a kill before that would ask the PO again)
+        pending = pending_key("telegram")
+        await eventually(lambda: _no_pending(redis_client, pending), timeout_s=60)
         await _kill(bot)  # the open prompt is in Redis: a restarted bot still takes the value
         bot = await _start_bot_process(system, bot_api, log)
-        await say(bot_api, USER_ID, PLANTED, r"BOT_TOKEN stored for shop")
+        await bot_api.send_text(USER_ID, PLANTED)
+        await bot_api.wait_for(
+            lambda: find(bot_api, USER_ID, r"BOT_TOKEN stored for shop") is not None,
+            timeout_s=120,
+        )
         assert len(bot_api.deleted) == 1
         history = bot_api.history(USER_ID)
         assert all(PLANTED not in text for text in history)
@@ -117,4 +134,27 @@ async def test_an_expired_prompt_stores_nothing_and_relays_nothing(
     await say(bot_api, USER_ID, "/secrets", r"shop has no secrets")
     await say(bot_api, USER_ID, "status", r"Project shop")
     assert all(PLANTED not in prompt for prompt in _po_prompts(system))
+    assert await redis_places(redis_client, PLANTED) == []
+
+
+async def test_a_deploy_of_a_bot_without_its_token_asks_for_it(
+    system: ChatSystem,
+    bot_api: FakeBotApi,
+    background: list[asyncio.Task[Any]],
+    redis_client: aioredis.Redis,
+) -> None:
+    """The built-in PO notices a bot project lacks BOT_TOKEN when asked to deploy and asks
+    for it; once stored, a deploy does not ask again. A PO line naming a project the user
+    does not have opens no prompt and says so."""
+    async with system.api() as api:
+        await api.create_user(UserCreate(telegram_id=USER_ID))
+    start_bot(system, bot_api, background)
+    await say(bot_api, USER_ID, "create project bot with a telegram bot", r"Send the value")
+    await say(bot_api, USER_ID, "/cancel", r"Cancelled: BOT_TOKEN of bot was not set")
+    asked = await say(bot_api, USER_ID, "deploy", r"Deploy of bot started")
+    assert "Send the value of BOT_TOKEN for bot" in asked
+    await say(bot_api, USER_ID, PLANTED, r"BOT_TOKEN stored for bot")
+    again = await say(bot_api, USER_ID, "deploy", r"Deploy of bot started")
+    assert "BOT_TOKEN" not in again
+    await say(bot_api, USER_ID, "/secrets nope", r"You have no project 'nope'")
     assert await redis_places(redis_client, PLANTED) == []

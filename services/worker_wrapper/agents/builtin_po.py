@@ -209,6 +209,12 @@ class PoGrammar:
             f"{what} of {project.name} started: task {task.id}. "
             "You will see its progress and result here."
         )
+        if task_type == TaskType.DEPLOY and "telegram" in getattr(project, "modules", []):
+            names = {secret.name for secret in await self.api.list_secrets(project.id)}
+            if "BOT_TOKEN" not in names:
+                answer += "\nThe bot needs BOT_TOKEN (from @BotFather).\n" + ask_secret_line(
+                    project.id, "BOT_TOKEN"
+                )
         if task_type == TaskType.ENGINEERING:
             others = 0
             for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
