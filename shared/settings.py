@@ -76,6 +76,12 @@ class ApiSettings(BaseModel):
     """Where the API reads projects' repositories (the console's commits and diffs): the
     same provider the orchestrator writes to, e.g. `ORCHESTRATOR_API__GIT__PROVIDER=github`;
     the default is the embedded mode's local repositories under `<data_dir>/repos`."""
+    import_roots: list[Path] = Field(default_factory=list)
+    """Local directories whose repositories may be imported by path (`file://`); empty:
+    only network git URLs. The system's own repositories are never importable. Imports go
+    to the scaffolder's git provider (`ORCHESTRATOR_SCAFFOLDER_GIT__*`), where scaffolds go."""
+    import_timeout_s: float = Field(default=300.0, gt=0)
+    """Deadline of each git operation of an import (clone, push)."""
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     """How long an API process trusts a credential it has looked up without looking again; a
     revocation through that process applies at once, one through another process within this

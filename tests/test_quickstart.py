@@ -58,6 +58,7 @@ def system(tmp_path: Path) -> Iterator[System]:
         "ORCHESTRATOR_API__PORT": str(port),
         "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
         "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
+        "ORCHESTRATOR_API__IMPORT_ROOTS": json.dumps([str(tmp_path / "sources")]),
         "COLUMNS": "200",
     }
     log = (tmp_path / "up.log").open("wb")

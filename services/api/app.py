@@ -16,6 +16,7 @@ from services.api.deploys.router import router as deploys_router
 from services.api.error_handlers import ERROR_RESPONSES, install_error_handlers
 from services.api.health import router as health_router
 from services.api.observe import Observe
+from services.api.projects.importer import ProjectImporter
 from services.api.projects.router import router as projects_router
 from services.api.runs.router import router as runs_router
 from services.api.secrets.router import router as secrets_router
@@ -47,6 +48,7 @@ def create_app(
     git: GitProvider | None = None,
     git_owner: str = "projects",
     git_branch: str = "main",
+    importer: ProjectImporter | None = None,
 ) -> FastAPI:
     """The API on `database`; `relay_wake` is set after each commit that wrote outbox rows;
     `task_deadlines` give each new task its deadline (default: `TaskDeadlines()`); a request
@@ -70,6 +72,7 @@ def create_app(
     app.state.relay_wake = relay_wake or asyncio.Event()
     app.state.task_deadlines = task_deadlines or TaskDeadlines()
     app.state.secret_box = secret_box
+    app.state.importer = importer
     app.state.monthly_budget_usd = monthly_budget_usd
     app.state.task_hold_usd = task_hold_usd
     app.state.credentials = CredentialCache(ttl_s=auth_cache_ttl_s)

@@ -21,6 +21,7 @@ from services.api.db import Database
 from services.api.migrate import upgrade
 from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.relay import OutboxRelay
+from services.api.projects.importer import importer_from_settings
 from shared import registry
 from shared.git.errors import ProviderError
 from shared.git.provider import GitProvider
@@ -92,6 +93,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
         git=_git_provider(settings),
         git_owner=settings.api.git.owner,
         git_branch=settings.api.git.default_branch,
+        importer=importer_from_settings(settings),
     )
     config = uvicorn.Config(
         app,

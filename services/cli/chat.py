@@ -13,10 +13,11 @@ Telegram.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from shared.api_client.schemas import UserCreate
 from shared.chat import ChatOptions, ChatUser, Conversation, PoSessions, ReplyRelay, TaskNotifier
 from shared.chat.control import ChatControl
 from shared.chat.notifier import ChatForOwner
+from shared.chat.secret_prompt import SecretPrompts
 from shared.contracts import AgentName
 from shared.embedded import CLI_KEY, read_runtime, read_secret, resolve_redis_url
 from shared.messaging import Bus
@@ -39,7 +41,7 @@ DOOR = "cli"
 LOCAL_CHAT_ID = 0
 BANNER = (
     "Chat with your Product-Owner agent. /quit (or end of input) leaves; "
-    "/cancel, /rollback, /deploys, /queue act at once."
+    "/cancel, /rollback, /deploys, /queue, /secret, /secrets act at once."
 )
 
 
@@ -90,8 +92,12 @@ async def run_chat(
     options: ChatOptions | None = None,
     notify_poll_s: float = 2.0,
     wait_for_tasks_s: float = 600.0,
+    read_hidden: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> int:
-    """Run the conversation over `lines`; returns an exit code."""
+    """Run the conversation over `lines`; returns an exit code.
+
+    While a secret prompt is open, the next line is its value: read with `read_hidden` (a
+    prompt without echo, on a terminal) when given, else the next of `lines`."""
     key = settings.api.key.get_secret_value() if settings.api.key else None
     key = key or read_secret(settings, CLI_KEY)  # the local admin `orchestrator up` keeps
     redis: aioredis.Redis = aioredis.Redis.from_url(redis_url)
@@ -113,7 +119,8 @@ async def run_chat(
                     api_url=settings.api.base_url,
                     agent=agent,
                 )
-                conversation = Conversation(bus, redis, sessions, sink, options)
+                prompts = SecretPrompts(api, redis, DOOR)
+                conversation = Conversation(bus, redis, sessions, sink, options, prompts=prompts)
                 notifier = TaskNotifier(
                     bus,
                     redis,
@@ -124,7 +131,7 @@ async def run_chat(
                     chat_for_owner=_only(user.user_id),
                     poll_s=notify_poll_s,
                 )
-                control = ChatControl(api)
+                control = ChatControl(api, prompts)
                 notifying = asyncio.create_task(notifier.run(), name="chat-notifier")
                 try:
                     write(BANNER)
@@ -133,6 +140,10 @@ async def run_chat(
                         text = line.strip()
                         if text in ("/quit", "/exit"):
                             break
+                        taken = await prompts.intercept(user, line)
+                        if taken is not None:
+                            write(taken[0])
+                            continue
                         answer = await control.handle(user, text)
                         if answer is not None:
                             write(answer)
@@ -140,6 +151,7 @@ async def run_chat(
                         elif text:
                             await conversation.ask(user, text, request_id=f"cli-{uuid.uuid4()}")
                             notifier.wake()
+                        await _hidden_value(prompts, user, read_hidden, write)
                     await _drain(notifier, wait_for_tasks_s)
                 finally:
                     notifying.cancel()
@@ -148,6 +160,27 @@ async def run_chat(
     finally:
         await redis.aclose()
     return 0
+
+
+async def _hidden_value(
+    prompts: SecretPrompts,
+    user: ChatUser,
+    read_hidden: Callable[[str], Awaitable[str | None]] | None,
+    write: Callable[[str], None],
+) -> None:
+    """On a terminal, read an open prompt's value without echo (it is not on the screen)."""
+    if read_hidden is None:
+        return
+    prompt = await prompts.pending(user)
+    if prompt is None or prompt.expired:
+        return
+    value = await read_hidden(f"{prompt.name} (hidden; empty line cancels): ")
+    if not value or not value.strip():
+        taken = await prompts.intercept(user, "/cancel")
+    else:
+        taken = await prompts.intercept(user, value)
+    if taken is not None:
+        write(taken[0])
 
 
 def _only(user_id: int) -> ChatForOwner:
@@ -169,6 +202,13 @@ async def _stdin_lines() -> AsyncIterator[str]:
         if not line:
             return
         yield line
+
+
+async def _getpass(prompt: str) -> str | None:
+    try:
+        return await asyncio.to_thread(getpass.getpass, prompt)
+    except EOFError:
+        return None
 
 
 def chat(
@@ -199,6 +239,7 @@ def chat(
             write=typer.echo,
             telegram_id=telegram_id,
             agent="claude-code" if agent == "claude-code" else "factory-droid",
+            read_hidden=_getpass if sys.stdin.isatty() else None,
         )
     )
     raise typer.Exit(code)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -28,7 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.api_client import ApiClient, ApiClientError, ApiStatusError
-from shared.api_client.schemas import MODULES, DeployDTO, ProjectCreateBody, ProjectUpdate
+from shared.api_client.schemas import (
+    MODULES,
+    DeployDTO,
+    ProjectCreateBody,
+    ProjectImportBody,
+    ProjectUpdate,
+)
 from shared.contracts import ProjectDTO, ProjectStatus
 from shared.embedded import CLI_KEY, read_runtime, read_secret
 from shared.settings import Settings
@@ -135,6 +142,46 @@ def create(
     )
     project = call_api(lambda api: api.create_project(body, owner_id=owner_id))
     emit(project, project_table([project], title="Created"), as_json=as_json)
+
+
+@app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    repo: Annotated[
+        str,
+        typer.Option(
+            "--repo",
+            help="The existing repository: a git URL (https, ssh, git, user@host:path) or a "
+            "local path inside the API's import roots.",
+        ),
+    ],
+    description: Annotated[str | None, typer.Option(help="What the project is.")] = None,
+    owner_id: Annotated[
+        int | None, typer.Option(help="Owner's user id (admin/service keys).")
+    ] = None,
+    modules: Annotated[
+        str, typer.Option(help="Comma-separated modules the deploy runs: backend, telegram.")
+    ] = "backend",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a project from an existing git repository (not scaffolded): its branches are
+    mirrored into the project's own repository, ready for tasks and deploys."""
+    wanted = [part.strip() for part in modules.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in MODULES]
+    if unknown or not wanted:
+        err.print(
+            f"[red]error[/] --modules: unknown module(s) {', '.join(unknown) or '(none given)'}"
+            f" (known: {', '.join(MODULES)})"
+        )
+        raise typer.Exit(2)
+    local = Path(repo).expanduser()
+    if "://" not in repo and not repo.startswith("-") and local.exists():
+        repo = str(local.resolve())  # the API resolves nothing relative to this shell
+    body = ProjectImportBody.model_validate(
+        {"name": name, "description": description, "modules": wanted, "repo_url": repo}
+    )
+    project = call_api(lambda api: api.import_project(body, owner_id=owner_id))
+    emit(project, project_table([project], title="Imported"), as_json=as_json)
 
 
 @app.command("list")

@@ -22,6 +22,7 @@ from shared.api_client import (
 from shared.api_client.schemas import UserCreate
 from shared.chat import ChatUser, Conversation, TaskNotifier
 from shared.chat.control import CONTROL_COMMANDS, CONTROL_HELP, ChatControl
+from shared.chat.secret_prompt import SecretPrompts
 from shared.contracts import ProjectCreate, TaskDTO
 
 __all__ = ["HELP", "BotDeps", "build_router"]
@@ -45,6 +46,7 @@ class BotDeps:
     api: ApiClient
     conversation: Conversation
     notifier: TaskNotifier
+    prompts: SecretPrompts
 
 
 def _help(user: ChatUser) -> str:
@@ -148,7 +150,7 @@ def build_router() -> Router:
 
     @router.message(Command(*CONTROL_COMMANDS))
     async def control(message: Message, user: ChatUser, deps: BotDeps) -> None:
-        answer = await ChatControl(deps.api).handle(user, message.text or "")
+        answer = await ChatControl(deps.api, deps.prompts).handle(user, message.text or "")
         await message.answer(answer or _help(user))
         deps.notifier.wake()
 

@@ -22,12 +22,14 @@ from aiogram.client.telegram import TelegramAPIServer
 from services.telegram_bot.access import DOOR, AccessControl, AccessMiddleware
 from services.telegram_bot.errors import BotConfigError
 from services.telegram_bot.handlers import BotDeps, build_router
+from services.telegram_bot.secrets import SecretPromptMiddleware
 from services.telegram_bot.settings import TelegramBotSettings
 from services.telegram_bot.sink import TelegramSink
 from shared import registry
 from shared.actor import ActorContext
 from shared.api_client import ApiClient
 from shared.chat import ChatOptions, Conversation, PoSessions, ReplyRelay, TaskNotifier
+from shared.chat.secret_prompt import SecretPrompts
 from shared.embedded import CLI_KEY, read_secret
 from shared.messaging import Bus
 from shared.settings import Settings
@@ -119,8 +121,14 @@ async def _serve_with(
         agent=bot_settings.po_agent,
         create_timeout_s=bot_settings.create_timeout_s,
     )
+    prompts = SecretPrompts(api, redis, DOOR, ttl_s=bot_settings.secret_prompt_ttl_s)
     conversation = Conversation(
-        bus, redis, sessions, sink, ChatOptions(answer_timeout_s=bot_settings.answer_timeout_s)
+        bus,
+        redis,
+        sessions,
+        sink,
+        ChatOptions(answer_timeout_s=bot_settings.answer_timeout_s),
+        prompts=prompts,
     )
     notifier = TaskNotifier(
         bus,
@@ -133,9 +141,12 @@ async def _serve_with(
         edit_interval_s=bot_settings.edit_interval_s,
     )
     dispatcher = Dispatcher()
-    dispatcher["deps"] = BotDeps(api=api, conversation=conversation, notifier=notifier)
+    dispatcher["deps"] = BotDeps(
+        api=api, conversation=conversation, notifier=notifier, prompts=prompts
+    )
     router = build_router()
     router.message.outer_middleware(AccessMiddleware(access))
+    router.message.outer_middleware(SecretPromptMiddleware(prompts))
     dispatcher.include_router(router)
     notifying = asyncio.create_task(notifier.run(), name="telegram-notifier")
     try:

@@ -51,3 +51,6 @@ class TelegramBotSettings(BaseSettings):
     """An unknown user is told no once in this time; other messages get no reply."""
     polling_timeout_s: int = 10
     """Long-polling timeout of getUpdates."""
+    secret_prompt_ttl_s: float = Field(default=600.0, ge=0)
+    """How long a secret prompt (`/secret`, or the PO asking) waits for the value; a later
+    message is neither stored nor relayed."""

@@ -29,6 +29,7 @@ from shared.api_client.schemas import (
     Health,
     Page,
     PortAllocationDTO,
+    ProjectImportBody,
     ProjectUpdate,
     ProjectView,
     SealedSecrets,
@@ -146,6 +147,15 @@ class ApiClient:
         """Create a draft project (owned by the caller's user, or `owner_id`)."""
         params = {"owner_id": owner_id} if owner_id is not None else None
         data = await self._call("POST", "/api/projects", body=body, params=params)
+        return ProjectView.model_validate(data)
+
+    async def import_project(
+        self, body: ProjectImportBody, *, owner_id: int | None = None
+    ) -> ProjectView:
+        """Create a project from an existing git repository (its branches are mirrored into
+        the project's own repository; the project starts `scaffolded`)."""
+        params = {"owner_id": owner_id} if owner_id is not None else None
+        data = await self._call("POST", "/api/projects/import", body=body, params=params)
         return ProjectView.model_validate(data)
 
     async def get_project(self, project_id: str) -> ProjectView:

@@ -56,6 +56,7 @@ __all__ = [
     "PortAllocationCreate",
     "PortAllocationDTO",
     "ProjectCreateBody",
+    "ProjectImportBody",
     "ProjectModule",
     "ProjectUpdate",
     "ProjectView",
@@ -181,6 +182,20 @@ class ProjectCreateBody(ProjectCreate):
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+
+class ProjectImportBody(ProjectCreateBody):
+    """`POST /api/projects/import`: a project from an existing git repository, whose branches
+    are mirrored into the project's own repository (not scaffolded)."""
+
+    repo_url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description=(
+            "The source: https/http/ssh/git URL, user@host:path, or an absolute local path "
+            "(only inside the API's import roots)."
+        ),
+    )
 
 
 class ProjectView(ProjectDTO):

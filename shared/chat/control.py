@@ -9,11 +9,14 @@ filtered by the user's id) and answers with what happened, or why nothing did.
   several, it lists them and asks for one (an id or its first characters).
 - `/rollback` and `/deploys` without a project use the user's project that deployed last
   (or their only project).
+- `/secret [project] NAME` opens a secret prompt (`shared.chat.secret_prompt`, when the
+  front door gives one); `/secrets [project]` lists the names of the project's secrets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from shared.api_client import (
     ApiClient,
@@ -27,14 +30,19 @@ from shared.api_client.schemas import DeployDTO
 from shared.chat.sink import ChatUser
 from shared.contracts import ProjectDTO, TaskDTO, TaskStatus, TaskType
 
+if TYPE_CHECKING:
+    from shared.chat.secret_prompt import SecretPrompts
+
 __all__ = ["CONTROL_COMMANDS", "CONTROL_HELP", "ChatControl", "parse_control"]
 
-CONTROL_COMMANDS = ("cancel", "rollback", "deploys", "queue")
+CONTROL_COMMANDS = ("cancel", "rollback", "deploys", "queue", "secret", "secrets")
 CONTROL_HELP = (
     "/cancel [task] — cancel a queued or running task (yours, by id or its first characters)\n"
     "/rollback [project] [sha] — redeploy the previous release, or the one of that commit\n"
     "/deploys [project] — the latest deploys of your project\n"
-    "/queue [project] — the engineering tasks waiting to run, in order"
+    "/queue [project] — the engineering tasks waiting to run, in order\n"
+    "/secret [project] NAME — set a secret: your next message is its value (then deleted)\n"
+    "/secrets [project] — the names of your project's secrets (never a value)"
 )
 _ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 _SCAN = 200
@@ -59,8 +67,9 @@ def _short(task: TaskDTO) -> str:
 class ChatControl:
     """Answers control commands for a user; every call is one or a few API requests."""
 
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, prompts: SecretPrompts | None = None) -> None:
         self.api = api
+        self.prompts = prompts
 
     async def handle(self, user: ChatUser, text: str) -> str | None:
         """The answer to a control command, or None when `text` is not one."""
@@ -75,6 +84,10 @@ class ChatControl:
                 return await self.rollback(user, args)
             if name == "deploys":
                 return await self.deploys(user, args)
+            if name == "secret":
+                return await self.secret(user, args)
+            if name == "secrets":
+                return await self.secrets(user, args)
             return await self.queue(user, args)
         except (
             ValidationError,
@@ -147,6 +160,29 @@ class ChatControl:
         if rest:
             return "Usage: /queue [project]"
         return await queue_text(self.api, project)
+
+    async def secret(self, user: ChatUser, args: Sequence[str]) -> str:
+        """Open a prompt: the user's next message is the value of the named secret."""
+        if self.prompts is None or not 1 <= len(args) <= 2:
+            return "Usage: /secret [project] NAME"
+        if len(args) == 2:
+            return await self.prompts.ask(user, args[0], args[1])
+        project, _ = await self._project(user, [])
+        if project is None:
+            return "You have no project yet."
+        return await self.prompts.ask(user, project.id, args[0])
+
+    async def secrets(self, user: ChatUser, args: Sequence[str]) -> str:
+        """The names of the secrets of the user's project."""
+        project, rest = await self._project(user, args)
+        if project is None:
+            return "You have no project yet."
+        if rest:
+            return f"You have no project {rest[0][:64]!r}. Usage: /secrets [project]"
+        names = [secret.name for secret in await self.api.list_secrets(project.id)]
+        if not names:
+            return f"{project.name} has no secrets. /secret {project.name} NAME sets one."
+        return f"Secrets of {project.name} (names only): " + ", ".join(names)
 
     async def _project(
         self, user: ChatUser, args: Sequence[str]

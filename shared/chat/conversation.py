@@ -6,6 +6,10 @@ Before waiting, the question is recorded in `chat:{door}:pending`; the answer is
 `worker:{id}:output` by `request_id` after the input's entry id. A restarted front door calls
 `resume_pending()`, which waits again for every recorded question: the answer is still in the
 output stream. Delivered answers are marked, so no question is answered twice.
+
+An answer holding the PO's `[[ask-secret <project> NAME]]` line opens a secret prompt
+(`SecretPrompts`, when the front door gives one): the line is replaced by the prompt, and
+the front door takes the user's next message as the value, never relaying it here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import structlog
 from shared import registry
 from shared.chat.errors import ChatError
 from shared.chat.keys import answered_key, pending_key
+from shared.chat.secret_prompt import SecretPrompts
 from shared.chat.sessions import PoSessions
 from shared.chat.sink import ChatSink, ChatUser, split_text
 from shared.contracts import WorkerInputMessage, WorkerOutputMessage
@@ -66,8 +71,11 @@ class Conversation:
         sessions: PoSessions,
         sink: ChatSink,
         options: ChatOptions | None = None,
+        *,
+        prompts: SecretPrompts | None = None,
     ) -> None:
         self.bus = bus
+        self.prompts = prompts
         self.redis = redis
         self.sessions = sessions
         self.sink = sink
@@ -160,7 +168,10 @@ class Conversation:
         while True:
             outcome = await self._wait(request_id, pending)
             if isinstance(outcome, WorkerOutputMessage):
-                await self._deliver(pending.user, request_id, _answer_text(outcome))
+                text = _answer_text(outcome)
+                if self.prompts is not None and outcome.status == "success":
+                    text = await self.prompts.from_answer(pending.user, text)
+                await self._deliver(pending.user, request_id, text)
                 return
             await self.sessions.forget(pending.user, pending.worker_id)
             if outcome == "timeout" or pending.attempt >= 2:

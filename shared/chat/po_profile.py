@@ -29,6 +29,7 @@ __all__ = [
     "PO_INSTRUCTIONS",
     "PO_PROFILE",
     "PROFILE_ENV",
+    "ask_secret_line",
     "po_worker_command",
     "po_worker_name",
 ]
@@ -51,6 +52,8 @@ PO_GRAMMAR_HELP = (
     "  create project <name>   start a new project (it becomes the current one)\n"
     "  create project <name> with a telegram bot   the same, with a bot module\n"
     "  secrets                 the names of the current project's secrets\n"
+    "  secret <NAME>           set a secret: your next message is its value\n"
+    "  import <git url> [as <name>]   a project from an existing repository\n"
     "  use project <name>      switch the current project\n"
     "  develop <spec>          an engineering task on the current project\n"
     "  deploy                  deploy the current project\n"
@@ -80,6 +83,7 @@ command, so only the variable names appear in it:
     orchestrator project create "<name>" --description "<what it is>" --json
     orchestrator project create "<name>" --modules backend,telegram --json   # with a bot
     orchestrator project secret list <project_id> --json   # names only
+    orchestrator project import "<name>" --repo <git url> --json   # an existing repository
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json
     orchestrator task create <project_id> --type deploy --json
     orchestrator task show <task_id> --json
@@ -98,14 +102,20 @@ Rules:
 - After creating a task, answer with its id and one sentence of what will happen. The user
   receives live progress of the task separately; do not poll it in a loop.
 - Deploy only when the user asks for it.
-- A project with a bot (module `telegram`) needs its token: tell the user "the bot needs
-  BOT_TOKEN" and how to set it (`orchestrator project secret set <project_id> BOT_TOKEN`,
-  value at the prompt). Never ask for a secret's value in the conversation, never repeat,
-  print or store one yourself; no command shows a stored value.
+- A project with a bot (module `telegram`) needs its token, BOT_TOKEN
+  (`orchestrator project secret list` shows whether it is set).
+  To ask the user for a secret, say what it is for ("the bot needs BOT_TOKEN, from
+  @BotFather") and end your answer with this line alone:
+      [[ask-secret <project_id> <NAME>]]
+  The chat replaces that line with a prompt, takes the user's next message as the value,
+  stores it and deletes the message; you never see it. Never ask for a value in your own
+  words, never repeat, print or store one yourself; no command shows a stored value. (The
+  user can also type /secret <project> <NAME>, or run `orchestrator project secret set
+  <project_id> <NAME>` in a shell.)
 - "cancel", "roll back" and "which deploys" requests: do it at once with the commands above
   (cancel a task, roll back to the previous release or a named commit, list the deploys)
   and answer what happened. The user can also type /cancel [task], /rollback [sha],
-  /deploys and /queue themselves: those are answered without you.
+  /deploys, /queue, /secret and /secrets themselves: those are answered without you.
 - Engineering tasks of a project run one at a time, in the order you create them, each
   starting from the previous one's work: split a larger request into ordered tasks.
 - Keep answers short: this is a chat.
@@ -113,6 +123,12 @@ Rules:
 Without an LLM, the built-in agent plays this role with a fixed grammar.
 {PO_GRAMMAR_HELP}
 """
+
+
+def ask_secret_line(project: str, name: str) -> str:
+    """The line a PO answer ends with to have the front door ask for a secret's value (the
+    front door replaces it with its prompt: `shared.chat.secret_prompt`)."""
+    return f"[[ask-secret {project} {name}]]"
 
 
 def po_worker_name(user_id: int) -> str:

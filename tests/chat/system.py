@@ -18,6 +18,7 @@ from services.api.app import create_app
 from services.api.auth.service import AuthService
 from services.api.main import prepare_database
 from services.api.outbox.relay import OutboxRelay
+from services.api.projects.importer import importer_from_settings
 from shared import registry
 from shared.api_client import ApiClient
 from shared.messaging import Bus
@@ -62,7 +63,12 @@ async def _start_api(
     database = await prepare_database(settings)
     wake = asyncio.Event()
     config = uvicorn.Config(
-        create_app(database, relay_wake=wake, secret_box=secret_box_from_settings(settings)),
+        create_app(
+            database,
+            relay_wake=wake,
+            secret_box=secret_box_from_settings(settings),
+            importer=importer_from_settings(settings),
+        ),
         host=settings.api.host,
         port=settings.api.port,
         log_level="warning",
@@ -98,7 +104,10 @@ async def chat_system(
     """Start the API and the fake actors; stop them at the end."""
     service_key = "orc_" + secrets.token_urlsafe(24)
     api_settings = ApiSettings(
-        port=free_port(), service_key=SecretStr(service_key), relay_poll_s=0.05
+        port=free_port(),
+        service_key=SecretStr(service_key),
+        relay_poll_s=0.05,
+        import_roots=[tmp_path / "sources"],
     )
     settings = Settings(data_dir=tmp_path, redis_url=redis_url, api=api_settings)
     database = await prepare_database(settings)

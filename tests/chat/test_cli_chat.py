@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from services.cli.chat import run_chat
 from shared.chat import ChatOptions
+from tests.api.test_project_import import make_source
+from tests.chat.leaks import redis_places, stored_value
 from tests.chat.system import ChatSystem
 from tests.support.waiting import eventually
 
@@ -152,3 +156,116 @@ async def test_local_chat_control_commands_and_the_po_grammar(
     await script.queue.put("/quit")
     assert await asyncio.wait_for(chat, 30) == 0
     assert len(system.manager.commands) == 1
+
+
+async def test_local_chat_takes_a_secret_from_the_next_line(
+    system: ChatSystem, background: list[asyncio.Task[Any]], redis_client: aioredis.Redis
+) -> None:
+    """The PO asks for BOT_TOKEN; the next line is stored (not relayed, not printed);
+    bad input opens no prompt and the following line reaches the PO."""
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4245,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+
+    async def said(line: str, pattern: str) -> str:
+        before = len(out)
+        await script.queue.put(line)
+        await eventually(lambda: _found(out[before:], pattern) is not None)
+        found = _found(out[before:], pattern)
+        assert found is not None
+        return found.string
+
+    planted = "7700999:planted-cli-token-e93b"
+    await said("create project bot1 with a telegram bot", r"Send the value of BOT_TOKEN for bot1")
+    await said(planted, r"BOT_TOKEN stored for bot1")
+    await said("/secrets", r"Secrets of bot1 \(names only\): BOT_TOKEN")
+    await said("/secret ghost KEY", r"you have no project 'ghost'")
+    await said("status", r"Project bot1")  # not taken as a value
+    await said("secret API_KEY", r"Send the value of API_KEY for bot1")  # the PO grammar
+    await said("/cancel", r"Cancelled: API_KEY of bot1 was not set")
+    await said("status", r"Project bot1")
+    await script.queue.put("/quit")
+    assert await asyncio.wait_for(chat, 20) == 0
+    async with system.api() as api:
+        project = (await api.list_projects(owner_id=None)).items[0]
+    assert project.name == "bot1"
+    assert await stored_value(system.settings, system.service_key, project.id, "BOT_TOKEN") == (
+        planted
+    )
+    assert all(planted not in text for text in out)
+    assert all(planted not in p for w in system.manager.workers.values() for p in w.prompts)
+    assert await redis_places(redis_client, planted) == []
+
+
+async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """On a terminal the open prompt's value is read by the hidden reader, not from input."""
+    out: list[str] = []
+    script = Script()
+    asked: list[str] = []
+
+    async def hidden(prompt: str) -> str | None:
+        asked.append(prompt)
+        return "planted-hidden-5d2a"
+
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4246,
+            options=FAST,
+            notify_poll_s=0.2,
+            read_hidden=hidden,
+        )
+    )
+    background.append(chat)
+    await script.queue.put("create project bot2 with a telegram bot")
+    await eventually(lambda: _found(out, r"BOT_TOKEN stored for bot2") is not None)
+    assert asked == ["BOT_TOKEN (hidden; empty line cancels): "]
+    assert all("planted-hidden-5d2a" not in text for text in out)
+    await script.queue.put(None)
+    assert await asyncio.wait_for(chat, 20) == 0
+
+
+async def test_local_chat_imports_an_existing_repository(
+    system: ChatSystem, background: list[asyncio.Task[Any]], tmp_path: Path
+) -> None:
+    """ "import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
+    the reason; "import <url>" alone names the project after the repository."""
+    source = make_source(tmp_path / "sources" / "legacy")
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4247,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+    for line in (f"import {source} as old shop", "status", "import ext::sh", f"import {source}"):
+        await script.queue.put(line)
+    await eventually(lambda: _found(out, r"Imported \S+ as project shop\b") is not None)
+    assert _found(out, r"Imported \S+ as project old shop \(id") is not None
+    assert _found(out, r"Project old shop: scaffolded") is not None
+    assert _found(out, r"I could not do that: repo_url: remote-helper") is not None
+    await script.queue.put(None)
+    assert await asyncio.wait_for(chat, 20) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from shared.chat.po_profile import (
     po_worker_command,
 )
 from shared.chat.progress_text import TaskView, progress_bar
-from shared.chat.sink import TELEGRAM_TEXT_LIMIT, split_text
+from shared.chat.sink import TELEGRAM_TEXT_LIMIT, ChatUser, split_text
 from shared.contracts import ProgressEvent, TaskDTO, TaskStatus, TaskType
 
 
@@ -167,3 +168,24 @@ def test_parse_control_reads_the_command_and_its_words() -> None:
     assert parse_control("/quit") is None
     assert parse_control("cancel") is None
     assert parse_control("") is None
+
+
+async def test_an_ask_secret_line_for_a_project_not_of_the_user_opens_no_prompt(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The front door checks what the PO asks: an unknown project or a bad name is answered
+    with why, the marker line is removed, and nothing waits for a value."""
+    from shared.chat.secret_prompt import SecretPrompts
+
+    class NoProjects:
+        async def list_projects(self, **_: object) -> object:
+            return type("Page", (), {"items": []})()
+
+    prompts = SecretPrompts(NoProjects(), redis_client, "unit")  # type: ignore[arg-type]
+    user = ChatUser(7, 70, 700)
+    text = await prompts.from_answer(user, "The bot needs it.\n[[ask-secret p1 BOT_TOKEN]]\n")
+    assert text == "The bot needs it.\n\nNot asking: you have no project 'p1'."
+    bad = await prompts.from_answer(user, "[[ask-secret p1 9-bad]]")
+    assert bad.startswith("Not asking: '9-bad' is not a secret name")
+    assert await prompts.pending(user) is None
+    assert await prompts.intercept(user, "a value") is None  # relayed as usual

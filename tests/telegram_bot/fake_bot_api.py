@@ -3,6 +3,8 @@
 Real HTTP on 127.0.0.1: aiogram is pointed at it with `TelegramAPIServer.from_base(url)`.
 Updates are queued by the test (`send_text`) and served by long-polling `getUpdates`;
 messages the bot sends or edits are kept per chat, with their edit history, for assertions.
+The users' messages are kept too (`from_users`), until the bot deletes one (`deleteMessage`,
+recorded in `deleted`): `history(chat)` is what the chat would still show.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class FakeBotApi:
         self.username = username
         self.calls: list[tuple[str, JsonDict]] = []
         self.messages: dict[int, list[SentMessage]] = {}
+        self.from_users: dict[int, dict[int, str]] = {}
+        """chat id → message id → text of the users' messages still in the chat."""
+        self.deleted: list[tuple[int, int]] = []
+        """(chat id, message id) of every message the bot deleted, in order."""
         self._updates: list[JsonDict] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -72,8 +78,10 @@ class FakeBotApi:
     async def send_text(self, user_id: int, text: str, *, first_name: str = "User") -> None:
         """Queue a private text message from a user, as Telegram would deliver it."""
         update_id = next(self._update_ids)
+        message_id = next(self._message_ids)
+        self.from_users.setdefault(user_id, {})[message_id] = text
         message: JsonDict = {
-            "message_id": next(self._message_ids),
+            "message_id": message_id,
             "date": int(time.time()),
             "chat": {"id": user_id, "type": "private", "first_name": first_name},
             "from": {"id": user_id, "is_bot": False, "first_name": first_name},
@@ -89,6 +97,12 @@ class FakeBotApi:
     def texts(self, chat_id: int) -> list[str]:
         """Current texts of every message the bot sent to a chat, in order."""
         return [message.text for message in self.messages.get(chat_id, [])]
+
+    def history(self, chat_id: int) -> list[str]:
+        """Every text a chat still shows (the users' and the bot's), oldest first."""
+        texts = dict(self.from_users.get(chat_id, {}))
+        texts.update({m.message_id: m.text for m in self.messages.get(chat_id, [])})
+        return [texts[message_id] for message_id in sorted(texts)]
 
     def methods(self) -> list[str]:
         """Names of the methods called so far, in order."""
@@ -181,3 +195,15 @@ class FakeBotApi:
                 sent.texts.append(text)
                 return self._message(chat_id, message_id, text)
         raise web.HTTPBadRequest(text="message to edit not found")
+
+    async def _m_deletemessage(self, params: JsonDict) -> bool:
+        chat_id = int(params["chat_id"])
+        message_id = int(params["message_id"])
+        if self.from_users.get(chat_id, {}).pop(message_id, None) is None:
+            sent = self.messages.get(chat_id, [])
+            kept = [m for m in sent if m.message_id != message_id]
+            if len(kept) == len(sent):
+                raise web.HTTPBadRequest(text="message to delete not found")
+            self.messages[chat_id] = kept
+        self.deleted.append((chat_id, message_id))
+        return True

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.projects.importer import import_project
 from services.api.projects.service import ProjectService
 from services.api.tasks.router import ServiceDep as TasksDep
-from shared.api_client.schemas import Page, ProjectCreateBody, ProjectUpdate, ProjectView
+from shared.api_client.schemas import (
+    Page,
+    ProjectCreateBody,
+    ProjectImportBody,
+    ProjectUpdate,
+    ProjectView,
+)
 from shared.api_client.text import Identifier
 from shared.contracts import ProjectStatus
 
@@ -24,6 +31,23 @@ async def create_project(
 ) -> ProjectView:
     """Create a draft project owned by the caller (admins and services pass `owner_id`)."""
     project = await ProjectService(db).create(caller, body, owner_id=owner_id)
+    return ProjectView.model_validate(project)
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED)
+async def import_existing_project(
+    body: ProjectImportBody,
+    request: Request,
+    caller: CallerDep,
+    db: SessionDep,
+    owner_id: OwnerId = None,
+) -> ProjectView:
+    """Create a project from an existing git repository: its branches and tags are mirrored
+    into the project's own repository, and the project is `scaffolded` (not scaffolded from
+    the templates). A bad, unreachable or empty source is refused (422 on `repo_url`) and
+    creates nothing."""
+    importer = getattr(request.app.state, "importer", None)
+    project = await import_project(ProjectService(db), caller, importer, body, owner_id=owner_id)
     return ProjectView.model_validate(project)
 
 

@@ -31,6 +31,13 @@ class ProjectService:
         self, principal: Principal, request: ProjectCreate, *, owner_id: int | None
     ) -> Project:
         """A new draft project, owned by the caller's user (admins and services may name one)."""
+        return await self.projects.add(await self.new(principal, request, owner_id=owner_id))
+
+    async def new(
+        self, principal: Principal, request: ProjectCreate, *, owner_id: int | None
+    ) -> Project:
+        """A draft project checked like `create`, not stored yet (an import stores it once
+        its repository is written, so no write transaction waits on git)."""
         if not request.name.strip():
             raise InvalidRequestError("name must not be blank", field="name")
         if owner_id is not None and not principal.sees_everything and owner_id != principal.user_id:
@@ -44,7 +51,7 @@ class ProjectService:
             )
         if await self.users.get(owner) is None:
             raise NotFoundError(f"user {owner} not found", field="owner_id")
-        project = Project(
+        return Project(
             id=new_id(),
             name=request.name,
             description=request.description,
@@ -53,7 +60,6 @@ class ProjectService:
             owner_id=owner,
             created_at=utc_now(),
         )
-        return await self.projects.add(project)
 
     async def get(self, principal: Principal, project_id: str) -> Project:
         """A project the caller may see; `NotFoundError` otherwise (no existence leak)."""

@@ -29,6 +29,7 @@ from shared.chat.po_profile import (
     PO_GRAMMAR_HELP,
     PO_PROFILE,
     PROFILE_ENV,
+    ask_secret_line,
 )
 from shared.contracts import ProjectDTO, TaskCreate, TaskStatus, TaskType
 
@@ -46,6 +47,8 @@ _DEVELOP = re.compile(r"^(?:develop|build|implement)\s+(?P<spec>.+)$", re.IGNORE
 _DEPLOY = re.compile(r"^deploy\b", re.IGNORECASE)
 _STATUS = re.compile(r"^status\b", re.IGNORECASE)
 _SECRETS = re.compile(r"^/?secrets\b", re.IGNORECASE)
+_IMPORT = re.compile(r"^import\s+(?P<url>\S+)(?:\s+as\s+(?P<name>.+))?$", re.IGNORECASE)
+_SECRET = re.compile(r"^(?:set\s+)?secret\s+(?P<name>\S+)\s*$", re.IGNORECASE)
 _WITH_BOT = re.compile(
     r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
     re.IGNORECASE | re.DOTALL,
@@ -115,6 +118,10 @@ class PoGrammar:
             return await self._create(match["name"].strip())
         if _SECRETS.match(text):
             return await self._secrets()
+        if match := _IMPORT.match(text):
+            return await self._import(match["url"], (match["name"] or "").strip().strip("\"'"))
+        if match := _SECRET.match(text):
+            return await self._ask_secret(match["name"])
         if match := _USE.match(text):
             return await self._use(match["name"].strip().strip("\"'"))
         if match := _DEVELOP.match(text):
@@ -150,11 +157,34 @@ class PoGrammar:
         )
         if "telegram" in project.modules:
             answer += (
-                " The bot needs BOT_TOKEN (from @BotFather): set it with "
-                f"`orchestrator project secret set {project.id} BOT_TOKEN` (it asks for the "
-                "value; never paste it on a command line)."
+                " The bot needs BOT_TOKEN (from @BotFather). (Or later: "
+                f"`orchestrator project secret set {project.id} BOT_TOKEN`, which asks for "
+                "the value.)\n" + ask_secret_line(project.id, "BOT_TOKEN")
             )
         return answer
+
+    async def _import(self, url: str, name: str) -> str:
+        from shared.api_client.schemas import ProjectImportBody  # the client's package: httpx
+        from shared.git.importer import source_name
+
+        body = ProjectImportBody.model_construct(
+            name=name or source_name(url), description=None, modules=["backend"], repo_url=url
+        )
+        # not validated here: the API refuses a bad URL or name with a reason the user is told
+        project = await self.api.import_project(body)
+        self._remember(project)
+        return (
+            f"Imported {url} as project {project.name} (id {project.id}): its branches are in "
+            f"the project's own repository, ready for work. It is the current one: "
+            "develop <spec> or deploy."
+        )
+
+    async def _ask_secret(self, name: str) -> str:
+        project = await self._project()
+        if project is None:
+            return "There is no project yet. Start with: create project <name>"
+        # the front door replaces this line with its prompt; the value never comes here
+        return f"{name} of {project.name}:\n" + ask_secret_line(project.id, name)
 
     async def _secrets(self) -> str:
         project = await self._project()
@@ -188,6 +218,12 @@ class PoGrammar:
             f"{what} of {project.name} started: task {task.id}. "
             "You will see its progress and result here."
         )
+        if task_type == TaskType.DEPLOY and "telegram" in getattr(project, "modules", []):
+            names = {secret.name for secret in await self.api.list_secrets(project.id)}
+            if "BOT_TOKEN" not in names:
+                answer += "\nThe bot needs BOT_TOKEN (from @BotFather).\n" + ask_secret_line(
+                    project.id, "BOT_TOKEN"
+                )
         if task_type == TaskType.ENGINEERING:
             others = 0
             for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
