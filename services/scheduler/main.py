@@ -78,9 +78,9 @@ async def run_scheduler(
     scheduler_settings: SchedulerSettings | None = None,
 ) -> None:
     """Run every scheduler job against the Redis at `redis_url` and the API of `settings`
-    until cancelled. `scheduler_settings` default to the environment
+    until cancelled. `scheduler_settings` default to the tree's section of `settings`
     (`ORCHESTRATOR_SCHEDULER__*`)."""
-    own = scheduler_settings or SchedulerSettings()
+    own = scheduler_settings or SchedulerSettings.of(settings)
     redis = aioredis.Redis.from_url(redis_url)
     api = HttpSchedulerApi.from_settings(settings)
     try:
