@@ -229,18 +229,18 @@ def _environ_writes(path: Path) -> list[str]:
     """The `os.environ` writes (and `os.putenv` / `os.unsetenv` calls) of a module."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        target = None
-        if isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
-            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
-            target = next((t for t in targets if isinstance(t, ast.Subscript)), None)
-            target = target.value if target is not None else None
+        written: list[ast.expr] = []
+        if isinstance(node, ast.Assign | ast.Delete):
+            written = [t.value for t in node.targets if isinstance(t, ast.Subscript)]
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+            written = [node.target.value]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             if node.func.attr in _WRITES:
-                target = node.func.value
+                written = [node.func.value]
             elif node.func.attr in {"putenv", "unsetenv"}:
                 found.append(f"{path}:{node.lineno}")
-        if target is not None and ast.unparse(target) in {"os.environ", "environ"}:
-            found.append(f"{path}:{node.lineno}")
+        if any(ast.unparse(target) in {"os.environ", "environ"} for target in written):
+            found.append(f"{path}:{getattr(node, 'lineno', 0)}")
     return found
 
 
