@@ -2,8 +2,8 @@
 read once in main (`TelegramBotSettings.of(settings)`).
 
 The bot token is a secret read from `TELEGRAM_BOT_TOKEN` (or `ORCHESTRATOR_TELEGRAM__TOKEN`);
-it is never logged. Admins are
-Telegram ids from configuration, e.g. `ORCHESTRATOR_TELEGRAM__ADMINS='[12345]'`.
+it is never logged. Admins are Telegram ids from configuration, e.g.
+`ORCHESTRATOR_TELEGRAM__ADMINS='[12345]'`.
 """
 
 from __future__ import annotations
