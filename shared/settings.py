@@ -1,22 +1,29 @@
-"""Settings every actor shares, read from the environment (prefix `ORCHESTRATOR_`).
+"""Settings every actor shares, read from the environment (prefix `ORCHESTRATOR_`) and `.env`.
 
 Built once in `main()` and handed down; tests construct `Settings(...)` directly. Nested
 sections use `__`, e.g. `ORCHESTRATOR_API__PORT=8080`. `REDIS_URL` and `DATABASE_URL` are
 also read without the prefix, as most deployments set them.
+
+This is the root of the settings tree; each actor's section (a `Section`, e.g.
+`ORCHESTRATOR_INFRA__HEALTH_TIMEOUT_S`) is defined beside its actor and joined to the root
+by `services/settings.py` (`SystemSettings`). An actor reads its section with
+`<Its>Settings.of(settings)`: the tree's section with what it takes from the system (data
+directory, API), or the section's defaults under a bare `Settings` (tests).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar, Self
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.git.settings import GitSettings
 from shared.logs import LogFormat, level_number
 from shared.observability.metrics import MetricsSettings
 
-__all__ = ["ApiSettings", "SecretsSettings", "Settings", "TaskDeadlines"]
+__all__ = ["ApiSettings", "SecretsSettings", "Section", "Settings", "TaskDeadlines"]
 
 
 class TaskDeadlines(BaseModel):
@@ -79,7 +86,7 @@ class ApiSettings(BaseModel):
     import_roots: list[Path] = Field(default_factory=list)
     """Local directories whose repositories may be imported by path (`file://`); empty:
     only network git URLs. The system's own repositories are never importable. Imports go
-    to the scaffolder's git provider (`ORCHESTRATOR_SCAFFOLDER_GIT__*`), where scaffolds go."""
+    to the API's git provider (`git` below, the one the scaffolder writes to)."""
     import_timeout_s: float = Field(default=300.0, gt=0)
     """Deadline of each git operation of an import (clone, push)."""
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -108,6 +115,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ORCHESTRATOR_",
         env_nested_delimiter="__",
+        env_file=".env",
         extra="ignore",
     )
 
@@ -162,3 +170,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"
+
+
+class Section(BaseModel):
+    """One actor's section of the settings tree (`ORCHESTRATOR_<SECTION>__<FIELD>`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    section: ClassVar[str]
+    """The section's name in the tree (and in its variables' names)."""
+
+    def within(self, system: Settings) -> Self:
+        """This section completed from the system's settings (e.g. its data directory);
+        fields set explicitly are kept. The default takes nothing."""
+        return self
+
+    @classmethod
+    def of(cls, system: Settings) -> Self:
+        """The actor's effective settings: the tree's section (the defaults under a bare
+        `Settings`), completed from the system (`within`)."""
+        own = getattr(system, cls.section, None)
+        return (own if isinstance(own, cls) else cls()).within(system)

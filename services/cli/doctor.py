@@ -170,9 +170,9 @@ def doctor() -> None:
     """Check what the system needs (agent CLIs, their keys by name, git, ansible, Redis)."""
     import os
 
-    from services.worker_manager.settings import WorkerManagerSettings
+    from services.settings import SystemSettings
 
-    checks = agent_checks(WorkerManagerSettings(), dict(os.environ)) + _system_checks()
+    checks = agent_checks(SystemSettings().workers, dict(os.environ)) + _system_checks()
     for check in checks:
         fix = f"  → {check.fix}" if check.fix else ""
         line = f"{check.what}: {check.detail}{fix}"

@@ -14,6 +14,7 @@ import typer
 from services.cli import (
     admin,
     chat,
+    config,
     console,
     contracts,
     doctor,
@@ -52,6 +53,7 @@ app.command("run")(up.run)
 app.command("chat")(chat.chat)
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
+app.command("config")(config.config)
 app.command("usage")(runs.usage)
 app.command("status")(status.status)
 

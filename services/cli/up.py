@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import warnings
 from pathlib import Path
 
 import typer
@@ -16,6 +17,7 @@ from rich.console import Console
 from services.cli.actors import ACTORS, ActorContext, load_actor
 from services.cli.bootstrap import ensure_cli_key, ensure_local_server, with_service_key
 from services.cli.console import console_url
+from services.settings import SystemSettings
 from shared.embedded import EmbeddedRedis, RuntimeInfo, start_redis, write_runtime
 from shared.logs import configure_logging
 from shared.observability.context import current_actor
@@ -100,12 +102,21 @@ async def _wait_ready(ready: asyncio.Event, tasks: dict[asyncio.Task[None], str]
         raise RuntimeError(f"the api did not start within {API_START_TIMEOUT_S:.0f}s")
 
 
-def _settings(**overrides: object) -> Settings:
-    """The settings of the environment, with logging set up from them; a bad setting ends the
-    command with an error naming it instead of a traceback."""
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as error:
+def _settings(**overrides: object) -> SystemSettings:
+    """The settings tree of the environment, with logging set up from them; a deprecated
+    variable name is reported with its new name, a bad setting ends the command with an error
+    naming it instead of a traceback."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            settings = SystemSettings(**overrides)  # type: ignore[arg-type]
+        except ValidationError as failed:
+            error: ValidationError | None = failed
+        else:
+            error = None
+    for warning in caught:
+        console.print(f"[yellow]deprecated[/] {warning.message}", soft_wrap=True)
+    if error is not None:
         for problem in error.errors():
             where = "ORCHESTRATOR_" + "__".join(str(part) for part in problem["loc"]).upper()
             shown = "" if _SECRET_LIKE.search(where) else f"={problem.get('input')!r}"
@@ -139,15 +150,11 @@ def _start_redis(settings: Settings) -> EmbeddedRedis:
         raise typer.Exit(1) from None
 
 
-def _agent_lines() -> list[str]:
+def _agent_lines(settings: SystemSettings) -> list[str]:
     """What each agent a worker may ask for runs as (`orchestrator doctor` says more)."""
     from services.cli.doctor import agent_summary
-    from services.worker_manager.settings import WorkerManagerSettings
 
-    try:
-        return agent_summary(WorkerManagerSettings())
-    except ValidationError as error:
-        return [f"bad ORCHESTRATOR_WORKERS__ configuration: {error.error_count()} error(s)"]
+    return agent_summary(settings.workers)
 
 
 def up(
@@ -158,10 +165,11 @@ def up(
     """Run every actor in one process on the embedded defaults."""
     base = _settings() if data_dir is None else _settings(data_dir=data_dir)
     redis = _start_redis(base)
-    if redis.server is not None:
+    if redis.server is not None and "stop_workers_on_exit" not in base.workers.model_fields_set:
         # the private Redis stops with us and the next run picks another port: workers left
         # running could never be adopted, so the worker-manager deletes them on the way out
-        os.environ.setdefault("ORCHESTRATOR_WORKERS__STOP_WORKERS_ON_EXIT", "true")
+        workers = base.workers.model_copy(update={"stop_workers_on_exit": True})
+        base = base.model_copy(update={"workers": workers})
     metrics: MetricsServer | None = None
     try:
         settings = with_service_key(base, redis.url)
@@ -177,7 +185,7 @@ def up(
             ),
         )
         console.print(f"  redis  {redis.url}" + (" (private)" if redis.server else ""))
-        for line in _agent_lines():
+        for line in _agent_lines(base):
             console.print(f"  agent  {line}")
         ctx = ActorContext(settings=settings, redis_url=redis.url, api_ready=asyncio.Event())
         asyncio.run(_supervise(ctx, list(ACTORS), bootstrap=True))

@@ -97,7 +97,7 @@ async def run_infra_service(
     if isinstance(settings, InfraSettings):
         infra = settings
     else:
-        infra = InfraSettings.for_system(settings)
+        infra = InfraSettings.of(settings)
         box = secret_box_from_settings(settings)
         if api is None:
             api = owned = ApiClient.from_settings(settings)

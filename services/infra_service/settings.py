@@ -1,7 +1,7 @@
-"""Settings of infra-service (environment prefix `ORCHESTRATOR_INFRA_`, nested with `__`).
+"""Settings of infra-service: the tree's `infra` section (`ORCHESTRATOR_INFRA__*`).
 
-Built once in `main` from the system's `Settings` (`InfraSettings.for_system`); tests build
-`InfraSettings(...)` directly. Every field has an embedded default: the local machine is the
+Read once in `main` (`InfraSettings.of(settings)`); tests build `InfraSettings(...)`
+directly. Every field has an embedded default: the local machine is the
 one server, repositories are bare repositories under `<data_dir>/repos`.
 """
 
@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.app_layout import default_local_base_dir
-from shared.settings import Settings
+from shared.settings import Section, Settings
 
 __all__ = ["InfraSettings", "LocalServerSettings", "RemoteServerSettings"]
 
@@ -62,12 +61,10 @@ class RemoteServerSettings(BaseModel):
     service_user: str = ""
 
 
-class InfraSettings(BaseSettings):
+class InfraSettings(Section):
     """Everything infra-service needs to know, with embedded defaults."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_INFRA_", env_nested_delimiter="__", extra="ignore"
-    )
+    section = "infra"
 
     data_dir: Path = Path("var")
     repos_dir: Path | None = None
@@ -109,10 +106,11 @@ class InfraSettings(BaseSettings):
     )
     """Layout of SSH servers registered in the API (base_dir, python, bind_host, ...)."""
 
-    @classmethod
-    def for_system(cls, settings: Settings) -> InfraSettings:
-        """infra-service settings under the system's data directory (env overrides the rest)."""
-        return cls(data_dir=settings.data_dir)
+    def within(self, system: Settings) -> InfraSettings:
+        """Under the system's data directory unless the section names its own."""
+        if "data_dir" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"data_dir": system.data_dir})
 
     @property
     def work_dir(self) -> Path:

@@ -147,12 +147,14 @@ async def serve(settings: LanggraphSettings, redis_url: str) -> None:
 
 async def run_langgraph(settings: Settings, redis_url: str) -> None:
     """The integrator's entry: run the langgraph actor on the system's settings."""
-    await serve(LanggraphSettings.from_system(settings), redis_url)
+    await serve(LanggraphSettings.of(settings), redis_url)
 
 
 def main() -> None:
     """`python -m services.langgraph`: settings and Redis from the environment."""
-    settings = Settings()
+    from services.settings import SystemSettings  # the tree: every section, this one too
+
+    settings = SystemSettings()
     if not settings.redis_url:
         raise SystemExit("set REDIS_URL (or ORCHESTRATOR_REDIS_URL) to run langgraph alone")
     asyncio.run(run_langgraph(settings, settings.redis_url))

@@ -1,7 +1,7 @@
-"""Settings of the langgraph actor (prefix `ORCHESTRATOR_LANGGRAPH__`), built once in `main`.
+"""Settings of the langgraph actor: the tree's `langgraph` section (`ORCHESTRATOR_LANGGRAPH__*`).
 
-`LanggraphSettings.from_system(settings)` takes the data directory, the API and the
-database from the system's `Settings` and reads the rest from the environment; tests build
+`LanggraphSettings.of(settings)` (once, in `main`) completes the section with the data
+directory, the API and the database of the system's `Settings`; tests build
 `LanggraphSettings(...)` directly.
 """
 
@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.git import GitSettings
-from shared.settings import Settings
+from shared.settings import Section, Settings
 
 __all__ = ["LanggraphSettings", "StepTimeouts"]
 
@@ -49,12 +48,10 @@ class StepTimeouts(BaseModel):
     """The timeout of one REST API call."""
 
 
-class LanggraphSettings(BaseSettings):
+class LanggraphSettings(Section):
     """Everything the langgraph actor needs; every field has an embedded default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_LANGGRAPH__", env_nested_delimiter="__", extra="ignore"
-    )
+    section = "langgraph"
 
     data_dir: Path = Path("var")
     checkpoint_url: str | None = None
@@ -114,19 +111,19 @@ class LanggraphSettings(BaseSettings):
         the one owner the git provider reaches."""
         return self.git.owner
 
-    @classmethod
-    def from_system(cls, settings: Settings) -> LanggraphSettings:
-        """This actor's settings: the environment plus the system's data dir, API, database."""
-        own = cls()
-        update: dict[str, object] = {
-            "data_dir": settings.data_dir,
-            "api_url": settings.api.base_url,
-        }
-        if own.api_key is None:
-            update["api_key"] = settings.api.key or settings.api.service_key
-        if own.checkpoint_url is None and (settings.database_url or "").startswith("postgres"):
-            update["checkpoint_url"] = settings.database_url
-        return own.model_copy(update=update)
+    def within(self, system: Settings) -> LanggraphSettings:
+        """The system's data dir and API (unless the section names its own), its API key
+        and PostgreSQL database when the section has none."""
+        update: dict[str, object] = {}
+        if "data_dir" not in self.model_fields_set:
+            update["data_dir"] = system.data_dir
+        if "api_url" not in self.model_fields_set:
+            update["api_url"] = system.api.base_url
+        if self.api_key is None:
+            update["api_key"] = system.api.key or system.api.service_key
+        if self.checkpoint_url is None and (system.database_url or "").startswith("postgres"):
+            update["checkpoint_url"] = system.database_url
+        return self.model_copy(update=update)
 
     @property
     def checkpoint_path(self) -> Path:

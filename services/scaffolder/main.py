@@ -124,9 +124,7 @@ async def run_scaffolder(
             )
         return
     scaffolder = (
-        settings
-        if isinstance(settings, ScaffolderSettings)
-        else ScaffolderSettings.for_system(settings)
+        settings if isinstance(settings, ScaffolderSettings) else ScaffolderSettings.of(settings)
     )
     deps = build_deps(
         scaffolder, bus, projects, project_reader=project_reader, git=git, renderer=renderer

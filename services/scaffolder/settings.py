@@ -1,7 +1,7 @@
-"""Settings of the scaffolder (environment prefix `ORCHESTRATOR_SCAFFOLDER_`, nested `__`).
+"""Settings of the scaffolder: the tree's `scaffolder` section (`ORCHESTRATOR_SCAFFOLDER__*`).
 
-Built once in `main` from the system's `Settings` (`ScaffolderSettings.for_system`); tests
-build `ScaffolderSettings(...)` directly. Every field has an embedded default: repositories
+Read once in `main` (`ScaffolderSettings.of(settings)`); tests build `ScaffolderSettings(...)`
+directly. Every field has an embedded default: repositories
 are local bare repositories under `<data_dir>/repos`, templates are the ones shipped here.
 """
 
@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.git import GitIdentity, GitSettings
-from shared.settings import Settings
+from shared.settings import Section, Settings
 
 __all__ = ["TEMPLATES_DIR", "ScaffolderSettings"]
 
@@ -21,12 +20,10 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 """The templates shipped with the scaffolder: one directory per module."""
 
 
-class ScaffolderSettings(BaseSettings):
+class ScaffolderSettings(Section):
     """What the scaffolder needs; every field has an embedded default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_SCAFFOLDER_", env_nested_delimiter="__", extra="ignore"
-    )
+    section = "scaffolder"
 
     data_dir: Path = Path("var")
     git: GitSettings = Field(default_factory=GitSettings)
@@ -40,10 +37,11 @@ class ScaffolderSettings(BaseSettings):
     author_name: str = "codegen-scaffolder"
     author_email: str = "scaffolder@codegen.local"
 
-    @classmethod
-    def for_system(cls, settings: Settings) -> ScaffolderSettings:
-        """Scaffolder settings under the system's data directory (env overrides the rest)."""
-        return cls(data_dir=settings.data_dir)
+    def within(self, system: Settings) -> ScaffolderSettings:
+        """Under the system's data directory unless the section names its own."""
+        if "data_dir" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"data_dir": system.data_dir})
 
     @property
     def work_dir(self) -> Path:

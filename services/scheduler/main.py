@@ -98,9 +98,9 @@ async def run_scheduler(
     scheduler_settings: SchedulerSettings | None = None,
 ) -> None:
     """Run every scheduler job against the Redis at `redis_url` and the API of `settings`
-    until cancelled. `scheduler_settings` default to the environment
+    until cancelled. `scheduler_settings` default to the tree's section of `settings`
     (`ORCHESTRATOR_SCHEDULER__*`)."""
-    own = scheduler_settings or SchedulerSettings()
+    own = scheduler_settings or SchedulerSettings.of(settings)
     if own.local_apps_dir is None:  # the local server's supervisor, as infra-service lays it
         apps_dir = local_apps_dir(default_local_base_dir(settings.data_dir))
         own = own.model_copy(update={"local_apps_dir": apps_dir})

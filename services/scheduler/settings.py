@@ -1,7 +1,7 @@
-"""Settings of the scheduler, read from the environment (prefix `ORCHESTRATOR_SCHEDULER__`).
+"""Settings of the scheduler: the tree's `scheduler` section (`ORCHESTRATOR_SCHEDULER__*`).
 
-Built once by `run_scheduler` (or passed in) and handed down; tests construct them directly.
-Each job's interval is its own field of `intervals_s`, e.g.
+Read once by `run_scheduler` (`SchedulerSettings.of(settings)`, or passed in) and handed
+down; tests construct them directly. Each job's interval is its own field of `intervals_s`, e.g.
 `ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS=10`.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import Section
 
 __all__ = ["JobIntervals", "SchedulerSettings"]
 
@@ -34,12 +35,10 @@ class JobIntervals(BaseModel):
         return value
 
 
-class SchedulerSettings(BaseSettings):
+class SchedulerSettings(Section):
     """Everything the scheduler's loop and jobs need; every field has a default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_SCHEDULER__", env_nested_delimiter="__", extra="ignore"
-    )
+    section = "scheduler"
 
     intervals_s: JobIntervals = Field(default_factory=JobIntervals)
     jitter_ratio: float = Field(default=0.1, ge=0, lt=0.5)

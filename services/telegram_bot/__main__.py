@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from services.settings import SystemSettings
 from services.telegram_bot.main import run_telegram_bot
 from shared.embedded import resolve_redis_url
-from shared.settings import Settings
 
 
 def main() -> int:
     """Run until interrupted; 2 when no Redis can be found."""
-    settings = Settings()
+    settings = SystemSettings()
     redis_url = resolve_redis_url(settings)
     if redis_url is None:
         print("no Redis: set REDIS_URL or run `orchestrator up`", file=sys.stderr)  # noqa: T201

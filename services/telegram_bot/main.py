@@ -68,7 +68,7 @@ async def run_telegram_bot(
     settings: Settings, redis_url: str, *, bot_settings: TelegramBotSettings | None = None
 ) -> None:
     """Serve Telegram until cancelled; return with a log line when no token is configured."""
-    bot_settings = bot_settings or TelegramBotSettings()
+    bot_settings = bot_settings or TelegramBotSettings.of(settings)
     if bot_settings.token is None:
         log.warning(
             "telegram_bot_disabled",

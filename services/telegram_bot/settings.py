@@ -1,33 +1,27 @@
-"""Settings of the telegram-bot (prefix `ORCHESTRATOR_TELEGRAM__`), built once in main.
+"""Settings of the telegram-bot: the tree's `telegram` section (`ORCHESTRATOR_TELEGRAM__*`),
+read once in main (`TelegramBotSettings.of(settings)`).
 
-The bot token is a secret read from `TELEGRAM_BOT_TOKEN`; it is never logged. Admins are
-Telegram ids from configuration, e.g. `ORCHESTRATOR_TELEGRAM__ADMINS='[12345]'`.
+The bot token is a secret read from `TELEGRAM_BOT_TOKEN` (or `ORCHESTRATOR_TELEGRAM__TOKEN`);
+it is never logged. Admins are Telegram ids from configuration, e.g.
+`ORCHESTRATOR_TELEGRAM__ADMINS='[12345]'`.
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
 
 from shared.contracts import AgentName
+from shared.settings import Section
 
 __all__ = ["TelegramBotSettings"]
 
 
-class TelegramBotSettings(BaseSettings):
+class TelegramBotSettings(Section):
     """Everything the bot can be told; only the token has no working default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_TELEGRAM__",
-        env_nested_delimiter="__",
-        extra="ignore",
-        populate_by_name=True,
-    )
+    section = "telegram"
 
-    token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "ORCHESTRATOR_TELEGRAM__TOKEN"),
-    )
+    token: SecretStr | None = None
     """The bot token from @BotFather; without it the bot does not start."""
     api_key: SecretStr | None = None
     """The bot's API credential (admin scope: it adds users; PO workers' tokens are minted by

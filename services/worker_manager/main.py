@@ -32,7 +32,6 @@ from shared.settings import Settings
 __all__ = [
     "api_client_for",
     "build_runtime",
-    "manager_settings_for",
     "run_actor",
     "run_worker_manager",
 ]
@@ -40,16 +39,6 @@ __all__ = [
 log = structlog.get_logger("services.worker_manager")
 
 _SHUTDOWN_S = 10.0
-
-
-def manager_settings_for(settings: Settings) -> WorkerManagerSettings:
-    """The worker-manager's settings from the environment, data under the system's data dir."""
-    manager_settings = WorkerManagerSettings()
-    if "data_dir" not in manager_settings.model_fields_set:
-        manager_settings = manager_settings.model_copy(
-            update={"data_dir": settings.data_dir / "workers"}
-        )
-    return manager_settings
 
 
 def api_client_for(settings: Settings, manager: WorkerManagerSettings) -> ApiClient | None:
@@ -88,7 +77,7 @@ async def run_worker_manager(
     runtime: WorkerRuntime | None = None,
 ) -> None:
     """Serve `worker:commands` until cancelled (workers keep running for the next run)."""
-    worker_settings = manager_settings or manager_settings_for(settings)
+    worker_settings = manager_settings or WorkerManagerSettings.of(settings)
     worker_settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker_settings = worker_settings.model_copy(
         update={"data_dir": worker_settings.data_dir.resolve()}

@@ -1,4 +1,5 @@
-"""Settings of the worker-manager (prefix `ORCHESTRATOR_WORKERS__`), built once in main."""
+"""Settings of the worker-manager: the tree's `workers` section (`ORCHESTRATOR_WORKERS__*`),
+read once in main (`WorkerManagerSettings.of(settings)`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import Section, Settings
 
 __all__ = [
     "AGENT_CREDENTIAL_VARS",
@@ -127,12 +129,10 @@ class PoolSettings(BaseModel):
     than cores only makes every one of them later."""
 
 
-class WorkerManagerSettings(BaseSettings):
+class WorkerManagerSettings(Section):
     """Everything the worker-manager can be told; every field has a working default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_WORKERS__", env_nested_delimiter="__", extra="ignore"
-    )
+    section = "workers"
 
     manager_id: str = "worker-manager"
     """Names this manager's workers (labels, registry); its next run adopts them."""
@@ -222,3 +222,9 @@ class WorkerManagerSettings(BaseSettings):
     api_key: SecretStr | None = None
     """The manager's own API credential (service scope) to mint and revoke those keys; None:
     the system's `api.key`, else its `api.service_key`."""
+
+    def within(self, system: Settings) -> WorkerManagerSettings:
+        """Under `<data_dir>/workers` of the system unless the section names its own."""
+        if "data_dir" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"data_dir": system.data_dir / "workers"})

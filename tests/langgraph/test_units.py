@@ -69,12 +69,12 @@ def test_postgres_conninfo_accepts_sqlalchemy_urls_only_for_postgres() -> None:
         postgres_conninfo("sqlite:///x.db")
 
 
-def test_settings_from_system_take_its_api_and_postgres_database(tmp_path: Path) -> None:
+def test_settings_of_the_system_take_its_api_and_postgres_database(tmp_path: Path) -> None:
     """The system's data dir, API URL and a PostgreSQL database reach the actor's settings."""
     system = Settings(
         data_dir=tmp_path, database_url="postgresql+asyncpg://u@h/db", api=ApiSettings(port=9999)
     )
-    own = LanggraphSettings.from_system(system)
+    own = LanggraphSettings.of(system)
     assert own.data_dir == tmp_path
     assert own.api_url == "http://127.0.0.1:9999"
     assert own.checkpoint_url == "postgresql+asyncpg://u@h/db"

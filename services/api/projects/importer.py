@@ -1,10 +1,11 @@
 """Import an existing git repository as a project (`POST /api/projects/import`).
 
 Not scaffolded: the source's branches and tags are mirrored into the project's own
-repository (`<owner>/<slug>-<id8>`, `shared.git.naming`) on the scaffolder's git provider,
-and the project starts `scaffolded` with that repository, ready for engineering tasks and
-deploys. Its checks are the repository's own (`.orchestrator/checks.toml`, see
-`services/worker_wrapper/directives.py`), else its `make test` targets, else none.
+repository (`<owner>/<slug>-<id8>`, `shared.git.naming`) on the API's git provider (the one
+the scaffolder writes to), and the project starts `scaffolded` with that repository, ready
+for engineering tasks and deploys. Its checks are the repository's own
+(`.orchestrator/checks.toml`, see `services/worker_wrapper/directives.py`), else its `make
+test` targets, else none.
 
 The source is read before anything is created: a bad, unreachable or empty source creates
 no project and no repository, and is refused with 422 naming `repo_url` and the reason.
@@ -62,7 +63,7 @@ class ProjectImporter:
 
     git: GitProvider
     owner: str
-    """The owner of the system's repositories (the scaffolder's `git.owner`)."""
+    """The owner of the system's repositories (`git.owner`, the same as the scaffolder's)."""
     default_branch: str
     work_dir: Path
     """Where a source is cloned before it is pushed (emptied after each import)."""
@@ -75,30 +76,29 @@ class ProjectImporter:
 
 
 def importer_from_settings(settings: Settings) -> ProjectImporter | None:
-    """The importer on the scaffolder's git provider (imports go where scaffolds go); None,
-    with a log line, when that provider cannot be built (a GitHub provider without token)."""
-    from services.scaffolder.settings import ScaffolderSettings  # its settings only
-
-    scaffolder = ScaffolderSettings.for_system(settings)
+    """The importer on the API's git provider (`ORCHESTRATOR_API__GIT__*`: the provider the
+    scaffolder writes to, so imports go where scaffolds go); None, with a log line, when that
+    provider cannot be built (a GitHub provider without token)."""
+    git_settings = settings.api.git
     try:
-        git = build_provider(scaffolder.git, data_dir=scaffolder.data_dir)
+        git = build_provider(git_settings, data_dir=settings.data_dir)
     except ValueError as error:
         log.warning("project_import_unavailable", reason=str(error))
         return None
-    repos_dir = scaffolder.git.repos_dir or scaffolder.data_dir / "repos"
-    owner = scaffolder.git.owner
-    host = urlsplit(scaffolder.git.github_git_url).hostname or "github.com"
+    repos_dir = git_settings.repos_dir or settings.data_dir / "repos"
+    owner = git_settings.owner
+    host = urlsplit(git_settings.github_git_url).hostname or "github.com"
     return ProjectImporter(
         git=git,
         owner=owner,
-        default_branch=scaffolder.git.default_branch,
+        default_branch=git_settings.default_branch,
         work_dir=(settings.data_dir / "imports").resolve(),
         local_roots=list(settings.api.import_roots),
         forbidden=[repos_dir.resolve()],
         timeout_s=settings.api.import_timeout_s,
         own_urls=(
-            [f"{scaffolder.git.github_git_url.rstrip('/')}/{owner}/", f"git@{host}:{owner}/"]
-            if scaffolder.git.provider == "github"
+            [f"{git_settings.github_git_url.rstrip('/')}/{owner}/", f"git@{host}:{owner}/"]
+            if git_settings.provider == "github"
             else []
         ),
     )
