@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from services.worker_manager.docker_runtime import (
+    LABEL_HOME,
     LABEL_MANAGER,
     LABEL_WORKER,
     WRAPPER_CAPABILITIES,
@@ -76,13 +77,15 @@ async def test_start_creates_a_locked_down_container(
     ref = await runtime.start(spec(tmp_path, session_volume="session-po"))
     [network] = engine.find("POST", "/networks/create")
     assert network.body["Name"] == "orchestrator-worker-dev-1"
-    assert network.body["Labels"] == {LABEL_MANAGER: "mgr", LABEL_WORKER: "dev-1"}
+    home = str(tmp_path)  # the runtime's data directory (resolved already): its workers only
+    labels = {LABEL_MANAGER: "mgr", LABEL_WORKER: "dev-1", LABEL_HOME: home}
+    assert network.body["Labels"] == labels
     [create] = engine.find("POST", "/containers/create")
     body = create.body
     host = body["HostConfig"]
     assert body["Image"] == "orchestrator-worker:test"
     assert body["Cmd"][:3] == ["python", "-m", "services.worker_wrapper"]
-    assert body["Labels"] == {LABEL_MANAGER: "mgr", LABEL_WORKER: "dev-1"}
+    assert body["Labels"] == labels
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["NanoCpus"] == 1_500_000_000
