@@ -121,13 +121,12 @@ def test_agent_cli_maps_a_contract_agent_to_codex(
 def test_docker_workers_run_the_cli_of_their_image() -> None:
     """With the Docker runtime the CLI is the worker image's (not on the manager's PATH):
     `cli` and `auto` choose it all the same; the built-in agent stays the built-in one."""
-    absent = {"claude_command": ["claude-not-on-this-host"], "runtime": "docker"}
-    assert choose_adapter(WorkerManagerSettings(adapter="cli", **absent), "claude-code") == (
-        "claude-code"
-    )
-    auto = WorkerManagerSettings(adapter="auto", **absent)
-    assert choose_adapter(auto, "claude-code") == "claude-code"
-    assert choose_adapter(WorkerManagerSettings(adapter="builtin", **absent), "x") == "builtin"
+    absent = ["claude-not-on-this-host"]
+    for adapter in ("cli", "auto"):
+        docker = WorkerManagerSettings(adapter=adapter, claude_command=absent, runtime="docker")
+        assert choose_adapter(docker, "claude-code") == "claude-code"
+    builtin = WorkerManagerSettings(adapter="builtin", claude_command=absent, runtime="docker")
+    assert choose_adapter(builtin, "claude-code") == "builtin"
     local = WorkerManagerSettings(adapter="auto", claude_command=["claude-not-on-this-host"])
     assert choose_adapter(local, "claude-code") == "builtin"
 

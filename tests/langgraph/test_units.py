@@ -108,7 +108,7 @@ async def test_replicas_starting_together_set_up_the_checkpointer_once(tmp_path:
     """Four replicas open the PostgreSQL checkpointer of a new database at once: each gets a
     ready saver (the setup runs under an advisory lock; without it the second one failed on
     a duplicate `checkpoint_migrations` row and its replica stopped)."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
     from sqlalchemy import make_url
 
     from tests.api.conftest import _pg_base_url, _plain_dsn

@@ -411,7 +411,9 @@ async def test_real_claude_in_a_container_commits_and_pushes(
         assert record.adapter == "claude-code"
         answer = await client.send(created.worker_id, "add hello.py", timeout_s=180)
         container = engine_client.containers.get(record.runtime_ref)
-        agent_uid = container.exec_run(["cat", "/tmp/agent-uid"]).output.decode().strip()
+        written = container.exec_run(["cat", "/tmp/agent-uid"]).output
+    assert isinstance(written, bytes)
+    agent_uid = written.decode().strip()
     assert answer.success, answer.error
     assert answer.response == "Pushed hello.py to feature."
     assert answer.run is not None
