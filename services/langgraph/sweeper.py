@@ -38,6 +38,7 @@ class Sweeper:
         self.clock_s = runner.deps.clock_s
         self._slots = asyncio.Semaphore(parallel)
         self._last_cancel_poll_s = 0.0
+        self._stalled_before: set[str] = set()
 
     async def run(self) -> None:
         """Recover, then sweep forever."""
@@ -77,12 +78,15 @@ class Sweeper:
             await self.sweep_stalled()
 
     async def sweep_stalled(self) -> list[str]:
-        """Continue the flows that wait for nothing and whose lease no live process holds
-        (`kick` continues them from their last checkpoint); returns their task ids."""
+        """Continue the flows that wait for nothing and whose lease no live process holds,
+        seen so at this pass and the one before (not a moment between two holders): `kick`
+        continues them from their last checkpoint. Returns their task ids."""
         flows, waits = await self.store.flows(), await self.store.waits()
         candidates = [task_id for task_id in flows if task_id not in waits]
         leased = await self.store.leased(candidates)
-        stalled = [t for t, held in zip(candidates, leased, strict=True) if not held]
+        seen = {t for t, held in zip(candidates, leased, strict=True) if not held}
+        stalled = sorted(seen & self._stalled_before)
+        self._stalled_before = seen
         if stalled:
             log.info("flows_stalled", count=len(stalled), task_ids=stalled[:10])
             await self._kick_all(stalled, "sweep")
