@@ -83,7 +83,7 @@ format: $(STAMP) ## rewrite the sources in the project's style (ruff's fixes and
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-images: $(STAMP) ## build the images (base, worker, orchestrator, redis, postgres) into the Docker engine
+images: $(STAMP) $(AGENT_CLIS_STAMP) ## build the images (base, worker with the agent CLIs, orchestrator, redis, postgres) into the Docker engine
 	$(BIN)/python -m services.worker_manager.images
 
 export: $(STAMP) ## regenerate the checked-in contract documents under docs/

@@ -129,6 +129,17 @@ class FlowStore:
 
     # leases -------------------------------------------------------------------------------
 
+    async def leased(self, task_ids: list[str]) -> list[bool]:
+        """For each flow, whether a live process holds its lease (one round trip): a lease
+        of a process of this host that is gone counts as free, as `lock` would break it."""
+        if not task_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.get(lock_key(task_id))
+            holders = await pipe.execute()
+        return [h is not None and not consumer_died_here(_text(h)) for h in holders]
+
     def lock(self, task_id: str, *, wait_s: float = 60.0) -> AbstractAsyncContextManager[None]:
         """Hold the flow's lease: one advancer per flow in this process and across replicas.
 

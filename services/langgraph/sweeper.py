@@ -5,7 +5,11 @@
 - Every `sweep_interval_s`: flows whose answer is in the inbox, or whose deadline passed,
   are kicked (a timed-out wait fails its task).
 - Every `cancel_poll_s`: the API's recently cancelled tasks that still have a flow here are
-  resumed with a cancellation (the flow deletes its worker and stops).
+  resumed with a cancellation (the flow deletes its worker and stops); and stalled flows
+  are continued: living, waiting for nothing, and with no live process holding their lease.
+  Those are the flows of a replica that died mid-step (its lease expired) and the flows
+  whose step raised on a passing failure (the API unreachable: the step is retried, not
+  failed, and nothing else would advance it again until a replica restarts).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Sweeper:
         self.clock_s = runner.deps.clock_s
         self._slots = asyncio.Semaphore(parallel)
         self._last_cancel_poll_s = 0.0
+        self._stalled_before: set[str] = set()
 
     async def run(self) -> None:
         """Recover, then sweep forever."""
@@ -70,6 +75,22 @@ class Sweeper:
         if now_s - self._last_cancel_poll_s >= self.settings.cancel_poll_s:
             self._last_cancel_poll_s = now_s
             await self.sweep_cancelled()
+            await self.sweep_stalled()
+
+    async def sweep_stalled(self) -> list[str]:
+        """Continue the flows that wait for nothing and whose lease no live process holds,
+        seen so at this pass and the one before (not a moment between two holders): `kick`
+        continues them from their last checkpoint. Returns their task ids."""
+        flows, waits = await self.store.flows(), await self.store.waits()
+        candidates = [task_id for task_id in flows if task_id not in waits]
+        leased = await self.store.leased(candidates)
+        seen = {t for t, held in zip(candidates, leased, strict=True) if not held}
+        stalled = sorted(seen & self._stalled_before)
+        self._stalled_before = seen
+        if stalled:
+            log.info("flows_stalled", count=len(stalled), task_ids=stalled[:10])
+            await self._kick_all(stalled, "sweep")
+        return stalled
 
     async def sweep_cancelled(self) -> None:
         """Stop the flows of tasks cancelled through the API."""

@@ -28,7 +28,9 @@ def cli_command(settings: WorkerManagerSettings, cli: str) -> list[str]:
 
 def choose_adapter(settings: WorkerManagerSettings, agent: str) -> str:
     """The adapter for a worker that asked for `agent` (`claude-code` / `factory-droid`):
-    the CLI `agent_cli` maps it to (default: its own), when installed."""
+    the CLI `agent_cli` maps it to (default: its own), when installed. With the Docker
+    runtime the CLI runs in the worker image, which carries claude, codex and droid: the
+    host's PATH says nothing about it, so the CLI is chosen without looking."""
     if settings.adapter == "builtin":
         return "builtin"
     if settings.adapter == "command":
@@ -39,7 +41,7 @@ def choose_adapter(settings: WorkerManagerSettings, agent: str) -> str:
         return "command"
     agent = settings.agent_cli.get(agent, agent)
     command = cli_command(settings, agent)
-    if _installed(command):
+    if settings.runtime == "docker" or _installed(command):
         return agent
     if settings.adapter == "cli":
         raise InvalidWorkerConfigError(

@@ -49,6 +49,7 @@ __all__ = [
     "ORCHESTRATOR_IMAGE",
     "ORCHESTRATOR_REPOSITORY",
     "SERVICE_PACKAGES",
+    "WORKER_BASE_PACKAGES",
     "WORKER_DOCKERFILE",
     "WORKER_IMAGE",
     "WORKER_REPOSITORY",
@@ -102,6 +103,22 @@ these and what they require, at the versions of uv.lock, not the project's other
 BASE_REPOSITORY = "codegen-orchestrator-base"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates")
+WORKER_BASE_REPOSITORY = "codegen-orchestrator-worker-base"
+WORKER_BASE_PACKAGES = (*BASE_PACKAGES, "nodejs")
+"""The worker image's root filesystem: the base's packages and Debian's Node (codex's
+launcher is a Node script; claude and droid are native executables), so the orchestrator
+image, on the plain base, carries no Node."""
+AGENT_CLIS_DIR = PROJECT_ROOT / "tools" / "agents"
+AGENT_PACKAGES = (
+    "@anthropic-ai/claude-code",
+    "@factory/cli",
+    "@openai/codex",
+    "@openai/codex-linux-x64",
+)
+"""What the worker image copies of `tools/agents/node_modules` (installed on the host by
+`make agents` at package-lock.json's pins): claude's and droid's packages hold their native
+executables themselves (their `-linux-x64` packages are the same files, hard-linked, and are
+left out); codex's launcher finds its executable in `@openai/codex-linux-x64`."""
 BASE_PYTHON = "3.11.2"
 """The CPython version of Debian 12's python3 (requirement markers are evaluated for it)."""
 _EXCLUDED_PATHS = (
@@ -392,10 +409,45 @@ def _worker_context(
                 shutil.copy2(path, root / "src" / relative)
 
 
+def _agent_clis(root: Path) -> None:
+    """The pinned agent CLIs into `root`/agents/node_modules, hard-linked where the host
+    allows it (a gigabyte of executables, not copied for every build)."""
+    modules = AGENT_CLIS_DIR / "node_modules"
+    missing = [name for name in AGENT_PACKAGES if not (modules / name / "package.json").is_file()]
+    if missing:
+        raise ImageBuildError(
+            f"the agent CLIs are not installed in {modules} (missing {', '.join(missing)}): "
+            "run `make agents` first"
+        )
+    for name in AGENT_PACKAGES:
+        source = (modules / name).resolve()
+        for directory, _dirs, files in os.walk(source):
+            for file in files:
+                path = Path(directory) / file
+                if path.is_symlink():
+                    continue
+                target = root / "agents" / "node_modules" / name / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copy2(path, target)
+
+
+def _worker_image_context(root: Path) -> None:
+    """The worker image's context: the wrapper's (`_worker_context`) and the agent CLIs."""
+    _worker_context(root)
+    _agent_clis(root)
+
+
 def _tree_hash(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -404,9 +456,8 @@ def ensure_worker_image(client: docker.DockerClient, *extra_tags: str) -> BuildR
     `codegen-orchestrator-worker:<hash of base and build context>` (so test runs of different
     trees sharing an engine never run each other's image) and `extra_tags`; found in the
     engine when present, else built (unchanged layers come from the engine's cache)."""
-    return _ensure_built(
-        client, WORKER_REPOSITORY, _worker_context, ensure_base_image(client), extra_tags
-    )
+    base = ensure_base_image(client, WORKER_BASE_PACKAGES, WORKER_BASE_REPOSITORY)
+    return _ensure_built(client, WORKER_REPOSITORY, _worker_image_context, base, extra_tags)
 
 
 def _orchestrator_context(root: Path) -> None:

@@ -118,6 +118,19 @@ def test_agent_cli_maps_a_contract_agent_to_codex(
         choose_adapter(unmapped, "factory-droid")
 
 
+def test_docker_workers_run_the_cli_of_their_image() -> None:
+    """With the Docker runtime the CLI is the worker image's (not on the manager's PATH):
+    `cli` and `auto` choose it all the same; the built-in agent stays the built-in one."""
+    absent = ["claude-not-on-this-host"]
+    for adapter in ("cli", "auto"):
+        docker = WorkerManagerSettings(adapter=adapter, claude_command=absent, runtime="docker")
+        assert choose_adapter(docker, "claude-code") == "claude-code"
+    builtin = WorkerManagerSettings(adapter="builtin", claude_command=absent, runtime="docker")
+    assert choose_adapter(builtin, "claude-code") == "builtin"
+    local = WorkerManagerSettings(adapter="auto", claude_command=["claude-not-on-this-host"])
+    assert choose_adapter(local, "claude-code") == "builtin"
+
+
 def test_adapter_argv_holds_no_credential() -> None:
     """The keys stay in the environment: neither CLI's argv carries one."""
     env = {"OPENAI_API_KEY": PLANTED_KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,3 +101,33 @@ async def test_postgres_checkpointer_sets_up_its_tables(tmp_path: Path) -> None:
             assert await saver.aget_tuple(config) is None  # type: ignore[arg-type]
     except OSError as error:  # pragma: no cover - no server here
         pytest.skip(f"PostgreSQL unreachable: {error}")
+
+
+@pytest.mark.postgres
+async def test_replicas_starting_together_set_up_the_checkpointer_once(tmp_path: Path) -> None:
+    """Four replicas open the PostgreSQL checkpointer of a new database at once: each gets a
+    ready saver (the setup runs under an advisory lock; without it the second one failed on
+    a duplicate `checkpoint_migrations` row and its replica stopped)."""
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+    from sqlalchemy import make_url
+
+    from tests.api.conftest import _pg_base_url, _plain_dsn
+
+    name = f"checkpoints_{datetime.now(UTC).strftime('%H%M%S%f')}"
+    try:
+        admin = await asyncpg.connect(_plain_dsn(_pg_base_url()), timeout=3)
+    except OSError as error:  # pragma: no cover - no server here
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(_pg_base_url()).set(database=name).render_as_string(hide_password=False)
+    settings = LanggraphSettings(data_dir=tmp_path, checkpoint_url=url)
+
+    async def replica() -> int:
+        async with open_checkpointer(settings) as saver:
+            return len([c async for c in saver.alist(None)])
+
+    try:
+        assert await asyncio.gather(*(replica() for _ in range(4))) == [0, 0, 0, 0]
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -58,6 +59,51 @@ def test_worker_image_runs_the_wrapper_as_an_unprivileged_user(
     finally:
         client.close()
     assert output.split() == ["10001", "10001"]
+
+
+def test_worker_image_carries_the_pinned_agent_clis(
+    docker_engine: Engine, worker_image: str
+) -> None:
+    """claude, codex and droid are on the worker's PATH at tools/agents' pins (codex through
+    Debian's Node) and answer `--version` as the agent's user in a container set up like a
+    worker's: read-only root, no capabilities, no-new-privileges, tmpfs home and /tmp."""
+    package = json.loads(read_text(images.AGENT_CLIS_DIR / "package.json"))
+    pins = {**package["dependencies"], **package["optionalDependencies"]}
+    script = "node --version && claude --version && codex --version && droid --version"
+    client = docker_engine.client()
+    try:
+        output = client.containers.run(
+            worker_image,
+            ["sh", "-c", script],
+            user="10001:10001",
+            read_only=True,
+            tmpfs={"/tmp": "", "/home/agent": "uid=10001,gid=10001"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            network_mode="none",
+            remove=True,
+        ).decode()
+    finally:
+        client.close()
+    node, claude, codex, droid = output.strip().splitlines()[-4:]
+    assert node.startswith("v18."), output
+    assert claude.startswith(f"{pins['@anthropic-ai/claude-code']} "), output
+    assert claude.endswith("(Claude Code)"), output
+    assert codex == f"codex-cli {pins['@openai/codex']}", output
+    assert droid == pins["@factory/cli-linux-x64"], output  # its binary's version
+
+
+def test_worker_image_build_without_the_agent_clis_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no `make agents` on the host, the worker image's context is refused with the
+    missing packages and the command that installs them (no engine needed)."""
+    monkeypatch.setattr(images, "AGENT_CLIS_DIR", tmp_path / "agents")
+    with pytest.raises(images.ImageBuildError) as refused:
+        images._agent_clis(tmp_path / "context")
+    message = str(refused.value)
+    assert "@anthropic-ai/claude-code" in message
+    assert "make agents" in message
 
 
 def test_worker_requirements_match_the_lock() -> None:

@@ -2,8 +2,9 @@
 
 The containers use the host's network (the tests' engine runs with `--bridge=none`; Redis
 listens on loopback), the image built from services/worker_wrapper/Dockerfile, and the
-agents the image has: the built-in one, or `command` running the prompt with `sh`, which
-plays the untrusted agent in the isolation tests.
+agents the image has: the built-in one, `command` running the prompt with `sh`, which
+plays the untrusted agent in the isolation tests, and the real claude CLI against the
+scripted Anthropic API (tests/agents/fake_models.py), reached like Redis and the git remote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pytest
 from services.worker_manager.docker_runtime import LABEL_MANAGER
 from services.worker_manager.settings import DockerSettings
 from shared.contracts import new_id
+from tests.agents.conftest import PLANTED_KEY
+from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
 from tests.docker_engine import Engine
 from tests.workers.conftest import Client, ManagerRunner
 from tests.workers.helpers import exists, git, make_repo_with_remote
@@ -354,4 +357,72 @@ async def test_docker_agent_cannot_read_its_wrappers_credential(
     answer = await client.send(created.worker_id, uid_probe_prompt("python", created.worker_id))
     assert answer.success, answer.error
     check_uid_probe(answer.response, 10001)
+    assert (await client.delete(created.worker_id)).success
+
+
+def claude_turns_in_container() -> list[Reply | Failure]:
+    """The scripted model's turns for a claude in a container: write a file in /workspace
+    (the worker's workspace there), commit and push it, answer."""
+    return [
+        Reply(
+            text="Adding the module.",
+            tools=(
+                ToolCall("Write", {"file_path": "/workspace/hello.py", "content": "print(3)\n"}),
+            ),
+        ),
+        Reply(
+            tools=(
+                ToolCall(
+                    "Bash",
+                    {
+                        "command": "git add hello.py && git commit -q -m 'Add hello' "
+                        "&& git push -q origin HEAD:feature && id -u > /tmp/agent-uid"
+                    },
+                ),
+            ),
+        ),
+        Reply(text="Pushed hello.py to feature."),
+    ]
+
+
+async def test_real_claude_in_a_container_commits_and_pushes(
+    docker_manager: DockerManager,
+    client: Client,
+    engine_client: docker.DockerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image's claude (its pinned CLI) in a Docker worker, against the scripted Anthropic
+    API: the key and endpoint go from the manager's environment to the agent, the model API
+    is reached like Redis and the git remote (the host's network here), the agent commits and
+    pushes as uid 10001, and the key is in no answer."""
+    _, remote = make_repo_with_remote(tmp_path)
+    share_with_workers(remote)
+    script = ModelScript(claude_turns_in_container())
+    with serve_anthropic(script) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
+        await docker_manager.start(adapter="cli", claude_command=["claude"], claude_max_retries=1)
+        created = await client.create(
+            context={"repo_url": str(remote), "branch": "feature", "task_id": "t-docker-claude"}
+        )
+        assert created.success, created.error
+        record = await client.record(created.worker_id)
+        assert record.adapter == "claude-code"
+        answer = await client.send(created.worker_id, "add hello.py", timeout_s=180)
+        container = engine_client.containers.get(record.runtime_ref)
+        written = container.exec_run(["cat", "/tmp/agent-uid"]).output
+    assert isinstance(written, bytes)
+    agent_uid = written.decode().strip()
+    assert answer.success, answer.error
+    assert answer.response == "Pushed hello.py to feature."
+    assert answer.run is not None
+    assert "Claude Code" in (answer.run.agent_version or "")
+    assert script.requests, "the CLI in the container reached the scripted API"
+    assert git(remote, "show", "feature:hello.py") == "print(3)"
+    assert git(remote, "log", "-1", "--format=%an <%ae>", "feature") == (
+        "Claude Code agent <claude-code@orchestrator.invalid>"
+    )
+    assert agent_uid == str(WORKER_UID)
+    assert PLANTED_KEY not in str(answer)
     assert (await client.delete(created.worker_id)).success
