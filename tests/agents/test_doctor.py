@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from services.cli.main import app
 from services.cli.up import _agent_lines
+from services.settings import SystemSettings
 from tests.agents.conftest import AGENT_BIN, PLANTED_KEY
 
 _AGENT_VARIABLES = (
@@ -96,9 +97,9 @@ def test_up_names_the_agent_each_worker_gets(
     monkeypatch.setenv("ORCHESTRATOR_WORKERS__CODEX_COMMAND", f'["{codex_cli}"]')
     monkeypatch.setenv("ORCHESTRATOR_WORKERS__AGENT_CLI", '{"claude-code": "codex"}')
     monkeypatch.setenv("ORCHESTRATOR_WORKERS__DROID_COMMAND", '["/nonexistent/droid"]')
-    assert _agent_lines() == [
+    assert _agent_lines(SystemSettings()) == [
         f"claude-code → codex ({codex_cli})",
         "factory-droid → built-in agent ('/nonexistent/droid' not found)",
     ]
     monkeypatch.setenv("ORCHESTRATOR_WORKERS__ADAPTER", "builtin")
-    assert _agent_lines() == ["claude-code → builtin", "factory-droid → builtin"]
+    assert _agent_lines(SystemSettings()) == ["claude-code → builtin", "factory-droid → builtin"]
