@@ -13,13 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.infra_service.handlers import handle_ansible_deploy_message
+from services.infra_service.handlers import handle_ansible_deploy_message, remove_project
 from services.infra_service.settings import InfraSettings
 from services.scaffolder.render import CopierRenderer, render_project
 from services.scaffolder.settings import TEMPLATES_DIR
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, make_deps, make_repo
+from tests.infra_service.conftest import app_files, make_deps, make_repo, no_leftovers
 from tests.support.waiting import eventually
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 
@@ -38,6 +38,15 @@ async def fake_bot_api() -> AsyncIterator[FakeBotApi]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def botshop_removed(infra_settings: InfraSettings) -> AsyncIterator[None]:
+    """The bot project removed from the session's server at the test's end (its supervisor
+    and processes too: the session's other tests check that nothing of theirs is left)."""
+    yield
+    await remove_project("botshop", "127.0.0.1", make_deps(infra_settings)[0])
+    assert await no_leftovers(infra_settings.data_dir) == []
 
 
 async def scaffolded(dest: Path) -> dict[str, str]:
@@ -86,6 +95,7 @@ async def test_the_bot_module_runs_supervised_with_its_token_from_the_secrets(
     provisioned: ProvisionerResult,
     fake_bot_api: FakeBotApi,
     tmp_path: Path,
+    botshop_removed: None,
 ) -> None:
     """The deploy starts the scaffolded bot beside the backend; it answers /start through the
     fake Bot API; killed from outside, the supervisor restarts it (counted) and it answers
