@@ -87,6 +87,7 @@ WORKER_REPOSITORY = "codegen-orchestrator-worker"
 WORKER_IMAGE = f"{WORKER_REPOSITORY}:latest"
 """What `make images` tags (DockerSettings.image's default); tests use the content tag."""
 WRAPPER_DISTRIBUTIONS = (
+    "httpx",
     "opentelemetry-api",
     "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-sdk",
@@ -98,7 +99,8 @@ WRAPPER_DISTRIBUTIONS = (
     "structlog",
 )
 """What the wrapper and the modules of `shared` it loads import (the OTLP exporter: a worker
-asked to trace exports its spans like the actors do; the worker image installs
+asked to trace exports its spans like the actors do; httpx: the metering relay that prices a
+capped Codex run's model responses; the worker image installs
 these and what they require, at the versions of uv.lock, not the project's other deps)."""
 BASE_REPOSITORY = "codegen-orchestrator-base"
 BASE_SUITE = "bookworm"
