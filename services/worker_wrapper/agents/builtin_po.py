@@ -248,13 +248,15 @@ class PoGrammar:
     async def _cancel(self, task: str | None) -> str:
         from shared.chat.control import ChatControl  # needs the API client (httpx)
 
-        return await ChatControl(self.api).cancel(await self._me(), [task] if task else [])
+        return await ChatControl(self.api).cancel(
+            await self._me(), [task] if task else [], correlation_id=self.correlation_id
+        )
 
     async def _rollback(self, sha: str | None) -> str:
         project = await self._project()
         if project is None:
             return "There is no project yet. Start with: create project <name>"
-        created = await self.api.rollback(project.id, sha)
+        created = await self.api.rollback(project.id, sha, correlation_id=self.correlation_id)
         target = f"commit {sha}" if sha else "the previous release"
         return f"Rolling back {project.name} to {target}: deploy task {created.id} started."
 
