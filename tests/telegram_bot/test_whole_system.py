@@ -111,7 +111,8 @@ async def test_three_messages_through_the_whole_system(
 ) -> None:
     """A project is created, developed (commit in the remote) and deployed, all from the chat."""
     api_url, data_dir = system_up
-    await say(bot_api, ADMIN_ID, "/start", r"Hello")  # waits for the whole system to be up
+    await bot_api.send_text(ADMIN_ID, "/start")  # waits for the whole system to be up
+    await bot_api.wait_for(lambda: find(bot_api, ADMIN_ID, r"Hello") is not None, timeout_s=120)
     await say(bot_api, ADMIN_ID, "create project shop", r"Created project shop")
     await say(bot_api, ADMIN_ID, "develop a /hello endpoint", r"Development of shop started")
     await bot_api.wait_for(
