@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+import structlog
 import typer
 
 from shared import registry
@@ -38,6 +39,7 @@ from shared.settings import Settings
 __all__ = ["TerminalSink", "chat", "run_chat"]
 
 DOOR = "cli"
+_log = structlog.get_logger("services.cli.chat")
 LOCAL_CHAT_ID = 0
 BANNER = (
     "Chat with your Product-Owner agent. /quit (or end of input) leaves; "
@@ -144,12 +146,14 @@ async def run_chat(
                         if taken is not None:
                             write(taken[0])
                             continue
-                        answer = await control.handle(user, text)
+                        turn = f"cli-{uuid.uuid4()}"  # the turn's correlation id
+                        answer = await control.handle(user, text, correlation_id=turn)
                         if answer is not None:
+                            _log.info("chat_control", correlation_id=turn, user_id=user.user_id)
                             write(answer)
                             notifier.wake()
                         elif text:
-                            await conversation.ask(user, text, request_id=f"cli-{uuid.uuid4()}")
+                            await conversation.ask(user, text, request_id=turn)
                             notifier.wake()
                         await _hidden_value(prompts, user, read_hidden, write)
                     await _drain(notifier, wait_for_tasks_s)

@@ -36,6 +36,7 @@ from shared.api_client.schemas import (
     ProjectImportBody,
     ProjectUpdate,
 )
+from shared.chat.po_profile import CORRELATION_ID_ENV
 from shared.contracts import ProjectDTO, ProjectStatus
 from shared.embedded import CLI_KEY, read_runtime, read_secret
 from shared.settings import Settings
@@ -270,10 +271,18 @@ def rollback(
         str | None,
         typer.Option("--to", help="Commit (sha or prefix) deployed successfully before."),
     ] = None,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar=CORRELATION_ID_ENV,
+            help="Keep this correlation id on the rollback task (a chat turn's; a PO worker's "
+            f"agent has it in {CORRELATION_ID_ENV}). Default: a new one.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Redeploy the release before the current one (or --to SHA) through the deploy flow."""
-    task = call_api(lambda api: api.rollback(project_id, to))
+    task = call_api(lambda api: api.rollback(project_id, to, correlation_id=correlation_id or None))
     if as_json:
         typer.echo(task.model_dump_json(indent=2))
         return

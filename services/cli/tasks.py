@@ -173,10 +173,22 @@ def show(task_id: str, as_json: JsonFlag = False) -> None:
         Console(width=160).print(details)
 
 
+CorrelationOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=CORRELATION_ID_ENV,
+        help="The correlation id of the request (a chat turn's; a PO worker's agent has it in "
+        f"{CORRELATION_ID_ENV}). Default: the task's own.",
+    ),
+]
+
+
 @app.command("cancel")
-def cancel(task_id: str, as_json: JsonFlag = False) -> None:
+def cancel(
+    task_id: str, correlation_id: CorrelationOption = None, as_json: JsonFlag = False
+) -> None:
     """Cancel a queued or running task."""
-    task = call_api(lambda api: api.cancel_task(task_id))
+    task = call_api(lambda api: api.cancel_task(task_id, correlation_id=correlation_id or None))
     emit(task, task_table([task], title="Cancelled"), as_json=as_json)
 
 

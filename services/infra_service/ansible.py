@@ -4,7 +4,10 @@
 never blocked) in a private job directory holding a generated inventory, a vars file of
 non-secret variables, an empty `ansible.cfg`, and, for SSH servers, the resolved private key
 (mode 0600). The directory is deleted after the run. Secrets reach the playbook only through
-its environment (`PlaybookJob.secret_env`), never its command line. Ansible's home and temp
+its environment (`PlaybookJob.secret_env`), never its command line. The job's correlation id
+(the request's: a chat turn's, through its task and flow) is the playbook's extra variable
+`infra_correlation_id` and its environment's `ORCHESTRATOR_CORRELATION_ID`, and is on the
+runner's `playbook started` / `playbook finished` log lines. Ansible's home and temp
 files live under the data directory; fact gathering is explicit and warnings are off.
 """
 
@@ -15,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import uuid
@@ -29,6 +33,7 @@ from services.infra_service.ansible_output import parse_output
 from services.infra_service.errors import PlaybookError
 from services.infra_service.servers import ServerTarget
 from services.infra_service.settings import InfraSettings
+from shared.messaging.context import current_correlation_id, current_envelope
 
 __all__ = [
     "PLAYBOOKS_DIR",
@@ -48,6 +53,8 @@ TaskListener = Callable[[str], Awaitable[None]]
 
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SSH_AUTH_SOCK")
 _KILL_GRACE_S = 5.0
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+"""A correlation id the job passes on (the API's form, longer: message ids are UUIDs)."""
 _log = structlog.get_logger(__name__)
 
 
@@ -60,6 +67,21 @@ class PlaybookJob:
     variables: Mapping[str, object]
     secret_env: Mapping[str, str] = field(default_factory=dict)
     ssh_private_key: str | None = None
+    correlation_id: str | None = None
+    """The correlation id of the request the job serves (default: the message being handled)."""
+
+    @property
+    def correlation(self) -> str:
+        """The job's correlation id: its own, else the handled message's; "" when there is
+        none or it is not a plain id (it reaches the playbook's templates)."""
+        envelope = current_envelope.get()
+        value = (
+            self.correlation_id
+            or (envelope.correlation_id if envelope is not None else "")
+            or current_correlation_id.get()
+            or ""
+        )
+        return value if _CORRELATION_ID.fullmatch(value) else ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +127,8 @@ class AnsiblePlaybookRunner:
         job_dir.mkdir(parents=True, mode=0o700)
         try:
             inventory = self._write_inventory(job, job_dir)
-            (job_dir / "vars.json").write_text(json.dumps(dict(job.variables)))
+            variables = {**job.variables, "infra_correlation_id": job.correlation}
+            (job_dir / "vars.json").write_text(json.dumps(variables))
             (job_dir / "ansible.cfg").write_text("[defaults]\n")
             argv = [
                 self._settings.ansible_playbook_path,
@@ -183,6 +206,7 @@ class AnsiblePlaybookRunner:
             ANSIBLE_INVENTORY_ENABLED="yaml",  # reads the generated inventory.json
             ANSIBLE_NO_TARGET_SYSLOG="True",
             PYTHONUNBUFFERED="1",
+            ORCHESTRATOR_CORRELATION_ID=job.correlation,
         )
         env.update(job.secret_env)
         return env
@@ -202,6 +226,13 @@ class AnsiblePlaybookRunner:
             )
         except OSError as error:
             raise PlaybookError(f"cannot start {argv[0]}: {error.strerror}") from None
+        _log.info(
+            "playbook started",
+            playbook=job.playbook,
+            server=job.target.handle,
+            correlation_id=job.correlation,
+            pid=process.pid,
+        )
         assert process.stdout is not None
         assert process.stderr is not None
         stdout_lines: list[str] = []
@@ -241,6 +272,7 @@ class AnsiblePlaybookRunner:
             "playbook finished",
             playbook=job.playbook,
             server=job.target.handle,
+            correlation_id=job.correlation,
             exit_code=exit_code,
             timed_out=timed_out,
         )

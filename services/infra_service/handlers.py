@@ -311,7 +311,9 @@ async def handle_ansible_deploy_message(
         await _progress(deps, message, "failed", "deploy failed", error=text)
         return failed(text, "error" if isinstance(error, PlaybookError) else "failed")
     error_text = redact("; ".join(run.failures)) or None
-    url = target.url(message.port)
+    # a bot-only project (no web service) has no URL: its health is its processes' state
+    serves_web = (run.report or {}).get("web") is not False
+    url = target.url(message.port) if serves_web else None
     previous_serves = not run.ok and bool((run.report or {}).get("previous_serves"))
     log.info(
         "deploy finished",
@@ -319,9 +321,11 @@ async def handle_ansible_deploy_message(
         attempts=run.attempts,
         exit_code=run.exit_code,
         previous_serves=previous_serves,
+        release_correlation_id=(run.report or {}).get("correlation_id"),
     )
     if run.ok:
-        await _progress(deps, message, "completed", f"{message.project_name} answers at {url}")
+        done = f"answers at {url}" if url else "runs (its bot is up; no web service)"
+        await _progress(deps, message, "completed", f"{message.project_name} {done}")
     else:
         await _progress(deps, message, "failed", "deploy failed", error=error_text)
     limit = deps.settings.output_tail_chars

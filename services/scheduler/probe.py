@@ -7,7 +7,9 @@ Addresses served through Ansible's local connection (`localhost`, `127.0.0.1`, .
 reachable by definition and never probed.
 
 `HttpAppProbe` GETs a release's health path; `SupervisorRestarts` reads the restart count
-the supervisor (`supervise.py`) keeps beside a project deployed on the local server.
+the supervisor (`supervise.py`) keeps beside a project deployed on the local server, and,
+for a release without a URL (a bot-only project), whether its processes run (their pid
+files name live processes): the health of a release that has no web service.
 """
 
 from __future__ import annotations
@@ -160,11 +162,19 @@ class RestartCounts(Protocol):
         """The restart count of `release`, or None."""
         ...
 
+    def processes_up(self, release: DeployDTO) -> bool | None:
+        """Whether every process of `release` runs (None: not known here)."""
+        ...
+
 
 class NoRestartCounts:
     """Restart counts of no server."""
 
     def restarts(self, release: DeployDTO) -> int | None:
+        """Never known."""
+        return None
+
+    def processes_up(self, release: DeployDTO) -> bool | None:
         """Never known."""
         return None
 
@@ -189,3 +199,27 @@ class SupervisorRestarts:
             return None
         count = record.get("restarts")
         return count if isinstance(count, int) and count >= 0 else None
+
+    def processes_up(self, release: DeployDTO) -> bool | None:
+        """True when each process of the release's service.json (`app` when it has a web
+        `command`, each of `workers`) has a pid file naming a live, non-zombie process;
+        None when the release is not this server's (no service.json of its commit)."""
+        try:
+            app_dir = self.apps_dir / self.app_name_of(release.project_id)
+            service = json.loads((app_dir / "service.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(service, dict) or service.get("commit") != release.sha:
+            return None
+        labels = ["app"] if service.get("command") else []
+        labels += [str(w.get("name")) for w in service.get("workers") or [] if isinstance(w, dict)]
+        return bool(labels) and all(_pid_alive(app_dir / f"{label}.pid") for label in labels)
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

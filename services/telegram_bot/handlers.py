@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart, ExceptionTypeFilter
 from aiogram.types import ErrorEvent, Message
@@ -24,6 +25,8 @@ from shared.chat import ChatUser, Conversation, TaskNotifier
 from shared.chat.control import CONTROL_COMMANDS, CONTROL_HELP, ChatControl
 from shared.chat.secret_prompt import SecretPrompts
 from shared.contracts import ProjectCreate, TaskDTO
+
+_log = structlog.get_logger("services.telegram_bot")
 
 __all__ = ["HELP", "BotDeps", "build_router"]
 
@@ -150,7 +153,11 @@ def build_router() -> Router:
 
     @router.message(Command(*CONTROL_COMMANDS))
     async def control(message: Message, user: ChatUser, deps: BotDeps) -> None:
-        answer = await ChatControl(deps.api, deps.prompts).handle(user, message.text or "")
+        turn = f"tg-{message.chat.id}-{message.message_id}"  # the turn's id, as for free text
+        _log.info("chat_control", correlation_id=turn, user_id=user.user_id)
+        answer = await ChatControl(deps.api, deps.prompts).handle(
+            user, message.text or "", correlation_id=turn
+        )
         await message.answer(answer or _help(user))
         deps.notifier.wake()
 

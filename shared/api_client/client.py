@@ -235,11 +235,16 @@ class ApiClient:
             params["owner_id"] = owner_id
         return await self._page(DeployDTO, "/api/deploys/current", params)
 
-    async def rollback(self, project_id: str, sha: str | None = None) -> TaskCreated:
-        """Redeploy an earlier successful release (the one before the current, or `sha`)."""
+    async def rollback(
+        self, project_id: str, sha: str | None = None, *, correlation_id: str | None = None
+    ) -> TaskCreated:
+        """Redeploy an earlier successful release (the one before the current, or `sha`);
+        the deploy task keeps `correlation_id` (else the API makes a new one)."""
         # sent as given (not through `RollbackRequest`): the API's 422 names a bad sha
         body = {"sha": sha}
-        data = await self._call("POST", f"/api/projects/{project_id}/rollback", json=body)
+        headers = {"X-Correlation-ID": correlation_id} if correlation_id else None
+        path = f"/api/projects/{project_id}/rollback"
+        data = await self._call("POST", path, json=body, headers=headers)
         return TaskCreated.model_validate(data)
 
     # agent runs, usage, caps ---------------------------------------------------------------
@@ -324,9 +329,11 @@ class ApiClient:
         data = await self._call("PATCH", f"/api/tasks/{task_id}", body=body)
         return TaskDTO.model_validate(data)
 
-    async def cancel_task(self, task_id: str) -> TaskDTO:
-        """Cancel a queued or running task."""
-        return TaskDTO.model_validate(await self._call("POST", f"/api/tasks/{task_id}/cancel"))
+    async def cancel_task(self, task_id: str, *, correlation_id: str | None = None) -> TaskDTO:
+        """Cancel a queued or running task; the API logs the cancel with `correlation_id`."""
+        headers = {"X-Correlation-ID": correlation_id} if correlation_id else None
+        data = await self._call("POST", f"/api/tasks/{task_id}/cancel", headers=headers)
+        return TaskDTO.model_validate(data)
 
     async def list_task_schedules(
         self,

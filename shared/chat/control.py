@@ -9,6 +9,8 @@ filtered by the user's id) and answers with what happened, or why nothing did.
   several, it lists them and asks for one (an id or its first characters).
 - `/rollback` and `/deploys` without a project use the user's project that deployed last
   (or their only project).
+- A command keeps the correlation id of its chat turn (`handle(..., correlation_id=)`): a
+  rollback's deploy task carries it, and the API logs a cancel with it.
 - `/secret [project] NAME` opens a secret prompt (`shared.chat.secret_prompt`, when the
   front door gives one); `/secrets [project]` lists the names of the project's secrets.
 """
@@ -71,17 +73,20 @@ class ChatControl:
         self.api = api
         self.prompts = prompts
 
-    async def handle(self, user: ChatUser, text: str) -> str | None:
-        """The answer to a control command, or None when `text` is not one."""
+    async def handle(
+        self, user: ChatUser, text: str, *, correlation_id: str | None = None
+    ) -> str | None:
+        """The answer to a control command, or None when `text` is not one. `correlation_id`:
+        the chat turn's, kept by what the command asks of the API."""
         parsed = parse_control(text)
         if parsed is None:
             return None
         name, args = parsed
         try:
             if name == "cancel":
-                return await self.cancel(user, args)
+                return await self.cancel(user, args, correlation_id=correlation_id)
             if name == "rollback":
-                return await self.rollback(user, args)
+                return await self.rollback(user, args, correlation_id=correlation_id)
             if name == "deploys":
                 return await self.deploys(user, args)
             if name == "secret":
@@ -97,7 +102,9 @@ class ChatControl:
         ) as error:
             return f"Nothing done: {refusal_text(error)}"
 
-    async def cancel(self, user: ChatUser, args: Sequence[str]) -> str:
+    async def cancel(
+        self, user: ChatUser, args: Sequence[str], *, correlation_id: str | None = None
+    ) -> str:
         """Cancel the named task, or the user's only active one."""
         if len(args) > 1:
             return "Usage: /cancel [task id]"
@@ -119,19 +126,21 @@ class ChatControl:
                 lines = "\n".join(f"• {_short(t)}" for t in active)
                 return f"You have {len(active)} active tasks; name one: /cancel <id>\n{lines}"
             target = active[0]
-        cancelled = await self.api.cancel_task(target.id)
+        cancelled = await self.api.cancel_task(target.id, correlation_id=correlation_id)
         was = target.status.value
         return f"Cancelled task {cancelled.id[:8]} ({cancelled.type.value}, was {was})."
 
-    async def rollback(self, user: ChatUser, args: Sequence[str]) -> str:
-        """Create a rollback deploy task of the user's project."""
+    async def rollback(
+        self, user: ChatUser, args: Sequence[str], *, correlation_id: str | None = None
+    ) -> str:
+        """Create a rollback deploy task of the user's project (with the turn's id)."""
         project, rest = await self._project(user, args)
         if project is None:
             return "You have no project to roll back."
         if len(rest) > 1:
             return "Usage: /rollback [project] [sha]"
         sha = rest[0] if rest else None
-        created = await self.api.rollback(project.id, sha)
+        created = await self.api.rollback(project.id, sha, correlation_id=correlation_id)
         target = f"commit {sha}" if sha else "the previous release"
         return (
             f"Rolling back {project.name} to {target}: deploy task {created.id[:8]} started. "

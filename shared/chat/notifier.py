@@ -340,12 +340,17 @@ class TaskNotifier:
 def _health_text(project: str, release: DeployDTO) -> str:
     """The message telling a release went down or came back up."""
     restarts = f" The server restarted it {release.restarts} time(s)." if release.restarts else ""
+    commit = f"(commit {release.sha[:12]})"
+    if release.url is None:  # a bot-only release: its health is its processes' state
+        if release.health == DeployHealth.DOWN:
+            return f"🔴 {project} is down: its bot is not running {commit}.{restarts}"
+        return f"🟢 {project} is back up: its bot runs again {commit}."
     if release.health == DeployHealth.DOWN:
         return (
             f"🔴 {project} is down: {release.url} does not answer its health check "
-            f"(commit {release.sha[:12]}).{restarts}"
+            f"{commit}.{restarts}"
         )
-    return f"🟢 {project} is back up: {release.url} answers again (commit {release.sha[:12]})."
+    return f"🟢 {project} is back up: {release.url} answers again {commit}."
 
 
 def _s(value: bytes | str) -> str:

@@ -51,6 +51,7 @@ PO_GRAMMAR_HELP = (
     "I understand:\n"
     "  create project <name>   start a new project (it becomes the current one)\n"
     "  create project <name> with a telegram bot   the same, with a bot module\n"
+    "  create project <name> with only a telegram bot   a bot alone (no web service)\n"
     "  secrets                 the names of the current project's secrets\n"
     "  secret <NAME>           set a secret: your next message is its value\n"
     "  import <git url> [as <name>]   a project from an existing repository\n"
@@ -82,6 +83,7 @@ command, so only the variable names appear in it:
     orchestrator project list --json
     orchestrator project create "<name>" --description "<what it is>" --json
     orchestrator project create "<name>" --modules backend,telegram --json   # with a bot
+    orchestrator project create "<name>" --modules telegram --json   # a bot alone, no web
     orchestrator project secret list <project_id> --json   # names only
     orchestrator project import "<name>" --repo <git url> --json   # an existing repository
     orchestrator task create <project_id> --type engineering --spec "<precise spec>" --json

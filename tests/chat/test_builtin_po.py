@@ -120,6 +120,9 @@ async def test_a_project_with_a_bot_and_its_secret_names(
     assert "Created project shop" in created
     assert "modules backend, telegram" in created
     assert "BOT_TOKEN" in created
+    alone = (await _ask(env, tmp_path, "create project tg with only a telegram bot")).response
+    assert "modules telegram)" in (alone or "")
+    assert "BOT_TOKEN" in (alone or "")
     plain = (await _ask(env, tmp_path, "create project site")).response or ""
     assert "modules backend)" in plain
     assert "BOT_TOKEN" not in plain
@@ -128,6 +131,7 @@ async def test_a_project_with_a_bot_and_its_secret_names(
         projects = {p.name: p for p in (await api.list_projects()).items}
         assert (await api.get_project(projects["shop"].id)).modules == ["backend", "telegram"]
         assert (await api.get_project(projects["site"].id)).modules == ["backend"]
+        assert (await api.get_project(projects["tg"].id)).modules == ["telegram"]
         await api.put_secret(projects["site"].id, "BOT_TOKEN", "planted-7a1f00")
     listed = (await _ask(env, tmp_path, "secrets")).response or ""
     assert "Secrets of site" in listed

@@ -22,9 +22,10 @@ from services.worker_wrapper.service import WrapperService
 from services.worker_wrapper.session import SessionStore
 from services.worker_wrapper.settings import WrapperSettings
 from shared import registry
+from shared.api_client.schemas import DeployOutcome, DeployRecord
 from shared.chat import ChatOptions
 from shared.chat.po_profile import CORRELATION_ID_ENV
-from shared.contracts import TaskType, WorkerInputMessage
+from shared.contracts import TaskCreate, TaskType, WorkerInputMessage
 from shared.messaging import Bus
 from shared.registry import worker_record_key
 from tests.chat.system import ChatSystem
@@ -60,6 +61,72 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
     ]
     assert (registry.get("engineering:queue").name, turn_ids[1]) in published
     assert (registry.get("deploy:queue").name, turn_ids[2]) in published
+
+
+async def test_rollback_and_cancel_keep_the_turn_s_id(
+    system: ChatSystem, background: list[asyncio.Task[Any]]
+) -> None:
+    """A rollback asked in a turn (the PO's `rollback`, the chat's `/rollback`) is a deploy
+    task with that turn's id; a cancel asked in a turn (`cancel`, `/cancel`) is logged by the
+    API with that turn's id (and the task's own beside it)."""
+    out: list[str] = []
+    script = Script()
+    chat = asyncio.create_task(
+        run_chat(
+            system.settings,
+            system.redis_url,
+            lines=script.lines(),
+            write=out.append,
+            telegram_id=4345,
+            options=FAST,
+            notify_poll_s=0.2,
+        )
+    )
+    background.append(chat)
+
+    async def said(line: str, pattern: str) -> None:
+        before = len(out)
+        await script.queue.put(line)
+        await eventually(lambda: any(re.search(pattern, text) for text in out[before:]))
+
+    with capture_logs() as logs:
+        await said("create project till", r"Created project till")
+        async with system.api(system.admin_key) as api:  # two releases to roll back between
+            project = (await api.list_projects()).items[0]
+            for sha in ("a" * 40, "b" * 40):
+                body = TaskCreate(project_id=project.id, type=TaskType.DEPLOY, spec=None)
+                task = await api.create_task(body)
+                record = DeployRecord(sha=sha, outcome=DeployOutcome.SUCCEEDED)
+                await api.record_deploy(project.id, task.id, record)
+        await said("rollback", r"Rolling back till to the previous release: deploy task")
+        await said("/rollback till aaaa", r"Rolling back till to commit aaaa: deploy task")
+        system.langgraph.release.clear()
+        await said("develop a /total endpoint", r"Development of till started")
+        await said("cancel", r"Cancelled task [0-9a-f]{8} \(engineering")
+        await said("develop a /tax endpoint", r"Development of till started")
+        await said("/cancel", r"Cancelled task [0-9a-f]{8} \(engineering")
+        system.langgraph.release.set()
+        await script.queue.put("/quit")
+        assert await asyncio.wait_for(chat, 30) == 0
+
+    po_turns = [e["correlation_id"] for e in logs if e["event"] == "chat_turn_sent"]
+    control_turns = [e["correlation_id"] for e in logs if e["event"] == "chat_control"]
+    assert len(po_turns) == 5  # create, rollback, develop, cancel, develop
+    assert len(control_turns) == 2  # /rollback, /cancel
+    assert len(set(po_turns + control_turns)) == 7
+    async with system.api(system.admin_key) as api:
+        tasks = list(reversed((await api.list_tasks(limit=20)).items))
+        schedules = {t.id: await api.get_task_schedule(t.id) for t in tasks}
+    rollbacks = [s for s in schedules.values() if s.spec and s.spec.startswith("commit ")]
+    assert [s.correlation_id for s in rollbacks] == [po_turns[1], control_turns[0]]
+    developed = [s for s in schedules.values() if s.type == TaskType.ENGINEERING]
+    assert [s.correlation_id for s in developed] == [po_turns[2], po_turns[4]]
+    cancelled = [e for e in logs if e["event"] == "task_cancelled"]
+    assert [(e["task_id"], e["correlation_id"]) for e in cancelled] == [
+        (developed[0].id, po_turns[3]),
+        (developed[1].id, control_turns[1]),
+    ]
+    assert [e["task_correlation_id"] for e in cancelled] == [po_turns[2], po_turns[4]]
 
 
 async def _converse(

@@ -189,3 +189,34 @@ async def test_an_ask_secret_line_for_a_project_not_of_the_user_opens_no_prompt(
     assert bad.startswith("Not asking: '9-bad' is not a secret name")
     assert await prompts.pending(user) is None
     assert await prompts.intercept(user, "a value") is None  # relayed as usual
+
+
+def test_health_messages_of_a_release_with_and_without_a_url() -> None:
+    """A web release is named by its URL; a bot-only one (no URL) by its bot's process."""
+    from shared.api_client.schemas import DeployDTO, DeployHealth, DeployOutcome
+    from shared.chat.notifier import _health_text
+
+    base = {
+        "id": 1,
+        "project_id": "p1",
+        "task_id": "t1",
+        "sha": "c" * 40,
+        "kind": "deploy",
+        "outcome": DeployOutcome.SUCCEEDED,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    web = DeployDTO.model_validate({**base, "url": "http://a:1/", "health": "down", "restarts": 2})
+    assert _health_text("shop", web) == (
+        "🔴 shop is down: http://a:1/ does not answer its health check (commit cccccccccccc). "
+        "The server restarted it 2 time(s)."
+    )
+    bot = DeployDTO.model_validate({**base, "health": DeployHealth.DOWN})
+    assert (
+        _health_text("shop", bot)
+        == "🔴 shop is down: its bot is not running (commit cccccccccccc)."
+    )
+    bot_up = bot.model_copy(update={"health": DeployHealth.UP})
+    assert (
+        _health_text("shop", bot_up)
+        == "🟢 shop is back up: its bot runs again (commit cccccccccccc)."
+    )

@@ -49,15 +49,17 @@ async def botshop_removed(infra_settings: InfraSettings) -> AsyncIterator[None]:
     assert await no_leftovers(infra_settings.data_dir) == []
 
 
-async def scaffolded(dest: Path) -> dict[str, str]:
-    """The files of a project scaffolded with the backend and telegram modules."""
+async def scaffolded(
+    dest: Path, modules: tuple[str, ...] = ("backend", "telegram")
+) -> dict[str, str]:
+    """The files of a project scaffolded with `modules` (default: backend and telegram)."""
     renderer = CopierRenderer(timeout_s=120)
     try:
         written = await render_project(
             dest,
             renderer=renderer,
             templates_dir=TEMPLATES_DIR,
-            modules=["backend", "telegram"],
+            modules=list(modules),
             project_name="Bot Shop",
             repo_full_name="acme/botshop",
         )
@@ -66,15 +68,17 @@ async def scaffolded(dest: Path) -> dict[str, str]:
     return {name: (dest / name).read_text() for name in written if (dest / name).is_file()}
 
 
-def message(project_id: str, repo: str = "acme/botshop") -> AnsibleDeployMessage:
-    """The deploy of `project_id` with both modules, its secrets by the `project:` scheme."""
+def message(
+    project_id: str, repo: str = "acme/botshop", modules: tuple[str, ...] = ("backend", "telegram")
+) -> AnsibleDeployMessage:
+    """The deploy of `project_id` with `modules`, its secrets by the `project:` scheme."""
     return AnsibleDeployMessage(
         project_id=project_id,
         project_name="Bot Shop",
         repo_full_name=repo,
         server_ip="127.0.0.1",
         port=free_port(),
-        modules=["backend", "telegram"],
+        modules=list(modules),
         github_token_ref="env:GITHUB_TOKEN",
         secrets_ref=f"project:{project_id}",
     )
@@ -154,3 +158,65 @@ async def test_a_bot_module_without_bot_token_fails_naming_it(
     assert "orchestrator project secret set tokenless BOT_TOKEN" in result.error
     assert not (infra_settings.local_base_dir / "apps" / "tokenless").exists()
     assert progress.events[-1].error == result.error
+
+
+@pytest.fixture
+async def botonly_removed(infra_settings: InfraSettings) -> AsyncIterator[None]:
+    """The bot-only projects removed from the session's server at the test's end."""
+    yield
+    for name in ("botonly", "botcrash"):
+        await remove_project(name, "127.0.0.1", make_deps(infra_settings)[0])
+    assert await no_leftovers(infra_settings.data_dir) == []
+
+
+async def test_a_bot_only_project_runs_its_bot_without_a_web_service(
+    infra_settings: InfraSettings,
+    provisioned: ProvisionerResult,
+    fake_bot_api: FakeBotApi,
+    tmp_path: Path,
+    botonly_removed: None,
+) -> None:
+    """Modules = telegram alone: the deploy runs the bot with its token from the secrets, no
+    web process and no URL; its health is the supervisor's process state. A bot that exits at
+    start fails the deploy, naming it, and leaves nothing running."""
+    files = await scaffolded(tmp_path / "render", ("telegram",))
+    assert not any(name.startswith("backend/") for name in files)
+    make_repo(infra_settings, "acme/botonly", files)
+    secrets = infra_settings.effective_secrets_dir / "botonly.env"
+    secrets.parent.mkdir(parents=True, exist_ok=True)
+    secrets.write_text(f"BOT_TOKEN={TOKEN}\nBOT_API_URL={fake_bot_api.base_url}\n")
+    deps, progress = make_deps(infra_settings)
+
+    result = await handle_ansible_deploy_message(
+        message("botonly", "acme/botonly", ("telegram",)), deps
+    )
+
+    assert result.status == "success", result.error
+    assert result.deployed_url is None  # nothing serves HTTP
+    app_dir = infra_settings.local_base_dir / "apps" / "botonly"
+    service = json.loads((app_dir / "service.json").read_text())
+    assert "command" not in service
+    assert "port" not in service
+    assert [worker["name"] for worker in service["workers"]] == ["bot"]
+    assert not (app_dir / "app.pid").exists()
+    assert "its bot is up" in (progress.events[-1].message or "")
+    await fake_bot_api.send_text(USER, "/start", first_name="Ada")
+    await fake_bot_api.wait_for(lambda: len(fake_bot_api.texts(USER)) == 1, timeout_s=60)
+    assert fake_bot_api.texts(USER)[0].startswith("Hello, Ada! This is Bot Shop.")
+    assert TOKEN not in result.model_dump_json()
+
+    make_repo(
+        infra_settings,
+        "acme/botcrash",
+        {"telegram/bot/__init__.py": "", "telegram/bot/main.py": "raise SystemExit('boom')\n"},
+    )
+    crash_secrets = infra_settings.effective_secrets_dir / "botcrash.env"
+    crash_secrets.write_text(f"BOT_TOKEN={TOKEN}\n")
+    crashed = await handle_ansible_deploy_message(
+        message("botcrash", "acme/botcrash", ("telegram",)), deps
+    )
+    assert crashed.status == "failed"
+    assert crashed.error is not None
+    assert "did not keep running: bot exited" in crashed.error, crashed.error
+    assert "boom" in crashed.error
+    assert bot_pid(infra_settings, "botcrash") is None

@@ -105,3 +105,43 @@ async def test_missing_ansible_binary_is_an_error_result(tmp_path: Path) -> None
 
     assert result.status == "error"
     assert "cannot start" in (result.error or "")
+
+
+async def test_the_job_carries_its_correlation_id_when_it_is_a_plain_token(
+    tmp_path: Path,
+) -> None:
+    """The runner gives the job's correlation id to the playbook (extra var and environment)
+    and logs it; an id that is not a plain token is not passed on (it would reach Ansible's
+    templates)."""
+    from structlog.testing import capture_logs
+
+    settings = make_settings(tmp_path, ansible_playbook=fake_binary(tmp_path, RECORDER))
+    target = ServerTarget(
+        handle="local",
+        host="127.0.0.1",
+        connection="local",
+        base_dir=tmp_path / "server",
+        python="python3",
+        bind_host="127.0.0.1",
+        public_host="127.0.0.1",
+    )
+    runner = AnsiblePlaybookRunner(settings)
+    job = PlaybookJob(
+        playbook="remove_project", target=target, variables={}, correlation_id="tg-1001-7"
+    )
+    with capture_logs() as logs:
+        await runner.run(job)
+    assert json.loads((tmp_path / "vars.json").read_text())["infra_correlation_id"] == "tg-1001-7"
+    assert "ORCHESTRATOR_CORRELATION_ID=tg-1001-7" in (tmp_path / "env").read_text()
+    started = [e for e in logs if e["event"] == "playbook started"]
+    assert [e["correlation_id"] for e in started] == ["tg-1001-7"]
+
+    hostile = PlaybookJob(
+        playbook="remove_project",
+        target=target,
+        variables={},
+        correlation_id="{{ lookup('pipe','id') }}",
+    )
+    await runner.run(hostile)
+    assert json.loads((tmp_path / "vars.json").read_text())["infra_correlation_id"] == ""
+    assert "lookup" not in (tmp_path / "env").read_text()

@@ -25,7 +25,7 @@ from services.langgraph.ports import GitPort
 from services.langgraph.settings import LanggraphSettings, StepTimeouts
 from shared import registry
 from shared.api_client import ApiClient
-from shared.api_client.schemas import ProjectUpdate, UserCreate
+from shared.api_client.schemas import ProjectCreateBody, ProjectUpdate, UserCreate
 from shared.contracts import (
     ProjectCreate,
     ProjectDTO,
@@ -87,12 +87,22 @@ class System:
         return ApiClient("http://api.test", key=key, transport=transport)
 
     async def project(
-        self, name: str, *, scaffolded: bool = False, parallel_tasks: int = 100
+        self,
+        name: str,
+        *,
+        scaffolded: bool = False,
+        parallel_tasks: int = 100,
+        modules: list[str] | None = None,
     ) -> ProjectDTO:
         """A project of the test user; with a real scaffolded repository when asked. Its
         engineering tasks run `parallel_tasks` at once (these tests run many concurrent
         flows on one project; the API's task order would otherwise run them in turn)."""
-        project = await self.admin.create_project(ProjectCreate(name=name), owner_id=self.user_id)
+        body = (
+            ProjectCreateBody.model_validate({"name": name, "modules": modules})
+            if modules
+            else ProjectCreate(name=name)
+        )
+        project = await self.admin.create_project(body, owner_id=self.user_id)
         await self.admin.update_project(project.id, ProjectUpdate(parallel_tasks=parallel_tasks))
         if scaffolded:
             own = repo_full_name("projects", project.id, project.name)

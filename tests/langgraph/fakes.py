@@ -270,6 +270,8 @@ class FakeInfra:
     """With `fail`: say that the previous release still serves (its URL in the answer)."""
     url_port: int | None = None
     """Answer this port in the URL instead of the allocated one (a URL that does not answer)."""
+    no_web: bool = False
+    """Answer success without a URL and start nothing (a bot-only release)."""
     delegate: Callable[[AnsibleDeployMessage], Awaitable[AnsibleDeployResult]] | None = None
     """When set, every deploy goes to it (the real infra-service handler, in the tests that
     deploy with real Ansible)."""
@@ -290,6 +292,14 @@ class FakeInfra:
                 error="playbook failed",
                 exit_code=2,
                 deployed_url=kept,
+            )
+        if self.no_web:
+            return AnsibleDeployResult(
+                request_id=message.request_id,
+                status="success",
+                server_ip=message.server_ip,
+                port=message.port,
+                exit_code=0,
             )
         old = self.servers.pop(message.port, None)
         if old is not None:

@@ -85,6 +85,29 @@ async def test_the_deploy_request_carries_the_task_s_correlation_id(system: Syst
     assert system.infra.correlation_ids == ["tg-77-1234"]
 
 
+async def test_a_bot_only_release_has_no_url_and_no_http_health_check(system: System) -> None:
+    """A project whose modules are `telegram` alone: infra-service answers success without a
+    URL (it checked the bot's process); the flow skips the HTTP health check, completes, and
+    records a release without a URL; the project is active. The same answer for a project
+    with a web module still gets its URL checked (and fails: nothing listens)."""
+    await _server(system)
+    bot = await system.project("Bot", scaffolded=True, modules=["telegram"])
+    web = await system.project("Web", scaffolded=True)
+    system.infra.no_web = True
+    system.settings.timeouts.health_check_s = 1.0
+    async with langgraph(system):
+        task = await system.wait_final(await system.task(bot.id, "", TaskType.DEPLOY))
+        other = await system.wait_final(await system.task(web.id, "", TaskType.DEPLOY))
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert DeployResult.model_validate(task.result).deployed_url is None
+    [deploy] = (await system.admin.list_deploys(bot.id)).items
+    assert (deploy.outcome, deploy.url) == ("succeeded", None)
+    assert (await system.admin.get_project(bot.id)).status == ProjectStatus.ACTIVE
+    assert other.status == TaskStatus.FAILED
+    assert other.result is not None
+    assert other.result["error"].startswith("health_check: http://127.0.0.1:")
+
+
 async def test_second_deploy_reuses_the_allocation(system: System) -> None:
     """Deploying a project again lands on the same server and port (no port leak)."""
     await _server(system)

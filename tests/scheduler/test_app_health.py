@@ -403,3 +403,56 @@ async def test_the_job_reports_down_after_two_failures_once(
         ("t1", DeployHealth.DOWN),
         ("t1", DeployHealth.UP),
     ]
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    """A process standing for a running bot."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+async def test_a_bot_only_release_s_health_is_its_supervisor_s_process_state(
+    deps: SchedulerDeps, tmp_path: Path
+) -> None:
+    """A release without a URL (a bot-only project) on the local server: `up` while the bot
+    process of its service.json runs, `down` after two checks without it, `up` again once a
+    new bot runs; a release of another commit (not this server's files) is left alone."""
+    memory = deps.api
+    assert isinstance(memory, MemorySchedulerApi)
+    app_dir = tmp_path / "apps" / "p1"
+    app_dir.mkdir(parents=True)
+    service = {"env_file": ".env", "commit": SHA, "workers": [{"name": "bot", "command": []}]}
+    (app_dir / "service.json").write_text(json.dumps(service))
+    deps = SchedulerDeps(
+        **{**deps.__dict__, "restarts": SupervisorRestarts(tmp_path / "apps", lambda p: p)}
+    )
+    base = {
+        "kind": "deploy",
+        "outcome": DeployOutcome.SUCCEEDED,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    memory.releases["p1"] = DeployDTO.model_validate(
+        {**base, "sha": SHA, "id": 1, "project_id": "p1", "task_id": "t1"}
+    )
+    memory.releases["p2"] = DeployDTO.model_validate(  # no files of it here
+        {**base, "sha": SHA, "id": 2, "project_id": "p2", "task_id": "t2"}
+    )
+    bot = _sleeper()
+    try:
+        (app_dir / "bot.pid").write_text(f"{bot.pid}\n")
+        await check_app_health(deps, TICK)
+        assert [r.health for _, r in memory.health_reports] == [DeployHealth.UP]
+        memory.health_reports.clear()
+        bot.kill()
+        bot.wait()
+        for _ in range(3):
+            await check_app_health(deps, TICK)
+        bot = _sleeper()
+        (app_dir / "bot.pid").write_text(f"{bot.pid}\n")
+        await check_app_health(deps, TICK)
+    finally:
+        bot.kill()
+        bot.wait()
+    assert [(task, r.health) for task, r in memory.health_reports] == [
+        ("t1", DeployHealth.DOWN),
+        ("t1", DeployHealth.UP),
+    ]

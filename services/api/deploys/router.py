@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from services.api.deploys.service import DeployService
 from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.tasks.router import CorrelationHeader
 from services.api.tasks.router import ServiceDep as TaskServiceDep
 from shared.api_client.schemas import (
     DeployDTO,
@@ -50,11 +51,16 @@ async def record_deploy(
 
 @router.post("/{project_id}/rollback", status_code=status.HTTP_201_CREATED)
 async def rollback_project(
-    project_id: str, body: RollbackRequest, caller: CallerDep, deploys: DeploysDep
+    project_id: str,
+    body: RollbackRequest,
+    caller: CallerDep,
+    deploys: DeploysDep,
+    correlation_id: CorrelationHeader = None,
 ) -> TaskCreated:
     """Redeploy an earlier successful release through the deploy flow: a deploy task whose
-    spec is `commit <sha>`. Without `sha`, the release before the current one."""
-    task = await deploys.rollback(caller, project_id, body.sha)
+    spec is `commit <sha>`. Without `sha`, the release before the current one. The task
+    keeps the caller's correlation id (`X-Correlation-ID`, e.g. the chat turn's)."""
+    task = await deploys.rollback(caller, project_id, body.sha, correlation_id=correlation_id)
     return TaskCreated.model_validate(task)
 
 

@@ -129,8 +129,16 @@ class DeployService:
         running = record.outcome == DeployOutcome.RUNNING
         deploy.finished_at = None if running else deploy.finished_at or utc_now()
 
-    async def rollback(self, principal: Principal, project_id: str, sha: str | None) -> Task:
-        """A deploy task of an earlier successful release (see the module docstring)."""
+    async def rollback(
+        self,
+        principal: Principal,
+        project_id: str,
+        sha: str | None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Task:
+        """A deploy task of an earlier successful release (see the module docstring), with
+        the caller's correlation id (else a new one)."""
         project = await self.projects.get(principal, project_id)
         if sha is not None and not SHA_PREFIX.match(sha):
             raise InvalidRequestError(
@@ -143,6 +151,7 @@ class DeployService:
         return await self.tasks.create(
             principal,
             TaskCreate(project_id=project.id, type=TaskType.DEPLOY, spec=deploy_spec(target)),
+            correlation_id=correlation_id,
         )
 
 

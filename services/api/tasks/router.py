@@ -118,9 +118,17 @@ async def update_task(
 
 
 @router.post("/{task_id}/cancel")
-async def cancel_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
-    """Cancel a queued or running task; the orchestrator sees it on the task's status."""
-    return TaskDTO.model_validate(await tasks.cancel(caller, task_id))
+async def cancel_task(
+    task_id: Identifier,
+    caller: CallerDep,
+    tasks: ServiceDep,
+    correlation_id: CorrelationHeader = None,
+) -> TaskDTO:
+    """Cancel a queued or running task; the orchestrator sees it on the task's status. The
+    caller's correlation id (e.g. the chat turn that asked) is on the cancel's log line."""
+    return TaskDTO.model_validate(
+        await tasks.cancel(caller, task_id, correlation_id=correlation_id)
+    )
 
 
 @router.get("/{task_id}/schedule")

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,6 +75,7 @@ _QUEUE_OF: dict[TaskType, str] = {
 }
 """Task types that start a flow, and the queue their message goes to."""
 
+_log = structlog.get_logger("services.api.tasks")
 _ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 _FINAL_RESULTS = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
@@ -236,8 +238,12 @@ class TaskService:
             await self._ended(task)
         return task
 
-    async def cancel(self, principal: Principal, task_id: str) -> Task:
-        """Cancel a queued or running task (its owner, admins, services)."""
+    async def cancel(
+        self, principal: Principal, task_id: str, *, correlation_id: str | None = None
+    ) -> Task:
+        """Cancel a queued or running task (its owner, admins, services). The `task_cancelled`
+        log line carries the caller's `correlation_id` (the chat turn that asked), else the
+        task's own, and the task's as `task_correlation_id`."""
         task = await self.get(principal, task_id)
         if task.status not in (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value):
             raise InvalidTransitionError(
@@ -249,6 +255,15 @@ class TaskService:
         task.cancelled_at = task.updated_at = utc_now()
         await self.tasks.flush()
         await self._ended(task)
+        turn = correlation_id or task.correlation_id
+        annotate_current_span(task_id=task.id, correlation_id=turn)
+        _log.info(
+            "task_cancelled",
+            task_id=task.id,
+            correlation_id=turn,
+            task_correlation_id=task.correlation_id,
+            user_id=principal.user_id,
+        )
         return task
 
     async def redrive(self, principal: Principal, task_id: str) -> Task:

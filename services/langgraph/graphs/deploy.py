@@ -226,12 +226,22 @@ async def _deploy_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any
             project_running=serves,
             previous_serves=serves,
         )
+    if result.deployed_url is None and _bot_only(state):
+        return FlowState()  # no web service, no URL: infra-service checked its bot runs
     url = result.deployed_url or f"http://{state['server_ip']}:{state['port']}/"
     return FlowState(deployed_url=url)
 
 
+def _bot_only(state: FlowState) -> bool:
+    """A project whose modules serve no web (the `telegram` bot alone)."""
+    modules = state.get("modules") or []
+    return bool(modules) and "backend" not in modules
+
+
 async def _health_check(state: FlowState, deps: FlowDeps) -> FlowState:
-    url = state["deployed_url"]
+    url = state.get("deployed_url")
+    if not url:  # a bot-only release: infra-service saw its processes keep running
+        return FlowState()
     if not await deps.health.answers(url, timeout_s=deps.settings.timeouts.health_check_s):
         timeout_s = deps.settings.timeouts.health_check_s
         raise StepFailedError("health_check", f"{url} did not answer 200 within {timeout_s:g}s")

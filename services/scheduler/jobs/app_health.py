@@ -4,6 +4,8 @@
   `down` through the API (once: it stays down until a probe succeeds); one that answers again
   is reported `up`. The API numbers each change, and the front doors' notifiers tell the
   project's owner of each exactly once;
+- a release without a URL (a bot-only project: no web service) is healthy while its
+  supervisor's processes run, where this scheduler can see them (the local server);
 - the supervisor's restart count of the release, where this scheduler can read it (the local
   server), is reported when it changed.
 """
@@ -29,7 +31,8 @@ _FAILURES_TTL_S = 86_400
 
 async def check_app_health(deps: SchedulerDeps, tick: Tick) -> None:
     """Probe every serving release (concurrently, bounded) and report what changed."""
-    releases = [r for r in await deps.api.list_current_releases() if r.url]
+    current = await deps.api.list_current_releases()
+    releases = [r for r in current if r.url]
     limit = asyncio.Semaphore(deps.settings.health_concurrency)
 
     async def probe(release: DeployDTO) -> bool:
@@ -39,6 +42,10 @@ async def check_app_health(deps: SchedulerDeps, tick: Tick) -> None:
     answers = await asyncio.gather(*(probe(release) for release in releases))
     for release, healthy in zip(releases, answers, strict=True):
         await _record(deps, release, healthy=healthy, tick=tick)
+    for release in (r for r in current if not r.url):  # no web service: a bot-only project
+        running = deps.restarts.processes_up(release)
+        if running is not None:  # its supervisor's process state, where this replica sees it
+            await _record(deps, release, healthy=running, tick=tick)
 
 
 async def _record(deps: SchedulerDeps, release: DeployDTO, *, healthy: bool, tick: Tick) -> None:

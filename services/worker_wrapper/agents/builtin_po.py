@@ -50,9 +50,11 @@ _SECRETS = re.compile(r"^/?secrets\b", re.IGNORECASE)
 _IMPORT = re.compile(r"^import\s+(?P<url>\S+)(?:\s+as\s+(?P<name>.+))?$", re.IGNORECASE)
 _SECRET = re.compile(r"^(?:set\s+)?secret\s+(?P<name>\S+)\s*$", re.IGNORECASE)
 _WITH_BOT = re.compile(
-    r"^(?P<name>.+?)\s+with\s+(?:an?\s+)?(?:telegram\s+bot|telegram|bot)(?:\s+module)?$",
+    r"^(?P<name>.+?)\s+with\s+(?P<only>only\s+|just\s+)?(?:an?\s+)?"
+    r"(?:telegram\s+bot|telegram|bot)(?:\s+module)?(?P<alone>\s+only)?$",
     re.IGNORECASE | re.DOTALL,
 )
+"""`shop with a telegram bot` (backend and bot), `shop with only a telegram bot` (the bot)."""
 _CANCEL = re.compile(r"^/?cancel(?:\s+(?:task\s+)?(?P<task>\S+))?\s*$", re.IGNORECASE)
 _ROLLBACK = re.compile(r"^/?roll\s*back(?:\s+(?:to\s+)?(?P<sha>\S+))?\s*$", re.IGNORECASE)
 _DEPLOYS = re.compile(r"^/?deploys\s*$", re.IGNORECASE)
@@ -145,7 +147,11 @@ class PoGrammar:
 
         modules: list[ProjectModule] = ["backend"]
         if bot := _WITH_BOT.match(phrase):
-            phrase, modules = bot["name"].strip(), ["backend", "telegram"]
+            alone = bool(bot["only"] or bot["alone"])
+            phrase, modules = (
+                bot["name"].strip(),
+                ["telegram"] if alone else ["backend", "telegram"],
+            )
         name = phrase.strip("\"'")
         body = ProjectCreateBody.model_construct(name=name, description=None, modules=modules)
         # not validated here: the API refuses a bad name with a reason the user is told
@@ -248,13 +254,15 @@ class PoGrammar:
     async def _cancel(self, task: str | None) -> str:
         from shared.chat.control import ChatControl  # needs the API client (httpx)
 
-        return await ChatControl(self.api).cancel(await self._me(), [task] if task else [])
+        return await ChatControl(self.api).cancel(
+            await self._me(), [task] if task else [], correlation_id=self.correlation_id
+        )
 
     async def _rollback(self, sha: str | None) -> str:
         project = await self._project()
         if project is None:
             return "There is no project yet. Start with: create project <name>"
-        created = await self.api.rollback(project.id, sha)
+        created = await self.api.rollback(project.id, sha, correlation_id=self.correlation_id)
         target = f"commit {sha}" if sha else "the previous release"
         return f"Rolling back {project.name} to {target}: deploy task {created.id} started."
 

@@ -27,6 +27,10 @@ status 1), which the playbook turns into a clear failure message.
                                (`rollback.py`: a first deploy is removed, a redeploy gets its
                                previous release back)
 
+`release` records the deploy request's correlation id (`INFRA_CORRELATION_ID`, a chat
+turn's) in service.json and in its report, so a release on the server names the conversation
+turn that asked for it.
+
 `prepare` and `release` belong to a deploy job when `--job` (or `INFRA_JOB_ID`) is given: they
 record the running step and, before the job's first change, a snapshot of the project, which
 `abort` goes back to (see `rollback.py`).
@@ -35,6 +39,9 @@ How a project starts: a `Procfile` line `web: <command>` (run by /bin/sh with PO
 the environment), else `app/main.py` served by uvicorn (`app.main:app`), else `main.py` run by
 the project's Python; looked for at the top of the checkout, then in each module directory
 (`--modules`, then `backend/`). The project runs from its directory, not pip-installed.
+A bot-only project (the `telegram` module, no web service) runs its bot alone: no port is
+bound, and the release's health is the supervisor's process state (the bot still runs
+`BOT_SETTLE_S` after its start) instead of an HTTP check; its report says `"web": false`.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ import rollback  # type: ignore[import-not-found]  # a sibling script on the ser
 import supervise  # type: ignore[import-not-found]  # a sibling script on the server, not a package module
 
 LOG_TAIL_LINES = 15
+BOT_SETTLE_S = 3.0
+"""How long a bot-only release's bot must keep running to count as started."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -205,7 +214,8 @@ def install(
 ) -> dict[str, Any]:
     """Create the venv, link the runtime packages, pip-install only what the venv lacks."""
     app_dir = root / "apps" / name
-    project = find_project(app_dir / "src", modules)
+    bot = find_bot(app_dir / "src", modules)
+    project = find_project(app_dir / "src", modules) or bot
     if project is None:
         raise StepError(
             "no start command in the repository: add a Procfile 'web:' line, app/main.py or "
@@ -220,8 +230,7 @@ def install(
             [str(venv_python), "-c", probe], capture_output=True, text=True, check=True
         ).stdout.strip()
         (Path(purelib) / "_orchestrator_runtime.pth").write_text(runtime_site_packages + "\n")
-    bot = find_bot(app_dir / "src", modules)
-    requirements = _requirements(project) + ([] if bot is None else _requirements(bot))
+    requirements = _requirements(project) + ([] if bot in (None, project) else _requirements(bot))
     missing = _missing(venv_python, list(dict.fromkeys(requirements)))
     if missing:
         if not (app_dir / "venv" / "bin" / "pip").exists():
@@ -303,9 +312,9 @@ def _release_health(app_dir: Path, url: str, timeout_s: float) -> tuple[int | No
         time.sleep(0.3)
 
 
-def _log_tail(app_dir: Path) -> str:
+def _log_tail(app_dir: Path, label: str = "app") -> str:
     try:
-        lines = (app_dir / "app.log").read_text(errors="replace").splitlines()
+        lines = (app_dir / f"{label}.log").read_text(errors="replace").splitlines()
     except OSError:
         return ""
     return " | ".join(lines[-LOG_TAIL_LINES:])
@@ -347,6 +356,10 @@ def _put_back(
     if previous.get("daemon_pid") is None:
         return False
     supervise.start_daemon(root, name)
+    if not service.get("command"):  # a bot-only release: it serves while its processes run
+        time.sleep(min(BOT_SETTLE_S, timeout_s))
+        states = supervise.process_states(app_dir)
+        return bool(states) and all(states.values())
     host = str(service.get("host", "127.0.0.1"))
     host = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104 - comparing, not binding
     return _health(f"http://{host}:{service.get('port')}{health}", timeout_s) == 200
@@ -370,20 +383,17 @@ def release(
     project = find_project(app_dir / "src", modules)
     python = str(app_dir / "venv" / "bin" / "python")
     command = None if project is None else detect_command(project, python)
-    if project is None or command is None:
+    bot = find_bot(app_dir / "src", modules)
+    if (project is None or command is None) and bot is None:
         raise StepError("no start command: add a Procfile 'web:' line, app/main.py or main.py")
     commit = _head(app_dir / "src")
     _write_private(app_dir / ".env", env_text)
-    cwd = str(project.relative_to(app_dir))
-    service = {
-        "command": command,
-        "cwd": cwd,
-        "env_file": ".env",
-        "port": port,
-        "host": bind,
-        "commit": commit,
-    }
-    bot = find_bot(app_dir / "src", modules)
+    service: dict[str, Any] = {"env_file": ".env", "host": bind, "commit": commit}
+    if project is not None and command is not None:
+        service.update(command=command, cwd=str(project.relative_to(app_dir)), port=port)
+    correlation_id = os.environ.get("INFRA_CORRELATION_ID", "")
+    if correlation_id:
+        service["correlation_id"] = correlation_id
     workers: list[dict[str, Any]] = []
     if bot is not None:  # the bot module runs beside the web service, supervised alike
         bot_command = [python, "-m", "bot.main"]
@@ -393,6 +403,8 @@ def release(
         service["workers"] = workers
     (app_dir / "service.json").write_text(json.dumps(service, indent=2) + "\n")
     replaced = supervise.stop_daemon(root, name)
+    if "command" not in service:  # a bot-only release: no port, the bot's process is its health
+        return _release_workers(root, name, previous, service, health, timeout_s, replaced)
     if not _port_free(bind, port):
         serves = _put_back(root, name, previous, health, timeout_s)
         raise StepError(
@@ -419,7 +431,58 @@ def release(
             failure += "; the previous release was put back but does not answer"
         raise StepError(failure, previous_serves=serves, previous_commit=old)
     names = [worker["name"] for worker in workers]
-    return {"replaced": replaced, "health_status": status, "commit": commit, "workers": names}
+    return {
+        "replaced": replaced,
+        "health_status": status,
+        "commit": commit,
+        "workers": names,
+        "correlation_id": correlation_id,
+    }
+
+
+def _release_workers(
+    root: Path,
+    name: str,
+    previous: dict[str, Any],
+    service: dict[str, Any],
+    health: str,
+    timeout_s: float,
+    replaced: bool,
+) -> dict[str, Any]:
+    """Start a release without a web service (a bot-only project): healthy when each of its
+    processes still runs `BOT_SETTLE_S` after the start; else the previous one is put back."""
+    app_dir = root / "apps" / name
+    supervise.reset_restarts(app_dir)
+    supervise.start_daemon(root, name)
+    commit = str(service["commit"])
+    names = [worker["name"] for worker in service.get("workers", [])]
+    deadline = time.monotonic() + min(BOT_SETTLE_S, timeout_s)
+    states: dict[str, bool] = {}
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        states = supervise.process_states(app_dir)
+        if states and not all(states.values()) and supervise.read_restarts(app_dir)["restarts"]:
+            break  # a process died: the supervisor had to restart it
+    states = supervise.process_states(app_dir)
+    restarts = supervise.read_restarts(app_dir)["restarts"]
+    if not states or not all(states.values()) or restarts:
+        supervise.stop_daemon(root, name)
+        logs = " | ".join(f"{label}: {_log_tail(app_dir, label)}" for label in names)
+        down = [label for label, up in states.items() if not up] or names
+        failure = (
+            f"the new release (commit {commit[:12]}) did not keep running: "
+            f"{', '.join(down)} exited; last log lines: {logs}"
+        )
+        serves = _put_back(root, name, previous, health, timeout_s)
+        raise StepError(failure, previous_serves=serves)
+    return {
+        "replaced": replaced,
+        "health_status": None,
+        "commit": commit,
+        "workers": names,
+        "web": False,
+        "correlation_id": service.get("correlation_id", ""),
+    }
 
 
 def _job_step(root: Path, name: str, job: str, step: str) -> None:

@@ -242,7 +242,7 @@ def abort(
         report["restarted"] = True
     elif not was_running:
         supervise.stop_daemon(root, name)
-    if was_running:
+    if was_running and service.get("command"):  # a bot-only release has no URL to wait for
         host = str(service.get("host", "127.0.0.1"))
         host = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104 - comparing, not binding
         report["health_status"] = health(

@@ -11,12 +11,15 @@ project lives in `<base_dir>/apps/<name>/` with a `service.json`:
 
 `command` is the web service (`app.pid`, `app.log`); each of the optional `workers` (a
 Telegram bot module, ...) runs beside it with the same environment (`<name>.pid`,
-`<name>.log`); the daemon restarts whichever dies.
+`<name>.log`); the daemon restarts whichever dies. A project without a web service (a
+bot-only project) has no `command` (nor `port`): only its workers run.
 
 Commands (all idempotent):
     start NAME      (re)start the project's supervisor daemon, detached in its own session
     stop NAME       stop the daemon and the project's whole process group
-    status NAME     print {"running": bool, "pid": int | null, "restarts": int} as JSON
+    status NAME     print {"running": bool, "pid": int | null, "restarts": int,
+                    "processes": {"app": bool, "bot": bool, ...}} as JSON (whether each
+                    process of service.json runs now)
     start-all       start every enabled project whose daemon is not running; print the count
 
 `deployctl.py`, beside this file, prepares and releases projects on top of these commands.
@@ -279,12 +282,16 @@ class _Process:
 
 def _processes(service: dict[str, Any]) -> list[_Process]:
     """The web service (`command`, `cwd`), then each of `workers` (`name`, `command`, `cwd`)."""
-    processes = [_Process("app", list(service["command"]), str(service.get("cwd", "src")))]
+    processes = []
+    if service.get("command"):  # a bot-only project has no web service
+        processes.append(_Process("app", list(service["command"]), str(service.get("cwd", "src"))))
     for worker in service.get("workers") or []:
         label = str(worker["name"])
         if not WORKER_NAME.fullmatch(label) or label in ("app", "supervisor"):
             raise ValueError(f"invalid worker name {label!r}")
         processes.append(_Process(label, list(worker["command"]), str(worker.get("cwd", "src"))))
+    if not processes:
+        raise ValueError("service.json names no process (no command, no workers)")
     return processes
 
 
@@ -332,7 +339,7 @@ def _process_env(app_dir: Path, service: dict[str, Any]) -> dict[str, str]:
     """The environment of the project's processes (see the module docstring)."""
     env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
     env.update(_read_env_file(app_dir / str(service.get("env_file", ".env"))))
-    env["PORT"] = str(service["port"])
+    env["PORT"] = str(service.get("port") or "")
     env["HOST"] = str(service.get("host", "127.0.0.1"))
     if service.get("commit"):
         env["APP_COMMIT"] = str(service["commit"])
@@ -341,12 +348,42 @@ def _process_env(app_dir: Path, service: dict[str, Any]) -> dict[str, str]:
 
 
 def status(root: Path, name: str) -> int:
-    """Print whether the project's daemon runs."""
+    """Print whether the project's daemon and each of its processes run."""
     pid = daemon_pid(root, name)
-    restarts = read_restarts(_app_dir(root, name))["restarts"]
-    report = {"running": pid is not None, "pid": pid, "restarts": restarts}
+    app_dir = _app_dir(root, name)
+    restarts = read_restarts(app_dir)["restarts"]
+    report = {
+        "running": pid is not None,
+        "pid": pid,
+        "restarts": restarts,
+        "processes": process_states(app_dir),
+    }
     sys.stdout.write(json.dumps(report) + "\n")
     return 0
+
+
+def process_states(app_dir: Path) -> dict[str, bool]:
+    """Whether each process of the project's service.json runs now (its pid file names a
+    live, non-zombie process in the project's directory); {} without a service.json."""
+    try:
+        service: dict[str, Any] = json.loads((app_dir / "service.json").read_text())
+        labels = [process.label for process in _processes(service)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    states: dict[str, bool] = {}
+    for label in labels:
+        pid = _read_pid(app_dir / f"{label}.pid")
+        states[label] = pid is not None and _alive(pid) and _runs_in(pid, app_dir)
+    return states
+
+
+def _alive(pid: int) -> bool:
+    """True when `pid` runs and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def start_all(root: Path) -> int:
