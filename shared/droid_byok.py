@@ -19,7 +19,8 @@ class DroidByok(BaseModel):
     """A model of the system's choosing for droid (BYOK): where its API is, which model,
     and the variable of the agent's environment that holds its key (a name, not the key)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    """Errors never show the input: a key pasted in by mistake stays out of them."""
 
     base_url: str
     """The model API's base URL (for `anthropic`, the CLI appends `/v1/messages`)."""
