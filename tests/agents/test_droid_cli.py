@@ -20,7 +20,7 @@ from services.worker_manager.agent_env import git_identity_env
 from services.worker_manager.settings import WorkerManagerSettings
 from services.worker_wrapper.agents import AgentActivity, AgentRequest, FactoryDroidAgent
 from tests.agents.conftest import PLANTED_KEY
-from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
+from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
 from tests.workers.helpers import git, make_repo_with_remote
 
 EnvFactory = Callable[..., dict[str, str]]
@@ -182,3 +182,25 @@ def test_byok_settings_keep_the_users_own_and_replace_a_namesake() -> None:
     assert settings["customModels"][1]["apiKey"] == "${ANTHROPIC_API_KEY}"
     assert users["customModels"][1] == {"displayName": "Sys", "model": "old"}  # not mutated
     assert byok_settings(byok, "http://relay", {})[1] == "custom:Sys-0"
+
+
+async def test_droid_byok_model_dropping_its_stream_is_a_clear_error(
+    droid_cli: Path, make_env: EnvFactory, tmp_path: Path
+) -> None:
+    """The system's BYOK model cuts every stream mid-way: droid gives up quickly with an
+    error that says so; the key is not in it. (HTTP 500 and 529 it retries for longer than
+    90 s on its own, with no setting to bound that: the step's timeout ends such a run.)"""
+    from services.worker_wrapper.agents.factory_droid import DroidByok
+
+    script = ModelScript([Failure(drop_stream=True)], repeat_failures=True)
+    with serve_anthropic(script) as fake:
+        byok = DroidByok(base_url=fake.url, model="scripted-model")
+        agent = FactoryDroidAgent([str(droid_cli)], byok=byok)
+        env = make_env(ANTHROPIC_API_KEY=PLANTED_KEY)
+        started = time.monotonic()
+        result = await agent.run(AgentRequest("r1", "go", tmp_path, 60.0, env), Recorder())
+    assert result.status == "error"
+    assert "LLM response contained no usable output" in (result.error or ""), result.error
+    assert PLANTED_KEY not in (result.error or "")
+    assert time.monotonic() - started < 45
+    assert script.conversation_requests >= 1
