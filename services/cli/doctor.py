@@ -123,6 +123,21 @@ def agent_checks(settings: object, environ: dict[str, str]) -> list[Check]:
         except WorkerManagerError as error:
             checks.append(Check("fail", "agent credential", str(error)))
     keys = [name for name in present if "KEY" in name or "TOKEN" in name]
+    if settings.droid_byok is not None:
+        byok = settings.droid_byok
+        variable = byok.key_variable
+        found = bool(environ.get(variable)) or variable in settings.agent_env
+        where = f"{byok.model} ({byok.provider}) at {byok.base_url}, key from {variable}"
+        checks.append(
+            Check(
+                "ok" if found else "fail",
+                "droid BYOK model",
+                where if found else f"{where}: {variable} is not set",
+                ""
+                if found
+                else f"export {variable}, or give it in ORCHESTRATOR_WORKERS__AGENT_ENV",
+            )
+        )
     checks.append(
         Check(
             "ok" if keys else "warn",

@@ -62,6 +62,7 @@ def adapter_env(settings: WorkerManagerSettings, adapter: str) -> dict[str, str]
         "WORKER_CODEX_BASE_URL": settings.codex_base_url,
         "WORKER_AGENT_USER": settings.agent_user,
         "WORKER_TASK_BUDGET_USD": settings.task_budget_usd,
+        "WORKER_DROID_BYOK": settings.droid_byok.model_dump_json() if settings.droid_byok else None,
     }
     return {name: str(value) for name, value in optional.items() if value is not None} | {
         "WORKER_ADAPTER": adapter,

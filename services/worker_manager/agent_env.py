@@ -84,8 +84,12 @@ def git_identity_env(settings: WorkerManagerSettings, adapter: str) -> dict[str,
 def agent_env(
     settings: WorkerManagerSettings, adapter: str, source: Mapping[str, str]
 ) -> dict[str, str]:
-    """The agent's credentials (named and referenced) and git identity."""
-    env = {name: source[name] for name in settings.agent_credentials if source.get(name)}
+    """The agent's credentials (named and referenced) and git identity. Droid's BYOK
+    model's key variable (`droid_byok.api_key_env`) is passed by name like the others."""
+    names = list(settings.agent_credentials)
+    if adapter == "factory-droid" and settings.droid_byok is not None:
+        names.append(settings.droid_byok.key_variable)
+    env = {name: source[name] for name in names if source.get(name)}
     for name, ref in settings.agent_env.items():
         env[name] = resolve_reference(name, ref, source)
     env.update(git_identity_env(settings, adapter))

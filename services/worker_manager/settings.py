@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from shared.droid_byok import DroidByok
 from shared.settings import Section, Settings
 
 __all__ = [
@@ -156,6 +157,11 @@ class WorkerManagerSettings(Section):
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])
     droid_autonomy: Literal["low", "medium", "high"] = "high"
     droid_model: str | None = None
+    droid_byok: DroidByok | None = None
+    """A model for droid that the system configures (base URL, model, provider, the
+    variable holding its key): written into the CLI's settings for each run, over the
+    user's own `~/.factory/settings.json`; under a cap, behind the wrapper's metering relay.
+    None: droid uses its settings as they are (`droid_model` picks the model)."""
     codex_command: list[str] = Field(default_factory=lambda: ["codex"])
     codex_model: str | None = None
     codex_base_url: str | None = None

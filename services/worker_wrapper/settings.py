@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.worker_wrapper.agents.codex import CodexSandbox
 from services.worker_wrapper.agents.command import CommandOutputFormat
 from services.worker_wrapper.agents.factory_droid import AutonomyLevel
+from shared.droid_byok import DroidByok
 
 __all__ = ["CONTROL_ENV_PREFIXES", "AdapterName", "WrapperSettings"]
 
@@ -68,6 +69,8 @@ class WrapperSettings(BaseSettings):
     droid_command: list[str] = Field(default_factory=lambda: ["droid"])
     droid_autonomy: AutonomyLevel = "high"
     droid_model: str | None = None
+    droid_byok: DroidByok | None = None
+    """The BYOK model the adapter configures (JSON, from the manager's setting)."""
     codex_command: list[str] = Field(default_factory=lambda: ["codex"])
     codex_model: str | None = None
     codex_base_url: str | None = None

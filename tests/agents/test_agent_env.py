@@ -37,6 +37,17 @@ def test_named_credentials_pass_when_set_and_only_then() -> None:
     assert "AWS_SECRET_ACCESS_KEY" not in env
 
 
+def test_droids_byok_key_variable_passes_by_name() -> None:
+    """`droid_byok.api_key_env` names a variable outside the default list: a droid worker
+    gets it from the manager's environment; other adapters do not."""
+    byok = {"base_url": "http://models.example", "model": "m", "api_key_env": "TEAM_KEY"}
+    settings = WorkerManagerSettings.model_validate({"droid_byok": byok})
+    source = {"TEAM_KEY": PLANTED_KEY}
+    assert agent_env(settings, "factory-droid", source)["TEAM_KEY"] == PLANTED_KEY
+    assert "TEAM_KEY" not in agent_env(settings, "claude-code", source)
+    assert "TEAM_KEY" not in agent_env(settings, "factory-droid", {})
+
+
 def test_references_resolve_from_env_and_file(tmp_path: Path) -> None:
     """`env:NAME` and `file:/path` give the agent variable its value (file: one newline off)."""
     key_file = tmp_path / "anthropic.key"

@@ -103,3 +103,25 @@ def test_up_names_the_agent_each_worker_gets(
     ]
     monkeypatch.setenv("ORCHESTRATOR_WORKERS__ADAPTER", "builtin")
     assert _agent_lines(SystemSettings()) == ["claude-code → builtin", "factory-droid → builtin"]
+
+
+def test_doctor_names_droids_byok_model_and_its_key_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A BYOK model for droid: named with the variable of its key; that variable unset is a
+    failure saying what to export; set, it is ok and its value is never shown."""
+    byok = '{"base_url": "http://models.example", "model": "m1", "api_key_env": "TEAM_KEY"}'
+    monkeypatch.setenv("ORCHESTRATOR_WORKERS__DROID_BYOK", byok)
+    monkeypatch.delenv("TEAM_KEY", raising=False)
+    code, output = run_doctor()
+    assert code == 1
+    assert "fail droid BYOK model: m1 (anthropic) at http://models.example, key from TEAM_KEY" in (
+        output
+    )
+    assert "TEAM_KEY is not set  → export TEAM_KEY" in output
+    monkeypatch.setenv("TEAM_KEY", PLANTED_KEY)
+    code, output = run_doctor()
+    assert "ok   droid BYOK model: m1 (anthropic) at http://models.example, key from TEAM_KEY" in (
+        output
+    )
+    assert PLANTED_KEY not in output

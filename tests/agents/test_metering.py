@@ -13,10 +13,17 @@ import pytest
 
 from services.worker_wrapper.agents import AgentRequest, CodexAgent
 from services.worker_wrapper.agents.base import ignore_activity
-from services.worker_wrapper.agents.metering import UsageRelay
+from services.worker_wrapper.agents.metering import UsageRelay, usage_record
 from shared.redis_server import free_port
 from tests.agents.conftest import PLANTED_KEY
-from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_openai
+from tests.agents.fake_models import (
+    Failure,
+    ModelScript,
+    Reply,
+    ToolCall,
+    serve_anthropic,
+    serve_openai,
+)
 from tests.agents.test_codex_cli import MODEL, codex_env
 
 EnvFactory = Callable[..., dict[str, str]]
@@ -49,6 +56,63 @@ async def test_the_relay_forwards_requests_and_reports_each_responses_usage() ->
     assert script.requests == [body, body]
     assert script.headers[0]["authorization"] == f"Bearer {PLANTED_KEY}"
     assert script.headers[0]["x-extra"] == "kept"
+
+
+async def test_the_relay_prices_the_anthropic_messages_stream_as_it_passes() -> None:
+    """A Messages stream: the input tokens are reported at `message_start` (before the
+    model writes anything), the output at `message_delta` as the increase over the start's
+    count; a plain JSON answer's usage once. The sums are what the fake reported."""
+    turn = Reply(text="hi", input_tokens=4000, output_tokens=56)
+    script = ModelScript([turn, turn])
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+    body: dict[str, Any] = {"model": "scripted", "messages": [], "tools": [{"name": "x"}]}
+    with serve_anthropic(script) as fake:
+        relay = UsageRelay(fake.url, lambda m, u: seen.append((m, u)))
+        async with relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+            streamed = await client.post(
+                "/v1/messages", json={**body, "stream": True}, headers={"x-api-key": "k"}
+            )
+            whole = await client.post("/v1/messages", json=body)
+    assert "message_stop" in streamed.text
+    assert whole.json()["content"][0]["text"] == "hi"
+    start = {
+        "input_tokens": 4000,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
+    assert seen == [
+        ("scripted", {k: v for k, v in start.items() if v}),
+        ("scripted", {"output_tokens": 55}),
+        ("scripted", {"input_tokens": 4000, "output_tokens": 56}),
+    ]
+    assert script.headers[0]["x-api-key"] == "k"
+
+
+def test_usage_records_of_the_three_apis() -> None:
+    """Chat Completions' prompt/completion tokens (cached apart), Responses' and Messages'."""
+    chat = {
+        "prompt_tokens": 90,
+        "completion_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 40},
+    }
+    assert usage_record(chat) == {"input_tokens": 90, "output_tokens": 9, "cached_input_tokens": 40}
+    responses = {
+        "input_tokens": 5,
+        "output_tokens": 2,
+        "input_tokens_details": {"cached_tokens": 1},
+    }
+    assert usage_record(responses) == {
+        "input_tokens": 5,
+        "output_tokens": 2,
+        "cached_input_tokens": 1,
+    }
+    messages = {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 7, "server": "x"}
+    assert usage_record(messages) == {
+        "input_tokens": 5,
+        "output_tokens": 2,
+        "cache_read_input_tokens": 7,
+    }
 
 
 async def test_an_unreachable_upstream_answers_502_without_credentials() -> None:

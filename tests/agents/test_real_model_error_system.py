@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.agents.conftest import PLANTED_KEY, cli_path
-from tests.agents.fake_models import Failure, ModelScript, serve_anthropic
+from tests.agents.fake_models import Failure, ModelScript, serve_anthropic, serve_openai
 from tests.agents.system import agent_system
 from tests.support.waiting import eventually
 from tests.test_quickstart import System
@@ -70,8 +70,8 @@ def failing_model_system(
             yield system, script, case
 
 
-def agent_processes(root: Path) -> list[psutil.Process]:
-    """Live `claude` processes (and their children) working under `root`, the system's data
+def agent_processes(root: Path, cli: str = "claude") -> list[psutil.Process]:
+    """Live `cli` processes (and their children) working under `root`, the system's data
     directory (the worker's workspace is their working directory)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status", "cwd"]):
@@ -79,7 +79,7 @@ def agent_processes(root: Path) -> list[psutil.Process]:
             cwd = proc.info["cwd"] or ""
             cmdline = " ".join(proc.info["cmdline"] or [])
             alive = proc.info["status"] != psutil.STATUS_ZOMBIE
-            if alive and cwd.startswith(str(root)) and "claude" in cmdline:
+            if alive and cwd.startswith(str(root)) and cli in cmdline:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -126,3 +126,58 @@ def test_a_failing_model_fails_the_task_with_a_clear_error(
     assert script.conversation_requests >= 1
     assert waited < 170, f"the task took {waited:.0f} s to fail"
     assert agent_processes(system.data_dir) == []
+
+
+CODEX_CASES = {
+    "http-500": Failure(status=500, message="trouble"),
+    "dropped-stream": Failure(drop_stream=True),
+}
+
+
+@pytest.fixture(params=list(CODEX_CASES))
+def failing_codex_system(
+    request: pytest.FixtureRequest, tmp_path: Path, empty_home: Path
+) -> Iterator[tuple[System, ModelScript]]:
+    """`orchestrator up` whose developer agent is the real `codex` (mapped from
+    claude-code), its Responses API failing every request as the parameter says."""
+    codex = cli_path("codex")
+    script = ModelScript([CODEX_CASES[request.param]], repeat_failures=True)
+    settings = {
+        "ORCHESTRATOR_WORKERS__AGENT_CLI": json.dumps({"claude-code": "codex"}),
+        "ORCHESTRATOR_WORKERS__CODEX_COMMAND": json.dumps([str(codex)]),
+        "ORCHESTRATOR_WORKERS__CODEX_MODEL": "scripted-model",
+        "ORCHESTRATOR_WORKERS__CODEX_MAX_RETRIES": "0",
+    }
+    with serve_openai(script) as fake:
+        secrets = {"OPENAI_BASE_URL": f"{fake.url}/v1", "OPENAI_API_KEY": PLANTED_KEY}
+        line = f"agent  claude-code → codex ({codex})"
+        with agent_system(tmp_path, empty_home, settings, secrets, line) as system:
+            yield system, script
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_failing_model_fails_the_codex_task_with_a_clear_error(
+    failing_codex_system: tuple[System, ModelScript],
+) -> None:
+    """The same with Codex: HTTP 500 or a dropped stream on every request → the task is
+    failed with "the model API failed", no secret in it, no `codex` process left."""
+    system, script = failing_codex_system
+    created = system.cli("project", "create", "shop", "--json")
+    assert created.returncode == 0, created.stderr
+    project_id = json.loads(created.stdout)["id"]
+    task = system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
+    assert task.returncode == 0, task.stderr
+    task_id = json.loads(task.stdout)["id"]
+    started = time.monotonic()
+    watched = system.cli("task", "watch", task_id, "--timeout-s", "180", timeout_s=210)
+    waited = time.monotonic() - started
+    shown = json.loads(system.cli("task", "show", task_id, "--json").stdout)
+    assert shown["status"] == "failed", json.dumps(shown)[-2000:]
+    assert watched.returncode != 0
+    text = json.dumps(shown)
+    assert "the model API failed" in text, text[-2000:]
+    assert PLANTED_KEY not in text + watched.stdout + watched.stderr
+    assert script.conversation_requests >= 1
+    assert waited < 170, f"the task took {waited:.0f} s to fail"
+    assert agent_processes(system.data_dir, "codex") == []

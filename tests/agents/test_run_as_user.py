@@ -259,3 +259,61 @@ async def test_codex_as_the_agent_user_is_stopped_at_the_cap_through_the_relay(
     assert read_text(first).strip() == str(account[0])
     assert not second.exists()
     assert script.conversation_requests == 2
+
+
+async def test_droid_worker_runs_as_the_agent_user(
+    manager: object,
+    client: Client,
+    droid_cli: Path,
+    open_dir: Path,
+    account: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`agent_user=nobody` with the real droid on the system's BYOK model: the Factory home
+    the adapter writes is nobody's, and droid creates, commits and pushes as nobody."""
+    from tests.agents.conftest import OwnManagerRunner
+    from tests.agents.test_droid_cli import execute
+
+    assert isinstance(manager, OwnManagerRunner)
+    (open_dir / "repos").mkdir()
+    _, remote = make_repo_with_remote(open_dir / "repos")
+    share(remote)
+    marker = agent_owned_dir(open_dir / "out", account) / "uid.txt"
+    script = ModelScript([])
+    with serve_anthropic(script) as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
+        await manager.start(
+            droid_command=[str(droid_cli)],
+            droid_byok={"base_url": fake.url, "model": "scripted-model"},
+            agent_user=AGENT_USER,
+            data_dir=open_dir / "workers",
+        )
+        created = await client.create(
+            agent="factory-droid", context={"repo_url": str(remote), "branch": "feature"}
+        )
+        assert created.success, created.error
+        record = await client.record(created.worker_id)
+        workspace = Path(record.workspace)
+        steps = (f"id -u > {marker}", "add hello.py", "commit -q -m 'Add hello'")
+        script.turns = [
+            Reply(
+                tools=(
+                    ToolCall(
+                        "Create", {"file_path": str(workspace / "hello.py"), "content": "y\n"}
+                    ),
+                )
+            ),
+            Reply(tools=(execute(steps[0]),)),
+            *(Reply(tools=(execute(f"git -C {workspace} {step}"),)) for step in steps[1:]),
+            Reply(tools=(execute(f"git -C {workspace} push -q origin HEAD:feature"),)),
+            Reply(text="Done as nobody."),
+        ]
+        answer = await client.send(created.worker_id, "add hello.py", timeout_s=120)
+    assert answer.success, answer.error
+    assert answer.response == "Done as nobody."
+    assert read_text(marker).strip() == str(account[0])
+    assert owner(workspace / "hello.py") == account[0]
+    factory = Path(record.session_dir) / "droid-home" / ".factory"
+    assert owner(factory / "settings.json") == account[0]
+    assert (factory / "settings.json").stat().st_mode & 0o777 == 0o600
+    assert git(remote, "log", "-1", "--format=%an", "feature") == "Factory Droid agent"

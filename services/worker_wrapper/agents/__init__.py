@@ -95,6 +95,8 @@ def build_agent(settings: WrapperSettings) -> Agent:
             autonomy=settings.droid_autonomy,
             kill_grace_s=settings.kill_grace_s,
             model=settings.droid_model,
+            byok=settings.droid_byok,
+            factory_home=settings.session_dir / "droid-home",
             run_as=run_as,
             budget_usd=settings.task_budget_usd,
             budgets=budgets,

@@ -5,8 +5,16 @@ Some CLIs report token usage only when their turn ends (`codex exec --json` writ
 model request, the wrapper points such a CLI at a relay of its own on 127.0.0.1: each
 request is forwarded unchanged to the real API (headers, key and body pass through in
 memory only), the response is streamed back as it arrives, and the usage each response
-reports (the OpenAI Responses API's `response.completed`, or a plain JSON body's `usage`)
-is handed to `on_usage` the moment it passes. The relay answers one request per connection.
+reports is handed to `on_usage` the moment it passes:
+
+- the OpenAI Responses API's `response.completed`;
+- the Anthropic Messages stream's `message_start` (the input tokens, known before the model
+  writes anything) and `message_delta` (the output tokens, cumulative: only the increase
+  is reported), so a cap is reached as soon as a response's input is priced;
+- OpenAI Chat Completions' final chunk (`usage` with `prompt_tokens` /
+  `completion_tokens`), and a plain JSON body's `usage` of any of these APIs.
+
+The relay answers one request per connection.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["UsageRelay", "openai_usage"]
+__all__ = ["UsageRelay", "openai_usage", "usage_record"]
 
 UsageSink = Callable[[str | None, dict[str, Any]], None]
 """Called with (model, usage record) for each model response that reports its usage."""
@@ -57,6 +65,34 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+_ANTHROPIC_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def usage_record(usage: dict[str, Any]) -> dict[str, Any]:
+    """A usage object of the Responses, Chat Completions or Messages API as the price table
+    counts it (OpenAI's cached input apart, as `cached_input_tokens`)."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:  # Chat Completions
+        record: dict[str, Any] = {}
+        for key, name in (
+            ("prompt_tokens", "input_tokens"),
+            ("completion_tokens", "output_tokens"),
+        ):
+            if isinstance(usage.get(key), int):
+                record[name] = usage[key]
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            record["cached_input_tokens"] = details["cached_tokens"]
+        return record
+    if "input_tokens_details" in usage:
+        return openai_usage(usage)
+    return {key: usage[key] for key in _ANTHROPIC_KEYS if isinstance(usage.get(key), int)}
+
+
 class _UsageScanner:
     """Finds the usage in a response body as its bytes pass (SSE `data:` lines or JSON)."""
 
@@ -65,6 +101,8 @@ class _UsageScanner:
         self.model = request_model
         self.buffer = b""
         self.sse = False
+        self.message_usage: dict[str, int] = {}
+        """What this response's Anthropic events reported so far (counts are cumulative)."""
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk
@@ -87,10 +125,30 @@ class _UsageScanner:
             return
         if not isinstance(event, dict):
             return
-        response = event.get("response") if event.get("type") == "response.completed" else event
+        kind = event.get("type")
+        if kind in ("message_start", "message_delta"):
+            self._anthropic(event)
+            return
+        response = event.get("response") if kind == "response.completed" else event
         if isinstance(response, dict) and isinstance(response.get("usage"), dict):
             model = response.get("model") if isinstance(response.get("model"), str) else None
-            self.on_usage(model or self.model, openai_usage(response["usage"]))
+            self.on_usage(model or self.model, usage_record(response["usage"]))
+
+    def _anthropic(self, event: dict[str, Any]) -> None:
+        """A Messages stream event: report what its cumulative usage adds."""
+        message = event.get("message") if event.get("type") == "message_start" else event
+        if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+            return
+        if isinstance(message.get("model"), str) and message["model"]:
+            self.model = message["model"]
+        added: dict[str, Any] = {}
+        for key, value in usage_record(message["usage"]).items():
+            increase = value - self.message_usage.get(key, 0)
+            if increase > 0:
+                added[key] = increase
+                self.message_usage[key] = value
+        if added:
+            self.on_usage(self.model, added)
 
 
 class UsageRelay:
