@@ -10,11 +10,13 @@ Redis.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -30,6 +32,7 @@ from shared.contracts import (
     ScaffolderMessage,
 )
 from shared.messaging import Bus
+from shared.redis_server import free_port
 from shared.registry import Actor
 from shared.settings import ApiSettings
 
@@ -241,4 +244,47 @@ async def test_a_part_that_ends_before_ready_is_a_start_error() -> None:
         await run_parts(
             "t", background={"q": quits}, shutdown_grace_s=1, ready=ready, ready_when=lambda: False
         )
+    assert not ready.is_set()
+
+
+# the api: readiness and a start that fails --------------------------------------------------
+
+
+def _api_settings(tmp_path: Path, redis_url: str, port: int) -> SystemSettings:
+    return SystemSettings(
+        data_dir=tmp_path, redis_url=redis_url, api=ApiSettings(port=port), shutdown_grace_s=2
+    )
+
+
+async def test_the_api_actor_signals_ready_and_stops_listening(
+    tmp_path: Path, redis_url: str
+) -> None:
+    port = free_port()
+    ready = asyncio.Event()
+    ctx = ActorContext(_api_settings(tmp_path, redis_url, port), redis_url, api_ready=ready)
+    actor = asyncio.create_task(load_actor("api")(ctx))
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=60)
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"http://127.0.0.1:{port}/health")
+        assert answer.status_code == 200
+    finally:
+        actor.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(actor, timeout=15)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # uvicorn let go of its port
+
+
+async def test_the_api_actor_on_a_taken_port_is_a_start_error(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ready = asyncio.Event()
+        ctx = ActorContext(_api_settings(tmp_path, redis_url, port), redis_url, api_ready=ready)
+        with pytest.raises(ActorStartError):
+            await asyncio.wait_for(load_actor("api")(ctx), timeout=60)
     assert not ready.is_set()
