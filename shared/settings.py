@@ -109,6 +109,10 @@ class SecretsSettings(BaseModel):
     E.g. `ORCHESTRATOR_SECRETS__KEYS='["env:SECRETS_KEY"]'`."""
 
 
+SHUTDOWN_GRACE_S = 10.0
+"""The default of `Settings.shutdown_grace_s`."""
+
+
 class Settings(BaseSettings):
     """Settings of the whole system; every field has an embedded default."""
 
@@ -141,6 +145,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """This process's Prometheus endpoint (`ORCHESTRATOR_METRICS__PORT`, `__HOST`,
     `__ENABLED`)."""
+    shutdown_grace_s: float = Field(default=SHUTDOWN_GRACE_S, ge=0)
+    """How long a stopping actor lets its in-flight handlers finish (`shared.actor.run_parts`)
+    before cancelling them (their messages are then redelivered)."""
     local_user_telegram_id: int = 1
     """The embedded mode's local admin user (the one `orchestrator` commands act as)."""
     local_ports: tuple[int, int] = (10_000, 10_999)

@@ -30,6 +30,7 @@ import structlog
 
 from shared.contracts import BaseMessage, ProgressEvent
 from shared.messaging.errors import MessagingError
+from shared.step_ids import STEP_SEPARATOR, step_request_id, task_of_step
 
 __all__ = [
     "STEP_SEPARATOR",
@@ -42,28 +43,7 @@ __all__ = [
     "task_of_step",
 ]
 
-STEP_SEPARATOR = "~"
-"""Between the task id and the step name in a step's request id."""
-
 log = structlog.get_logger(__name__)
-
-
-def step_request_id(task_id: str, step: str) -> str:
-    """The request id of a task's step: `<task_id>~<step>`.
-
-    `ValueError` when the task id is empty or the step is empty or contains the separator
-    (`task_of_step` could not find the task again)."""
-    if not task_id:
-        raise ValueError("a step's request id needs a task id (got an empty one)")
-    if not step or STEP_SEPARATOR in step:
-        raise ValueError(f"step name {step!r} must be non-empty and contain no {STEP_SEPARATOR!r}")
-    return f"{task_id}{STEP_SEPARATOR}{step}"
-
-
-def task_of_step(request_id: str) -> str | None:
-    """The task of a step's request id (`<task_id>~<step>`); None for any other request id."""
-    task_id, separator, step = request_id.rpartition(STEP_SEPARATOR)
-    return task_id if separator and task_id and step else None
 
 
 def progress_target(message: BaseMessage) -> tuple[str, bool]:

@@ -1,7 +1,8 @@
 """Run the `api` actor: migrate, register the configured service key, serve, relay the outbox.
 
-`run_api(settings)` is what `orchestrator run api` and `orchestrator up` call; it returns
-when cancelled, after uvicorn stopped and the relay finished its current batch.
+`run_actor(ctx)` is what `orchestrator run api` and `orchestrator up` call (`run_api(settings,
+ready=...)` is the same on bare settings); it returns when cancelled, after uvicorn finished
+the requests in flight (within `shutdown_grace_s`) and the relay and probe were stopped.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -23,20 +25,21 @@ from services.api.outbox.publisher import OutboxPublisher
 from services.api.outbox.relay import OutboxRelay
 from services.api.projects.importer import importer_from_settings
 from shared import registry
+from shared.actor import ActorContext, ActorStartError, run_parts
 from shared.git.errors import ProviderError
 from shared.git.provider import GitProvider
 from shared.git.settings import build_provider
 from shared.secret_box import secret_box_from_settings
 from shared.settings import Settings
 
-__all__ = ["ApiStartError", "run_api"]
+__all__ = ["ApiStartError", "run_actor", "run_api"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_KEY_NAME = "service (configured)"
 
 
-class ApiStartError(RuntimeError):
+class ApiStartError(ActorStartError):
     """The API could not start (the port is taken, the database refuses, ...)."""
 
 
@@ -105,9 +108,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
     )
     server = _Server(config)
     redis: aioredis.Redis | None = None
-    relay_task: asyncio.Task[None] | None = None
-    probe_task: asyncio.Task[None] | None = None
-    serving: asyncio.Task[None] | None = None
+    background: dict[str, Callable[[], Awaitable[None]]] = {}
     try:
         if settings.api.relay_enabled:
             if not settings.redis_url:
@@ -116,7 +117,7 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
             relay = OutboxRelay(
                 database, _publisher(redis), wake=wake, poll_s=settings.api.relay_poll_s
             )
-            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            background["outbox-relay"] = relay.run
         if settings.metrics.enabled and settings.metrics.app_probe_s > 0:
             probe = AppProbe(
                 database,
@@ -124,29 +125,38 @@ async def run_api(settings: Settings, *, ready: asyncio.Event | None = None) -> 
                 timeout_s=settings.metrics.app_probe_timeout_s,
             )
             app.state.app_probe = probe  # the console shows its last answers
-            probe_task = asyncio.create_task(probe.run(), name="app-probe")
-        serving = asyncio.create_task(_serve(server), name="uvicorn")
-        while not server.started:
-            if serving.done():
-                await serving
-                raise ApiStartError("uvicorn stopped before it started")
-            await asyncio.sleep(0.01)
-        log.info("api listening on %s", settings.api.base_url)
-        if ready is not None:
-            ready.set()
-        await serving
+            background["app-probe"] = probe.run
+        await run_parts(
+            registry.Actor.API.value,
+            consumers=[_Serving(server)],
+            background=background,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            ready=ready,
+            ready_when=lambda: bool(server.started),
+        )
     finally:
-        server.should_exit = True  # uvicorn finishes in-flight requests, then returns
-        for side_task in (relay_task, probe_task):
-            if side_task is not None:
-                side_task.cancel()
-        pending = [task for task in (relay_task, probe_task, serving) if task is not None]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=10)
         if redis is not None:
             await redis.aclose()
         await close_console(app)
         await database.close()
+
+
+class _Serving:
+    """uvicorn as a part of the actor: stopping it ends its accepting; the requests in
+    flight finish (within the actor's grace)."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """uvicorn finishes the requests in flight, then `run()` returns."""
+        self.server.should_exit = True
+
+    async def run(self) -> None:
+        """Serve until stopped."""
+        await _serve(self.server)
+        if not self.server.started:
+            raise ApiStartError("uvicorn stopped before it started")
 
 
 async def _serve(server: uvicorn.Server) -> None:
@@ -161,3 +171,8 @@ def _publisher(redis: aioredis.Redis) -> OutboxPublisher:
     from shared.messaging import Bus
 
     return Bus(redis, actor=registry.Actor.API, publish_attempts=2)
+
+
+async def run_actor(ctx: ActorContext) -> None:
+    """The `api` actor; `ctx.api_ready` is set once it listens."""
+    await run_api(ctx.settings, ready=ctx.api_ready)

@@ -14,10 +14,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from services.cli.actors import ACTORS, ActorContext, load_actor
+from services.cli.actors import ACTORS, load_actor
 from services.cli.bootstrap import ensure_cli_key, ensure_local_server, with_service_key
 from services.cli.console import console_url
 from services.settings import SystemSettings
+from shared.actor import ActorContext
 from shared.embedded import EmbeddedRedis, RuntimeInfo, start_redis, write_runtime
 from shared.logs import configure_logging
 from shared.observability.context import current_actor

@@ -112,24 +112,12 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-async def _progress(
-    deps: InfraDeps,
-    message: BaseMessage,
-    kind: Literal["started", "progress", "completed", "failed"],
-    text: str,
-    *,
-    step: str | None = None,
-    error: str | None = None,
-) -> None:
-    await report_step(deps.progress, message, kind, text, step=step, error=error)
-
-
 async def _run(
     deps: InfraDeps, message: BaseMessage, playbook: PlaybookName, job: PlaybookJob
 ) -> PlaybookRun:
     async def on_task(name: str) -> None:
         if not name.startswith("Report"):  # the playbooks' reporting tasks are no step
-            await _progress(deps, message, "progress", f"{playbook}: {name}", step=name)
+            await report_step(deps.progress, message, "progress", f"{playbook}: {name}", step=name)
 
     return await run_with_ssh_retries(
         deps.runner,
@@ -157,7 +145,7 @@ async def handle_provisioner_message(
     The server's status moves to `provisioning`, then `ready` (or `unreachable` / `error`)."""
     started = time.monotonic()
     log = _log.bind(request_id=message.request_id, server=message.server_handle)
-    await _progress(deps, message, "started", f"provisioning {message.server_handle}")
+    await report_step(deps.progress, message, "started", f"provisioning {message.server_handle}")
     target: ServerTarget | None = None
     redact = Redactor()
     try:
@@ -183,7 +171,7 @@ async def handle_provisioner_message(
         log.warning("provisioning refused", error=str(error))
         if target is not None:
             await deps.servers.set_status(target.handle, ServerStatus.ERROR)
-        await _progress(deps, message, "failed", "provisioning failed", error=str(error))
+        await report_step(deps.progress, message, "failed", "provisioning failed", error=str(error))
         return ProvisionerResult(
             request_id=message.request_id,
             status="error" if isinstance(error, PlaybookError) else "failed",
@@ -202,9 +190,11 @@ async def handle_provisioner_message(
         target.handle, ServerStatus.UNREACHABLE if run.unreachable else status
     )
     if run.ok:
-        await _progress(deps, message, "completed", f"{message.server_handle} is provisioned")
+        await report_step(
+            deps.progress, message, "completed", f"{message.server_handle} is provisioned"
+        )
     else:
-        await _progress(deps, message, "failed", "provisioning failed", error=error_text)
+        await report_step(deps.progress, message, "failed", "provisioning failed", error=error_text)
     return ProvisionerResult(
         request_id=message.request_id,
         status="success" if run.ok else "failed",
@@ -250,8 +240,11 @@ async def handle_ansible_deploy_message(
     log = _log.bind(
         request_id=message.request_id, project_id=message.project_id, server=message.server_ip
     )
-    await _progress(
-        deps, message, "started", f"deploying {message.project_name} to {message.server_ip}"
+    await report_step(
+        deps.progress,
+        message,
+        "started",
+        f"deploying {message.project_name} to {message.server_ip}",
     )
     redact = Redactor()
 
@@ -308,7 +301,7 @@ async def handle_ansible_deploy_message(
     except InfraError as error:
         text = redact(str(error))
         log.warning("deploy refused", error=text)
-        await _progress(deps, message, "failed", "deploy failed", error=text)
+        await report_step(deps.progress, message, "failed", "deploy failed", error=text)
         return failed(text, "error" if isinstance(error, PlaybookError) else "failed")
     error_text = redact("; ".join(run.failures)) or None
     # a bot-only project (no web service) has no URL: its health is its processes' state
@@ -325,9 +318,9 @@ async def handle_ansible_deploy_message(
     )
     if run.ok:
         done = f"answers at {url}" if url else "runs (its bot is up; no web service)"
-        await _progress(deps, message, "completed", f"{message.project_name} {done}")
+        await report_step(deps.progress, message, "completed", f"{message.project_name} {done}")
     else:
-        await _progress(deps, message, "failed", "deploy failed", error=error_text)
+        await report_step(deps.progress, message, "failed", "deploy failed", error=error_text)
     limit = deps.settings.output_tail_chars
     return AnsibleDeployResult(
         request_id=message.request_id,
@@ -365,8 +358,8 @@ async def _undo_cancelled(
     started: float,
 ) -> AnsibleDeployResult:
     """Undo a deploy job cancelled with its task (`abort_deploy.yml`) and say how it ended."""
-    await _progress(
-        deps, message, "progress", "task cancelled: undoing the deploy", step="cancelled"
+    await report_step(
+        deps.progress, message, "progress", "task cancelled: undoing the deploy", step="cancelled"
     )
     undo = PlaybookJob(
         playbook="abort_deploy",
@@ -396,7 +389,7 @@ async def _undo_cancelled(
         outcome = f"deploy cancelled, but undoing it failed: {problem}"
     outcome = redact(outcome)
     _log.info("deploy cancelled", request_id=message.request_id, running=running, error=outcome)
-    await _progress(deps, message, "failed", outcome)
+    await report_step(deps.progress, message, "failed", outcome)
     limit = deps.settings.output_tail_chars
     return AnsibleDeployResult(
         request_id=message.request_id,

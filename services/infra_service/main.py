@@ -14,8 +14,7 @@ of `orchestrator up` / `orchestrator run infra-service`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -39,7 +38,7 @@ from services.infra_service.secrets import SchemeSecretsProvider, SealedSecretsS
 from services.infra_service.servers import ApiServerLookup, ServerLookup, SettingsServerLookup
 from services.infra_service.settings import InfraSettings
 from shared import registry
-from shared.actor import ActorContext
+from shared.actor import ActorContext, run_parts
 from shared.api_client import ApiClient
 from shared.contracts import (
     AnsibleDeployMessage,
@@ -49,7 +48,7 @@ from shared.contracts import (
 )
 from shared.messaging import Bus, MessageContext
 from shared.secret_box import SecretBox, secret_box_from_settings
-from shared.settings import Settings
+from shared.settings import SHUTDOWN_GRACE_S, Settings
 from shared.steps import StepProgressReporter
 
 __all__ = ["build_deps", "run_actor", "run_infra_service"]
@@ -94,9 +93,11 @@ async def run_infra_service(
     overrides the registry. A given `api` is the caller's to close."""
     owned: ApiClient | None = None
     box: SecretBox | None = None
+    grace_s = SHUTDOWN_GRACE_S
     if isinstance(settings, InfraSettings):
         infra = settings
     else:
+        grace_s = settings.shutdown_grace_s
         infra = InfraSettings.of(settings)
         box = secret_box_from_settings(settings)
         if api is None:
@@ -108,7 +109,14 @@ async def run_infra_service(
     infra.work_dir.mkdir(parents=True, exist_ok=True)
     try:
         await _consume(
-            infra, bus, servers or SettingsServerLookup(infra), cancellations, archived, api, box
+            infra,
+            bus,
+            servers or SettingsServerLookup(infra),
+            cancellations,
+            archived,
+            api,
+            box,
+            grace_s,
         )
     finally:
         if owned is not None:
@@ -123,6 +131,7 @@ async def _consume(
     archived: ArchivedDeployments | None,
     api: ApiClient | None,
     box: SecretBox | None,
+    grace_s: float,
 ) -> None:
     deps = build_deps(infra, bus, servers, cancellations, sealed=api, box=box)
 
@@ -141,20 +150,20 @@ async def _consume(
         ),
     ]
     log.info("infra_service_started", data_dir=str(infra.data_dir))
-    tasks = [asyncio.create_task(consumer.run()) for consumer in consumers]
+    background: dict[str, Callable[[], Awaitable[None]]] = {}
     if archived is not None:
-        reconcile = run_reconcile_loop(archived, deps, interval_s=infra.reconcile_interval_s)
-        tasks.append(asyncio.create_task(reconcile))
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for consumer in consumers:
-            consumer.stop()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        source = archived
+
+        async def reconcile() -> None:
+            await run_reconcile_loop(source, deps, interval_s=infra.reconcile_interval_s)
+
+        background["reconcile"] = reconcile
+    await run_parts(
+        registry.Actor.INFRA_SERVICE.value,
+        consumers=consumers,
+        background=background,
+        shutdown_grace_s=grace_s,
+    )
 
 
 async def run_actor(ctx: ActorContext) -> None:

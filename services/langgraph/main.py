@@ -1,7 +1,7 @@
 """Run the langgraph actor: build its dependencies, consume its four streams, sweep.
 
-For the integrator: `await run_langgraph(settings, redis_url)` runs the actor until it is
-cancelled (`orchestrator up` / `orchestrator run langgraph`); `python -m services.langgraph`
+For the integrator: `await run_actor(ctx)` (`shared.actor.ActorContext`) runs the actor until
+it is cancelled (`orchestrator up` / `orchestrator run langgraph`); `python -m services.langgraph`
 runs it from the environment. Tests call `serve(...)` with fakes for outside systems.
 """
 
@@ -29,13 +29,13 @@ from services.langgraph.store import FlowStore
 from services.langgraph.sweeper import Sweeper
 from services.langgraph.workers import RegistryWorkers
 from shared import registry
+from shared.actor import ActorContext, run_parts
 from shared.api_client import ApiClient
 from shared.git import build_provider
 from shared.messaging import Bus, Consumer, Handler
 from shared.registry import Actor
-from shared.settings import Settings
 
-__all__ = ["Actor", "LanggraphActor", "main", "open_actor", "run_langgraph", "serve"]
+__all__ = ["Actor", "LanggraphActor", "main", "open_actor", "run_actor", "serve"]
 
 log = structlog.get_logger("services.langgraph")
 
@@ -50,33 +50,15 @@ class LanggraphActor:
     sweeper: Sweeper
 
     async def run(self, *, shutdown_grace_s: float = 5.0) -> None:
-        """Consume and sweep until cancelled, then shut down: consumers stop reading and
-        get `shutdown_grace_s` to finish their handlers; whatever is left is cancelled
-        (flows are checkpointed, their messages redelivered)."""
-        tasks = {
-            asyncio.create_task(c.run(), name=f"consume:{c.streams[0]}") for c in self.consumers
-        }
-        tasks.add(asyncio.create_task(self.sweeper.run(), name="sweeper"))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # a consumer or the sweeper died: raise its error
-        finally:
-            await self._shutdown(tasks, shutdown_grace_s)
-
-    async def _shutdown(self, tasks: set[asyncio.Task[None]], grace_s: float) -> None:
-        for consumer in self.consumers:
-            consumer.stop()
-        for task in tasks:
-            if task.get_name() == "sweeper":
-                task.cancel()  # it only sleeps between sweeps; nothing to finish
-        pending = {task for task in tasks if not task.done()}
-        wait_s = grace_s
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=wait_s)
-            for task in pending:  # past the grace period; cancelling again also frees a
-                task.cancel()  # task whose first cancellation was swallowed below it
-            wait_s = 1.0
+        """Consume and sweep until cancelled, then shut down (`shared.actor.run_parts`):
+        consumers stop reading and get `shutdown_grace_s` to finish their handlers; whatever
+        is left is cancelled (flows are checkpointed, their messages redelivered)."""
+        await run_parts(
+            Actor.LANGGRAPH.value,
+            consumers=self.consumers,
+            background={"sweeper": self.sweeper.run},
+            shutdown_grace_s=shutdown_grace_s,
+        )
 
 
 def _consumers(bus: Bus, handlers: Handlers, settings: LanggraphSettings) -> list[Consumer]:
@@ -145,9 +127,10 @@ async def serve(settings: LanggraphSettings, redis_url: str) -> None:
         await redis.aclose()
 
 
-async def run_langgraph(settings: Settings, redis_url: str) -> None:
-    """The integrator's entry: run the langgraph actor on the system's settings."""
-    await serve(LanggraphSettings.of(settings), redis_url)
+async def run_actor(ctx: ActorContext) -> None:
+    """The `langgraph` actor (`orchestrator up` / `orchestrator run langgraph`): its
+    section of the system's settings (`shutdown_grace_s` of the section, if set there)."""
+    await serve(LanggraphSettings.of(ctx.settings), ctx.redis_url)
 
 
 def main() -> None:
@@ -157,4 +140,4 @@ def main() -> None:
     settings = SystemSettings()
     if not settings.redis_url:
         raise SystemExit("set REDIS_URL (or ORCHESTRATOR_REDIS_URL) to run langgraph alone")
-    asyncio.run(run_langgraph(settings, settings.redis_url))
+    asyncio.run(run_actor(ActorContext(settings, settings.redis_url)))

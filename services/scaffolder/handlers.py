@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -103,19 +103,6 @@ class ScaffolderDeps:
     """Renders templates in a child process; the owner of the deps closes it."""
 
 
-async def _progress(
-    deps: ScaffolderDeps,
-    message: ScaffolderMessage,
-    kind: Literal["started", "progress", "completed", "failed"],
-    text: str,
-    *,
-    step: str | None = None,
-    pct: int | None = None,
-    error: str | None = None,
-) -> None:
-    await report_step(deps.progress, message, kind, text, step=step, pct=pct, error=error)
-
-
 async def _current_status(deps: ScaffolderDeps, project_id: str) -> ProjectStatus | None:
     if deps.project_reader is None:
         return None
@@ -145,7 +132,7 @@ async def _already_scaffolded(
         await deps.projects.set_project_status(message.project_id, status, repository_url=url)
     text = f"{message.repo_full_name} was already scaffolded (head {head[:12]}); left unchanged"
     log.info("scaffold_skipped", repo=message.repo_full_name, head=head, status=str(current))
-    await _progress(deps, message, "completed", text, step="done", pct=100)
+    await report_step(deps.progress, message, "completed", text, step="done", pct=100)
     return _result(message, started)
 
 
@@ -159,7 +146,9 @@ async def _render_commit_push(
         await asyncio.to_thread(tempfile.mkdtemp, prefix="scaffold-", dir=settings.work_dir)
     )
     try:
-        await _progress(deps, message, "progress", "rendering templates", step="render", pct=30)
+        await report_step(
+            deps.progress, message, "progress", "rendering templates", step="render", pct=30
+        )
         files = await render_project(
             workdir,
             renderer=deps.renderer,
@@ -168,8 +157,13 @@ async def _render_commit_push(
             project_name=message.project_name,
             repo_full_name=message.repo_full_name,
         )
-        await _progress(
-            deps, message, "progress", f"committing {len(files)} files", step="commit", pct=60
+        await report_step(
+            deps.progress,
+            message,
+            "progress",
+            f"committing {len(files)} files",
+            step="commit",
+            pct=60,
         )
         await init_worktree(workdir, branch=branch)
         modules = ", ".join(check_modules(message.modules, settings.templates_dir))
@@ -179,7 +173,9 @@ async def _render_commit_push(
             identity=settings.identity,
         )
         assert sha is not None  # the first commit of a fresh repository always exists
-        await _progress(deps, message, "progress", f"pushing to {branch}", step="push", pct=80)
+        await report_step(
+            deps.progress, message, "progress", f"pushing to {branch}", step="push", pct=80
+        )
         await push(
             workdir, clone_url, branch, auth=deps.git.auth(), timeout_s=settings.git_timeout_s
         )
@@ -216,7 +212,9 @@ async def handle_scaffolder_message(
     final attempt, when it fails the project like any other failure."""
     started = time.monotonic()
     branch = deps.settings.git.default_branch
-    await _progress(deps, message, "started", f"scaffolding {message.repo_full_name}", pct=0)
+    await report_step(
+        deps.progress, message, "started", f"scaffolding {message.repo_full_name}", pct=0
+    )
     url: str | None = None
     try:
         check_modules(message.modules, deps.settings.templates_dir)
@@ -233,7 +231,9 @@ async def handle_scaffolder_message(
             )
         if current not in (ProjectStatus.SCAFFOLDING, ProjectStatus.SCAFFOLDED):
             await deps.projects.set_project_status(message.project_id, ProjectStatus.SCAFFOLDING)
-        await _progress(deps, message, "progress", "creating the repository", step="repo", pct=10)
+        await report_step(
+            deps.progress, message, "progress", "creating the repository", step="repo", pct=10
+        )
         repo = await deps.git.create_repo(
             message.repo_full_name, description=one_line(message.project_name)
         )
@@ -255,12 +255,12 @@ async def handle_scaffolder_message(
             await deps.projects.set_project_status(
                 message.project_id, ProjectStatus.FAILED, repository_url=url, error=reason
             )
-        await _progress(deps, message, "failed", "scaffolding failed", error=reason)
+        await report_step(deps.progress, message, "failed", "scaffolding failed", error=reason)
         return _result(message, started, reason)
     await deps.projects.set_project_status(
         message.project_id, ProjectStatus.SCAFFOLDED, repository_url=repo.clone_url
     )
     log.info("scaffolded", repo=message.repo_full_name, sha=sha, modules=message.modules)
     text = f"{message.repo_full_name} scaffolded at {sha[:12]} ({', '.join(message.modules)})"
-    await _progress(deps, message, "completed", text, step="done", pct=100)
+    await report_step(deps.progress, message, "completed", text, step="done", pct=100)
     return _result(message, started)

@@ -23,7 +23,7 @@ from services.scaffolder.handlers import (
 from services.scaffolder.render import CopierRenderer
 from services.scaffolder.settings import ScaffolderSettings
 from shared import registry
-from shared.actor import ActorContext
+from shared.actor import ActorContext, run_parts
 from shared.api_client import ApiClient, NotFoundError
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
@@ -33,7 +33,7 @@ from shared.contracts import (
 )
 from shared.git import GitHubProvider, GitProvider, build_provider
 from shared.messaging import Bus, MessageContext
-from shared.settings import Settings
+from shared.settings import SHUTDOWN_GRACE_S, Settings
 from shared.steps import StepProgressReporter
 
 __all__ = [
@@ -119,13 +119,28 @@ async def run_scaffolder(
             raise TypeError("run_scaffolder needs `projects` or the system's Settings")
         async with ApiClient.from_settings(settings) as api:
             adapter = ApiProjectStatus(api)
-            await run_scaffolder(
+            await _consume(
                 settings, bus, adapter, project_reader=adapter, git=git, renderer=renderer
             )
-        return
-    scaffolder = (
-        settings if isinstance(settings, ScaffolderSettings) else ScaffolderSettings.of(settings)
-    )
+    else:
+        await _consume(
+            settings, bus, projects, project_reader=project_reader, git=git, renderer=renderer
+        )
+
+
+async def _consume(
+    settings: Settings | ScaffolderSettings,
+    bus: Bus,
+    projects: ProjectStatusUpdater,
+    *,
+    project_reader: ProjectStatusReader | None,
+    git: GitProvider | None,
+    renderer: CopierRenderer | None,
+) -> None:
+    if isinstance(settings, ScaffolderSettings):
+        scaffolder, grace_s = settings, SHUTDOWN_GRACE_S
+    else:
+        scaffolder, grace_s = ScaffolderSettings.of(settings), settings.shutdown_grace_s
     deps = build_deps(
         scaffolder, bus, projects, project_reader=project_reader, git=git, renderer=renderer
     )
@@ -141,9 +156,10 @@ async def run_scaffolder(
     )
     log.info("scaffolder_started", provider=deps.git.name, data_dir=str(scaffolder.data_dir))
     try:
-        await consumer.run()
+        await run_parts(
+            registry.Actor.SCAFFOLDER.value, consumers=[consumer], shutdown_grace_s=grace_s
+        )
     finally:
-        consumer.stop()
         if renderer is None:
             await asyncio.to_thread(deps.renderer.close)
         if isinstance(deps.git, GitHubProvider) and git is None:

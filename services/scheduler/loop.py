@@ -90,8 +90,9 @@ class Scheduler:
         self.clock = clock
         self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        """Finish the runs in progress, start no new one, then let `run()` return."""
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """Finish the runs in progress, start no new one, then let `run()` return (whoever
+        stops it bounds the wait: `shared.actor.run_parts` cancels it after `grace_s`)."""
         self._stopping.set()
 
     async def run(self) -> None:

@@ -1,8 +1,10 @@
 """Build the scheduler's dependencies, run its jobs, shut down.
 
-`run_scheduler(settings, redis_url)` is what `orchestrator run scheduler` / `orchestrator up`
-call: it runs until cancelled (then stops at once, releasing its leases) and closes what it
-opened.
+`run_actor(ctx)` is what `orchestrator run scheduler` / `orchestrator up` call: it runs until
+cancelled, then (`shared.actor.run_parts`) starts no new job run and lets those in progress
+finish within `shutdown_grace_s`, releasing their leases, and closes what it opened.
+`run_scheduler(settings, redis_url, scheduler_settings)` is the same with the scheduler's
+settings given (tests).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from services.scheduler.probe import (
 )
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import RedisWorkerDirectory, WorkerDirectory
+from shared.actor import ActorContext, run_parts
 from shared.app_layout import app_dir_name, default_local_base_dir, local_apps_dir
 from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import Settings
 
-__all__ = ["build_scheduler", "replica_name", "run_scheduler"]
+__all__ = ["build_scheduler", "replica_name", "run_actor", "run_scheduler"]
 
 
 def replica_name() -> str:
@@ -107,7 +110,16 @@ async def run_scheduler(
     redis = aioredis.Redis.from_url(redis_url)
     api = HttpSchedulerApi.from_settings(settings)
     try:
-        await build_scheduler(redis, own, api=api).run()
+        await run_parts(
+            Actor.SCHEDULER.value,
+            consumers=[build_scheduler(redis, own, api=api)],
+            shutdown_grace_s=settings.shutdown_grace_s,
+        )
     finally:
         await api.aclose()
         await redis.aclose()
+
+
+async def run_actor(ctx: ActorContext) -> None:
+    """The `scheduler` actor: every job, once per tick across replicas, until cancelled."""
+    await run_scheduler(ctx.settings, ctx.redis_url)

@@ -1,5 +1,5 @@
 """The `telegram-bot` actor: the front door on Telegram (aiogram 3).
 
-`run_telegram_bot(settings, redis_url)` in `main.py` runs it; the conversation and the
+`run_actor(ctx)` in `main.py` runs it; the conversation and the
 progress notifications are the shared core of `shared.chat`.
 """

@@ -10,9 +10,6 @@ actors of `orchestrator up` keep running.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import redis.asyncio as aioredis
 import structlog
 from aiogram import Bot, Dispatcher
@@ -26,7 +23,7 @@ from services.telegram_bot.secrets import SecretPromptMiddleware
 from services.telegram_bot.settings import TelegramBotSettings
 from services.telegram_bot.sink import TelegramSink
 from shared import registry
-from shared.actor import ActorContext
+from shared.actor import ActorContext, run_parts
 from shared.api_client import ApiClient
 from shared.chat import ChatOptions, Conversation, PoSessions, ReplyRelay, TaskNotifier
 from shared.chat.secret_prompt import SecretPrompts
@@ -148,10 +145,8 @@ async def _serve_with(
     router.message.outer_middleware(AccessMiddleware(access))
     router.message.outer_middleware(SecretPromptMiddleware(prompts))
     dispatcher.include_router(router)
-    notifying = asyncio.create_task(notifier.run(), name="telegram-notifier")
-    try:
-        resumed = await conversation.resume_pending()
-        log.info("telegram_bot_started", resumed_questions=resumed)
+
+    async def poll() -> None:
         await dispatcher.start_polling(
             bot,
             handle_signals=False,
@@ -159,10 +154,16 @@ async def _serve_with(
             polling_timeout=bot_settings.polling_timeout_s,
             allowed_updates=["message"],
         )
+
+    try:
+        resumed = await conversation.resume_pending()
+        log.info("telegram_bot_started", resumed_questions=resumed)
+        await run_parts(
+            registry.Actor.TELEGRAM_BOT.value,
+            background={"notifier": notifier.run, "polling": poll},
+            shutdown_grace_s=settings.shutdown_grace_s,
+        )
     finally:
-        notifying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await notifying
         await conversation.aclose()
 
 
@@ -172,6 +173,11 @@ async def run_actor(ctx: ActorContext) -> None:
     await run_telegram_bot(ctx.settings, ctx.redis_url)
     redis = ctx.redis()
     try:
-        await ReplyRelay(Bus(redis, actor=registry.Actor.TELEGRAM_BOT), redis).run()
+        relay = ReplyRelay(Bus(redis, actor=registry.Actor.TELEGRAM_BOT), redis)
+        await run_parts(
+            registry.Actor.TELEGRAM_BOT.value,
+            background={"reply-relay": relay.run},
+            shutdown_grace_s=ctx.settings.shutdown_grace_s,
+        )
     finally:
         await redis.aclose()

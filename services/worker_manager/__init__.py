@@ -3,5 +3,5 @@
 Consumes `worker:commands`, answers on `worker:responses`, relays `send_message` to
 `worker:{id}:input` and waits for `worker:{id}:output`. Workers run as local processes (the
 default) or Docker containers, behind `runtime.WorkerRuntime`; their state lives in a Redis
-registry (`registry.WorkerRegistry`). Entry point: `main.run_worker_manager`.
+registry (`registry.WorkerRegistry`). Entry point: `main.run_actor(ctx)` (`shared.actor`).
 """

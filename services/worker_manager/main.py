@@ -24,7 +24,7 @@ from services.worker_manager.monitor import WorkerMonitor
 from services.worker_manager.runtime import WorkerRuntime
 from services.worker_manager.settings import WorkerManagerSettings
 from shared import registry
-from shared.actor import ActorContext
+from shared.actor import ActorContext, run_parts
 from shared.api_client import ApiClient
 from shared.messaging import Bus
 from shared.settings import Settings
@@ -92,13 +92,13 @@ async def run_worker_manager(
             redis_url=redis_url or url_of(redis),
             api_keys=WorkerApiKeys(redis, ApiClientKeyIssuer(api) if api is not None else None),
         )
-        await _serve(manager)
+        await _serve(manager, settings.shutdown_grace_s)
     finally:
         if api is not None:
             await api.aclose()
 
 
-async def _serve(manager: WorkerManager) -> None:
+async def _serve(manager: WorkerManager, grace_s: float) -> None:
     bus, worker_settings = manager.bus, manager.settings
     monitor = WorkerMonitor(manager)
     await monitor.adopt()
@@ -108,21 +108,15 @@ async def _serve(manager: WorkerManager) -> None:
         concurrency=worker_settings.concurrency,
         on_invalid=InvalidCommandReplier(bus),
     )
-    watching = asyncio.create_task(monitor.run(), name="worker-monitor")
-    consuming = asyncio.create_task(consumer.run(), name="worker-commands")
     log.info("worker_manager_started", manager_id=worker_settings.manager_id)
     try:
-        # shielded: our own frame always sees a cancellation, even one that a Redis call
-        # inside the consumer turns into a connection error
-        await asyncio.shield(consuming)
+        await run_parts(
+            registry.Actor.WORKER_MANAGER.value,
+            consumers=[consumer],
+            background={"worker-monitor": monitor.run},
+            shutdown_grace_s=grace_s,
+        )
     finally:
-        consumer.stop()
-        for task in (consuming, watching):
-            task.cancel()
-        await asyncio.wait({consuming, watching}, timeout=_SHUTDOWN_S)
-        with contextlib.suppress(asyncio.CancelledError):
-            if consuming.done() and consuming.exception() is not None:
-                log.error("command_consumer_failed", error=repr(consuming.exception()))
         if worker_settings.stop_workers_on_exit:
             # shielded and bounded: this runs while the actor is being cancelled
             deleting = asyncio.ensure_future(monitor.delete_all(reason="manager shutdown"))

@@ -108,9 +108,12 @@ class Bus:
         `options` are the other `ConsumerOptions` fields (reclaim_idle_ms, block_ms, ...)."""
         streams = [stream] if isinstance(stream, str) else list(stream)
         return Consumer(
-            self,
+            self.transport,
             streams,
             handler,
+            publisher=self.publisher,
+            metrics=self.metrics,
+            tracing=self.tracing,
             group=group or self.default_group(streams),
             consumer_name=consumer_name or self.consumer_name,
             options=ConsumerOptions(concurrency=concurrency, max_attempts=max_attempts, **options),
@@ -124,7 +127,12 @@ class Bus:
     ) -> BaseModel:
         """Publish a request and wait for the reply with the same `request_id`."""
         return await request_reply.request(
-            self, stream, message, reply_stream=reply_stream, timeout_s=timeout_s
+            self.transport,
+            self.publisher,
+            stream,
+            message,
+            reply_stream=reply_stream,
+            timeout_s=timeout_s,
         )
 
     async def wait_reply(
@@ -132,18 +140,20 @@ class Bus:
     ) -> BaseModel:
         """Wait for the reply to an earlier request (e.g. after a restart)."""
         return await request_reply.wait_reply(
-            self, reply_stream, request_id, since_id=since_id, timeout_s=timeout_s
+            self.transport, reply_stream, request_id, since_id=since_id, timeout_s=timeout_s
         )
 
     async def progress(self, task_id: str, event: ProgressEvent) -> str:
         """Append a progress event to `task_progress:{task_id}` (capped, expiring)."""
-        return await progress.publish_progress(self, task_id, event)
+        return await progress.publish_progress(self.transport, self.publisher, task_id, event)
 
     def follow_progress(
         self, task_id: str, *, from_start: bool = True, block_ms: int = 1_000
     ) -> AsyncIterator[ProgressEvent]:
         """The task's events, from its start or from now, until a terminal event."""
-        return progress.follow_progress(self, task_id, from_start=from_start, block_ms=block_ms)
+        return progress.follow_progress(
+            self.transport, task_id, from_start=from_start, block_ms=block_ms
+        )
 
     # idempotency --------------------------------------------------------------------------
 

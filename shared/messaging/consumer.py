@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -32,19 +31,19 @@ from shared.messaging.cancel import raise_if_cancelling, wait_event
 from shared.messaging.context import MessageContext, bind_log_context, current_envelope
 from shared.messaging.envelope import Envelope, decode_message
 from shared.messaging.errors import DeadLetter, DecodeError, MessagingError, Retry
+from shared.messaging.metrics import Metrics
 from shared.messaging.options import ConsumerOptions, Handler
-from shared.messaging.tracing import NO_SPAN, ConsumeSpan
+from shared.messaging.publisher import Publisher
+from shared.messaging.tracing import NO_SPAN, ConsumeSpan, Tracing
 from shared.messaging.transport import (
     Entry,
     Fields,
+    Transport,
     TransportConnectionError,
     TransportNoGroupError,
 )
 from shared.messaging.upkeep import Upkeep
 from shared.observability.context import current_task_id, task_of_request
-
-if TYPE_CHECKING:
-    from shared.messaging.bus import Bus
 
 __all__ = ["Consumer", "ConsumerOptions", "Handler"]
 
@@ -52,21 +51,30 @@ log = structlog.get_logger("shared.messaging.consumer")
 
 
 class Consumer:
-    """Consumes one or more streams as one consumer of a group; `run()` until `stop()`."""
+    """Consumes one or more streams as one consumer of a group; `run()` until `stop()`.
+
+    Built from the parts it uses: the `transport` it reads and acknowledges through, the
+    `publisher` of handlers' results (to their `callback_stream`), `metrics` and `tracing`.
+    `Bus.consumer(...)` wires them from the facade."""
 
     def __init__(
         self,
-        bus: Bus,
+        transport: Transport,
         streams: Sequence[str],
         handler: Handler,
         *,
+        publisher: Publisher,
+        metrics: Metrics,
+        tracing: Tracing,
         group: str,
         consumer_name: str,
         options: ConsumerOptions,
         required_groups: Sequence[str] | None = None,
     ) -> None:
-        self.bus = bus
-        self.transport = bus.transport
+        self.transport = transport
+        self.publisher = publisher
+        self.metrics = metrics
+        self.tracing = tracing
         self.streams = list(streams)
         self.specs = {stream: registry.resolve(stream) for stream in self.streams}
         self.handler = handler
@@ -80,6 +88,8 @@ class Consumer:
         self._behind = False
         """The last read was full: more entries are probably waiting."""
         self._stopping = asyncio.Event()
+        self._grace_s = options.shutdown_timeout_s
+        """How long in-flight handlers may finish once stopped."""
         self._parked: asyncio.Task[list[Entry]] | None = None
         """The blocking read in progress, ended by `stop()`."""
         self.upkeep = Upkeep(self)
@@ -100,9 +110,13 @@ class Consumer:
         """How many more entries this consumer may handle right now."""
         return max(self.options.concurrency - len(self.inflight), 0)
 
-    def stop(self) -> None:
-        """Ask `run()` to stop reading, finish in-flight handlers and return. A blocking read
-        in progress is cancelled at once rather than left to run out its block time."""
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """Ask `run()` to stop reading, finish in-flight handlers and return; those still
+        running after `grace_s` (default: `options.shutdown_timeout_s`) are cancelled and
+        left pending. A blocking read in progress is cancelled at once rather than left to
+        run out its block time."""
+        if grace_s is not None:
+            self._grace_s = grace_s
         self._stopping.set()
         self._slot_free.set()
         if self._parked is not None:
@@ -252,7 +266,7 @@ class Consumer:
             task.cancel()
         tasks = list(self.inflight.values())
         if graceful and tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.options.shutdown_timeout_s)
+            _, late = await asyncio.wait(tasks, timeout=self._grace_s)
             if late:
                 log.warning("shutdown_deadline_passed", left_pending=len(late))
         for task in tasks:
@@ -297,7 +311,7 @@ class Consumer:
             envelope.correlation_id, entry.stream, envelope.type, attempt, entry.entry_id
         )
         seconds, processed = self._hot_metrics((spec.name, self.group, envelope.type))
-        tracing = self.bus.tracing
+        tracing = self.tracing
         span_scope = (
             ConsumeSpan(
                 tracing, entry.stream, envelope.type, entry.entry_id, envelope.traceparent, attempt
@@ -331,7 +345,7 @@ class Consumer:
                 callback = getattr(message, "callback_stream", None)
                 if callback:
                     try:
-                        await self.bus.publish(callback, result)
+                        await self.publisher.publish(callback, result)
                     except (registry.RegistryError, MessagingError) as exc:
                         await self.dead_letter(
                             entry, attempt, reason="result_undeliverable", error=str(exc)
@@ -343,7 +357,7 @@ class Consumer:
         """The latency and processed series of a (queue, group, type), looked up once."""
         found = self._series.get(labels)
         if found is None:
-            metrics = self.bus.metrics
+            metrics = self.metrics
             found = (metrics.handler_seconds.labels(*labels), metrics.processed.labels(*labels))
             self._series[labels] = found
         return found
@@ -353,11 +367,11 @@ class Consumer:
     ) -> None:
         """A failed attempt: dead-letter after the last, else schedule a retry with backoff."""
         spec = self.specs[entry.stream]
-        self.bus.metrics.failed.labels(spec.name, self.group, ctx.envelope.type).inc()
+        self.metrics.failed.labels(spec.name, self.group, ctx.envelope.type).inc()
         if ctx.is_last_attempt:
             await self.dead_letter(entry, ctx.attempt, reason="exhausted", error=error)
             return
-        self.bus.metrics.retried.labels(spec.name, self.group, ctx.envelope.type).inc()
+        self.metrics.retried.labels(spec.name, self.group, ctx.envelope.type).inc()
         if delay_s is None:
             delay_s = retry_delay_s(
                 ctx.attempt, base_s=self.options.retry_base_s, max_s=self.options.retry_max_s
@@ -408,7 +422,7 @@ class Consumer:
         dead_stream = registry.dead_letter_stream(entry.stream)
         await self._ack(entry, dead_letter=(dead_stream, fields))
         spec = self.specs[entry.stream]
-        self.bus.metrics.dead_lettered.labels(spec.name, self.group, reason).inc()
+        self.metrics.dead_lettered.labels(spec.name, self.group, reason).inc()
         log.error(
             "dead_lettered",
             queue=entry.stream,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from shared import registry
 from shared.contracts import ProgressEvent
@@ -13,10 +12,8 @@ from shared.messaging.cancel import raise_if_cancelling
 from shared.messaging.envelope import Envelope, decode_message
 from shared.messaging.errors import DecodeError
 from shared.messaging.keys import progress_stream
-from shared.messaging.transport import TransportConnectionError
-
-if TYPE_CHECKING:
-    from shared.messaging.bus import Bus
+from shared.messaging.publisher import Publisher
+from shared.messaging.transport import Transport, TransportConnectionError
 
 __all__ = ["follow_progress", "publish_progress"]
 
@@ -25,7 +22,8 @@ PROGRESS_TTL_S = 7 * 86400
 
 
 async def publish_progress(
-    bus: Bus,
+    transport: Transport,
+    publisher: Publisher,
     task_id: str,
     event: ProgressEvent,
     *,
@@ -34,27 +32,27 @@ async def publish_progress(
 ) -> str:
     """Append an event to the task's progress stream (capped) and refresh its expiry."""
     stream = progress_stream(task_id)
-    envelope = bus.publisher.envelope(stream, event)
-    return await bus.transport.add_capped_expiring(
+    envelope = publisher.envelope(stream, event)
+    return await transport.add_capped_expiring(
         stream, envelope.to_fields(), maxlen=maxlen, ttl_s=ttl_s
     )
 
 
 async def follow_progress(
-    bus: Bus, task_id: str, *, from_start: bool = True, block_ms: int = 1_000
+    transport: Transport, task_id: str, *, from_start: bool = True, block_ms: int = 1_000
 ) -> AsyncIterator[ProgressEvent]:
     """Yield the task's events, from its start or from now, until a terminal event."""
     stream = progress_stream(task_id)
     spec = registry.resolve(stream)
     position = "0-0"
     if not from_start:
-        newest = await bus.transport.revrange(stream, count=1)
+        newest = await transport.revrange(stream, count=1)
         position = newest[0].entry_id if newest else "0-0"
     backoff = Backoff(base_s=0.1, max_s=5.0)
     while True:
         raise_if_cancelling()
         try:
-            entries = await bus.transport.read({stream: position}, count=100, block_ms=block_ms)
+            entries = await transport.read({stream: position}, count=100, block_ms=block_ms)
         except TransportConnectionError:
             await asyncio.sleep(backoff.next_delay_s())  # Redis away: keep following after it
             continue

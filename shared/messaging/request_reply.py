@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -19,10 +18,8 @@ from shared import registry
 from shared.messaging.cancel import raise_if_cancelling
 from shared.messaging.envelope import Envelope, decode_message
 from shared.messaging.errors import DecodeError, RequestTimeoutError
-from shared.messaging.transport import Entry, TransportConnectionError, parse_id
-
-if TYPE_CHECKING:
-    from shared.messaging.bus import Bus
+from shared.messaging.publisher import Publisher
+from shared.messaging.transport import Entry, Transport, TransportConnectionError, parse_id
 
 __all__ = ["request", "wait_reply"]
 
@@ -41,7 +38,7 @@ def _request_id(entry: Entry) -> str | None:
 
 
 async def wait_reply(
-    bus: Bus,
+    transport: Transport,
     reply_stream: str,
     request_id: str,
     *,
@@ -57,7 +54,7 @@ async def wait_reply(
     while (left_s := deadline - time.monotonic()) > 0:
         raise_if_cancelling()
         try:
-            entries = await bus.transport.read(
+            entries = await transport.read(
                 {reply_stream: position}, count=100, block_ms=max(int(left_s * 1000), 1)
             )
         except TransportConnectionError:
@@ -72,7 +69,7 @@ async def wait_reply(
             except DecodeError:
                 continue
             if consume:  # acknowledge for the stream's group and delete, in one step
-                await bus.transport.ack(reply_stream, spec.consumer_group, entry.entry_id)
+                await transport.ack(reply_stream, spec.consumer_group, entry.entry_id)
             return reply
     raise RequestTimeoutError(
         f"no reply to request {request_id!r} on {reply_stream!r} within {timeout_s}s"
@@ -80,11 +77,19 @@ async def wait_reply(
 
 
 async def request(
-    bus: Bus, stream: str, message: BaseModel, *, reply_stream: str, timeout_s: float
+    transport: Transport,
+    publisher: Publisher,
+    stream: str,
+    message: BaseModel,
+    *,
+    reply_stream: str,
+    timeout_s: float,
 ) -> BaseModel:
     """Publish `message` (it must carry a `request_id`) and wait for its reply."""
     request_id = getattr(message, "request_id", None)
     if not isinstance(request_id, str):
         raise TypeError(f"{type(message).__name__} has no request_id to match a reply by")
-    entry_id = await bus.publish(stream, message)
-    return await wait_reply(bus, reply_stream, request_id, since_id=entry_id, timeout_s=timeout_s)
+    entry_id = await publisher.publish(stream, message)
+    return await wait_reply(
+        transport, reply_stream, request_id, since_id=entry_id, timeout_s=timeout_s
+    )

@@ -16,26 +16,96 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import structlog
 
+from shared import registry
 from shared.messaging.backoff import Backoff
 from shared.messaging.cancel import raise_if_cancelling
 from shared.messaging.keys import consumer_died_here
+from shared.messaging.metrics import Metrics
+from shared.messaging.options import ConsumerOptions
 from shared.messaging.transport import (
     Entry,
+    Transport,
     TransportConnectionError,
     TransportNoGroupError,
     parse_id,
 )
 
-if TYPE_CHECKING:
-    from shared.messaging.consumer import Consumer
-
-__all__ = ["Upkeep", "trim_floor"]
+__all__ = ["Kept", "Upkeep", "trim_floor"]
 
 log = structlog.get_logger("shared.messaging.upkeep")
+
+
+class Kept(Protocol):
+    """What `Upkeep` needs of the consumer it keeps: its identity and options, what it is
+    handling, and the two ways to take over an entry (handle it here, or dead-letter it).
+    `Consumer` is one; a test can pass anything of this shape."""
+
+    @property
+    def transport(self) -> Transport:
+        """Where the consumer's streams live."""
+        ...
+
+    @property
+    def streams(self) -> Sequence[str]:
+        """The streams consumed."""
+        ...
+
+    @property
+    def specs(self) -> Mapping[str, registry.QueueSpec]:
+        """Each stream's registry entry."""
+        ...
+
+    @property
+    def group(self) -> str:
+        """The consumer's group."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The consumer's name within its group."""
+        ...
+
+    @property
+    def options(self) -> ConsumerOptions:
+        """Its tuning (reclaim idle time, trim interval, observer cap, attempts)."""
+        ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where the pending, lag and age gauges go."""
+        ...
+
+    @property
+    def inflight(self) -> Mapping[tuple[str, str], object]:
+        """(stream, entry id) of every entry being handled here."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """True once the consumer was asked to stop (nothing new is taken then)."""
+        ...
+
+    @property
+    def free_slots(self) -> int:
+        """How many more entries it may handle right now."""
+        ...
+
+    def required_groups(self, stream: str) -> tuple[str, ...]:
+        """Every group that must acknowledge an entry of `stream` before it is deleted."""
+        ...
+
+    def spawn(self, entry: Entry, *, attempt: int) -> None:
+        """Handle `entry` (claimed here) as delivery number `attempt`."""
+        ...
+
+    async def dead_letter(self, entry: Entry, attempt: int, *, reason: str, error: str) -> None:
+        """Move `entry` to its dead-letter stream and acknowledge it."""
+        ...
 
 
 def _next_id(entry_id: str) -> str:
@@ -47,7 +117,7 @@ def _min_id(ids: list[str]) -> str:
     return min(ids, key=parse_id)
 
 
-async def trim_floor(consumer: Consumer, stream: str, *, observer_cap: int) -> str | None:
+async def trim_floor(consumer: Kept, stream: str, *, observer_cap: int) -> str | None:
     """The id below which every required group has acknowledged every entry (None: keep all)."""
     transport = consumer.transport
     groups = {info.name: info for info in await transport.groups(stream)}
@@ -76,7 +146,7 @@ async def trim_floor(consumer: Consumer, stream: str, *, observer_cap: int) -> s
 class Upkeep:
     """The periodic duties of one consumer."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Kept) -> None:
         self.consumer = consumer
         self.tick_s = max(consumer.options.reclaim_idle_ms / 3000, 0.05)
         self._cursors: dict[str, str] = dict.fromkeys(consumer.streams, "0-0")
@@ -182,7 +252,7 @@ class Upkeep:
     async def trim(self) -> None:
         """Trim what every required group acknowledged; update the gauges."""
         consumer = self.consumer
-        metrics = consumer.bus.metrics
+        metrics = consumer.metrics
         for stream in consumer.streams:
             floor = await trim_floor(consumer, stream, observer_cap=consumer.options.observer_cap)
             if floor is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from shared.step_ids import task_of_step
+
 __all__ = ["current_actor", "current_task_id", "task_of_request"]
 
 current_actor: ContextVar[str] = ContextVar("current_actor", default="")
@@ -25,6 +27,4 @@ def task_of_request(message: object) -> str | None:
     if isinstance(task_id, str) and task_id:
         return task_id
     request_id = getattr(message, "request_id", None)
-    if isinstance(request_id, str) and "~" in request_id:
-        return request_id.partition("~")[0] or None
-    return None
+    return task_of_step(request_id) if isinstance(request_id, str) else None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from services.cli.actors import ActorContext
 from services.infra_service.main import run_actor, run_infra_service
 from shared import registry
+from shared.actor import ActorContext
 from shared.contracts import (
     AnsibleDeployMessage,
     AnsibleDeployResult,

@@ -17,9 +17,9 @@ from services.api.app import create_app
 from services.api.auth.service import AuthService
 from services.api.db import Database
 from services.api.migrate import upgrade
-from services.cli.actors import ActorContext
 from services.scaffolder.main import run_actor
 from shared import registry
+from shared.actor import ActorContext
 from shared.api_client import ApiClient
 from shared.api_client.schemas import UserCreate
 from shared.contracts import BaseResult, ProjectCreate, ProjectStatus

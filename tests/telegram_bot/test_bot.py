@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from structlog.testing import capture_logs
 from services.telegram_bot.main import run_actor, run_telegram_bot
 from services.telegram_bot.settings import TelegramBotSettings
 from shared import registry
+from shared.actor import ActorContext
 from shared.api_client.schemas import UserCreate
 from shared.chat import ChatUser, PoSessions, ReplyRelay
 from shared.chat.po_profile import PO_API_TOKEN_ENV
@@ -172,15 +172,6 @@ async def test_without_a_token_the_bot_returns_with_a_clear_log_line(system: Cha
     assert "orchestrator chat" in logs[0]["reason"]
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    settings: Settings
-    redis_url: str
-
-    def redis(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis_url)
-
-
 async def test_without_a_token_the_actor_relays_the_local_chats_replies(
     system: ChatSystem,
     redis_client: aioredis.Redis,
@@ -195,7 +186,9 @@ async def test_without_a_token_the_actor_relays_the_local_chats_replies(
     assert user is not None
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.delenv("ORCHESTRATOR_TELEGRAM__TOKEN", raising=False)
-    background.append(asyncio.create_task(run_actor(_Ctx(system.settings, system.redis_url))))
+    background.append(
+        asyncio.create_task(run_actor(ActorContext(system.settings, system.redis_url)))
+    )
     bus = Bus(redis_client, actor=registry.Actor.TELEGRAM_BOT, consumer_name="local-chat")
     not_consuming = ReplyRelay(bus, redis_client)
     sessions = PoSessions(
