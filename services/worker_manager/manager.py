@@ -40,7 +40,12 @@ from services.worker_manager.errors import (
     WorkerStartError,
     WorkerUnavailableError,
 )
-from services.worker_manager.keys import create_request_key, registry_key, sent_request_key
+from services.worker_manager.keys import (
+    create_request_key,
+    deleting_key,
+    registry_key,
+    sent_request_key,
+)
 from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.pool import WarmPool
 from services.worker_manager.redis_users import WorkerRedisUsers
@@ -67,6 +72,7 @@ _REPLY_MARGIN_S = 30.0
 _KEY_TTL_S = 7 * 86400
 _STOP_WAIT_S = 2.0
 _KEPT_ANSWERS_MAX = 1000
+_DELETING_TTL_S = 600
 
 
 def _slug(name: str) -> str:
@@ -487,6 +493,12 @@ class WorkerManager:
                 await self.bus.progress(record.task_id, event)
         return True
 
+    async def being_deleted(self, worker_id: str) -> bool:
+        """True while this manager, or another replica, deletes the worker."""
+        if worker_id in self.busy:
+            return True
+        return bool(await self.redis.exists(deleting_key(worker_id)))
+
     async def is_live(self, worker_id: str) -> bool:
         """True while a worker is being created or deleted here, or its record is live."""
         if worker_id in self.busy:
@@ -502,7 +514,10 @@ class WorkerManager:
         if record is None:
             raise UnknownWorkerError(f"unknown worker {worker_id!r}")
         self.busy.add(worker_id)
+        deleting = deleting_key(worker_id)
         try:
+            # seen by every replica's monitor (the owner's included): this stop is no death
+            await self.redis.set(deleting, self.settings.manager_id, ex=_DELETING_TTL_S)
             if record.runtime_ref:
                 await self.runtime.stop(record.runtime_ref, grace_s=self.settings.stop_grace_s)
             if record.status != "failed":
@@ -514,4 +529,6 @@ class WorkerManager:
             await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
         finally:
             self.busy.discard(worker_id)
+            with contextlib.suppress(RedisError):
+                await self.redis.delete(deleting)
         log.info("worker_deleted", worker_id=worker_id, reason=reason or "delete command")

@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from services.worker_manager.api_keys import WorkerApiKeys
 from services.worker_manager.local_runtime import LocalProcessRuntime
+from services.worker_manager.manager import WorkerManager
 from services.worker_manager.registry import as_text
 from shared import registry
 from shared.contracts import (
@@ -33,7 +35,8 @@ from shared.contracts import (
     WorkerConfig,
     new_id,
 )
-from tests.workers.conftest import Client, ManagerRunner
+from shared.messaging import Bus
+from tests.workers.conftest import Client, ManagerRunner, fast_settings
 from tests.workers.helpers import FAKE_CLAUDE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +224,35 @@ async def test_a_manager_killed_mid_create_and_mid_send_is_taken_over(
     assert len(await _responses(redis, send.request_id)) <= 1  # read once, consumed by us
     assert await _agent_runs(redis, "t-takeover", worker_id) == 1
     assert (await client.record(worker_id)).status == "running"
+
+
+class SlowToFinish(LocalProcessRuntime):
+    """A runtime whose stop returns a while after the process ended (a loaded host)."""
+
+    async def stop(self, ref: str, *, grace_s: float) -> None:
+        await super().stop(ref, grace_s=grace_s)
+        await asyncio.sleep(1.5)
+
+
+async def test_a_delete_by_another_replica_is_not_taken_for_a_death(
+    manager: ManagerRunner, client: Client, redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    """Any replica takes a delete command. While another one stops the worker, the owner's
+    monitor sees its process gone and a record still live: that is no death (the worker
+    ends `stopped`, its task hears of no failure)."""
+    settings = await manager.start()
+    worker_id = (await client.create(context={"task_id": "t-delete"})).worker_id
+    other_settings = fast_settings(manager.data_dir, manager_id="another-replica")
+    other = WorkerManager(
+        settings=other_settings.model_copy(update={"data_dir": settings.data_dir.resolve()}),
+        bus=Bus(redis_client, actor=registry.Actor.WORKER_MANAGER),
+        redis=redis_client,
+        runtime=SlowToFinish(settings.data_dir.resolve()),
+        redis_url=redis_url,
+        api_keys=WorkerApiKeys(redis_client, None),
+    )
+    await other.delete(worker_id, reason="delete command")
+    record = await client.record(worker_id)
+    assert record.status == "stopped", (record.status, record.error)
+    progress = await _payloads(redis_client, "task_progress:t-delete")
+    assert f"worker {worker_id} failed" not in [p.get("message") for p in progress]
