@@ -47,11 +47,7 @@ from tests.api.conftest import _create_pg_database, _drop_pg_database
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.postgres,
-    pytest.mark.timeout(1500),
-    pytest.mark.skipif(
-        os.environ.get("RUN_TOPOLOGY_TEST") != "1",
-        reason="RUN_TOPOLOGY_TEST=1 runs it: not yet seen passing (see docs/production.md)",
-    ),
+    pytest.mark.timeout(900),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +62,10 @@ PROJECTS = 5
 each after the first merges the moved main and runs the checks again): 20 tasks of one
 project are 20 landings in a row, minutes on a loaded machine; 5 projects land 4 each,
 side by side. The replicas are what is under test, not one project's queue."""
-FLOWS_TIMEOUT_S = 900.0
-"""A bound only: with 5 projects, 16 of the 20 flows had ended within 4 minutes on this
-2-core machine at load 10 to 15 (docs/production.md)."""
+FLOWS_TIMEOUT_S = 600.0
+"""A bound only (inside the test's own timeout, so a stuck run still says where each task
+stopped): the 20 flows took 211 to 223 s on this 2-core machine at load 8 to 30
+(docs/production.md)."""
 
 
 def _bench_flow() -> ModuleType:
@@ -222,6 +219,10 @@ async def _drive(system: Any, redis_url: str, database_url: str) -> dict[str, An
                 future.result()
             finals = {task.id: await api.get_task(task.id) for task in tasks}
             return {
+                "logs": {
+                    path.name: path.read_text(errors="replace")
+                    for path in sorted(system.logs.glob("*.log"))
+                },
                 "events": events,
                 "finals": finals,
                 "killed": killed,
@@ -267,10 +268,24 @@ def test_twenty_tasks_complete_once_across_killed_replicas(
         )
         assert runs["start"] >= 1, (task_id, [e.message for e in seen])
         assert runs["answer"] == runs["start"], (task_id, [e.message for e in seen])
-        workers = {e.message for e in seen if (e.message or "").startswith("worker ")}
-        assert len(workers) == 1, (task_id, workers)
+        workers = {
+            (e.message or "").split()[1]
+            for e in seen
+            if (e.message or "").startswith("worker ") and (e.message or "").endswith(" started")
+        }
+        failed = [e.message for e in seen if (e.message or "").endswith(" failed")]
+        assert len(workers) == 1, (task_id, workers, _mentions(outcome["logs"], workers))
+        assert failed == [], (task_id, failed, _mentions(outcome["logs"], workers))
     assert workers_left == []
     assert registry_live == []
+
+
+def _mentions(logs: dict[str, str], words: set[str]) -> dict[str, list[str]]:
+    """The log lines of each actor that mention one of `words` (for a failure's account)."""
+    return {
+        name: [line[:300] for line in text.splitlines() if any(w in line for w in words)][-20:]
+        for name, text in logs.items()
+    }
 
 
 async def _live_workers(redis_url: str) -> list[str]:

@@ -9,6 +9,7 @@ __all__ = [
     "REGISTRY_INDEX",
     "bind_key",
     "create_request_key",
+    "deleting_key",
     "registry_key",
     "sent_request_key",
 ]
@@ -38,3 +39,9 @@ def bind_key(worker_id: str) -> str:
     """A list holding a warm worker's binding (its task's environment) for the moment between
     the manager's push and the wrapper's pop (`pool.py`); it expires if nobody pops it."""
     return f"workers:bind:{worker_id}"
+
+
+def deleting_key(worker_id: str) -> str:
+    """Set while a manager deletes the worker (any replica may take the delete command): the
+    owner's monitor, which sees the process end, does not take the stop for a death."""
+    return f"workers:deleting:{worker_id}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -39,7 +40,12 @@ from services.worker_manager.errors import (
     WorkerStartError,
     WorkerUnavailableError,
 )
-from services.worker_manager.keys import create_request_key, registry_key, sent_request_key
+from services.worker_manager.keys import (
+    create_request_key,
+    deleting_key,
+    registry_key,
+    sent_request_key,
+)
 from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.pool import WarmPool
 from services.worker_manager.redis_users import WorkerRedisUsers
@@ -65,6 +71,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _REPLY_MARGIN_S = 30.0
 _KEY_TTL_S = 7 * 86400
 _STOP_WAIT_S = 2.0
+_KEPT_ANSWERS_MAX = 1000
+_DELETING_TTL_S = 600
 
 
 def _slug(name: str) -> str:
@@ -107,9 +115,9 @@ class WorkerManager:
         """Start a worker and wait until its wrapper takes input; answer its id."""
         claimed = await self.redis.get(create_request_key(command.request_id))
         if claimed is not None:
-            existing = await self.registry.get(as_text(claimed))
-            if existing is not None and existing.is_live:
-                return existing.worker_id
+            existing = await self._created_before(as_text(claimed))
+            if existing is not None:
+                return existing
         config = command.config
         if not _NAME.match(config.name):
             raise InvalidWorkerConfigError(
@@ -315,6 +323,33 @@ class WorkerManager:
             env["WORKER_MONTH_SPENT_USD"] = context.get("month_spent_usd") or "0"
         return env
 
+    async def _created_before(self, worker_id: str) -> str | None:
+        """The worker an earlier handling of the same create command started, once it takes
+        input; None when there is none to give (never started, failed, stopped): a new one is
+        made. The earlier handling may have been cut off at any point (its manager killed;
+        the command reclaimed here): a worker still `starting` is waited for, not answered
+        at once, so the requester never gets a worker that will not take its input."""
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while True:
+            record = await self.registry.get(worker_id)
+            if record is None or not record.is_live:
+                return None
+            if record.status in ("running", "busy"):
+                return worker_id
+            if record.runtime_ref and not await self.runtime.is_alive(record.runtime_ref):
+                detail = (await self.runtime.exit_info(record.runtime_ref)).detail
+                await self.mark_failed(record, f"exited while starting: {detail}")
+                return None
+            if time.monotonic() >= deadline:
+                if record.runtime_ref:
+                    await self.runtime.stop(record.runtime_ref, grace_s=0)
+                error = (
+                    f"worker {worker_id} was not ready within {self.settings.start_timeout_s:g} s"
+                )
+                await self.mark_failed(record, error)
+                return None
+            await asyncio.sleep(0.05)
+
     async def _wait_ready(self, worker_id: str, ref: str) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
@@ -352,22 +387,30 @@ class WorkerManager:
         input_stream = queues.get("worker:{id}:input").format(id=record.worker_id)
         output_stream = queues.get("worker:{id}:output").format(id=record.worker_id)
         sent_key = sent_request_key(command.request_id)
-        previous = await self.redis.get(sent_key)
-        if previous is None:
+        if await self.redis.get(sent_key) is None:
             message = WorkerInputMessage(
                 request_id=command.request_id, prompt=command.message, timeout=command.timeout
             )
+            # the answers to earlier messages were relayed (a requester sends one message
+            # at a time to a worker): only this one's is kept from now on
+            with contextlib.suppress(MessagingError, RedisError):
+                await self._drop_answers(output_stream, keep=command.request_id)
             entry_id = await self.bus.publish(input_stream, message)
             await self.redis.set(sent_key, entry_id, ex=_KEY_TTL_S)
-        else:
-            entry_id = as_text(previous)
         log.info("message_relayed", worker_id=record.worker_id, request_id=command.request_id)
+        # The answer is read, not consumed: it stays in the worker's output stream until the
+        # next message (above) or the worker's deletion. A command handled again (its manager
+        # killed after reading the answer, before its response or its acknowledgement; the
+        # command reclaimed by another replica) then finds the answer at once and relays it
+        # again, where a consumed answer would have left it waiting for one that never comes.
+        # Read from the stream's start: an input published twice (a kill between the publish
+        # and the key above) is answered once, perhaps before the second publish.
         reply = asyncio.create_task(
             self.bus.wait_reply(
                 output_stream,
                 command.request_id,
-                since_id=entry_id,
                 timeout_s=command.timeout + _REPLY_MARGIN_S,
+                consume=False,
             )
         )
         finished = asyncio.Event()
@@ -394,6 +437,20 @@ class WorkerManager:
             for task in (reply, watcher):
                 task.cancel()
             await asyncio.wait({reply, watcher}, timeout=_STOP_WAIT_S)
+
+    async def _drop_answers(self, output_stream: str, *, keep: str) -> None:
+        """Delete the answers in a worker's output stream but those to `keep`."""
+        transport = self.bus.transport
+        drop = []
+        for entry in await transport.revrange(output_stream, count=_KEPT_ANSWERS_MAX):
+            try:
+                payload = json.loads((entry.fields or {}).get("payload") or "{}")
+            except ValueError:
+                payload = {}
+            if not isinstance(payload, dict) or payload.get("request_id") != keep:
+                drop.append(entry.entry_id)
+        if drop:
+            await transport.delete(output_stream, drop)
 
     async def _watch_death(self, record: WorkerRecord, finished: asyncio.Event) -> str:
         """Return (with an account of it) once the worker is dead or no longer live."""
@@ -436,6 +493,12 @@ class WorkerManager:
                 await self.bus.progress(record.task_id, event)
         return True
 
+    async def being_deleted(self, worker_id: str) -> bool:
+        """True while this manager, or another replica, deletes the worker."""
+        if worker_id in self.busy:
+            return True
+        return bool(await self.redis.exists(deleting_key(worker_id)))
+
     async def is_live(self, worker_id: str) -> bool:
         """True while a worker is being created or deleted here, or its record is live."""
         if worker_id in self.busy:
@@ -451,13 +514,21 @@ class WorkerManager:
         if record is None:
             raise UnknownWorkerError(f"unknown worker {worker_id!r}")
         self.busy.add(worker_id)
+        deleting = deleting_key(worker_id)
         try:
+            # seen by every replica's monitor (the owner's included): this stop is no death
+            await self.redis.set(deleting, self.settings.manager_id, ex=_DELETING_TTL_S)
             if record.runtime_ref:
                 await self.runtime.stop(record.runtime_ref, grace_s=self.settings.stop_grace_s)
             if record.status != "failed":
                 await self.registry.finish(worker_id, "stopped", error=reason)
             await self.release(worker_id)
+            # its last answer, kept for a send handled again (see `send`)
+            with contextlib.suppress(RedisError):
+                await self.redis.delete(queues.get("worker:{id}:output").format(id=worker_id))
             await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
         finally:
             self.busy.discard(worker_id)
+            with contextlib.suppress(RedisError):
+                await self.redis.delete(deleting)
         log.info("worker_deleted", worker_id=worker_id, reason=reason or "delete command")

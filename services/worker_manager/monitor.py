@@ -100,8 +100,8 @@ class WorkerMonitor:
             if not self._mine(record) or record.worker_id in self.manager.busy:
                 continue
             alive = not record.runtime_ref or await self.runtime.is_alive(record.runtime_ref)
-            if record.worker_id in self.manager.busy:
-                continue  # a delete began meanwhile: its stop is not a death
+            if await self.manager.being_deleted(record.worker_id):
+                continue  # a delete (here or at another replica): its stop is not a death
             current = await self.registry.get(record.worker_id)
             if current is None or not current.is_live:
                 continue  # stopped (deleted) since this pass read the registry

@@ -136,11 +136,23 @@ class Bus:
         )
 
     async def wait_reply(
-        self, reply_stream: str, request_id: str, *, since_id: str = "0-0", timeout_s: float
+        self,
+        reply_stream: str,
+        request_id: str,
+        *,
+        since_id: str = "0-0",
+        timeout_s: float,
+        consume: bool = True,
     ) -> BaseModel:
-        """Wait for the reply to an earlier request (e.g. after a restart)."""
+        """Wait for the reply to an earlier request (e.g. after a restart); `consume=False`
+        leaves it in the stream (for another reader of the same request)."""
         return await request_reply.wait_reply(
-            self.transport, reply_stream, request_id, since_id=since_id, timeout_s=timeout_s
+            self.transport,
+            reply_stream,
+            request_id,
+            since_id=since_id,
+            timeout_s=timeout_s,
+            consume=consume,
         )
 
     async def progress(self, task_id: str, event: ProgressEvent) -> str:

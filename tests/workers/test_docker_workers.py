@@ -80,12 +80,8 @@ class DockerManager:
         self, *, docker_overrides: dict[str, Any] | None = None, **overrides: Any
     ) -> None:
         """Run the manager with the Docker runtime on the test engine."""
-        settings = DockerSettings(
-            base_url=self.engine.base_url,
-            image=self.image,
-            network="host",
-            **(docker_overrides or {}),
-        )
+        engine: dict[str, Any] = {"network": "host", **(docker_overrides or {})}
+        settings = DockerSettings(base_url=self.engine.base_url, image=self.image, **engine)
         values: dict[str, Any] = {
             "runtime": "docker",
             "adapter": "builtin",
