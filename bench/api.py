@@ -166,7 +166,8 @@ async def _seed(settings: Settings, finished: int) -> tuple[str, str]:
         await database.close()
 
 
-def _start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_api(database_url: str, redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The API as a process, its output in `log`; returns it and its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -175,13 +176,14 @@ def _start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[byte
         "ORCHESTRATOR_API__PORT": str(port),
         "ORCHESTRATOR_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.api"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.api"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -222,12 +224,13 @@ async def _scenario(
 
 
 async def _run_backend(
-    label: str, database_url: str, redis_url: str, finished: int = 0
+    label: str, database_url: str, redis_url: str, log_dir: Path, finished: int = 0
 ) -> list[Figures]:
     key, project_id = await _seed(Settings(database_url=database_url), finished)
     if finished:
         label = f"{label}+{finished // 1000}k"
-    process, url = _start_api(database_url, redis_url)
+    log = log_dir / f"api-{label}.log"
+    process, url = _start_api(database_url, redis_url, log)
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     headers = {"Authorization": f"Bearer {key}"}
     task_ids: list[str] = []
@@ -257,6 +260,15 @@ async def _run_backend(
                     lambda: client.get("/api/tasks", params={"status": "running", "limit": 50}),
                 ),
             ]
+    except httpx.TransportError as error:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        code = process.poll()
+        raise RuntimeError(
+            f"{label}: a request failed ({error!r}); the API "
+            + ("is still running" if code is None else f"exited with {code}")
+            + "; its last output:\n"
+            + "\n".join(tail)
+        ) from error
     finally:
         process.terminate()
         try:
@@ -322,7 +334,9 @@ async def run(finished: int) -> tuple[list[Figures], list[str]]:
         for count in sorted({0, finished}):
             say(f"sqlite, {count} finished tasks")
             db_file = Path(tmp) / f"bench-{count}.db"
-            rows += await _run_backend("sqlite", f"sqlite+aiosqlite:///{db_file}", redis.url, count)
+            rows += await _run_backend(
+                "sqlite", f"sqlite+aiosqlite:///{db_file}", redis.url, Path(tmp), count
+            )
         for count in sorted({0, finished}):
             pg_url = await _pg_database()
             if pg_url is None:
@@ -330,7 +344,7 @@ async def run(finished: int) -> tuple[list[Figures], list[str]]:
                 break
             say(f"postgres, {count} finished tasks")
             try:
-                rows += await _run_backend("postgres", pg_url, redis.url, count)
+                rows += await _run_backend("postgres", pg_url, redis.url, Path(tmp), count)
             finally:
                 await _drop_pg(pg_url)
     return rows, notes
