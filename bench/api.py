@@ -7,15 +7,17 @@ the run and dropped after) it measures, with CONCURRENCY clients on keep-alive c
 for SCENARIO_S seconds each:
 
 - `GET /health`: the floor (uvicorn + FastAPI, no credential, no database);
-- `POST /api/tasks`: authentication, project check, task row + outbox row in one commit;
+- `POST /api/tasks`: authentication, project check, budget check, the task's turn, task row +
+  outbox row in one commit, and the relay publishing the row to Redis;
 - `GET /api/tasks/{id}`: authentication (cached for `api.auth_cache_ttl_s` once looked up)
   and one joined read, without a commit;
 - `GET /api/tasks?status=running`: the poll of a console or the scheduler, newest first.
 
-Each database runs twice: empty, then with `--seed` (100,000) finished tasks and as many
-published outbox rows inserted before the API starts, so the reads, the poll and the outbox
-relay show whether they grow with finished work. The verdicts of issue 19 come last: a task
-read at most 2x and a task create at most 4x the server CPU per request of `/health`.
+Each database runs twice: empty, then with `--seed` (100,000) finished tasks of the bench
+project and user and as many published outbox rows inserted before the API starts, so the
+reads, the create, the poll and the outbox relay show whether they grow with finished work.
+The verdicts of issue 19 come last: a task read at most 2x and a task create at most 4x the
+server CPU per request of `/health`.
 The text and the figures (JSON) are also written to `bench/results/`.
 
 It prints requests/s and p50/p99 latency. Client and server share the machine's cores, so
@@ -67,6 +69,9 @@ START_TIMEOUT_S = 300.0
 READ_TARGET = 2.0
 CREATE_TARGET = 4.0
 SEED_CHUNK = 5000
+PARALLEL_TASKS = 1_000_000
+"""The bench project's turns: every created task is released at once, so each create writes
+its outbox row and the relay publishes it (the full cost of a create that starts a flow)."""
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -123,12 +128,16 @@ async def _seed(settings: Settings, finished: int) -> tuple[str, str]:
             session.add(user)
             await session.flush()
             project = Project(
-                id=new_id(), name="bench", status=ProjectStatus.DRAFT.value, owner_id=user.id
+                id=new_id(),
+                name="bench",
+                status=ProjectStatus.DRAFT.value,
+                owner_id=user.id,
+                parallel_tasks=PARALLEL_TASKS,
             )
             session.add(project)
             _, key = await AuthService(session).create_key("bench", "admin", None)
             await session.commit()
-            project_id = project.id
+            project_id, user_id = project.id, user.id
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         for start in range(0, finished, SEED_CHUNK):
             count = min(SEED_CHUNK, finished - start)
@@ -136,6 +145,7 @@ async def _seed(settings: Settings, finished: int) -> tuple[str, str]:
                 {
                     "id": new_id(),
                     "project_id": project_id,
+                    "user_id": user_id,
                     "type": "engineering",
                     "status": "completed",
                     "spec": "seeded",
