@@ -1,4 +1,7 @@
-"""Request-scoped dependencies: the session (the request owns the commit), the caller, paging."""
+"""Request-scoped dependencies: the session (the request owns the commit), the caller, paging.
+
+Every dependency is a coroutine function: FastAPI runs a plain `def` dependency in a worker
+thread, a hop that cost a request more CPU than the dependency's own work."""
 
 from __future__ import annotations
 
@@ -88,13 +91,13 @@ SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 
 
 async def caller(
+    request: Request,
     db_session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cache: Annotated[CredentialCache, Depends(credential_cache)],
 ) -> Principal:
     """The authenticated caller; 401 without a valid credential."""
     secret = credentials.credentials if credentials is not None else None
-    return await AuthService(db_session).authenticate_cached(secret, cache)
+    return await AuthService(db_session).authenticate_cached(secret, credential_cache(request))
 
 
 CallerDep = Annotated[Principal, Depends(caller)]
@@ -108,7 +111,7 @@ class PageParams:
     offset: int
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip.")] = 0,
 ) -> PageParams:

@@ -13,9 +13,9 @@ from services.api.app import create_app
 from services.api.auth.models import ApiKey
 from services.api.auth.service import hash_key
 from services.api.db import Database, utc_now
-from shared.api_client import UnauthorizedError
+from shared.api_client import NotFoundError, UnauthorizedError
 from shared.api_client.schemas import ApiKeyCreate
-from shared.contracts import ProjectCreate, TaskCreate, TaskType
+from shared.contracts import ProjectCreate, TaskCreate, TaskDTO, TaskType
 from tests.api.conftest import ApiHarness
 
 
@@ -114,3 +114,45 @@ async def test_reads_do_not_commit_and_writes_do(api: ApiHarness) -> None:
             )
     assert reads[0] == 0
     assert writes[0] == 1
+
+
+@contextmanager
+def counted_statements(database: Database) -> Iterator[list[str]]:
+    """The SQL statements the engine runs while inside."""
+    seen: list[str] = []
+
+    def on_execute(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+async def test_a_task_read_is_one_query_and_keeps_the_owner_rule(api: ApiHarness) -> None:
+    """With the credential cached, `GET /api/tasks/{id}` runs one statement (the task joined
+    with its project's owner); its owner and admins see it, another user and an unknown id
+    get 404, and the answer carries the task's fields."""
+    owner_id, owner_token = await api.user(21)
+    _, other_token = await api.user(22)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="read me")
+        )
+    async with api.client(owner_token) as owner, api.client(other_token) as other:
+        await owner.get_task(task.id)  # the credential is now cached
+        with counted_statements(api.database) as statements:
+            seen = await owner.get_task(task.id)
+        assert len(statements) == 1, statements
+        assert "JOIN projects" in statements[0]
+        assert seen.model_dump() == TaskDTO.model_validate(task.model_dump()).model_dump()
+        with pytest.raises(NotFoundError, match="not found"):
+            await other.get_task(task.id)
+        with pytest.raises(NotFoundError, match="not found"):
+            await owner.get_task("no-such-task")
+    async with api.client(api.admin_key) as admin:
+        assert (await admin.get_task(task.id)).spec == "read me"

@@ -199,3 +199,23 @@ async def test_a_callers_correlation_id_is_kept_and_a_bad_one_refused(api: ApiHa
         "tg-42-1001",
         "tg-42-1001",
     )
+
+
+async def test_concurrent_creates_of_one_project_all_succeed(api: ApiHarness) -> None:
+    """Creates of one project at the same time all succeed and still release one task: each
+    inserts its task (on PostgreSQL a foreign-key lock on the project) and then locks the
+    project, a lock that must not conflict with the other's foreign-key lock (`FOR UPDATE`
+    did: the creates deadlocked)."""
+    _, token = await api.user(7)
+    async with api.client(token) as user:
+        project = await user.create_project(ProjectCreate(name="shop"))
+        created = await asyncio.gather(
+            *(
+                user.create_task(
+                    TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec=f"step {n}")
+                )
+                for n in range(8)
+            )
+        )
+    assert len({task.id for task in created}) == 8
+    assert len(await _released(api)) == 1

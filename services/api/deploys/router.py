@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/projects", tags=["deploys"])
 releases_router = APIRouter(prefix="/api/deploys", tags=["deploys"])
 
 
-def deploy_service(db: SessionDep, tasks: TaskServiceDep) -> DeployService:
+async def deploy_service(db: SessionDep, tasks: TaskServiceDep) -> DeployService:
     """The request's deploy service."""
     return DeployService(db, tasks)
 

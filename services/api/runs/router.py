@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api", tags=["runs"])
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def run_service(request: Request, db: SessionDep, tasks: TaskServiceDep) -> RunService:
+async def run_service(request: Request, db: SessionDep, tasks: TaskServiceDep) -> RunService:
     """The request's run service, with the system's default monthly cap."""
     default_cap: float | None = getattr(request.app.state, "monthly_budget_usd", None)
     hold_usd: float | None = getattr(request.app.state, "task_hold_usd", None)

@@ -22,7 +22,7 @@ SecretName = Annotated[
 ]
 
 
-def secret_service(request: Request, db: SessionDep) -> SecretService:
+async def secret_service(request: Request, db: SessionDep) -> SecretService:
     """The request's secret service (with the app's secret box)."""
     return SecretService(db, request.app.state.secret_box)
 

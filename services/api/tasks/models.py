@@ -19,9 +19,13 @@ class Task(Base):
     often, and when last, its queue message was published again (`POST .../redrive`)."""
 
     __tablename__ = "tasks"
-    __table_args__ = (  # the polls' orders (migration 0008)
+    __table_args__ = (
+        # the polls' orders (migration 0008)
         Index("ix_tasks_status_created_at", "status", "created_at"),
         Index("ix_tasks_project_id_created_at", "project_id", "created_at"),
+        # a create's reads of open tasks, by project and by user (migration 0013)
+        Index("ix_tasks_status_project_id_created_at", "status", "project_id", "created_at"),
+        Index("ix_tasks_user_id_status", "user_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

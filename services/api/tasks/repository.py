@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
+from shared.contracts import TaskDTO
 
 __all__ = ["TaskRepository"]
+
+_OPEN = ("queued", "running")
+
+_TASKS = Task.__table__
+_PROJECTS = Project.__table__
+_READ = (
+    select(*(_TASKS.c[name] for name in TaskDTO.model_fields), _PROJECTS.c.owner_id)
+    .select_from(_TASKS.join(_PROJECTS, _PROJECTS.c.id == _TASKS.c.project_id))
+    .where(_TASKS.c.id == bindparam("task_id"))
+)
+"""A task's `TaskDTO` columns and its project's owner, on the tables (not the ORM)."""
 
 
 class TaskRepository:
@@ -35,6 +48,16 @@ class TaskRepository:
             )
         ).first()
         return None if row is None else (row[0], row[1])
+
+    async def read(self, task_id: str) -> tuple[dict[str, Any], int | None] | None:
+        """The task's `TaskDTO` fields and its project's owner id, in one Core query (no ORM
+        object, no identity map): the cheap read of `GET /api/tasks/{id}`."""
+        connection = await self.session.connection()
+        row = (await connection.execute(_READ, {"task_id": task_id})).first()
+        if row is None:
+            return None
+        fields = row._asdict()
+        return fields, fields.pop("owner_id")
 
     async def get_for_update(self, task_id: str) -> Task | None:
         """The task, its row locked until the transaction ends (PostgreSQL; SQLite writers
@@ -72,20 +95,40 @@ class TaskRepository:
 
     async def lock_project(self, project_id: str) -> Project | None:
         """The project, its row locked until the transaction ends (serialises the release of
-        its tasks' turns; SQLite writers are serialised by the database's write lock)."""
-        query = select(Project).where(Project.id == project_id).with_for_update()
+        its tasks' turns; SQLite writers are serialised by the database's write lock).
+
+        PostgreSQL: `FOR NO KEY UPDATE`, which does not conflict with the `KEY SHARE` lock a
+        task insert takes on its project (the foreign key): with `FOR UPDATE`, two concurrent
+        creates of one project each held `KEY SHARE` and waited for the other (deadlock)."""
+        query = select(Project).where(Project.id == project_id).with_for_update(key_share=True)
         return (await self.session.scalars(query)).first()
 
-    async def open_engineering(self, project_id: str) -> Sequence[Task]:
-        """The project's queued and running engineering tasks, oldest first."""
+    async def count_released_open(self, project_id: str) -> int:
+        """How many of the project's engineering tasks are open (queued or running) with
+        their queue message released: the turns in use."""
+        query = select(func.count(Task.id)).where(
+            Task.status.in_(_OPEN),
+            Task.project_id == project_id,
+            Task.type == "engineering",
+            Task.released_at.is_not(None),
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def waiting_engineering(self, project_id: str, *, limit: int) -> Sequence[Task]:
+        """The project's oldest `limit` engineering tasks waiting for their turn (queued, not
+        released, with an owner to run them for), oldest first. Reads only open tasks (the
+        index on status and creation), however many finished ones the project has."""
         query = (
             select(Task)
             .where(
+                Task.status == "queued",
                 Task.project_id == project_id,
                 Task.type == "engineering",
-                Task.status.in_(("queued", "running")),
+                Task.released_at.is_(None),
+                Task.user_id.is_not(None),
             )
             .order_by(Task.created_at, Task.id)
+            .limit(limit)
         )
         return (await self.session.scalars(query)).all()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.api.deps import CallerDep, PageDep, SessionDep
+from services.api.json_body import model_response
 from services.api.tasks.models import Task
 from services.api.tasks.service import TaskService
 from shared.api_client.schemas import Page, TaskCreateBody, TaskCreated, TaskSchedule, TaskUpdate
@@ -17,7 +18,7 @@ from shared.settings import TaskDeadlines
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
 
-def task_service(request: Request, db: SessionDep) -> TaskService:
+async def task_service(request: Request, db: SessionDep) -> TaskService:
     """The request's task service, with the deadlines the application was configured with."""
     deadlines: TaskDeadlines = request.app.state.task_deadlines
     cap: float | None = getattr(request.app.state, "monthly_budget_usd", None)
@@ -43,16 +44,16 @@ CorrelationHeader = Annotated[
 ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskCreated)
 async def create_task(
     body: TaskCreateBody,
     caller: CallerDep,
     tasks: ServiceDep,
     correlation_id: CorrelationHeader = None,
-) -> TaskCreated:
+) -> Response:
     """Create a queued task; engineering and deploy tasks start their flow (via the outbox)."""
     task = await tasks.create(caller, body, correlation_id=correlation_id)
-    return TaskCreated.model_validate(task)
+    return model_response(TaskCreated.model_validate(task), status.HTTP_201_CREATED)
 
 
 @router.get("")
@@ -102,10 +103,10 @@ async def list_task_schedules(
     return Page[TaskSchedule](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{task_id}")
-async def get_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> TaskDTO:
+@router.get("/{task_id}", response_model=TaskDTO)
+async def get_task(task_id: Identifier, caller: CallerDep, tasks: ServiceDep) -> Response:
     """One task."""
-    return TaskDTO.model_validate(await tasks.get(caller, task_id))
+    return model_response(await tasks.read(caller, task_id))
 
 
 @router.patch("/{task_id}")

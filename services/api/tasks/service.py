@@ -59,6 +59,7 @@ from shared.contracts import (
     EngineeringMessage,
     ProjectStatus,
     TaskCreate,
+    TaskDTO,
     TaskStatus,
     TaskType,
     new_id,
@@ -155,16 +156,12 @@ class TaskService:
         project = await self.tasks.lock_project(project_id)
         if project is None:
             return []
-        open_tasks = await self.tasks.open_engineering(project_id)
-        running = sum(1 for t in open_tasks if t.released_at is not None)
+        room = max(1, project.parallel_tasks) - await self.tasks.count_released_open(project_id)
+        if room <= 0:
+            return []
         released: list[Task] = []
-        for task in open_tasks:
-            if running >= max(1, project.parallel_tasks):
-                break
-            if task.released_at is not None or task.status != TaskStatus.QUEUED.value:
-                continue
-            if task.user_id is None:
-                continue  # its owner was deleted: nobody to run it for (it stays queued)
+        for task in await self.tasks.waiting_engineering(project_id, limit=room):
+            assert task.user_id is not None  # the query skips tasks whose owner was deleted
             task.released_at = now or utc_now()
             task.deadline_at = task.released_at + timedelta(seconds=self.deadlines.of(task.type))
             await self.outbox.add(
@@ -172,7 +169,6 @@ class TaskService:
                 _message(task, TaskType.ENGINEERING, task.user_id),
                 correlation_id=task.correlation_id,
             )
-            running += 1
             released.append(task)
         await self.tasks.flush()
         return released
@@ -188,6 +184,14 @@ class TaskService:
         if found is None or not principal.can_see_owner(found[1]):
             raise NotFoundError(f"task {task_id!r} not found")
         return found[0]
+
+    async def read(self, principal: Principal, task_id: str) -> TaskDTO:
+        """`get` as a `TaskDTO`, read in one query without ORM objects (the same rule: a
+        task the caller may not see is not found)."""
+        found = await self.tasks.read(task_id)
+        if found is None or not principal.can_see_owner(found[1]):
+            raise NotFoundError(f"task {task_id!r} not found")
+        return TaskDTO.model_validate(found[0])
 
     async def list(
         self,
