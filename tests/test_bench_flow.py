@@ -65,12 +65,17 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
         assert figures[phase]["single"]["tasks"] == 1
         assert figures[phase]["concurrent"]["tasks"] == 2
         assert figures[phase]["redis_commands_per_task"] > 0
+        for row in (figures[phase]["single"], figures[phase]["concurrent"]):
+            # the scaffolded project's checks ran, and count as its work, not as overhead
+            assert row["checks_p50_s"] > 0
+            assert row["e2e_p50_s"] > row["agent_p50_s"] + row["checks_p50_s"]
     pool = figures["pool"]
     assert pool["size"] == pool["wanted"] == 1
     assert 0 < pool["worker_uss_kib"] <= pool["worker_rss_kib"]
     assert figures["context"]["cpus"] == os.cpu_count()
     assert figures["bus_hop_ms"] > 0
     assert figures["by_hand_agent_s"] > 0
+    assert 0 < figures["by_hand_checks_s"] < figures["by_hand_s"]
     memory = figures["memory"]
     assert memory["waiting"] == memory["wanted"] == 5
     assert memory["waiting_at"] == ["create_worker"]
