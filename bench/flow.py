@@ -99,6 +99,7 @@ from shared.contracts import (
     TaskType,
 )
 from shared.messaging import Bus, MessageContext
+from shared.observability.metrics import iter_families
 from shared.redis_server import RedisServer, free_port
 from shared.registry import Actor
 from shared.settings import Settings
@@ -247,15 +248,23 @@ class System:
             "ORCHESTRATOR_LANGGRAPH__TIMEOUTS__CREATE_WORKER_S": "3600",
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_urls: dict[str, str] = {}
+        """Each actor's /metrics (a port of its own)."""
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url)
 
     def start(self, actor: str) -> int:
         """Start `orchestrator run <actor>`; returns its pid."""
         log = (self.logs / f"{actor}.log").open("ab")
+        metrics_port = free_port()
+        self.metrics_urls[actor] = f"http://127.0.0.1:{metrics_port}/metrics"
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "run", actor],
             cwd=ROOT,
-            env=self.env,
+            env={
+                **self.env,
+                "ORCHESTRATOR_METRICS__PORT": str(metrics_port),
+                "ORCHESTRATOR_METRICS__HOST": "127.0.0.1",
+            },
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -581,13 +590,13 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
             say("warm-up task (scaffolds the project)")
             first = await driver.one("bench: warm-up")
             figures["first_task"] = {"e2e_s": first.e2e_s, "overhead_s": first.overhead_s}
-            figures["pool_off"] = await timed_phases(options, driver, redis, "pool off")
+            figures["pool_off"] = await timed_phases(options, system, driver, redis, "pool off")
             say(f"worker-manager restarted with a pool of {options.pool}")
             system.stop("worker-manager")
             system.set_pool(options.pool)
             system.start("worker-manager")
             figures["pool"] = await pool_memory(system, redis, options.pool)
-            figures["pool_on"] = await timed_phases(options, driver, redis, "pool on")
+            figures["pool_on"] = await timed_phases(options, system, driver, redis, "pool on")
             figures.update(figures["pool_off"])  # the keys of earlier runs' JSON
             repo_url = (await api.get_project(project.id)).repository_url or ""
             say("baseline: by hand")
@@ -603,17 +612,40 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
 
 
 async def timed_phases(
-    options: Options, driver: Driver, redis: aioredis.Redis, label: str
+    options: Options, system: System, driver: Driver, redis: aioredis.Redis, label: str
 ) -> dict[str, Any]:
     """One task at a time, then `tasks` at once."""
     say(f"{label}: one task at a time, {options.repeat} runs")
     before = await redis_commands(redis)
+    api_before = await api_requests(system)
     singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
     per_task = (await redis_commands(redis) - before) / options.repeat
+    api_after = await api_requests(system)
+    api_per_task = {
+        method: (count - api_before.get(method, 0.0)) / options.repeat
+        for method, count in sorted(api_after.items())
+    }
     say(f"{label}: {options.tasks} tasks at once")
     batch = await driver.many(options.tasks, "bench: batch")
     await wait_for(redis, FLOWS_KEY, 0, 60)
-    return {**timing_figures(singles, batch), "redis_commands_per_task": per_task}
+    return {
+        **timing_figures(singles, batch),
+        "redis_commands_per_task": per_task,
+        "api_requests_per_task": api_per_task,
+    }
+
+
+async def api_requests(system: System) -> dict[str, float]:
+    """Requests the API served so far, by method (its `/metrics`; `/health` left out): each
+    one is a database transaction (reads: one query with a cached credential, no commit)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(system.metrics_urls["api"])).text
+    counts: dict[str, float] = {}
+    for name, labels, value in iter_families(text):
+        if name == "orchestrator_http_requests_total" and labels.get("route") != "/health":
+            method = labels.get("method", "?")
+            counts[method] = counts.get(method, 0.0) + value
+    return counts
 
 
 async def redis_commands(redis: aioredis.Redis) -> int:
@@ -797,6 +829,12 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
     print(
         f"Redis commands per task (one at a time, every client, polls included): pool off "
         f"{off['redis_commands_per_task']:.0f}, pool on {on['redis_commands_per_task']:.0f}"
+    )
+    requests = on["api_requests_per_task"]
+    print(
+        "API requests per task (one at a time; each a database transaction): "
+        + (", ".join(f"{m} {n:.1f}" for m, n in requests.items()) or "-")
+        + f"; {sum(requests.values()):.1f} in all"
     )
     pool = figures["pool"]
     print(

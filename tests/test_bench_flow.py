@@ -65,6 +65,9 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
         assert figures[phase]["single"]["tasks"] == 1
         assert figures[phase]["concurrent"]["tasks"] == 2
         assert figures[phase]["redis_commands_per_task"] > 0
+        requests = figures[phase]["api_requests_per_task"]
+        assert requests["POST"] >= 1  # the task's creation at least
+        assert requests["GET"] > 0
         for row in (figures[phase]["single"], figures[phase]["concurrent"]):
             # the scaffolded project's checks ran, and count as its work, not as overhead
             assert row["checks_p50_s"] > 0
