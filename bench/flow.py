@@ -367,11 +367,11 @@ class Driver:
         )
         return TaskRun(task.id, created)
 
-    async def follow(self, run: TaskRun) -> TaskRun:
+    async def follow(self, run: TaskRun, *, behind: int = 0) -> TaskRun:
         """Collect the task's progress marks until its terminal event, then its end time
         and its checks' time. A task not done by the deadline raises with a diagnosis."""
         try:
-            async with asyncio.timeout(self.task_timeout_s):
+            async with asyncio.timeout(self.deadline_s(behind)):
                 async for event in self.bus.follow_progress(run.task_id):
                     mark = mark_of(event)
                     if mark is not None:
@@ -379,7 +379,7 @@ class Driver:
                     if event.is_terminal:
                         run.error = event.error or ""
         except TimeoutError:
-            raise RuntimeError(await self.diagnosis(run)) from None
+            raise RuntimeError(await self.diagnosis(run, behind)) from None
         task = await self.api.get_task(run.task_id)
         run.status = task.status.value
         run.ended = (task.updated_at or task.created_at).timestamp()
@@ -390,13 +390,18 @@ class Driver:
             raise RuntimeError(f"task {run.task_id} ended {run.status}: {run.error}")
         return run
 
-    async def diagnosis(self, run: TaskRun) -> str:
+    def deadline_s(self, behind: int) -> float:
+        """How long a task may take when `behind` others of its project were created with
+        it: their integrations come one at a time, each merge followed by the checks."""
+        return self.task_timeout_s * (1 + behind / 10)
+
+    async def diagnosis(self, run: TaskRun, behind: int) -> str:
         """Where a task that did not end in time stands: its status, its flow and wait in
         langgraph, its last progress events, the workers of the registry."""
         task = await self.api.get_task(run.task_id)
         redis = self.redis
         lines = [
-            f"task {run.task_id} not done within {self.task_timeout_s:.0f} s: "
+            f"task {run.task_id} not done within {self.deadline_s(behind):.0f} s: "
             f"status {task.status.value}, marks {sorted(run.marks)}"
         ]
         flow = await redis.hget(FLOWS_KEY, run.task_id)
@@ -416,7 +421,7 @@ class Driver:
         """Create `count` tasks at once and wait for all of them."""
 
         async def run_one(index: int) -> TaskRun:
-            return await self.follow(await self.create(f"{spec} #{index}"))
+            return await self.follow(await self.create(f"{spec} #{index}"), behind=count - 1)
 
         return list(await asyncio.gather(*(run_one(i) for i in range(count))))
 
