@@ -623,7 +623,9 @@ async def timed_phases(
     say(f"{label}: one task at a time, {options.repeat} runs")
     before = await redis_commands(redis)
     api_before = await api_requests(system)
+    cpu_before = actor_cpu_s(system)
     singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
+    cpu_after = actor_cpu_s(system)
     per_task = (await redis_commands(redis) - before) / options.repeat
     api_after = await api_requests(system)
     api_per_task = {
@@ -637,6 +639,10 @@ async def timed_phases(
         **timing_figures(singles, batch),
         "redis_commands_per_task": per_task,
         "api_requests_per_task": api_per_task,
+        "actor_cpu_ms_per_task": {
+            actor: (cpu_after[actor] - cpu_before.get(actor, 0.0)) * 1000 / options.repeat
+            for actor in sorted(cpu_after)
+        },
     }
 
 
@@ -651,6 +657,17 @@ async def api_requests(system: System) -> dict[str, float]:
             method = labels.get("method", "?")
             counts[method] = counts.get(method, 0.0) + value
     return counts
+
+
+def actor_cpu_s(system: System) -> dict[str, float]:
+    """CPU seconds (user + system) each running actor process has used so far: its own
+    work, not its children's (git, the workers and the checks they run)."""
+    used = {}
+    for actor, process in system.processes.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(process.pid).cpu_times()
+            used[actor] = times.user + times.system
+    return used
 
 
 async def redis_commands(redis: aioredis.Redis) -> int:
@@ -841,6 +858,13 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
         + (", ".join(f"{m} {n:.1f}" for m, n in requests.items()) or "-")
         + f"; {sum(requests.values()):.1f} in all"
     )
+    for label, phase in (("pool off", off), ("pool on", on)):
+        cpu = phase["actor_cpu_ms_per_task"]
+        print(
+            f"actors' own CPU per task ({label}, one at a time, without git, workers and "
+            f"checks): " + ", ".join(f"{a} {ms:.0f} ms" for a, ms in cpu.items())
+            + f"; {sum(cpu.values()):.0f} ms in all"
+        )  # fmt: skip
     pool = figures["pool"]
     print(
         f"warm pool: {pool['size']} of {pool['wanted']} workers ready {pool['fill_s']:.1f} s "

@@ -68,6 +68,9 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
         requests = figures[phase]["api_requests_per_task"]
         assert requests["POST"] >= 1  # the task's creation at least
         assert requests["GET"] > 0
+        cpu = figures[phase]["actor_cpu_ms_per_task"]
+        assert set(cpu) == {"api", "scaffolder", "worker-manager", "langgraph"}
+        assert cpu["langgraph"] > 0
         for row in (figures[phase]["single"], figures[phase]["concurrent"]):
             # the scaffolded project's checks ran, and count as its work, not as overhead
             assert row["checks_p50_s"] > 0
