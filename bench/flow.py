@@ -916,6 +916,8 @@ def quiet_logs() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every task completed and every flow reached its wait."""
     options = parse(argv)
+    # SIGTERM (a timeout's) stops the run like Ctrl-C: the `finally` below stops every actor
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     run_context = bench_record.context()
     started = time.perf_counter()
     with (

@@ -21,15 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(*args: str, tmp: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/flow.py", *args],
+    """Run the bench; past `timeout_s` it gets SIGTERM, so it stops what it started (a
+    SIGKILL would leave its actors running), and the test fails with its output."""
+    argv = [sys.executable, "bench/flow.py", *args]
+    with subprocess.Popen(
+        argv,
         cwd=ROOT,
         env={**os.environ, "TMPDIR": str(tmp)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=120)
+            pytest.fail(f"the bench ran over {timeout_s:.0f} s; stopped:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def _started_under(tmp: Path) -> list[str]:
@@ -44,13 +53,13 @@ def _started_under(tmp: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(720)  # the project's checks run 8 times: minutes on a loaded machine
 def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
     """A tiny run: the tasks complete with the pool off and on, the flows park, nothing is
     left running."""
     done = _bench(
         "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--pool", "1", "--json",
-        tmp=tmp_path, timeout_s=290,
+        tmp=tmp_path, timeout_s=560,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
