@@ -23,9 +23,11 @@ Figures:
   (per-task p50/p95, wall time from the first POST to the last completion, tasks/s). A warm-up
   task runs first: it scaffolds the project (the timed tasks find it scaffolded).
 - memory: the langgraph process that ran every timed task (its code loaded and warm) is
-  read with no flow alive; then the worker-manager is stopped and `--waiting` tasks are
-  created, so every flow stops at its `create_worker` interrupt (the command waits
-  unanswered on `worker:commands`: no worker process exists) and the RSS is read again.
+  read with no flow alive; then the worker-manager and the scaffolder are stopped and
+  `--waiting` tasks are created, so every flow stops at its `create_worker` interrupt (the
+  command waits unanswered on `worker:commands`: no worker process exists) and the RSS is
+  read again. A project runs at most 100 tasks at once: past 100, the tasks go to new
+  projects, whose flows stop at their `scaffold` interrupt instead.
   VmRSS / VmHWM of that process from /proc, and the size of its SQLite checkpoint file.
 
 Baselines, measured in the same run:
@@ -110,6 +112,8 @@ HOPS = 13
 ACTORS = ("api", "scaffolder", "worker-manager", "langgraph")
 START_TIMEOUT_S = 90.0
 TASK_TIMEOUT_S = 600.0
+MAX_PARALLEL_TASKS = 100
+"""The most engineering tasks one project runs at once (the API's bound)."""
 TARGET_OVERHEAD_S = 0.100
 TARGET_HAND_RATIO = 1.5
 TARGET_BATCH_OVERHEAD_S = 3.0
@@ -359,11 +363,14 @@ class Driver:
         self.project_id = project_id
         self.task_timeout_s = task_timeout_s
 
-    async def create(self, spec: str) -> TaskRun:
-        """POST /api/tasks; the clock starts just before."""
+    async def create(self, spec: str, project_id: str | None = None) -> TaskRun:
+        """POST /api/tasks (in the bench's project unless told); the clock starts just
+        before."""
         created = time.time()
         task = await self.api.create_task(
-            TaskCreate(project_id=self.project_id, type=TaskType.ENGINEERING, spec=spec)
+            TaskCreate(
+                project_id=project_id or self.project_id, type=TaskType.ENGINEERING, spec=spec
+            )
         )
         return TaskRun(task.id, created)
 
@@ -590,7 +597,7 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
         async with ApiClient(system.api_url, key=admin_key, timeout_s=60) as api:
             project = await api.create_project(ProjectCreate(name="bench"))
             # "N at once" means N flows at once: lift the project's task order (one at a time)
-            await api.update_project(project.id, ProjectUpdate(parallel_tasks=100))
+            await api.update_project(project.id, ProjectUpdate(parallel_tasks=MAX_PARALLEL_TASKS))
             driver = Driver(api, redis, project.id, options.task_timeout_s)
             say("warm-up task (scaffolds the project)")
             first = await driver.one("bench: warm-up")
@@ -758,15 +765,18 @@ async def memory(
     pid = system.processes["langgraph"].pid
     await wait_for(redis, FLOWS_KEY, 0, 60)
     system.stop("worker-manager")
+    system.stop("scaffolder")
     await asyncio.sleep(options.settle_s)
     idle = memory_kib(pid)
     size_before = checkpoint_bytes(system.data_dir)
-    say(f"memory: {options.waiting} tasks, flows stop at create_worker")
+    projects = await waiting_projects(driver, options.waiting)
+    say(f"memory: {options.waiting} tasks in {len(projects)} projects, flows stop and wait")
     slots = asyncio.Semaphore(8)
 
     async def create(index: int) -> None:
         async with slots:
-            await driver.create(f"bench: waiting #{index}")
+            project_id = projects[index // MAX_PARALLEL_TASKS]
+            await driver.create(f"bench: waiting #{index}", project_id)
 
     started = time.perf_counter()
     await asyncio.gather(*(create(i) for i in range(options.waiting)))
@@ -789,6 +799,23 @@ async def memory(
         "checkpoint_bytes_per_flow": (checkpoint_bytes(system.data_dir) - size_before)
         / max(held, 1),
     }
+
+
+async def waiting_projects(driver: Driver, waiting: int) -> list[str]:
+    """Projects enough for `waiting` flows at once: a project runs at most
+    `MAX_PARALLEL_TASKS` (its later tasks wait for a turn with no flow). The bench's own
+    project first (its flows park at `create_worker`), then new ones (theirs park at
+    `scaffold`: the scaffolder is stopped too)."""
+    projects = [driver.project_id]
+    while len(projects) * MAX_PARALLEL_TASKS < waiting:
+        project = await driver.api.create_project(
+            ProjectCreate(name=f"bench-waiting-{len(projects)}")
+        )
+        await driver.api.update_project(
+            project.id, ProjectUpdate(parallel_tasks=MAX_PARALLEL_TASKS)
+        )
+        projects.append(project.id)
+    return projects
 
 
 def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None:
