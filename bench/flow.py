@@ -12,30 +12,36 @@ Figures:
 - overhead of a task = end to end (client clock just before `POST /api/tasks` → the API's
   `updated_at` of the completed task) minus the agent's own time (the interval between the
   worker's "worker started" and "agent answered" progress events, i.e. the agent run plus the
-  publish of its answer). It is what the system adds around the agent: the outbox relay,
-  LangGraph's checkpoints, API calls, starting a worker process and cloning the repository,
-  the message hops, verifying the commit, deleting the worker. The progress events' own
-  timestamps split it per step.
+  publish of its answer) and minus the project's checks (the commands' own `duration_s` in
+  the task's result, every run: the flow runs them after the agent and again after merging a
+  moved base). Agent and checks are the project's work, which a person runs too. The
+  overhead is what the system adds around it: the outbox relay, LangGraph's checkpoints, API
+  calls, starting a worker process and cloning the repository, the message hops, verifying
+  the commit, waiting for the project's integration turn, merging, deleting the worker. The
+  progress events' own timestamps split it per step.
 - one task at a time (`--repeat` runs, median), then `--tasks` tasks created at once
   (per-task p50/p95, wall time from the first POST to the last completion, tasks/s). A warm-up
   task runs first: it scaffolds the project (the timed tasks find it scaffolded).
-- memory: a fresh langgraph process runs one task to warm up, its RSS is read with no flow
-  alive; then the worker-manager is stopped and `--waiting` tasks are created, so every flow
-  stops at its `create_worker` interrupt (the command waits unanswered on `worker:commands`:
-  no worker process exists) and the RSS is read again. VmRSS / VmHWM of that process from
-  /proc, and the size of its SQLite checkpoint file.
+- memory: the langgraph process that ran every timed task (its code loaded and warm) is
+  read with no flow alive; then the worker-manager and the scaffolder are stopped and
+  `--waiting` tasks are created, so every flow stops at its `create_worker` interrupt (the
+  command waits unanswered on `worker:commands`: no worker process exists) and the RSS is
+  read again. A project runs at most 100 tasks at once: past 100, the tasks go to new
+  projects, whose flows stop at their `scaffold` interrupt instead.
+  VmRSS / VmHWM of that process from /proc, and the size of its SQLite checkpoint file.
 
 Baselines, measured in the same run:
 
-- bus floor: a task's flow crosses 9 sequential bus hops (engineering:queue; create, send and
-  delete on worker:commands and their answers on worker:responses; the worker's input and
-  output streams). One hop (`Bus.publish` → consumer handler, one message at a time, on the
-  idle server before the actors start) is timed, median of 200; `overhead / (9 x hop)` says
-  how far the orchestration is from pure messaging.
+- bus floor: a task's flow crosses 13 sequential bus hops (engineering:queue; create, send
+  the spec, send the checks directive and delete on worker:commands and their answers on
+  worker:responses; the worker's input and output streams, twice). One hop (`Bus.publish`
+  → consumer handler, one message at a time, on the idle server before the actors start) is
+  timed, median of 200; `overhead / (13 x hop)` says how far the orchestration is from pure
+  messaging.
 - by hand: what a person would do without the system, in this process: clone the repository
   and check out a branch, as the worker-manager does, then run the same built-in agent
-  directly. `end to end / by hand` is the price of going through the system; the agent's
-  time measured here also checks the agent time subtracted above.
+  directly and the project's checks. `end to end / by hand` is the price of going through
+  the system; the agent's time measured here also checks the agent time subtracted above.
 - worker start: a fresh interpreter importing the worker wrapper, the part of
   `create_worker` that every local worker pays before it takes input.
 
@@ -82,6 +88,7 @@ from services.worker_manager.registry import WorkerRegistry
 from services.worker_manager.workspace import clone_repository
 from services.worker_wrapper.agents import AgentRequest, BuiltinAgent
 from services.worker_wrapper.agents.base import ignore_activity
+from services.worker_wrapper.directives import run_checks
 from shared import bench_record, registry
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ProjectUpdate
@@ -94,16 +101,19 @@ from shared.contracts import (
     TaskType,
 )
 from shared.messaging import Bus, MessageContext
+from shared.observability.metrics import iter_families
 from shared.redis_server import RedisServer, free_port
 from shared.registry import Actor
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-HOPS = 9
+HOPS = 13
 """Sequential bus hops of an engineering task on a scaffolded project (see the docstring)."""
 ACTORS = ("api", "scaffolder", "worker-manager", "langgraph")
 START_TIMEOUT_S = 90.0
 TASK_TIMEOUT_S = 600.0
+MAX_PARALLEL_TASKS = 100
+"""The most engineering tasks one project runs at once (the API's bound)."""
 TARGET_OVERHEAD_S = 0.100
 TARGET_HAND_RATIO = 1.5
 TARGET_BATCH_OVERHEAD_S = 3.0
@@ -139,6 +149,8 @@ class TaskRun:
     ended: float = 0.0
     status: str = ""
     error: str = ""
+    checks_s: float = 0.0
+    """The project's checks as the worker ran them (every run, the commands' own time)."""
     marks: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -152,15 +164,32 @@ class TaskRun:
         return self.marks["agent_end"] - self.marks["agent_start"]
 
     @property
+    def work_s(self) -> float:
+        """The project's own work: the agent plus its checks (what a person also runs)."""
+        return self.agent_s + self.checks_s
+
+    @property
     def overhead_s(self) -> float:
-        """End to end minus the agent's own time."""
-        return self.e2e_s - self.agent_s
+        """End to end minus the project's own work (agent and checks)."""
+        return self.e2e_s - self.work_s
 
     def segment_s(self, start: str, end: str) -> float | None:
         """Time between two marks (None when one is missing)."""
         if start in self.marks and end in self.marks:
             return self.marks[end] - self.marks[start]
         return None
+
+
+def checks_seconds(result: dict[str, Any] | None) -> float:
+    """The commands' own time of every run of the project's checks in a task's result."""
+    runs = ((result or {}).get("checks") or {}).get("runs") or []
+    return sum(
+        float(check.get("duration_s") or 0.0)
+        for run in runs
+        if isinstance(run, dict)
+        for check in run.get("checks") or []
+        if isinstance(check, dict)
+    )
 
 
 def mark_of(event: ProgressEvent) -> str | None:
@@ -223,15 +252,23 @@ class System:
             "ORCHESTRATOR_LANGGRAPH__TIMEOUTS__CREATE_WORKER_S": "3600",
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_urls: dict[str, str] = {}
+        """Each actor's /metrics (a port of its own)."""
         self.settings = Settings(data_dir=data_dir, redis_url=redis_url)
 
     def start(self, actor: str) -> int:
         """Start `orchestrator run <actor>`; returns its pid."""
         log = (self.logs / f"{actor}.log").open("ab")
+        metrics_port = free_port()
+        self.metrics_urls[actor] = f"http://127.0.0.1:{metrics_port}/metrics"
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "run", actor],
             cwd=ROOT,
-            env=self.env,
+            env={
+                **self.env,
+                "ORCHESTRATOR_METRICS__PORT": str(metrics_port),
+                "ORCHESTRATOR_METRICS__HOST": "127.0.0.1",
+            },
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -317,36 +354,71 @@ def checkpoint_bytes(data_dir: Path) -> int:
 class Driver:
     """Creates tasks through the API and follows them to their final status."""
 
-    def __init__(self, api: ApiClient, redis: aioredis.Redis, project_id: str) -> None:
+    def __init__(
+        self, api: ApiClient, redis: aioredis.Redis, project_id: str, task_timeout_s: float
+    ) -> None:
         self.api = api
+        self.redis = redis
         self.bus = Bus(redis, actor=Actor.API)
         self.project_id = project_id
+        self.task_timeout_s = task_timeout_s
 
-    async def create(self, spec: str) -> TaskRun:
-        """POST /api/tasks; the clock starts just before."""
+    async def create(self, spec: str, project_id: str | None = None) -> TaskRun:
+        """POST /api/tasks (in the bench's project unless told); the clock starts just
+        before."""
         created = time.time()
         task = await self.api.create_task(
-            TaskCreate(project_id=self.project_id, type=TaskType.ENGINEERING, spec=spec)
+            TaskCreate(
+                project_id=project_id or self.project_id, type=TaskType.ENGINEERING, spec=spec
+            )
         )
         return TaskRun(task.id, created)
 
-    async def follow(self, run: TaskRun) -> TaskRun:
-        """Collect the task's progress marks until its terminal event, then its end time."""
-        async with asyncio.timeout(TASK_TIMEOUT_S):
-            async for event in self.bus.follow_progress(run.task_id):
-                mark = mark_of(event)
-                if mark is not None:
-                    run.marks.setdefault(mark, event.timestamp.timestamp())
-                if event.is_terminal:
-                    run.error = event.error or ""
+    async def follow(self, run: TaskRun, *, behind: int = 0) -> TaskRun:
+        """Collect the task's progress marks until its terminal event, then its end time
+        and its checks' time. A task not done by the deadline raises with a diagnosis."""
+        try:
+            async with asyncio.timeout(self.deadline_s(behind)):
+                async for event in self.bus.follow_progress(run.task_id):
+                    mark = mark_of(event)
+                    if mark is not None:
+                        run.marks.setdefault(mark, event.timestamp.timestamp())
+                    if event.is_terminal:
+                        run.error = event.error or ""
+        except TimeoutError:
+            raise RuntimeError(await self.diagnosis(run, behind)) from None
         task = await self.api.get_task(run.task_id)
         run.status = task.status.value
         run.ended = (task.updated_at or task.created_at).timestamp()
+        run.checks_s = checks_seconds(task.result)
         run.marks["created"] = run.created
         run.marks["end"] = run.ended
         if task.status != TaskStatus.COMPLETED or "agent_end" not in run.marks:
             raise RuntimeError(f"task {run.task_id} ended {run.status}: {run.error}")
         return run
+
+    def deadline_s(self, behind: int) -> float:
+        """How long a task may take when `behind` others of its project were created with
+        it: their integrations come one at a time, each merge followed by the checks."""
+        return self.task_timeout_s * (1 + behind / 10)
+
+    async def diagnosis(self, run: TaskRun, behind: int) -> str:
+        """Where a task that did not end in time stands: its status, its flow and wait in
+        langgraph, its last progress events, the workers of the registry."""
+        task = await self.api.get_task(run.task_id)
+        redis = self.redis
+        lines = [
+            f"task {run.task_id} not done within {self.deadline_s(behind):.0f} s: "
+            f"status {task.status.value}, marks {sorted(run.marks)}"
+        ]
+        flow = await redis.hget(FLOWS_KEY, run.task_id)
+        wait = await redis.hget(WAITS_KEY, run.task_id)
+        lines.append(f"langgraph flow: {flow!r}; wait: {wait!r}")
+        workers = await WorkerRegistry(redis).all()
+        lines.append(
+            "workers: " + ", ".join(f"{w.worker_id} {w.status} task={w.task_id}" for w in workers)
+        )
+        return "\n".join(lines)
 
     async def one(self, spec: str) -> TaskRun:
         """Create a task and wait for it."""
@@ -356,7 +428,7 @@ class Driver:
         """Create `count` tasks at once and wait for all of them."""
 
         async def run_one(index: int) -> TaskRun:
-            return await self.follow(await self.create(f"{spec} #{index}"))
+            return await self.follow(await self.create(f"{spec} #{index}"), behind=count - 1)
 
         return list(await asyncio.gather(*(run_one(i) for i in range(count))))
 
@@ -407,10 +479,12 @@ async def bus_hop_ms(redis_url: str, rounds: int) -> float:
     return statistics.median(samples)
 
 
-async def by_hand_s(repo_url: str, work: Path, rounds: int) -> tuple[float, float]:
-    """Median (clone + checkout + agent, agent alone) of the built-in agent run directly."""
+async def by_hand_s(repo_url: str, work: Path, rounds: int) -> dict[str, float]:
+    """Medians of the built-in agent run directly, as a person would: clone and check out a
+    branch, run the agent, run the project's checks. `total_s` (all of it), `agent_s`,
+    `checks_s` (the checks' commands, as the worker reports them)."""
     agent = BuiltinAgent()
-    totals, agents = [], []
+    totals, agents, checks = [], [], []
     for index in range(rounds):
         workspace = work / f"by-hand-{index}"
         started = time.perf_counter()
@@ -428,10 +502,17 @@ async def by_hand_s(repo_url: str, work: Path, rounds: int) -> tuple[float, floa
         result = await agent.run(request, ignore_activity)
         if result.status != "success":
             raise RuntimeError(f"the built-in agent failed by hand: {result.error}")
-        done = time.perf_counter()
-        totals.append(done - started)
-        agents.append(done - agent_started)
-    return statistics.median(totals), statistics.median(agents)
+        agents.append(time.perf_counter() - agent_started)
+        report = await run_checks(workspace, dict(os.environ), 600)
+        if not report["passed"]:
+            raise RuntimeError(f"the project's checks failed by hand: {report['note']}")
+        totals.append(time.perf_counter() - started)
+        checks.append(sum(float(c["duration_s"]) for c in report["checks"]))
+    return {
+        "total_s": statistics.median(totals),
+        "agent_s": statistics.median(agents),
+        "checks_s": statistics.median(checks),
+    }
 
 
 def worker_start_s(rounds: int) -> float:
@@ -461,6 +542,8 @@ class Options:
     as_json: bool
     settle_s: float
     """Pause before reading a process's memory."""
+    task_timeout_s: float
+    """How long one task may take before the run stops with a diagnosis of it."""
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -487,6 +570,7 @@ def parse(argv: list[str] | None = None) -> Options:
         pool=chosen(args.pool, 10, 2),
         as_json=bool(args.json),
         settle_s=1.0 if quick else 3.0,
+        task_timeout_s=180.0 if quick else TASK_TIMEOUT_S,
     )
     if min(options.tasks, options.repeat, options.waiting) < 1:
         parser.error("--tasks, --repeat and --waiting must be at least 1")
@@ -513,24 +597,25 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
         async with ApiClient(system.api_url, key=admin_key, timeout_s=60) as api:
             project = await api.create_project(ProjectCreate(name="bench"))
             # "N at once" means N flows at once: lift the project's task order (one at a time)
-            await api.update_project(project.id, ProjectUpdate(parallel_tasks=100))
-            driver = Driver(api, redis, project.id)
+            await api.update_project(project.id, ProjectUpdate(parallel_tasks=MAX_PARALLEL_TASKS))
+            driver = Driver(api, redis, project.id, options.task_timeout_s)
             say("warm-up task (scaffolds the project)")
             first = await driver.one("bench: warm-up")
             figures["first_task"] = {"e2e_s": first.e2e_s, "overhead_s": first.overhead_s}
-            figures["pool_off"] = await timed_phases(options, driver, redis, "pool off")
+            figures["pool_off"] = await timed_phases(options, system, driver, redis, "pool off")
             say(f"worker-manager restarted with a pool of {options.pool}")
             system.stop("worker-manager")
             system.set_pool(options.pool)
             system.start("worker-manager")
             figures["pool"] = await pool_memory(system, redis, options.pool)
-            figures["pool_on"] = await timed_phases(options, driver, redis, "pool on")
+            figures["pool_on"] = await timed_phases(options, system, driver, redis, "pool on")
             figures.update(figures["pool_off"])  # the keys of earlier runs' JSON
             repo_url = (await api.get_project(project.id)).repository_url or ""
             say("baseline: by hand")
             rounds = min(options.repeat, 5)
-            total_s, agent_s = await by_hand_s(repo_url, system.data_dir / "by-hand", rounds)
-            figures["by_hand_s"], figures["by_hand_agent_s"] = total_s, agent_s
+            hand = await by_hand_s(repo_url, system.data_dir / "by-hand", rounds)
+            figures["by_hand_s"], figures["by_hand_agent_s"] = hand["total_s"], hand["agent_s"]
+            figures["by_hand_checks_s"] = hand["checks_s"]
             figures["worker_start_s"] = await asyncio.to_thread(worker_start_s, rounds)
             figures["memory"] = await memory(options, system, driver, redis)
     finally:
@@ -539,17 +624,57 @@ async def measure(options: Options, system: System) -> dict[str, Any]:
 
 
 async def timed_phases(
-    options: Options, driver: Driver, redis: aioredis.Redis, label: str
+    options: Options, system: System, driver: Driver, redis: aioredis.Redis, label: str
 ) -> dict[str, Any]:
     """One task at a time, then `tasks` at once."""
     say(f"{label}: one task at a time, {options.repeat} runs")
     before = await redis_commands(redis)
+    api_before = await api_requests(system)
+    cpu_before = actor_cpu_s(system)
     singles = [await driver.one(f"bench: single #{i}") for i in range(options.repeat)]
+    cpu_after = actor_cpu_s(system)
     per_task = (await redis_commands(redis) - before) / options.repeat
+    api_after = await api_requests(system)
+    api_per_task = {
+        method: (count - api_before.get(method, 0.0)) / options.repeat
+        for method, count in sorted(api_after.items())
+    }
     say(f"{label}: {options.tasks} tasks at once")
     batch = await driver.many(options.tasks, "bench: batch")
     await wait_for(redis, FLOWS_KEY, 0, 60)
-    return {**timing_figures(singles, batch), "redis_commands_per_task": per_task}
+    return {
+        **timing_figures(singles, batch),
+        "redis_commands_per_task": per_task,
+        "api_requests_per_task": api_per_task,
+        "actor_cpu_ms_per_task": {
+            actor: (cpu_after[actor] - cpu_before.get(actor, 0.0)) * 1000 / options.repeat
+            for actor in sorted(cpu_after)
+        },
+    }
+
+
+async def api_requests(system: System) -> dict[str, float]:
+    """Requests the API served so far, by method (its `/metrics`; `/health` left out): each
+    one is a database transaction (reads: one query with a cached credential, no commit)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(system.metrics_urls["api"])).text
+    counts: dict[str, float] = {}
+    for name, labels, value in iter_families(text):
+        if name == "orchestrator_http_requests_total" and labels.get("route") != "/health":
+            method = labels.get("method", "?")
+            counts[method] = counts.get(method, 0.0) + value
+    return counts
+
+
+def actor_cpu_s(system: System) -> dict[str, float]:
+    """CPU seconds (user + system) each running actor process has used so far: its own
+    work, not its children's (git, the workers and the checks they run)."""
+    used = {}
+    for actor, process in system.processes.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(process.pid).cpu_times()
+            used[actor] = times.user + times.system
+    return used
 
 
 async def redis_commands(redis: aioredis.Redis) -> int:
@@ -621,6 +746,7 @@ def timing_figures(singles: list[TaskRun], batch: list[TaskRun]) -> dict[str, An
             "tasks": len(runs),
             "e2e_p50_s": statistics.median(r.e2e_s for r in runs),
             "agent_p50_s": statistics.median(r.agent_s for r in runs),
+            "checks_p50_s": statistics.median(r.checks_s for r in runs),
             "overhead_p50_s": statistics.median(overheads),
             "overhead_p95_s": pct(overheads, 0.95),
             "wall_s": wall_s,
@@ -634,22 +760,23 @@ def timing_figures(singles: list[TaskRun], batch: list[TaskRun]) -> dict[str, An
 async def memory(
     options: Options, system: System, driver: Driver, redis: aioredis.Redis
 ) -> dict[str, Any]:
-    """RSS of a fresh langgraph process with no flow, then with `waiting` flows waiting."""
-    say("memory: fresh langgraph process, one warm-up task")
-    system.stop("langgraph")
-    pid = system.start("langgraph")
-    await driver.one("bench: memory warm-up")
+    """RSS of the langgraph process with no flow (it ran every earlier task, so its code is
+    loaded), then with `waiting` flows waiting."""
+    pid = system.processes["langgraph"].pid
     await wait_for(redis, FLOWS_KEY, 0, 60)
     system.stop("worker-manager")
+    system.stop("scaffolder")
     await asyncio.sleep(options.settle_s)
     idle = memory_kib(pid)
     size_before = checkpoint_bytes(system.data_dir)
-    say(f"memory: {options.waiting} tasks, flows stop at create_worker")
+    projects = await waiting_projects(driver, options.waiting)
+    say(f"memory: {options.waiting} tasks in {len(projects)} projects, flows stop and wait")
     slots = asyncio.Semaphore(8)
 
     async def create(index: int) -> None:
         async with slots:
-            await driver.create(f"bench: waiting #{index}")
+            project_id = projects[index // MAX_PARALLEL_TASKS]
+            await driver.create(f"bench: waiting #{index}", project_id)
 
     started = time.perf_counter()
     await asyncio.gather(*(create(i) for i in range(options.waiting)))
@@ -674,6 +801,23 @@ async def memory(
     }
 
 
+async def waiting_projects(driver: Driver, waiting: int) -> list[str]:
+    """Projects enough for `waiting` flows at once: a project runs at most
+    `MAX_PARALLEL_TASKS` (its later tasks wait for a turn with no flow). The bench's own
+    project first (its flows park at `create_worker`), then new ones (theirs park at
+    `scaffold`: the scaffolder is stopped too)."""
+    projects = [driver.project_id]
+    while len(projects) * MAX_PARALLEL_TASKS < waiting:
+        project = await driver.api.create_project(
+            ProjectCreate(name=f"bench-waiting-{len(projects)}")
+        )
+        await driver.api.update_project(
+            project.id, ProjectUpdate(parallel_tasks=MAX_PARALLEL_TASKS)
+        )
+        projects.append(project.id)
+    return projects
+
+
 def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None:
     """The figures as a table."""
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -686,8 +830,9 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
     )
     print(
         f"baselines: bus hop {hop_ms:.2f} ms (x{HOPS} hops = {floor_s * 1000:.1f} ms); "
-        f"by hand (clone + agent) {by_hand_s * 1000:.0f} ms, "
-        f"agent alone {figures['by_hand_agent_s'] * 1000:.0f} ms; a worker's interpreter "
+        f"by hand (clone + agent + checks) {by_hand_s * 1000:.0f} ms, "
+        f"agent alone {figures['by_hand_agent_s'] * 1000:.0f} ms, "
+        f"checks {figures['by_hand_checks_s'] * 1000:.0f} ms; a worker's interpreter "
         f"start and imports {figures['worker_start_s'] * 1000:.0f} ms"
     )
     first = figures["first_task"]
@@ -696,7 +841,8 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
         f"overhead {first['overhead_s']:.2f} s"
     )
     print(
-        f"{'scenario':<16}{'e2e p50':>9}{'agent p50':>11}{'ovh p50':>9}{'ovh p95':>9}"
+        f"{'scenario':<16}{'e2e p50':>9}{'agent p50':>11}{'checks p50':>11}{'ovh p50':>9}"
+        f"{'ovh p95':>9}"
         f"{'wall s':>8}{'tasks/s':>9}{'ovh/bus':>9}{'e2e/hand':>10}"
     )
     off, on = figures["pool_off"], figures["pool_on"]
@@ -710,7 +856,8 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
     ):
         print(
             f"{label:<16}{row['e2e_p50_s']:>8.2f}s{row['agent_p50_s']:>10.2f}s"
-            f"{row['overhead_p50_s']:>8.2f}s{row['overhead_p95_s']:>8.2f}s"
+            f"{row['checks_p50_s']:>10.2f}s{row['overhead_p50_s']:>8.2f}s"
+            f"{row['overhead_p95_s']:>8.2f}s"
             f"{row['wall_s']:>8.1f}{row['tasks_per_s']:>9.2f}"
             f"{row['overhead_p50_s'] / floor_s:>8.0f}x{row['e2e_p50_s'] / by_hand_s:>9.1f}x"
         )
@@ -732,6 +879,19 @@ def report(figures: dict[str, Any], redis_binary: str, elapsed_s: float) -> None
         f"Redis commands per task (one at a time, every client, polls included): pool off "
         f"{off['redis_commands_per_task']:.0f}, pool on {on['redis_commands_per_task']:.0f}"
     )
+    requests = on["api_requests_per_task"]
+    print(
+        "API requests per task (one at a time; each a database transaction): "
+        + (", ".join(f"{m} {n:.1f}" for m, n in requests.items()) or "-")
+        + f"; {sum(requests.values()):.1f} in all"
+    )
+    for label, phase in (("pool off", off), ("pool on", on)):
+        cpu = phase["actor_cpu_ms_per_task"]
+        print(
+            f"actors' own CPU per task ({label}, one at a time, without git, workers and "
+            f"checks): " + ", ".join(f"{a} {ms:.0f} ms" for a, ms in cpu.items())
+            + f"; {sum(cpu.values()):.0f} ms in all"
+        )  # fmt: skip
     pool = figures["pool"]
     print(
         f"warm pool: {pool['size']} of {pool['wanted']} workers ready {pool['fill_s']:.1f} s "
@@ -783,6 +943,8 @@ def quiet_logs() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every task completed and every flow reached its wait."""
     options = parse(argv)
+    # SIGTERM (a timeout's) stops the run like Ctrl-C: the `finally` below stops every actor
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     run_context = bench_record.context()
     started = time.perf_counter()
     with (

@@ -21,15 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(*args: str, tmp: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/flow.py", *args],
+    """Run the bench; past `timeout_s` it gets SIGTERM, so it stops what it started (a
+    SIGKILL would leave its actors running), and the test fails with its output."""
+    argv = [sys.executable, "bench/flow.py", *args]
+    with subprocess.Popen(
+        argv,
         cwd=ROOT,
         env={**os.environ, "TMPDIR": str(tmp)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=120)
+            pytest.fail(f"the bench ran over {timeout_s:.0f} s; stopped:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def _started_under(tmp: Path) -> list[str]:
@@ -44,13 +53,13 @@ def _started_under(tmp: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(720)  # the project's checks run 8 times: minutes on a loaded machine
 def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
     """A tiny run: the tasks complete with the pool off and on, the flows park, nothing is
     left running."""
     done = _bench(
         "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--pool", "1", "--json",
-        tmp=tmp_path, timeout_s=290,
+        tmp=tmp_path, timeout_s=560,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
@@ -65,12 +74,23 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
         assert figures[phase]["single"]["tasks"] == 1
         assert figures[phase]["concurrent"]["tasks"] == 2
         assert figures[phase]["redis_commands_per_task"] > 0
+        requests = figures[phase]["api_requests_per_task"]
+        assert requests["POST"] >= 1  # the task's creation at least
+        assert requests["GET"] > 0
+        cpu = figures[phase]["actor_cpu_ms_per_task"]
+        assert set(cpu) == {"api", "scaffolder", "worker-manager", "langgraph"}
+        assert cpu["langgraph"] > 0
+        for row in (figures[phase]["single"], figures[phase]["concurrent"]):
+            # the scaffolded project's checks ran, and count as its work, not as overhead
+            assert row["checks_p50_s"] > 0
+            assert row["e2e_p50_s"] > row["agent_p50_s"] + row["checks_p50_s"]
     pool = figures["pool"]
     assert pool["size"] == pool["wanted"] == 1
     assert 0 < pool["worker_uss_kib"] <= pool["worker_rss_kib"]
     assert figures["context"]["cpus"] == os.cpu_count()
     assert figures["bus_hop_ms"] > 0
     assert figures["by_hand_agent_s"] > 0
+    assert 0 < figures["by_hand_checks_s"] < figures["by_hand_s"]
     memory = figures["memory"]
     assert memory["waiting"] == memory["wanted"] == 5
     assert memory["waiting_at"] == ["create_worker"]

@@ -73,6 +73,7 @@ _KEY_TTL_S = 7 * 86400
 _STOP_WAIT_S = 2.0
 _KEPT_ANSWERS_MAX = 1000
 _DELETING_TTL_S = 600
+_WARM_POLL_S = 0.005
 
 
 def _slug(name: str) -> str:
@@ -251,7 +252,8 @@ class WorkerManager:
                     worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
                 )
             await self.pool.bind(worker_id, env)
-            await self._wait_ready(worker_id, record.runtime_ref)
+            # a bound warm wrapper reports `running` within milliseconds: poll it closely
+            await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
         except Exception as exc:  # a claimed worker is never left half-bound
             detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
             with contextlib.suppress(WorkerManagerError, RedisError):
@@ -350,7 +352,7 @@ class WorkerManager:
                 return None
             await asyncio.sleep(0.05)
 
-    async def _wait_ready(self, worker_id: str, ref: str) -> None:
+    async def _wait_ready(self, worker_id: str, ref: str, *, poll_s: float = 0.05) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             record = await self.registry.get(worker_id)
@@ -360,7 +362,7 @@ class WorkerManager:
                 detail = (await self.runtime.exit_info(ref)).detail
                 await self.registry.finish(worker_id, "failed", error=detail)
                 raise WorkerStartError(f"worker {worker_id} exited while starting: {detail}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(poll_s)
         await self.runtime.stop(ref, grace_s=0)
         error = f"worker {worker_id} was not ready within {self.settings.start_timeout_s:g} s"
         await self.registry.finish(worker_id, "failed", error=error)

@@ -47,7 +47,8 @@ log = structlog.get_logger("services.worker_manager")
 PoolKey = tuple[str, str]
 """(agent, profile) of one pool (the runtime is the manager's)."""
 _BIND_TTL_S = 60
-_POLL_S = 0.02
+_POLL_S = 0.05
+"""How often a starting warm worker's record is read (a refill in the background)."""
 
 
 def parse_key(text: str) -> PoolKey:
