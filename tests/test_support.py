@@ -41,3 +41,14 @@ async def test_eventually_times_out_naming_the_condition() -> None:
 async def test_eventually_refuses_bad_timings(timeout_s: float, interval_s: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         await eventually(lambda: True, timeout_s=timeout_s, interval_s=interval_s)
+
+
+async def test_eventually_answers_the_first_truthy_value() -> None:
+    answers = iter([None, [], ["found"]])
+    assert await eventually(lambda: next(answers), timeout_s=2, interval_s=0.01) == ["found"]
+
+    async def count() -> int:
+        return 3
+
+    three: int = await eventually(count, timeout_s=2)
+    assert three == 3
