@@ -45,7 +45,7 @@ class System:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+def up_system(tmp_path: Path) -> Iterator[System]:
     """`orchestrator up` on a fresh data directory, on its embedded defaults."""
     from shared.redis_server import free_port
 
@@ -100,23 +100,23 @@ def _healthy(port: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
+def test_quick_start_develops_and_deploys_a_project(up_system: System) -> None:
     """project create → task create → task watch (exit 0, the commit on main) → deploy → the
     URL names that commit and the requested /hello endpoint answers."""
-    created = system.cli("project", "create", "shop", "--json")
+    created = up_system.cli("project", "create", "shop", "--json")
     assert created.returncode == 0, created.stderr
     project_id = json.loads(created.stdout)["id"]
 
-    task = system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
+    task = up_system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
     assert task.returncode == 0, task.stderr
     task_id = json.loads(task.stdout)["id"]
 
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
+    watched = up_system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "completed" in watched.stdout
-    shown = json.loads(system.cli("task", "show", task_id, "--json").stdout)
+    shown = json.loads(up_system.cli("task", "show", task_id, "--json").stdout)
     commit = shown["result"]["commit_sha"]
-    project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
+    project = json.loads(up_system.cli("project", "show", project_id, "--json").stdout)
     heads = subprocess.run(
         ["git", "ls-remote", project["repository_url"]],
         capture_output=True,
@@ -125,16 +125,16 @@ def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
     )
     assert commit in heads.stdout
 
-    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
+    deploy = up_system.cli("task", "create", project_id, "--type", "deploy", "--json")
     assert deploy.returncode == 0, deploy.stderr
     deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
+    watched = up_system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
     assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
+    url = json.loads(up_system.cli("task", "show", deploy_id, "--json").stdout)["result"][
         "deployed_url"
     ]
     assert httpx.get(url, timeout=5).status_code == 200
-    deployed = json.loads(system.cli("project", "deploys", project_id, "--json").stdout)
+    deployed = json.loads(up_system.cli("project", "deploys", project_id, "--json").stdout)
     assert [(d["task_id"], d["outcome"]) for d in deployed] == [(deploy_id, "succeeded")]
     assert httpx.get(url, timeout=5).json()["commit"] == deployed[0]["sha"] == commit
     hello = httpx.get(f"{url.rstrip('/')}/hello", timeout=5)
@@ -142,8 +142,8 @@ def test_quick_start_develops_and_deploys_a_project(system: System) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_watch_of_an_unknown_task_fails_clearly(system: System) -> None:
+def test_watch_of_an_unknown_task_fails_clearly(up_system: System) -> None:
     """`task watch` of a task that does not exist exits non-zero and says so."""
-    done = system.cli("task", "watch", "no-such-task")
+    done = up_system.cli("task", "watch", "no-such-task")
     assert done.returncode != 0
     assert "404" in done.stderr or "not found" in done.stderr.lower()

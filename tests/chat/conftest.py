@@ -14,7 +14,7 @@ from tests.chat.system import ChatSystem, chat_system
 
 
 @pytest.fixture
-async def system(
+async def po_system(
     tmp_path: Path, redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[ChatSystem]:
     """The API on SQLite with its outbox relay, a fake worker-manager and a fake langgraph."""
@@ -23,7 +23,7 @@ async def system(
 
 
 @pytest.fixture
-async def background(system: ChatSystem) -> AsyncIterator[list[asyncio.Task[Any]]]:
+async def background(po_system: ChatSystem) -> AsyncIterator[list[asyncio.Task[Any]]]:
     """Tasks a test starts; cancelled before the system stops, even when the test failed."""
     tasks: list[asyncio.Task[Any]] = []
     yield tasks

@@ -41,15 +41,15 @@ def _found(out: list[str], pattern: str) -> re.Match[str] | None:
 
 
 async def test_local_chat_takes_a_project_from_nothing_to_a_running_url(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Three messages: a project is created, developed (commit shown), deployed (URL answers)."""
     out: list[str] = []
     script = Script()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4242,
@@ -73,20 +73,20 @@ async def test_local_chat_takes_a_project_from_nothing_to_a_running_url(
     assert (response.status_code, response.text[:10]) == (200, "hello from")
     await script.queue.put("/quit")
     assert await asyncio.wait_for(chat, 20) == 0
-    assert len(system.manager.commands) == 1
+    assert len(po_system.manager.commands) == 1
 
 
 async def test_local_chat_waits_for_running_tasks_at_end_of_input(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Input ending while a task runs: the chat prints the task's final result, then exits."""
     out: list[str] = []
     script = Script()
-    system.langgraph.release.clear()
+    po_system.langgraph.release.clear()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4243,
@@ -97,15 +97,15 @@ async def test_local_chat_waits_for_running_tasks_at_end_of_input(
     background.append(chat)
     for line in ("create project tiny", "develop a page", None):
         await script.queue.put(line)
-    await asyncio.wait_for(system.langgraph.reached_gate.wait(), 20)
+    await asyncio.wait_for(po_system.langgraph.reached_gate.wait(), 20)
     assert not chat.done()
-    system.langgraph.release.set()
+    po_system.langgraph.release.set()
     assert await asyncio.wait_for(chat, 20) == 0
     assert _found(out, r"✅ completed") is not None
 
 
 async def test_local_chat_control_commands_and_the_po_grammar(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """`/cancel`, `/deploys`, `/queue` are answered by the chat itself; the built-in PO
     understands `queue`, `cancel`, `deploys`, `rollback` for the current project."""
@@ -113,8 +113,8 @@ async def test_local_chat_control_commands_and_the_po_grammar(
     script = Script()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4244,
@@ -134,9 +134,9 @@ async def test_local_chat_control_commands_and_the_po_grammar(
 
     await said("/cancel", r"nothing to cancel")
     await said("create project kiosk", r"Created project kiosk")
-    system.langgraph.release.clear()
+    po_system.langgraph.release.clear()
     await said("develop a /menu endpoint", r"Development of kiosk started")
-    await asyncio.wait_for(system.langgraph.reached_gate.wait(), 20)
+    await asyncio.wait_for(po_system.langgraph.reached_gate.wait(), 20)
     assert "running:" in await said("queue", r"kiosk:\nrunning: [0-9a-f]{8} a /menu endpoint")
     queued = await said("develop a /drinks endpoint", r"runs after the earlier ones")
     assert re.search(r"running: [0-9a-f]{8} a /menu endpoint\n1 task queued:\n1\. ", queued)
@@ -152,14 +152,14 @@ async def test_local_chat_control_commands_and_the_po_grammar(
     await said("/cancel", r"Cancelled task [0-9a-f]{8} \(engineering, was (running|queued)\)")
     await said("/cancel", r"nothing to cancel")
     await said("/deploys", r"kiosk has not been deployed yet")
-    system.langgraph.release.set()
+    po_system.langgraph.release.set()
     await script.queue.put("/quit")
     assert await asyncio.wait_for(chat, 30) == 0
-    assert len(system.manager.commands) == 1
+    assert len(po_system.manager.commands) == 1
 
 
 async def test_local_chat_takes_a_secret_from_the_next_line(
-    system: ChatSystem, background: list[asyncio.Task[Any]], redis_client: aioredis.Redis
+    po_system: ChatSystem, background: list[asyncio.Task[Any]], redis_client: aioredis.Redis
 ) -> None:
     """The PO asks for BOT_TOKEN; the next line is stored (not relayed, not printed);
     bad input opens no prompt and the following line reaches the PO."""
@@ -167,8 +167,8 @@ async def test_local_chat_takes_a_secret_from_the_next_line(
     script = Script()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4245,
@@ -197,19 +197,19 @@ async def test_local_chat_takes_a_secret_from_the_next_line(
     await said("status", r"Project bot1")
     await script.queue.put("/quit")
     assert await asyncio.wait_for(chat, 20) == 0
-    async with system.api() as api:
+    async with po_system.api() as api:
         project = (await api.list_projects(owner_id=None)).items[0]
     assert project.name == "bot1"
-    assert await stored_value(system.settings, system.service_key, project.id, "BOT_TOKEN") == (
-        planted
-    )
+    assert await stored_value(
+        po_system.settings, po_system.service_key, project.id, "BOT_TOKEN"
+    ) == (planted)
     assert all(planted not in text for text in out)
-    assert all(planted not in p for w in system.manager.workers.values() for p in w.prompts)
+    assert all(planted not in p for w in po_system.manager.workers.values() for p in w.prompts)
     assert await redis_places(redis_client, planted) == []
 
 
 async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """On a terminal the open prompt's value is read by the hidden reader, not from input."""
     out: list[str] = []
@@ -222,8 +222,8 @@ async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
 
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4246,
@@ -242,7 +242,7 @@ async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
 
 
 async def test_local_chat_imports_an_existing_repository(
-    system: ChatSystem, background: list[asyncio.Task[Any]], tmp_path: Path
+    po_system: ChatSystem, background: list[asyncio.Task[Any]], tmp_path: Path
 ) -> None:
     """ "import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
     the reason; "import <url>" alone names the project after the repository."""
@@ -251,8 +251,8 @@ async def test_local_chat_imports_an_existing_repository(
     script = Script()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4247,

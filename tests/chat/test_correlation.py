@@ -35,7 +35,7 @@ FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
 
 
 async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Three turns, three ids, each in the turn's log line and on its message to the PO
     worker; the engineering task ("develop ...") and the deploy task ("deploy") have the id of
@@ -43,15 +43,17 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
     out: list[str] = []
     script = Script()
     with capture_logs() as logs:
-        await _converse(system, background, script, out)
+        await _converse(po_system, background, script, out)
 
     turn_ids = [e["correlation_id"] for e in logs if e["event"] == "chat_turn_sent"]
     assert len(set(turn_ids)) == len(turn_ids) == 3  # one id per turn, in its log line
     assert all(turn_id.startswith("cli-") for turn_id in turn_ids)
     published = {(e["queue"], e["correlation_id"]) for e in logs if e["event"] == "published"}
-    worker_input = registry.get("worker:{id}:input").format(id=next(iter(system.manager.workers)))
+    worker_input = registry.get("worker:{id}:input").format(
+        id=next(iter(po_system.manager.workers))
+    )
     assert {(worker_input, turn_id) for turn_id in turn_ids} <= published
-    async with system.api(system.admin_key) as api:
+    async with po_system.api(po_system.admin_key) as api:
         tasks = list(reversed((await api.list_tasks()).items))
         schedules = [await api.get_task_schedule(task.id) for task in tasks]
     assert [(s.type, s.correlation_id) for s in schedules] == [
@@ -63,13 +65,13 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
 
 
 async def _converse(
-    system: ChatSystem, background: list[asyncio.Task[Any]], script: Script, out: list[str]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]], script: Script, out: list[str]
 ) -> None:
     """create project, develop, deploy: three turns, each answered, then /quit."""
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4343,

@@ -26,10 +26,10 @@ from tests.support.waiting import eventually
 MANAGER_ID = "chat-test-manager"
 
 
-def manager_system_settings(system: ChatSystem) -> Settings:
+def manager_system_settings(po_system: ChatSystem) -> Settings:
     """The system's settings as the worker-manager gets them: the API and its service key."""
-    api = system.settings.api.model_copy(update={"key": SecretStr(system.service_key)})
-    return system.settings.model_copy(update={"api": api})
+    api = po_system.settings.api.model_copy(update={"key": SecretStr(po_system.service_key)})
+    return po_system.settings.model_copy(update={"api": api})
 
 
 @pytest.fixture
@@ -47,17 +47,17 @@ async def real_system(
         idle_timeout_s=0.0,
         start_timeout_s=60.0,
     )
-    async with chat_system(tmp_path, redis_url, redis_client, fake_manager=False) as system:
+    async with chat_system(tmp_path, redis_url, redis_client, fake_manager=False) as po_system:
         manager = asyncio.create_task(
             run_worker_manager(
-                manager_system_settings(system),
+                manager_system_settings(po_system),
                 redis_client,
                 redis_url=redis_url,
                 manager_settings=manager_settings,
             )
         )
         try:
-            yield system
+            yield po_system
         finally:
             manager.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -62,7 +62,7 @@ class ConsoleSystem(System):
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSystem]:
+def console_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSystem]:
     """`orchestrator up` on a fresh data directory, for a whole test module."""
     from shared.redis_server import free_port
 

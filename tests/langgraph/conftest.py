@@ -144,7 +144,7 @@ class System:
 
 
 @pytest.fixture
-async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[System]:
+async def graph_system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[System]:
     """The system without langgraph running (tests start it with `langgraph(system)`)."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
     await upgrade(database)
@@ -164,7 +164,7 @@ async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[
         Bus(redis_client, actor=Actor.WORKER_MANAGER), tmp_path / "work", redis=redis_client
     )
     infra = FakeInfra()
-    system = System(
+    graph_system = System(
         redis_client, database, admin, service_key, app, git,
         fast_settings(tmp_path / "data"), user.id, scaffolder, workers, infra,
     )  # fmt: skip
@@ -178,7 +178,7 @@ async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[
     relay_task = asyncio.create_task(relay.run())
     try:
         async with running(*consumers):
-            yield system
+            yield graph_system
     finally:
         relay_task.cancel()
         await asyncio.gather(relay_task, return_exceptions=True)
@@ -189,15 +189,17 @@ async def system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[
 
 @contextlib.asynccontextmanager
 async def langgraph(
-    system: System, *, git: GitPort | None = None, **overrides: object
+    graph_system: System, *, git: GitPort | None = None, **overrides: object
 ) -> AsyncIterator[LanggraphActor]:
     """The langgraph actor in process, on the system's API (service key), Redis and git
     (or another git provider: a GitHub provider on the fake GitHub)."""
-    settings = system.settings.model_copy(update=overrides) if overrides else system.settings
-    client = system.client(system.service_key)
+    settings = (
+        graph_system.settings.model_copy(update=overrides) if overrides else graph_system.settings
+    )
+    client = graph_system.client(graph_system.service_key)
     try:
         async with open_actor(
-            settings, system.redis, api=ApiAdapter(client), git=git or system.git
+            settings, graph_system.redis, api=ApiAdapter(client), git=git or graph_system.git
         ) as actor:
             task = asyncio.create_task(actor.run(shutdown_grace_s=1.0))
             try:

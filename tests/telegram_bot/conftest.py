@@ -15,7 +15,7 @@ from tests.telegram_bot.fake_bot_api import FakeBotApi
 
 
 @pytest.fixture
-async def system(
+async def bot_system(
     tmp_path: Path, redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[ChatSystem]:
     """The API on SQLite with its outbox relay, a fake worker-manager and a fake langgraph."""
@@ -25,7 +25,7 @@ async def system(
 
 @pytest.fixture
 async def background(
-    system: ChatSystem, bot_api: FakeBotApi
+    bot_system: ChatSystem, bot_api: FakeBotApi
 ) -> AsyncIterator[list[asyncio.Task[Any]]]:
     """Tasks a test starts; cancelled before the system stops, even when the test failed."""
     tasks: list[asyncio.Task[Any]] = []
