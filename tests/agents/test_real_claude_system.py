@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
 from tests.agents.system import ADD_ROUTE, agent_system
-from tests.test_quickstart import System
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.system import UpSystem
 
 
 @pytest.fixture
-def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
+def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[UpSystem, ModelScript]]:
     """`orchestrator up` whose workers run the real `claude` against a scripted model."""
     claude = cli_path("claude")
     script = ModelScript(
@@ -44,7 +44,7 @@ def claude_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mo
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_real_claude_develops_and_the_project_deploys(
-    claude_system: tuple[System, ModelScript],
+    claude_system: tuple[UpSystem, ModelScript],
 ) -> None:
     """task create → the real CLI's commit on the remote → task completed → deploy → URL."""
     system, script = claude_system

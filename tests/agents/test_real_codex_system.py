@@ -16,17 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_openai
 from tests.agents.system import ADD_ROUTE, agent_system
-from tests.test_quickstart import System
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.system import UpSystem
 
 MODEL = "scripted-model"
 """A model name Codex does not know: it then offers plain function tools (exec_command)."""
 
 
 @pytest.fixture
-def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
+def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[UpSystem, ModelScript]]:
     """`orchestrator up` whose developer agent is the real `codex` against a scripted model."""
     codex = cli_path("codex")
     script = ModelScript(
@@ -56,7 +56,7 @@ def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mod
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_real_codex_develops_and_the_project_deploys(
-    codex_system: tuple[System, ModelScript],
+    codex_system: tuple[UpSystem, ModelScript],
 ) -> None:
     """task create → the real Codex's commit on the remote → task completed → deploy → URL."""
     system, script = codex_system

@@ -19,11 +19,11 @@ from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, session_of
 from tests.chat.system import ChatSystem, chat_system
 from tests.chat.test_cli_chat import Script
 from tests.chat.test_real_po_worker import manager_system_settings
+from tests.support.agents import PLANTED_KEY, cli_path
 from tests.support.waiting import eventually
 
 MANAGER_ID = "agents-po-test-manager"

@@ -29,8 +29,8 @@ from shared.secret_box import (
     secret_box_from_settings,
 )
 from shared.settings import SecretsSettings, Settings
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
+from tests.support.api import ApiHarness
 
 PLANTED = "tok-PLANTED-5b8e21c0d7"
 

@@ -16,7 +16,7 @@ import redis
 from playwright._impl._api_structures import SetCookieParam
 from playwright.sync_api import Browser, BrowserContext, Cookie, Page, expect
 
-from tests.console.conftest import ConsoleSystem, screenshot
+from tests.support.console import ConsoleSystem, screenshot
 
 pytestmark = [pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import httpx
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
 from shared.contracts import DeployResult, ProjectStatus, TaskCreate, TaskStatus, TaskType
 from shared.git.naming import repo_full_name
-from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import unused_port
+from tests.support.langgraph import System, langgraph
 
 
 def _free_block() -> int:

@@ -37,7 +37,9 @@ from shared.git import LocalGitProvider
 from shared.messaging import Bus
 from shared.redis_server import port_free
 from shared.registry import Actor
-from tests.infra_service.conftest import (
+from tests.langgraph.fakes import FakeInfra, FakeScaffolder, FakeWorkerManager
+from tests.langgraph.test_deploy import _server
+from tests.support.infra_service import (
     app_files,
     gated_app,
     leftovers,
@@ -47,9 +49,7 @@ from tests.infra_service.conftest import (
     stop_all_apps,
     until_listening,
 )
-from tests.langgraph.conftest import System, fast_settings, langgraph
-from tests.langgraph.fakes import FakeInfra, FakeScaffolder, FakeWorkerManager
-from tests.langgraph.test_deploy import _server
+from tests.support.langgraph import System, fast_settings, langgraph
 
 # Real playbooks on this machine: a loaded 2-core run took one of these past the default 120 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

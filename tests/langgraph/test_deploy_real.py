@@ -27,9 +27,9 @@ from shared.contracts import (
 )
 from shared.deploys import split_pinned
 from shared.git import clone, commit_all, push
-from tests.infra_service.conftest import app_files, make_deps, make_settings, stop_all_apps
-from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.test_deploy import _server
+from tests.support.infra_service import app_files, make_deps, make_settings, stop_all_apps
+from tests.support.langgraph import System, langgraph
 
 pytestmark = pytest.mark.slow
 

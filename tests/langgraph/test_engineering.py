@@ -33,8 +33,8 @@ from shared.git import run_git
 from shared.git.naming import repo_full_name
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
-from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import FAILED_RUN
+from tests.support.langgraph import System, langgraph
 from tests.support.waiting import eventually
 
 

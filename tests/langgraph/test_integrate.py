@@ -20,7 +20,7 @@ from shared.messaging import Bus
 from shared.registry import Actor
 from tests.backend_template import backend_remote
 from tests.git.fake_github import FakeGitHub
-from tests.langgraph.conftest import System, langgraph
+from tests.support.langgraph import System, langgraph
 
 GITHUB_TOKEN = "ghp_TestToken0123456789abcdef"
 FAKE_AGENT = [sys.executable, str(Path(__file__).resolve().parents[1] / "fake_dev_agent.py")]

@@ -18,8 +18,8 @@ from services.langgraph.store import FlowStore
 from shared import registry
 from shared.contracts import CreateWorkerCommand, SendMessageCommand, TaskStatus
 from shared.redis_server import free_port
-from tests.langgraph.conftest import System
 from tests.langgraph.test_integrate import backend_project, show
+from tests.support.langgraph import System
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

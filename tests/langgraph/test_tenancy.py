@@ -25,8 +25,8 @@ from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus, TaskCreat
 from shared.git import GitHubProvider, LocalGitProvider
 from shared.git.naming import repo_full_name
 from tests.git.fake_github import FakeGitHub
-from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import scaffold_repo
+from tests.support.langgraph import System, langgraph
 
 
 def _refs(bare: Path) -> str:

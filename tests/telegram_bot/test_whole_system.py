@@ -14,36 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from shared.api_client import ApiClient
 from shared.redis_server import free_port
-from tests.conftest import local_ports_env
+from tests.support.system import ROOT, VENV_BIN, local_ports_env, reap
 from tests.telegram_bot.bot import ADMIN_ID, TOKEN, find, say
 from tests.telegram_bot.fake_bot_api import FakeBotApi
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
-
-
-def _reap(data_dir: Path) -> None:
-    """Kill every process the run left behind under the data dir (deployed apps, daemons)."""
-    doomed: list[psutil.Process] = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-        except psutil.Error:
-            continue
-        if str(data_dir) in text and process.pid != os.getpid():
-            doomed += [process, *process.children(recursive=True)]
-    for process in doomed:
-        try:
-            process.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(doomed, timeout=5)
 
 
 @pytest.fixture
@@ -92,7 +70,7 @@ async def system_up(tmp_path: Path, bot_api: FakeBotApi) -> AsyncIterator[tuple[
         left = await runtime.list_owned("worker-manager")
         for ref in left.values():
             await runtime.stop(ref, grace_s=0)
-        await asyncio.to_thread(_reap, data_dir)
+        await asyncio.to_thread(reap, data_dir)
         # up's Redis was private: the worker-manager deletes its workers (the PO worker of
         # the conversation) on the way out instead of leaving them orphaned
         assert not left, f"workers outlived orchestrator up: {sorted(left)}"

@@ -13,7 +13,7 @@ import pytest
 from services.worker_manager.keys import bind_key
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry
 from tests.support.waiting import eventually
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote
 
 POOL = {"size": 2, "prewarm": ["claude-code/developer"], "idle_s": 600.0}
