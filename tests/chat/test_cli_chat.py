@@ -4,69 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
-from services.cli.chat import run_chat
-from shared.chat import ChatOptions
 from tests.api.test_project_import import make_source
 from tests.chat.leaks import redis_places, stored_value
 from tests.chat.system import ChatSystem
+from tests.support.chat import found, start_chat
 from tests.support.waiting import eventually
-
-FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
-
-
-class Script:
-    """Lines typed by the test, one at a time; None ends the input."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    async def lines(self) -> AsyncIterator[str]:
-        """The lines as `run_chat` reads them."""
-        while (line := await self.queue.get()) is not None:
-            yield line
-
-
-def _found(out: list[str], pattern: str) -> re.Match[str] | None:
-    for text in out:
-        if match := re.search(pattern, text):
-            return match
-    return None
 
 
 async def test_local_chat_takes_a_project_from_nothing_to_a_running_url(
     po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Three messages: a project is created, developed (commit shown), deployed (URL answers)."""
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4242,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4242)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     await script.queue.put("create project shop")
-    await eventually(lambda: _found(out, r"Created project shop") is not None)
-    assert _found(out, r"built-in") is not None
+    await eventually(lambda: found(out, r"Created project shop") is not None)
+    assert found(out, r"built-in") is not None
     await script.queue.put("develop a /hello endpoint that greets")
-    await eventually(lambda: _found(out, r"commit: [0-9a-f]{40}") is not None)
-    assert _found(out, r"\[[█░]{10}\] \d{1,2}%\nstep: \w+") is not None  # a progress edit
+    await eventually(lambda: found(out, r"commit: [0-9a-f]{40}") is not None)
+    assert found(out, r"\[[█░]{10}\] \d{1,2}%\nstep: \w+") is not None  # a progress edit
     await script.queue.put("deploy")
-    await eventually(lambda: _found(out, r"URL: (\S+)") is not None)
-    url_match = _found(out, r"URL: (\S+)")
+    await eventually(lambda: found(out, r"URL: (\S+)") is not None)
+    url_match = found(out, r"URL: (\S+)")
     assert url_match is not None
     async with httpx.AsyncClient() as client:
         response = await client.get(url_match[1])
@@ -80,20 +46,9 @@ async def test_local_chat_waits_for_running_tasks_at_end_of_input(
     po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Input ending while a task runs: the chat prints the task's final result, then exits."""
-    out: list[str] = []
-    script = Script()
     po_system.langgraph.release.clear()
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4243,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4243)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     for line in ("create project tiny", "develop a page", None):
         await script.queue.put(line)
@@ -101,7 +56,7 @@ async def test_local_chat_waits_for_running_tasks_at_end_of_input(
     assert not chat.done()
     po_system.langgraph.release.set()
     assert await asyncio.wait_for(chat, 20) == 0
-    assert _found(out, r"✅ completed") is not None
+    assert found(out, r"✅ completed") is not None
 
 
 async def test_local_chat_control_commands_and_the_po_grammar(
@@ -109,28 +64,10 @@ async def test_local_chat_control_commands_and_the_po_grammar(
 ) -> None:
     """`/cancel`, `/deploys`, `/queue` are answered by the chat itself; the built-in PO
     understands `queue`, `cancel`, `deploys`, `rollback` for the current project."""
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4244,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4244)
+    script, chat = local.script, local.task
     background.append(chat)
-
-    async def said(line: str, pattern: str) -> str:
-        before = len(out)
-        await script.queue.put(line)
-        await eventually(lambda: _found(out[before:], pattern) is not None)
-        found = _found(out[before:], pattern)
-        assert found is not None
-        return found.string
+    said = local.said
 
     await said("/cancel", r"nothing to cancel")
     await said("create project kiosk", r"Created project kiosk")
@@ -163,28 +100,10 @@ async def test_local_chat_takes_a_secret_from_the_next_line(
 ) -> None:
     """The PO asks for BOT_TOKEN; the next line is stored (not relayed, not printed);
     bad input opens no prompt and the following line reaches the PO."""
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4245,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4245)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
-
-    async def said(line: str, pattern: str) -> str:
-        before = len(out)
-        await script.queue.put(line)
-        await eventually(lambda: _found(out[before:], pattern) is not None)
-        found = _found(out[before:], pattern)
-        assert found is not None
-        return found.string
+    said = local.said
 
     planted = "7700999:planted-cli-token-e93b"
     await said("create project bot1 with a telegram bot", r"Send the value of BOT_TOKEN for bot1")
@@ -212,29 +131,17 @@ async def test_local_chat_reads_a_secret_without_echo_on_a_terminal(
     po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """On a terminal the open prompt's value is read by the hidden reader, not from input."""
-    out: list[str] = []
-    script = Script()
     asked: list[str] = []
 
     async def hidden(prompt: str) -> str | None:
         asked.append(prompt)
         return "planted-hidden-5d2a"
 
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4246,
-            options=FAST,
-            notify_poll_s=0.2,
-            read_hidden=hidden,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4246, read_hidden=hidden)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     await script.queue.put("create project bot2 with a telegram bot")
-    await eventually(lambda: _found(out, r"BOT_TOKEN stored for bot2") is not None)
+    await eventually(lambda: found(out, r"BOT_TOKEN stored for bot2") is not None)
     assert asked == ["BOT_TOKEN (hidden; empty line cancels): "]
     assert all("planted-hidden-5d2a" not in text for text in out)
     await script.queue.put(None)
@@ -247,25 +154,14 @@ async def test_local_chat_imports_an_existing_repository(
     """ "import <path> as <name>" makes a scaffolded project of it; a bad URL is refused with
     the reason; "import <url>" alone names the project after the repository."""
     source = make_source(tmp_path / "sources" / "legacy")
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4247,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4247)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     for line in (f"import {source} as old shop", "status", "import ext::sh", f"import {source}"):
         await script.queue.put(line)
-    await eventually(lambda: _found(out, r"Imported \S+ as project shop\b") is not None)
-    assert _found(out, r"Imported \S+ as project old shop \(id") is not None
-    assert _found(out, r"Project old shop: scaffolded") is not None
-    assert _found(out, r"I could not do that: repo_url: remote-helper") is not None
+    await eventually(lambda: found(out, r"Imported \S+ as project shop\b") is not None)
+    assert found(out, r"Imported \S+ as project old shop \(id") is not None
+    assert found(out, r"Project old shop: scaffolded") is not None
+    assert found(out, r"I could not do that: repo_url: remote-helper") is not None
     await script.queue.put(None)
     assert await asyncio.wait_for(chat, 20) == 0

@@ -11,7 +11,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from services.cli.chat import run_chat
 from services.worker_wrapper.agents.base import (
     ActivitySink,
     AgentRequest,
@@ -28,7 +27,7 @@ from shared.contracts import TaskType, WorkerInputMessage
 from shared.messaging import Bus
 from shared.registry import worker_record_key
 from tests.chat.system import ChatSystem
-from tests.chat.test_cli_chat import Script
+from tests.support.chat import start_chat
 from tests.support.waiting import eventually
 
 FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
@@ -40,10 +39,8 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
     """Three turns, three ids, each in the turn's log line and on its message to the PO
     worker; the engineering task ("develop ...") and the deploy task ("deploy") have the id of
     the turn that created them, and so have their queue messages."""
-    out: list[str] = []
-    script = Script()
     with capture_logs() as logs:
-        await _converse(po_system, background, script, out)
+        await _converse(po_system, background)
 
     turn_ids = [e["correlation_id"] for e in logs if e["event"] == "chat_turn_sent"]
     assert len(set(turn_ids)) == len(turn_ids) == 3  # one id per turn, in its log line
@@ -64,21 +61,10 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
     assert (registry.get("deploy:queue").name, turn_ids[2]) in published
 
 
-async def _converse(
-    po_system: ChatSystem, background: list[asyncio.Task[Any]], script: Script, out: list[str]
-) -> None:
+async def _converse(po_system: ChatSystem, background: list[asyncio.Task[Any]]) -> None:
     """create project, develop, deploy: three turns, each answered, then /quit."""
-    chat = asyncio.create_task(
-        run_chat(
-            po_system.settings,
-            po_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4343,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4343)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     await script.queue.put("create project shop")
     await eventually(lambda: any("Created project shop" in text for text in out))

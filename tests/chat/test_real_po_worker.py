@@ -13,14 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from services.cli.chat import run_chat
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
 from shared.settings import Settings
 from tests.chat.system import ChatSystem, chat_system
-from tests.chat.test_cli_chat import Script
+from tests.support.chat import start_chat
 from tests.support.waiting import eventually
 
 MANAGER_ID = "chat-test-manager"
@@ -72,19 +71,10 @@ async def test_a_real_po_worker_creates_the_project_and_the_task_through_the_api
     real_system: ChatSystem,
 ) -> None:
     """Chat → worker-manager → wrapper process → built-in PO agent → API → progress → chat."""
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            real_system.settings,
-            real_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=7007,
-            options=ChatOptions(answer_timeout_s=60, liveness_poll_s=0.3),
-            notify_poll_s=0.2,
-        )
+    local = start_chat(
+        real_system, telegram_id=7007, options=ChatOptions(answer_timeout_s=60, liveness_poll_s=0.3)
     )
+    out, script, chat = local.out, local.script, local.task
     try:
         await script.queue.put("create project garden")
         await eventually(lambda: any("Created project garden" in t for t in out), timeout_s=60)
