@@ -34,13 +34,7 @@ def loop_system(tmp_path: Path) -> Iterator[UpSystem]:
 
 
 def _task(system: UpSystem, project_id: str, spec: str) -> dict[str, object]:
-    created = system.cli("task", "create", project_id, "--spec", spec, "--json")
-    assert created.returncode == 0, created.stderr
-    task_id = json.loads(created.stdout)["id"]
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    shown: dict[str, object] = json.loads(system.cli("task", "show", task_id, "--json").stdout)
-    return shown
+    return dict(system.finish(project_id, "--spec", spec).shown)
 
 
 @pytest.mark.slow
@@ -77,13 +71,6 @@ def test_two_tasks_land_on_main_and_a_deploy_serves_both(loop_system: UpSystem) 
     assert "checks #1" in shown.stdout
     assert "passed after spec" in shown.stdout
 
-    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
     assert httpx.get(f"{url.rstrip('/')}/hello", timeout=5).json() == {"hello": "world"}
     assert httpx.get(f"{url.rstrip('/')}/bye", timeout=5).json() == {"bye": "ciao"}

@@ -64,16 +64,8 @@ def test_an_imported_repository_is_developed_and_deployed(
     heads = _git("ls-remote", project["repository_url"])
     assert f"{original}\trefs/heads/main" in heads
 
-    task = up_system.cli(
-        "task", "create", project["id"], "--spec", "add a /hello endpoint", "--json"
-    )
-    assert task.returncode == 0, task.stderr
-    task_id = json.loads(task.stdout)["id"]
-    watched = up_system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    commit = json.loads(up_system.cli("task", "show", task_id, "--json").stdout)["result"][
-        "commit_sha"
-    ]
+    task = up_system.finish(project["id"], "--spec", "add a /hello endpoint")
+    commit = task.result["commit_sha"]
     log = subprocess.run(
         ["git", "--git-dir", project["repository_url"].removeprefix("file://"), "log",
          "--format=%H", "main"],
@@ -82,13 +74,7 @@ def test_an_imported_repository_is_developed_and_deployed(
     assert log[0] == commit
     assert original in log  # developed on top of the imported history
 
-    deploy = up_system.cli("task", "create", project["id"], "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = up_system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(up_system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    deploy = up_system.finish(project["id"], "--type", "deploy", timeout_s=200)
+    url = deploy.result["deployed_url"]
     hello = httpx.get(f"{url.rstrip('/')}/hello", timeout=5)
     assert (hello.status_code, hello.json()) == (200, {"message": "Hello from /hello!"})

@@ -20,19 +20,10 @@ from tests.support.system import UpSystem
 def test_quick_start_develops_and_deploys_a_project(up_system: UpSystem) -> None:
     """project create → task create → task watch (exit 0, the commit on main) → deploy → the
     URL names that commit and the requested /hello endpoint answers."""
-    created = up_system.cli("project", "create", "shop", "--json")
-    assert created.returncode == 0, created.stderr
-    project_id = json.loads(created.stdout)["id"]
-
-    task = up_system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
-    assert task.returncode == 0, task.stderr
-    task_id = json.loads(task.stdout)["id"]
-
-    watched = up_system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    assert "completed" in watched.stdout
-    shown = json.loads(up_system.cli("task", "show", task_id, "--json").stdout)
-    commit = shown["result"]["commit_sha"]
+    project_id = up_system.project("shop")
+    task = up_system.finish(project_id, "--spec", "add a /hello endpoint")
+    assert "completed" in task.watched.stdout
+    commit = task.result["commit_sha"]
     project = json.loads(up_system.cli("project", "show", project_id, "--json").stdout)
     heads = subprocess.run(
         ["git", "ls-remote", project["repository_url"]],
@@ -42,14 +33,9 @@ def test_quick_start_develops_and_deploys_a_project(up_system: UpSystem) -> None
     )
     assert commit in heads.stdout
 
-    deploy = up_system.cli("task", "create", project_id, "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = up_system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(up_system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    deploy = up_system.finish(project_id, "--type", "deploy", timeout_s=200)
+    deploy_id = deploy.id
+    url = deploy.result["deployed_url"]
     assert httpx.get(url, timeout=5).status_code == 200
     deployed = json.loads(up_system.cli("project", "deploys", project_id, "--json").stdout)
     assert [(d["task_id"], d["outcome"]) for d in deployed] == [(deploy_id, "succeeded")]

@@ -16,7 +16,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -26,6 +28,7 @@ from shared.redis_server import free_port, port_free
 __all__ = [
     "ROOT",
     "VENV_BIN",
+    "Finished",
     "UpSystem",
     "healthy",
     "local_ports_env",
@@ -70,6 +73,20 @@ def reap(data_dir: Path) -> None:
         except psutil.Error:
             continue
     psutil.wait_procs(doomed, timeout=5)
+
+
+@dataclass
+class Finished:
+    """A task run to its end through the CLI: its id, `task watch`'s output, `task show`."""
+
+    id: str
+    watched: subprocess.CompletedProcess[str]
+    shown: dict[str, Any]
+
+    @property
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.shown["result"]
+        return result
 
 
 class UpSystem:
@@ -174,6 +191,22 @@ class UpSystem:
         assert done.returncode == 0, done.stdout + done.stderr
         value: dict[str, object] = json.loads(done.stdout)
         return value
+
+    def project(self, name: str) -> str:
+        """`project create <name>`, which must succeed; the new project's id."""
+        return str(self.json("project", "create", name)["id"])
+
+    def finish(self, project_id: str, *create: str, timeout_s: float = 150) -> Finished:
+        """`task create <project_id> <create…>`, then `task watch` (which must exit 0 within
+        `timeout_s`), then `task show`."""
+        created = self.cli("task", "create", project_id, *create, "--json")
+        assert created.returncode == 0, created.stderr
+        task_id = str(json.loads(created.stdout)["id"])
+        watch = ("task", "watch", task_id, "--timeout-s", f"{timeout_s:g}")
+        watched = self.cli(*watch, timeout_s=timeout_s + 30)
+        assert watched.returncode == 0, watched.stdout + watched.stderr
+        shown: dict[str, Any] = json.loads(self.cli("task", "show", task_id, "--json").stdout)
+        return Finished(task_id, watched, shown)
 
     def __enter__(self) -> UpSystem:
         try:
