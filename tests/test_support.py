@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.support.waiting import eventually
+from tests.support.waiting import background_tasks, eventually
 
 
 async def test_eventually_returns_once_a_plain_or_async_condition_holds() -> None:
@@ -52,3 +52,31 @@ async def test_eventually_answers_the_first_truthy_value() -> None:
 
     three: int = await eventually(count, timeout_s=2)
     assert three == 3
+
+
+async def test_background_tasks_are_cancelled_and_a_stuck_one_is_named() -> None:
+    async with background_tasks() as tasks:
+        tasks.append(asyncio.create_task(asyncio.sleep(60)))
+    assert tasks[0].cancelled()
+
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+
+    started: list[asyncio.Task[None]] = []
+
+    async def start_one() -> None:
+        async with background_tasks(stop_timeout_s=0.2) as tasks:
+            started.append(asyncio.create_task(stubborn()))
+            tasks.extend(started)
+            await asyncio.sleep(0.01)  # started: the cancel reaches its `except`
+
+    with pytest.raises(AssertionError, match="tasks did not stop"):
+        await start_one()
+    release.set()
+    await started[0]

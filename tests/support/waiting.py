@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import TypeVar, overload
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, overload
 
-__all__ = ["eventually"]
+__all__ = ["background_tasks", "eventually"]
 
 T = TypeVar("T")
 
@@ -63,3 +64,22 @@ def _describe(condition: Callable[[], object]) -> str:
         return inspect.getsource(condition).strip()[:200]
     except (OSError, TypeError):
         return repr(condition)
+
+
+@asynccontextmanager
+async def background_tasks(
+    *, stop_timeout_s: float = 20.0
+) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """A list for the tasks a test starts; on the way out (the test failed or not) each is
+    cancelled, and an `AssertionError` names those still running after `stop_timeout_s`
+    (a stuck shutdown fails the test instead of hanging the suite)."""
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=stop_timeout_s)
+            await asyncio.gather(*done, return_exceptions=True)
+            assert not stuck, f"tasks did not stop: {stuck}"

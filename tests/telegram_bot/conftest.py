@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.chat.system import ChatSystem, chat_system
+from tests.support.waiting import background_tasks
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 
 
@@ -28,14 +29,8 @@ async def background(
     bot_system: ChatSystem, bot_api: FakeBotApi
 ) -> AsyncIterator[list[asyncio.Task[Any]]]:
     """Tasks a test starts; cancelled before the system stops, even when the test failed."""
-    tasks: list[asyncio.Task[Any]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    if tasks:  # bounded: a stuck shutdown shows up as a warning, not a hung suite
-        done, stuck = await asyncio.wait(tasks, timeout=20)
-        await asyncio.gather(*done, return_exceptions=True)
-        assert not stuck, f"tasks did not stop: {stuck}"
+    async with background_tasks() as tasks:
+        yield tasks
 
 
 @pytest.fixture
