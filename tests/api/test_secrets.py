@@ -262,6 +262,10 @@ def test_cli_sets_from_stdin_lists_rotates_and_removes(tmp_path: Path) -> None:
         unknown = CliRunner().invoke(app, ["project", "create", "x", "--modules", "web"], env=env)
         assert unknown.exit_code == 2
         assert "unknown module(s) web" in unknown.stderr
+        no_module = ["project", "import", "x", "--repo", "/nowhere", "--modules", " , "]
+        unknown = CliRunner().invoke(app, no_module, env=env)
+        assert unknown.exit_code == 2
+        assert "unknown module(s) (none given)" in unknown.stderr
         secret = ["project", "secret"]
         set_ = CliRunner().invoke(
             app, [*secret, "set", project["id"], "BOT_TOKEN"], input=PLANTED + "\n", env=env
