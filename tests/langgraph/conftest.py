@@ -29,11 +29,11 @@ from tests.langgraph.fakes import (
     FakeWorkerManager,
     running,
 )
-from tests.support.langgraph import System, fast_settings
+from tests.support.langgraph import GraphSystem, fast_settings
 
 
 @pytest.fixture
-async def graph_system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[System]:
+async def graph_system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[GraphSystem]:
     """The system without langgraph running (tests start it with `langgraph(system)`)."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
     await upgrade(database)
@@ -53,7 +53,7 @@ async def graph_system(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIte
         Bus(redis_client, actor=Actor.WORKER_MANAGER), tmp_path / "work", redis=redis_client
     )
     infra = FakeInfra()
-    graph_system = System(
+    graph_system = GraphSystem(
         redis_client, database, admin, service_key, app, git,
         fast_settings(tmp_path / "data"), user.id, scaffolder, workers, infra,
     )  # fmt: skip

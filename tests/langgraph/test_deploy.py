@@ -13,7 +13,7 @@ from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
 from shared.contracts import DeployResult, ProjectStatus, TaskCreate, TaskStatus, TaskType
 from shared.git.naming import repo_full_name
 from tests.langgraph.fakes import unused_port
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 
 
 def _free_block() -> int:
@@ -29,7 +29,7 @@ def _free_block() -> int:
             return start
 
 
-async def _server(graph_system: System) -> None:
+async def _server(graph_system: GraphSystem) -> None:
     start = _free_block()
     await graph_system.admin.create_server(
         ServerCreate(
@@ -42,7 +42,7 @@ async def _server(graph_system: System) -> None:
     )
 
 
-async def test_deploy_completes_and_its_url_answers(graph_system: System) -> None:
+async def test_deploy_completes_and_its_url_answers(graph_system: GraphSystem) -> None:
     """A deploy task ends completed with a URL that answers 200, its server and port; it
     deployed the base branch's head (pinned in the request), recorded in the history, and
     the project is active."""
@@ -72,7 +72,9 @@ async def test_deploy_completes_and_its_url_answers(graph_system: System) -> Non
     assert (await graph_system.admin.get_project(project.id)).status == ProjectStatus.ACTIVE
 
 
-async def test_the_deploy_request_carries_the_task_s_correlation_id(graph_system: System) -> None:
+async def test_the_deploy_request_carries_the_task_s_correlation_id(
+    graph_system: GraphSystem,
+) -> None:
     """A deploy task created with a chat turn's correlation id: the flow's request to
     infra-service (the Ansible job) travels with that id."""
     await _server(graph_system)
@@ -87,7 +89,7 @@ async def test_the_deploy_request_carries_the_task_s_correlation_id(graph_system
     assert graph_system.infra.correlation_ids == ["tg-77-1234"]
 
 
-async def test_second_deploy_reuses_the_allocation(graph_system: System) -> None:
+async def test_second_deploy_reuses_the_allocation(graph_system: GraphSystem) -> None:
     """Deploying a project again lands on the same server and port (no port leak)."""
     await _server(graph_system)
     project = await graph_system.project("Again", scaffolded=True)
@@ -105,7 +107,7 @@ async def test_second_deploy_reuses_the_allocation(graph_system: System) -> None
     assert len(await graph_system.admin.list_allocations("local")) == 1
 
 
-async def test_failed_playbook_fails_the_deploy(graph_system: System) -> None:
+async def test_failed_playbook_fails_the_deploy(graph_system: GraphSystem) -> None:
     """infra-service's failure (with its exit code) is the task's error."""
     await _server(graph_system)
     project = await graph_system.project("Bad", scaffolded=True)
@@ -123,7 +125,7 @@ async def test_failed_playbook_fails_the_deploy(graph_system: System) -> None:
     assert (deploy.outcome, deploy.error) == ("failed", task.result["error"])
 
 
-async def test_url_that_never_answers_fails_the_health_check(graph_system: System) -> None:
+async def test_url_that_never_answers_fails_the_health_check(graph_system: GraphSystem) -> None:
     """A deployed URL with nothing listening fails the task at the health check."""
     await _server(graph_system)
     project = await graph_system.project("Silent", scaffolded=True)
@@ -138,7 +140,7 @@ async def test_url_that_never_answers_fails_the_health_check(graph_system: Syste
     assert task.result["error"].startswith("health_check: http://127.0.0.1:")
 
 
-async def test_deploy_waits_for_a_server_still_being_set_up(graph_system: System) -> None:
+async def test_deploy_waits_for_a_server_still_being_set_up(graph_system: GraphSystem) -> None:
     """A deploy asked for while the only server is being provisioned waits for it, then runs."""
     start = _free_block()
     await graph_system.admin.create_server(
@@ -162,7 +164,7 @@ async def test_deploy_waits_for_a_server_still_being_set_up(graph_system: System
 
 
 async def test_a_server_that_never_becomes_ready_fails_the_deploy_naming_it(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """Past `server_ready_s` the deploy fails, naming the server still being set up."""
     await graph_system.admin.create_server(
@@ -182,7 +184,7 @@ async def test_a_server_that_never_becomes_ready_fails_the_deploy_naming_it(
     assert graph_system.infra.messages == []
 
 
-async def test_deploy_without_a_ready_server_fails(graph_system: System) -> None:
+async def test_deploy_without_a_ready_server_fails(graph_system: GraphSystem) -> None:
     """No ready server: the task fails at allocation with a clear error."""
     project = await graph_system.project("Nowhere", scaffolded=True)
     async with langgraph(graph_system):
@@ -195,7 +197,7 @@ async def test_deploy_without_a_ready_server_fails(graph_system: System) -> None
     assert graph_system.infra.messages == []
 
 
-async def test_deploy_of_an_unscaffolded_project_fails(graph_system: System) -> None:
+async def test_deploy_of_an_unscaffolded_project_fails(graph_system: GraphSystem) -> None:
     """A project with no repository yet cannot be deployed."""
     await _server(graph_system)
     project = await graph_system.project("Draft")
@@ -209,7 +211,7 @@ async def test_deploy_of_an_unscaffolded_project_fails(graph_system: System) -> 
 
 
 async def test_a_failed_release_whose_predecessor_serves_keeps_the_project_active(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """When infra-service says the previous release still serves, the task fails saying so,
     the history has both deploys (newest first) and the project stays active."""
@@ -238,7 +240,7 @@ async def test_a_failed_release_whose_predecessor_serves_keeps_the_project_activ
 
 
 async def test_a_deploy_pinned_to_a_commit_not_in_the_repository_fails(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """A deploy task naming a commit the repository lacks fails before anything is deployed."""
     await _server(graph_system)

@@ -49,7 +49,7 @@ from tests.support.infra_service import (
     stop_all_apps,
     until_listening,
 )
-from tests.support.langgraph import System, fast_settings, langgraph
+from tests.support.langgraph import GraphSystem, fast_settings, langgraph
 
 # Real playbooks on this machine: a loaded 2-core run took one of these past the default 120 s.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -60,7 +60,7 @@ _STOP_TIMEOUT_S = 60.0
 class RealDeploys:
     """The langgraph test system with the real infra-service instead of the fake one."""
 
-    system: System
+    system: GraphSystem
     infra: InfraSettings
     infra_service: asyncio.Task[None]
 
@@ -87,7 +87,7 @@ async def real(redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Re
     deps, _ = make_deps(infra)
     provisioned = await handle_provisioner_message(ProvisionerMessage(server_handle="local"), deps)
     assert provisioned.status == "success", provisioned.error
-    graph_system = System(
+    graph_system = GraphSystem(
         redis_client, database, admin, service_key, app, git, fast_settings(tmp_path / "data"),
         user.id, FakeScaffolder(git, admin),
         FakeWorkerManager(Bus(redis_client, actor=Actor.WORKER_MANAGER), tmp_path / "work"),
@@ -125,7 +125,7 @@ def push_files(bare: str, files: dict[str, str], work: Path) -> None:
     subprocess.run([*git, "-C", str(work), "push", "-q", "origin", "HEAD:main"], check=True)
 
 
-async def allocated_port(graph_system: System, *, timeout_s: float = 30.0) -> int:
+async def allocated_port(graph_system: GraphSystem, *, timeout_s: float = 30.0) -> int:
     """The port of the (only) allocation on `local`, once the flow made it."""
     async with asyncio.timeout(timeout_s):
         while not (allocations := await graph_system.admin.list_allocations("local")):  # noqa: ASYNC110 - the state is in the API
@@ -134,7 +134,7 @@ async def allocated_port(graph_system: System, *, timeout_s: float = 30.0) -> in
 
 
 async def progress_of(
-    graph_system: System, task_id: str, *, timeout_s: float = 10.0
+    graph_system: GraphSystem, task_id: str, *, timeout_s: float = 10.0
 ) -> list[ProgressEvent]:
     """Every progress event of a task, up to its terminal one (waiting for it)."""
     bus = Bus(graph_system.redis, actor=Actor.LANGGRAPH)

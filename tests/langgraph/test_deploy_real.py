@@ -29,13 +29,13 @@ from shared.deploys import split_pinned
 from shared.git import clone, commit_all, push
 from tests.langgraph.test_deploy import _server
 from tests.support.infra_service import app_files, make_deps, make_settings, stop_all_apps
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def real_infra(graph_system: System, tmp_path: Path) -> AsyncIterator[InfraSettings]:
+async def real_infra(graph_system: GraphSystem, tmp_path: Path) -> AsyncIterator[InfraSettings]:
     """infra-service's deploy handler behind the deploy queue, on a provisioned local server
     whose repositories are the system's git remotes."""
     settings = make_settings(
@@ -57,7 +57,7 @@ async def real_infra(graph_system: System, tmp_path: Path) -> AsyncIterator[Infr
 
 
 async def _push(
-    graph_system: System, url: str, work: Path, version: str, *, crash: bool = False
+    graph_system: GraphSystem, url: str, work: Path, version: str, *, crash: bool = False
 ) -> str:
     """Commit a version of the tiny app on main and push it; its sha."""
     if not await asyncio.to_thread(work.exists):
@@ -78,13 +78,13 @@ async def _root(url: str) -> dict[str, object]:
     return body
 
 
-async def _deploy(graph_system: System, project_id: str, spec: str = "") -> TaskDTO:
+async def _deploy(graph_system: GraphSystem, project_id: str, spec: str = "") -> TaskDTO:
     task_id = await graph_system.task(project_id, spec, TaskType.DEPLOY)
     return await graph_system.wait_final(task_id, timeout_s=120)
 
 
 async def test_pinned_deploy_safe_release_and_rollback(
-    graph_system: System, real_infra: InfraSettings, tmp_path: Path
+    graph_system: GraphSystem, real_infra: InfraSettings, tmp_path: Path
 ) -> None:
     """The flow deploys the head it resolved at its start (a commit pushed meanwhile is not
     shipped) and `GET /` names it; a release that crashes at start fails the task saying the

@@ -34,11 +34,11 @@ from shared.git.naming import repo_full_name
 from shared.messaging import Bus, Envelope
 from shared.registry import Actor
 from tests.langgraph.fakes import FAILED_RUN
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 from tests.support.waiting import eventually
 
 
-async def test_task_from_post_to_completed_with_commit_on_remote(graph_system: System) -> None:
+async def test_task_from_post_to_completed_with_commit_on_remote(graph_system: GraphSystem) -> None:
     """POST /api/tasks → scaffold → worker → agent commit → checks (none declared: pass) →
     integrated: completed, the agent's commit is main's head; the result says how."""
     project = await graph_system.project("Shop Bot")
@@ -69,7 +69,7 @@ async def test_task_from_post_to_completed_with_commit_on_remote(graph_system: S
     assert graph_system.workers.live == {}
 
 
-async def test_progress_events_cover_every_step(graph_system: System) -> None:
+async def test_progress_events_cover_every_step(graph_system: GraphSystem) -> None:
     """The progress stream starts, names each step with rising percentages, and completes."""
     project = await graph_system.project("Progress", scaffolded=True)
     async with langgraph(graph_system):
@@ -89,7 +89,7 @@ async def test_progress_events_cover_every_step(graph_system: System) -> None:
     assert max(pcts) < 100
 
 
-async def test_result_goes_to_the_callback_stream(graph_system: System) -> None:
+async def test_result_goes_to_the_callback_stream(graph_system: GraphSystem) -> None:
     """A message with a callback_stream gets its EngineeringResult there."""
     project = await graph_system.project("Callback", scaffolded=True)
     # a task row with no flow of its own; its engineering message is published by hand
@@ -122,7 +122,7 @@ def _text_fields(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
     }
 
 
-async def test_redelivered_message_starts_no_second_flow(graph_system: System) -> None:
+async def test_redelivered_message_starts_no_second_flow(graph_system: GraphSystem) -> None:
     """The same EngineeringMessage twice (a redelivery) creates one worker, one result."""
     project = await graph_system.project("Twice", scaffolded=True)
     graph_system.workers.hold = asyncio.Event()
@@ -146,7 +146,7 @@ async def test_redelivered_message_starts_no_second_flow(graph_system: System) -
     assert (await graph_system.admin.get_task(task_id)).status == TaskStatus.COMPLETED
 
 
-async def test_failing_agent_fails_only_its_own_task(graph_system: System) -> None:
+async def test_failing_agent_fails_only_its_own_task(graph_system: GraphSystem) -> None:
     """One agent that fails fails its task with the agent's error; the other completes."""
     project = await graph_system.project("Mixed", scaffolded=True)
     async with langgraph(graph_system):
@@ -176,7 +176,7 @@ async def test_failing_agent_fails_only_its_own_task(graph_system: System) -> No
     ].count(bad) == 1
 
 
-async def test_a_worker_that_dies_under_the_spec_is_replaced(graph_system: System) -> None:
+async def test_a_worker_that_dies_under_the_spec_is_replaced(graph_system: GraphSystem) -> None:
     """The first worker dies (its registry record turns failed): the spec goes to a second
     worker, which commits; the task completes and says what happened."""
     project = await graph_system.project("Phoenix", scaffolded=True)
@@ -204,7 +204,7 @@ async def test_a_worker_that_dies_under_the_spec_is_replaced(graph_system: Syste
 
 
 async def test_a_task_whose_workers_keep_dying_fails_after_its_attempts(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """Every worker dies: after `worker_attempts` (2 here) workers the task fails with the
     death of the last one."""
@@ -219,7 +219,7 @@ async def test_a_task_whose_workers_keep_dying_fails_after_its_attempts(
     assert graph_system.workers.count(CreateWorkerCommand) == 2
 
 
-async def progress_messages(graph_system: System, task_id: str) -> list[str]:
+async def progress_messages(graph_system: GraphSystem, task_id: str) -> list[str]:
     """The messages of a task's progress events."""
     bus = Bus(graph_system.redis, actor=Actor.LANGGRAPH)
     return [
@@ -229,7 +229,7 @@ async def progress_messages(graph_system: System, task_id: str) -> list[str]:
     ]
 
 
-async def test_failed_scaffold_fails_the_task(graph_system: System) -> None:
+async def test_failed_scaffold_fails_the_task(graph_system: GraphSystem) -> None:
     """A scaffolder failure fails the task at the scaffold step; no worker is created."""
     project = await graph_system.project("Broken")
     graph_system.scaffolder.fail = True
@@ -241,7 +241,7 @@ async def test_failed_scaffold_fails_the_task(graph_system: System) -> None:
     assert graph_system.workers.count(CreateWorkerCommand) == 0
 
 
-async def test_cancel_stops_the_flow_and_deletes_the_worker(graph_system: System) -> None:
+async def test_cancel_stops_the_flow_and_deletes_the_worker(graph_system: GraphSystem) -> None:
     """Cancelling a task whose agent never answers deletes its worker and ends the flow."""
     project = await graph_system.project("Cancel", scaffolded=True)
     async with langgraph(graph_system):
@@ -257,7 +257,7 @@ async def test_cancel_stops_the_flow_and_deletes_the_worker(graph_system: System
     assert graph_system.workers.live == {}
 
 
-async def test_worker_created_after_cancel_is_deleted(graph_system: System) -> None:
+async def test_worker_created_after_cancel_is_deleted(graph_system: GraphSystem) -> None:
     """Cancelled while its worker was being created: the late worker is deleted at once."""
     project = await graph_system.project("Late", scaffolded=True)
     graph_system.workers.hold_create = asyncio.Event()
@@ -284,7 +284,7 @@ async def test_worker_created_after_cancel_is_deleted(graph_system: System) -> N
     assert graph_system.workers.count(SendMessageCommand) == 0
 
 
-async def test_step_deadline_fails_the_task(graph_system: System) -> None:
+async def test_step_deadline_fails_the_task(graph_system: GraphSystem) -> None:
     """An agent that never answers within the step deadline fails the task, worker deleted."""
     project = await graph_system.project("Slow", scaffolded=True)
     graph_system.settings.timeouts.agent_s = 0.5
@@ -299,7 +299,7 @@ async def test_step_deadline_fails_the_task(graph_system: System) -> None:
 
 
 @pytest.mark.slow
-async def test_fifty_concurrent_flows_complete(graph_system: System) -> None:
+async def test_fifty_concurrent_flows_complete(graph_system: GraphSystem) -> None:
     """50 tasks at once on one project all complete, each landing its own commit on main
     in its turn (merging main first when it moved)."""
     project = await graph_system.project("Busy", scaffolded=True)
@@ -322,7 +322,7 @@ async def test_fifty_concurrent_flows_complete(graph_system: System) -> None:
 
 
 async def test_tasks_of_a_project_run_in_order_each_on_the_previous_commit(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """Three tasks created at once on a project with the default task order: they run one
     after the other, in creation order, and each commit's parent is the previous task's
@@ -344,7 +344,7 @@ async def test_tasks_of_a_project_run_in_order_each_on_the_previous_commit(
     )
 
 
-async def test_a_turn_held_by_an_ended_task_is_broken(graph_system: System) -> None:
+async def test_a_turn_held_by_an_ended_task_is_broken(graph_system: GraphSystem) -> None:
     """The project's integration turn held by a task that no longer runs (its flow lost) is
     broken: the waiting task integrates, then gives the turn back."""
     project = await graph_system.project("Stale turn", scaffolded=True)
@@ -358,7 +358,7 @@ async def test_a_turn_held_by_an_ended_task_is_broken(graph_system: System) -> N
     assert await graph_system.redis.get(f"langgraph:integrate:{project.id}") is None
 
 
-async def test_a_task_waits_for_the_turn_of_a_running_one(graph_system: System) -> None:
+async def test_a_task_waits_for_the_turn_of_a_running_one(graph_system: GraphSystem) -> None:
     """While another running task holds the project's turn, a task waits (main untouched);
     once the turn is given back it integrates."""
     project = await graph_system.project("Queue", scaffolded=True)
@@ -388,7 +388,7 @@ async def test_a_task_waits_for_the_turn_of_a_running_one(graph_system: System) 
     assert len(notes) == 1  # waiting polls without new progress events
 
 
-async def test_cancel_during_the_checks_leaves_main_unchanged(graph_system: System) -> None:
+async def test_cancel_during_the_checks_leaves_main_unchanged(graph_system: GraphSystem) -> None:
     """Cancelled while its checks run: the task ends cancelled, main is where it was, its
     worker is deleted and no integration turn is left behind."""
     project = await graph_system.project("Cancel checks", scaffolded=True)
@@ -409,7 +409,7 @@ async def test_cancel_during_the_checks_leaves_main_unchanged(graph_system: Syst
 
 
 async def test_an_active_project_is_testing_during_checks_then_active_again(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """A deployed (active) project is `developing` while a task runs, `testing` during its
     checks, and `active` again once the task ended."""
@@ -434,7 +434,7 @@ async def test_an_active_project_is_testing_during_checks_then_active_again(
 
 
 async def test_an_answer_handled_again_after_a_crash_records_its_run_once(
-    graph_system: System,
+    graph_system: GraphSystem,
 ) -> None:
     """The answer handler runs twice on the same answer (langgraph died after recording the
     run, before its checkpoint): the API keeps one run; each pass adds the run to the
@@ -466,7 +466,7 @@ async def test_an_answer_handled_again_after_a_crash_records_its_run_once(
     assert [(r.step, r.run_key) for r in runs] == [("fix", f"{task_id}~fix#2")]
 
 
-async def test_two_tasks_started_together_hold_the_monthly_cap(graph_system: System) -> None:
+async def test_two_tasks_started_together_hold_the_monthly_cap(graph_system: GraphSystem) -> None:
     """A user under a $0.50 monthly cap starts two tasks at once: the first to hold its
     share holds all that remains and runs (its agent never answers here), the other fails
     at once with the budget error naming what is held; the worker that runs is told its

@@ -20,13 +20,13 @@ from shared.messaging import Bus
 from shared.registry import Actor
 from tests.backend_template import backend_remote
 from tests.git.fake_github import FakeGitHub
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 
 GITHUB_TOKEN = "ghp_TestToken0123456789abcdef"
 FAKE_AGENT = [sys.executable, str(Path(__file__).resolve().parents[1] / "fake_dev_agent.py")]
 
 
-async def backend_project(graph_system: System, name: str) -> tuple[ProjectDTO, str]:
+async def backend_project(graph_system: GraphSystem, name: str) -> tuple[ProjectDTO, str]:
     """A scaffolded project whose repository holds the backend template; its full name. Its
     engineering tasks may run at once (these tests race tasks on purpose; task order has its
     own tests)."""
@@ -46,13 +46,15 @@ async def backend_project(graph_system: System, name: str) -> tuple[ProjectDTO, 
     return project, full_name
 
 
-async def show(graph_system: System, full_name: str, path: str, rev: str = "main") -> str:
+async def show(graph_system: GraphSystem, full_name: str, path: str, rev: str = "main") -> str:
     """A file of the remote repository at a revision."""
     _, out, _ = await run_git("show", f"{rev}:{path}", cwd=graph_system.git.path_of(full_name))
     return out
 
 
-async def test_an_endpoint_task_passes_its_checks_and_lands_on_main(graph_system: System) -> None:
+async def test_an_endpoint_task_passes_its_checks_and_lands_on_main(
+    graph_system: GraphSystem,
+) -> None:
     """The agent adds /hello; the template's `make test` runs in the workspace (the project
     is `testing` meanwhile) and passes; main fast-forwards to the task's commit; the next
     task's worker starts from that work and lands its own endpoint beside it."""
@@ -97,7 +99,7 @@ async def test_an_endpoint_task_passes_its_checks_and_lands_on_main(graph_system
     assert (await graph_system.admin.get_project(project.id)).status == ProjectStatus.SCAFFOLDED
 
 
-async def test_failing_checks_go_back_to_the_agent_and_are_fixed(graph_system: System) -> None:
+async def test_failing_checks_go_back_to_the_agent_and_are_fixed(graph_system: GraphSystem) -> None:
     """The agent's change breaks the tests; round 1 fails with pytest's output, the agent
     gets it and fixes it, round 2 passes and the fix lands; progress only moves forward."""
     project, full_name = await backend_project(graph_system, "Fixme")
@@ -132,7 +134,9 @@ async def test_failing_checks_go_back_to_the_agent_and_are_fixed(graph_system: S
     assert events[-1].progress_pct == 100
 
 
-async def test_checks_never_fixed_fail_the_task_and_main_is_unchanged(graph_system: System) -> None:
+async def test_checks_never_fixed_fail_the_task_and_main_is_unchanged(
+    graph_system: GraphSystem,
+) -> None:
     """The agent never fixes the tests: after `fix_rounds` (2) the task fails with the
     failing output, and main still points where it did."""
     project, full_name = await backend_project(graph_system, "Broken")
@@ -152,7 +156,9 @@ async def test_checks_never_fixed_fail_the_task_and_main_is_unchanged(graph_syst
     assert graph_system.workers.live == {}
 
 
-async def test_two_tasks_on_the_same_lines_both_land(graph_system: System, tmp_path: Path) -> None:
+async def test_two_tasks_on_the_same_lines_both_land(
+    graph_system: GraphSystem, tmp_path: Path
+) -> None:
     """Two tasks from the same base insert routes at the same place: the first lands, the
     second merges main, gets the conflict, resolves it, passes the checks and lands; main
     holds each change once and the template's tests pass there."""
@@ -179,7 +185,7 @@ async def test_two_tasks_on_the_same_lines_both_land(graph_system: System, tmp_p
 
 
 async def test_an_unresolvable_conflict_fails_only_that_task(
-    graph_system: System, tmp_path: Path
+    graph_system: GraphSystem, tmp_path: Path
 ) -> None:
     """The agent will not resolve the conflict: that task fails naming the file, main keeps
     the other task's work only."""
@@ -204,7 +210,7 @@ async def test_an_unresolvable_conflict_fails_only_that_task(
     assert graph_system.workers.live == {}
 
 
-async def test_pull_requests_need_a_provider_that_has_them(graph_system: System) -> None:
+async def test_pull_requests_need_a_provider_that_has_them(graph_system: GraphSystem) -> None:
     """`integration = pull_request` on local repositories fails the task with a clear error,
     the base untouched."""
     project, full_name = await backend_project(graph_system, "Local PR")
@@ -221,7 +227,7 @@ async def test_pull_requests_need_a_provider_that_has_them(graph_system: System)
 
 
 @pytest.fixture
-async def github(graph_system: System) -> AsyncIterator[tuple[GitHubProvider, FakeGitHub]]:
+async def github(graph_system: GraphSystem) -> AsyncIterator[tuple[GitHubProvider, FakeGitHub]]:
     """A GitHub provider on the fake GitHub, whose repositories are the system's bare ones."""
     fake = FakeGitHub(graph_system.git.root, GITHUB_TOKEN, git_url=graph_system.git.root.as_uri())
     provider = GitHubProvider(
@@ -234,7 +240,7 @@ async def github(graph_system: System) -> AsyncIterator[tuple[GitHubProvider, Fa
 
 
 async def test_on_github_a_pull_request_is_opened_and_merged(
-    graph_system: System, github: tuple[GitHubProvider, FakeGitHub]
+    graph_system: GraphSystem, github: tuple[GitHubProvider, FakeGitHub]
 ) -> None:
     """With the GitHub provider the checked task branch lands through a pull request merged
     by the REST API: main is its merge commit; the result names the pull request."""
@@ -259,7 +265,7 @@ async def test_on_github_a_pull_request_is_opened_and_merged(
 
 
 async def test_integration_pull_request_leaves_the_merge_to_a_person(
-    graph_system: System, github: tuple[GitHubProvider, FakeGitHub]
+    graph_system: GraphSystem, github: tuple[GitHubProvider, FakeGitHub]
 ) -> None:
     """`integration = pull_request`: the pull request is opened, the task completes with its
     URL, and main is untouched."""

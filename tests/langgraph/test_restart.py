@@ -19,14 +19,14 @@ from shared import registry
 from shared.contracts import CreateWorkerCommand, SendMessageCommand, TaskStatus
 from shared.redis_server import free_port
 from tests.langgraph.test_integrate import backend_project, show
-from tests.support.langgraph import System
+from tests.support.langgraph import GraphSystem
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
-async def http_api(graph_system: System) -> AsyncIterator[str]:
+async def http_api(graph_system: GraphSystem) -> AsyncIterator[str]:
     """The system's API app served over real HTTP on a free port; yields its URL."""
     port = free_port()
     config = uvicorn.Config(
@@ -52,7 +52,7 @@ async def http_api(graph_system: System) -> AsyncIterator[str]:
 
 @contextlib.contextmanager
 def langgraph_process(
-    graph_system: System, redis_url: str, api_url: str, log_path: Path
+    graph_system: GraphSystem, redis_url: str, api_url: str, log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m services.langgraph`, configured through its environment."""
     data_dir = graph_system.settings.data_dir
@@ -89,7 +89,7 @@ def langgraph_process(
 
 @pytest.mark.slow
 async def test_sigkill_after_worker_created_resumes_without_second_worker(
-    graph_system: System, redis_url: str, tmp_path: Path
+    graph_system: GraphSystem, redis_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL while the agent works; restarted, the flow completes with one worker only."""
     project = await graph_system.project("Crash", scaffolded=True)
@@ -119,7 +119,7 @@ async def test_sigkill_after_worker_created_resumes_without_second_worker(
     assert graph_system.workers.live == {}
 
 
-async def _reached(graph_system: System, task_id: str, step: str) -> bool:
+async def _reached(graph_system: GraphSystem, task_id: str, step: str) -> bool:
     """True once the task's progress stream names `step` (read without following it)."""
     stream = registry.get("task_progress:{task_id}").format(task_id=task_id)
     entries = await graph_system.redis.xrange(stream) or []
@@ -133,7 +133,7 @@ async def _reached(graph_system: System, task_id: str, step: str) -> bool:
 
 @pytest.mark.slow
 async def test_sigkill_during_checks_ends_the_task_once(
-    graph_system: System, redis_url: str, tmp_path: Path
+    graph_system: GraphSystem, redis_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL while the checks run in the worker; they answer while langgraph is down; the
     restarted flow integrates once: main holds the change once, one checks run."""
@@ -170,7 +170,7 @@ async def test_sigkill_during_checks_ends_the_task_once(
 
 @pytest.mark.slow
 async def test_sigkill_during_integrate_lands_the_change_at_most_once(
-    graph_system: System, redis_url: str, tmp_path: Path
+    graph_system: GraphSystem, redis_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL inside the integration (waiting for the project's turn, held by another
     running task); main is then moved to the task's commit as the killed process could have

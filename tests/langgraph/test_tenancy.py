@@ -26,7 +26,7 @@ from shared.git import GitHubProvider, LocalGitProvider
 from shared.git.naming import repo_full_name
 from tests.git.fake_github import FakeGitHub
 from tests.langgraph.fakes import scaffold_repo
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 
 
 def _refs(bare: Path) -> str:
@@ -36,7 +36,7 @@ def _refs(bare: Path) -> str:
     ).stdout
 
 
-async def _user_token(graph_system: System, telegram_id: int) -> tuple[int, str]:
+async def _user_token(graph_system: GraphSystem, telegram_id: int) -> tuple[int, str]:
     user = await graph_system.admin.create_user(UserCreate(telegram_id=telegram_id))
     async with graph_system.database.sessionmaker() as session:
         _, token = await AuthService(session).create_key("token", "user", user.id)
@@ -45,7 +45,7 @@ async def _user_token(graph_system: System, telegram_id: int) -> tuple[int, str]
 
 
 async def _scaffolded(
-    graph_system: System, owner_id: int, name: str, git: LocalGitProvider
+    graph_system: GraphSystem, owner_id: int, name: str, git: LocalGitProvider
 ) -> ProjectDTO:
     """A project of `owner_id` with its own scaffolded repository, recorded by the system."""
     project = await graph_system.admin.create_project(ProjectCreate(name=name), owner_id=owner_id)
@@ -58,7 +58,7 @@ async def _scaffolded(
     )
 
 
-async def _plant(graph_system: System, project_id: str, url: str) -> None:
+async def _plant(graph_system: GraphSystem, project_id: str, url: str) -> None:
     """Write a repository URL straight into the database (what the API refuses to store)."""
     async with graph_system.database.sessionmaker() as session:
         await session.execute(
@@ -69,7 +69,9 @@ async def _plant(graph_system: System, project_id: str, url: str) -> None:
 
 
 @pytest.fixture
-async def tenants(graph_system: System) -> AsyncIterator[tuple[ApiClient, ProjectDTO, ProjectDTO]]:
+async def tenants(
+    graph_system: GraphSystem,
+) -> AsyncIterator[tuple[ApiClient, ProjectDTO, ProjectDTO]]:
     """User A's client, A's scaffolded project, and user B's scaffolded project."""
     a_id, a_token = await _user_token(graph_system, 5001)
     b_id, _ = await _user_token(graph_system, 5002)
@@ -83,7 +85,7 @@ async def tenants(graph_system: System) -> AsyncIterator[tuple[ApiClient, Projec
 
 
 async def test_the_api_refuses_the_attack(
-    graph_system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
 ) -> None:
     """A's PATCH pointing A's project at B's repository is 403; A's record is unchanged."""
     a, mine, victim = tenants
@@ -93,7 +95,7 @@ async def test_the_api_refuses_the_attack(
 
 
 async def test_the_flows_refuse_a_planted_foreign_repository(
-    graph_system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
 ) -> None:
     """With B's repository URL planted in A's record: A's engineering task and deploy task fail
     naming the mismatch; no worker is created, no port allocated, B's refs are untouched."""
@@ -123,7 +125,7 @@ async def test_the_flows_refuse_a_planted_foreign_repository(
 
 
 async def test_the_flow_refuses_it_with_the_github_provider_too(
-    graph_system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO], tmp_path: Path
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO], tmp_path: Path
 ) -> None:
     """The same planted value with GitHub as the provider: the task fails and not one request
     for B's repository reaches GitHub."""

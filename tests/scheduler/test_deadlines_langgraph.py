@@ -22,12 +22,12 @@ from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import TaskDeadlines
 from tests.langgraph.conftest import graph_system  # noqa: F401 - the fixture
-from tests.support.langgraph import System, langgraph
+from tests.support.langgraph import GraphSystem, langgraph
 
 PAST_DEADLINE_S = TaskDeadlines().engineering_s + 1
 
 
-async def fail_past_deadline(world: System, *, register_workers: bool) -> None:
+async def fail_past_deadline(world: GraphSystem, *, register_workers: bool) -> None:
     """One run of the job on a clock past the task's deadline; with `register_workers`, the
     fake worker-manager's live workers are written to the registry the scheduler reads."""
     settings = SchedulerSettings()
@@ -59,7 +59,7 @@ async def fail_past_deadline(world: System, *, register_workers: bool) -> None:
 
 @pytest.mark.parametrize("agent_answers", ["after its worker is deleted", "with a commit"])
 async def test_the_flow_ends_and_the_deadline_reason_stands(
-    graph_system: System,  # noqa: F811 - the fixture imported above
+    graph_system: GraphSystem,  # noqa: F811 - the fixture imported above
     agent_answers: str,
 ) -> None:
     """The scheduler fails the task while its agent works: whether the agent then fails (its

@@ -55,7 +55,7 @@ def fast_settings(data_dir: Path, **timeouts: float) -> LanggraphSettings:
 
 
 @dataclass
-class System:
+class GraphSystem:
     """Everything a flow test touches."""
 
     redis: aioredis.Redis
@@ -134,7 +134,7 @@ class System:
 
 @contextlib.asynccontextmanager
 async def langgraph(
-    graph_system: System, *, git: GitPort | None = None, **overrides: object
+    graph_system: GraphSystem, *, git: GitPort | None = None, **overrides: object
 ) -> AsyncIterator[LanggraphActor]:
     """The langgraph actor in process, on the system's API (service key), Redis and git
     (or another git provider: a GitHub provider on the fake GitHub)."""
