@@ -61,7 +61,8 @@ test: $(STAMP) $(REDIS62)/bin/redis-server $(AGENT_CLIS_STAMP) ## run the test s
 # suite and what CI runs.
 FAST_TESTS := tests/contracts tests/messaging tests/test_steps.py tests/test_support.py \
 	tests/test_registry.py tests/api/test_openapi.py tests/api/test_auth.py tests/api/test_tasks.py \
-	tests/api/test_projects.py tests/api/test_servers.py \
+	tests/api/test_projects.py tests/api/test_servers.py tests/test_readme.py tests/test_lint_scope.py \
+	tests/langgraph/test_units.py tests/chat/test_cli_chat.py tests/chat/test_correlation.py \
 	--ignore=tests/messaging/test_cli_queues.py --ignore=tests/messaging/test_bench_bus.py
 
 test-fast: $(STAMP) ## the fast tier: unit and in-process tests (under 2 minutes)

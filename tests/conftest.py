@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
-import random
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.redis_server import RedisServer, port_free
+from shared.redis_server import RedisServer
 from tests import docker_engine as docker_engines
 from tests.docker_engine import Engine
-
-
-def local_ports_env(count: int = 20) -> str:
-    """`ORCHESTRATOR_LOCAL_PORTS` for a test's `orchestrator up`: `count` ports free right now,
-    away from the default range a user's own system deploys to (10000-10999)."""
-    for _ in range(100):
-        first = random.randrange(20_000, 30_000 - count)
-        if all(port_free(port) for port in range(first, first + count)):
-            return f"[{first}, {first + count - 1}]"
-    raise RuntimeError(f"no {count} free ports in a row between 20000 and 30000")
+from tests.support.docker import docker_unavailable
+from tests.support.system import UpSystem
 
 
 @pytest.fixture(scope="session")
@@ -56,13 +49,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-def _docker_unavailable(message: str) -> None:
-    """Skip with the reason, or fail when the run requires Docker (CI: REQUIRE_DOCKER=1)."""
-    if os.environ.get("REQUIRE_DOCKER") == "1":
-        pytest.fail(f"{message} (REQUIRE_DOCKER=1)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Engine]:
     """A real Docker engine (found, or installed and started: tests/docker_engine.py); the
@@ -70,7 +56,7 @@ def docker_engine() -> Iterator[Engine]:
     try:
         engine = docker_engines.acquire()
     except docker_engines.EngineUnavailableError as exc:
-        _docker_unavailable(f"no Docker engine: {exc}")
+        docker_unavailable(f"no Docker engine: {exc}")
     try:
         yield engine
     finally:
@@ -85,7 +71,7 @@ def worker_image(docker_engine: Engine) -> str:
     try:
         docker_engines.install_missing("mmdebstrap")
     except docker_engines.EngineUnavailableError as exc:
-        _docker_unavailable(f"cannot build the base image: {exc}")
+        docker_unavailable(f"cannot build the base image: {exc}")
     client = docker_engine.client()
     try:
         base = images.ensure_base_image(client)
@@ -95,3 +81,13 @@ def worker_image(docker_engine: Engine) -> str:
     for report in (base, worker):
         print(f"\n{report.image}: {report.action} in {report.seconds:.1f} s")
     return worker.image
+
+
+@pytest.fixture
+def up_system(tmp_path: Path) -> Iterator[UpSystem]:
+    """`orchestrator up` on a fresh data directory, on its embedded defaults; imports allowed
+    from `tmp_path / "sources"`. Like `make up`, it runs with the venv off its PATH (the
+    system must not rely on it: a deployed project's bare `python` once did)."""
+    settings = {"ORCHESTRATOR_API__IMPORT_ROOTS": json.dumps([str(tmp_path / "sources")])}
+    with UpSystem(tmp_path, settings=settings, venv_on_path=False) as system:
+        yield system

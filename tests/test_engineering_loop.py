@@ -6,11 +6,8 @@ starts from it, and a deploy serves both endpoints."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,73 +15,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import local_ports_env
-from tests.telegram_bot.test_whole_system import _reap
-from tests.test_quickstart import ROOT, VENV_BIN, System, _healthy
+from tests.support.system import ROOT, UpSystem
 
 FAKE_AGENT = ROOT / "tests" / "fake_dev_agent.py"
 
 
 @pytest.fixture
-def loop_system(tmp_path: Path) -> Iterator[System]:
+def loop_system(tmp_path: Path) -> Iterator[UpSystem]:
     """`orchestrator up` whose workers run the fake agent CLI through the command adapter."""
-    from shared.redis_server import free_port
-
-    data_dir = tmp_path / "var"
-    port = free_port()
-    env = {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "ORCHESTRATOR_DATA_DIR": str(data_dir),
-        "ORCHESTRATOR_API__PORT": str(port),
-        "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
-        "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
+    settings = {
         "ORCHESTRATOR_WORKERS__ADAPTER": "command",
         "ORCHESTRATOR_WORKERS__COMMAND_TEMPLATE": json.dumps([sys.executable, str(FAKE_AGENT)]),
         # its own manager id: another run's `up` on this host never adopts its workers
         "ORCHESTRATOR_WORKERS__MANAGER_ID": f"loop-{uuid.uuid4().hex[:8]}",
-        "COLUMNS": "200",
     }
-    log = (tmp_path / "up.log").open("wb")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "orchestrator"), "up"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not (data_dir / "secrets" / "cli.key").exists() or not _healthy(port):
-            assert process.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "orchestrator up did not come up in 90 s"
-            time.sleep(0.3)
-        yield System(data_dir, env)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        _reap(data_dir)
+    with UpSystem(tmp_path, settings=settings) as system:
+        yield system
 
 
-def _task(system: System, project_id: str, spec: str) -> dict[str, object]:
-    created = system.cli("task", "create", project_id, "--spec", spec, "--json")
-    assert created.returncode == 0, created.stderr
-    task_id = json.loads(created.stdout)["id"]
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    shown: dict[str, object] = json.loads(system.cli("task", "show", task_id, "--json").stdout)
-    return shown
+def _task(system: UpSystem, project_id: str, spec: str) -> dict[str, object]:
+    return dict(system.finish(project_id, "--spec", spec).shown)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-def test_two_tasks_land_on_main_and_a_deploy_serves_both(loop_system: System) -> None:
+def test_two_tasks_land_on_main_and_a_deploy_serves_both(loop_system: UpSystem) -> None:
     """Task 1 adds /hello, its checks pass in the worker, it lands on main; task 2's worker
     starts from it and adds /bye; the deploy then answers both endpoints."""
     system = loop_system
@@ -116,13 +71,6 @@ def test_two_tasks_land_on_main_and_a_deploy_serves_both(loop_system: System) ->
     assert "checks #1" in shown.stdout
     assert "passed after spec" in shown.stdout
 
-    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
     assert httpx.get(f"{url.rstrip('/')}/hello", timeout=5).json() == {"hello": "world"}
     assert httpx.get(f"{url.rstrip('/')}/bye", timeout=5).json() == {"bye": "ciao"}

@@ -15,9 +15,7 @@ import pytest
 from services.scaffolder.render import CopierRenderer, render_project
 from services.scaffolder.settings import TEMPLATES_DIR
 from tests.api.test_project_import import _git
-from tests.test_quickstart import System, system  # the fixture
-
-__all__ = ["system"]
+from tests.support.system import UpSystem
 
 
 def _existing_app(root: Path) -> Path:
@@ -48,15 +46,17 @@ def _existing_app(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_an_imported_repository_is_developed_and_deployed(system: System, tmp_path: Path) -> None:
+def test_an_imported_repository_is_developed_and_deployed(
+    up_system: UpSystem, tmp_path: Path
+) -> None:
     """import → the project is scaffolded with the source's history on main → an engineering
     task commits on top of it → a deploy serves it (the new /hello answers)."""
     source = _existing_app(tmp_path / "sources")
-    refused = system.cli("project", "import", "bad", "--repo", "--upload-pack=touch", "--json")
+    refused = up_system.cli("project", "import", "bad", "--repo", "--upload-pack=touch", "--json")
     assert refused.returncode != 0
     assert "repo_url" in refused.stderr
     assert "must not start with '-'" in refused.stderr
-    imported = system.cli("project", "import", "legacy", "--repo", str(source), "--json")
+    imported = up_system.cli("project", "import", "legacy", "--repo", str(source), "--json")
     assert imported.returncode == 0, imported.stderr
     project = json.loads(imported.stdout)
     assert project["status"] == "scaffolded"
@@ -64,14 +64,8 @@ def test_an_imported_repository_is_developed_and_deployed(system: System, tmp_pa
     heads = _git("ls-remote", project["repository_url"])
     assert f"{original}\trefs/heads/main" in heads
 
-    task = system.cli("task", "create", project["id"], "--spec", "add a /hello endpoint", "--json")
-    assert task.returncode == 0, task.stderr
-    task_id = json.loads(task.stdout)["id"]
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    commit = json.loads(system.cli("task", "show", task_id, "--json").stdout)["result"][
-        "commit_sha"
-    ]
+    task = up_system.finish(project["id"], "--spec", "add a /hello endpoint")
+    commit = task.result["commit_sha"]
     log = subprocess.run(
         ["git", "--git-dir", project["repository_url"].removeprefix("file://"), "log",
          "--format=%H", "main"],
@@ -80,13 +74,7 @@ def test_an_imported_repository_is_developed_and_deployed(system: System, tmp_pa
     assert log[0] == commit
     assert original in log  # developed on top of the imported history
 
-    deploy = system.cli("task", "create", project["id"], "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    deploy = up_system.finish(project["id"], "--type", "deploy", timeout_s=200)
+    url = deploy.result["deployed_url"]
     hello = httpx.get(f"{url.rstrip('/')}/hello", timeout=5)
     assert (hello.status_code, hello.json()) == (200, {"message": "Hello from /hello!"})

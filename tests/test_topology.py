@@ -42,7 +42,7 @@ from shared.messaging import Bus
 from shared.redis_server import RedisServer
 from shared.registry import Actor
 from shared.settings import Settings
-from tests.api.conftest import _create_pg_database, _drop_pg_database
+from tests.support.api import create_pg_database, drop_pg_database
 
 pytestmark = [
     pytest.mark.slow,
@@ -106,7 +106,7 @@ def kill(system: Any, name: str) -> None:
 def postgres_database() -> Any:
     """A migrated PostgreSQL database of its own."""
     try:
-        url = asyncio.run(_create_pg_database())
+        url = asyncio.run(create_pg_database())
     except (OSError, TimeoutError, Exception) as error:
         if os.environ.get("REQUIRE_POSTGRES") == "1":
             pytest.fail(f"PostgreSQL unreachable: {error!r} (REQUIRE_POSTGRES=1)")
@@ -114,7 +114,7 @@ def postgres_database() -> Any:
     try:
         yield url
     finally:
-        asyncio.run(_drop_pg_database(url))
+        asyncio.run(drop_pg_database(url))
 
 
 async def _drive(system: Any, redis_url: str, database_url: str) -> dict[str, Any]:

@@ -117,6 +117,19 @@ def project_table(projects: Sequence[ProjectDTO], *, title: str = "Projects") ->
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _modules(modules: str) -> list[str]:
+    """The `--modules` list; exit 2 naming the unknown ones (or that none was given)."""
+    wanted = [part.strip() for part in modules.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in MODULES]
+    if unknown or not wanted:
+        err.print(
+            f"[red]error[/] --modules: unknown module(s) {', '.join(unknown) or '(none given)'}"
+            f" (known: {', '.join(MODULES)})"
+        )
+        raise typer.Exit(2)
+    return wanted
+
+
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Project name.")],
@@ -130,14 +143,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a draft project with its modules (`--modules backend,telegram`)."""
-    wanted = [part.strip() for part in modules.split(",") if part.strip()]
-    unknown = [part for part in wanted if part not in MODULES]
-    if unknown or not wanted:
-        err.print(
-            f"[red]error[/] --modules: unknown module(s) {', '.join(unknown) or '(none given)'}"
-            f" (known: {', '.join(MODULES)})"
-        )
-        raise typer.Exit(2)
+    wanted = _modules(modules)
     body = ProjectCreateBody.model_validate(
         {"name": name, "description": description, "modules": wanted}
     )
@@ -167,14 +173,7 @@ def import_(
 ) -> None:
     """Create a project from an existing git repository (not scaffolded): its branches are
     mirrored into the project's own repository, ready for tasks and deploys."""
-    wanted = [part.strip() for part in modules.split(",") if part.strip()]
-    unknown = [part for part in wanted if part not in MODULES]
-    if unknown or not wanted:
-        err.print(
-            f"[red]error[/] --modules: unknown module(s) {', '.join(unknown) or '(none given)'}"
-            f" (known: {', '.join(MODULES)})"
-        )
-        raise typer.Exit(2)
+    wanted = _modules(modules)
     local = Path(repo).expanduser()
     if "://" not in repo and not repo.startswith("-") and local.exists():
         repo = str(local.resolve())  # the API resolves nothing relative to this shell

@@ -18,7 +18,7 @@ from services.worker_manager.errors import InvalidWorkerConfigError
 from services.worker_manager.settings import WorkerManagerSettings
 from services.worker_wrapper.agents import ClaudeCodeAgent, CodexAgent, build_agent
 from services.worker_wrapper.settings import WrapperSettings
-from tests.agents.conftest import PLANTED_KEY
+from tests.support.agents import PLANTED_KEY
 
 
 def test_named_credentials_pass_when_set_and_only_then() -> None:

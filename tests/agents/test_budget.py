@@ -14,8 +14,8 @@ import pytest
 from services.worker_wrapper.agents import AgentRequest, ClaudeCodeAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.pricing import Budget, Price, PriceTable
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, serve_openai
+from tests.support.agents import PLANTED_KEY
 from tests.workers.helpers import processes_with
 
 EnvFactory = Callable[..., dict[str, str]]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from services.cli.main import app
 from services.cli.up import _agent_lines
 from services.settings import SystemSettings
-from tests.agents.conftest import AGENT_BIN, PLANTED_KEY
+from tests.support.agents import AGENT_BIN, PLANTED_KEY
 
 _AGENT_VARIABLES = (
     "ANTHROPIC_API_KEY",

@@ -19,8 +19,8 @@ import pytest
 from services.worker_manager.agent_env import git_identity_env
 from services.worker_manager.settings import WorkerManagerSettings
 from services.worker_wrapper.agents import AgentActivity, AgentRequest, FactoryDroidAgent
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
+from tests.support.agents import PLANTED_KEY
 from tests.workers.helpers import git, make_repo_with_remote
 
 EnvFactory = Callable[..., dict[str, str]]

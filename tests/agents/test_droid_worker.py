@@ -18,10 +18,10 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
 from tests.agents.test_droid_cli import GIT_STEPS, execute
 from tests.agents.test_worker_real_cli import progress_text, redis_text, wrapper_log
+from tests.support.agents import PLANTED_KEY
 from tests.workers.conftest import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote, processes_with
 

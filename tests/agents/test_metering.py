@@ -15,7 +15,6 @@ from services.worker_wrapper.agents import AgentRequest, CodexAgent
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.metering import UsageRelay, usage_record
 from shared.redis_server import free_port
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import (
     Failure,
     ModelScript,
@@ -25,6 +24,7 @@ from tests.agents.fake_models import (
     serve_openai,
 )
 from tests.agents.test_codex_cli import MODEL, codex_env
+from tests.support.agents import PLANTED_KEY
 
 EnvFactory = Callable[..., dict[str, str]]
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_openai
 from tests.agents.system import ADD_ROUTE, agent_system
-from tests.test_quickstart import System
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.system import UpSystem
 
 MODEL = "scripted-model"
 """A model name Codex does not know: it then offers plain function tools (exec_command)."""
 
 
 @pytest.fixture
-def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
+def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[UpSystem, ModelScript]]:
     """`orchestrator up` whose developer agent is the real `codex` against a scripted model."""
     codex = cli_path("codex")
     script = ModelScript(
@@ -56,19 +56,13 @@ def codex_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mod
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_real_codex_develops_and_the_project_deploys(
-    codex_system: tuple[System, ModelScript],
+    codex_system: tuple[UpSystem, ModelScript],
 ) -> None:
     """task create → the real Codex's commit on the remote → task completed → deploy → URL."""
     system, script = codex_system
-    created = system.cli("project", "create", "shop", "--json")
-    assert created.returncode == 0, created.stderr
-    project_id = json.loads(created.stdout)["id"]
-    task = system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
-    assert task.returncode == 0, task.stderr
-    task_id = json.loads(task.stdout)["id"]
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    shown = json.loads(system.cli("task", "show", task_id, "--json").stdout)
+    project_id = system.project("shop")
+    task = system.finish(project_id, "--spec", "add a /hello endpoint")
+    task_id, watched, shown = task.id, task.watched, task.shown
     commit, branch = shown["result"]["commit_sha"], shown["result"]["branch"]
     assert any(path.endswith("app/main.py") for path in shown["result"]["files_changed"])
     project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
@@ -95,12 +89,5 @@ def test_real_codex_develops_and_the_project_deploys(
     assert (spec_run["input_tokens"], spec_run["output_tokens"]) == (200, 40)
     assert spec_run["cost_usd"] == pytest.approx((200 * 15 + 40 * 75) / 1e6)
 
-    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
+    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
     assert httpx.get(url, timeout=5).status_code == 200

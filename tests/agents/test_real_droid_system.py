@@ -16,18 +16,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, serve_anthropic
 from tests.agents.system import ADD_ROUTE, agent_system
 from tests.agents.test_droid_cli import execute
-from tests.test_quickstart import System
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.system import UpSystem
 
 EDIT = ADD_ROUTE.split("\ngit add", 1)[0]
 """The route above the template's marker (the Python part of the shared script)."""
 
 
 @pytest.fixture
-def droid_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, ModelScript]]:
+def droid_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[UpSystem, ModelScript]]:
     """`orchestrator up` whose developer agent is the real `droid` on a scripted model."""
     droid = cli_path("droid")
     steps = (
@@ -60,7 +60,7 @@ def droid_system(tmp_path: Path, empty_home: Path) -> Iterator[tuple[System, Mod
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_real_droid_develops_and_the_project_deploys(
-    droid_system: tuple[System, ModelScript],
+    droid_system: tuple[UpSystem, ModelScript],
 ) -> None:
     """task create → the real droid's commit on the remote → task completed → deploy → URL."""
     system, script = droid_system

@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import Failure, ModelScript, serve_anthropic, serve_openai
 from tests.agents.system import agent_system
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.system import UpSystem
 from tests.support.waiting import eventually
-from tests.test_quickstart import System
 
 AGENT_TIMEOUT_S = 20
 """The agent's step timeout of the hanging case (`ORCHESTRATOR_LANGGRAPH__TIMEOUTS__AGENT_S`)."""
@@ -52,7 +52,7 @@ CASES = {
 @pytest.fixture(params=list(CASES))
 def failing_model_system(
     request: pytest.FixtureRequest, tmp_path: Path, empty_home: Path
-) -> Iterator[tuple[System, ModelScript, Case]]:
+) -> Iterator[tuple[UpSystem, ModelScript, Case]]:
     """`orchestrator up` whose real `claude` meets a model that fails every request the way
     the parameter's case says."""
     case = CASES[request.param]
@@ -89,7 +89,7 @@ def agent_processes(root: Path, cli: str = "claude") -> list[psutil.Process]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_failing_model_fails_the_task_with_a_clear_error(
-    failing_model_system: tuple[System, ModelScript, Case],
+    failing_model_system: tuple[UpSystem, ModelScript, Case],
 ) -> None:
     """task create → every model call fails (500, 529, a dropped stream, a stream that
     hangs past the agent's timeout) → the task is failed, its error says why, no secret is
@@ -137,7 +137,7 @@ CODEX_CASES = {
 @pytest.fixture(params=list(CODEX_CASES))
 def failing_codex_system(
     request: pytest.FixtureRequest, tmp_path: Path, empty_home: Path
-) -> Iterator[tuple[System, ModelScript]]:
+) -> Iterator[tuple[UpSystem, ModelScript]]:
     """`orchestrator up` whose developer agent is the real `codex` (mapped from
     claude-code), its Responses API failing every request as the parameter says."""
     codex = cli_path("codex")
@@ -158,7 +158,7 @@ def failing_codex_system(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_failing_model_fails_the_codex_task_with_a_clear_error(
-    failing_codex_system: tuple[System, ModelScript],
+    failing_codex_system: tuple[UpSystem, ModelScript],
 ) -> None:
     """The same with Codex: HTTP 500 or a dropped stream on every request → the task is
     failed with "the model API failed", no secret in it, no `codex` process left."""

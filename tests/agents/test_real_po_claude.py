@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from services.cli.chat import run_chat
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
-from tests.agents.conftest import PLANTED_KEY, cli_path
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, session_of
 from tests.chat.system import ChatSystem, chat_system
-from tests.chat.test_cli_chat import Script
 from tests.chat.test_real_po_worker import manager_system_settings
+from tests.support.agents import PLANTED_KEY, cli_path
+from tests.support.chat import start_chat
 from tests.support.waiting import eventually
 
 MANAGER_ID = "agents-po-test-manager"
@@ -99,19 +98,10 @@ async def test_claude_po_creates_the_project_and_task_from_free_text(
     """Free text in the chat; the real CLI runs `orchestrator` (found on its PATH without the
     virtualenv) with the PO's scoped token; the model's answer is the chat's reply."""
     system, script = claude_po_system
-    out: list[str] = []
-    lines = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            system.settings,
-            system.redis_url,
-            lines=lines.lines(),
-            write=out.append,
-            telegram_id=7117,
-            options=ChatOptions(answer_timeout_s=90, liveness_poll_s=0.3),
-            notify_poll_s=0.2,
-        )
+    local = start_chat(
+        system, telegram_id=7117, options=ChatOptions(answer_timeout_s=90, liveness_poll_s=0.3)
     )
+    out, lines, chat = local.out, local.script, local.task
     try:
         await lines.queue.put("I'd like a small website about my garden that lists my plants")
         await eventually(
@@ -147,19 +137,10 @@ async def test_a_second_message_resumes_the_claude_po_session(
     model's request for it belongs to the first message's session (the session id the CLI
     sends with each request) and carries the first exchange; no second project is made."""
     system, script = claude_po_system
-    out: list[str] = []
-    lines = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            system.settings,
-            system.redis_url,
-            lines=lines.lines(),
-            write=out.append,
-            telegram_id=7118,
-            options=ChatOptions(answer_timeout_s=90, liveness_poll_s=0.3),
-            notify_poll_s=0.2,
-        )
+    local = start_chat(
+        system, telegram_id=7118, options=ChatOptions(answer_timeout_s=90, liveness_poll_s=0.3)
     )
+    out, lines, chat = local.out, local.script, local.task
     try:
         await lines.queue.put("I'd like a small website about my garden that lists my plants")
         await eventually(

@@ -21,7 +21,6 @@ from services.worker_manager.errors import InvalidWorkerConfigError
 from services.worker_manager.settings import WorkerManagerSettings
 from services.worker_wrapper.agents import AgentRequest, ClaudeCodeAgent
 from services.worker_wrapper.agents.base import ignore_activity
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import (
     Failure,
     ModelScript,
@@ -30,7 +29,8 @@ from tests.agents.fake_models import (
     serve_anthropic,
     serve_openai,
 )
-from tests.workers.conftest import Client
+from tests.support.agents import PLANTED_KEY
+from tests.support.workers import Client
 from tests.workers.helpers import git, make_repo_with_remote, read_text
 
 if os.geteuid() != 0:
@@ -179,7 +179,7 @@ async def test_worker_runs_its_agent_as_the_agent_user(
 ) -> None:
     """`agent_user=nobody`: the manager hands the workspace and a HOME in the session
     directory to nobody; the real claude commits, pushes and resumes as nobody."""
-    from tests.agents.conftest import OwnManagerRunner
+    from tests.support.agents import OwnManagerRunner
 
     assert isinstance(manager, OwnManagerRunner)
     (open_dir / "repos").mkdir()
@@ -271,8 +271,8 @@ async def test_droid_worker_runs_as_the_agent_user(
 ) -> None:
     """`agent_user=nobody` with the real droid on the system's BYOK model: the Factory home
     the adapter writes is nobody's, and droid creates, commits and pushes as nobody."""
-    from tests.agents.conftest import OwnManagerRunner
     from tests.agents.test_droid_cli import execute
+    from tests.support.agents import OwnManagerRunner
 
     assert isinstance(manager, OwnManagerRunner)
     (open_dir / "repos").mkdir()

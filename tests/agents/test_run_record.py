@@ -14,9 +14,9 @@ from services.worker_wrapper.agents import AgentRequest, ClaudeCodeAgent, CodexA
 from services.worker_wrapper.agents.base import ignore_activity
 from services.worker_wrapper.agents.pricing import Price, PriceTable
 from services.worker_wrapper.service import run_record
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic, serve_openai
 from tests.agents.test_codex_cli import MODEL, codex_env, shell
+from tests.support.agents import PLANTED_KEY
 
 EnvFactory = Callable[..., dict[str, str]]
 PRICES = PriceTable(

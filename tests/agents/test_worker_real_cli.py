@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 from services.worker_manager.registry import WorkerRecord
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import (
     Failure,
     ModelScript,
@@ -25,7 +24,8 @@ from tests.agents.fake_models import (
     serve_anthropic,
     serve_openai,
 )
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.agents import PLANTED_KEY
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote, processes_with, read_text
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from services.api.auth.models import ApiKey
 from shared.api_client import ForbiddenError, NotFoundError, UnauthorizedError, ValidationError
 from shared.api_client.schemas import ApiKeyCreate, ServerCreate
 from shared.contracts import ProjectCreate, TaskCreate, TaskType
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 
 async def test_health_needs_no_credential(api: ApiHarness) -> None:

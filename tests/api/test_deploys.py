@@ -21,8 +21,8 @@ from shared.api_client import (
 from shared.api_client.schemas import DeployOutcome, DeployRecord, ProjectUpdate
 from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskType
 from shared.deploys import commit_of_spec
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
+from tests.support.api import ApiHarness
 
 SHA_A = "a" * 40
 SHA_B = "b" * 39 + "1"

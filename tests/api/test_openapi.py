@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from services.api.openapi import openapi_document, render
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 

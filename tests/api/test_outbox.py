@@ -18,7 +18,7 @@ from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, Task
 from shared.messaging import Bus, Envelope, decode_message
 from shared.messaging.envelope import envelope_fields
 from shared.redis_server import RedisServer
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue")

@@ -13,8 +13,8 @@ from shared import registry
 from shared.contracts import TaskStatus, TaskType
 from shared.messaging import Bus, PublishError
 from shared.redis_server import free_port
-from tests.api.conftest import ApiHarness
 from tests.api.test_outbox import create_tasks
+from tests.support.api import ApiHarness
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:

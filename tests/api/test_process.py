@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 
 from services.api.db import Database
 from shared import registry
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
 from tests.api.test_outbox import has_entries, stream_messages
+from tests.support.api import ApiHarness
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -19,7 +19,7 @@ from shared.contracts import ProjectStatus
 from shared.git import LocalGitProvider
 from shared.git.naming import repo_name
 from shared.redis_server import free_port
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 OWNER = "projects"
 

@@ -13,8 +13,8 @@ from services.cli.main import app
 from shared.api_client import ConflictError, ValidationError
 from shared.api_client.schemas import ProjectUpdate, ServerCreate, ServerStatus
 from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskType
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
+from tests.support.api import ApiHarness
 
 
 async def test_create_list_filter_paginate(api: ApiHarness) -> None:

@@ -16,7 +16,7 @@ from services.api.db import Database, utc_now
 from shared.api_client import NotFoundError, UnauthorizedError
 from shared.api_client.schemas import ApiKeyCreate
 from shared.contracts import ProjectCreate, TaskCreate, TaskDTO, TaskType
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 
 async def _revoke_in_database(database: Database, secret: str) -> None:

@@ -9,7 +9,7 @@ from shared.api_client import ForbiddenError, ValidationError
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import ProjectCreate
 from shared.git.naming import repo_name
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 
 async def test_a_user_cannot_set_the_repository_of_their_own_project(api: ApiHarness) -> None:

@@ -17,8 +17,8 @@ from shared.api_client import ApiClient, ConflictError, ForbiddenError, NotFound
 from shared.api_client import ValidationError as ApiValidationError
 from shared.api_client.schemas import AgentRunCreate, AgentToolCallBody, ProjectUpdate, TaskUpdate
 from shared.contracts import ProjectCreate, TaskCreate, TaskStatus, TaskType
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
+from tests.support.api import ApiHarness
 
 
 def _run(cost: float, *, step: str = "send_spec", tokens: int = 1000) -> AgentRunCreate:

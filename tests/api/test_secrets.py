@@ -29,8 +29,8 @@ from shared.secret_box import (
     secret_box_from_settings,
 )
 from shared.settings import SecretsSettings, Settings
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
+from tests.support.api import ApiHarness
 
 PLANTED = "tok-PLANTED-5b8e21c0d7"
 
@@ -262,6 +262,10 @@ def test_cli_sets_from_stdin_lists_rotates_and_removes(tmp_path: Path) -> None:
         unknown = CliRunner().invoke(app, ["project", "create", "x", "--modules", "web"], env=env)
         assert unknown.exit_code == 2
         assert "unknown module(s) web" in unknown.stderr
+        no_module = ["project", "import", "x", "--repo", "/nowhere", "--modules", " , "]
+        unknown = CliRunner().invoke(app, no_module, env=env)
+        assert unknown.exit_code == 2
+        assert "unknown module(s) (none given)" in unknown.stderr
         secret = ["project", "secret"]
         set_ = CliRunner().invoke(
             app, [*secret, "set", project["id"], "BOT_TOKEN"], input=PLANTED + "\n", env=env

@@ -9,7 +9,7 @@ import pytest
 from shared.api_client import ConflictError, NotFoundError
 from shared.api_client.schemas import ServerCreate, ServerStatus, ServerUpdate
 from shared.contracts import ProjectCreate
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 CONCURRENT = 12
 

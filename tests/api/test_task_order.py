@@ -18,9 +18,9 @@ from shared import registry
 from shared.api_client import ConflictError, ValidationError
 from shared.api_client.schemas import ProjectUpdate, TaskUpdate
 from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, TaskStatus, TaskType
-from tests.api.conftest import ApiHarness
 from tests.api.process import ApiProcess
 from tests.api.test_outbox import has_entries, stream_messages
+from tests.support.api import ApiHarness
 from tests.support.waiting import eventually
 
 STREAM = registry.get("engineering:queue").name

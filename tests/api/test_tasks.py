@@ -24,7 +24,7 @@ from shared.contracts import (
     TaskType,
 )
 from shared.settings import TaskDeadlines
-from tests.api.conftest import ApiHarness
+from tests.support.api import ApiHarness
 
 
 async def _outbox(api: ApiHarness) -> list[OutboxMessage]:

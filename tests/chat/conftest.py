@@ -11,10 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.chat.system import ChatSystem, chat_system
+from tests.support.waiting import background_tasks
 
 
 @pytest.fixture
-async def system(
+async def po_system(
     tmp_path: Path, redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[ChatSystem]:
     """The API on SQLite with its outbox relay, a fake worker-manager and a fake langgraph."""
@@ -23,13 +24,7 @@ async def system(
 
 
 @pytest.fixture
-async def background(system: ChatSystem) -> AsyncIterator[list[asyncio.Task[Any]]]:
+async def background(po_system: ChatSystem) -> AsyncIterator[list[asyncio.Task[Any]]]:
     """Tasks a test starts; cancelled before the system stops, even when the test failed."""
-    tasks: list[asyncio.Task[Any]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    if tasks:  # bounded: a stuck shutdown shows up as a warning, not a hung suite
-        done, stuck = await asyncio.wait(tasks, timeout=20)
-        await asyncio.gather(*done, return_exceptions=True)
-        assert not stuck, f"tasks did not stop: {stuck}"
+    async with background_tasks() as tasks:
+        yield tasks

@@ -14,12 +14,12 @@ from shared.contracts import TaskType
 from tests.chat.system import ChatSystem
 
 
-async def _token(system: ChatSystem, telegram_id: int) -> str:
-    return (await _user_token(system, telegram_id))[1]
+async def _token(po_system: ChatSystem, telegram_id: int) -> str:
+    return (await _user_token(po_system, telegram_id))[1]
 
 
-async def _user_token(system: ChatSystem, telegram_id: int) -> tuple[int, str]:
-    async with system.api() as api:
+async def _user_token(po_system: ChatSystem, telegram_id: int) -> tuple[int, str]:
+    async with po_system.api() as api:
         user = await api.create_user(UserCreate(telegram_id=telegram_id))
         created = await api.create_key(ApiKeyCreate(name="po", scope="user", user_id=user.id))
     return user.id, created.key
@@ -38,13 +38,13 @@ async def _ask(env: dict[str, str], workspace: Path, prompt: str) -> AgentResult
 
 
 async def test_the_grammar_creates_switches_develops_and_reports(
-    system: ChatSystem, tmp_path: Path
+    po_system: ChatSystem, tmp_path: Path
 ) -> None:
     """Each phrase of the grammar does its API call as the user and says so."""
     env = {
         PROFILE_ENV: PO_PROFILE,
-        PO_API_URL_ENV: system.settings.api.base_url,
-        PO_API_TOKEN_ENV: await _token(system, 31),
+        PO_API_URL_ENV: po_system.settings.api.base_url,
+        PO_API_TOKEN_ENV: await _token(po_system, 31),
     }
     answers = [
         (await _ask(env, tmp_path, prompt)).response or ""
@@ -73,14 +73,14 @@ async def test_the_grammar_creates_switches_develops_and_reports(
 
 
 async def test_a_name_the_api_refuses_is_answered_with_why(
-    system: ChatSystem, tmp_path: Path
+    po_system: ChatSystem, tmp_path: Path
 ) -> None:
     """An over-long or multi-line project name gets a plain answer naming the problem; the
     conversation goes on (the next valid request works)."""
     env = {
         PROFILE_ENV: PO_PROFILE,
-        PO_API_URL_ENV: system.settings.api.base_url,
-        PO_API_TOKEN_ENV: await _token(system, 32),
+        PO_API_URL_ENV: po_system.settings.api.base_url,
+        PO_API_TOKEN_ENV: await _token(po_system, 32),
     }
     too_long = await _ask(env, tmp_path, "create project " + "x" * 300)
     assert too_long.status == "success"
@@ -105,14 +105,14 @@ async def test_other_profiles_get_the_plain_builtin_agent(tmp_path: Path) -> Non
 
 
 async def test_a_project_with_a_bot_and_its_secret_names(
-    system: ChatSystem, tmp_path: Path
+    po_system: ChatSystem, tmp_path: Path
 ) -> None:
     """ "create project shop with a telegram bot" records both modules and names the token it
     needs; "secrets" lists names only, never a value."""
-    token = await _token(system, 33)
+    token = await _token(po_system, 33)
     env = {
         PROFILE_ENV: PO_PROFILE,
-        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_URL_ENV: po_system.settings.api.base_url,
         PO_API_TOKEN_ENV: token,
     }
     created = (await _ask(env, tmp_path, "create project shop with a telegram bot")).response
@@ -127,7 +127,7 @@ async def test_a_project_with_a_bot_and_its_secret_names(
     assert "modules backend)" in plain
     assert "BOT_TOKEN" not in plain
     assert "secrets" in ((await _ask(env, tmp_path, "help")).response or "")
-    async with ApiClient(system.settings.api.base_url, key=token) as api:
+    async with ApiClient(po_system.settings.api.base_url, key=token) as api:
         projects = {p.name: p for p in (await api.list_projects()).items}
         assert (await api.get_project(projects["shop"].id)).modules == ["backend", "telegram"]
         assert (await api.get_project(projects["site"].id)).modules == ["backend"]
@@ -142,22 +142,22 @@ async def test_a_project_with_a_bot_and_its_secret_names(
 
 
 async def test_a_user_over_the_monthly_cap_is_told_the_budget_is_exceeded(
-    system: ChatSystem, tmp_path: Path
+    po_system: ChatSystem, tmp_path: Path
 ) -> None:
     """`develop ...` for a user whose month spend reached their cap: the PO's reply says
     "budget exceeded" with the spend and the cap, and no task is created; once an admin
     raises the cap, the same phrase starts the task."""
-    user_id, token = await _user_token(system, 33)
+    user_id, token = await _user_token(po_system, 33)
     env = {
         PROFILE_ENV: PO_PROFILE,
-        PO_API_URL_ENV: system.settings.api.base_url,
+        PO_API_URL_ENV: po_system.settings.api.base_url,
         PO_API_TOKEN_ENV: token,
     }
     made = await _ask(env, tmp_path, "create project capped")
     assert "Created project capped" in (made.response or "")
     first = await _ask(env, tmp_path, "develop a first page")
     assert "Development of capped started" in (first.response or "")
-    async with system.api() as admin:
+    async with po_system.api() as admin:
         (task,) = (await admin.list_tasks(task_type=TaskType.ENGINEERING)).items
         await admin.record_run(
             task.id,

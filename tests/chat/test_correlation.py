@@ -29,30 +29,30 @@ from shared.contracts import TaskCreate, TaskType, WorkerInputMessage
 from shared.messaging import Bus
 from shared.registry import worker_record_key
 from tests.chat.system import ChatSystem
-from tests.chat.test_cli_chat import Script
+from tests.support.chat import Script, start_chat
 from tests.support.waiting import eventually
 
 FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
 
 
 async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """Three turns, three ids, each in the turn's log line and on its message to the PO
     worker; the engineering task ("develop ...") and the deploy task ("deploy") have the id of
     the turn that created them, and so have their queue messages."""
-    out: list[str] = []
-    script = Script()
     with capture_logs() as logs:
-        await _converse(system, background, script, out)
+        await _converse(po_system, background)
 
     turn_ids = [e["correlation_id"] for e in logs if e["event"] == "chat_turn_sent"]
     assert len(set(turn_ids)) == len(turn_ids) == 3  # one id per turn, in its log line
     assert all(turn_id.startswith("cli-") for turn_id in turn_ids)
     published = {(e["queue"], e["correlation_id"]) for e in logs if e["event"] == "published"}
-    worker_input = registry.get("worker:{id}:input").format(id=next(iter(system.manager.workers)))
+    worker_input = registry.get("worker:{id}:input").format(
+        id=next(iter(po_system.manager.workers))
+    )
     assert {(worker_input, turn_id) for turn_id in turn_ids} <= published
-    async with system.api(system.admin_key) as api:
+    async with po_system.api(po_system.admin_key) as api:
         tasks = list(reversed((await api.list_tasks()).items))
         schedules = [await api.get_task_schedule(task.id) for task in tasks]
     assert [(s.type, s.correlation_id) for s in schedules] == [
@@ -64,7 +64,7 @@ async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
 
 
 async def test_rollback_and_cancel_keep_the_turn_s_id(
-    system: ChatSystem, background: list[asyncio.Task[Any]]
+    po_system: ChatSystem, background: list[asyncio.Task[Any]]
 ) -> None:
     """A rollback asked in a turn (the PO's `rollback`, the chat's `/rollback`) is a deploy
     task with that turn's id; a cancel asked in a turn (`cancel`, `/cancel`) is logged by the
@@ -73,8 +73,8 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
     script = Script()
     chat = asyncio.create_task(
         run_chat(
-            system.settings,
-            system.redis_url,
+            po_system.settings,
+            po_system.redis_url,
             lines=script.lines(),
             write=out.append,
             telegram_id=4345,
@@ -91,7 +91,7 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
 
     with capture_logs() as logs:
         await said("create project till", r"Created project till")
-        async with system.api(system.admin_key) as api:  # two releases to roll back between
+        async with po_system.api(po_system.admin_key) as api:  # two releases to roll back between
             project = (await api.list_projects()).items[0]
             for sha in ("a" * 40, "b" * 40):
                 body = TaskCreate(project_id=project.id, type=TaskType.DEPLOY, spec=None)
@@ -100,12 +100,12 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
                 await api.record_deploy(project.id, task.id, record)
         await said("rollback", r"Rolling back till to the previous release: deploy task")
         await said("/rollback till aaaa", r"Rolling back till to commit aaaa: deploy task")
-        system.langgraph.release.clear()
+        po_system.langgraph.release.clear()
         await said("develop a /total endpoint", r"Development of till started")
         await said("cancel", r"Cancelled task [0-9a-f]{8} \(engineering")
         await said("develop a /tax endpoint", r"Development of till started")
         await said("/cancel", r"Cancelled task [0-9a-f]{8} \(engineering")
-        system.langgraph.release.set()
+        po_system.langgraph.release.set()
         await script.queue.put("/quit")
         assert await asyncio.wait_for(chat, 30) == 0
 
@@ -114,7 +114,7 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
     assert len(po_turns) == 5  # create, rollback, develop, cancel, develop
     assert len(control_turns) == 2  # /rollback, /cancel
     assert len(set(po_turns + control_turns)) == 7
-    async with system.api(system.admin_key) as api:
+    async with po_system.api(po_system.admin_key) as api:
         tasks = list(reversed((await api.list_tasks(limit=20)).items))
         schedules = {t.id: await api.get_task_schedule(t.id) for t in tasks}
     rollbacks = [s for s in schedules.values() if s.spec and s.spec.startswith("commit ")]
@@ -129,21 +129,10 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
     assert [e["task_correlation_id"] for e in cancelled] == [po_turns[2], po_turns[4]]
 
 
-async def _converse(
-    system: ChatSystem, background: list[asyncio.Task[Any]], script: Script, out: list[str]
-) -> None:
+async def _converse(po_system: ChatSystem, background: list[asyncio.Task[Any]]) -> None:
     """create project, develop, deploy: three turns, each answered, then /quit."""
-    chat = asyncio.create_task(
-        run_chat(
-            system.settings,
-            system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=4343,
-            options=FAST,
-            notify_poll_s=0.2,
-        )
-    )
+    local = start_chat(po_system, telegram_id=4343)
+    out, script, chat = local.out, local.script, local.task
     background.append(chat)
     await script.queue.put("create project shop")
     await eventually(lambda: any("Created project shop" in text for text in out))

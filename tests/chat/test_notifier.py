@@ -37,10 +37,10 @@ class Sink:
 
 
 async def test_an_unreachable_chat_is_given_up_and_others_still_notified(
-    system: ChatSystem, redis_client: aioredis.Redis
+    po_system: ChatSystem, redis_client: aioredis.Redis
 ) -> None:
     """The blocked user's task is marked undeliverable; the next user's task is announced."""
-    async with system.api() as api:
+    async with po_system.api() as api:
         blocked = await api.create_user(UserCreate(telegram_id=13))
         reachable = await api.create_user(UserCreate(telegram_id=14))
         chats = {blocked.id: 13, reachable.id: 14}
@@ -72,18 +72,18 @@ async def test_an_unreachable_chat_is_given_up_and_others_still_notified(
             await asyncio.gather(running, return_exceptions=True)
     phases = {
         str(await redis_client.hget(notify_task_key("test", task.id), "phase"))
-        for task in await api_tasks(system)
+        for task in await api_tasks(po_system)
     }
     assert phases == {"b'done'", "b'undeliverable'"}
     assert all(chat == 14 for chat, _ in sink.sent)
 
 
 async def test_the_notifier_stops_when_cancelled_at_any_instant(
-    system: ChatSystem, redis_client: aioredis.Redis
+    po_system: ChatSystem, redis_client: aioredis.Redis
 ) -> None:
     """A cancellation is never lost, even one that lands while a Redis command is on the wire
     (redis-py absorbs it there): before the fix, about 1 in 5 of these notifiers polled on."""
-    async with system.api() as api:
+    async with po_system.api() as api:
         user = await api.create_user(UserCreate(telegram_id=14))
         for _ in range(3):
             project = await api.create_project(ProjectCreate(name="p"), owner_id=user.id)
@@ -117,7 +117,7 @@ async def test_the_notifier_stops_when_cancelled_at_any_instant(
         assert not stuck, f"notifiers {stuck} went on after their cancellation"
 
 
-async def api_tasks(system: ChatSystem) -> list[TaskDTO]:
+async def api_tasks(po_system: ChatSystem) -> list[TaskDTO]:
     """Every task of the system."""
-    async with system.api() as api:
+    async with po_system.api() as api:
         return list((await api.list_tasks()).items)

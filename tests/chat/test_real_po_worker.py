@@ -13,23 +13,22 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from services.cli.chat import run_chat
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.main import run_worker_manager
 from services.worker_manager.settings import WorkerManagerSettings
 from shared.chat import ChatOptions
 from shared.settings import Settings
 from tests.chat.system import ChatSystem, chat_system
-from tests.chat.test_cli_chat import Script
+from tests.support.chat import start_chat
 from tests.support.waiting import eventually
 
 MANAGER_ID = "chat-test-manager"
 
 
-def manager_system_settings(system: ChatSystem) -> Settings:
+def manager_system_settings(po_system: ChatSystem) -> Settings:
     """The system's settings as the worker-manager gets them: the API and its service key."""
-    api = system.settings.api.model_copy(update={"key": SecretStr(system.service_key)})
-    return system.settings.model_copy(update={"api": api})
+    api = po_system.settings.api.model_copy(update={"key": SecretStr(po_system.service_key)})
+    return po_system.settings.model_copy(update={"api": api})
 
 
 @pytest.fixture
@@ -47,17 +46,17 @@ async def real_system(
         idle_timeout_s=0.0,
         start_timeout_s=60.0,
     )
-    async with chat_system(tmp_path, redis_url, redis_client, fake_manager=False) as system:
+    async with chat_system(tmp_path, redis_url, redis_client, fake_manager=False) as po_system:
         manager = asyncio.create_task(
             run_worker_manager(
-                manager_system_settings(system),
+                manager_system_settings(po_system),
                 redis_client,
                 redis_url=redis_url,
                 manager_settings=manager_settings,
             )
         )
         try:
-            yield system
+            yield po_system
         finally:
             manager.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,19 +71,10 @@ async def test_a_real_po_worker_creates_the_project_and_the_task_through_the_api
     real_system: ChatSystem,
 ) -> None:
     """Chat → worker-manager → wrapper process → built-in PO agent → API → progress → chat."""
-    out: list[str] = []
-    script = Script()
-    chat = asyncio.create_task(
-        run_chat(
-            real_system.settings,
-            real_system.redis_url,
-            lines=script.lines(),
-            write=out.append,
-            telegram_id=7007,
-            options=ChatOptions(answer_timeout_s=60, liveness_poll_s=0.3),
-            notify_poll_s=0.2,
-        )
+    local = start_chat(
+        real_system, telegram_id=7007, options=ChatOptions(answer_timeout_s=60, liveness_poll_s=0.3)
     )
+    out, script, chat = local.out, local.script, local.task
     try:
         await script.queue.put("create project garden")
         await eventually(lambda: any("Created project garden" in t for t in out), timeout_s=60)

@@ -16,7 +16,7 @@ import redis
 from playwright._impl._api_structures import SetCookieParam
 from playwright.sync_api import Browser, BrowserContext, Cookie, Page, expect
 
-from tests.console.conftest import ConsoleSystem, screenshot
+from tests.support.console import ConsoleSystem, screenshot
 
 pytestmark = [pytest.mark.slow]
 
@@ -39,10 +39,10 @@ def _cookie(cookie: Cookie, value: str) -> SetCookieParam:
     }
 
 
-def sign_in(page: Page, system: ConsoleSystem) -> None:
+def sign_in(page: Page, console_system: ConsoleSystem) -> None:
     """Open a fresh `orchestrator console` link: it lands on the projects page, signed in."""
-    page.goto(system.sign_in_link())
-    expect(page).to_have_url(f"{system.base}/console/")
+    page.goto(console_system.sign_in_link())
+    expect(page).to_have_url(f"{console_system.base}/console/")
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
@@ -58,10 +58,10 @@ def wait_status(page: Page, status: str, timeout_s: float) -> None:
 
 
 @pytest.mark.timeout(420)
-def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
+def test_whole_loop_in_the_browser(console_system: ConsoleSystem, page: Page) -> None:
     """Link sign-in → project → engineering task watched live (no reload) → deploy → the
     deployed URL from the project page answers with the deployed commit."""
-    sign_in(page, system)
+    sign_in(page, console_system)
     project_id = create_project(page, "shop")
     screenshot(page, "project")
 
@@ -87,7 +87,7 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     expect(result).to_contain_text("commit_sha")
     expect(page.locator("#steps li").first).to_be_visible()  # a finished task keeps its steps
     screenshot(page, "task-completed")
-    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    api_task = console_system.api("GET", f"/api/tasks/{task_id}", console_system.admin_key).json()
     assert api_task["status"] == "completed"
     commit = api_task["result"]["commit_sha"]
     expect(result).to_contain_text(commit)
@@ -95,14 +95,14 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     # the result's commit with its diff, read from the project's repository
     expect(page.locator("#diff")).to_contain_text("hello")
     expect(page.locator("h2", has_text="Commit")).to_contain_text(merged[:12])
-    runs = system.api("GET", f"/api/tasks/{task_id}/runs", system.admin_key).json()
+    runs = console_system.api("GET", f"/api/tasks/{task_id}/runs", console_system.admin_key).json()
     expect(page.locator("#activity li.run")).to_have_count(len(runs))
 
-    page.goto(f"{system.base}/console/projects/{project_id}")
+    page.goto(f"{console_system.base}/console/projects/{project_id}")
     page.get_by_role("button", name="Deploy main").click()
     assert "/console/tasks/" in page.url
     wait_status(page, "completed", 240)
-    page.goto(f"{system.base}/console/projects/{project_id}")
+    page.goto(f"{console_system.base}/console/projects/{project_id}")
     link = page.locator("#deployed-url")
     expect(link).to_be_visible()
     href = link.get_attribute("href")
@@ -111,7 +111,7 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
     expect(page.locator("#commits")).to_contain_text(merged[:12])
     expect(page.locator("#health .health")).to_be_visible()
     screenshot(page, "project-deployed")
-    page.goto(f"{system.base}/console/")
+    page.goto(f"{console_system.base}/console/")
     expect(page.locator("#projects")).to_contain_text(commit[:12])
     expect(page.locator("#projects a.deployed")).to_have_attribute("href", href)
     screenshot(page, "projects")
@@ -125,11 +125,11 @@ def test_whole_loop_in_the_browser(system: ConsoleSystem, page: Page) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_cancel_a_running_task(system: ConsoleSystem, page: Page) -> None:
+def test_cancel_a_running_task(console_system: ConsoleSystem, page: Page) -> None:
     """The cancel button (with its confirmation) cancels the task; the page shows it live.
     The task is the second of its project, so it waits for its turn (task order) and cannot
     finish before the click, as a lone task of the built-in agent can on a warm system."""
-    sign_in(page, system)
+    sign_in(page, console_system)
     create_project(page, "to-cancel")
     project_page = page.url
     page.fill("#spec", "add a /first endpoint")
@@ -143,17 +143,17 @@ def test_cancel_a_running_task(system: ConsoleSystem, page: Page) -> None:
     wait_status(page, "cancelled", 90)
     expect(page.get_by_role("button", name="Cancel task")).to_have_count(0)
     screenshot(page, "task-cancelled")
-    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    api_task = console_system.api("GET", f"/api/tasks/{task_id}", console_system.admin_key).json()
     assert api_task["status"] == "cancelled"
     expect(page.locator("dl.facts dt", has_text="Cancelled")).to_have_count(1)
 
 
 @pytest.mark.timeout(180)
-def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
+def test_replay_a_dead_letter(console_system: ConsoleSystem, page: Page) -> None:
     """A message infra-service cannot read dies; the operations page shows it and replays it
     onto its stream."""
     stream = "provisioner:queue"
-    client = redis.Redis.from_url(system.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(console_system.redis_url, decode_responses=True)
     marker = f"not json {time.time_ns()}"
     client.xadd(stream, {"type": "ProvisionerMessage", "payload": marker})
     dead = f"{{{stream}}}:dlq"
@@ -166,8 +166,8 @@ def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
                 dead_id = entry_id
         time.sleep(0.3)
 
-    sign_in(page, system)
-    page.goto(f"{system.base}/console/admin")
+    sign_in(page, console_system)
+    page.goto(f"{console_system.base}/console/admin")
     screenshot(page, "operations")
     page.locator("#queues tr", has_text=stream).get_by_role("link").click()
     letter = page.locator("article.letter", has=page.locator(f"input[value='{dead_id}']"))
@@ -183,13 +183,15 @@ def test_replay_a_dead_letter(system: ConsoleSystem, page: Page) -> None:
     client.close()
 
 
-def _user_key(system: ConsoleSystem, telegram_id: int) -> str:
-    created = system.api("POST", "/api/users", system.admin_key, json={"telegram_id": telegram_id})
+def _user_key(console_system: ConsoleSystem, telegram_id: int) -> str:
+    created = console_system.api(
+        "POST", "/api/users", console_system.admin_key, json={"telegram_id": telegram_id}
+    )
     assert created.status_code == 201, created.text
-    key = system.api(
+    key = console_system.api(
         "POST",
         "/api/keys",
-        system.admin_key,
+        console_system.admin_key,
         json={"name": "someone", "scope": "user", "user_id": created.json()["id"]},
     )
     assert key.status_code == 201, key.text
@@ -197,27 +199,29 @@ def _user_key(system: ConsoleSystem, telegram_id: int) -> str:
 
 
 @pytest.mark.timeout(180)
-def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page) -> None:
+def test_access_rules(console_system: ConsoleSystem, context: BrowserContext, page: Page) -> None:
     """A user signed in with their key sees neither another user's project (404) nor the
     admin pages (403); a used link, a forged, expired or signed-out cookie is refused; a form
     without its CSRF token is refused."""
-    theirs = system.api("POST", "/api/projects", system.admin_key, json={"name": "admins"})
+    theirs = console_system.api(
+        "POST", "/api/projects", console_system.admin_key, json={"name": "admins"}
+    )
     assert theirs.status_code == 201
     other_id = theirs.json()["id"]
-    user_key = _user_key(system, 4242)
+    user_key = _user_key(console_system, 4242)
 
-    page.goto(f"{system.base}/console/")
-    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    page.goto(f"{console_system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/login?next=/console/")
     page.fill("#api_key", "orc_not-a-key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator(".error")).to_contain_text("invalid or revoked")
     page.fill("#api_key", user_key)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/")
     expect(page.locator("#projects")).not_to_contain_text("admins")
     expect(page.get_by_role("link", name="Operations")).to_have_count(0)
 
-    answer = page.goto(f"{system.base}/console/projects/{other_id}")
+    answer = page.goto(f"{console_system.base}/console/projects/{other_id}")
     assert answer is not None
     assert answer.status == 404
     admin_pages = (
@@ -228,13 +232,13 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
         "/console/admin/servers/local",
     )
     for admin_page in admin_pages:
-        answer = page.goto(system.base + admin_page)
+        answer = page.goto(console_system.base + admin_page)
         assert answer is not None
         assert answer.status == 403, admin_page
     screenshot(page, "forbidden")
 
     # CSRF: a post without the token, or with a wrong one, is refused; with it, it works
-    page.goto(f"{system.base}/console/")
+    page.goto(f"{console_system.base}/console/")
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     assert token
     forms: list[dict[str, str | float | bool]] = [
@@ -242,79 +246,79 @@ def test_access_rules(system: ConsoleSystem, context: BrowserContext, page: Page
         {"name": "bad-token", "csrf": "0" * 64},
     ]
     for form in forms:
-        refused = context.request.post(f"{system.base}/console/projects", form=form)
+        refused = context.request.post(f"{console_system.base}/console/projects", form=form)
         assert refused.status == 403, form
     accepted = context.request.post(
-        f"{system.base}/console/projects", form={"name": "with-token", "csrf": token}
+        f"{console_system.base}/console/projects", form={"name": "with-token", "csrf": token}
     )
     assert accepted.ok
     archive = context.request.post(
-        f"{system.base}/console/projects/{other_id}/archive",
+        f"{console_system.base}/console/projects/{other_id}/archive",
         form={"confirm": "admins", "csrf": token},
     )
     assert archive.status == 404  # another user's project cannot be archived either
-    assert system.api("GET", f"/api/projects/{other_id}", system.admin_key).json()["status"] != (
-        "archived"
-    )
-    listed = system.api("GET", "/api/projects?limit=500", user_key).json()["items"]
+    assert console_system.api("GET", f"/api/projects/{other_id}", console_system.admin_key).json()[
+        "status"
+    ] != ("archived")
+    listed = console_system.api("GET", "/api/projects?limit=500", user_key).json()["items"]
     assert sorted(p["name"] for p in listed) == ["with-token"]
 
     # expiry: the session key's age is past the session's time to live
     cookie = next(c for c in context.cookies() if c["name"] == "orc_console")
     assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
-    database = next(system.data_dir.glob("*.db"))
+    database = next(console_system.data_dir.glob("*.db"))
     with sqlite3.connect(database) as db:
         db.execute(
             "UPDATE api_keys SET created_at = '2020-01-01 00:00:00.000000'"
             " WHERE name = 'console-session' AND revoked_at IS NULL AND user_id = "
             "(SELECT id FROM users WHERE telegram_id = 4242)"
         )
-    page.goto(f"{system.base}/console/")
-    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    page.goto(f"{console_system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/login?next=/console/")
 
     # forged cookie
     context.add_cookies([_cookie(cookie, "orc_forged-secret")])
-    page.goto(f"{system.base}/console/")
-    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
-    events = context.request.get(f"{system.base}/console/tasks/x/events")
+    page.goto(f"{console_system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/login?next=/console/")
+    events = context.request.get(f"{console_system.base}/console/tasks/x/events")
     assert events.status == 401
 
     # sign out ends the session on the server: its cookie no longer works
     context.clear_cookies()
-    link = system.sign_in_link()
+    link = console_system.sign_in_link()
     page.goto(link)
-    expect(page).to_have_url(f"{system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/")
     spent = context.new_page().goto(link)
     assert spent is not None
     assert spent.status == 401
     live = next(c for c in context.cookies() if c["name"] == "orc_console")
     page.get_by_role("button", name="Sign out").click()
-    expect(page).to_have_url(f"{system.base}/console/login")
+    expect(page).to_have_url(f"{console_system.base}/console/login")
     context.add_cookies([_cookie(live, live["value"])])
-    page.goto(f"{system.base}/console/")
-    expect(page).to_have_url(f"{system.base}/console/login?next=/console/")
+    page.goto(f"{console_system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/login?next=/console/")
     screenshot(page, "login")
 
 
-def test_link_endpoint_needs_a_key(system: ConsoleSystem) -> None:
+def test_link_endpoint_needs_a_key(console_system: ConsoleSystem) -> None:
     """`POST /console/links` without a key, with a bad one, or with a console session's own
     secret is refused."""
-    assert httpx.post(f"{system.base}/console/links", timeout=10).status_code == 401
-    bad = system.api("POST", "/console/links", "orc_nope")
+    assert httpx.post(f"{console_system.base}/console/links", timeout=10).status_code == 401
+    bad = console_system.api("POST", "/console/links", "orc_nope")
     assert bad.status_code == 401
-    good = system.api("POST", "/console/links", system.admin_key)
+    good = console_system.api("POST", "/console/links", console_system.admin_key)
     assert good.status_code == 201
     assert good.json()["path"].startswith("/console/link/orc_")
 
 
 @pytest.mark.timeout(480)
-def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
+def test_chat_three_messages(console_system: ConsoleSystem, page: Page) -> None:
     """The chat page: create a project, develop an endpoint (its progress bar moves live),
     deploy it; the URL the PO reports answers."""
-    sign_in(page, system)
+    sign_in(page, console_system)
     page.get_by_role("link", name="Chat").click()
-    expect(page).to_have_url(f"{system.base}/console/chat")
+    expect(page).to_have_url(f"{console_system.base}/console/chat")
 
     def say(text: str) -> None:
         page.fill("#text", text)
@@ -347,7 +351,7 @@ def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
     assert answer.status_code == 200
 
     # the PO worker the chat started is listed on the operations page; deleting it stops it
-    page.goto(f"{system.base}/console/admin")
+    page.goto(f"{console_system.base}/console/admin")
     row = page.locator("#workers tbody tr", has_text="running").first
     expect(row).to_be_visible()
     worker_id = row.locator("td").first.inner_text()
@@ -355,7 +359,7 @@ def test_chat_three_messages(system: ConsoleSystem, page: Page) -> None:
     row.get_by_role("button", name="Delete").click()
     deadline = time.monotonic() + 60
     while True:
-        page.goto(f"{system.base}/console/admin")
+        page.goto(f"{console_system.base}/console/admin")
         still = page.locator("#workers tbody tr", has_text=worker_id)
         if still.count() == 0 or "stopped" in still.inner_text():
             break
@@ -372,14 +376,14 @@ def _no_horizontal_overflow(page: Page) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_a_phone_reads_every_main_page(system: ConsoleSystem, browser: Browser) -> None:
+def test_a_phone_reads_every_main_page(console_system: ConsoleSystem, browser: Browser) -> None:
     """At 390x844 (a phone), no main page is wider than the screen: projects, a project, a
     task, chat, operations, servers, users."""
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     phone.set_default_timeout(30_000)
     try:
         page = phone.new_page()
-        sign_in(page, system)
+        sign_in(page, console_system)
         project_id = create_project(page, "a-project-with-a-rather-long-name-on-a-phone")
         page.fill("#spec", "add a /phone endpoint")
         page.get_by_role("button", name="Start task").click()
@@ -400,11 +404,11 @@ def test_a_phone_reads_every_main_page(system: ConsoleSystem, browser: Browser) 
             "/console/admin/servers/local",
             "/console/admin/users",
         ):
-            answer = page.goto(system.base + path)
+            answer = page.goto(console_system.base + path)
             assert answer is not None
             assert answer.status == 200, path
             _no_horizontal_overflow(page)
-        page.goto(f"{system.base}/console/projects/{project_id}")
+        page.goto(f"{console_system.base}/console/projects/{project_id}")
         screenshot(page, "phone-project")
     finally:
         phone.close()
@@ -420,14 +424,14 @@ def _tab_to(page: Page, selector: str, most: int = 60) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_keyboard_only(system: ConsoleSystem, page: Page) -> None:
+def test_keyboard_only(console_system: ConsoleSystem, page: Page) -> None:
     """With Tab, typing and Enter only: sign in with a key, reach the spec form and start a
     task, then cancel it (its confirmation accepted)."""
-    page.goto(f"{system.base}/console/login")
+    page.goto(f"{console_system.base}/console/login")
     _tab_to(page, "#api_key")
-    page.keyboard.type(system.admin_key)
+    page.keyboard.type(console_system.admin_key)
     page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{system.base}/console/")
+    expect(page).to_have_url(f"{console_system.base}/console/")
     _tab_to(page, "#name")
     page.keyboard.type("by-keyboard")
     page.keyboard.press("Enter")
@@ -443,22 +447,22 @@ def test_keyboard_only(system: ConsoleSystem, page: Page) -> None:
     _tab_to(page, "#cancel")
     page.keyboard.press("Enter")
     wait_status(page, "cancelled", 90)
-    api_task = system.api("GET", f"/api/tasks/{task_id}", system.admin_key).json()
+    api_task = console_system.api("GET", f"/api/tasks/{task_id}", console_system.admin_key).json()
     assert api_task["spec"] == "add a /keys endpoint"
 
 
 @pytest.mark.timeout(120)
-def test_servers_and_archive_in_the_browser(system: ConsoleSystem, page: Page) -> None:
+def test_servers_and_archive_in_the_browser(console_system: ConsoleSystem, page: Page) -> None:
     """An admin sees the system's deploy server and its allocations; a project archived
     from its page (its name typed, the confirmation accepted) leaves the projects list."""
-    sign_in(page, system)
+    sign_in(page, console_system)
     page.get_by_role("link", name="Servers").click()
     expect(page.locator("#servers")).to_contain_text("local")
     page.locator("#servers").get_by_role("link", name="local").click()
     expect(page.locator("#allocated")).to_contain_text(" of ")
     screenshot(page, "servers")
 
-    page.goto(f"{system.base}/console/")
+    page.goto(f"{console_system.base}/console/")
     create_project(page, "to-archive")
     page.locator("#archive summary").click()
     page.fill("#confirm-archive", "to-archive")
@@ -466,7 +470,7 @@ def test_servers_and_archive_in_the_browser(system: ConsoleSystem, page: Page) -
     page.get_by_role("button", name="Archive").click()
     expect(page.locator("#archived-note")).to_be_visible()
     expect(page.locator("#spec")).to_have_count(0)
-    page.goto(f"{system.base}/console/")
+    page.goto(f"{console_system.base}/console/")
     expect(page.locator("#projects")).not_to_contain_text("to-archive")
     page.locator("#show-archived").click()
     expect(page.locator("#projects")).to_contain_text("to-archive")

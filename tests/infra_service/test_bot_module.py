@@ -19,7 +19,7 @@ from services.scaffolder.render import CopierRenderer, render_project
 from services.scaffolder.settings import TEMPLATES_DIR
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, make_deps, make_repo, no_leftovers
+from tests.support.infra_service import app_files, make_deps, make_repo, no_leftovers
 from tests.support.waiting import eventually
 from tests.telegram_bot.fake_bot_api import FakeBotApi
 

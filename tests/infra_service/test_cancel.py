@@ -17,7 +17,7 @@ from services.infra_service.handlers import InfraDeps, handle_ansible_deploy_mes
 from services.infra_service.settings import InfraSettings
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port, port_free
-from tests.infra_service.conftest import (
+from tests.support.infra_service import (
     RecordingProgress,
     app_files,
     gated_app,

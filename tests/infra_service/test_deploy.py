@@ -14,7 +14,7 @@ from services.infra_service.handlers import handle_ansible_deploy_message, remov
 from services.infra_service.settings import InfraSettings
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, make_deps, make_repo, make_settings
+from tests.support.infra_service import app_files, make_deps, make_repo, make_settings
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from shared.contracts import (
 from shared.messaging import Bus
 from shared.redis_server import free_port
 from shared.settings import ApiSettings, Settings
-from tests.infra_service.conftest import make_settings
+from tests.support.infra_service import make_settings
 
 RESULTS = registry.get("results:{actor}").format(actor="langgraph")
 

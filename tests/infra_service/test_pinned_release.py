@@ -20,8 +20,8 @@ from services.infra_service.settings import InfraSettings
 from shared.contracts import ProvisionerResult
 from shared.deploys import pin_repo
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, gated_app, make_deps, make_repo
 from tests.infra_service.test_deploy import deploy_message, get_json
+from tests.support.infra_service import app_files, gated_app, make_deps, make_repo
 
 pytestmark = pytest.mark.slow
 

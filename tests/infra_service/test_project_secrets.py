@@ -27,12 +27,12 @@ from shared.api_client.schemas import ProjectCreateBody, UserCreate
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port
 from shared.secret_box import SecretBox
-from tests.infra_service.conftest import make_deps, make_repo
 from tests.infra_service.test_secrets_deploy import (
     FASTAPI_MAIN,
     PYPROJECT,
     scan_process_table,
 )
+from tests.support.infra_service import make_deps, make_repo
 
 PLANTED = "stored-PLANTED-93d1a6f0"
 

@@ -18,7 +18,7 @@ from services.infra_service.servers import ServerStatus, SettingsServerLookup
 from services.infra_service.settings import InfraSettings, RemoteServerSettings
 from shared.contracts import AnsibleDeployMessage, ProvisionerMessage, ProvisionerResult
 from shared.redis_server import free_port
-from tests.infra_service.conftest import app_files, make_deps, make_repo, read_json
+from tests.support.infra_service import app_files, make_deps, make_repo, read_json
 
 pytestmark = pytest.mark.slow
 

@@ -51,7 +51,7 @@ from shared.contracts import (
 )
 from shared.messaging import Bus
 from shared.redis_server import free_port, port_free
-from tests.infra_service.conftest import (
+from tests.support.infra_service import (
     app_files,
     gated_app,
     leftovers,

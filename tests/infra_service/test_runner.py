@@ -16,7 +16,7 @@ from services.infra_service.handlers import (
 )
 from services.infra_service.servers import ServerTarget
 from shared.contracts import AnsibleDeployMessage, ProvisionerMessage
-from tests.infra_service.conftest import app_files, make_deps, make_repo, make_settings
+from tests.support.infra_service import app_files, make_deps, make_repo, make_settings
 
 RECORDER = """#!/bin/sh
 # records how it was called, then says what a playbook with a report says

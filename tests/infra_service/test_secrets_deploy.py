@@ -16,7 +16,7 @@ from services.infra_service.handlers import handle_ansible_deploy_message
 from services.infra_service.settings import InfraSettings
 from shared.contracts import AnsibleDeployMessage, ProvisionerResult
 from shared.redis_server import free_port
-from tests.infra_service.conftest import make_deps, make_repo
+from tests.support.infra_service import make_deps, make_repo
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from services.infra_service.handlers import handle_provisioner_message
 from services.infra_service.servers import ApiServerLookup, ServerStatus
 from shared.api_client import ApiClient
 from shared.contracts import ProvisionerMessage
-from tests.infra_service.conftest import FakeRegistry, client, make_deps, make_settings, server
+from tests.support.infra_service import FakeRegistry, client, make_deps, make_settings, server
 
 
 async def test_api_servers_map_to_local_and_ssh_targets(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ from services.infra_service.settings import (
 )
 from shared.contracts import AnsibleDeployMessage, ProvisionerMessage
 from shared.redis_server import free_port, port_free
-from tests.infra_service.conftest import (
+from tests.infra_service.ssh_server import SshServer, running_ssh_server
+from tests.support.infra_service import (
     FakeRegistry,
     RecordingProgress,
     app_files,
@@ -49,7 +50,6 @@ from tests.infra_service.conftest import (
     stop_all_apps,
     until_listening,
 )
-from tests.infra_service.ssh_server import SshServer, running_ssh_server
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ from services.infra_service.secrets import (
     render_env_text,
 )
 from services.infra_service.servers import ServerTarget
-from tests.infra_service.conftest import make_repo, make_settings
+from tests.support.infra_service import make_repo, make_settings
 
 FAILED_OUTPUT = """
 TASK [Report a failed release] ***

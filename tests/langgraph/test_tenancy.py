@@ -25,8 +25,8 @@ from shared.contracts import ProjectCreate, ProjectDTO, ProjectStatus, TaskCreat
 from shared.git import GitHubProvider, LocalGitProvider
 from shared.git.naming import repo_full_name
 from tests.git.fake_github import FakeGitHub
-from tests.langgraph.conftest import System, langgraph
 from tests.langgraph.fakes import scaffold_repo
+from tests.support.langgraph import GraphSystem, langgraph
 
 
 def _refs(bare: Path) -> str:
@@ -36,29 +36,31 @@ def _refs(bare: Path) -> str:
     ).stdout
 
 
-async def _user_token(system: System, telegram_id: int) -> tuple[int, str]:
-    user = await system.admin.create_user(UserCreate(telegram_id=telegram_id))
-    async with system.database.sessionmaker() as session:
+async def _user_token(graph_system: GraphSystem, telegram_id: int) -> tuple[int, str]:
+    user = await graph_system.admin.create_user(UserCreate(telegram_id=telegram_id))
+    async with graph_system.database.sessionmaker() as session:
         _, token = await AuthService(session).create_key("token", "user", user.id)
         await session.commit()
     return user.id, token
 
 
 async def _scaffolded(
-    system: System, owner_id: int, name: str, git: LocalGitProvider
+    graph_system: GraphSystem, owner_id: int, name: str, git: LocalGitProvider
 ) -> ProjectDTO:
     """A project of `owner_id` with its own scaffolded repository, recorded by the system."""
-    project = await system.admin.create_project(ProjectCreate(name=name), owner_id=owner_id)
+    project = await graph_system.admin.create_project(ProjectCreate(name=name), owner_id=owner_id)
     url = await scaffold_repo(git, repo_full_name("projects", project.id, project.name))
-    await system.admin.update_project(project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDING))
-    return await system.admin.update_project(
+    await graph_system.admin.update_project(
+        project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDING)
+    )
+    return await graph_system.admin.update_project(
         project.id, ProjectUpdate(status=ProjectStatus.SCAFFOLDED, repository_url=url)
     )
 
 
-async def _plant(system: System, project_id: str, url: str) -> None:
+async def _plant(graph_system: GraphSystem, project_id: str, url: str) -> None:
     """Write a repository URL straight into the database (what the API refuses to store)."""
-    async with system.database.sessionmaker() as session:
+    async with graph_system.database.sessionmaker() as session:
         await session.execute(
             text("UPDATE projects SET repository_url = :url WHERE id = :id"),
             {"url": url, "id": project_id},
@@ -67,13 +69,15 @@ async def _plant(system: System, project_id: str, url: str) -> None:
 
 
 @pytest.fixture
-async def tenants(system: System) -> AsyncIterator[tuple[ApiClient, ProjectDTO, ProjectDTO]]:
+async def tenants(
+    graph_system: GraphSystem,
+) -> AsyncIterator[tuple[ApiClient, ProjectDTO, ProjectDTO]]:
     """User A's client, A's scaffolded project, and user B's scaffolded project."""
-    a_id, a_token = await _user_token(system, 5001)
-    b_id, _ = await _user_token(system, 5002)
-    mine = await _scaffolded(system, a_id, "shop", system.git)
-    victim = await _scaffolded(system, b_id, "victim", system.git)
-    client = system.client(a_token)
+    a_id, a_token = await _user_token(graph_system, 5001)
+    b_id, _ = await _user_token(graph_system, 5002)
+    mine = await _scaffolded(graph_system, a_id, "shop", graph_system.git)
+    victim = await _scaffolded(graph_system, b_id, "victim", graph_system.git)
+    client = graph_system.client(a_token)
     try:
         yield client, mine, victim
     finally:
@@ -81,7 +85,7 @@ async def tenants(system: System) -> AsyncIterator[tuple[ApiClient, ProjectDTO, 
 
 
 async def test_the_api_refuses_the_attack(
-    system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
 ) -> None:
     """A's PATCH pointing A's project at B's repository is 403; A's record is unchanged."""
     a, mine, victim = tenants
@@ -91,34 +95,37 @@ async def test_the_api_refuses_the_attack(
 
 
 async def test_the_flows_refuse_a_planted_foreign_repository(
-    system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO]
 ) -> None:
     """With B's repository URL planted in A's record: A's engineering task and deploy task fail
     naming the mismatch; no worker is created, no port allocated, B's refs are untouched."""
     a, mine, victim = tenants
     assert victim.repository_url is not None
-    victim_repo = system.git.path_of(repo_full_name("projects", victim.id, victim.name))
+    victim_repo = graph_system.git.path_of(repo_full_name("projects", victim.id, victim.name))
     before = _refs(victim_repo)
-    await _plant(system, mine.id, victim.repository_url)
-    await system.admin.create_server(
+    await _plant(graph_system, mine.id, victim.repository_url)
+    await graph_system.admin.create_server(
         ServerCreate(handle="local", address="127.0.0.1", status=ServerStatus.READY)
     )
-    async with langgraph(system):
+    async with langgraph(graph_system):
         engineering = await a.create_task(
             TaskCreate(project_id=mine.id, type=TaskType.ENGINEERING, spec="add /x")
         )
         deploy = await a.create_task(TaskCreate(project_id=mine.id, type=TaskType.DEPLOY))
-        ended = [await system.wait_final(engineering.id), await system.wait_final(deploy.id)]
+        ended = [
+            await graph_system.wait_final(engineering.id),
+            await graph_system.wait_final(deploy.id),
+        ]
     for task in ended:
         assert task.status == "failed"
         assert "not its own" in str((task.result or {}).get("error"))
-    assert system.workers.commands == []
-    assert await system.admin.list_allocations("local") == []
+    assert graph_system.workers.commands == []
+    assert await graph_system.admin.list_allocations("local") == []
     assert _refs(victim_repo) == before
 
 
 async def test_the_flow_refuses_it_with_the_github_provider_too(
-    system: System, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO], tmp_path: Path
+    graph_system: GraphSystem, tenants: tuple[ApiClient, ProjectDTO, ProjectDTO], tmp_path: Path
 ) -> None:
     """The same planted value with GitHub as the provider: the task fails and not one request
     for B's repository reaches GitHub."""
@@ -127,17 +134,17 @@ async def test_the_flow_refuses_it_with_the_github_provider_too(
     (tmp_path / "gh").mkdir()
     github = GitHubProvider(SecretStr("ghp_token"), transport=fake.transport(), owner="projects")
     victim_name = repo_full_name("projects", victim.id, victim.name)
-    await _plant(system, mine.id, f"https://github.com/{victim_name}.git")
-    system.git = github  # type: ignore[assignment]  # langgraph takes any GitPort
+    await _plant(graph_system, mine.id, f"https://github.com/{victim_name}.git")
+    graph_system.git = github  # type: ignore[assignment]  # langgraph takes any GitPort
     try:
-        async with langgraph(system):
+        async with langgraph(graph_system):
             task = await a.create_task(
                 TaskCreate(project_id=mine.id, type=TaskType.ENGINEERING, spec="add /x")
             )
-            ended = await system.wait_final(task.id)
+            ended = await graph_system.wait_final(task.id)
     finally:
         await github.aclose()
     assert ended.status == "failed"
     assert "not its own" in str((ended.result or {}).get("error"))
     assert [path for _, path in fake.requests if victim_name.split("/")[1] in path] == []
-    assert system.workers.commands == []
+    assert graph_system.workers.commands == []

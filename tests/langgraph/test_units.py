@@ -111,7 +111,7 @@ async def test_replicas_starting_together_set_up_the_checkpointer_once(tmp_path:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
     from sqlalchemy import make_url
 
-    from tests.api.conftest import _pg_base_url, _plain_dsn
+    from tests.support.api import _pg_base_url, _plain_dsn
 
     name = f"checkpoints_{datetime.now(UTC).strftime('%H%M%S%f')}"
     try:

@@ -21,7 +21,7 @@ from shared.contracts import (
 from shared.messaging import Bus, Envelope, MessageContext, PublishError, current_correlation_id
 from shared.redis_server import free_port
 from shared.registry import WrongMessageTypeError
-from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.messaging import Running, engineering, read_entries
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

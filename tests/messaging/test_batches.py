@@ -17,7 +17,7 @@ from shared.messaging.envelope import new_message_ids
 from shared.messaging.redis_transport import RedisTransport
 from shared.messaging.transport import AckBatch, Entry, TransportConnectionError
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.messaging import Running, engineering, read_entries
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

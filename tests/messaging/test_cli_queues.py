@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from shared import registry
 from shared.messaging import Bus
 from shared.messaging.envelope import as_str
-from tests.messaging.conftest import engineering
+from tests.support.messaging import engineering
 
 ROOT = Path(__file__).resolve().parents[2]
 ORCHESTRATOR = Path(sys.executable).parent / "orchestrator"

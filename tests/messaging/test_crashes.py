@@ -17,8 +17,8 @@ from shared import registry
 from shared.messaging import Bus, MessageContext, PublishError
 from shared.redis_server import RedisServer
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering
 from tests.messaging.consumer_proc import DONE_KEY, HANDLED_KEY
+from tests.support.messaging import Running, engineering
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

@@ -14,7 +14,7 @@ from shared import registry
 from shared.contracts import EngineeringMessage
 from shared.messaging import Bus, MessageContext
 from shared.messaging.keys import consumer_died_here, consumer_host, default_consumer_name
-from tests.messaging.conftest import Running, engineering
+from tests.support.messaging import Running, engineering
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

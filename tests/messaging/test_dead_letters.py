@@ -11,7 +11,7 @@ from shared import registry
 from shared.contracts import BaseResult, EngineeringResult
 from shared.messaging import Bus, DeadLetter, MessageContext, Metrics, Retry
 from shared.messaging.transport import parse_id
-from tests.messaging.conftest import Running, engineering
+from tests.support.messaging import Running, engineering
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

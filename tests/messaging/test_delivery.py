@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from shared import registry
 from shared.messaging import Bus, MessageContext, Metrics, Retry
 from shared.registry import Actor
-from tests.messaging.conftest import Running, engineering, read_entries
+from tests.support.messaging import Running, engineering, read_entries
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

@@ -37,7 +37,7 @@ from tests.messaging import (
     test_request_progress_once,
     test_stop,
 )
-from tests.messaging.conftest import engineering
+from tests.support.messaging import engineering
 
 ENGINEERING = registry.get("engineering:queue").name
 

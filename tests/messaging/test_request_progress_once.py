@@ -15,7 +15,7 @@ from shared.contracts import (
 )
 from shared.messaging import Bus, MessageContext, RequestTimeoutError, Retry
 from shared.registry import Actor
-from tests.messaging.conftest import Running, read_entries
+from tests.support.messaging import Running, read_entries
 
 COMMANDS = registry.get("worker:commands").name
 RESPONSES = registry.get("worker:responses").name

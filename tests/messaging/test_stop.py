@@ -14,7 +14,7 @@ from shared import registry
 from shared.contracts import BaseResult, EngineeringMessage
 from shared.messaging import Bus, MessageContext
 from shared.registry import Actor
-from tests.messaging.conftest import engineering, read_entries
+from tests.support.messaging import engineering, read_entries
 from tests.support.waiting import eventually
 
 ENGINEERING = registry.get("engineering:queue").name

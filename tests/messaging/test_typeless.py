@@ -16,7 +16,7 @@ from shared.contracts import DeleteWorkerCommand, DeleteWorkerResponse
 from shared.messaging import Bus, DecodeError, Envelope, MessageContext, Metrics, decode_message
 from shared.registry import Actor
 from tests.contracts.strategies import models
-from tests.messaging.conftest import Running
+from tests.support.messaging import Running
 from tests.support.waiting import eventually
 
 CASES = [(spec, model) for spec in registry.iter_queues() for model in spec.message_types]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,12 +24,9 @@ import httpx
 import pytest
 
 from shared.redis_server import free_port
-from tests.conftest import local_ports_env
 from tests.observability.receivers import PROMETHEUS, OtlpReceiver, Prometheus, ReceivedSpan
-from tests.telegram_bot.test_whole_system import _reap
+from tests.support.system import ROOT, UpSystem, reap
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "orchestrator.json"
 
@@ -44,8 +40,7 @@ pytestmark = pytest.mark.skipif(
 class Run:
     """The system, its receivers, and the task it ran."""
 
-    env: dict[str, str]
-    log_path: Path
+    system: UpSystem
     metrics_port: int
     prometheus: Prometheus
     receiver: OtlpReceiver
@@ -53,68 +48,41 @@ class Run:
     run_log: list[str]
     """The system's log lines written while the task ran."""
 
+    @property
+    def env(self) -> dict[str, str]:
+        return self.system.env
+
+    @property
+    def log_path(self) -> Path:
+        return self.system.log_path
+
     def cli(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VENV_BIN / "orchestrator"), *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+        return self.system.cli(*args, timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("observed")
-    data_dir = tmp / "var"
-    api_port, metrics_port = free_port(), free_port()
+    metrics_port = free_port()
     receiver = OtlpReceiver().start()
-    env = {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "ORCHESTRATOR_DATA_DIR": str(data_dir),
-        "ORCHESTRATOR_API__PORT": str(api_port),
+    settings = {
         "ORCHESTRATOR_METRICS__PORT": str(metrics_port),
-        "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
-        "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "COLUMNS": "200",
     }
-    log_path = tmp / "up.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "orchestrator"), "up"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    system = UpSystem(tmp, settings=settings, start_timeout_s=300)
     prometheus = Prometheus(tmp / "prometheus", [f"127.0.0.1:{metrics_port}"], [ALERTS])
     try:
         prometheus.start()
-        deadline = time.monotonic() + 300
-        while not (data_dir / "secrets" / "cli.key").exists() or not _healthy(api_port):
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "orchestrator up did not come up in 300 s"
-            time.sleep(0.3)
-        _wait_for_actors(metrics_port, process, log_path)
-        partial = Run(env, log_path, metrics_port, prometheus, receiver, {}, [])
+        system.start()
+        assert system.process is not None
+        _wait_for_actors(metrics_port, system.process, system.log_path)
+        partial = Run(system, metrics_port, prometheus, receiver, {}, [])
         created = partial.cli("project", "create", "shop", "--json")
         assert created.returncode == 0, created.stderr
         project_id = json.loads(created.stdout)["id"]
-        offset = log_path.stat().st_size
+        offset = system.log_path.stat().st_size
         made = partial.cli(
             "task", "create", project_id, "--spec", "add a /hello endpoint", "--json"
         )
@@ -122,25 +90,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         task_id = json.loads(made.stdout)["id"]
         watched = partial.cli("task", "watch", task_id, "--timeout-s", "480", timeout_s=520)
         assert watched.returncode == 0, (
-            watched.stdout + watched.stderr + log_path.read_text()[-3000:]
+            watched.stdout + watched.stderr + system.log_path.read_text()[-3000:]
         )
         partial.task = json.loads(partial.cli("task", "show", task_id, "--json").stdout)
         time.sleep(1.0)  # the flow's last lines after its terminal event
-        with log_path.open("rb") as handle:
+        with system.log_path.open("rb") as handle:
             handle.seek(offset)
             partial.run_log = handle.read().decode().splitlines()
         yield partial
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        system.stop()
         prometheus.stop()
         receiver.stop()
-        _reap(data_dir)
+        reap(system.data_dir)
 
 
 def _wait_for_actors(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:

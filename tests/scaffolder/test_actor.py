@@ -28,7 +28,7 @@ from shared.git.naming import repo_full_name
 from shared.messaging import Bus
 from shared.redis_server import free_port
 from shared.settings import ApiSettings, Settings
-from tests.scaffolder.conftest import make_message
+from tests.support.scaffolder import make_message
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from services.scaffolder.main import ApiProjectStatus
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ProjectUpdate, UserCreate
 from shared.contracts import ProjectCreate, ProjectStatus
-from tests.scaffolder.conftest import make_message
+from tests.support.scaffolder import make_message
 
 
 @pytest.fixture

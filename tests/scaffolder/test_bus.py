@@ -16,7 +16,7 @@ from shared import registry
 from shared.contracts import BaseResult, ProgressEvent, ProjectStatus
 from shared.git import LocalGitProvider
 from shared.messaging import Bus, Envelope, decode_message
-from tests.scaffolder.conftest import REPO, FakeProjects, make_message
+from tests.support.scaffolder import REPO, FakeProjects, make_message
 
 RESULTS = registry.get("results:{actor}").format(actor="langgraph")
 

@@ -22,7 +22,7 @@ from shared.git import (
     push,
     run_git,
 )
-from tests.scaffolder.conftest import REPO, FakeProgress, FakeProjects, make_message
+from tests.support.scaffolder import REPO, FakeProgress, FakeProjects, make_message
 
 
 async def test_scaffolds_pushes_and_reports(

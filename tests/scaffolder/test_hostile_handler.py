@@ -12,8 +12,8 @@ import pytest
 from services.scaffolder.handlers import ScaffolderDeps, handle_scaffolder_message
 from shared.contracts import ProjectStatus
 from shared.git import LocalGitProvider, clone, run_git
-from tests.scaffolder.conftest import FakeProjects, make_message
 from tests.support.hostile import HOSTILE_NAMES, PWNED
+from tests.support.scaffolder import FakeProjects, make_message
 
 PROJECT_ID = "3f1c2a9e-0000-4000-8000-000000000000"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,23 +15,8 @@ from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.probe import MemoryProbe
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.workers import MemoryWorkerDirectory
-from shared.api_client.schemas import ServerDTO, ServerStatus
 from shared.messaging import Bus
 from shared.registry import Actor
-
-
-def server(handle: str, status: ServerStatus, address: str = "10.0.0.1") -> ServerDTO:
-    """A server as the API lists it."""
-    return ServerDTO(
-        handle=handle,
-        address=address,
-        ssh_user="deploy",
-        status=status,
-        port_range_start=10_000,
-        port_range_end=10_099,
-        capacity=100,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -82,17 +65,3 @@ def deps(
         settings=scheduler_settings,
         metrics=metrics,
     )
-
-
-async def stream_entries(
-    redis: aioredis.Redis, stream: str
-) -> list[tuple[str, dict[bytes, bytes]]]:
-    """A stream's entries (id, fields), oldest first."""
-    raw = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(stream))
-    return [(entry_id.decode(), fields) for entry_id, fields in raw]
-
-
-async def get_int(redis: aioredis.Redis, key: str) -> int:
-    """An integer counter (0 when absent)."""
-    value = cast(bytes | None, await redis.get(key))
-    return 0 if value is None else int(value)

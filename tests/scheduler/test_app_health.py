@@ -49,12 +49,12 @@ from shared.contracts import ProjectCreate, ProjectStatus, TaskCreate, TaskType
 from shared.messaging import Bus
 from shared.registry import Actor
 from tests.api.conftest import (  # noqa: F401 - fixtures: the API on SQLite and PostgreSQL
-    ApiHarness,
     api,
     database,
     database_url,
     postgres_url,
 )
+from tests.support.api import ApiHarness
 from tests.support.waiting import eventually
 
 SUPERVISE = Path(__file__).parents[2] / "services/infra_service/playbooks/files/supervise.py"

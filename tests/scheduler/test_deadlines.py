@@ -40,13 +40,13 @@ from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import TaskDeadlines
 from tests.api.conftest import (  # noqa: F401 - fixtures: the API on SQLite and PostgreSQL
-    ApiHarness,
     api,
     database,
     database_url,
     postgres_url,
 )
-from tests.scheduler.conftest import stream_entries
+from tests.support.api import ApiHarness
+from tests.support.scheduler import stream_entries
 
 ENGINEERING = registry.get("engineering:queue").name
 DEPLOY = registry.get("deploy:queue").name

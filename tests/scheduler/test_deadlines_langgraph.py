@@ -21,12 +21,13 @@ from shared.contracts import CreateWorkerCommand, DeleteWorkerCommand, TaskStatu
 from shared.messaging import Bus
 from shared.registry import Actor
 from shared.settings import TaskDeadlines
-from tests.langgraph.conftest import System, langgraph, system  # noqa: F401 - the fixture
+from tests.langgraph.conftest import graph_system  # noqa: F401 - the fixture
+from tests.support.langgraph import GraphSystem, langgraph
 
 PAST_DEADLINE_S = TaskDeadlines().engineering_s + 1
 
 
-async def fail_past_deadline(world: System, *, register_workers: bool) -> None:
+async def fail_past_deadline(world: GraphSystem, *, register_workers: bool) -> None:
     """One run of the job on a clock past the task's deadline; with `register_workers`, the
     fake worker-manager's live workers are written to the registry the scheduler reads."""
     settings = SchedulerSettings()
@@ -58,29 +59,29 @@ async def fail_past_deadline(world: System, *, register_workers: bool) -> None:
 
 @pytest.mark.parametrize("agent_answers", ["after its worker is deleted", "with a commit"])
 async def test_the_flow_ends_and_the_deadline_reason_stands(
-    system: System,  # noqa: F811 - the fixture imported above
+    graph_system: GraphSystem,  # noqa: F811 - the fixture imported above
     agent_answers: str,
 ) -> None:
     """The scheduler fails the task while its agent works: whether the agent then fails (its
     worker deleted by the scheduler) or succeeds, the flow ends and the reason is kept."""
-    project = await system.project("Late", scaffolded=True)
-    system.workers.hold = asyncio.Event()
+    project = await graph_system.project("Late", scaffolded=True)
+    graph_system.workers.hold = asyncio.Event()
     deleted = agent_answers == "after its worker is deleted"
-    async with langgraph(system):
-        task_id = await system.task(project.id, "spec")
-        await asyncio.wait_for(system.workers.sent.wait(), 10)
-        await fail_past_deadline(system, register_workers=deleted)
-        failed = await system.admin.get_task(task_id)
+    async with langgraph(graph_system):
+        task_id = await graph_system.task(project.id, "spec")
+        await asyncio.wait_for(graph_system.workers.sent.wait(), 10)
+        await fail_past_deadline(graph_system, register_workers=deleted)
+        failed = await graph_system.admin.get_task(task_id)
         if deleted:
             async with asyncio.timeout(10):
-                while system.workers.count(DeleteWorkerCommand) < 1:  # noqa: ASYNC110 - consumed by the fake
+                while graph_system.workers.count(DeleteWorkerCommand) < 1:  # noqa: ASYNC110 - consumed by the fake
                     await asyncio.sleep(0.05)
-        system.workers.hold.set()
-        await system.wait_idle()
-    final = await system.admin.get_task(task_id)
+        graph_system.workers.hold.set()
+        await graph_system.wait_idle()
+    final = await graph_system.admin.get_task(task_id)
     assert final.status == TaskStatus.FAILED
     assert final.result == failed.result
     assert final.result is not None
     assert final.result["error"].startswith("deadline exceeded: still running at its deadline")
-    assert system.workers.count(CreateWorkerCommand) == 1
-    assert system.workers.live == {}
+    assert graph_system.workers.count(CreateWorkerCommand) == 1
+    assert graph_system.workers.live == {}

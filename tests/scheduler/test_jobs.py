@@ -26,7 +26,7 @@ from services.scheduler.workers import MemoryWorkerDirectory
 from shared import registry
 from shared.api_client.schemas import ServerStatus, TaskSchedule
 from shared.contracts import DeleteWorkerCommand, ProvisionerMessage, TaskStatus, TaskType
-from tests.scheduler.conftest import get_int, server, stream_entries
+from tests.support.scheduler import get_int, server, stream_entries
 
 M = TypeVar("M", bound=BaseModel)
 TICK = Tick(job="test", number=1, interval_s=1.0)

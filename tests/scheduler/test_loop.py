@@ -15,7 +15,7 @@ from services.scheduler import keys
 from services.scheduler.lock import JobLocks
 from services.scheduler.loop import Job, JobRun, Scheduler, Tick
 from services.scheduler.metrics import SchedulerMetrics
-from tests.scheduler.conftest import get_int
+from tests.support.scheduler import get_int
 
 INTERVAL_S = 0.2
 

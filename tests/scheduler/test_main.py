@@ -15,7 +15,7 @@ from services.scheduler.settings import JobIntervals, SchedulerSettings
 from shared import registry
 from shared.contracts import DeleteWorkerCommand
 from shared.settings import ApiSettings, Settings
-from tests.scheduler.conftest import stream_entries
+from tests.support.scheduler import stream_entries
 
 
 def free_port() -> int:

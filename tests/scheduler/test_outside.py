@@ -20,7 +20,7 @@ from services.scheduler.workers import RedisWorkerDirectory
 from shared.api_client import ApiClient
 from shared.api_client.schemas import ServerDTO, ServerStatus, TaskSchedule
 from shared.contracts import TaskDTO, TaskStatus, TaskType
-from tests.scheduler.conftest import server
+from tests.support.scheduler import server
 
 
 def api_with(handler: httpx.MockTransport) -> HttpSchedulerApi:

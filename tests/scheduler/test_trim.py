@@ -11,7 +11,7 @@ from services.scheduler.jobs import trim_streams
 from services.scheduler.jobs.streams import text
 from services.scheduler.loop import Tick
 from shared import registry
-from tests.scheduler.conftest import stream_entries
+from tests.support.scheduler import stream_entries
 
 TICK = Tick(job="trim_streams", number=1, interval_s=1.0)
 QUEUE = registry.get("provisioner:queue")

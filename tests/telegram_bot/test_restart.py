@@ -22,17 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _start_bot_process(
-    system: ChatSystem, bot_api: FakeBotApi, log: Path
+    bot_system: ChatSystem, bot_api: FakeBotApi, log: Path
 ) -> asyncio.subprocess.Process:
     """`python -m services.telegram_bot`, configured only through its environment."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "TELEGRAM_BOT_TOKEN": TOKEN,
-        "REDIS_URL": system.redis_url,
+        "REDIS_URL": bot_system.redis_url,
         "ORCHESTRATOR_DATA_DIR": str(log.parent),
-        "ORCHESTRATOR_API__URL": system.settings.api.base_url,
-        "ORCHESTRATOR_API__KEY": system.admin_key,
+        "ORCHESTRATOR_API__URL": bot_system.settings.api.base_url,
+        "ORCHESTRATOR_API__KEY": bot_system.admin_key,
         "ORCHESTRATOR_TELEGRAM__BOT_API_URL": bot_api.base_url,
         "ORCHESTRATOR_TELEGRAM__ADMINS": json.dumps([ADMIN_ID]),
         "ORCHESTRATOR_TELEGRAM__NOTIFY_POLL_S": "0.2",
@@ -54,31 +54,31 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
 
 @pytest.mark.slow
 async def test_a_killed_bot_delivers_the_final_result_and_the_pending_answer_once(
-    system: ChatSystem, bot_api: FakeBotApi, tmp_path: Path
+    bot_system: ChatSystem, bot_api: FakeBotApi, tmp_path: Path
 ) -> None:
     """SIGKILL mid-task and mid-question; the restarted bot finishes both, exactly once."""
-    async with system.api() as api:
+    async with bot_system.api() as api:
         await api.create_user(UserCreate(telegram_id=USER_ID))
     log = tmp_path / "bot.log"
-    system.langgraph.release.clear()
-    bot = await _start_bot_process(system, bot_api, log)
+    bot_system.langgraph.release.clear()
+    bot = await _start_bot_process(bot_system, bot_api, log)
     try:
         await say(bot_api, USER_ID, "create project shop", r"Created project shop")
         await say(bot_api, USER_ID, "develop a /hello endpoint", r"Development of shop started")
-        await asyncio.wait_for(system.langgraph.reached_gate.wait(), 30)
+        await asyncio.wait_for(bot_system.langgraph.reached_gate.wait(), 30)
         await bot_api.wait_for(
             lambda: any("step: developer" in t for t in bot_api.texts(USER_ID)), timeout_s=30
         )
-        system.manager.answering.clear()
+        bot_system.manager.answering.clear()
         await bot_api.send_text(USER_ID, "status")
-        await eventually(lambda: system.manager.workers["po-1"].prompts[-1:] == ["status"])
+        await eventually(lambda: bot_system.manager.workers["po-1"].prompts[-1:] == ["status"])
         await _kill(bot)
         sent_before = len(bot_api.messages[USER_ID])
-        system.manager.answering.set()  # the PO answers while the bot is dead
-        system.langgraph.release.set()  # and the task completes while the bot is dead
+        bot_system.manager.answering.set()  # the PO answers while the bot is dead
+        bot_system.langgraph.release.set()  # and the task completes while the bot is dead
         await asyncio.sleep(1.0)
         assert len(bot_api.messages[USER_ID]) == sent_before
-        bot = await _start_bot_process(system, bot_api, log)
+        bot = await _start_bot_process(bot_system, bot_api, log)
         await bot_api.wait_for(
             lambda: (
                 any("commit:" in t for t in bot_api.texts(USER_ID))
@@ -94,5 +94,5 @@ async def test_a_killed_bot_delivers_the_final_result_and_the_pending_answer_onc
     finals = [t for t in progress[0].texts if "commit:" in t]
     assert len(finals) == 1
     assert len([t for t in bot_api.texts(USER_ID) if "Project shop" in t]) == 1
-    assert system.manager.workers["po-1"].prompts.count("status") == 1
+    assert bot_system.manager.workers["po-1"].prompts.count("status") == 1
     assert "Traceback" not in log.read_text()

@@ -9,96 +9,48 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from shared.api_client import ApiClient
 from shared.app_layout import app_dir_name
-from shared.redis_server import free_port
-from tests.conftest import local_ports_env
+from tests.support.system import UpSystem, reap
 from tests.telegram_bot.bot import ADMIN_ID, TOKEN, find, say
 from tests.telegram_bot.fake_bot_api import FakeBotApi
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
-
-
-def _reap(data_dir: Path) -> None:
-    """Kill every process the run left behind under the data dir (deployed apps, daemons)."""
-    doomed: list[psutil.Process] = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-        except psutil.Error:
-            continue
-        if str(data_dir) in text and process.pid != os.getpid():
-            doomed += [process, *process.children(recursive=True)]
-    for process in doomed:
-        try:
-            process.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(doomed, timeout=5)
 
 
 @pytest.fixture
 async def system_up(tmp_path: Path, bot_api: FakeBotApi) -> AsyncIterator[tuple[str, Path]]:
     """`orchestrator up` with a bot token pointed at the fake Bot API; (API URL, data dir)."""
-    data_dir = tmp_path / "data"
-    port = free_port()
-    env = {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "ORCHESTRATOR_API__PORT": str(port),
-        "ORCHESTRATOR_LOCAL_PORTS": local_ports_env(),
+    settings = {
         "ORCHESTRATOR_WORKERS__ADAPTER": "builtin",
         "ORCHESTRATOR_TELEGRAM__BOT_API_URL": bot_api.base_url,
         "ORCHESTRATOR_TELEGRAM__ADMINS": json.dumps([ADMIN_ID]),
         "ORCHESTRATOR_TELEGRAM__NOTIFY_POLL_S": "0.5",
         "ORCHESTRATOR_TELEGRAM__EDIT_INTERVAL_S": "0.2",
         "ORCHESTRATOR_TELEGRAM__POLLING_TIMEOUT_S": "1",
-        "ORCHESTRATOR_SCHEDULER__INTERVALS_S__PROVISION_SERVERS": "2",
         "ORCHESTRATOR_LANGGRAPH__TIMEOUTS__HEALTH_CHECK_S": "10",
         "ORCHESTRATOR_API__IMPORT_ROOTS": json.dumps([str(tmp_path / "sources")]),
         "ORCHESTRATOR_LOG_FORMAT": "json",
     }
-    log = (tmp_path / "up.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        str(VENV_BIN / "orchestrator"),
-        "up",
-        "--data-dir",
-        str(data_dir),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    system = UpSystem(tmp_path, settings=settings, secrets={"TELEGRAM_BOT_TOKEN": TOKEN})
     try:
-        yield f"http://127.0.0.1:{port}", data_dir
+        # started in a thread: the fake Bot API answers the bot from this loop meanwhile
+        await asyncio.to_thread(system.start)
+        yield f"http://127.0.0.1:{system.port}", system.data_dir
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        log.close()
-        runtime = LocalProcessRuntime(data_dir / "workers")
+        await asyncio.to_thread(system.stop)
+        runtime = LocalProcessRuntime(system.data_dir / "workers")
         left = await runtime.list_owned("worker-manager")
         for ref in left.values():
             await runtime.stop(ref, grace_s=0)
-        await asyncio.to_thread(_reap, data_dir)
+        await asyncio.to_thread(reap, system.data_dir)
         # up's Redis was private: the worker-manager deletes its workers (the PO worker of
         # the conversation) on the way out instead of leaving them orphaned
         assert not left, f"workers outlived orchestrator up: {sorted(left)}"

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.observability.metrics import SystemMetrics
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 
 
 def _value(name: str, **labels: str) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 
 if os.geteuid() != 0:
     pytest.skip("running the agent as another uid needs root", allow_module_level=True)

@@ -30,7 +30,7 @@ from shared.chat.po_profile import PO_API_TOKEN_ENV, po_worker_command
 from shared.contracts import CreateWorkerResponse
 from shared.settings import Settings
 from tests.chat.system import ChatSystem, chat_system
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 
 
 @pytest.fixture

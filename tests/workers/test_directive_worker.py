@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.git import LocalGitProvider
 from tests.backend_template import backend_remote
-from tests.workers.conftest import Client
+from tests.support.workers import Client
 
 
 async def test_a_developer_worker_runs_the_checks_itself(

@@ -22,10 +22,10 @@ import pytest
 from services.worker_manager.docker_runtime import LABEL_MANAGER
 from services.worker_manager.settings import DockerSettings
 from shared.contracts import new_id
-from tests.agents.conftest import PLANTED_KEY
 from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serve_anthropic
 from tests.docker_engine import Engine
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.agents import PLANTED_KEY
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import exists, git, make_repo_with_remote
 from tests.workers.test_agent_uid import check as check_uid_probe
 from tests.workers.test_agent_uid import probe_prompt as uid_probe_prompt

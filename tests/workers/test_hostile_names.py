@@ -12,7 +12,7 @@ import pytest
 from services.worker_manager.manager import _NAME, _slug
 from services.worker_manager.registry import WorkerRegistry
 from tests.support.hostile import HOSTILE_NAMES, PWNED
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 
 CARRIED = [name for name in HOSTILE_NAMES if not re.search("[\ud800-\udfff]", name)]
 """The names a queue message can carry (JSON has no lone surrogates)."""

@@ -12,7 +12,7 @@ import pytest
 
 from services.worker_manager.keys import registry_key
 from shared.contracts import CreateWorkerResponse
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import (
     CHILD_MARKER,
     exists,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import processes_with
 
 WORKERS = 20

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -13,7 +12,8 @@ import pytest
 
 from services.worker_manager.keys import bind_key
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.waiting import eventually
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote
 
 POOL = {"size": 2, "prewarm": ["claude-code/developer"], "idle_s": 600.0}
@@ -37,27 +37,16 @@ async def warm_records(client: Client) -> list[WorkerRecord]:
     return [r for r in await WorkerRegistry(client.redis).all() if r.status == "warm"]
 
 
-async def wait_until(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    """Poll the async `check` until it answers something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)
-
-
 async def full_pool(client: Client, size: int = 2) -> list[WorkerRecord]:
     """Wait until exactly `size` warm workers are ready; answer them."""
 
-    async def check() -> list[WorkerRecord] | None:
-        found = await warm_records(client)
-        return found if len(found) == size else None
+    async def check() -> list[WorkerRecord]:
+        records = await warm_records(client)
+        return records if len(records) == size else []
 
     try:
-        found: list[WorkerRecord] = await wait_until(check, f"{size} warm workers", 90)
-    except AssertionError:
+        found = await eventually(check, timeout_s=90, what=f"{size} warm workers")
+    except TimeoutError:
         statuses = [(r.worker_id, r.status) for r in await WorkerRegistry(client.redis).all()]
         raise AssertionError(f"never {size} warm workers: {statuses}") from None
     return found
@@ -117,7 +106,7 @@ async def test_a_crashed_warm_worker_is_replaced(manager: ManagerRunner, client:
         ready = {r.worker_id for r in await warm_records(client)}
         return current.status == "failed" and len(ready) == 2 and victim.worker_id not in ready
 
-    await wait_until(replaced, "the dead warm worker replaced")
+    await eventually(replaced, timeout_s=30, what="the dead warm worker replaced")
     assert "died" in (await client.record(victim.worker_id)).error
     created = await client.create()  # and the pool still serves
     assert created.success, created.error
@@ -163,7 +152,7 @@ async def test_an_idle_pool_shrinks_and_grows_back(manager: ManagerRunner, clien
     async def shrunk() -> bool:
         return await warm_records(client) == [] and not running(pid_of(warm.runtime_ref))
 
-    await wait_until(shrunk, "the idle pool shrunk", timeout_s=15)
+    await eventually(shrunk, timeout_s=15, what="the idle pool shrunk")
     assert (await client.record(warm.worker_id)).status == "stopped"
     again = await client.create()
     assert again.success, again.error

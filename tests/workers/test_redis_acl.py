@@ -19,7 +19,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.worker_manager.redis_users import worker_username
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote
 
 PROBE = """

@@ -1,0 +1,1 @@
+"""Fake agent CLIs, run as scripts (their directory on sys.path), never imported by tests."""
