@@ -22,7 +22,7 @@ from tests.agents.fake_models import Failure, ModelScript, Reply, ToolCall, serv
 from tests.agents.test_droid_cli import GIT_STEPS, execute
 from tests.agents.test_worker_real_cli import progress_text, redis_text, wrapper_log
 from tests.support.agents import PLANTED_KEY
-from tests.workers.conftest import Client, ManagerRunner
+from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote, processes_with
 
 pytestmark = pytest.mark.slow

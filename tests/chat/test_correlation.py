@@ -25,7 +25,7 @@ from shared import registry
 from shared.api_client.schemas import DeployOutcome, DeployRecord
 from shared.chat import ChatOptions
 from shared.chat.po_profile import CORRELATION_ID_ENV
-from shared.contracts import TaskCreate, TaskType, WorkerInputMessage
+from shared.contracts import TaskCreate, TaskStatus, TaskType, WorkerInputMessage
 from shared.messaging import Bus
 from shared.registry import worker_record_key
 from tests.chat.system import ChatSystem
@@ -33,6 +33,7 @@ from tests.support.chat import Script, start_chat
 from tests.support.waiting import eventually
 
 FAST = ChatOptions(answer_timeout_s=30, liveness_poll_s=0.2)
+FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 async def test_a_chat_turn_s_id_is_carried_by_its_task_and_queue_message(
@@ -100,6 +101,13 @@ async def test_rollback_and_cancel_keep_the_turn_s_id(
                 await api.record_deploy(project.id, task.id, record)
         await said("rollback", r"Rolling back till to the previous release: deploy task")
         await said("/rollback till aaaa", r"Rolling back till to commit aaaa: deploy task")
+
+        async def deploys_ended() -> bool:  # else "cancel" would have several tasks to name
+            async with po_system.api(po_system.admin_key) as api:
+                tasks = (await api.list_tasks(limit=20)).items
+            return all(t.status in FINAL for t in tasks if t.type == TaskType.DEPLOY)
+
+        await eventually(deploys_ended, timeout_s=60, what="the four deploy tasks ended")
         po_system.langgraph.release.clear()
         await said("develop a /total endpoint", r"Development of till started")
         await said("cancel", r"Cancelled task [0-9a-f]{8} \(engineering")

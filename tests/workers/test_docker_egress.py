@@ -28,8 +28,8 @@ from docker.models.networks import Network
 
 from shared.contracts import new_id
 from tests.docker_engine import Engine
+from tests.support.workers import Client
 from tests.workers import test_docker_workers
-from tests.workers.conftest import Client
 from tests.workers.helpers import make_repo_with_remote
 from tests.workers.test_docker_workers import DockerManager, shell_agent
 

@@ -36,7 +36,7 @@ from shared.contracts import (
     new_id,
 )
 from shared.messaging import Bus
-from tests.workers.conftest import Client, ManagerRunner, fast_settings
+from tests.support.workers import Client, ManagerRunner, fast_settings
 from tests.workers.helpers import FAKE_CLAUDE
 
 ROOT = Path(__file__).resolve().parents[2]

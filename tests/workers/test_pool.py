@@ -128,7 +128,7 @@ async def test_a_restarted_manager_adopts_its_warm_workers(
     async def killed() -> bool:  # a loaded machine may take a while to end it
         return not running(pid_of(second.runtime_ref))
 
-    await wait_until(killed, "the killed warm worker gone")
+    await eventually(killed, what="the killed warm worker gone")
     await manager.start(pool=POOL)
     assert (await client.record(second.worker_id)).status == "failed"
     assert running(pid_of(first.runtime_ref))
