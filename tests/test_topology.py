@@ -143,7 +143,9 @@ async def _drive(system: Any, redis_url: str, database_url: str) -> dict[str, An
                 await api.update_project(project.id, ProjectUpdate(parallel_tasks=per_project))
             await asyncio.gather(  # the warm-ups scaffold the projects; the tasks find them
                 *(
-                    flow.Driver(api, redis, project.id).one("warm-up: scaffolds the project")
+                    flow.Driver(api, redis, project.id, flow.TASK_TIMEOUT_S).one(
+                        "warm-up: scaffolds the project"
+                    )
                     for project in projects
                 )
             )
