@@ -21,6 +21,7 @@ from services.worker_wrapper.agents.base import (
 from services.worker_wrapper.agents.builtin import BuiltinAgent
 from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
 from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
+from services.worker_wrapper.agents.cli_agent import CliOptions
 from services.worker_wrapper.agents.codex import CodexAgent
 from services.worker_wrapper.agents.command import CommandAgent
 from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
@@ -77,29 +78,29 @@ def build_agent(settings: WrapperSettings) -> Agent:
     if settings.month_budget_usd is not None:
         month = Budget(settings.month_budget_usd, settings.month_spent_usd, what="user month")
         budgets.append(month)
+    options = CliOptions(
+        kill_grace_s=settings.kill_grace_s,
+        run_as=run_as,
+        budget_usd=settings.task_budget_usd,
+        budgets=budgets,
+    )
     if settings.adapter == "claude-code":
         return ClaudeCodeAgent(
             settings.claude_command,
             permission_mode=settings.claude_permission_mode,
-            kill_grace_s=settings.kill_grace_s,
             model=settings.claude_model,
             max_retries=settings.claude_max_retries,
             root_sandbox=settings.claude_root_sandbox,
-            run_as=run_as,
-            budget_usd=settings.task_budget_usd,
-            budgets=budgets,
+            **options,
         )
     if settings.adapter == "factory-droid":
         return FactoryDroidAgent(
             settings.droid_command,
             autonomy=settings.droid_autonomy,
-            kill_grace_s=settings.kill_grace_s,
             model=settings.droid_model,
             byok=settings.droid_byok,
             factory_home=settings.session_dir / "droid-home",
-            run_as=run_as,
-            budget_usd=settings.task_budget_usd,
-            budgets=budgets,
+            **options,
         )
     if settings.adapter == "codex":
         return CodexAgent(
@@ -108,10 +109,7 @@ def build_agent(settings: WrapperSettings) -> Agent:
             base_url=settings.codex_base_url,
             sandbox=settings.codex_sandbox,
             max_retries=settings.codex_max_retries,
-            kill_grace_s=settings.kill_grace_s,
-            run_as=run_as,
-            budget_usd=settings.task_budget_usd,
-            budgets=budgets,
+            **options,
         )
     if settings.adapter == "command":
         return CommandAgent(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -28,8 +28,7 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import CliAgent
-from services.worker_wrapper.agents.pricing import Budget, PriceTable
+from services.worker_wrapper.agents.cli_agent import CliAgent, CliOptions
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
 
@@ -183,23 +182,12 @@ class ClaudeCodeAgent(CliAgent):
         *,
         permission_mode: str = "bypassPermissions",
         extra_args: Sequence[str] = (),
-        kill_grace_s: float = 2.0,
         model: str | None = None,
         max_retries: int | None = None,
         root_sandbox: bool = True,
-        run_as: tuple[int, int] | None = None,
-        budget_usd: float | None = None,
-        budgets: Sequence[Budget] = (),
-        prices: PriceTable | None = None,
+        **options: Unpack[CliOptions],
     ) -> None:
-        super().__init__(
-            command,
-            kill_grace_s=kill_grace_s,
-            run_as=run_as,
-            budget_usd=budget_usd,
-            budgets=budgets,
-            prices=prices,
-        )
+        super().__init__(command, **options)
         self.permission_mode = permission_mode
         self.extra_args = list(extra_args)
         self.model = model

@@ -14,6 +14,7 @@ import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -147,6 +148,16 @@ def _outcome(
     else:
         result = parser.finish(exit_code=outcome.exit_code or 0, stderr_tail=outcome.stderr_tail)
     return result
+
+
+class CliOptions(TypedDict, total=False):
+    """What every CLI adapter takes beside its own settings (passed on to `CliAgent`)."""
+
+    kill_grace_s: float
+    run_as: tuple[int, int] | None
+    budget_usd: float | None
+    budgets: Sequence[Budget]
+    prices: PriceTable | None
 
 
 class CliAgent:

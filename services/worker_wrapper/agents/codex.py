@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -26,9 +26,8 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import CliAgent
+from services.worker_wrapper.agents.cli_agent import CliAgent, CliOptions
 from services.worker_wrapper.agents.metering import UsageRelay
-from services.worker_wrapper.agents.pricing import Budget, PriceTable
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
 
@@ -173,20 +172,9 @@ class CodexAgent(CliAgent):
         sandbox: CodexSandbox = "bypass",
         max_retries: int = 2,
         extra_args: Sequence[str] = (),
-        kill_grace_s: float = 2.0,
-        run_as: tuple[int, int] | None = None,
-        budget_usd: float | None = None,
-        budgets: Sequence[Budget] = (),
-        prices: PriceTable | None = None,
+        **options: Unpack[CliOptions],
     ) -> None:
-        super().__init__(
-            command,
-            kill_grace_s=kill_grace_s,
-            run_as=run_as,
-            budget_usd=budget_usd,
-            budgets=budgets,
-            prices=prices,
-        )
+        super().__init__(command, **options)
         self.model = model
         self.base_url = base_url
         self.sandbox: CodexSandbox = sandbox

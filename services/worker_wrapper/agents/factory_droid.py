@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -36,9 +36,8 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.cli_agent import CliAgent, write_prompt_file
+from services.worker_wrapper.agents.cli_agent import CliAgent, CliOptions, write_prompt_file
 from services.worker_wrapper.agents.metering import UsageRelay
-from services.worker_wrapper.agents.pricing import Budget, PriceTable
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
 from shared.droid_byok import DroidByok
@@ -181,23 +180,12 @@ class FactoryDroidAgent(CliAgent):
         *,
         autonomy: AutonomyLevel = "high",
         extra_args: Sequence[str] = (),
-        kill_grace_s: float = 2.0,
         model: str | None = None,
-        run_as: tuple[int, int] | None = None,
-        budget_usd: float | None = None,
-        budgets: Sequence[Budget] = (),
-        prices: PriceTable | None = None,
         byok: DroidByok | None = None,
         factory_home: Path | None = None,
+        **options: Unpack[CliOptions],
     ) -> None:
-        super().__init__(
-            command,
-            kill_grace_s=kill_grace_s,
-            run_as=run_as,
-            budget_usd=budget_usd,
-            budgets=budgets,
-            prices=prices,
-        )
+        super().__init__(command, **options)
         self.model = model
         self.autonomy: AutonomyLevel = autonomy
         self.extra_args = list(extra_args)
