@@ -3,13 +3,18 @@ real-CLI system tests share (the developer flow with Claude Code and with Codex)
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.support.agents import PLANTED_KEY
-from tests.support.system import UpSystem
+from tests.support.system import Finished, UpSystem
 
 ADD_ROUTE = """python3 - <<'PY'
 import pathlib
@@ -65,3 +70,43 @@ def agent_system(
     up_log = system.log_path.read_text(errors="replace")
     assert agent_line in up_log, up_log[-3000:]
     assert PLANTED_KEY not in up_log
+
+
+def developed(system: UpSystem, author: str) -> tuple[str, Finished]:
+    """A project `shop` and its task "add a /hello endpoint", finished: the result changed
+    the app's `main.py` and its commit on the remote branch is `author`'s. The project's id
+    and the finished task."""
+    project_id = system.project("shop")
+    task = system.finish(project_id, "--spec", "add a /hello endpoint")
+    result = task.shown["result"]
+    assert any(path.endswith("app/main.py") for path in result["files_changed"])
+    project = system.json("project", "show", project_id)
+    git_dir = str(project["repository_url"]).removeprefix("file://")
+    show = subprocess.run(
+        ["git", "--git-dir", git_dir, "log", "-1", "--format=%H %an", result["branch"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert show.stdout.strip() == f"{result['commit_sha']} {author}"
+    assert PLANTED_KEY not in task.watched.stdout + json.dumps(task.shown)
+    return project_id, task
+
+
+def run_log(system: UpSystem, task_id: str, adapter: str) -> tuple[str, dict[str, Any]]:
+    """`task log` of a task developed by `adapter` (its spec run and the scripted answer
+    shown, no planted key); the text and the spec run's record (`--json`)."""
+    log = system.cli("task", "log", task_id)
+    assert log.returncode == 0, log.stderr
+    assert f"[send_spec] {adapter}" in log.stdout, log.stdout
+    assert "Added /hello and pushed the branch." in log.stdout
+    assert PLANTED_KEY not in log.stdout
+    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
+    assert PLANTED_KEY not in json.dumps(runs)
+    return log.stdout, next(run for run in runs if run["step"] == "send_spec")
+
+
+def deployed(system: UpSystem, project_id: str) -> None:
+    """A deploy of the project finishes and its URL answers."""
+    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
+    assert httpx.get(url, timeout=5).status_code == 200

@@ -7,15 +7,13 @@ engineering flow integrates the task's branch, which this test does not assume.)
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_anthropic
-from tests.agents.system import ADD_ROUTE, agent_system
+from tests.agents.system import ADD_ROUTE, agent_system, deployed, developed, run_log
 from tests.support.agents import PLANTED_KEY, cli_path
 from tests.support.system import UpSystem
 
@@ -48,34 +46,12 @@ def test_real_claude_develops_and_the_project_deploys(
 ) -> None:
     """task create → the real CLI's commit on the remote → task completed → deploy → URL."""
     system, script = claude_system
-    project_id = system.project("shop")
-    task = system.finish(project_id, "--spec", "add a /hello endpoint")
-    task_id, watched, shown = task.id, task.watched, task.shown
-    commit, branch = shown["result"]["commit_sha"], shown["result"]["branch"]
-    assert any(path.endswith("app/main.py") for path in shown["result"]["files_changed"])
-    project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
-    remote = project["repository_url"]
-    git_dir = remote.removeprefix("file://")
-    show = subprocess.run(
-        ["git", "--git-dir", git_dir, "log", "-1", "--format=%H %an", branch],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert show.stdout.strip() == f"{commit} Claude Code agent"
+    project_id, task = developed(system, "Claude Code agent")
     assert "add a /hello endpoint" in str(script.requests[0]["messages"])
-    assert PLANTED_KEY not in watched.stdout + json.dumps(shown)
-    assert shown["result"]["agent_runs"] >= 1
-    assert shown["result"]["agent_cost_usd"] > 0
-    log = system.cli("task", "log", task_id)
-    assert log.returncode == 0, log.stderr
-    assert "[send_spec] claude-code" in log.stdout
-    assert "- Bash python3 - <<'PY'" in log.stdout
-    assert "Added /hello and pushed the branch." in log.stdout
-    assert "total: " in log.stdout
-    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
-    assert runs[0]["input_tokens"] >= 200  # two scripted turns of 100 input tokens
-    assert PLANTED_KEY not in log.stdout + json.dumps(runs)
-
-    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
-    assert httpx.get(url, timeout=5).status_code == 200
+    assert task.result["agent_runs"] >= 1
+    assert task.result["agent_cost_usd"] > 0
+    log, spec_run = run_log(system, task.id, "claude-code")
+    assert "- Bash python3 - <<'PY'" in log
+    assert "total: " in log
+    assert spec_run["input_tokens"] >= 200  # two scripted turns of 100 input tokens
+    deployed(system, project_id)

@@ -9,15 +9,13 @@ wrapper's metering relay, whose count is the recorded spend."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.agents.fake_models import ModelScript, Reply, ToolCall, serve_openai
-from tests.agents.system import ADD_ROUTE, agent_system
+from tests.agents.system import ADD_ROUTE, agent_system, deployed, developed, run_log
 from tests.support.agents import PLANTED_KEY, cli_path
 from tests.support.system import UpSystem
 
@@ -60,34 +58,12 @@ def test_real_codex_develops_and_the_project_deploys(
 ) -> None:
     """task create → the real Codex's commit on the remote → task completed → deploy → URL."""
     system, script = codex_system
-    project_id = system.project("shop")
-    task = system.finish(project_id, "--spec", "add a /hello endpoint")
-    task_id, watched, shown = task.id, task.watched, task.shown
-    commit, branch = shown["result"]["commit_sha"], shown["result"]["branch"]
-    assert any(path.endswith("app/main.py") for path in shown["result"]["files_changed"])
-    project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
-    git_dir = project["repository_url"].removeprefix("file://")
-    show = subprocess.run(
-        ["git", "--git-dir", git_dir, "log", "-1", "--format=%H %an", branch],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert show.stdout.strip() == f"{commit} Codex agent"
+    project_id, task = developed(system, "Codex agent")
     assert script.paths[0] == "/v1/responses"
     assert "add a /hello endpoint" in str(script.requests[0]["input"])
-    assert PLANTED_KEY not in watched.stdout + json.dumps(shown)
-    assert shown["result"]["agent_runs"] >= 1
-    log = system.cli("task", "log", task_id)
-    assert log.returncode == 0, log.stderr
-    assert "[send_spec] codex" in log.stdout, log.stdout
-    assert "Added /hello and pushed the branch." in log.stdout
-    assert PLANTED_KEY not in log.stdout
-    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
-    spec_run = next(run for run in runs if run["step"] == "send_spec")
+    assert task.result["agent_runs"] >= 1
+    _, spec_run = run_log(system, task.id, "codex")
     # two responses of 100 input and 20 output tokens at the table's default $15/$75 per Mtok
     assert (spec_run["input_tokens"], spec_run["output_tokens"]) == (200, 40)
     assert spec_run["cost_usd"] == pytest.approx((200 * 15 + 40 * 75) / 1e6)
-
-    url = system.finish(project_id, "--type", "deploy", timeout_s=200).result["deployed_url"]
-    assert httpx.get(url, timeout=5).status_code == 200
+    deployed(system, project_id)

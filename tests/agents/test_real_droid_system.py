@@ -9,15 +9,13 @@ droid talks to the model through the wrapper's metering relay, whose count is th
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.agents.fake_models import ModelScript, Reply, serve_anthropic
-from tests.agents.system import ADD_ROUTE, agent_system
+from tests.agents.system import ADD_ROUTE, agent_system, deployed, developed, run_log
 from tests.agents.test_droid_cli import execute
 from tests.support.agents import PLANTED_KEY, cli_path
 from tests.support.system import UpSystem
@@ -64,49 +62,14 @@ def test_real_droid_develops_and_the_project_deploys(
 ) -> None:
     """task create → the real droid's commit on the remote → task completed → deploy → URL."""
     system, script = droid_system
-    created = system.cli("project", "create", "shop", "--json")
-    assert created.returncode == 0, created.stderr
-    project_id = json.loads(created.stdout)["id"]
-    task = system.cli("task", "create", project_id, "--spec", "add a /hello endpoint", "--json")
-    assert task.returncode == 0, task.stderr
-    task_id = json.loads(task.stdout)["id"]
-    watched = system.cli("task", "watch", task_id, "--timeout-s", "150", timeout_s=180)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    shown = json.loads(system.cli("task", "show", task_id, "--json").stdout)
-    commit, branch = shown["result"]["commit_sha"], shown["result"]["branch"]
-    assert any(path.endswith("app/main.py") for path in shown["result"]["files_changed"])
-    project = json.loads(system.cli("project", "show", project_id, "--json").stdout)
-    git_dir = project["repository_url"].removeprefix("file://")
-    show = subprocess.run(
-        ["git", "--git-dir", git_dir, "log", "-1", "--format=%H %an", branch],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert show.stdout.strip() == f"{commit} Factory Droid agent"
+    project_id, task = developed(system, "Factory Droid agent")
     assert "add a /hello endpoint" in str(script.requests[0]["messages"])
     assert script.headers[0]["x-api-key"] == PLANTED_KEY
-    assert PLANTED_KEY not in watched.stdout + json.dumps(shown)
-    log = system.cli("task", "log", task_id)
-    assert log.returncode == 0, log.stderr
-    assert "[send_spec] factory-droid" in log.stdout, log.stdout
-    assert "Added /hello and pushed the branch." in log.stdout
-    assert PLANTED_KEY not in log.stdout
-    runs = json.loads(system.cli("task", "log", task_id, "--json").stdout)
-    spec_run = next(run for run in runs if run["step"] == "send_spec")
+    _, spec_run = run_log(system, task.id, "factory-droid")
     # five responses of 100 input and 20 output tokens, and droid's side requests (1 + 1),
     # as the relay saw them, at the table's default $15/$75 per Mtok
     side = sum(1 for body in script.requests if not body.get("tools"))
     tokens = (500 + side, 100 + side)
     assert (spec_run["input_tokens"], spec_run["output_tokens"]) == tokens
     assert spec_run["cost_usd"] == pytest.approx((tokens[0] * 15 + tokens[1] * 75) / 1e6)
-
-    deploy = system.cli("task", "create", project_id, "--type", "deploy", "--json")
-    assert deploy.returncode == 0, deploy.stderr
-    deploy_id = json.loads(deploy.stdout)["id"]
-    watched = system.cli("task", "watch", deploy_id, "--timeout-s", "200", timeout_s=230)
-    assert watched.returncode == 0, watched.stdout + watched.stderr
-    url = json.loads(system.cli("task", "show", deploy_id, "--json").stdout)["result"][
-        "deployed_url"
-    ]
-    assert httpx.get(url, timeout=5).status_code == 200
+    deployed(system, project_id)
