@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from shared import registry
+from shared import bench_record, registry
 from shared.contracts import EngineeringMessage
 from shared.messaging import Bus, MessageContext
 from shared.redis_server import RedisServer
@@ -392,6 +393,7 @@ async def main(argv: list[str] | None = None) -> None:
     """Run the chosen scenarios, print a table with ratios and the targets."""
     args = parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    info = bench_record.context()
     load_before = load_average()
     bench_started = time.perf_counter()
     measured: dict[tuple[str, str], list[Result]] = {}
@@ -407,8 +409,44 @@ async def main(argv: list[str] | None = None) -> None:
                     measured.setdefault((name, key), []).append(result)
     elapsed_s = time.perf_counter() - bench_started
     rows = {cell: pick(results, steady=cell[1] == "steady") for cell, results in measured.items()}
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        report(info, rows, args, version, server.binary, elapsed_s, load_before)
+    figures = {
+        "context": info,
+        "redis_version": version,
+        "rounds": args.rounds,
+        "cells": [
+            {
+                "runtime": name,
+                "scenario": key,
+                "messages_per_s": round(row.rate, 1),
+                "p50_ms": round(row.pct(0.5), 3),
+                "p99_ms": round(row.pct(0.99), 3),
+                "cpu_us_per_message": round(row.cpu_us_per_message, 1),
+            }
+            for (name, key), row in rows.items()
+        ],
+        "targets": [{"target": t, "measured": v, "met": m} for t, v, m in targets(rows)],
+    }
+    saved = bench_record.save("bus", text.getvalue(), figures)
+    print(text.getvalue(), end="")
+    print(f"(figures in {saved})")
+
+
+def report(
+    info: dict[str, Any],
+    rows: dict[tuple[str, str], Result],
+    args: argparse.Namespace,
+    version: str,
+    binary: str,
+    elapsed_s: float,
+    load_before: str,
+) -> None:
+    """The printed figures: the machine, the table, the targets."""
+    print(bench_record.context_line(info))
     print(
-        f"redis-server {version} ({server.binary}); {len(measured)} cells x {args.rounds} "
+        f"redis-server {version} ({binary}); {len(rows)} cells x {args.rounds} "
         f"rounds in {elapsed_s:.0f} s; {os.cpu_count()} CPUs; load average "
         f"{load_before} before, {load_average()} after"
     )

@@ -13,6 +13,8 @@ their data from the database; the task page's live progress is a separate event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import statistics
 import tempfile
 import time
@@ -31,6 +33,7 @@ from services.api.migrate import upgrade
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from services.api.users.models import User
+from shared import bench_record
 from shared.contracts import new_id
 from shared.git import LocalGitProvider
 from shared.settings import ConsoleSettings
@@ -129,6 +132,7 @@ def p95(values: list[float]) -> float:
 
 
 async def main() -> None:
+    info = bench_record.context()
     with tempfile.TemporaryDirectory() as tmp:
         database = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")
         try:
@@ -151,11 +155,21 @@ async def main() -> None:
         finally:
             await database.close()
     floor = statistics.median(figures["/health (floor)"])
-    print(f"server time per page, {REQUESTS} sequential requests each (SQLite, in-process ASGI)")
-    print(f"{'page':44} {'p50 ms':>8} {'p95 ms':>8} {'p50 / floor':>12}")
-    for name, times in figures.items():
-        median = statistics.median(times)
-        print(f"{name:44} {median:8.2f} {p95(times):8.2f} {median / floor:11.1f}x")
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print(bench_record.context_line(info))
+        print(f"server time per page, {REQUESTS} sequential requests each (SQLite, in-process)")
+        print(f"{'page':44} {'p50 ms':>8} {'p95 ms':>8} {'p50 / floor':>12}")
+        for name, times in figures.items():
+            median = statistics.median(times)
+            print(f"{name:44} {median:8.2f} {p95(times):8.2f} {median / floor:11.1f}x")
+    timing = {
+        name: {"p50_ms": statistics.median(times), "p95_ms": p95(times)}
+        for name, times in figures.items()
+    }
+    saved = bench_record.save("console", text.getvalue(), {"context": info, "pages": timing})
+    print(text.getvalue(), end="")
+    print(f"(figures in {saved})")
 
 
 if __name__ == "__main__":

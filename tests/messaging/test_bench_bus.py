@@ -3,6 +3,7 @@ themselves are the benchmark's business, not a test's)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,12 @@ def test_the_bus_benchmark_prints_every_cell_and_the_targets() -> None:
     verdicts = [line for line in lines if line.startswith("target ")]
     assert len(verdicts) == 4, done.stdout
     assert all(line.endswith(("met", "NOT MET")) for line in verdicts)
+    assert "load average before" in lines[0], lines[0]
+    saved = Path(lines[-1].removeprefix("(figures in ").removesuffix(")"))
+    figures = json.loads(saved.read_text())
+    assert figures["context"]["cpus"] >= 1
+    assert len(figures["cells"]) == 9
+    assert len(figures["targets"]) == 4
 
 
 def test_the_bus_benchmark_refuses_an_unknown_scenario() -> None:
