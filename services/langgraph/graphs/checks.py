@@ -4,6 +4,7 @@ most `fix_rounds` times; still failing, the task fails and nothing is integrated
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from services.langgraph.graphs.state import FlowState
@@ -40,13 +41,15 @@ async def _checks_request(
 
 async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     report = report_of("checks", answer)
-    await set_project_status(deps, state, ProjectStatus.DEVELOPING)
+    _, remote = await asyncio.gather(
+        set_project_status(deps, state, ProjectStatus.DEVELOPING),
+        deps.git.head_of(state["repo_full_name"], state["branch"]),
+    )
     round_ = state.get("checks_round", 0) + 1
     head = report.get("head")
     problems: list[str] = []
     if report.get("clean") is False:
         problems.append("the workspace holds uncommitted changes: commit them")
-    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
     if not isinstance(head, str):
         problems.append("the workspace has no commit checked out")
     elif remote != head:
