@@ -55,10 +55,11 @@ def _started_under(tmp: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(720)  # the project's checks run 8 times: minutes on a loaded machine
 def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
-    """A tiny run: the tasks complete with the pool off and on, the flows park, nothing is
-    left running."""
+    """A tiny run: the tasks complete with the pool off and on (one at a time, a burst over
+    two projects, two at once in one project), the flows park, nothing is left running."""
     done = _bench(
-        "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--pool", "1", "--json",
+        "--quick", "--tasks", "2", "--repeat", "1", "--waiting", "5", "--pool", "1",
+        "--projects", "2", "--heavy", "2", "--json",
         tmp=tmp_path, timeout_s=560,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,6 +85,14 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
             # the scaffolded project's checks ran, and count as its work, not as overhead
             assert row["checks_p50_s"] > 0
             assert row["e2e_p50_s"] > row["agent_p50_s"] + row["checks_p50_s"]
+    heavy = figures["pool_on"]["heavy"]
+    assert heavy["tasks"] == 2
+    assert heavy["checks_p50_s"] > 0
+    assert heavy["overhead_p50_s"] > 0
+    assert figures["options"]["projects"] == 2
+    for phase in ("pool_off", "pool_on"):  # the burst's check is cheaper than `make test`
+        burst = figures[phase]["concurrent"]["checks_p50_s"]
+        assert burst < figures[phase]["single"]["checks_p50_s"]
     pool = figures["pool"]
     assert pool["size"] == pool["wanted"] == 1
     assert 0 < pool["worker_uss_kib"] <= pool["worker_rss_kib"]
@@ -102,6 +111,9 @@ def test_quick_run_completes_every_task_and_cleans_up(tmp_path: Path) -> None:
 def test_refuses_a_count_below_one(tmp_path: Path) -> None:
     """A count of 0 is refused before anything starts."""
     done = _bench("--tasks", "0", tmp=tmp_path, timeout_s=60)
+    assert done.returncode == 2
+    assert "must be at least 1" in done.stderr
+    done = _bench("--projects", "0", tmp=tmp_path, timeout_s=60)
     assert done.returncode == 2
     assert "must be at least 1" in done.stderr
     assert list(tmp_path.iterdir()) == []

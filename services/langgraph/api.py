@@ -7,6 +7,7 @@ code depends on one small Protocol.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -63,15 +64,20 @@ class ApiAdapter:
 
     async def active_engineering(self, project_id: str) -> set[str]:
         """Ids of the project's engineering tasks that are queued or running."""
-        found: set[str] = set()
-        for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-            page = await _call(
-                self.client.list_tasks(
-                    status=status, project_id=project_id, task_type=TaskType.ENGINEERING, limit=100
+        pages = await asyncio.gather(
+            *(
+                _call(
+                    self.client.list_tasks(
+                        status=status,
+                        project_id=project_id,
+                        task_type=TaskType.ENGINEERING,
+                        limit=100,
+                    )
                 )
+                for status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
             )
-            found.update(task.id for task in page.items)
-        return found
+        )
+        return {task.id for page in pages for task in page.items}
 
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers (the first page, up to 100)."""

@@ -18,14 +18,24 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from services.langgraph.keys import FLOWS_KEY, WAITS_KEY, answer_key, integration_key, lock_key
+from services.langgraph.keys import (
+    FLOWS_KEY,
+    WAITS_KEY,
+    answer_key,
+    integration_key,
+    lock_key,
+    turn_queue_key,
+)
 from shared.messaging.cancel import raise_if_cancelling
 from shared.messaging.keys import consumer_died_here, default_consumer_name
+from shared.steps import step_request_id
 
-__all__ = ["FlowKind", "FlowStore", "PendingWait"]
+__all__ = ["TURN_STEP", "FlowKind", "FlowStore", "PendingWait"]
 
 FlowKind = Literal["engineering", "deploy"]
 ANSWER_TTL_S = 7 * 86400
+TURN_STEP = "integrate_turn"
+"""The step of a flow waiting for its project's integration turn (its request id's)."""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -57,6 +67,9 @@ class FlowStore:
         self.lock_ttl_ms = lock_ttl_ms
         self._local: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self.woken = asyncio.Event()
+        """Set when an answer that a waiting flow of this process may take was put in the
+        inbox by this process (a turn given on): the sweeper looks at once."""
 
     # flows --------------------------------------------------------------------------------
 
@@ -118,6 +131,10 @@ class FlowStore:
         found = json.loads(raw)
         return found if isinstance(found, dict) else None
 
+    async def drop_answer(self, request_id: str) -> None:
+        """Forget the answer to a request (a wait that is taken up again later)."""
+        await self.redis.delete(answer_key(request_id))
+
     async def answered(self, request_ids: list[str]) -> list[bool]:
         """For each request, whether its answer arrived (one round trip)."""
         if not request_ids:
@@ -156,6 +173,7 @@ class FlowStore:
         bounds a turn whose flow was lost for good."""
         key = integration_key(project_id)
         if await self.redis.set(key, task_id, nx=True, px=ttl_ms):
+            await self.redis.zrem(turn_queue_key(project_id), task_id)
             return task_id
         holder = await self.redis.get(key)
         if holder is None:  # released meanwhile
@@ -165,8 +183,24 @@ class FlowStore:
         return _text(holder)
 
     async def release_turn(self, project_id: str, task_id: str) -> bool:
-        """Give the turn back if this task holds it; True when it did."""
-        return bool(await self.redis.eval(_RELEASE, 1, integration_key(project_id), task_id))
+        """Give the turn back if this task holds it; True when it did. The first task in
+        line (if any) is told at once: an answer to its turn's wait in the inbox."""
+        released = bool(await self.redis.eval(_RELEASE, 1, integration_key(project_id), task_id))
+        if released:
+            first = await self.redis.zrange(turn_queue_key(project_id), 0, 0)
+            if first and isinstance(first[0], bytes | str):
+                waiter = _text(first[0])
+                await self.put_answer(step_request_id(waiter, TURN_STEP), {"turn": "free"})
+                self.woken.set()
+        return released
+
+    async def queue_for_turn(self, project_id: str, task_id: str, since: float) -> None:
+        """The task waits for the project's turn (its place kept from its first wait)."""
+        await self.redis.zadd(turn_queue_key(project_id), {task_id: since}, nx=True)
+
+    async def leave_turn_queue(self, project_id: str, task_id: str) -> None:
+        """The task no longer waits for the project's turn (it ended)."""
+        await self.redis.zrem(turn_queue_key(project_id), task_id)
 
     @asynccontextmanager
     async def _lease(self, key: str, what: str, role: str, wait_s: float) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import structlog
@@ -45,7 +46,11 @@ class Sweeper:
         await self.recover()
         while True:
             raise_if_cancelling()  # a Redis call of the last sweep may have absorbed it
-            await asyncio.sleep(self.settings.sweep_interval_s)
+            # every interval, or at once when this process put an answer a waiting flow
+            # takes (an integration turn given on)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.store.woken.wait(), self.settings.sweep_interval_s)
+            self.store.woken.clear()
             try:
                 await self.sweep()
             except Exception:

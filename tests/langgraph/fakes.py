@@ -119,6 +119,8 @@ class FakeWorkerManager:
     hold: asyncio.Event | None = None
     hold_create: asyncio.Event | None = None
     """When set, `create` answers only once this event is set."""
+    hold_delete: asyncio.Event | None = None
+    """When set, `delete` deletes and answers only once this event is set."""
     sent: asyncio.Event = field(default_factory=asyncio.Event)
     counter: int = 0
     agent_command: list[str] | None = None
@@ -157,6 +159,8 @@ class FakeWorkerManager:
                 return
             answer = await self._die(command) or await self._agent(command)
         else:
+            if self.hold_delete is not None:
+                await self.hold_delete.wait()
             self.live.pop(command.worker_id, None)
             await self._record(command.worker_id, "stopped")
             answer = DeleteWorkerResponse(request_id=command.request_id, success=True)

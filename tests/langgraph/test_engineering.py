@@ -19,6 +19,7 @@ from shared import registry
 from shared.api_client.schemas import ProjectUpdate
 from shared.contracts import (
     CreateWorkerCommand,
+    DeleteWorkerCommand,
     EngineeringMessage,
     EngineeringResult,
     ProgressEvent,
@@ -81,12 +82,33 @@ async def test_progress_events_cover_every_step(graph_system: GraphSystem) -> No
     assert events[-1].type == "completed"
     assert events[-1].progress_pct == 100
     steps = [e.current_step for e in events if e.type == "progress"]
-    assert steps == [
-        "prepare", "create_worker", "send_spec", "verify", "checks", "integrate", "delete_worker",
-    ]  # fmt: skip
+    # the worker is deleted after the task's end is recorded: cleanup, no step of the task
+    assert steps == ["prepare", "create_worker", "send_spec", "verify", "checks", "integrate"]
     pcts = [e.progress_pct or 0 for e in events if e.type == "progress"]
     assert pcts == sorted(pcts)
     assert max(pcts) < 100
+
+
+async def test_the_task_completes_before_its_worker_is_deleted(
+    graph_system: GraphSystem,
+) -> None:
+    """Deleting the worker is cleanup: the task's final status and result are recorded
+    while the delete is still unanswered; the flow ends once the worker is gone, the task
+    unchanged."""
+    project = await graph_system.project("Cleanup", scaffolded=True)
+    graph_system.workers.hold_delete = asyncio.Event()
+    async with langgraph(graph_system):
+        task_id = await graph_system.task(project.id, "spec")
+        task = await graph_system.wait_final(task_id)
+        assert task.status == TaskStatus.COMPLETED, task.result
+        assert list(graph_system.workers.live) == ["w1"]  # not deleted yet
+        assert await graph_system.redis.hexists("langgraph:flows", task_id)  # the flow lives
+        graph_system.workers.hold_delete.set()
+        await graph_system.wait_idle()
+    assert graph_system.workers.live == {}
+    assert graph_system.workers.count(DeleteWorkerCommand) == 1
+    after = await graph_system.admin.get_task(task_id)
+    assert (after.status, after.result) == (task.status, task.result)
 
 
 async def test_result_goes_to_the_callback_stream(graph_system: GraphSystem) -> None:
@@ -386,6 +408,31 @@ async def test_a_task_waits_for_the_turn_of_a_running_one(graph_system: GraphSys
     assert await graph_system.git.head_of(full_name, "main") == task.result["commit_sha"]
     notes = [e for e in await progress_messages(graph_system, task_id) if "integrating" in e]
     assert len(notes) == 1  # waiting polls without new progress events
+
+
+async def test_a_turn_given_back_goes_at_once_to_the_first_in_line(
+    graph_system: GraphSystem,
+) -> None:
+    """Polls and sweeps a minute apart: the task waiting for the turn integrates within
+    seconds of the holder giving it back (it is told, not polling), and leaves the line."""
+    project = await graph_system.project("Line", scaffolded=True)
+    async with langgraph(graph_system, turn_poll_s=60.0, sweep_interval_s=60.0) as actor:
+        holder = await graph_system.task(project.id, "HANG and hold the turn")
+        await actor.runner.store.take_turn(project.id, holder, ttl_ms=600_000)
+        task_id = await graph_system.task(project.id, "spec")
+
+        async def waiting() -> bool:
+            raw = await graph_system.redis.hget("langgraph:waits", task_id)
+            return raw is not None and b"integrate_turn" in raw
+
+        await eventually(waiting, timeout_s=20)
+        line = await graph_system.redis.zrange(f"langgraph:turn_queue:{project.id}", 0, -1)
+        assert line == [task_id.encode()]
+        assert await actor.runner.store.release_turn(project.id, holder)
+        task = await graph_system.wait_final(task_id, timeout_s=10)  # not the 60 s poll
+        await graph_system.admin.cancel_task(holder)
+    assert task.status == TaskStatus.COMPLETED, task.result
+    assert not await graph_system.redis.exists(f"langgraph:turn_queue:{project.id}")
 
 
 async def test_cancel_during_the_checks_leaves_main_unchanged(graph_system: GraphSystem) -> None:

@@ -55,3 +55,28 @@ async def test_a_live_or_remote_holders_lease_is_waited_for(
         async with store.lock("t-2", wait_s=0.5):
             pass
     assert _text(await redis_client.get(lock_key("t-2"))) == holder
+
+
+async def test_a_turn_given_back_is_offered_to_the_first_in_line(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The line of a project's integration turn: first come first told; taking the turn
+    or ending leaves the line; nobody is told when nobody waits or nothing was released."""
+    store = FlowStore(redis_client)
+    assert await store.take_turn("p", "t-0", ttl_ms=60_000) == "t-0"
+    await store.queue_for_turn("p", "t-2", since=20.0)
+    await store.queue_for_turn("p", "t-1", since=10.0)
+    await store.queue_for_turn("p", "t-1", since=30.0)  # keeps its first place
+    assert not await store.release_turn("p", "t-9")  # not the holder: nobody told
+    assert not store.woken.is_set()
+    assert await store.release_turn("p", "t-0")
+    assert store.woken.is_set()
+    assert await store.get_answer("t-1~integrate_turn") == {"turn": "free"}
+    assert await store.get_answer("t-2~integrate_turn") is None
+    assert await store.take_turn("p", "t-1", ttl_ms=60_000) == "t-1"
+    assert await redis_client.zrange("langgraph:turn_queue:p", 0, -1) == [b"t-2"]
+    await store.leave_turn_queue("p", "t-2")
+    store.woken.clear()
+    assert await store.release_turn("p", "t-1")
+    assert not store.woken.is_set()  # an empty line
+    assert not await redis_client.exists("langgraph:turn_queue:p")

@@ -119,6 +119,38 @@ async def test_sigkill_after_worker_created_resumes_without_second_worker(
     assert graph_system.workers.live == {}
 
 
+@pytest.mark.slow
+async def test_sigkill_after_the_task_ended_still_deletes_its_worker(
+    graph_system: GraphSystem, redis_url: str, tmp_path: Path
+) -> None:
+    """The task is completed before its worker is deleted; SIGKILL while the delete is
+    unanswered: the restarted flow takes the answer and ends, the worker is gone, the task
+    and its result as they were."""
+    project = await graph_system.project("Crash cleanup", scaffolded=True)
+    graph_system.workers.hold_delete = asyncio.Event()
+    log_path = tmp_path / "langgraph.log"
+    async with http_api(graph_system) as api_url:
+        with langgraph_process(graph_system, redis_url, api_url, log_path) as first:
+            task_id = await graph_system.task(project.id, "end, then clean up")
+            task = await graph_system.wait_final(task_id, timeout_s=60)
+
+            async def deleting() -> bool:
+                raw = await graph_system.redis.hget("langgraph:waits", task_id)
+                return raw is not None and b"delete_worker" in raw
+
+            await eventually(deleting, timeout_s=30)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        assert graph_system.workers.live  # not deleted yet
+        graph_system.workers.hold_delete.set()  # it answers while langgraph is down
+        with langgraph_process(graph_system, redis_url, api_url, log_path):
+            await graph_system.wait_idle(timeout_s=60)
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
+    assert graph_system.workers.live == {}
+    after = await graph_system.admin.get_task(task_id)
+    assert (after.status, after.result) == (task.status, task.result)
+
+
 async def _reached(graph_system: GraphSystem, task_id: str, step: str) -> bool:
     """True once the task's progress stream names `step` (read without following it)."""
     stream = registry.get("task_progress:{task_id}").format(task_id=task_id)

@@ -4,6 +4,7 @@ most `fix_rounds` times; still failing, the task fails and nothing is integrated
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from services.langgraph.graphs.state import FlowState
@@ -25,10 +26,14 @@ CHECKS_DIRECTIVE = "@orchestrator checks"
 (`services.worker_wrapper.directives`)."""
 
 
+async def _testing(state: FlowState, deps: FlowDeps) -> None:
+    """The project is `testing` while its checks run (set as the directive goes out)."""
+    await set_project_status(deps, state, ProjectStatus.TESTING)
+
+
 async def _checks_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, SendMessageCommand, FlowState]:
-    await set_project_status(deps, state, ProjectStatus.TESTING)
     command = SendMessageCommand(
         request_id=request_id,
         worker_id=worker_of(state, "checks"),
@@ -40,13 +45,15 @@ async def _checks_request(
 
 async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     report = report_of("checks", answer)
-    await set_project_status(deps, state, ProjectStatus.DEVELOPING)
+    _, remote = await asyncio.gather(
+        set_project_status(deps, state, ProjectStatus.DEVELOPING),
+        deps.git.head_of(state["repo_full_name"], state["branch"]),
+    )
     round_ = state.get("checks_round", 0) + 1
     head = report.get("head")
     problems: list[str] = []
     if report.get("clean") is False:
         problems.append("the workspace holds uncommitted changes: commit them")
-    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
     if not isinstance(head, str):
         problems.append("the workspace has no commit checked out")
     elif remote != head:
@@ -129,7 +136,7 @@ async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) 
 
 CHECKS = AwaitedStep(
     "checks", 55, "running the project's checks", lambda t: t.checks_s + t.create_worker_s,
-    _checks_request, _checks_answer, counter="checks_round",
+    _checks_request, _checks_answer, counter="checks_round", alongside=_testing,
 )  # fmt: skip
 FIX = AwaitedStep(
     "fix", 60, "the agent is fixing the failing checks", lambda t: t.agent_s + t.create_worker_s,

@@ -34,19 +34,18 @@ async def start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
     """Move the task to running and announce it; stop at once when it already ended."""
     deps = runtime.context
     task_id = state["task_id"]
-    task = await deps.api.get_task(task_id)
+    try:
+        # one request: queued → running (running stays running); the API refuses it (409)
+        # when the task already ended, which is then read to tell how
+        task = await deps.api.update_task(task_id, TaskUpdate(status=TaskStatus.RUNNING))
+    except ApiCallError as error:
+        if not error.is_conflict:
+            raise
+        task = await deps.api.get_task(task_id)
     if task.status == TaskStatus.CANCELLED:
         return FlowState(outcome="cancelled", error="task cancelled", failed_step="start")
     if task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
         return FlowState(outcome="skipped")
-    if task.status == TaskStatus.QUEUED:
-        try:
-            await deps.api.update_task(task_id, TaskUpdate(status=TaskStatus.RUNNING))
-        except ApiCallError as error:
-            if not error.is_conflict:
-                raise
-            if (await deps.api.get_task(task_id)).status == TaskStatus.CANCELLED:
-                return FlowState(outcome="cancelled", error="task cancelled", failed_step="start")
     event = ProgressEvent(
         type="started",
         request_id=state["request_id"],
@@ -81,7 +80,7 @@ def finish(
         observe_end(state, outcome)
         await _publish_result(deps, state, result)
         await deps.bus.progress(state["task_id"], _terminal_event(state, outcome))
-        return FlowState(outcome=outcome)
+        return FlowState(outcome=outcome, finished=True)
 
     node.__name__ = "finish"
     return node

@@ -28,6 +28,7 @@ A flow that stops (failed, cancelled) goes to `delete_worker` when it has a work
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -101,6 +102,7 @@ async def _prepare(state: FlowState, deps: FlowDeps) -> FlowState:
         worker_id=None,
         worker_deleted=False,
         integration=settings.integration,
+        project_status=project.status.value,
     )
 
 
@@ -124,20 +126,28 @@ async def _scaffold_answer(state: FlowState, deps: FlowDeps, answer: dict[str, A
         raise StepFailedError("scaffold", result.error or f"scaffolder answered {result.status}")
     project = await deps.api.get_project(state["project_id"])
     owner = deps.settings.repo_owner
-    return FlowState(repo_full_name=repo_full_name_of(project, owner=owner, step="scaffold"))
+    return FlowState(
+        repo_full_name=repo_full_name_of(project, owner=owner, step="scaffold"),
+        project_status=project.status.value,
+    )
 
 
 async def _create_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, CreateWorkerCommand, FlowState]:
     full_name = state["repo_full_name"]
-    repo = await deps.git.get_repo(full_name)
+    repo, base_sha = await asyncio.gather(
+        deps.git.get_repo(full_name), deps.git.head_of(full_name, state["base_branch"])
+    )
     if repo is None:
         raise StepFailedError("create_worker", f"repository {full_name} does not exist")
-    base_sha = await deps.git.head_of(full_name, state["base_branch"])
-    project = await deps.api.get_project(state["project_id"])
-    before = state.get("status_before") or project.status.value
-    await set_project_status(deps, state, ProjectStatus.DEVELOPING)
+    # the project's status as `prepare` (or `scaffold`) read it a moment ago
+    before = state.get("status_before") or state.get("project_status")
+    if not before:  # a flow checkpointed before `prepare` kept it
+        before = (await deps.api.get_project(state["project_id"])).status.value
+    _, budget = await asyncio.gather(
+        set_project_status(deps, state, ProjectStatus.DEVELOPING), _month_budget(state, deps)
+    )
     settings = deps.settings
     command = CreateWorkerCommand(
         request_id=request_id,
@@ -155,7 +165,7 @@ async def _create_request(
             "repo_url": repo.clone_url,
             "branch": state["branch"],
             "base_branch": state["base_branch"],
-            **await _month_budget(state, deps),
+            **budget,
         },
     )
     return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
@@ -252,13 +262,16 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
     """Find the agent's commit on the remote: the sha it named, else its branch's new head."""
     full_name, branch = state["repo_full_name"], state["branch"]
     base_sha = state.get("base_sha")
-    heads = {
-        branch: await deps.git.head_of(full_name, branch),
-        state["base_branch"]: await deps.git.head_of(full_name, state["base_branch"]),
-    }
+    branch_head, base_head = await asyncio.gather(
+        deps.git.head_of(full_name, branch), deps.git.head_of(full_name, state["base_branch"])
+    )
+    heads = {branch: branch_head, state["base_branch"]: base_head}
     sha: str | None = None
     for candidate in _SHA.findall(state.get("agent_response") or ""):
-        if candidate != base_sha and await deps.git.commit_exists(full_name, candidate):
+        if candidate == base_sha:
+            continue
+        # a head just read is on the remote: no need to ask again
+        if candidate in heads.values() or await deps.git.commit_exists(full_name, candidate):
             sha = candidate
             break
     if sha is None:
@@ -282,7 +295,7 @@ async def _delete_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any
     return FlowState(worker_deleted=True)
 
 
-PREPARE = PlainStep("prepare", 5, "reading the project", _prepare)
+PREPARE = PlainStep("prepare", 5, "reading the project", _prepare, reads_only=True)
 SCAFFOLD = AwaitedStep(
     "scaffold", 15, "scaffolding the project", lambda t: t.scaffold_s,
     _scaffold_request, _scaffold_answer,
@@ -295,11 +308,14 @@ SEND_SPEC = AwaitedStep(
     "send_spec", 50, "the developer agent is working", lambda t: t.agent_s + t.create_worker_s,
     _send_request, _send_answer, per_worker=True,
 )  # fmt: skip
-VERIFY = PlainStep("verify", 50, "verifying the commit on the remote", _verify)
+VERIFY = PlainStep("verify", 50, "verifying the commit on the remote", _verify, reads_only=True)
 DELETE_WORKER = AwaitedStep(
     "delete_worker", 90, "removing the developer worker", lambda t: t.delete_worker_s,
-    _delete_request, _delete_answer, tolerant=True,
+    _delete_request, _delete_answer, tolerant=True, quiet=True,
 )  # fmt: skip
+"""Cleanup after `finish`: the task's final status and result are recorded first (deleting
+the worker is not the task's work), then the worker goes. A crash between the two resumes
+the flow at this step from its checkpoint, so the worker is still deleted."""
 
 
 def engineering_result(state: FlowState, succeeded: bool) -> EngineeringResult:
@@ -342,14 +358,17 @@ async def _on_end(state: FlowState, deps: FlowDeps) -> None:
     """The task ended: its integration turn is given back; unless another engineering task
     of the project still runs, the project goes back to what it was (`active`, `failed`),
     else to `scaffolded`."""
+    await deps.store.leave_turn_queue(state["project_id"], state["task_id"])
     await deps.store.release_turn(state["project_id"], state["task_id"])
     if not state.get("status_before"):
         return  # the task never began its work
     try:
-        others = await deps.api.active_engineering(state["project_id"]) - {state["task_id"]}
-        if others:
+        active, project = await asyncio.gather(
+            deps.api.active_engineering(state["project_id"]),
+            deps.api.get_project(state["project_id"]),
+        )
+        if active - {state["task_id"]}:
             return
-        project = await deps.api.get_project(state["project_id"])
     except ApiCallError as error:
         log.warning("project_status_not_restored", task_id=state["task_id"], error=str(error))
         return
@@ -365,9 +384,19 @@ async def _on_end(state: FlowState, deps: FlowDeps) -> None:
 
 
 def _cleanup(state: FlowState) -> str:
+    """Where a flow that stopped goes: `finish` records its end (its worker goes after)."""
+    return "finish"
+
+
+def _after_finish(state: FlowState) -> str:
     if state.get("worker_id") and not state.get("worker_deleted"):
         return DELETE_WORKER.name
-    return "finish"
+    return END
+
+
+def _after_delete(state: FlowState) -> str:
+    # a flow checkpointed before cleanup came after `finish` deleted its worker first
+    return END if state.get("finished") else "finish"
 
 
 def _after_start(state: FlowState) -> str:
@@ -394,7 +423,7 @@ def _after_integrate(state: FlowState) -> str:
         return _cleanup(state)
     if state.get("integration_waiting"):
         return "integrate_turn"
-    return DELETE_WORKER.name if state.get("integrated") else MERGE.name
+    return "finish" if state.get("integrated") else MERGE.name
 
 
 def _after_merge(state: FlowState) -> str:
@@ -438,7 +467,7 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
     route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
     graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
     route_awaited(graph, RESOLVE, MERGE.name, _cleanup)
+    graph.add_conditional_edges("finish", _after_finish)
     graph.add_edge(DELETE_WORKER.name, f"{DELETE_WORKER.name}_wait")
-    graph.add_edge(f"{DELETE_WORKER.name}_wait", "finish")
-    graph.add_edge("finish", END)
+    graph.add_conditional_edges(f"{DELETE_WORKER.name}_wait", _after_delete)
     return graph.compile(checkpointer=checkpointer)

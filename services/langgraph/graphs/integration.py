@@ -10,6 +10,7 @@ goes to the agent (`conflict_rounds`), then the checks run again.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import structlog
@@ -26,7 +27,7 @@ from services.langgraph.graphs.worker_steps import (
     worker_of,
 )
 from services.langgraph.ports import FlowDeps
-from services.langgraph.store import PendingWait
+from services.langgraph.store import TURN_STEP, PendingWait
 from shared.contracts import SendMessageCommand, TaskStatus
 
 __all__ = ["INTEGRATE", "MERGE", "MERGE_DIRECTIVE", "RESOLVE", "resolve_prompt", "turn_wait"]
@@ -51,6 +52,7 @@ async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
     if holder != task_id:
         now = deps.clock_s()
         since = state.get("turn_wait_since") or now
+        await deps.store.queue_for_turn(project_id, task_id, since)
         if now - since > deps.settings.timeouts.integrate_wait_s:
             raise StepFailedError(
                 "integrate",
@@ -83,17 +85,20 @@ async def _ended(deps: FlowDeps, task_id: str) -> bool:
 
 
 async def turn_wait(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
-    """Wait (an interrupt the sweeper resumes) before asking for the turn again."""
+    """Wait (an interrupt the sweeper resumes) before asking for the turn again: resumed at
+    once when the turn is given back while this task is first in line (an answer in the
+    inbox), else after `turn_poll_s` (the turn of a task that ended elsewhere)."""
     deps = runtime.context
     task_id = state["task_id"]
     wait = PendingWait(
-        request_id=request_id_for(task_id, "integrate_turn"),
-        step="integrate_turn",
+        request_id=request_id_for(task_id, TURN_STEP),
+        step=TURN_STEP,
         deadline_at=deps.clock_s() + deps.settings.turn_poll_s,
     )
     await deps.store.set_wait(task_id, wait)
     resume = cast(Resume, interrupt(wait.model_dump()))
     await deps.store.clear_wait(task_id)
+    await deps.store.drop_answer(wait.request_id)  # the next wait waits for the next one
     if resume.get("kind") == "cancelled":
         return FlowState(outcome="cancelled", failed_step="integrate", error="task cancelled")
     return FlowState()
@@ -121,18 +126,26 @@ async def _integrate_in_turn(state: FlowState, deps: FlowDeps) -> FlowState:
             result_branch=branch,
             files_changed=files,
         )
-    if await git.is_ancestor(full_name, head, base_head):  # landed already (a retry)
-        files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
-        return _landed(state, base_head, files, None)
-    if not await git.is_ancestor(full_name, base_head, head):
+    # the usual case first (the base is behind the checked head): one question, not two
+    if base_head == head or not await git.is_ancestor(full_name, base_head, head):
+        if base_head == head or await git.is_ancestor(full_name, head, base_head):
+            # landed already (a retry)
+            files = await git.diff_files(full_name, state.get("base_sha") or base_head, head)
+            return _landed(state, base_head, files, None)
         return FlowState(integrated=False)  # the base moved: merge it into the task branch
-    files = await git.diff_files(full_name, base_head, head)
     if git.name == "github":
+        files = await git.diff_files(full_name, base_head, head)
         pull = await git.pull_request(full_name, head=branch, base=base, title=title, body=body)
         merged = await git.merge_pull_request(full_name, pull.number, sha=head)
         new = merged.merge_commit_sha or await git.head_of(full_name, base) or head
         return _landed(state, new, files, pull.url)
-    if not await git.fast_forward(full_name, base, expected=base_head, new=head):
+    # what changed is read while the base moves (a compare-and-swap: both only read or
+    # move it from `base_head`, so the answer is the same in either order)
+    files, moved = await asyncio.gather(
+        git.diff_files(full_name, base_head, head),
+        git.fast_forward(full_name, base, expected=base_head, new=head),
+    )
+    if not moved:
         return FlowState(integrated=False)  # moved meanwhile
     return _landed(state, head, files, None)
 

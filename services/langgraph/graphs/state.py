@@ -42,6 +42,8 @@ class FlowState(TypedDict, total=False):
     """Epoch seconds: when the step now awaited times out."""
     warnings: list[str]
     spec: str | None
+    finished: bool
+    """`finish` recorded the task's final status and result (cleanup may follow)."""
     # engineering
     project_name: str
     modules: list[str]
@@ -81,6 +83,8 @@ class FlowState(TypedDict, total=False):
     integration: str
     status_before: str
     """The project's status when the task began (put back when the task ends)."""
+    project_status: str
+    """The project's status as `prepare` (or `scaffold`) last read it."""
     fix_round: int
     """Fix prompts sent so far (at most `fix_rounds`)."""
     merge_round: int

@@ -11,6 +11,7 @@ clear error; anything unexpected propagates and the node is retried.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ Build = Callable[[FlowState, FlowDeps, str], Awaitable[tuple[str, BaseModel, Flo
 Accept = Callable[[FlowState, FlowDeps, dict[str, Any]], Awaitable[FlowState]]
 """(state, deps, answer payload) → state update; raises `StepFailedError`."""
 Run = Callable[[FlowState, FlowDeps], Awaitable[FlowState]]
+Alongside = Callable[[FlowState, FlowDeps], Awaitable[None]]
+"""(state, deps) → work done while a request is published (it does not shape the request)."""
 
 _FAILURES = (StepFailedError, GitError, RegistryError)
 """Expected failures of a step: they fail the task (others are retried)."""
@@ -138,6 +141,9 @@ class PlainStep:
     quiet_when: str | None = None
     """A state flag: while it is true the step runs again without a new progress event
     (a step polled in a loop)."""
+    reads_only: bool = False
+    """The step changes nothing outside the flow (it only reads): it runs without asking
+    the API whether the task was cancelled; the next step that acts asks."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,11 @@ class AwaitedStep:
     counter: str | None = None
     """A step repeated in a loop (checks, fix, merge): the state field counting its runs so
     far (its `accept` adds one); each run's request id ends with `#<run>`."""
+    quiet: bool = False
+    """The step sends no progress event (cleanup after the task's terminal event)."""
+    alongside: Alongside | None = None
+    """Work done while the request is published (a status change the request does not
+    depend on); the node waits for both, so its answer is taken after it."""
 
     def request_id(self, state: FlowState) -> str:
         """The request id of this step of this flow."""
@@ -176,10 +187,14 @@ def plain_node(step: PlainStep) -> Node:
         deps = runtime.context
 
         async def work() -> FlowState:
-            await check_not_cancelled(deps, state)
-            if not (step.quiet_when and state.get(step.quiet_when)):
-                await report(deps, state, step.name, step.pct, step.label)
-            update = await step.run(state, deps)
+            if not step.reads_only:
+                await check_not_cancelled(deps, state)
+            if step.quiet_when and state.get(step.quiet_when):
+                update = await step.run(state, deps)
+            else:  # the event and the step's work are independent: at once
+                _, update = await asyncio.gather(
+                    report(deps, state, step.name, step.pct, step.label), step.run(state, deps)
+                )
             return FlowState(**update, progress_pct=forward_pct(state, step.pct))
 
         started = time.monotonic()
@@ -200,10 +215,19 @@ def send_node(step: AwaitedStep) -> Node:
         async def work() -> FlowState:
             if not step.tolerant:
                 await check_not_cancelled(deps, state)
-            await report(deps, state, step.name, step.pct, step.label)
             request_id = step.request_id(state)
-            stream, message, update = await step.build(state, deps, request_id)
-            await deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
+            if step.quiet:
+                stream, message, update = await step.build(state, deps, request_id)
+            else:  # the event and building the request are independent: at once
+                _, (stream, message, update) = await asyncio.gather(
+                    report(deps, state, step.name, step.pct, step.label),
+                    step.build(state, deps, request_id),
+                )
+            published = deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
+            if step.alongside is None:
+                await published
+            else:
+                await asyncio.gather(published, step.alongside(state, deps))
             timeout_s = step.timeout_s(deps.settings.timeouts)
             return FlowState(
                 **update,
