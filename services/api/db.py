@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from services.api.direct import DirectReads
+
 __all__ = ["Base", "Database", "is_sqlite", "utc_now"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -29,6 +31,13 @@ _NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+POOL_SIZE = 32
+"""Connections kept open per engine (and as many again in overflow). More than the requests a
+process serves at once: a connection over the kept ones is opened for one request and closed
+after it (on SQLite a new thread and connection, on PostgreSQL a login), which cost a loaded
+API more than its queries."""
 
 
 class Base(DeclarativeBase):
@@ -61,14 +70,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """One engine and its session factory, built from a URL and disposed with `close()`."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = url
         if is_sqlite(url):
             database = make_url(url).database
+            pool: dict[str, Any] = {}
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                pool = {"pool_size": pool_size, "max_overflow": pool_size}
             self.engine: AsyncEngine = create_async_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
@@ -78,6 +89,8 @@ class Database:
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+        self.direct = DirectReads(url, self.engine.dialect, max_size=pool_size)
+        """Single-row reads outside the session (`services/api/direct.py`)."""
         self.write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         """SQLite has one writer at a time: writers of this process queue here, first come
         first served, instead of polling SQLite's lock (unfair and slow under load)."""
@@ -89,4 +102,5 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        await self.direct.close()
         await self.engine.dispose()

@@ -12,13 +12,13 @@ from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from shared.contracts import TaskDTO
 
-__all__ = ["TaskRepository"]
+__all__ = ["TASK_READ", "TaskRepository"]
 
 _OPEN = ("queued", "running")
 
 _TASKS = Task.__table__
 _PROJECTS = Project.__table__
-_READ = (
+TASK_READ = (
     select(*(_TASKS.c[name] for name in TaskDTO.model_fields), _PROJECTS.c.owner_id)
     .select_from(_TASKS.join(_PROJECTS, _PROJECTS.c.id == _TASKS.c.project_id))
     .where(_TASKS.c.id == bindparam("task_id"))
@@ -53,7 +53,7 @@ class TaskRepository:
         """The task's `TaskDTO` fields and its project's owner id, in one Core query (no ORM
         object, no identity map): the cheap read of `GET /api/tasks/{id}`."""
         connection = await self.session.connection()
-        row = (await connection.execute(_READ, {"task_id": task_id})).first()
+        row = (await connection.execute(TASK_READ, {"task_id": task_id})).first()
         if row is None:
             return None
         fields = row._asdict()

@@ -32,13 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
-from services.api.db import utc_now
+from services.api.db import Database, utc_now
+from services.api.direct import Unavailable
 from services.api.errors import (
     ConflictError,
     InvalidRequestError,
@@ -51,7 +53,7 @@ from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
 from services.api.runs.caps import check_month_cap
 from services.api.tasks.models import Task
-from services.api.tasks.repository import TaskRepository
+from services.api.tasks.repository import TASK_READ, TaskRepository
 from shared import registry
 from shared.api_client.schemas import TaskUpdate
 from shared.contracts import (
@@ -68,7 +70,7 @@ from shared.deploys import commit_of_spec
 from shared.observability.metrics import SystemMetrics
 from shared.settings import TaskDeadlines
 
-__all__ = ["TaskService"]
+__all__ = ["TaskService", "read_task"]
 
 _QUEUE_OF: dict[TaskType, str] = {
     TaskType.ENGINEERING: registry.get("engineering:queue").name,
@@ -188,10 +190,7 @@ class TaskService:
     async def read(self, principal: Principal, task_id: str) -> TaskDTO:
         """`get` as a `TaskDTO`, read in one query without ORM objects (the same rule: a
         task the caller may not see is not found)."""
-        found = await self.tasks.read(task_id)
-        if found is None or not principal.can_see_owner(found[1]):
-            raise NotFoundError(f"task {task_id!r} not found")
-        return TaskDTO.model_validate(found[0])
+        return _visible(principal, task_id, await self.tasks.read(task_id))
 
     async def list(
         self,
@@ -306,6 +305,28 @@ class TaskService:
         if task.deadline_at is not None:
             return task.deadline_at
         return task.created_at + timedelta(seconds=self.deadlines.of(task.type))
+
+
+async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:
+    """`TaskService.read` without a session: one direct read of the task joined with
+    its project's owner (`direct.py`), through a session only when the direct path cannot
+    answer. The same rule: a task the caller may not see is not found."""
+    row = await database.direct.fetch_one(TASK_READ, {"task_id": task_id})
+    if isinstance(row, Unavailable):
+        async with database.sessionmaker() as session:
+            return await TaskService(session).read(principal, task_id)
+    found = None if row is None else (row, row.pop("owner_id"))
+    return _visible(principal, task_id, found)
+
+
+def _visible(
+    principal: Principal, task_id: str, found: tuple[dict[str, Any], int | None] | None
+) -> TaskDTO:
+    """The task read as a `TaskDTO` when the caller may see it (its project's owner,
+    services, admins); `NotFoundError` otherwise."""
+    if found is None or not principal.can_see_owner(found[1]):
+        raise NotFoundError(f"task {task_id!r} not found")
+    return TaskDTO.model_validate(found[0])
 
 
 _FINAL_STATUSES = frozenset(
