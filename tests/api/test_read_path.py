@@ -15,10 +15,12 @@ from services.api.auth.principal import Principal
 from services.api.auth.service import hash_key
 from services.api.db import Database, utc_now
 from services.api.direct import Unavailable
+from services.api.outbox.models import OutboxMessage
+from services.api.tasks.models import Task
 from services.api.tasks.service import TaskService
 from shared.api_client import NotFoundError, UnauthorizedError
 from shared.api_client.schemas import ApiKeyCreate
-from shared.contracts import ProjectCreate, TaskCreate, TaskDTO, TaskType
+from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, TaskDTO, TaskType
 from tests.support.api import ApiHarness
 
 
@@ -278,3 +280,35 @@ async def test_an_in_memory_database_has_no_direct_path() -> None:
         assert isinstance(await database.direct.fetch_one(select(literal(1)), {}), Unavailable)
     finally:
         await database.close()
+
+
+async def test_a_create_with_a_free_turn_is_four_statements(api: ApiHarness) -> None:
+    """An engineering task created while its project has a free turn and nothing waiting:
+    the project with its owner's cap, the turns, the task and its outbox row (released at
+    once), one commit. With a task waiting, the new one waits behind it."""
+    owner_id, token = await api.user(71)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+    body = TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+    async with api.client(token) as owner:
+        await owner.get_project(project.id)  # the credential is cached
+        with (
+            counted_statements(api.database) as statements,
+            counted_commits(api.database) as commits,
+        ):
+            first = await owner.create_task(body)
+        assert len(statements) == 4, statements
+        assert commits[0] == 1
+        assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT", "INSERT"]
+        second = await owner.create_task(body)  # the turn is taken: it waits
+        third = await owner.create_task(body)
+    async with api.database.sessionmaker() as session:
+        released = {
+            row.id: row.released_at is not None
+            for row in (await session.scalars(select(Task).where(Task.project_id == project.id)))
+        }
+        messages = (await session.scalars(select(OutboxMessage))).all()
+    assert released == {first.id: True, second.id: False, third.id: False}
+    assert [EngineeringMessage.model_validate_json(m.payload).task_id for m in messages] == [
+        first.id
+    ]

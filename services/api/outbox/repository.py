@@ -26,8 +26,12 @@ class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, stream: str, message: BaseModel, *, correlation_id: str) -> OutboxMessage:
-        """Queue `message` for `stream` in the caller's transaction (type checked now)."""
+    async def add(
+        self, stream: str, message: BaseModel, *, correlation_id: str, flush: bool = True
+    ) -> OutboxMessage:
+        """Queue `message` for `stream` in the caller's transaction (type checked now);
+        `flush=False`: inserted with the session's next flush (one round trip for several
+        rows)."""
         registry.resolve(stream).check(message)
         row = OutboxMessage(
             stream=stream,
@@ -38,7 +42,8 @@ class OutboxRepository:
             traceparent=current_traceparent(),
         )
         self.session.add(row)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
         self.session.info[OUTBOX_WRITTEN] = True
         return row
 

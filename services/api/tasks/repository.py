@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
+from services.api.users.models import User
 from shared.contracts import TaskDTO
 
 __all__ = ["TASK_READ", "TaskRepository"]
@@ -102,6 +103,51 @@ class TaskRepository:
         creates of one project each held `KEY SHARE` and waited for the other (deadlock)."""
         query = select(Project).where(Project.id == project_id).with_for_update(key_share=True)
         return (await self.session.scalars(query)).first()
+
+    async def project_for_create(
+        self, project_id: str, *, lock: bool
+    ) -> tuple[Project, float | None] | None:
+        """The project and its owner's own monthly cap, in one query; its row locked until
+        the transaction ends when `lock` (as `lock_project`)."""
+        query = (
+            select(Project, User.monthly_budget_usd)
+            .outerjoin(User, User.id == Project.owner_id)
+            .where(Project.id == project_id)
+        )
+        if lock:
+            query = query.with_for_update(key_share=True, of=Project)
+        row = (await self.session.execute(query)).first()
+        return None if row is None else (row[0], row[1])
+
+    async def turns(self, project_id: str) -> tuple[int, bool]:
+        """In one query: how many of the project's engineering turns are in use
+        (`count_released_open`) and whether an engineering task waits for one
+        (`waiting_engineering`). Under the project's lock, in a statement after the one
+        that took it: on PostgreSQL a statement sees the commits from before its start,
+        so the counts must not be read by the statement that waited for the lock."""
+        released_open = (
+            select(func.count(Task.id))
+            .where(
+                Task.status.in_(_OPEN),
+                Task.project_id == project_id,
+                Task.type == "engineering",
+                Task.released_at.is_not(None),
+            )
+            .scalar_subquery()
+        )
+        waiting = (
+            select(Task.id)
+            .where(
+                Task.status == "queued",
+                Task.project_id == project_id,
+                Task.type == "engineering",
+                Task.released_at.is_(None),
+                Task.user_id.is_not(None),
+            )
+            .exists()
+        )
+        row = (await self.session.execute(select(released_open, waiting))).one()
+        return int(row[0] or 0), bool(row[1])
 
     async def count_released_open(self, project_id: str) -> int:
         """How many of the project's engineering tasks are open (queued or running) with

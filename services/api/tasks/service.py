@@ -51,7 +51,7 @@ from services.api.lifecycle import TASK_TRANSITIONS, check_transition
 from services.api.observe import annotate_current_span
 from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
-from services.api.runs.caps import check_month_cap
+from services.api.runs.caps import check_cap, check_month_cap
 from services.api.tasks.models import Task
 from services.api.tasks.repository import TASK_READ, TaskRepository
 from shared import registry
@@ -107,11 +107,17 @@ class TaskService:
         self, principal: Principal, request: TaskCreate, *, correlation_id: str | None = None
     ) -> Task:
         """A queued task; for engineering and deploy, its message joins the outbox atomically.
-        `correlation_id`: the caller's (validated by the route), else a new one."""
-        try:
-            project = await self.projects.get(principal, request.project_id)
-        except NotFoundError as error:
-            raise NotFoundError(error.message, field="project_id") from None
+        `correlation_id`: the caller's (validated by the route), else a new one.
+
+        One query reads the project (locked for an engineering task, as `release_turns`
+        locks it) and its owner's cap, a second one its turns; the task and its outbox row
+        are then inserted in one flush. Only when engineering tasks of the project already wait for
+        a turn does the create go through `release_turns` (the oldest are released first)."""
+        engineering = request.type == TaskType.ENGINEERING
+        found = await self.tasks.project_for_create(request.project_id, lock=engineering)
+        if found is None or not principal.can_see_owner(found[0].owner_id):
+            raise NotFoundError(f"project {request.project_id!r} not found", field="project_id")
+        project, owner_cap = found
         if project.status == ProjectStatus.ARCHIVED.value:
             raise InvalidRequestError("the project is archived", field="project_id")
         if request.type == TaskType.DEPLOY:
@@ -120,8 +126,16 @@ class TaskService:
             except ValueError as error:
                 raise InvalidRequestError(str(error), field="spec") from None
         user_id = project.owner_id if project.owner_id is not None else principal.user_id
-        if request.type == TaskType.ENGINEERING and user_id is not None:
-            await check_month_cap(self.session, user_id, self.monthly_budget_usd)
+        if engineering and user_id is not None:
+            if project.owner_id is not None:
+                cap = owner_cap if owner_cap is not None else self.monthly_budget_usd
+                await check_cap(self.session, user_id, cap)
+            else:
+                await check_month_cap(self.session, user_id, self.monthly_budget_usd)
+        room, waiting = 0, False
+        if engineering:  # read before the task is added (autoflush would count it)
+            released_open, waiting = await self.tasks.turns(project.id)
+            room = max(1, project.parallel_tasks) - released_open
         now = utc_now()
         task = Task(
             id=new_id(),
@@ -138,15 +152,21 @@ class TaskService:
         stream = _QUEUE_OF.get(request.type)
         if stream is not None and user_id is None:
             raise InvalidRequestError("the project has no owner to run it for", field="project_id")
-        await self.tasks.add(task)
-        if request.type == TaskType.ENGINEERING:
-            await self.release_turns(project.id, now=now)  # it waits for its turn, or starts
-        elif stream is not None and user_id is not None:
-            task.released_at = now
+        self.session.add(task)
+        if engineering and room > 0 and waiting:
+            await self.tasks.flush()
+            await self.release_turns(project.id, now=now)  # the oldest waiting ones first
+        elif stream is not None and user_id is not None and (not engineering or room > 0):
+            task.released_at = now  # its turn (or a deploy): its message now
             await self.outbox.add(
-                stream, _message(task, request.type, user_id), correlation_id=task.correlation_id
+                stream,
+                _message(task, request.type, user_id),
+                correlation_id=task.correlation_id,
+                flush=False,
             )
             await self.tasks.flush()
+        else:
+            await self.tasks.flush()  # it waits for its turn
         SystemMetrics.default().tasks_created.labels(task.type).inc()
         annotate_current_span(task_id=task.id, correlation_id=task.correlation_id)
         return task
