@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -67,6 +68,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection idle for longer is pinged before a request gets it."""
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect handling, paid only by connections that sat idle: a connection
+    the server closed (a restart, an operator, a network cut) while it waited in the pool
+    is replaced before a request uses it. A connection back in the pool for less than
+    PING_AFTER_IDLE_S is handed out as it is: pinging each checkout (`pool_pre_ping`) cost
+    every transaction one more round trip. A connection lost within that second fails its
+    one request, and the engine then replaces every connection of the pool."""
+    idle_s = time.monotonic() - record.info.get("checked_in_at", 0.0)
+    if idle_s < PING_AFTER_IDLE_S:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as error:
+        raise exc.DisconnectionError(f"idle connection lost: {type(error).__name__}") from error
+
+
 class Database:
     """One engine and its session factory, built from a URL and disposed with `close()`."""
 
@@ -83,9 +108,9 @@ class Database:
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            event.listen(self.engine.sync_engine.pool, "checkin", _note_checkin)
+            event.listen(self.engine.sync_engine.pool, "checkout", _ping_if_idle)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )

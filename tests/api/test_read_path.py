@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import pytest
-from sqlalchemy import event, literal, select, text, update
+from sqlalchemy import event, literal, select, update
 
 from services.api.app import create_app
 from services.api.auth.models import ApiKey
 from services.api.auth.principal import Principal
 from services.api.auth.service import hash_key
-from services.api.db import Database, utc_now
+from services.api.db import PING_AFTER_IDLE_S, Database, utc_now
 from services.api.direct import Unavailable
 from services.api.outbox.models import OutboxMessage
 from services.api.tasks.models import Task
@@ -250,8 +251,10 @@ async def test_a_broken_direct_connection_gives_way_to_the_session(api: ApiHarne
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_direct_connections_killed_by_the_server_are_replaced(api: ApiHarness) -> None:
-    """PostgreSQL: the server ends every connection (a restart, an operator); task reads keep
-    answering (a new direct connection, or the session once) with the right task."""
+    """PostgreSQL: the server ends every connection (a restart, an operator). Pooled
+    connections idle for over a second are pinged and replaced before use, so requests
+    through a session (the task list) do not fail; task reads keep answering (a new direct
+    connection, or the session once) with the right task."""
     owner_id, _ = await api.user(61)
     async with api.client(api.admin_key) as admin:
         project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
@@ -259,15 +262,24 @@ async def test_direct_connections_killed_by_the_server_are_replaced(api: ApiHarn
             TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
         )
         await admin.get_task(task.id)
-        async with api.database.engine.connect() as connection:
-            await connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
+        dsn = api.database.engine.url.set(drivername="postgresql")
+        outsider = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        try:
+            ended = await outsider.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+        finally:
+            await outsider.close()
+        assert ended >= 2  # the engine's pooled connection and the direct one
+        await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
+    async with api.http(api.admin_key) as http:  # no retries: the first answer counts
         for _ in range(3):
-            assert (await admin.get_task(task.id)).id == task.id
+            listed = await http.get("/api/tasks")
+            assert listed.status_code == 200, listed.text
+            assert [row["id"] for row in listed.json()["items"]] == [task.id]
+            read = await http.get(f"/api/tasks/{task.id}")
+            assert read.status_code == 200, read.text
     assert api.database.direct.fallbacks <= 1
 
 
