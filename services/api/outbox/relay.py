@@ -69,8 +69,10 @@ class OutboxRelay:
             try:
                 sent = await self.publish_pending()
                 backoff_s = 0.0
-                if sent:
-                    continue
+                if sent >= self.batch_size:
+                    continue  # a full batch: more rows may wait
+                # a smaller batch took every pending row; a commit since the `clear` above
+                # has set `wake` again, so the wait below returns at once for it
             except Exception as error:  # noqa: BLE001 - keep relaying; the row stays pending
                 raise_if_cancelling()
                 backoff_s = min(self.max_backoff_s, max(0.05, backoff_s * 2))
