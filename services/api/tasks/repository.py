@@ -27,6 +27,35 @@ TASK_READ = (
 """A task's `TaskDTO` columns and its project's owner, on the tables (not the ORM)."""
 
 
+_PROJECT = (
+    select(Project, User.monthly_budget_usd)
+    .outerjoin(User, User.id == Project.owner_id)
+    .where(Project.id == bindparam("project_id"))
+)
+"""A create's project with its owner's own monthly cap (built once, not per request)."""
+_PROJECT_LOCKED = _PROJECT.with_for_update(key_share=True, of=Project)
+_TURNS = select(
+    select(func.count(_TASKS.c.id))
+    .where(
+        _TASKS.c.status.in_(_OPEN),
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.type == "engineering",
+        _TASKS.c.released_at.is_not(None),
+    )
+    .scalar_subquery(),
+    select(_TASKS.c.id)
+    .where(
+        _TASKS.c.status == "queued",
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.type == "engineering",
+        _TASKS.c.released_at.is_(None),
+        _TASKS.c.user_id.is_not(None),
+    )
+    .exists(),
+)
+"""A project's engineering turns in use, and whether a task waits for one."""
+
+
 class TaskRepository:
     """Tasks of one session."""
 
@@ -109,14 +138,8 @@ class TaskRepository:
     ) -> tuple[Project, float | None] | None:
         """The project and its owner's own monthly cap, in one query; its row locked until
         the transaction ends when `lock` (as `lock_project`)."""
-        query = (
-            select(Project, User.monthly_budget_usd)
-            .outerjoin(User, User.id == Project.owner_id)
-            .where(Project.id == project_id)
-        )
-        if lock:
-            query = query.with_for_update(key_share=True, of=Project)
-        row = (await self.session.execute(query)).first()
+        query = _PROJECT_LOCKED if lock else _PROJECT
+        row = (await self.session.execute(query, {"project_id": project_id})).first()
         return None if row is None else (row[0], row[1])
 
     async def turns(self, project_id: str) -> tuple[int, bool]:
@@ -125,28 +148,7 @@ class TaskRepository:
         (`waiting_engineering`). Under the project's lock, in a statement after the one
         that took it: on PostgreSQL a statement sees the commits from before its start,
         so the counts must not be read by the statement that waited for the lock."""
-        released_open = (
-            select(func.count(Task.id))
-            .where(
-                Task.status.in_(_OPEN),
-                Task.project_id == project_id,
-                Task.type == "engineering",
-                Task.released_at.is_not(None),
-            )
-            .scalar_subquery()
-        )
-        waiting = (
-            select(Task.id)
-            .where(
-                Task.status == "queued",
-                Task.project_id == project_id,
-                Task.type == "engineering",
-                Task.released_at.is_(None),
-                Task.user_id.is_not(None),
-            )
-            .exists()
-        )
-        row = (await self.session.execute(select(released_open, waiting))).one()
+        row = (await self.session.execute(_TURNS, {"project_id": project_id})).one()
         return int(row[0] or 0), bool(row[1])
 
     async def count_released_open(self, project_id: str) -> int:
