@@ -186,4 +186,4 @@ async def test_published_rows_are_purged_at_most_once_per_interval(
     assert len(await pending_rows(api.database)) == 1
     assert await relay.publish_pending() == 1
     assert await all_rows(api.database) == 0
-    assert len(await redis_client.xrange(DEPLOY.name)) == 6
+    assert len(await redis_client.xrange(DEPLOY.name) or []) == 6
