@@ -10,7 +10,8 @@ for SCENARIO_S seconds each:
 - `POST /api/tasks`: authentication, project check, budget check, the task's turn, task row +
   outbox row in one commit, and the relay publishing the row to Redis;
 - `GET /api/tasks/{id}`: authentication (cached for `api.auth_cache_ttl_s` once looked up)
-  and one joined read, without a commit;
+  and one joined read on the driver's own connection, without a session
+  (`services/api/direct.py`);
 - `GET /api/tasks?status=running`: the poll of a console or the scheduler, newest first.
 
 Each database runs twice: empty, then with `--seed` (100,000) finished tasks of the bench

@@ -18,15 +18,17 @@ from sqlalchemy.orm import Session
 
 from services.api.auth.cache import CredentialCache
 from services.api.auth.principal import Principal
-from services.api.auth.service import REVOKED, AuthService
+from services.api.auth.service import REVOKED, authenticate_direct
 from services.api.db import Database
 from services.api.outbox.repository import OUTBOX_WRITTEN
 
 __all__ = [
+    "BearerDep",
     "CallerDep",
     "PageDep",
     "PageParams",
     "SessionDep",
+    "authenticate",
     "credential_cache",
     "database",
     "session",
@@ -90,14 +92,22 @@ async def session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 
 
-async def caller(
-    request: Request,
-    db_session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+"""The request's bearer credential (declares the security scheme in the OpenAPI document)."""
+
+
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """The authenticated caller; 401 without a valid credential."""
+    """The caller of `request`, from its bearer credential; 401 without a valid one. No
+    session: the credential cache, else one direct read of the key (`direct.py`)."""
     secret = credentials.credentials if credentials is not None else None
-    return await AuthService(db_session).authenticate_cached(secret, credential_cache(request))
+    return await authenticate_direct(secret, credential_cache(request), database(request))
+
+
+async def caller(request: Request, credentials: BearerDep) -> Principal:
+    """The authenticated caller; 401 without a valid credential."""
+    return await authenticate(request, credentials)
 
 
 CallerDep = Annotated[Principal, Depends(caller)]

@@ -155,3 +155,35 @@ async def test_a_relay_cancelled_at_any_instant_stops_and_loses_nothing(
         pass
     sent = await stream_messages(redis_client, ENGINEERING.name)
     assert {m.task_id for _, m in sent} == set(created)  # type: ignore[attr-defined]
+
+
+async def all_rows(database: Database) -> int:
+    """Outbox rows, published or not."""
+    async with database.sessionmaker() as session:
+        return len((await session.scalars(select(OutboxMessage))).all())
+
+
+async def test_published_rows_are_purged_at_most_once_per_interval(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """A batch deletes the rows published over `retention_s` ago only when `purge_every_s`
+    passed since the last purge: the rows of a batch soon after stay, the next purge after
+    the interval takes them; pending rows are never purged."""
+    relay = OutboxRelay(
+        api.database,
+        Bus(redis_client, actor=registry.Actor.API),
+        retention_s=0,
+        purge_every_s=0.5,
+    )
+    await create_tasks(api, 2, TaskType.DEPLOY)
+    assert await relay.publish_pending() == 2  # the first batch purges (its own rows too)
+    assert await all_rows(api.database) == 0
+    await create_tasks(api, 3, TaskType.DEPLOY)
+    assert await relay.publish_pending() == 3
+    assert await all_rows(api.database) == 3  # published, kept until the next purge
+    await asyncio.sleep(0.6)
+    await create_tasks(api, 1, TaskType.DEPLOY)
+    assert len(await pending_rows(api.database)) == 1
+    assert await relay.publish_pending() == 1
+    assert await all_rows(api.database) == 0
+    assert len(await redis_client.xrange(DEPLOY.name) or []) == 6

@@ -6,16 +6,22 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, literal, select, update
 
 from services.api.app import create_app
 from services.api.auth.models import ApiKey
+from services.api.auth.principal import Principal
 from services.api.auth.service import hash_key
-from services.api.db import Database, utc_now
+from services.api.db import PING_AFTER_IDLE_S, Database, utc_now
+from services.api.direct import Unavailable
+from services.api.outbox.models import OutboxMessage
+from services.api.tasks.models import Task
+from services.api.tasks.service import TaskService
 from shared.api_client import NotFoundError, UnauthorizedError
 from shared.api_client.schemas import ApiKeyCreate
-from shared.contracts import ProjectCreate, TaskCreate, TaskDTO, TaskType
+from shared.contracts import EngineeringMessage, ProjectCreate, TaskCreate, TaskDTO, TaskType
 from tests.support.api import ApiHarness
 
 
@@ -118,7 +124,7 @@ async def test_reads_do_not_commit_and_writes_do(api: ApiHarness) -> None:
 
 @contextmanager
 def counted_statements(database: Database) -> Iterator[list[str]]:
-    """The SQL statements the engine runs while inside."""
+    """The SQL statements run while inside, through the engine or directly (`direct.py`)."""
     seen: list[str] = []
 
     def on_execute(*args: object) -> None:
@@ -126,16 +132,18 @@ def counted_statements(database: Database) -> Iterator[list[str]]:
 
     engine = database.engine.sync_engine
     event.listen(engine, "before_cursor_execute", on_execute)
+    database.direct.listeners.append(seen.append)
     try:
         yield seen
     finally:
+        database.direct.listeners.remove(seen.append)
         event.remove(engine, "before_cursor_execute", on_execute)
 
 
 async def test_a_task_read_is_one_query_and_keeps_the_owner_rule(api: ApiHarness) -> None:
-    """With the credential cached, `GET /api/tasks/{id}` runs one statement (the task joined
-    with its project's owner); its owner and admins see it, another user and an unknown id
-    get 404, and the answer carries the task's fields."""
+    """With the credential cached, `GET /api/tasks/{id}` runs one direct statement (the task
+    joined with its project's owner, no session); its owner and admins see it, another user
+    and an unknown id get 404, and the answer carries the task's fields."""
     owner_id, owner_token = await api.user(21)
     _, other_token = await api.user(22)
     async with api.client(api.admin_key) as admin:
@@ -149,6 +157,7 @@ async def test_a_task_read_is_one_query_and_keeps_the_owner_rule(api: ApiHarness
             seen = await owner.get_task(task.id)
         assert len(statements) == 1, statements
         assert "JOIN projects" in statements[0]
+        assert api.database.direct.fallbacks == 0
         assert seen.model_dump() == TaskDTO.model_validate(task.model_dump()).model_dump()
         with pytest.raises(NotFoundError, match="not found"):
             await other.get_task(task.id)
@@ -156,3 +165,162 @@ async def test_a_task_read_is_one_query_and_keeps_the_owner_rule(api: ApiHarness
             await owner.get_task("no-such-task")
     async with api.client(api.admin_key) as admin:
         assert (await admin.get_task(task.id)).spec == "read me"
+
+
+async def test_a_direct_read_answers_what_a_session_reads(api: ApiHarness) -> None:
+    """The direct path's values go through the engine's result processors: a task with a
+    JSON result and every timestamp set reads the same as through a session."""
+    owner_id, _ = await api.user(31)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="json")
+        )
+    result = {"commit_sha": "abc", "files_changed": ["a.py"], "nested": {"n": 1.5}}
+    async with api.http(api.service_key) as http:
+        changed = await http.patch(
+            f"/api/tasks/{task.id}", json={"status": "running", "result": result}
+        )
+        assert changed.status_code == 200, changed.text
+        direct = await http.get(f"/api/tasks/{task.id}")
+    assert direct.status_code == 200
+    assert api.database.direct.fallbacks == 0
+    async with api.database.sessionmaker() as session:
+        principal = Principal(key_id=1, scope="admin")
+        through_session = await TaskService(session).read(principal, task.id)
+    assert direct.content == through_session.model_dump_json().encode()
+    assert direct.json()["result"] == result
+
+
+async def test_an_uncached_credential_is_one_direct_read(api: ApiHarness) -> None:
+    """A fresh process (empty cache): the credential is looked up with one direct statement,
+    the task with another, and no session runs any; a revoked key is refused the same way."""
+    owner_id, token = await api.user(41)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+        )
+    harness = ApiHarness(api.database, create_app(api.database), api.admin_key, api.service_key)
+    engine_statements: list[str] = []
+
+    def on_execute(*args: object) -> None:
+        engine_statements.append(str(args[2]))
+
+    event.listen(api.database.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        with counted_statements(api.database) as statements:
+            async with harness.client(token) as owner:
+                assert (await owner.get_task(task.id)).id == task.id
+    finally:
+        event.remove(api.database.engine.sync_engine, "before_cursor_execute", on_execute)
+    assert engine_statements == []
+    assert len(statements) == 2, statements
+    assert "api_keys" in statements[0]
+    await _revoke_in_database(api.database, token)
+    fresh = ApiHarness(api.database, create_app(api.database), api.admin_key, api.service_key)
+    async with fresh.client(token) as revoked:
+        with pytest.raises(UnauthorizedError, match="revoked"):
+            await revoked.get_task(task.id)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_broken_direct_connection_gives_way_to_the_session(api: ApiHarness) -> None:
+    """SQLite: the direct connection fails (here: closed behind the reader's back); that read
+    is answered through a session with the right task, the broken connection is dropped, and
+    the next read is direct again on a new one."""
+    owner_id, _ = await api.user(51)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+        )
+        await admin.get_task(task.id)  # the credential is cached, the connection open
+        broken = api.database.direct._sqlite
+        assert broken is not None
+        broken.close()
+        assert (await admin.get_task(task.id)).spec == "x"
+        assert api.database.direct.fallbacks == 1
+        with counted_statements(api.database) as statements:
+            assert (await admin.get_task(task.id)).spec == "x"
+        assert api.database.direct.fallbacks == 1
+        assert len(statements) == 1
+        assert api.database.direct._sqlite is not broken
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_direct_connections_killed_by_the_server_are_replaced(api: ApiHarness) -> None:
+    """PostgreSQL: the server ends every connection (a restart, an operator). Pooled
+    connections idle for over a second are pinged and replaced before use, so requests
+    through a session (the task list) do not fail; task reads keep answering (a new direct
+    connection, or the session once) with the right task."""
+    owner_id, _ = await api.user(61)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+        task = await admin.create_task(
+            TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+        )
+        await admin.get_task(task.id)
+        dsn = api.database.engine.url.set(drivername="postgresql")
+        outsider = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        try:
+            ended = await outsider.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await outsider.close()
+        assert ended >= 2  # the engine's pooled connection and the direct one
+        await asyncio.sleep(PING_AFTER_IDLE_S + 0.2)
+    async with api.http(api.admin_key) as http:  # no retries: the first answer counts
+        for _ in range(3):
+            listed = await http.get("/api/tasks")
+            assert listed.status_code == 200, listed.text
+            assert [row["id"] for row in listed.json()["items"]] == [task.id]
+            read = await http.get(f"/api/tasks/{task.id}")
+            assert read.status_code == 200, read.text
+    assert api.database.direct.fallbacks <= 1
+
+
+async def test_an_in_memory_database_has_no_direct_path() -> None:
+    """An in-memory SQLite database is private to its connection: reads go through the
+    session, with the same answers."""
+    database = Database("sqlite+aiosqlite:///:memory:")
+    try:
+        assert not database.direct.enabled
+        assert isinstance(await database.direct.fetch_one(select(literal(1)), {}), Unavailable)
+    finally:
+        await database.close()
+
+
+async def test_a_create_with_a_free_turn_is_four_statements(api: ApiHarness) -> None:
+    """An engineering task created while its project has a free turn and nothing waiting:
+    the project with its owner's cap, the turns, the task and its outbox row (released at
+    once), one commit. With a task waiting, the new one waits behind it."""
+    owner_id, token = await api.user(71)
+    async with api.client(api.admin_key) as admin:
+        project = await admin.create_project(ProjectCreate(name="p"), owner_id=owner_id)
+    body = TaskCreate(project_id=project.id, type=TaskType.ENGINEERING, spec="x")
+    async with api.client(token) as owner:
+        await owner.get_project(project.id)  # the credential is cached
+        with (
+            counted_statements(api.database) as statements,
+            counted_commits(api.database) as commits,
+        ):
+            first = await owner.create_task(body)
+        assert len(statements) == 4, statements
+        assert commits[0] == 1
+        assert [s.split()[0] for s in statements] == ["SELECT", "SELECT", "INSERT", "INSERT"]
+        second = await owner.create_task(body)  # the turn is taken: it waits
+        third = await owner.create_task(body)
+    async with api.database.sessionmaker() as session:
+        released = {
+            row.id: row.released_at is not None
+            for row in (await session.scalars(select(Task).where(Task.project_id == project.id)))
+        }
+        messages = (await session.scalars(select(OutboxMessage))).all()
+    assert released == {first.id: True, second.id: False, third.id: False}
+    assert [EngineeringMessage.model_validate_json(m.payload).task_id for m in messages] == [
+        first.id
+    ]

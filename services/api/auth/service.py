@@ -11,13 +11,15 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.cache import CredentialCache
 from services.api.auth.models import ApiKey
 from services.api.auth.principal import Principal
 from services.api.auth.repository import ApiKeyRepository
-from services.api.db import utc_now
+from services.api.db import Database, utc_now
+from services.api.direct import Unavailable
 from services.api.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -27,7 +29,14 @@ from services.api.errors import (
 from services.api.users.repository import UserRepository
 from shared.api_client.schemas import ApiKeyCreate, Scope
 
-__all__ = ["KEY_PREFIX", "REVOKED", "AuthService", "hash_key", "new_secret"]
+__all__ = [
+    "KEY_PREFIX",
+    "REVOKED",
+    "AuthService",
+    "authenticate_direct",
+    "hash_key",
+    "new_secret",
+]
 
 KEY_PREFIX = "orc_"
 
@@ -42,6 +51,42 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_KEYS = ApiKey.__table__
+_KEY_BY_HASH = select(_KEYS.c.id, _KEYS.c.scope, _KEYS.c.user_id, _KEYS.c.revoked_at).where(
+    _KEYS.c.key_hash == bindparam("key_hash")
+)
+"""What authentication reads of a key, on the table (a direct read)."""
+
+_MISSING = "missing credential: send `Authorization: Bearer <API key or user token>`"
+_INVALID = "invalid or revoked credential"
+
+
+async def authenticate_direct(
+    secret: str | None, cache: CredentialCache, database: Database
+) -> Principal:
+    """The principal of a credential: from `cache` while its entry is fresh, else one
+    direct read of the key (through a session when the direct path cannot answer); a
+    valid credential is then cached. `UnauthenticatedError` when missing, unknown or
+    revoked."""
+    if not secret:
+        raise UnauthenticatedError(_MISSING)
+    key_hash = hash_key(secret)
+    cached = cache.get(key_hash)
+    if cached is not None:
+        return cached
+    generation = cache.generation
+    row = await database.direct.fetch_one(_KEY_BY_HASH, {"key_hash": key_hash})
+    if isinstance(row, Unavailable):
+        async with database.sessionmaker() as session:
+            principal = await AuthService(session).authenticate(secret)
+    elif row is None or row["revoked_at"] is not None:
+        raise UnauthenticatedError(_INVALID)
+    else:
+        principal = Principal(key_id=row["id"], scope=_scope(row["scope"]), user_id=row["user_id"])
+    cache.put(key_hash, principal, generation)
+    return principal
+
+
 class AuthService:
     """Authenticate requests; create, list and revoke keys."""
 
@@ -53,25 +98,11 @@ class AuthService:
     async def authenticate(self, secret: str | None) -> Principal:
         """The principal of a credential; `UnauthenticatedError` when missing or unknown."""
         if not secret:
-            raise UnauthenticatedError(
-                "missing credential: send `Authorization: Bearer <API key or user token>`"
-            )
+            raise UnauthenticatedError(_MISSING)
         key = await self.keys.by_hash(hash_key(secret))
         if key is None or key.revoked_at is not None:
-            raise UnauthenticatedError("invalid or revoked credential")
+            raise UnauthenticatedError(_INVALID)
         return Principal(key_id=key.id, scope=_scope(key.scope), user_id=key.user_id)
-
-    async def authenticate_cached(self, secret: str | None, cache: CredentialCache) -> Principal:
-        """`authenticate`, answered from `cache` while the credential's entry is fresh."""
-        key_hash = hash_key(secret) if secret else ""
-        if key_hash:
-            cached = cache.get(key_hash)
-            if cached is not None:
-                return cached
-        generation = cache.generation
-        principal = await self.authenticate(secret)
-        cache.put(key_hash, principal, generation)
-        return principal
 
     async def create(
         self, principal: Principal, request: ApiKeyCreate, *, secret: str | None = None

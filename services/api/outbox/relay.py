@@ -4,7 +4,9 @@ A row is marked published only after the publisher returned, so a crash between 
 publishes it again on the next run (consumers are idempotent by `task_id`/`request_id`).
 On a transport failure the relay backs off (up to `max_backoff_s`) and retries the same
 row, so the order of a stream is kept. Woken at once by requests that wrote a row; otherwise
-it polls every `poll_s`.
+it polls every `poll_s`. A batch is one SELECT of the pending rows (the lag metrics come from
+it unless the batch is full), the publishes, and one UPDATE marking them; published rows
+older than `retention_s` are deleted at most once every `purge_every_s`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -42,6 +45,7 @@ class OutboxRelay:
         batch_size: int = 100,
         max_backoff_s: float = 5.0,
         retention_s: float = 3600.0,
+        purge_every_s: float = 60.0,
     ) -> None:
         self.database = database
         self.publisher = publisher
@@ -50,6 +54,10 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.max_backoff_s = max_backoff_s
         self.retention_s = retention_s
+        self.purge_every_s = purge_every_s
+        self._next_purge = 0.0
+        """When the next batch deletes the rows published over `retention_s` ago (at most
+        one such DELETE every `purge_every_s`, not one per batch)."""
         self.published = 0
 
     async def run(self) -> None:
@@ -61,8 +69,10 @@ class OutboxRelay:
             try:
                 sent = await self.publish_pending()
                 backoff_s = 0.0
-                if sent:
-                    continue
+                if sent >= self.batch_size:
+                    continue  # a full batch: more rows may wait
+                # a smaller batch took every pending row; a commit since the `clear` above
+                # has set `wake` again, so the wait below returns at once for it
             except Exception as error:  # noqa: BLE001 - keep relaying; the row stays pending
                 raise_if_cancelling()
                 backoff_s = min(self.max_backoff_s, max(0.05, backoff_s * 2))
@@ -86,11 +96,16 @@ class OutboxRelay:
         failure: tuple[int, Exception] | None = None
         async with self.database.sessionmaker() as session:
             repo = OutboxRepository(session)
-            waiting, oldest = await repo.lag()
-            self._observe_lag(waiting, oldest)
-            if not waiting:
+            rows = await repo.pending(limit=self.batch_size)
+            if len(rows) < self.batch_size:  # every pending row (that no other relay holds)
+                waiting = len(rows)
+                self._observe_lag(waiting, rows[0].created_at if rows else None)
+            else:
+                waiting, oldest = await repo.lag()
+                self._observe_lag(waiting, oldest)
+            if not rows:
                 return 0
-            for row in await repo.pending(limit=self.batch_size):
+            for row in rows:
                 try:
                     message = _decode(row.stream, row.message_type, row.payload)
                     with traceparent_context(row.traceparent):
@@ -104,7 +119,10 @@ class OutboxRelay:
             async with self.database.write_lock or contextlib.nullcontext():
                 if published:
                     await repo.mark_published(published)
-                    await repo.purge_published(utc_now() - timedelta(seconds=self.retention_s))
+                    now = time.monotonic()
+                    if now >= self._next_purge:
+                        self._next_purge = now + self.purge_every_s
+                        await repo.purge_published(utc_now() - timedelta(seconds=self.retention_s))
                 if failure is not None:
                     row_id, cause = failure
                     await repo.mark_failed(row_id, f"{type(cause).__name__}: {cause}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.db import utc_now
@@ -14,10 +15,38 @@ from services.api.outbox.models import OutboxMessage
 from shared import registry
 from shared.observability.tracing import current_traceparent
 
-__all__ = ["OUTBOX_WRITTEN", "OutboxRepository"]
+__all__ = ["OUTBOX_WRITTEN", "OutboxRepository", "PendingRow"]
 
 OUTBOX_WRITTEN = "outbox_written"
 """Key in `session.info` telling the request to wake the relay after its commit."""
+
+
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_PENDING = (
+    select(
+        _OUTBOX.c.id,
+        _OUTBOX.c.stream,
+        _OUTBOX.c.message_type,
+        _OUTBOX.c.payload,
+        _OUTBOX.c.correlation_id,
+        _OUTBOX.c.traceparent,
+        _OUTBOX.c.created_at,
+    )
+    .where(_OUTBOX.c.published_at.is_(None))
+    .order_by(_OUTBOX.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_MARK_PUBLISHED = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("now"), attempts=_OUTBOX.c.attempts + 1, last_error=None)
+)
+"""The relay's statements, built once."""
+
+PendingRow = Row[Any, Any, Any, Any, Any, Any, Any]
+"""A pending row as the relay reads it: id, stream, message_type, payload, correlation_id,
+traceparent, created_at."""
 
 
 class OutboxRepository:
@@ -26,8 +55,12 @@ class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, stream: str, message: BaseModel, *, correlation_id: str) -> OutboxMessage:
-        """Queue `message` for `stream` in the caller's transaction (type checked now)."""
+    async def add(
+        self, stream: str, message: BaseModel, *, correlation_id: str, flush: bool = True
+    ) -> OutboxMessage:
+        """Queue `message` for `stream` in the caller's transaction (type checked now);
+        `flush=False`: inserted with the session's next flush (one round trip for several
+        rows)."""
         registry.resolve(stream).check(message)
         row = OutboxMessage(
             stream=stream,
@@ -38,7 +71,8 @@ class OutboxRepository:
             traceparent=current_traceparent(),
         )
         self.session.add(row)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
         self.session.info[OUTBOX_WRITTEN] = True
         return row
 
@@ -50,24 +84,15 @@ class OutboxRepository:
         count, oldest = (await self.session.execute(query)).one()
         return int(count or 0), oldest
 
-    async def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
-        """The oldest unpublished rows; locked (others skip them) where the database can."""
-        query = (
-            select(OutboxMessage)
-            .where(OutboxMessage.published_at.is_(None))
-            .order_by(OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return (await self.session.scalars(query)).all()
+    async def pending(self, *, limit: int) -> Sequence[PendingRow]:
+        """The oldest unpublished rows (what the relay publishes, not ORM objects); locked
+        (others skip them) where the database can."""
+        return (await self.session.execute(_PENDING, {"limit": limit})).all()
 
     async def mark_published(self, row_ids: Sequence[int]) -> None:
-        """Record that these rows reached their streams."""
-        await self.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(row_ids))
-            .values(published_at=utc_now(), attempts=OutboxMessage.attempts + 1, last_error=None)
-        )
+        """Record that these rows reached their streams (on the table: no ORM objects to
+        synchronise, the relay's session ends with the batch)."""
+        await self.session.execute(_MARK_PUBLISHED, {"ids": list(row_ids), "now": utc_now()})
 
     async def mark_failed(self, row_id: int, error: str) -> None:
         """Record a failed attempt (the row stays pending)."""

@@ -22,6 +22,7 @@ from shared.api_client.schemas import BudgetHold
 
 __all__ = [
     "BudgetExceededError",
+    "check_cap",
     "check_month_cap",
     "held_usd",
     "hold_month_budget",
@@ -104,7 +105,12 @@ def _exceeded(user_id: int, spent: float, held: float, cap: float) -> BudgetExce
 async def check_month_cap(session: AsyncSession, user_id: int, default: float | None) -> None:
     """Raise `BudgetExceededError` when the user's month spend, with what their running
     tasks hold, has reached their cap."""
-    cap = await user_cap(session, user_id, default)
+    await check_cap(session, user_id, await user_cap(session, user_id, default))
+
+
+async def check_cap(session: AsyncSession, user_id: int, cap: float | None) -> None:
+    """`check_month_cap` with the cap that applies to the user already known (None: no
+    cap, nothing to read)."""
     if cap is None:
         return
     spent = await month_spend(session, user_id)

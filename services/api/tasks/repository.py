@@ -10,20 +10,50 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
+from services.api.users.models import User
 from shared.contracts import TaskDTO
 
-__all__ = ["TaskRepository"]
+__all__ = ["TASK_READ", "TaskRepository"]
 
 _OPEN = ("queued", "running")
 
 _TASKS = Task.__table__
 _PROJECTS = Project.__table__
-_READ = (
+TASK_READ = (
     select(*(_TASKS.c[name] for name in TaskDTO.model_fields), _PROJECTS.c.owner_id)
     .select_from(_TASKS.join(_PROJECTS, _PROJECTS.c.id == _TASKS.c.project_id))
     .where(_TASKS.c.id == bindparam("task_id"))
 )
 """A task's `TaskDTO` columns and its project's owner, on the tables (not the ORM)."""
+
+
+_PROJECT = (
+    select(Project, User.monthly_budget_usd)
+    .outerjoin(User, User.id == Project.owner_id)
+    .where(Project.id == bindparam("project_id"))
+)
+"""A create's project with its owner's own monthly cap (built once, not per request)."""
+_PROJECT_LOCKED = _PROJECT.with_for_update(key_share=True, of=Project)
+_TURNS = select(
+    select(func.count(_TASKS.c.id))
+    .where(
+        _TASKS.c.status.in_(_OPEN),
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.type == "engineering",
+        _TASKS.c.released_at.is_not(None),
+    )
+    .scalar_subquery(),
+    select(_TASKS.c.id)
+    .where(
+        _TASKS.c.status == "queued",
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.type == "engineering",
+        _TASKS.c.released_at.is_(None),
+        _TASKS.c.user_id.is_not(None),
+    )
+    .exists(),
+)
+"""A project's engineering turns in use, and whether a task waits for one."""
 
 
 class TaskRepository:
@@ -53,7 +83,7 @@ class TaskRepository:
         """The task's `TaskDTO` fields and its project's owner id, in one Core query (no ORM
         object, no identity map): the cheap read of `GET /api/tasks/{id}`."""
         connection = await self.session.connection()
-        row = (await connection.execute(_READ, {"task_id": task_id})).first()
+        row = (await connection.execute(TASK_READ, {"task_id": task_id})).first()
         if row is None:
             return None
         fields = row._asdict()
@@ -102,6 +132,24 @@ class TaskRepository:
         creates of one project each held `KEY SHARE` and waited for the other (deadlock)."""
         query = select(Project).where(Project.id == project_id).with_for_update(key_share=True)
         return (await self.session.scalars(query)).first()
+
+    async def project_for_create(
+        self, project_id: str, *, lock: bool
+    ) -> tuple[Project, float | None] | None:
+        """The project and its owner's own monthly cap, in one query; its row locked until
+        the transaction ends when `lock` (as `lock_project`)."""
+        query = _PROJECT_LOCKED if lock else _PROJECT
+        row = (await self.session.execute(query, {"project_id": project_id})).first()
+        return None if row is None else (row[0], row[1])
+
+    async def turns(self, project_id: str) -> tuple[int, bool]:
+        """In one query: how many of the project's engineering turns are in use
+        (`count_released_open`) and whether an engineering task waits for one
+        (`waiting_engineering`). Under the project's lock, in a statement after the one
+        that took it: on PostgreSQL a statement sees the commits from before its start,
+        so the counts must not be read by the statement that waited for the lock."""
+        row = (await self.session.execute(_TURNS, {"project_id": project_id})).one()
+        return int(row[0] or 0), bool(row[1])
 
     async def count_released_open(self, project_id: str) -> int:
         """How many of the project's engineering tasks are open (queued or running) with

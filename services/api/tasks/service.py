@@ -32,13 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
-from services.api.db import utc_now
+from services.api.db import Database, utc_now
+from services.api.direct import Unavailable
 from services.api.errors import (
     ConflictError,
     InvalidRequestError,
@@ -49,9 +51,9 @@ from services.api.lifecycle import TASK_TRANSITIONS, check_transition
 from services.api.observe import annotate_current_span
 from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
-from services.api.runs.caps import check_month_cap
+from services.api.runs.caps import check_cap, check_month_cap
 from services.api.tasks.models import Task
-from services.api.tasks.repository import TaskRepository
+from services.api.tasks.repository import TASK_READ, TaskRepository
 from shared import registry
 from shared.api_client.schemas import TaskUpdate
 from shared.contracts import (
@@ -68,7 +70,7 @@ from shared.deploys import commit_of_spec
 from shared.observability.metrics import SystemMetrics
 from shared.settings import TaskDeadlines
 
-__all__ = ["TaskService"]
+__all__ = ["TaskService", "read_task"]
 
 _QUEUE_OF: dict[TaskType, str] = {
     TaskType.ENGINEERING: registry.get("engineering:queue").name,
@@ -105,11 +107,17 @@ class TaskService:
         self, principal: Principal, request: TaskCreate, *, correlation_id: str | None = None
     ) -> Task:
         """A queued task; for engineering and deploy, its message joins the outbox atomically.
-        `correlation_id`: the caller's (validated by the route), else a new one."""
-        try:
-            project = await self.projects.get(principal, request.project_id)
-        except NotFoundError as error:
-            raise NotFoundError(error.message, field="project_id") from None
+        `correlation_id`: the caller's (validated by the route), else a new one.
+
+        One query reads the project (locked for an engineering task, as `release_turns`
+        locks it) and its owner's cap, a second one its turns; the task and its outbox row
+        are then inserted in one flush. Only when engineering tasks of the project already wait for
+        a turn does the create go through `release_turns` (the oldest are released first)."""
+        engineering = request.type == TaskType.ENGINEERING
+        found = await self.tasks.project_for_create(request.project_id, lock=engineering)
+        if found is None or not principal.can_see_owner(found[0].owner_id):
+            raise NotFoundError(f"project {request.project_id!r} not found", field="project_id")
+        project, owner_cap = found
         if project.status == ProjectStatus.ARCHIVED.value:
             raise InvalidRequestError("the project is archived", field="project_id")
         if request.type == TaskType.DEPLOY:
@@ -118,8 +126,16 @@ class TaskService:
             except ValueError as error:
                 raise InvalidRequestError(str(error), field="spec") from None
         user_id = project.owner_id if project.owner_id is not None else principal.user_id
-        if request.type == TaskType.ENGINEERING and user_id is not None:
-            await check_month_cap(self.session, user_id, self.monthly_budget_usd)
+        if engineering and user_id is not None:
+            if project.owner_id is not None:
+                cap = owner_cap if owner_cap is not None else self.monthly_budget_usd
+                await check_cap(self.session, user_id, cap)
+            else:
+                await check_month_cap(self.session, user_id, self.monthly_budget_usd)
+        room, waiting = 0, False
+        if engineering:  # read before the task is added (autoflush would count it)
+            released_open, waiting = await self.tasks.turns(project.id)
+            room = max(1, project.parallel_tasks) - released_open
         now = utc_now()
         task = Task(
             id=new_id(),
@@ -136,15 +152,21 @@ class TaskService:
         stream = _QUEUE_OF.get(request.type)
         if stream is not None and user_id is None:
             raise InvalidRequestError("the project has no owner to run it for", field="project_id")
-        await self.tasks.add(task)
-        if request.type == TaskType.ENGINEERING:
-            await self.release_turns(project.id, now=now)  # it waits for its turn, or starts
-        elif stream is not None and user_id is not None:
-            task.released_at = now
+        self.session.add(task)
+        if engineering and room > 0 and waiting:
+            await self.tasks.flush()
+            await self.release_turns(project.id, now=now)  # the oldest waiting ones first
+        elif stream is not None and user_id is not None and (not engineering or room > 0):
+            task.released_at = now  # its turn (or a deploy): its message now
             await self.outbox.add(
-                stream, _message(task, request.type, user_id), correlation_id=task.correlation_id
+                stream,
+                _message(task, request.type, user_id),
+                correlation_id=task.correlation_id,
+                flush=False,
             )
             await self.tasks.flush()
+        else:
+            await self.tasks.flush()  # it waits for its turn
         SystemMetrics.default().tasks_created.labels(task.type).inc()
         annotate_current_span(task_id=task.id, correlation_id=task.correlation_id)
         return task
@@ -188,10 +210,7 @@ class TaskService:
     async def read(self, principal: Principal, task_id: str) -> TaskDTO:
         """`get` as a `TaskDTO`, read in one query without ORM objects (the same rule: a
         task the caller may not see is not found)."""
-        found = await self.tasks.read(task_id)
-        if found is None or not principal.can_see_owner(found[1]):
-            raise NotFoundError(f"task {task_id!r} not found")
-        return TaskDTO.model_validate(found[0])
+        return _visible(principal, task_id, await self.tasks.read(task_id))
 
     async def list(
         self,
@@ -306,6 +325,28 @@ class TaskService:
         if task.deadline_at is not None:
             return task.deadline_at
         return task.created_at + timedelta(seconds=self.deadlines.of(task.type))
+
+
+async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:
+    """`TaskService.read` without a session: one direct read of the task joined with
+    its project's owner (`direct.py`), through a session only when the direct path cannot
+    answer. The same rule: a task the caller may not see is not found."""
+    row = await database.direct.fetch_one(TASK_READ, {"task_id": task_id})
+    if isinstance(row, Unavailable):
+        async with database.sessionmaker() as session:
+            return await TaskService(session).read(principal, task_id)
+    found = None if row is None else (row, row.pop("owner_id"))
+    return _visible(principal, task_id, found)
+
+
+def _visible(
+    principal: Principal, task_id: str, found: tuple[dict[str, Any], int | None] | None
+) -> TaskDTO:
+    """The task read as a `TaskDTO` when the caller may see it (its project's owner,
+    services, admins); `NotFoundError` otherwise."""
+    if found is None or not principal.can_see_owner(found[1]):
+        raise NotFoundError(f"task {task_id!r} not found")
+    return TaskDTO.model_validate(found[0])
 
 
 _FINAL_STATUSES = frozenset(
