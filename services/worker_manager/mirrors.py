@@ -7,13 +7,27 @@ at the real remote (`workspace.clone_repository`). A mirror that cannot be made 
 answers None and the clone goes to the remote as before (with the remote's own error).
 Credentials in the URL reach git through its environment only, never argv or the mirror's
 config.
+
+Prepared clones take the clone off a create's path: after a repository's workspace is made,
+`prepare_soon(url)` makes, in a background thread, the next one: a full copy of the mirror
+(`--no-hardlinks`, `origin` set to the remote), kept in `root` as `<name>.prepared`. The next
+create of that repository renames it into its workspace (`claim_prepared`, atomic: one create
+gets it) and only fetches what was pushed since (`workspace.update_prepared_clone`). A
+prepared clone is the manager's own until it is claimed, shares no file with the mirror or
+another clone, and is handed to the agent's account like a fresh clone: an agent cannot
+change what later workspaces are made from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import shutil
 import subprocess
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import structlog
@@ -25,6 +39,11 @@ __all__ = ["RepositoryMirrors"]
 log = structlog.get_logger("services.worker_manager")
 
 _TIMEOUT_S = 120
+_NICE = shutil.which("nice")
+_BACKGROUND = [_NICE, "-n", "10"] if _NICE else []
+"""A clone prepared in the background yields the CPU to the creates on their way."""
+_PARTIAL_MAX_AGE_S = 2 * _TIMEOUT_S
+"""A clone being prepared that is older than this was cut off (its manager killed)."""
 
 
 class RepositoryMirrors:
@@ -34,6 +53,8 @@ class RepositoryMirrors:
         self.root = root
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._preparing: set[str] = set()
+        """URLs (without secrets) whose next clone is being prepared right now."""
 
     def path_of(self, url: str) -> Path:
         """Where the mirror of `url` lives (named by a digest of the URL without secrets)."""
@@ -64,3 +85,78 @@ class RepositoryMirrors:
                 )
                 return None
         return mirror
+
+    def prepared_path(self, url: str) -> Path:
+        """Where the prepared clone of `url` waits for its task."""
+        return self.path_of(url).with_suffix(".prepared")
+
+    def claim_prepared(self, url: str, workspace: Path) -> bool:
+        """Move the prepared clone of `url` to `workspace` (absent or an empty directory);
+        False when there is none (or it cannot be moved there)."""
+        try:
+            os.rename(self.prepared_path(url), workspace)
+        except OSError:
+            return False
+        return True
+
+    def prepare_soon(self, url: str) -> None:
+        """Prepare the next clone of `url` in a background thread, unless one is ready or
+        being prepared."""
+        clean_url, _ = credentials_env(url)
+        with self._guard:
+            if clean_url in self._preparing or self.prepared_path(url).exists():
+                return
+            self._preparing.add(clean_url)
+        thread = threading.Thread(
+            target=self._prepare, args=(url, clean_url), name="prepare-clone", daemon=True
+        )
+        thread.start()
+
+    def _prepare(self, url: str, clean_url: str) -> None:
+        try:
+            self.prepare(url)
+        finally:
+            with self._guard:
+                self._preparing.discard(clean_url)
+
+    def prepare(self, url: str) -> Path | None:
+        """Make the prepared clone of `url` now (from its mirror, refreshed first); None when
+        that failed (logged) or one is there already."""
+        target = self.prepared_path(url)
+        self._remove_partial(target)
+        mirror = self.refreshed(url)
+        if mirror is None or target.exists():
+            return None
+        clean_url, _ = credentials_env(url)
+        partial = target.with_name(f"{target.name}-{uuid.uuid4().hex[:8]}.partial")
+        env = {**process_env(), "GIT_TERMINAL_PROMPT": "0"}
+        try:
+            for argv in (
+                ["git", "clone", "-q", "--no-hardlinks", str(mirror), str(partial)],
+                ["git", "-C", str(partial), "remote", "set-url", "origin", clean_url],
+            ):
+                subprocess.run(
+                    [*_BACKGROUND, *argv],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    timeout=_TIMEOUT_S,
+                )
+            os.rename(partial, target)  # whole, or not at all
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            log.warning(
+                "prepared_clone_failed",
+                url=clean_url,
+                error=detail.decode(errors="replace").strip()[-300:] or str(exc),
+            )
+            shutil.rmtree(partial, ignore_errors=True)
+            return None
+        return target
+
+    def _remove_partial(self, target: Path) -> None:
+        """Remove what a preparation cut off long ago left behind."""
+        with contextlib.suppress(OSError):
+            for leftover in target.parent.glob(f"{target.name}-*.partial"):
+                if time.time() - leftover.stat().st_mtime > _PARTIAL_MAX_AGE_S:
+                    shutil.rmtree(leftover, ignore_errors=True)

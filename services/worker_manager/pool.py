@@ -10,8 +10,9 @@ claimed worker never becomes `warm` again: it serves one task and ends with it.
 The pool refills in the background after every take, after a warm worker dies (the monitor's
 pass), and after a manager restart (`adopt` keeps the previous run's warm workers). A pool no
 create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
-`pool.spawn_concurrency`: a burst of creates waits for warm workers started a few at a time
-rather than starting every interpreter at once on a few cores.
+`pool.spawn_concurrency`. A create that finds no warm worker ready (a burst larger than the
+pool, the first create of a pool) starts its own worker at once, as without a pool, rather
+than wait for the refill: a burst costs what it costs without a pool, less the warm ones.
 
 Only the local-process runtime is pooled: a container's environment is fixed when it is
 created, so the Docker runtime would need the binding translated to its in-container paths.
@@ -67,12 +68,9 @@ class WarmPool:
     ready: dict[PoolKey, list[str]] = field(default_factory=dict)
     """Warm workers per pool, oldest first."""
     starting: dict[PoolKey, int] = field(default_factory=dict)
-    waiting: dict[PoolKey, int] = field(default_factory=dict)
-    """Creates waiting for a warm worker of the pool right now."""
     used_at: dict[PoolKey, float] = field(default_factory=dict)
     """Pools in use → when a create last took from it."""
     spawning: set[str] = field(default_factory=set)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _spawns: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -92,30 +90,15 @@ class WarmPool:
 
     # taking -------------------------------------------------------------------------------
 
-    async def take(self, agent: str, profile: str) -> WorkerRecord:
-        """Claim a warm worker of the pool, waiting for one to start when none is ready."""
+    async def take(self, agent: str, profile: str) -> WorkerRecord | None:
+        """Claim a warm worker of the pool when one is ready, else None (the create starts
+        its own worker at once, as without a pool, rather than queue behind the refill);
+        either way the pool is topped up in the background."""
         key = (agent, profile)
         self.used_at[key] = time.monotonic()
-        deadline = time.monotonic() + self.manager.settings.start_timeout_s
-        self.waiting[key] = self.waiting.get(key, 0) + 1
         try:
-            while True:
-                claimed = await self._claim_ready(key)
-                if claimed is not None:
-                    return claimed
-                self.fill(key)
-                left_s = deadline - time.monotonic()
-                if left_s <= 0:
-                    raise WorkerStartError(
-                        f"no warm {agent}/{profile} worker was ready within "
-                        f"{self.manager.settings.start_timeout_s:g} s"
-                    )
-                async with self._changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), min(left_s, 1.0))
+            return await self._claim_ready(key)
         finally:
-            self.waiting[key] -= 1
-            self.used_at[key] = time.monotonic()
             self.fill(key)
 
     async def _claim_ready(self, key: PoolKey) -> WorkerRecord | None:
@@ -140,12 +123,20 @@ class WarmPool:
             pipe.expire(key, _BIND_TTL_S)
             await pipe.execute()
 
+    async def release(self, worker_id: str) -> None:
+        """Let a bound worker start serving (its workspace is ready): it reports `running`."""
+        key = bind_key(worker_id)
+        async with self.manager.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, "go")
+            pipe.expire(key, _BIND_TTL_S)
+            await pipe.execute()
+
     # filling ------------------------------------------------------------------------------
 
     def fill(self, key: PoolKey) -> None:
-        """Start warm workers in the background until the pool holds `size` plus one per
-        waiting create (ready and starting ones count)."""
-        wanted = self.size + self.waiting.get(key, 0)
+        """Start warm workers in the background until the pool holds `size` (ready and
+        starting ones count)."""
+        wanted = self.size
         have = len(self.ready.get(key, [])) + self.starting.get(key, 0)
         for _ in range(max(wanted - have, 0)):
             self.starting[key] = self.starting.get(key, 0) + 1
@@ -174,8 +165,6 @@ class WarmPool:
             await asyncio.sleep(1.0)  # a failing start is not retried in a tight loop
         finally:
             self.starting[key] -= 1
-            async with self._changed:
-                self._changed.notify_all()
 
     async def _spawn(self, key: PoolKey) -> str | None:
         manager, settings = self.manager, self.manager.settings
@@ -319,7 +308,6 @@ class WarmPool:
             key
             for key in set(self.used_at) | set(self.ready)
             if key not in self.prewarmed()
-            and not self.waiting.get(key)
             and time.monotonic() - self.used_at.get(key, 0.0) > settings.pool.idle_s
         }
         for record in await self.manager.registry.all():
