@@ -1,8 +1,9 @@
 """Local mirrors of the projects' repositories, so that a task's clone is a local copy.
 
 `refreshed(url)` answers a bare mirror of `url` under `root` (created with `git clone
---mirror` the first time), fetched just before (one fetch at a time per repository); the
-workspace is then cloned from it, which hardlinks its objects, and `origin` is pointed back
+--mirror` the first time), fetched just before (one fetch at a time per repository; a call
+that finds a fetch begun after it was made uses that one's result); the workspace is then
+cloned from it (a copy: `--no-hardlinks`), and `origin` is pointed back
 at the real remote (`workspace.clone_repository`). A mirror that cannot be made or fetched
 answers None and the clone goes to the remote as before (with the remote's own error).
 Credentials in the URL reach git through its environment only, never argv or the mirror's
@@ -53,6 +54,8 @@ class RepositoryMirrors:
         self.root = root
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._fetch_started: dict[str, float] = {}
+        """Mirror → when its last successful fetch (or clone) began (monotonic)."""
         self._preparing: set[str] = set()
         """URLs (without secrets) whose next clone is being prepared right now."""
 
@@ -63,12 +66,18 @@ class RepositoryMirrors:
 
     def refreshed(self, url: str) -> Path | None:
         """The mirror of `url`, brought up to date now; None when that failed (logged)."""
+        asked = time.monotonic()
         clean_url, secret_env = credentials_env(url)
         mirror = self.path_of(url)
         with self._guard:
             lock = self._locks.setdefault(str(mirror), threading.Lock())
         env = {**process_env(), **secret_env, "GIT_TERMINAL_PROMPT": "0"}
         with lock:
+            if self._fetch_started.get(str(mirror), -1.0) >= asked:
+                # a fetch that began after this call did is as fresh as one of its own: the
+                # creates of a burst share a few fetches instead of queueing for one each
+                return mirror
+            started = time.monotonic()
             try:
                 if (mirror / "HEAD").exists():
                     argv = ["git", "-C", str(mirror), "fetch", "-q", "--prune", "origin"]
@@ -84,6 +93,7 @@ class RepositoryMirrors:
                     error=detail.decode(errors="replace").strip()[-300:] or str(exc),
                 )
                 return None
+            self._fetch_started[str(mirror)] = started
         return mirror
 
     def prepared_path(self, url: str) -> Path:
