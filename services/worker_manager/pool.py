@@ -70,7 +70,9 @@ class WarmPool:
     starting: dict[PoolKey, int] = field(default_factory=dict)
     used_at: dict[PoolKey, float] = field(default_factory=dict)
     """Pools in use → when a create last took from it."""
-    spawning: set[str] = field(default_factory=set)
+    spawning: dict[str, PoolKey] = field(default_factory=dict)
+    """Warm workers being started → their pool (one may report `warm` before its start
+    notices: a create claims it then, without waiting for the start's next look)."""
     _spawns: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -105,12 +107,29 @@ class WarmPool:
         queue = self.ready.setdefault(key, [])
         while queue:
             worker_id = queue.pop(0)
-            if not await self.manager.registry.claim_warm(worker_id):
-                continue  # died and dropped, or stopped by a shrink, meanwhile
-            record = await self.manager.registry.get(worker_id)
-            if record is not None and await self.manager.runtime.is_alive(record.runtime_ref):
-                return record
-            await self._drop(worker_id, record, "the warm worker was gone when claimed")
+            claimed = await self._claim(worker_id)
+            if claimed is not None:
+                return claimed
+        for worker_id in [w for w, k in self.spawning.items() if k == key]:
+            claimed = await self._claim(worker_id)  # its start then sees it taken and stops
+            if claimed is not None:
+                return claimed
+        return None
+
+    async def _claim(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record when this call claimed it (`warm` → `starting`) and its
+        process runs; None when it was not warm (still warming, died and dropped, stopped by
+        a shrink) or is dead (then dropped)."""
+        if not await self.manager.registry.claim_warm(worker_id):
+            return None
+        record = await self.manager.registry.get(worker_id)
+        if (
+            record is not None
+            and record.runtime_ref
+            and await self.manager.runtime.is_alive(record.runtime_ref)
+        ):
+            return record
+        await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
 
     async def bind(self, worker_id: str, env: dict[str, str]) -> None:
@@ -163,8 +182,11 @@ class WarmPool:
         except (WorkerManagerError, RedisError, OSError) as exc:
             log.warning("warm_worker_start_failed", agent=key[0], profile=key[1], error=str(exc))
             await asyncio.sleep(1.0)  # a failing start is not retried in a tight loop
+            worker_id = ""
         finally:
             self.starting[key] -= 1
+        if worker_id is None and key in self.used_at and self.enabled:
+            self.fill(key)  # taken by a create as it became warm (or stopped): top up again
 
     async def _spawn(self, key: PoolKey) -> str | None:
         manager, settings = self.manager, self.manager.settings
@@ -197,7 +219,7 @@ class WarmPool:
                 "WORKER_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
             }
         )
-        self.spawning.add(worker_id)
+        self.spawning[worker_id] = key
         try:
             await manager.registry.put(record)
             if settings.redis_acl:  # its own user from the start; re-issued at bind
@@ -235,7 +257,7 @@ class WarmPool:
             await self._drop(worker_id, await manager.registry.get(worker_id), "not ready in time")
             raise WorkerStartError(f"warm worker {worker_id} was not ready in time")
         finally:
-            self.spawning.discard(worker_id)
+            self.spawning.pop(worker_id, None)
 
     async def _drop(self, worker_id: str, record: WorkerRecord | None, detail: str) -> None:
         """Stop a warm worker's process, fail its record, release what it held, remove it."""

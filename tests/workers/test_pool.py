@@ -11,6 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
+from services.worker_manager import pool as pool_module
 from services.worker_manager.keys import bind_key, registry_key
 from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry
@@ -340,3 +341,19 @@ def _push_file(clone: Any, name: str) -> None:
 def _shared_inodes(one: Any, other: Any) -> bool:
     first = {p.stat().st_ino for p in one.rglob("*") if p.is_file()}
     return bool(first & {p.stat().st_ino for p in other.rglob("*") if p.is_file()})
+
+
+async def test_a_worker_that_just_became_warm_is_taken_at_once(
+    manager: ManagerRunner, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create does not wait for a start to notice that its worker is warm (here it looks
+    only every 3 s): it claims the warm worker itself, and the pool tops up again."""
+    monkeypatch.setattr(pool_module, "_POLL_S", 3.0)
+    await manager.start(pool={**POOL, "size": 1})
+    (warm,) = await full_pool(client, size=1)
+    created = await client.create()
+    assert created.success, created.error
+    assert created.worker_id == warm.worker_id
+    (refill,) = await full_pool(client, size=1)
+    assert refill.worker_id != warm.worker_id
+    assert (await client.delete(created.worker_id)).success
