@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from services.worker_manager import mirrors as mirrors_module
 from services.worker_manager.errors import WorkerStartError
 from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.workspace import clone_repository, update_prepared_clone
@@ -81,7 +80,7 @@ def test_concurrent_refreshes_share_fetches_and_stay_current(
             time.sleep(0.2)  # a slow remote: the others arrive while this one runs
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(mirrors_module.subprocess, "run", counting_run)
+    monkeypatch.setattr(subprocess, "run", counting_run)
     (clone / "burst.txt").write_text("pushed before the burst\n")
     git(clone, "add", "burst.txt")
     git(clone, "commit", "-q", "-m", "burst")
