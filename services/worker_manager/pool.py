@@ -111,7 +111,7 @@ class WarmPool:
             if claimed is not None:
                 return claimed
         for worker_id in [w for w, k in self.spawning.items() if k == key]:
-            claimed = await self._claim(worker_id)  # its start then sees it taken and stops
+            claimed = await self._claim(worker_id)  # its start then sees it taken, leaves it
             if claimed is not None:
                 return claimed
         return None
