@@ -97,6 +97,9 @@ class WorkerManager:
     mirrors: RepositoryMirrors = field(init=False)
     busy: set[str] = field(default_factory=set)
     """Workers being created or deleted right now (the monitor leaves them alone)."""
+    repo_of: dict[str, str] = field(default_factory=dict)
+    """Workers this manager created with a repository → its URL (to freshen the next
+    prepared clone of it when they are deleted)."""
 
     def __post_init__(self) -> None:
         self.registry = WorkerRegistry(self.redis, record_ttl_s=self.settings.record_ttl_s)
@@ -173,7 +176,7 @@ class WorkerManager:
         try:
             if warm is not None:
                 await self._bind_warm(command, record, env, key_request)
-                self._prepare_next_clone(context)
+                self._prepare_next_clone(worker_id, context)
                 return worker_id
             await asyncio.to_thread(
                 self._prepare_files, record, workspace, session_dir, context, config.capabilities
@@ -218,13 +221,14 @@ class WorkerManager:
         finally:
             self.busy.discard(worker_id)
         log.info("worker_created", worker_id=worker_id, adapter=adapter, agent=config.agent)
-        self._prepare_next_clone(context)
+        self._prepare_next_clone(worker_id, context)
         return worker_id
 
-    def _prepare_next_clone(self, context: dict[str, str]) -> None:
+    def _prepare_next_clone(self, worker_id: str, context: dict[str, str]) -> None:
         """Once a create answered, prepare the next clone of its repository (mirrors.py)."""
         repo_url = context.get("repo_url")
         if repo_url and self.settings.mirror_repos:
+            self.repo_of[worker_id] = repo_url
             self.mirrors.prepare_soon(repo_url)
 
     async def _bind_warm(
@@ -556,4 +560,7 @@ class WorkerManager:
             self.busy.discard(worker_id)
             with contextlib.suppress(RedisError):
                 await self.redis.delete(deleting)
+        repo_url = self.repo_of.pop(worker_id, None)
+        if repo_url is not None:  # what its task pushed, fetched off the next create's path
+            self.mirrors.freshen_soon(repo_url)
         log.info("worker_deleted", worker_id=worker_id, reason=reason or "delete command")

@@ -13,7 +13,10 @@ Prepared clones take the clone off a create's path: after a repository's workspa
 `prepare_soon(url)` makes, in a background thread, the next one: a full copy of the mirror
 (`--no-hardlinks`, `origin` set to the remote), kept in `root` as `<name>.prepared`. The next
 create of that repository renames it into its workspace (`claim_prepared`, atomic: one create
-gets it) and only fetches what was pushed since (`workspace.update_prepared_clone`). A
+gets it) and only fetches what was pushed since (`workspace.update_prepared_clone`). When a
+task of the repository ends (its worker deleted, usually after its work was integrated),
+`freshen_soon(url)` fetches that into the prepared clone in the background, so the next
+create's fetch and checkout have little left to do. A
 prepared clone is the manager's own until it is claimed, shares no file with the mirror or
 another clone, and is handed to the agent's account like a fresh clone: an agent cannot
 change what later workspaces are made from.
@@ -58,6 +61,8 @@ class RepositoryMirrors:
         """Mirror → when its last successful fetch (or clone) began (monotonic)."""
         self._preparing: set[str] = set()
         """URLs (without secrets) whose next clone is being prepared right now."""
+        self._prepared_locks: dict[str, threading.Lock] = {}
+        """Prepared clone → held while it is freshened or claimed."""
 
     def path_of(self, url: str) -> Path:
         """Where the mirror of `url` lives (named by a digest of the URL without secrets)."""
@@ -102,12 +107,61 @@ class RepositoryMirrors:
 
     def claim_prepared(self, url: str, workspace: Path) -> bool:
         """Move the prepared clone of `url` to `workspace` (absent or an empty directory);
-        False when there is none (or it cannot be moved there)."""
-        try:
-            os.rename(self.prepared_path(url), workspace)
-        except OSError:
-            return False
+        False when there is none (or it cannot be moved there). Waits for a freshening of
+        it in progress."""
+        with self._prepared_lock(url):
+            try:
+                os.rename(self.prepared_path(url), workspace)
+            except OSError:
+                return False
         return True
+
+    def freshen_soon(self, url: str) -> None:
+        """Bring the prepared clone of `url` (when there is one) up to the remote in a
+        background thread: a task of the repository ended, and what it pushed should not be
+        fetched and checked out on the next create's path."""
+        threading.Thread(
+            target=self.freshen, args=(url,), name="freshen-clone", daemon=True
+        ).start()
+
+    def freshen(self, url: str) -> bool:
+        """Fetch into the prepared clone of `url` and reset its default branch to the
+        remote's; False when there is none or that failed (logged; it is then removed, and
+        the next create clones as without one)."""
+        clean_url, secret_env = credentials_env(url)
+        target = self.prepared_path(url)
+        env = {**process_env(), **secret_env, "GIT_TERMINAL_PROMPT": "0"}
+        here = ["git", "-C", str(target)]
+        with self._prepared_lock(url):
+            if not target.is_dir():
+                return False
+            try:
+                for argv in (
+                    [*here, "fetch", "-q", "--prune", "--no-auto-maintenance", "origin"],
+                    [*here, "reset", "-q", "--hard", "refs/remotes/origin/HEAD"],
+                ):
+                    subprocess.run(
+                        [*_BACKGROUND, *argv],
+                        env=env,
+                        check=True,
+                        capture_output=True,
+                        timeout=_TIMEOUT_S,
+                    )
+            except (OSError, subprocess.SubprocessError) as exc:
+                detail = getattr(exc, "stderr", b"") or b""
+                log.warning(
+                    "prepared_clone_freshen_failed",
+                    url=clean_url,
+                    error=detail.decode(errors="replace").strip()[-300:] or str(exc),
+                )
+                shutil.rmtree(target, ignore_errors=True)
+                return False
+        return True
+
+    def _prepared_lock(self, url: str) -> threading.Lock:
+        key = str(self.prepared_path(url))
+        with self._guard:
+            return self._prepared_locks.setdefault(key, threading.Lock())
 
     def prepare_soon(self, url: str) -> None:
         """Prepare the next clone of `url` in a background thread, unless one is ready or

@@ -140,3 +140,22 @@ def test_a_prepared_clone_whose_remote_is_gone_fails_with_its_url(tmp_path: Path
     with pytest.raises(WorkerStartError, match=r"remote\.git"):
         update_prepared_clone(str(remote), workspace, "b", base_env(), base=None)
     assert moved.exists()
+
+
+def test_a_prepared_clone_is_freshened_and_dropped_when_that_fails(tmp_path: Path) -> None:
+    """Freshening fetches what was pushed into the prepared clone and moves its default
+    branch there; with no prepared clone it does nothing; when the remote is gone the
+    prepared clone is removed (the next create clones as without one)."""
+    clone, remote = make_repo_with_remote(tmp_path)
+    mirrors = RepositoryMirrors(tmp_path / "mirrors")
+    assert not mirrors.freshen(str(remote))
+    prepared = mirrors.prepare(str(remote))
+    assert prepared is not None
+    git(clone, "commit", "-q", "--allow-empty", "-m", "integrated")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+    assert mirrors.freshen(str(remote))
+    assert git(prepared, "rev-parse", "HEAD") == git(clone, "rev-parse", "HEAD")
+    assert git(prepared, "status", "--porcelain") == ""
+    remote.rename(tmp_path / "moved.git")
+    assert not mirrors.freshen(str(remote))
+    assert not prepared.exists()

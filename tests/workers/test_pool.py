@@ -357,3 +357,29 @@ async def test_a_worker_that_just_became_warm_is_taken_at_once(
     (refill,) = await full_pool(client, size=1)
     assert refill.worker_id != warm.worker_id
     assert (await client.delete(created.worker_id)).success
+
+
+async def test_deleting_a_worker_freshens_the_next_prepared_clone(
+    manager: ManagerRunner, client: Client, tmp_path: Any
+) -> None:
+    """When a task's worker is deleted (its work integrated), the prepared clone of its
+    repository gets what was pushed, off the next create's path."""
+    await manager.start()
+    clone, remote = make_repo_with_remote(tmp_path)
+    created = await client.create(context={"repo_url": str(remote), "branch": "task/1"})
+    assert created.success, created.error
+    prepared = RepositoryMirrors(manager.data_dir / "mirrors").prepared_path(str(remote))
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(prepared.is_dir)
+
+    await eventually(ready, timeout_s=30, what="the next clone prepared")
+    await asyncio.to_thread(_push_file, clone, "integrated.txt")
+    assert (await client.delete(created.worker_id)).success
+    head = git(clone, "rev-parse", "HEAD")
+
+    async def freshened() -> bool:
+        return git(prepared, "rev-parse", "HEAD") == head
+
+    await eventually(freshened, timeout_s=30, what="the prepared clone freshened")
+    assert await asyncio.to_thread(exists, prepared / "integrated.txt")
