@@ -73,6 +73,8 @@ class WarmPool:
     spawning: dict[str, PoolKey] = field(default_factory=dict)
     """Warm workers being started → their pool (one may report `warm` before its start
     notices: a create claims it then, without waiting for the start's next look)."""
+    _taken_early: set[str] = field(default_factory=set)
+    """Workers a create claimed while their start still ran (see `_claim_ready`)."""
     _spawns: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -111,8 +113,12 @@ class WarmPool:
             if claimed is not None:
                 return claimed
         for worker_id in [w for w, k in self.spawning.items() if k == key]:
-            claimed = await self._claim(worker_id)  # its start then sees it taken, leaves it
+            claimed = await self._claim(worker_id)
             if claimed is not None:
+                # its start, still running or just ended, must not count it as ready
+                self._taken_early.add(worker_id)
+                if worker_id in queue:
+                    queue.remove(worker_id)
                 return claimed
         return None
 
@@ -174,19 +180,22 @@ class WarmPool:
     async def _start_one(self, key: PoolKey) -> None:
         if self._spawns is None:
             self._spawns = asyncio.Semaphore(self.manager.settings.pool.spawn_concurrency)
+        refill = False
         try:
             async with self._spawns:
                 worker_id = await self._spawn(key)
-            if worker_id is not None:
+            if worker_id is not None and worker_id not in self._taken_early:
                 self.ready.setdefault(key, []).append(worker_id)
+            else:  # taken by a create as it became warm (or stopped): top up again
+                self._taken_early.discard(worker_id or "")
+                refill = True
         except (WorkerManagerError, RedisError, OSError) as exc:
             log.warning("warm_worker_start_failed", agent=key[0], profile=key[1], error=str(exc))
             await asyncio.sleep(1.0)  # a failing start is not retried in a tight loop
-            worker_id = ""
         finally:
             self.starting[key] -= 1
-        if worker_id is None and key in self.used_at and self.enabled:
-            self.fill(key)  # taken by a create as it became warm (or stopped): top up again
+        if refill and key in self.used_at and self.enabled:
+            self.fill(key)
 
     async def _spawn(self, key: PoolKey) -> str | None:
         manager, settings = self.manager, self.manager.settings
