@@ -41,6 +41,7 @@ from services.worker_manager.errors import (
     WorkerUnavailableError,
 )
 from services.worker_manager.keys import (
+    bind_key,
     create_request_key,
     deleting_key,
     registry_key,
@@ -96,6 +97,9 @@ class WorkerManager:
     mirrors: RepositoryMirrors = field(init=False)
     busy: set[str] = field(default_factory=set)
     """Workers being created or deleted right now (the monitor leaves them alone)."""
+    repo_of: dict[str, str] = field(default_factory=dict)
+    """Workers this manager created with a repository → its URL (to freshen the next
+    prepared clone of it when they are deleted)."""
 
     def __post_init__(self) -> None:
         self.registry = WorkerRegistry(self.redis, record_ttl_s=self.settings.record_ttl_s)
@@ -139,9 +143,9 @@ class WorkerManager:
         if self.pool.enabled and not config.mount_session_volume:
             # every check that can refuse the command is behind us: a claimed worker is bound
             warm = await self.pool.take(config.agent, context.get("profile", "developer"))
-            worker_id = warm.worker_id
-        else:
-            worker_id = f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
+        worker_id = (
+            warm.worker_id if warm is not None else f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
+        )
         worker_dir = self.settings.data_dir / worker_id
         session_volume = f"session-{_slug(config.name)}" if config.mount_session_volume else None
         if session_volume:
@@ -172,6 +176,7 @@ class WorkerManager:
         try:
             if warm is not None:
                 await self._bind_warm(command, record, env, key_request)
+                self._prepare_next_clone(worker_id, context)
                 return worker_id
             await asyncio.to_thread(
                 self._prepare_files, record, workspace, session_dir, context, config.capabilities
@@ -216,7 +221,15 @@ class WorkerManager:
         finally:
             self.busy.discard(worker_id)
         log.info("worker_created", worker_id=worker_id, adapter=adapter, agent=config.agent)
+        self._prepare_next_clone(worker_id, context)
         return worker_id
+
+    def _prepare_next_clone(self, worker_id: str, context: dict[str, str]) -> None:
+        """Once a create answered, prepare the next clone of its repository (mirrors.py)."""
+        repo_url = context.get("repo_url")
+        if repo_url and self.settings.mirror_repos:
+            self.repo_of[worker_id] = repo_url
+            self.mirrors.prepare_soon(repo_url)
 
     async def _bind_warm(
         self,
@@ -228,31 +241,43 @@ class WorkerManager:
         """Give a claimed warm worker its task: files, record, scoped credentials, binding."""
         worker_id, context = record.worker_id, command.context
         workspace, session_dir = Path(record.workspace), Path(record.session_dir)
-        try:
-            await asyncio.to_thread(
-                self._prepare_files,
-                record,
-                workspace,
-                session_dir,
-                context,
-                command.config.capabilities,
+        account = agent_account(self.settings)
+
+        def prepare() -> None:  # in a thread, while the wrapper is bound
+            self._prepare_files(
+                record, workspace, session_dir, context, command.config.capabilities
             )
-            account = agent_account(self.settings)
             if account is not None:
-                home = await asyncio.to_thread(hand_over, workspace, session_dir, account)
-                env["HOME"] = str(home.resolve())
-            env.update(self._wrapper_env(record, record.adapter, workspace, session_dir, context))
-            env["AGENT_CAPABILITIES"] = ",".join(command.config.capabilities)
-            await self.registry.put(record)
-            await self.redis.set(create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S)
-            if key_request is not None:
-                env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
-            if self.settings.redis_acl:  # the same user, now allowed its task's stream too
-                env["WORKER_REDIS_URL"] = await self.redis_users.issue(
-                    worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
+                hand_over(workspace, session_dir, account)
+
+        # The workspace is made while the wrapper takes its binding (and imports, connects);
+        # the wrapper reports `running` only once released, after the workspace is ready.
+        preparing = asyncio.ensure_future(asyncio.to_thread(prepare))
+        try:
+            try:
+                if account is not None:  # hand_over's answer, known beforehand
+                    env["HOME"] = str((session_dir / "home").resolve())
+                env.update(
+                    self._wrapper_env(record, record.adapter, workspace, session_dir, context)
                 )
-            await self.pool.bind(worker_id, env)
-            # a bound warm wrapper reports `running` within milliseconds: poll it closely
+                env["AGENT_CAPABILITIES"] = ",".join(command.config.capabilities)
+                await self.registry.put(record)
+                await self.redis.set(
+                    create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S
+                )
+                if key_request is not None:
+                    env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
+                if self.settings.redis_acl:  # the same user, now allowed its task's stream too
+                    env["WORKER_REDIS_URL"] = await self.redis_users.issue(
+                        worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
+                    )
+                env["WORKER_READY_KEY"] = bind_key(worker_id)
+                await self.pool.bind(worker_id, env)
+            finally:  # never clean up a worker whose files are still being written
+                await asyncio.wait({preparing})
+            preparing.result()
+            await self.pool.release(worker_id)
+            # a released wrapper reports `running` within milliseconds: poll it closely
             await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
         except Exception as exc:  # a claimed worker is never left half-bound
             detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
@@ -283,15 +308,17 @@ class WorkerManager:
         repo_url = context.get("repo_url")
         if repo_url and not (workspace / ".git").exists():
             workspace.parent.mkdir(parents=True, exist_ok=True)
-            mirror = self.mirrors.refreshed(repo_url) if self.settings.mirror_repos else None
-            files.clone_repository(
-                repo_url,
-                workspace,
-                context.get("branch"),
-                files.process_env(),
-                base=context.get("base_branch"),
-                mirror=mirror,
-            )
+            branch, base = context.get("branch"), context.get("base_branch")
+            if self.settings.mirror_repos and self.mirrors.claim_prepared(repo_url, workspace):
+                # a clone made after the previous task of this repository: fetch what is new
+                files.update_prepared_clone(
+                    repo_url, workspace, branch, files.process_env(), base=base
+                )
+            else:
+                mirror = self.mirrors.refreshed(repo_url) if self.settings.mirror_repos else None
+                files.clone_repository(
+                    repo_url, workspace, branch, files.process_env(), base=base, mirror=mirror
+                )
         workspace.mkdir(parents=True, exist_ok=True)
         session_dir.mkdir(parents=True, exist_ok=True)
         files.write_instructions(
@@ -533,4 +560,7 @@ class WorkerManager:
             self.busy.discard(worker_id)
             with contextlib.suppress(RedisError):
                 await self.redis.delete(deleting)
+        repo_url = self.repo_of.pop(worker_id, None)
+        if repo_url is not None:  # what its task pushed, fetched off the next create's path
+            self.mirrors.freshen_soon(repo_url)
         log.info("worker_deleted", worker_id=worker_id, reason=reason or "delete command")

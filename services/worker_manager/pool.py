@@ -10,8 +10,9 @@ claimed worker never becomes `warm` again: it serves one task and ends with it.
 The pool refills in the background after every take, after a warm worker dies (the monitor's
 pass), and after a manager restart (`adopt` keeps the previous run's warm workers). A pool no
 create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
-`pool.spawn_concurrency`: a burst of creates waits for warm workers started a few at a time
-rather than starting every interpreter at once on a few cores.
+`pool.spawn_concurrency`. A create that finds no warm worker ready (a burst larger than the
+pool, the first create of a pool) starts its own worker at once, as without a pool, rather
+than wait for the refill: a burst costs what it costs without a pool, less the warm ones.
 
 Only the local-process runtime is pooled: a container's environment is fixed when it is
 created, so the Docker runtime would need the binding translated to its in-container paths.
@@ -67,12 +68,13 @@ class WarmPool:
     ready: dict[PoolKey, list[str]] = field(default_factory=dict)
     """Warm workers per pool, oldest first."""
     starting: dict[PoolKey, int] = field(default_factory=dict)
-    waiting: dict[PoolKey, int] = field(default_factory=dict)
-    """Creates waiting for a warm worker of the pool right now."""
     used_at: dict[PoolKey, float] = field(default_factory=dict)
     """Pools in use → when a create last took from it."""
-    spawning: set[str] = field(default_factory=set)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    spawning: dict[str, PoolKey] = field(default_factory=dict)
+    """Warm workers being started → their pool (one may report `warm` before its start
+    notices: a create claims it then, without waiting for the start's next look)."""
+    _taken_early: set[str] = field(default_factory=set)
+    """Workers a create claimed while their start still ran (see `_claim_ready`)."""
     _spawns: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -92,42 +94,48 @@ class WarmPool:
 
     # taking -------------------------------------------------------------------------------
 
-    async def take(self, agent: str, profile: str) -> WorkerRecord:
-        """Claim a warm worker of the pool, waiting for one to start when none is ready."""
+    async def take(self, agent: str, profile: str) -> WorkerRecord | None:
+        """Claim a warm worker of the pool when one is ready, else None (the create starts
+        its own worker at once, as without a pool, rather than queue behind the refill);
+        either way the pool is topped up in the background."""
         key = (agent, profile)
         self.used_at[key] = time.monotonic()
-        deadline = time.monotonic() + self.manager.settings.start_timeout_s
-        self.waiting[key] = self.waiting.get(key, 0) + 1
         try:
-            while True:
-                claimed = await self._claim_ready(key)
-                if claimed is not None:
-                    return claimed
-                self.fill(key)
-                left_s = deadline - time.monotonic()
-                if left_s <= 0:
-                    raise WorkerStartError(
-                        f"no warm {agent}/{profile} worker was ready within "
-                        f"{self.manager.settings.start_timeout_s:g} s"
-                    )
-                async with self._changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), min(left_s, 1.0))
+            return await self._claim_ready(key)
         finally:
-            self.waiting[key] -= 1
-            self.used_at[key] = time.monotonic()
             self.fill(key)
 
     async def _claim_ready(self, key: PoolKey) -> WorkerRecord | None:
         queue = self.ready.setdefault(key, [])
         while queue:
             worker_id = queue.pop(0)
-            if not await self.manager.registry.claim_warm(worker_id):
-                continue  # died and dropped, or stopped by a shrink, meanwhile
-            record = await self.manager.registry.get(worker_id)
-            if record is not None and await self.manager.runtime.is_alive(record.runtime_ref):
-                return record
-            await self._drop(worker_id, record, "the warm worker was gone when claimed")
+            claimed = await self._claim(worker_id)
+            if claimed is not None:
+                return claimed
+        for worker_id in [w for w, k in self.spawning.items() if k == key]:
+            claimed = await self._claim(worker_id)
+            if claimed is not None:
+                # its start, still running or just ended, must not count it as ready
+                self._taken_early.add(worker_id)
+                if worker_id in queue:
+                    queue.remove(worker_id)
+                return claimed
+        return None
+
+    async def _claim(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record when this call claimed it (`warm` → `starting`) and its
+        process runs; None when it was not warm (still warming, died and dropped, stopped by
+        a shrink) or is dead (then dropped)."""
+        if not await self.manager.registry.claim_warm(worker_id):
+            return None
+        record = await self.manager.registry.get(worker_id)
+        if (
+            record is not None
+            and record.runtime_ref
+            and await self.manager.runtime.is_alive(record.runtime_ref)
+        ):
+            return record
+        await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
 
     async def bind(self, worker_id: str, env: dict[str, str]) -> None:
@@ -140,12 +148,20 @@ class WarmPool:
             pipe.expire(key, _BIND_TTL_S)
             await pipe.execute()
 
+    async def release(self, worker_id: str) -> None:
+        """Let a bound worker start serving (its workspace is ready): it reports `running`."""
+        key = bind_key(worker_id)
+        async with self.manager.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, "go")
+            pipe.expire(key, _BIND_TTL_S)
+            await pipe.execute()
+
     # filling ------------------------------------------------------------------------------
 
     def fill(self, key: PoolKey) -> None:
-        """Start warm workers in the background until the pool holds `size` plus one per
-        waiting create (ready and starting ones count)."""
-        wanted = self.size + self.waiting.get(key, 0)
+        """Start warm workers in the background until the pool holds `size` (ready and
+        starting ones count)."""
+        wanted = self.size
         have = len(self.ready.get(key, [])) + self.starting.get(key, 0)
         for _ in range(max(wanted - have, 0)):
             self.starting[key] = self.starting.get(key, 0) + 1
@@ -164,18 +180,22 @@ class WarmPool:
     async def _start_one(self, key: PoolKey) -> None:
         if self._spawns is None:
             self._spawns = asyncio.Semaphore(self.manager.settings.pool.spawn_concurrency)
+        refill = False
         try:
             async with self._spawns:
                 worker_id = await self._spawn(key)
-            if worker_id is not None:
+            if worker_id is not None and worker_id not in self._taken_early:
                 self.ready.setdefault(key, []).append(worker_id)
+            else:  # taken by a create as it became warm (or stopped): top up again
+                self._taken_early.discard(worker_id or "")
+                refill = True
         except (WorkerManagerError, RedisError, OSError) as exc:
             log.warning("warm_worker_start_failed", agent=key[0], profile=key[1], error=str(exc))
             await asyncio.sleep(1.0)  # a failing start is not retried in a tight loop
         finally:
             self.starting[key] -= 1
-            async with self._changed:
-                self._changed.notify_all()
+        if refill and key in self.used_at and self.enabled:
+            self.fill(key)
 
     async def _spawn(self, key: PoolKey) -> str | None:
         manager, settings = self.manager, self.manager.settings
@@ -208,7 +228,7 @@ class WarmPool:
                 "WORKER_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
             }
         )
-        self.spawning.add(worker_id)
+        self.spawning[worker_id] = key
         try:
             await manager.registry.put(record)
             if settings.redis_acl:  # its own user from the start; re-issued at bind
@@ -246,7 +266,7 @@ class WarmPool:
             await self._drop(worker_id, await manager.registry.get(worker_id), "not ready in time")
             raise WorkerStartError(f"warm worker {worker_id} was not ready in time")
         finally:
-            self.spawning.discard(worker_id)
+            self.spawning.pop(worker_id, None)
 
     async def _drop(self, worker_id: str, record: WorkerRecord | None, detail: str) -> None:
         """Stop a warm worker's process, fail its record, release what it held, remove it."""
@@ -319,7 +339,6 @@ class WarmPool:
             key
             for key in set(self.used_at) | set(self.ready)
             if key not in self.prewarmed()
-            and not self.waiting.get(key)
             and time.monotonic() - self.used_at.get(key, 0.0) > settings.pool.idle_s
         }
         for record in await self.manager.registry.all():

@@ -18,6 +18,7 @@ __all__ = [
     "clone_repository",
     "credentials_env",
     "remove_tree",
+    "update_prepared_clone",
     "write_instructions",
 ]
 
@@ -82,6 +83,31 @@ def credentials_env(url: str) -> tuple[str, dict[str, str]]:
 _credentials_env = credentials_env
 
 
+class _Git:
+    """Runs git for one repository URL: its credentials in the environment only, a failure
+    raised as `WorkerStartError` naming the URL without them."""
+
+    def __init__(self, url: str, env: Mapping[str, str]) -> None:
+        self.clean_url, secret_env = credentials_env(url)
+        self.env = {**env, **secret_env, "GIT_TERMINAL_PROMPT": "0"}
+
+    def __call__(self, *argv: str) -> None:
+        self.output(*argv)
+
+    def output(self, *argv: str) -> str:
+        """Run git; answer its standard output."""
+        try:
+            done = subprocess.run(
+                argv, env=self.env, check=True, capture_output=True, timeout=_CLONE_TIMEOUT_S
+            )
+        except subprocess.CalledProcessError as exc:
+            detail = exc.stderr.decode(errors="replace").strip()[-500:]
+            raise WorkerStartError(f"cannot clone {self.clean_url}: {detail}") from None
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WorkerStartError(f"cannot clone {self.clean_url}: {exc}") from None
+        return done.stdout.decode(errors="replace")
+
+
 def clone_repository(
     url: str,
     workspace: Path,
@@ -97,40 +123,56 @@ def clone_repository(
     else at the default branch. With `mirror` (a bare mirror of `url`, just fetched) the clone
     copies it locally (no hardlinks) and `origin` is set back to `url`; its remote-tracking
     branches are the mirror's, i.e. the remote's as of that fetch."""
-    clean_url, secret_env = credentials_env(url)
-    git_env = {**env, **secret_env, "GIT_TERMINAL_PROMPT": "0"}
-
-    def git(*argv: str, check: bool = True) -> int:
-        try:
-            done = subprocess.run(
-                argv, env=git_env, check=check, capture_output=True, timeout=_CLONE_TIMEOUT_S
-            )
-        except subprocess.CalledProcessError as exc:
-            detail = exc.stderr.decode(errors="replace").strip()[-500:]
-            raise WorkerStartError(f"cannot clone {clean_url}: {detail}") from None
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise WorkerStartError(f"cannot clone {clean_url}: {exc}") from None
-        return done.returncode
-
+    git = _Git(url, env)
     here = ("git", "-C", str(workspace))
     if mirror is not None:
         # copied, not hardlinked: an agent (its own user, owning its workspace) must not
         # be able to change the objects every later task's clone is made from
         git("git", "clone", "-q", "--no-hardlinks", str(mirror), str(workspace))
-        git(*here, "remote", "set-url", "origin", clean_url)
+        git(*here, "remote", "set-url", "origin", git.clean_url)
     else:
-        git("git", "clone", "-q", clean_url, str(workspace))
-    if not branch:
-        return
-    start: list[str] = []
-    for candidate in (branch, base):
-        if not candidate:
-            continue
-        ref = f"refs/remotes/origin/{candidate}"
-        if git(*here, "rev-parse", "-q", "--verify", ref, check=False) == 0:
-            start = [f"origin/{candidate}"]
-            break
+        git("git", "clone", "-q", git.clean_url, str(workspace))
+    if branch:
+        _check_out(git, workspace, branch, base)
+
+
+def update_prepared_clone(
+    url: str, workspace: Path, branch: str | None, env: Mapping[str, str], *, base: str | None
+) -> None:
+    """Bring a clone prepared ahead of the task (`RepositoryMirrors.claim_prepared`) to the
+    remote as it is now, and check out `branch` as `clone_repository` does: one fetch of
+    what was pushed since it was prepared. Without a branch the default branch is reset to
+    the remote's."""
+    git = _Git(url, env)
+    here = ("git", "-C", str(workspace))
+    git(*here, "fetch", "-q", "--prune", "--no-auto-maintenance", "--no-write-fetch-head", "origin")
+    if branch:  # its local default branch may be behind: start from the remote's
+        _check_out(git, workspace, branch, base, default="HEAD")
+    elif _refs_present(workspace / ".git", ["refs/remotes/origin/HEAD"]):
+        git(*here, "reset", "-q", "--hard", "refs/remotes/origin/HEAD")
+
+
+def _check_out(
+    git: _Git, workspace: Path, branch: str, base: str | None, *, default: str | None = None
+) -> None:
+    here = ("git", "-C", str(workspace))
+    candidates = [f"refs/remotes/origin/{name}" for name in (branch, base, default) if name]
+    found = _refs_present(workspace / ".git", candidates)
+    start = [ref.removeprefix("refs/remotes/") for ref in candidates if ref in found][:1]
     git(*here, "checkout", "-q", "-B", branch, *start)
+
+
+def _refs_present(git_dir: Path, refs: list[str]) -> set[str]:
+    """Which of `refs` the repository has, read from its files (a loose ref, or a line of
+    packed-refs) rather than one git process per ref: a clone packs its refs, a fetch
+    writes the ones it updates loose."""
+    found = {ref for ref in refs if (git_dir / ref).is_file()}
+    try:
+        packed = (git_dir / "packed-refs").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return found
+    names = {line.partition(" ")[2] for line in packed.splitlines() if line[:1] not in "#^"}
+    return found | {ref for ref in refs if ref in names}
 
 
 def remove_tree(path: Path) -> None:

@@ -26,6 +26,7 @@ __all__ = ["run_wrapper"]
 log = structlog.get_logger("services.worker_wrapper")
 
 _LONGEST_REQUEST_S = 4 * 3600
+_GO = b"go"
 
 
 async def run_wrapper(settings: WrapperSettings) -> None:
@@ -68,6 +69,8 @@ async def run_wrapper(settings: WrapperSettings) -> None:
         )
     )
     try:
+        if settings.ready_key and not await _go_ahead(redis, settings):
+            return
         if not await reporter.status("running"):
             log.warning("worker_not_live_in_registry", worker_id=settings.id)
             return
@@ -79,3 +82,14 @@ async def run_wrapper(settings: WrapperSettings) -> None:
             await heartbeat
         await redis.aclose()
     log.info("wrapper_stopped", worker_id=settings.id)
+
+
+async def _go_ahead(redis: aioredis.Redis, settings: WrapperSettings) -> bool:
+    """Wait (bound warm wrapper) for the manager's `go`: the workspace is ready. False when
+    anything else comes, or nothing within `orphan_after_s` (the manager is gone)."""
+    assert settings.ready_key is not None
+    popped = await redis.blpop([settings.ready_key], timeout=settings.orphan_after_s)
+    if popped is None or popped[1] != _GO:
+        log.warning("worker_not_released", worker_id=settings.id)
+        return False
+    return True

@@ -81,3 +81,6 @@ class WrapperSettings(BaseSettings):
     command_template: list[str] = Field(default_factory=list)
     command_output_format: CommandOutputFormat = "text"
     log_level: str = "INFO"
+    ready_key: str | None = None
+    """A bound warm wrapper's binding list: the wrapper reports `running` only once the
+    manager pushes `go` there (its workspace is ready; see `worker_manager/pool.py`)."""

@@ -12,6 +12,7 @@ import pytest
 
 from services.worker_manager.local_runtime import LocalProcessRuntime
 from services.worker_manager.runtime import WorkerSpec
+from tests.support.waiting import eventually
 from tests.workers.helpers import exists
 
 LONG_GRACE_S = 60.0
@@ -89,7 +90,11 @@ async def test_two_systems_with_one_manager_id_own_only_their_own_workers(tmp_pa
     theirs = LocalProcessRuntime(tmp_path / "elsewhere" / "workers", python=ours.python)
     ref = await ours.start(_spec(tmp_path))
     try:
-        assert await ours.list_owned("m1") == {"w1": ref}
+
+        async def listed() -> bool:  # its argv is in the table once it has exec'd
+            return await ours.list_owned("m1") == {"w1": ref}
+
+        await eventually(listed, timeout_s=10, what="the wrapper in the process table")
         assert await theirs.list_owned("m1") == {}
         assert await ours.list_owned("another-manager") == {}
     finally:

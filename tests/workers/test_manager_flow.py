@@ -12,6 +12,7 @@ import pytest
 
 from services.worker_manager.keys import registry_key
 from shared.contracts import CreateWorkerResponse
+from tests.support.waiting import eventually
 from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import (
     CHILD_MARKER,
@@ -136,7 +137,11 @@ async def test_restart_marks_vanished_workers_failed(
     record = await client.record(worker_id)
     os.kill(pid_of(record.runtime_ref), signal.SIGKILL)
     await manager.start()
-    assert (await client.record(worker_id)).status == "failed"
+
+    async def failed() -> bool:  # the start's adoption pass may take a while under load
+        return (await client.record(worker_id)).status == "failed"
+
+    await eventually(failed, timeout_s=15, what="the vanished worker marked failed")
 
 
 async def test_bad_commands_get_clear_errors(manager: ManagerRunner, client: Client) -> None:
@@ -217,10 +222,14 @@ async def test_progress_events_for_a_task(manager: ManagerRunner, client: Client
     await manager.start()
     worker_id = (await client.create(context={"task_id": "t-1"})).worker_id
     assert (await client.send(worker_id, "do it")).success
-    entries = await client.redis.xrange("task_progress:t-1") or []
-    text = " ".join(str(fields) for _, fields in entries)
+
+    async def progress() -> str:  # "agent answered" is published just after the answer
+        entries = await client.redis.xrange("task_progress:t-1") or []
+        text = " ".join(str(fields) for _, fields in entries)
+        return text if "agent answered: success" in text else ""
+
+    text = await eventually(progress, timeout_s=10, what="the agent's answer as progress")
     assert "Edit: src/app.py" in text
-    assert "agent answered: success" in text
 
 
 async def test_session_volume_outlives_the_worker(manager: ManagerRunner, client: Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -10,11 +11,15 @@ from typing import Any
 import psutil
 import pytest
 
-from services.worker_manager.keys import bind_key
+from services.worker_manager import pool as pool_module
+from services.worker_manager.keys import bind_key, registry_key
+from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry
+from services.worker_wrapper.main import run_wrapper
+from services.worker_wrapper.settings import WrapperSettings
 from tests.support.waiting import eventually
 from tests.support.workers import Client, ManagerRunner
-from tests.workers.helpers import git, make_repo_with_remote
+from tests.workers.helpers import exists, git, make_repo_with_remote
 
 POOL = {"size": 2, "prewarm": ["claude-code/developer"], "idle_s": 600.0}
 
@@ -185,3 +190,196 @@ async def test_a_dead_warm_worker_is_not_handed_out(manager: ManagerRunner, clie
     answer = await client.send(created.worker_id, "hi")
     assert answer.success, answer.error
     assert (await client.delete(created.worker_id)).success
+
+
+async def test_a_burst_larger_than_the_pool_does_not_wait_for_the_refill(
+    manager: ManagerRunner, client: Client
+) -> None:
+    """With one warm worker and four creates at once, one create takes the warm worker and
+    the three others start their own at once (as without a pool); the pool refills."""
+    await manager.start(pool={**POOL, "size": 1}, spawn_concurrency=1)
+    (warm,) = await full_pool(client, size=1)
+    created = await asyncio.gather(*(client.create(name=f"b{i}") for i in range(4)))
+    assert all(c.success for c in created), [c.error for c in created]
+    ids = [c.worker_id for c in created]
+    assert len(set(ids)) == 4
+    assert [i for i in ids if i.startswith("warm-")] == [warm.worker_id]
+    assert len([i for i in ids if i.split("-")[0] in {"b0", "b1", "b2", "b3"}]) == 3
+    for worker_id in ids:
+        assert (await client.record(worker_id)).status == "running"
+    (refill,) = await full_pool(client, size=1)
+    assert refill.worker_id not in ids
+    for worker_id in ids:
+        assert (await client.delete(worker_id)).success
+
+
+async def test_a_released_wrapper_reports_running_only_after_go(
+    redis_client: Any, redis_url: str, tmp_path: Any
+) -> None:
+    """A bound warm wrapper (`WORKER_READY_KEY`) stays `starting` until the manager pushes
+    `go` (its workspace is ready); anything else there makes it exit without serving."""
+    registry = WorkerRegistry(redis_client)
+    for worker_id, word in (("w-go", b"go"), ("w-no", b"stop")):
+        record = WorkerRecord(
+            worker_id=worker_id,
+            name="w",
+            agent="claude-code",
+            adapter="builtin",
+            runtime="local",
+            manager_id="test-manager",
+            status="starting",
+            workspace=str(tmp_path / worker_id),
+            session_dir=str(tmp_path / f"{worker_id}-session"),
+        )
+        await registry.put(record)
+        settings = WrapperSettings(
+            id=worker_id,
+            redis_url=redis_url,
+            registry_key=registry_key(worker_id),
+            workspace=tmp_path / worker_id,
+            session_dir=tmp_path / f"{worker_id}-session",
+            ready_key=bind_key(worker_id),
+            heartbeat_interval_s=0.2,
+        )
+        serving = asyncio.create_task(run_wrapper(settings))
+        await asyncio.sleep(0.5)
+        current = await registry.get(worker_id)
+        assert current is not None
+        assert current.status == "starting"
+        assert not serving.done()
+        await redis_client.rpush(bind_key(worker_id), word)
+        if word == b"go":
+
+            async def running_now(worker_id: str = worker_id) -> bool:
+                found = await registry.get(worker_id)
+                return found is not None and found.status == "running"
+
+            await eventually(running_now, timeout_s=10, what="running after go")
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+        else:
+            await asyncio.wait_for(serving, timeout=10)  # returns: never served
+            current = await registry.get(worker_id)
+            assert current is not None
+            assert current.status == "starting"
+
+
+async def test_a_warm_worker_whose_workspace_fails_is_stopped_not_reused(
+    manager: ManagerRunner, client: Client, tmp_path: Any
+) -> None:
+    """A clone that fails while the warm worker is bound fails the create with the clone's
+    error; the claimed worker is stopped and failed (never back in the pool); the pool
+    refills."""
+    await manager.start(pool={**POOL, "size": 1})
+    (warm,) = await full_pool(client, size=1)
+    missing = tmp_path / "nowhere.git"
+    refused = await client.create(context={"repo_url": str(missing), "branch": "b"})
+    assert not refused.success
+    assert "nowhere.git" in refused.error
+    record = await client.record(warm.worker_id)
+    assert record.status == "failed"
+
+    async def gone() -> bool:
+        return not running(pid_of(warm.runtime_ref))
+
+    await eventually(gone, what="the claimed worker stopped")
+    (refill,) = await full_pool(client, size=1)
+    assert refill.worker_id != warm.worker_id
+
+
+async def test_the_next_clone_is_prepared_and_brought_up_to_date(
+    manager: ManagerRunner, client: Client, tmp_path: Any
+) -> None:
+    """After a create of a repository, its next clone is prepared in the background; the
+    next create takes it, sees what was pushed meanwhile, starts its branch from the base
+    as it is now, and shares no file with the mirror."""
+    await manager.start(pool={**POOL, "size": 1})
+    await full_pool(client, size=1)
+    clone, remote = make_repo_with_remote(tmp_path)
+    context = {"repo_url": str(remote), "base_branch": "main"}
+    first = await client.create(context={**context, "branch": "task/1"})
+    assert first.success, first.error
+    mirrors = RepositoryMirrors(manager.data_dir / "mirrors")
+    prepared = mirrors.prepared_path(str(remote))
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(prepared.is_dir)
+
+    await eventually(ready, timeout_s=30, what="the next clone prepared")
+    marker = await asyncio.to_thread(_mark_prepared, prepared)
+    await asyncio.to_thread(_push_file, clone, "later.txt")
+    await full_pool(client, size=1)
+    second = await client.create(context={**context, "branch": "task/2"})
+    assert second.success, second.error
+    workspace = manager.data_dir / second.worker_id / "workspace"
+    assert await asyncio.to_thread(exists, workspace / ".git" / marker)  # the prepared one
+    assert await asyncio.to_thread(exists, workspace / "later.txt")
+    assert git(workspace, "branch", "--show-current") == "task/2"
+    assert git(workspace, "rev-parse", "HEAD") == git(clone, "rev-parse", "HEAD")
+    assert git(workspace, "remote", "get-url", "origin") == str(remote)
+    mirror = mirrors.path_of(str(remote))
+    assert not await asyncio.to_thread(_shared_inodes, mirror / "objects", workspace / ".git")
+    await eventually(ready, timeout_s=30, what="the clone after it prepared")
+    for worker_id in (first.worker_id, second.worker_id):
+        assert (await client.delete(worker_id)).success
+
+
+def _mark_prepared(prepared: Any) -> str:
+    name = "prepared-marker"
+    (prepared / ".git" / name).write_text("x\n")
+    return name
+
+
+def _push_file(clone: Any, name: str) -> None:
+    (clone / name).write_text("pushed after the clone was prepared\n")
+    git(clone, "add", name)
+    git(clone, "commit", "-q", "-m", name)
+    git(clone, "push", "-q", "origin", "HEAD:main")
+
+
+def _shared_inodes(one: Any, other: Any) -> bool:
+    first = {p.stat().st_ino for p in one.rglob("*") if p.is_file()}
+    return bool(first & {p.stat().st_ino for p in other.rglob("*") if p.is_file()})
+
+
+async def test_a_worker_that_just_became_warm_is_taken_at_once(
+    manager: ManagerRunner, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create does not wait for a start to notice that its worker is warm (here it looks
+    only every 3 s): it claims the warm worker itself, and the pool tops up again."""
+    monkeypatch.setattr(pool_module, "_POLL_S", 3.0)
+    await manager.start(pool={**POOL, "size": 1})
+    (warm,) = await full_pool(client, size=1)
+    created = await client.create()
+    assert created.success, created.error
+    assert created.worker_id == warm.worker_id
+    (refill,) = await full_pool(client, size=1)
+    assert refill.worker_id != warm.worker_id
+    assert (await client.delete(created.worker_id)).success
+
+
+async def test_deleting_a_worker_freshens_the_next_prepared_clone(
+    manager: ManagerRunner, client: Client, tmp_path: Any
+) -> None:
+    """When a task's worker is deleted (its work integrated), the prepared clone of its
+    repository gets what was pushed, off the next create's path."""
+    await manager.start()
+    clone, remote = make_repo_with_remote(tmp_path)
+    created = await client.create(context={"repo_url": str(remote), "branch": "task/1"})
+    assert created.success, created.error
+    prepared = RepositoryMirrors(manager.data_dir / "mirrors").prepared_path(str(remote))
+
+    async def ready() -> bool:
+        return await asyncio.to_thread(prepared.is_dir)
+
+    await eventually(ready, timeout_s=30, what="the next clone prepared")
+    await asyncio.to_thread(_push_file, clone, "integrated.txt")
+    assert (await client.delete(created.worker_id)).success
+    head = git(clone, "rev-parse", "HEAD")
+
+    async def freshened() -> bool:
+        return git(prepared, "rev-parse", "HEAD") == head
+
+    await eventually(freshened, timeout_s=30, what="the prepared clone freshened")
+    assert await asyncio.to_thread(exists, prepared / "integrated.txt")

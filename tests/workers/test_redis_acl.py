@@ -19,6 +19,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.worker_manager.redis_users import worker_username
+from tests.support.waiting import eventually
 from tests.support.workers import Client, ManagerRunner
 from tests.workers.helpers import git, make_repo_with_remote
 
@@ -141,6 +142,36 @@ async def test_with_acl_users_the_builtin_agent_still_commits_and_reports_progre
     assert "agent answered" in progress
     record = await client.record(created.worker_id)
     assert record.heartbeat_at
+    assert (await client.delete(created.worker_id)).success
+
+
+async def test_with_acl_users_a_warm_worker_is_bound_released_and_serves(
+    manager: ManagerRunner, client: Client, tmp_path: Path
+) -> None:
+    """A warm worker under its ACL user pops its binding, waits for the release on its own
+    list, then does the whole job (its user re-issued with the task's progress stream)."""
+    _, remote = make_repo_with_remote(tmp_path)
+    await manager.start(
+        adapter="builtin",
+        redis_acl=True,
+        pool={"size": 1, "prewarm": ["claude-code/developer"], "idle_s": 600.0},
+    )
+
+    async def warm() -> bool:
+        return any(r.status == "warm" for r in await client.registry.all())
+
+    await eventually(warm, timeout_s=60, what="a warm worker")
+    created = await client.create(
+        context={"repo_url": str(remote), "branch": "feature", "task_id": "t-acl-warm"}
+    )
+    assert created.success, created.error
+    assert created.worker_id.startswith("warm-")
+    answer = await client.send(created.worker_id, "implement the spec")
+    assert answer.success, answer.error
+    assert answer.response.endswith(f"commit: {git(remote, 'rev-parse', 'feature')}")
+    stream = "task_progress:t-acl-warm"
+    progress = " ".join(str(f) for _, f in await client.redis.xrange(stream) or [])
+    assert "agent answered" in progress
     assert (await client.delete(created.worker_id)).success
 
 
