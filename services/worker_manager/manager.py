@@ -136,7 +136,11 @@ class WorkerManager:
         )
         env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
         warm: WorkerRecord | None = None
-        if self.pool.enabled and not config.mount_session_volume:
+        if (
+            self.pool.enabled
+            and not config.mount_session_volume
+            and self.runtime.can_pool(context.get("repo_url"))
+        ):
             # every check that can refuse the command is behind us: a claimed worker is bound
             warm = await self.pool.take(config.agent, context.get("profile", "developer"))
             worker_id = warm.worker_id
@@ -251,7 +255,7 @@ class WorkerManager:
                 env["WORKER_REDIS_URL"] = await self.redis_users.issue(
                     worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
                 )
-            await self.pool.bind(worker_id, env)
+            await self.pool.bind(record, env)
             # a bound warm wrapper reports `running` within milliseconds: poll it closely
             await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
         except Exception as exc:  # a claimed worker is never left half-bound

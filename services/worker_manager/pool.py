@@ -13,8 +13,10 @@ create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
 `pool.spawn_concurrency`: a burst of creates waits for warm workers started a few at a time
 rather than starting every interpreter at once on a few cores.
 
-Only the local-process runtime is pooled: a container's environment is fixed when it is
-created, so the Docker runtime would need the binding translated to its in-container paths.
+Both runtimes are pooled. A container's mounts and environment are fixed when it is
+created, so the Docker runtime mounts the warm worker's own directories from the start and
+translates the binding to what the container sees (`WorkerRuntime.binding`); a task whose
+remote a warm container cannot reach gets a worker started for it (`WorkerRuntime.can_pool`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -83,8 +86,8 @@ class WarmPool:
 
     @property
     def enabled(self) -> bool:
-        """True when creates go through the pool (a size, the local-process runtime)."""
-        return self.size > 0 and self.manager.runtime.name == "local"
+        """True when creates go through the pool (a size)."""
+        return self.size > 0
 
     def prewarmed(self) -> set[PoolKey]:
         """The pools kept full even when unused."""
@@ -130,9 +133,21 @@ class WarmPool:
             await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
 
-    async def bind(self, worker_id: str, env: dict[str, str]) -> None:
-        """Hand a claimed worker its task's environment (popped by the wrapper at once; it
-        expires from Redis if the wrapper died before popping it)."""
+    async def bind(self, record: WorkerRecord, env: dict[str, str]) -> None:
+        """Hand a claimed worker its task's environment, as the runtime's worker sees it
+        (popped by the wrapper at once; it expires from Redis if the wrapper died before
+        popping it)."""
+        worker_id = record.worker_id
+        spec = WorkerSpec(
+            worker_id=worker_id,
+            manager_id=self.manager.settings.manager_id,
+            env=env,
+            worker_dir=self.manager.settings.data_dir / worker_id,
+            workspace=Path(record.workspace),
+            session_dir=Path(record.session_dir),
+            limits=self.manager.settings.limits,
+        )
+        env = await self.manager.runtime.binding(spec, record.runtime_ref)
         key = bind_key(worker_id)
         async with self.manager.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
