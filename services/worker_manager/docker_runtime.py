@@ -268,7 +268,7 @@ class DockerRuntime:
     def _variables_of_image(self, ref: str) -> dict[str, str]:
         image_id = str(self.client.api.inspect_container(ref).get("Image") or "")
         if image_id not in self._image_env:
-            config = self.client.api.inspect_image(image_id).get("Config") or {}
+            config = self.client.images.get(image_id).attrs.get("Config") or {}
             self._image_env[image_id] = _env_dict(config.get("Env"))
         return self._image_env[image_id]
 

@@ -21,14 +21,12 @@ from services.worker_manager.keys import bind_key
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry
 from tests.support.waiting import eventually
 from tests.support.workers import Client
+from tests.workers import test_docker_workers
 from tests.workers.helpers import git, make_repo_with_remote
-from tests.workers.test_docker_workers import (  # noqa: F401 - fixtures used by name
-    DockerManager,
-    docker_manager,
-    engine_client,
-    share_with_workers,
-    shell_agent,
-)
+from tests.workers.test_docker_workers import DockerManager, share_with_workers, shell_agent
+
+docker_manager = test_docker_workers.docker_manager  # its fixtures, for this module too
+engine_client = test_docker_workers.engine_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -58,10 +56,10 @@ async def full_pool(
         raise AssertionError(f"never {size} warm containers: {statuses}") from None
 
 
-def container_of(engine_client: docker.DockerClient, ref: str) -> Any:
+def container_of(engine: docker.DockerClient, ref: str) -> Any:
     """The container, or None once it is removed."""
     try:
-        return engine_client.containers.get(ref)
+        return engine.containers.get(ref)
     except docker.errors.NotFound:
         return None
 
