@@ -23,6 +23,10 @@ from tests.support.waiting import eventually
 from tests.support.workers import Client
 from tests.workers import test_docker_workers
 from tests.workers.helpers import git, make_repo_with_remote
+from tests.workers.test_agent_uid import check as check_uid_probe
+from tests.workers.test_agent_uid import probe_prompt as uid_probe_prompt
+from tests.workers.test_agent_uid import shell_agent as acl_shell_agent
+from tests.workers.test_redis_acl import probe_prompt
 from tests.workers.test_docker_workers import DockerManager, share_with_workers, shell_agent
 
 docker_manager = test_docker_workers.docker_manager  # its fixtures, for this module too
@@ -240,3 +244,44 @@ async def test_an_idle_docker_pool_shrinks(
 
     await eventually(shrunk, timeout_s=60, what="the idle pool shrunk")
     assert (await client.record(warm.worker_id)).status == "stopped"
+
+
+async def test_the_warm_credential_a_bound_container_shows_is_dead(
+    docker_manager: DockerManager, client: Client
+) -> None:
+    """With a Redis ACL user per worker and agent and wrapper as one uid (separate_agent
+    off), the wrapper's /proc environ still shows the environment it was started with: the
+    warm worker's Redis URL. Its password was replaced at bind, so an agent that steals it
+    is refused by Redis; the wrapper itself works on with the task's credential (its rules
+    are those of a fresh container's user, test_docker_workers.py)."""
+    await docker_manager.start(
+        pool=POOL, **shell_agent(), redis_acl=True, docker_overrides={"separate_agent": False}
+    )
+    (warm,) = await full_pool(client)
+    created = await client.create(context={"task_id": "t-pooled-acl"})
+    assert created.success, created.error
+    assert created.worker_id == warm.worker_id
+    answer = await client.send(created.worker_id, probe_prompt("python", created.worker_id))
+    assert not answer.success
+    assert "AuthenticationError: invalid username-password pair" in answer.error
+    again = await client.send(created.worker_id, "echo still serving")
+    assert again.success, again.error
+    assert again.response.strip() == "still serving"
+    assert (await client.delete(created.worker_id)).success
+
+
+async def test_a_bound_warm_containers_agent_cannot_read_its_wrappers_credential(
+    docker_manager: DockerManager, client: Client
+) -> None:
+    """separate_agent (the default) in a bound warm container: the agent, uid 10001 with no
+    capability, is refused the wrapper's environ (which still shows the warm environment),
+    mem and maps and any signal, and its own environment holds no credential."""
+    await docker_manager.start(pool=POOL, **acl_shell_agent())
+    (warm,) = await full_pool(client)
+    created = await client.create()
+    assert created.success, created.error
+    assert created.worker_id == warm.worker_id
+    answer = await client.send(created.worker_id, uid_probe_prompt("python", created.worker_id))
+    assert answer.success, answer.error
+    check_uid_probe(answer.response, 10001)
+    assert (await client.delete(created.worker_id)).success
