@@ -26,8 +26,8 @@ from tests.workers.helpers import git, make_repo_with_remote
 from tests.workers.test_agent_uid import check as check_uid_probe
 from tests.workers.test_agent_uid import probe_prompt as uid_probe_prompt
 from tests.workers.test_agent_uid import shell_agent as acl_shell_agent
-from tests.workers.test_redis_acl import probe_prompt
 from tests.workers.test_docker_workers import DockerManager, share_with_workers, shell_agent
+from tests.workers.test_redis_acl import probe_prompt
 
 docker_manager = test_docker_workers.docker_manager  # its fixtures, for this module too
 engine_client = test_docker_workers.engine_client
