@@ -265,6 +265,22 @@ class DockerRuntime:
             return True
         return any(_within(path, top) for top in self.settings.pool_remote_dirs)
 
+    def _runs_current_image(self, ref: str) -> bool:
+        try:
+            current = str(self.client.images.get(self.settings.image).id)
+        except NotFound:
+            return True  # nothing to compare with (a start would fail anyway)
+        return str(self.client.api.inspect_container(ref).get("Image")) == current
+
+    async def is_current(self, ref: str) -> bool:
+        """False when the container runs another image than the one `settings.image` names
+        now (rebuilt or changed since it started) or is gone: a warm one is then not
+        adopted, and a task gets a container of the current image."""
+        try:
+            return await self._call(lambda: self._runs_current_image(ref))
+        except NotFound:
+            return False
+
     def _variables_of_image(self, ref: str) -> dict[str, str]:
         image_id = str(self.client.api.inspect_container(ref).get("Image") or "")
         if image_id not in self._image_env:

@@ -250,6 +250,10 @@ class LocalProcessRuntime:
         """Always: a local wrapper sees the host's paths."""
         return True
 
+    async def is_current(self, ref: str) -> bool:
+        """Always (a wrapper started from older sources is not told apart)."""
+        return True
+
     async def binding(self, spec: WorkerSpec, ref: str) -> dict[str, str]:
         """The environment as it is: a local wrapper sees the manager's paths and Redis."""
         return spec.env

@@ -311,7 +311,12 @@ class WarmPool:
                 continue
             seen.add(record.worker_id)
             ref = owned.get(record.worker_id)
-            if ref is None or record.status != "warm" or not self.enabled:
+            if (
+                ref is None
+                or record.status != "warm"
+                or not self.enabled
+                or not await self.manager.runtime.is_current(ref)  # an image replaced since
+            ):
                 if ref is not None:
                     record = record.model_copy(update={"runtime_ref": ref})
                 await self._drop(record.worker_id, record, "not adopted on manager start")

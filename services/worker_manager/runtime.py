@@ -87,6 +87,11 @@ class WorkerRuntime(Protocol):
         cloning `repo_url` (the Docker runtime mounts a local remote at start)."""
         ...
 
+    async def is_current(self, ref: str) -> bool:
+        """False when a (warm) worker runs what this runtime would no longer start (Docker:
+        an image replaced since): the next run of the manager does not adopt it as warm."""
+        ...
+
     async def binding(self, spec: WorkerSpec, ref: str) -> dict[str, str]:
         """Make a claimed warm worker's prepared files its own and answer the environment
         its wrapper gets: `spec.env` as the worker sees it (paths, Redis URL)."""

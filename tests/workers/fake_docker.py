@@ -121,7 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, listed)
         found = re.match(r"^/images/(.+)/json$", path)
         if found and self.command == "GET":
-            image_id = unquote(found.group(1))
+            name = unquote(found.group(1))
+            image_id = name if name.startswith("sha256:") else f"sha256:{name}"
             return self._reply(200, {"Id": image_id, "Config": {"Env": IMAGE_ENV}})
         found = re.match(r"^/containers/([0-9a-f]+)(?:/(\w+))?$", path)
         if found:

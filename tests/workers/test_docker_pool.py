@@ -228,6 +228,45 @@ async def test_a_restarted_manager_adopts_its_warm_containers(
     await full_pool(client, size=2, not_={first.worker_id, second.worker_id})
 
 
+async def test_a_warm_container_of_a_replaced_image_is_not_adopted(
+    docker_manager: DockerManager, client: Client, engine_client: docker.DockerClient
+) -> None:
+    """The next run of the manager names another image (rebuilt, or changed): the previous
+    run's warm container is dropped and removed instead of adopted, and the pool starts one
+    of the new image, which serves the next create."""
+    await docker_manager.start(pool=POOL)
+    (old,) = await full_pool(client)
+    await docker_manager.stop()
+    tag = f"pooltest-{old.worker_id}"
+    image = await asyncio.to_thread(
+        lambda: engine_client.containers.get(old.runtime_ref).commit(
+            repository="codegen-orchestrator-worker", tag=tag, changes=["ENV POOL_TEST=1"]
+        )
+    )
+    try:
+        docker_manager.image = f"codegen-orchestrator-worker:{tag}"
+        await docker_manager.start(pool=POOL)
+
+        async def dropped() -> WorkerRecord | None:
+            record = await client.record(old.worker_id)
+            return record if record.status != "warm" else None
+
+        failed = await eventually(dropped, timeout_s=60, what="the old warm container dropped")
+        assert (failed.status, failed.error) == ("failed", "not adopted on manager start")
+        assert container_of(engine_client, old.runtime_ref) is None
+        (new,) = await full_pool(client, not_={old.worker_id})
+        assert engine_client.containers.get(new.runtime_ref).image.id == image.id
+        created = await client.create()
+        assert created.success, created.error
+        assert created.worker_id == new.worker_id
+        assert (await client.delete(created.worker_id)).success
+        await docker_manager.stop()
+    finally:
+        for container in engine_client.containers.list(all=True, filters={"ancestor": image.id}):
+            container.remove(force=True)
+        engine_client.images.remove(image.id, force=True)
+
+
 async def test_an_idle_docker_pool_shrinks(
     docker_manager: DockerManager, client: Client, engine_client: docker.DockerClient
 ) -> None:

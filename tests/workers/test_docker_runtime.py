@@ -329,3 +329,22 @@ def test_can_pool_only_remotes_a_warm_container_reaches(tmp_path: Path) -> None:
     assert not pooled.can_pool(str(tmp_path / "repos-other" / "r.git"))
     assert not pooled.can_pool(str(repos / ".." / "elsewhere" / "r.git"))
     assert not unpooled.can_pool(str(repos / "o" / "r.git"))
+
+
+async def test_is_current_tells_a_container_of_a_replaced_image(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """A container runs the current image while `settings.image` names the image it was
+    started from; not once the setting names another, nor once the container is gone."""
+    ref = await runtime.start(warm_spec(tmp_path))
+    assert await runtime.is_current(ref)
+    moved = DockerRuntime(
+        runtime.settings.model_copy(update={"image": "orchestrator-worker:next"}),
+        data_dir=tmp_path,
+    )
+    try:
+        assert not await moved.is_current(ref)
+    finally:
+        moved.close()
+    del engine.state.containers[ref]
+    assert not await runtime.is_current(ref)
