@@ -243,6 +243,7 @@ async def test_a_warm_container_of_a_replaced_image_is_not_adopted(
             repository="codegen-orchestrator-worker", tag=tag, changes=["ENV POOL_TEST=1"]
         )
     )
+    image_id = str(image.id)
     try:
         docker_manager.image = f"codegen-orchestrator-worker:{tag}"
         await docker_manager.start(pool=POOL)
@@ -252,19 +253,20 @@ async def test_a_warm_container_of_a_replaced_image_is_not_adopted(
             return record if record.status != "warm" else None
 
         failed = await eventually(dropped, timeout_s=60, what="the old warm container dropped")
+        assert failed is not None
         assert (failed.status, failed.error) == ("failed", "not adopted on manager start")
         assert container_of(engine_client, old.runtime_ref) is None
         (new,) = await full_pool(client, not_={old.worker_id})
-        assert engine_client.containers.get(new.runtime_ref).image.id == image.id
+        assert engine_client.containers.get(new.runtime_ref).attrs["Image"] == image_id
         created = await client.create()
         assert created.success, created.error
         assert created.worker_id == new.worker_id
         assert (await client.delete(created.worker_id)).success
         await docker_manager.stop()
     finally:
-        for container in engine_client.containers.list(all=True, filters={"ancestor": image.id}):
+        for container in engine_client.containers.list(all=True, filters={"ancestor": image_id}):
             container.remove(force=True)
-        engine_client.images.remove(image.id, force=True)
+        engine_client.images.remove(image_id, force=True)
 
 
 async def test_an_idle_docker_pool_shrinks(
