@@ -9,6 +9,13 @@ default), the worker's workspace at `/workspace`, its session state at `/session
 volume that outlives the container when the create command asked for a session volume), a
 git remote that is a local path at the same path, and labels naming the manager and the
 worker, by which a later run of the manager finds its containers.
+
+Warm containers of the pool (pool.py) start before their task exists: the worker's own
+(empty) workspace and session directories are mounted from the start, as are the local
+remotes' directories `DockerSettings.pool_remote_dirs`; at bind the manager clones into the
+workspace on the host, `binding` hands the files to the container's user and translates the
+task's environment to what the container sees (`/workspace`, `/session`, the Redis URL from
+inside, the image's own variables), and the wrapper takes it over.
 See docs/docker.md.
 """
 
@@ -52,6 +59,11 @@ WRAPPER_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SE
 T = TypeVar("T")
 
 
+def _local_path(url: str) -> Path | None:
+    """The path of a git URL that names a directory of this host (`/…`, `file:///…`)."""
+    return Path(url.removeprefix("file://")) if url.startswith(("/", "file:///")) else None
+
+
 def _local_remote(workspace: Path) -> Path | None:
     """The workspace's `origin` when it is a directory on this host (a local git provider's
     bare repository), which the container then gets at the same path (to push, the
@@ -65,9 +77,20 @@ def _local_remote(workspace: Path) -> Path | None:
         text=True,
         check=False,
     )
-    url = done.stdout.strip()
-    path = Path(url.removeprefix("file://")) if url.startswith(("/", "file:///")) else None
+    path = _local_path(done.stdout.strip())
     return path.resolve() if path is not None and path.is_dir() else None
+
+
+def _within(path: Path, top: Path) -> bool:
+    """True when `path` is `top` or under it, both taken as written (absolute, normalized)."""
+    inner, outer = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(top))
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _env_dict(entries: list[str] | None) -> dict[str, str]:
+    """`["NAME=value", …]` (an image's or container's Env) → a dict."""
+    pairs = (entry.partition("=") for entry in entries or [])
+    return {name: value for name, _, value in pairs if name}
 
 
 def _hand_over(paths: list[Path], uid: int, gid: int) -> None:
@@ -96,6 +119,8 @@ class DockerRuntime:
         self.settings = settings
         self.data_dir = data_dir
         self._client = client
+        self._image_env: dict[str, dict[str, str]] = {}
+        """Image id → the variables its config sets (PATH, HOME, PYTHONPATH, …)."""
 
     @property
     def client(self) -> docker.DockerClient:
@@ -158,7 +183,10 @@ class DockerRuntime:
         uid, gid = self._user()
         remote = _local_remote(spec.workspace)
         session_source = spec.session_volume or str(spec.session_dir.resolve())
-        if os.geteuid() == 0:
+        if spec.warm:  # empty until bind, which hands them over (git refuses another owner's)
+            spec.workspace.mkdir(parents=True, exist_ok=True)
+            spec.session_dir.mkdir(parents=True, exist_ok=True)
+        elif os.geteuid() == 0:
             _hand_over([spec.workspace, spec.session_dir], uid, gid)
         mode = self.settings.network
         network = None
@@ -172,6 +200,10 @@ class DockerRuntime:
         }
         if remote is not None:
             volumes[str(remote)] = {"bind": str(remote), "mode": "rw"}
+        if spec.warm:  # its task's remote is not known yet: every pooled one
+            for top in self.settings.pool_remote_dirs:
+                where = os.path.normpath(os.path.abspath(top))
+                volumes[str(Path(where).resolve())] = {"bind": where, "mode": "rw"}
         limits = spec.limits
         options: dict[str, Any] = {
             "name": f"orchestrator-worker-{spec.worker_id}",
@@ -224,6 +256,57 @@ class DockerRuntime:
             return await self._call(lambda: self._run(spec))
         except (RuntimeBackendError, NotFound) as exc:
             raise WorkerStartError(f"cannot start worker container: {exc}") from None
+
+    @property
+    def mounts_workspace(self) -> bool:
+        """True: `/workspace` is the worker's own directory, mounted when the container started."""
+        return True
+
+    def can_pool(self, repo_url: str | None) -> bool:
+        """True unless the remote is a local directory outside `pool_remote_dirs` (a warm
+        container could not reach it: its mounts were fixed before the task was known)."""
+        path = _local_path(repo_url or "")
+        if path is None:
+            return True
+        return any(_within(path, top) for top in self.settings.pool_remote_dirs)
+
+    def _runs_current_image(self, ref: str) -> bool:
+        try:
+            current = str(self.client.images.get(self.settings.image).id)
+        except NotFound:
+            return True  # nothing to compare with (a start would fail anyway)
+        return str(self.client.api.inspect_container(ref).get("Image")) == current
+
+    async def is_current(self, ref: str) -> bool:
+        """False when the container runs another image than the one `settings.image` names
+        now (rebuilt or changed since it started) or is gone: a warm one is then not
+        adopted, and a task gets a container of the current image."""
+        try:
+            return await self._call(lambda: self._runs_current_image(ref))
+        except NotFound:
+            return False
+
+    def _variables_of_image(self, ref: str) -> dict[str, str]:
+        image_id = str(self.client.api.inspect_container(ref).get("Image") or "")
+        if image_id not in self._image_env:
+            config = self.client.images.get(image_id).attrs.get("Config") or {}
+            self._image_env[image_id] = _env_dict(config.get("Env"))
+        return self._image_env[image_id]
+
+    async def binding(self, spec: WorkerSpec, ref: str) -> dict[str, str]:
+        """Hand the prepared workspace and session to the container's user (a manager running
+        as root) and answer the task's environment as a fresh container of it would have it:
+        the image's variables, then `spec.env` translated (`/workspace`, `/session`, the Redis
+        URL from inside; none of the host's PATH, HOME, …). The wrapper replaces its whole
+        environment with it."""
+        if os.geteuid() == 0:
+            uid, gid = self._user()
+            await asyncio.to_thread(_hand_over, [spec.workspace, spec.session_dir], uid, gid)
+        try:
+            image_env = await self._call(lambda: self._variables_of_image(ref))
+        except NotFound:
+            raise WorkerStartError(f"warm container {ref[:12]} is gone") from None
+        return {**image_env, **self._environment(spec)}
 
     async def is_alive(self, ref: str) -> bool:
         """True while the container runs."""

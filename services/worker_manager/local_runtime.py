@@ -246,6 +246,23 @@ class LocalProcessRuntime:
         """Wrapper processes of `manager_id` found in the process table: id → ref."""
         return await asyncio.to_thread(self._scan, manager_id)
 
+    @property
+    def mounts_workspace(self) -> bool:
+        """False: a local wrapper finds its workspace by its path, whatever was moved there."""
+        return False
+
+    def can_pool(self, repo_url: str | None) -> bool:
+        """Always: a local wrapper sees the host's paths."""
+        return True
+
+    async def is_current(self, ref: str) -> bool:
+        """Always (a wrapper started from older sources is not told apart)."""
+        return True
+
+    async def binding(self, spec: WorkerSpec, ref: str) -> dict[str, str]:
+        """The environment as it is: a local wrapper sees the manager's paths and Redis."""
+        return spec.env
+
     def _scan(self, manager_id: str) -> dict[str, str]:
         found: dict[str, str] = {}
         for proc in psutil.process_iter(["cmdline", "create_time", "status"]):

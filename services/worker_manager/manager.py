@@ -140,7 +140,11 @@ class WorkerManager:
         )
         env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
         warm: WorkerRecord | None = None
-        if self.pool.enabled and not config.mount_session_volume:
+        if (
+            self.pool.enabled
+            and not config.mount_session_volume
+            and self.runtime.can_pool(context.get("repo_url"))
+        ):
             # every check that can refuse the command is behind us: a claimed worker is bound
             warm = await self.pool.take(config.agent, context.get("profile", "developer"))
         worker_id = (
@@ -227,7 +231,8 @@ class WorkerManager:
     def _prepare_next_clone(self, worker_id: str, context: dict[str, str]) -> None:
         """Once a create answered, prepare the next clone of its repository (mirrors.py)."""
         repo_url = context.get("repo_url")
-        if repo_url and self.settings.mirror_repos:
+        # a runtime that mounts the workspace at start clones in place (no prepared clone)
+        if repo_url and self.settings.mirror_repos and not self.runtime.mounts_workspace:
             self.repo_of[worker_id] = repo_url
             self.mirrors.prepare_soon(repo_url)
 
@@ -272,7 +277,10 @@ class WorkerManager:
                         worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
                     )
                 env["WORKER_READY_KEY"] = bind_key(worker_id)
-                await self.pool.bind(worker_id, env)
+                if self.runtime.mounts_workspace:  # the binding hands the files over: wait for them
+                    await asyncio.wait({preparing})
+                    preparing.result()
+                await self.pool.bind(record, env)
             finally:  # never clean up a worker whose files are still being written
                 await asyncio.wait({preparing})
             preparing.result()
@@ -309,7 +317,8 @@ class WorkerManager:
         if repo_url and not (workspace / ".git").exists():
             workspace.parent.mkdir(parents=True, exist_ok=True)
             branch, base = context.get("branch"), context.get("base_branch")
-            if self.settings.mirror_repos and self.mirrors.claim_prepared(repo_url, workspace):
+            prepared = self.settings.mirror_repos and not self.runtime.mounts_workspace
+            if prepared and self.mirrors.claim_prepared(repo_url, workspace):
                 # a clone made after the previous task of this repository: fetch what is new
                 files.update_prepared_clone(
                     repo_url, workspace, branch, files.process_env(), base=base

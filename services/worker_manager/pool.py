@@ -14,8 +14,10 @@ create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
 pool, the first create of a pool) starts its own worker at once, as without a pool, rather
 than wait for the refill: a burst costs what it costs without a pool, less the warm ones.
 
-Only the local-process runtime is pooled: a container's environment is fixed when it is
-created, so the Docker runtime would need the binding translated to its in-container paths.
+Both runtimes are pooled. A container's mounts and environment are fixed when it is
+created, so the Docker runtime mounts the warm worker's own directories from the start and
+translates the binding to what the container sees (`WorkerRuntime.binding`); a task whose
+remote a warm container cannot reach gets a worker started for it (`WorkerRuntime.can_pool`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -85,8 +88,8 @@ class WarmPool:
 
     @property
     def enabled(self) -> bool:
-        """True when creates go through the pool (a size, the local-process runtime)."""
-        return self.size > 0 and self.manager.runtime.name == "local"
+        """True when creates go through the pool (a size)."""
+        return self.size > 0
 
     def prewarmed(self) -> set[PoolKey]:
         """The pools kept full even when unused."""
@@ -138,9 +141,21 @@ class WarmPool:
         await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
 
-    async def bind(self, worker_id: str, env: dict[str, str]) -> None:
-        """Hand a claimed worker its task's environment (popped by the wrapper at once; it
-        expires from Redis if the wrapper died before popping it)."""
+    async def bind(self, record: WorkerRecord, env: dict[str, str]) -> None:
+        """Hand a claimed worker its task's environment, as the runtime's worker sees it
+        (popped by the wrapper at once; it expires from Redis if the wrapper died before
+        popping it)."""
+        worker_id = record.worker_id
+        spec = WorkerSpec(
+            worker_id=worker_id,
+            manager_id=self.manager.settings.manager_id,
+            env=env,
+            worker_dir=self.manager.settings.data_dir / worker_id,
+            workspace=Path(record.workspace),
+            session_dir=Path(record.session_dir),
+            limits=self.manager.settings.limits,
+        )
+        env = await self.manager.runtime.binding(spec, record.runtime_ref)
         key = bind_key(worker_id)
         async with self.manager.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
@@ -316,7 +331,12 @@ class WarmPool:
                 continue
             seen.add(record.worker_id)
             ref = owned.get(record.worker_id)
-            if ref is None or record.status != "warm" or not self.enabled:
+            if (
+                ref is None
+                or record.status != "warm"
+                or not self.enabled
+                or not await self.manager.runtime.is_current(ref)  # an image replaced since
+            ):
                 if ref is not None:
                     record = record.model_copy(update={"runtime_ref": ref})
                 await self._drop(record.worker_id, record, "not adopted on manager start")

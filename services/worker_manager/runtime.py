@@ -2,7 +2,8 @@
 
 Two implementations: `local_runtime.LocalProcessRuntime` (the default: a subprocess per
 worker, in a session of its own, with rlimits) and `docker_runtime.DockerRuntime` (a
-container per worker with dropped capabilities and cgroup limits).
+container per worker with dropped capabilities and cgroup limits). Both serve the warm pool
+(pool.py): `start` of a warm spec, then `binding` once a create claimed it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class WorkerSpec:
     def log_file(self) -> Path:
         """Where the wrapper's stdout and stderr go."""
         return self.worker_dir / "wrapper.log"
+
+    @property
+    def warm(self) -> bool:
+        """True for a warm worker of the pool: started before any task, with an empty
+        workspace, it waits for its binding (`WORKER_WARM=1`, see pool.py)."""
+        return self.env.get("WORKER_WARM") == "1"
 
 
 @dataclass(frozen=True)
@@ -73,4 +80,27 @@ class WorkerRuntime(Protocol):
 
     async def list_owned(self, manager_id: str) -> dict[str, str]:
         """Live workers started by `manager_id` (this run or an earlier one): id → ref."""
+        ...
+
+    @property
+    def mounts_workspace(self) -> bool:
+        """True when the worker sees its workspace through a mount made at its start (Docker):
+        the manager then makes the files in that very directory (a prepared clone moved
+        there would not be what the mount shows) and finishes them before `binding`, which
+        hands them to the container's user."""
+        ...
+
+    def can_pool(self, repo_url: str | None) -> bool:
+        """True when a warm worker, started before its task was known, can serve a task
+        cloning `repo_url` (the Docker runtime mounts a local remote at start)."""
+        ...
+
+    async def is_current(self, ref: str) -> bool:
+        """False when a (warm) worker runs what this runtime would no longer start (Docker:
+        an image replaced since): the next run of the manager does not adopt it as warm."""
+        ...
+
+    async def binding(self, spec: WorkerSpec, ref: str) -> dict[str, str]:
+        """Make a claimed warm worker's prepared files its own and answer the environment
+        its wrapper gets: `spec.env` as the worker sees it (paths, Redis URL)."""
         ...

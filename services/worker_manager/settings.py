@@ -110,6 +110,13 @@ class DockerSettings(BaseModel):
     """Read-only root filesystem; /workspace, /session, /tmp and the home stay writable."""
     tmpfs_mb: int = 256
     """Size of each of the tmpfs mounts on /tmp and the agent's home."""
+    pool_remote_dirs: list[Path] = Field(default_factory=list)
+    """Directories of local git remotes (a local git provider's `repos_dir`) mounted, at
+    the same path, into every warm container of the pool: a warm container starts before
+    its task names a remote, and its mounts are fixed then. A task whose remote is a local
+    directory outside these gets a container started for it instead of a warm one. Every
+    warm container can then reach every repository under them that the workers' group may
+    write (docs/docker.md); empty (the default): no local remote is pooled."""
 
 
 class PoolSettings(BaseModel):

@@ -1,7 +1,8 @@
 """A small fake of the Docker Engine API on a unix socket, recording every request.
 
 It keeps containers and networks in memory and answers the calls the docker SDK makes for
-`containers.run/get/list`, `container.stop/remove`, `networks.create/get/remove` and logs.
+`containers.run/get/list`, `container.stop/remove`, `networks.create/get/remove`, logs and
+an image's inspection (every image sets `IMAGE_ENV`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+IMAGE_ENV = ["PATH=/opt/venv/bin:/usr/bin:/bin", "HOME=/home/agent", "PYTHONPATH=/opt/orchestrator"]
+"""The variables every image of the fake engine sets (`Config.Env`)."""
 
 
 @dataclass
@@ -99,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.containers[container_id] = {
                 "Id": container_id,
                 "Name": "/" + parse_qs(parts.query)["name"][0],
+                "Image": f"sha256:{body.get('Image', '')}",
                 "Config": {**body, "Tty": False},
                 "HostConfig": body.get("HostConfig", {}),
                 "State": {"Status": "created", "Running": False, "ExitCode": 0},
@@ -114,6 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
                 and all(c["Config"].get("Labels", {}).get(k) == v for k, v in wanted.items())
             ]
             return self._reply(200, listed)
+        found = re.match(r"^/images/(.+)/json$", path)
+        if found and self.command == "GET":
+            name = unquote(found.group(1))
+            image_id = name if name.startswith("sha256:") else f"sha256:{name}"
+            return self._reply(200, {"Id": image_id, "Config": {"Env": IMAGE_ENV}})
         found = re.match(r"^/containers/([0-9a-f]+)(?:/(\w+))?$", path)
         if found:
             container = state.containers.get(found.group(1))

@@ -195,3 +195,156 @@ async def test_stop_while_another_stop_removes_is_no_error(
     engine.state.containers[ref]["Removing"] = True
     await runtime.stop(ref, grace_s=0)
     assert ref in engine.state.containers
+
+
+def warm_spec(tmp_path: Path) -> WorkerSpec:
+    """A warm worker's spec: only what reaches Redis, an empty workspace not created yet."""
+    worker_dir = tmp_path / "warm-1"
+    return WorkerSpec(
+        worker_id="warm-1",
+        manager_id="mgr",
+        env={
+            "PATH": "/host/bin",
+            "WORKER_WARM": "1",
+            "WORKER_ID": "warm-1",
+            "WORKER_REDIS_URL": "redis://worker-warm-1:pw@127.0.0.1:1/0",
+        },
+        worker_dir=worker_dir,
+        workspace=worker_dir / "workspace",
+        session_dir=worker_dir / "session",
+    )
+
+
+async def test_a_warm_container_mounts_its_own_dirs_and_the_pooled_remotes(
+    engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    """A warm start: the worker's (new, empty) workspace and session at /workspace and
+    /session, every `pool_remote_dirs` entry at its own path, the Redis URL from inside
+    with the worker's credentials, and nothing handed to the agent's user yet (the manager
+    clones into the workspace at bind)."""
+    remotes = tmp_path / "repos"
+    remotes.mkdir()
+    settings = DockerSettings(
+        base_url=engine.base_url,
+        api_version="1.43",
+        redis_url="redis://redis:6379/0",
+        pool_remote_dirs=[remotes],
+    )
+    runtime = DockerRuntime(settings, data_dir=tmp_path)
+    warm = warm_spec(tmp_path)
+    try:
+        await runtime.start(warm)
+    finally:
+        runtime.close()
+    [create] = engine.find("POST", "/containers/create")
+    binds = create.body["HostConfig"]["Binds"]
+    assert f"{warm.workspace.resolve()}:/workspace:rw" in binds
+    assert f"{warm.session_dir.resolve()}:/session:rw" in binds
+    assert f"{remotes.resolve()}:{remotes}:rw" in binds
+    assert warm.workspace.is_dir()
+    assert os.stat(warm.workspace).st_uid == os.geteuid()
+    env = dict(item.split("=", 1) for item in create.body["Env"])
+    assert env["WORKER_WARM"] == "1"
+    assert env["WORKER_REDIS_URL"] == "redis://worker-warm-1:pw@redis:6379/0"
+    assert "PATH" not in env
+
+
+async def test_a_cold_container_does_not_mount_the_pooled_remotes(
+    engine: FakeDockerEngine, tmp_path: Path
+) -> None:
+    """`pool_remote_dirs` are for warm containers only: a task's own container mounts its
+    own remote alone."""
+    settings = DockerSettings(
+        base_url=engine.base_url, api_version="1.43", pool_remote_dirs=[tmp_path / "repos"]
+    )
+    runtime = DockerRuntime(settings, data_dir=tmp_path)
+    try:
+        await runtime.start(spec(tmp_path))
+    finally:
+        runtime.close()
+    [create] = engine.find("POST", "/containers/create")
+    assert not [b for b in create.body["HostConfig"]["Binds"] if "repos" in b]
+
+
+async def test_binding_is_the_task_env_as_the_container_sees_it(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """The binding: the image's variables (PATH, HOME, PYTHONPATH), then the task's
+    environment translated like a fresh container's (in-container paths, the Redis URL from
+    inside with the task's credentials, no host PATH/HOME); the prepared files become the
+    agent user's when the manager is root."""
+    ref = await runtime.start(warm_spec(tmp_path))
+    task = spec(tmp_path)
+    task = WorkerSpec(
+        worker_id="warm-1",
+        manager_id="mgr",
+        env={**task.env, "WORKER_REDIS_URL": "redis://worker-warm-1:pw2@127.0.0.1:1/0"},
+        worker_dir=tmp_path / "warm-1",
+        workspace=tmp_path / "warm-1" / "workspace",
+        session_dir=tmp_path / "warm-1" / "session",
+    )
+    (task.workspace / "README.md").write_text("cloned\n")
+    env = await runtime.binding(task, ref)
+    assert env["PATH"] == "/opt/venv/bin:/usr/bin:/bin"
+    assert env["HOME"] == "/home/agent"
+    assert env["PYTHONPATH"] == "/opt/orchestrator"
+    assert env["WORKER_WORKSPACE"] == "/workspace"
+    assert env["WORKER_SESSION_DIR"] == "/session"
+    assert env["WORKER_REDIS_URL"] == "redis://worker-warm-1:pw2@redis:6379/0"
+    assert env["API_TOKEN"] == "s3cret"
+    assert "WORKER_WARM" not in env
+    if os.geteuid() == 0:
+        assert env["WORKER_AGENT_USER"] == "10001:10001"
+        for path in (task.workspace, task.workspace / "README.md", task.session_dir):
+            assert (os.stat(path).st_uid, os.stat(path).st_gid) == (10001, 10001)
+    await runtime.binding(task, ref)  # the image's variables are asked for once
+    assert len(engine.find("GET", "/images/")) == 1
+
+
+async def test_binding_a_vanished_container_is_a_start_error(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """A warm container removed between the claim and the bind: a WorkerStartError."""
+    from services.worker_manager.errors import WorkerStartError
+
+    ref = await runtime.start(warm_spec(tmp_path))
+    del engine.state.containers[ref]
+    with pytest.raises(WorkerStartError, match="gone"):
+        await runtime.binding(warm_spec(tmp_path), ref)
+
+
+def test_can_pool_only_remotes_a_warm_container_reaches(tmp_path: Path) -> None:
+    """Remote URLs and local remotes under `pool_remote_dirs` are pooled; other local
+    directories (and a sibling whose name merely starts the same) are not."""
+    repos = tmp_path / "repos"
+    pooled = DockerRuntime(DockerSettings(pool_remote_dirs=[repos]), data_dir=tmp_path)
+    unpooled = DockerRuntime(DockerSettings(), data_dir=tmp_path)
+    for runtime in (pooled, unpooled):
+        assert runtime.can_pool(None)
+        assert runtime.can_pool("https://github.com/o/r.git")
+        assert runtime.can_pool("git@github.com:o/r.git")
+        assert not runtime.can_pool(str(tmp_path / "elsewhere" / "r.git"))
+    assert pooled.can_pool(str(repos / "o" / "r.git"))
+    assert pooled.can_pool(f"file://{repos}/o/r.git")
+    assert not pooled.can_pool(str(tmp_path / "repos-other" / "r.git"))
+    assert not pooled.can_pool(str(repos / ".." / "elsewhere" / "r.git"))
+    assert not unpooled.can_pool(str(repos / "o" / "r.git"))
+
+
+async def test_is_current_tells_a_container_of_a_replaced_image(
+    engine: FakeDockerEngine, runtime: DockerRuntime, tmp_path: Path
+) -> None:
+    """A container runs the current image while `settings.image` names the image it was
+    started from; not once the setting names another, nor once the container is gone."""
+    ref = await runtime.start(warm_spec(tmp_path))
+    assert await runtime.is_current(ref)
+    moved = DockerRuntime(
+        runtime.settings.model_copy(update={"image": "orchestrator-worker:next"}),
+        data_dir=tmp_path,
+    )
+    try:
+        assert not await moved.is_current(ref)
+    finally:
+        moved.close()
+    del engine.state.containers[ref]
+    assert not await runtime.is_current(ref)
