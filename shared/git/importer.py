@@ -80,7 +80,12 @@ def check_source_url(
         return text
     if parts.scheme == "file" or text.startswith("/") or text.startswith("~"):
         raw = parts.path if parts.scheme == "file" else text
-        path = Path(raw).expanduser()
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # '~name' of a user this machine does not know
+            raise SourceError(
+                f"{raw.split('/', 1)[0][:100]!r} names no home directory on this machine"
+            ) from None
         if not path.is_absolute():
             raise SourceError("a local repository must be an absolute path")
         resolved = path.resolve()
