@@ -66,6 +66,8 @@ FLOWS_TIMEOUT_S = 600.0
 """A bound only (inside the test's own timeout, so a stuck run still says where each task
 stopped): the 20 flows took 211 to 223 s on this 2-core machine at load 8 to 30
 (docs/production.md)."""
+CLEANUP_TIMEOUT_S = 60.0
+"""How long the last tasks' workers may take to be deleted once every task ended."""
 
 
 def _bench_flow() -> ModuleType:
@@ -250,8 +252,9 @@ def test_twenty_tasks_complete_once_across_killed_replicas(
     )
     try:
         outcome = asyncio.run(_drive(system, server.url, postgres_database))
-        workers_left = system.worker_pids()
-        registry_live = asyncio.run(_live_workers(server.url))
+        # a worker is deleted after its task's end is recorded (cleanup): give the last
+        # tasks' deletes their moment, bounded
+        workers_left, registry_live = asyncio.run(_workers_after_cleanup(system, server.url))
     finally:
         system.stop_all()
         server.cleanup()
@@ -288,6 +291,19 @@ def _mentions(logs: dict[str, str], words: set[str]) -> dict[str, list[str]]:
         name: [line[:300] for line in text.splitlines() if any(w in line for w in words)][-20:]
         for name, text in logs.items()
     }
+
+
+async def _workers_after_cleanup(
+    system: Any, redis_url: str, timeout_s: float = CLEANUP_TIMEOUT_S
+) -> tuple[list[int], list[str]]:
+    """Worker processes and live registry records left once every task ended, waited for
+    up to `timeout_s` (the flows delete their workers after recording their end)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left, live = system.worker_pids(), await _live_workers(redis_url)
+        if (not left and not live) or time.monotonic() > deadline:
+            return left, live
+        await asyncio.sleep(0.5)
 
 
 async def _live_workers(redis_url: str) -> list[str]:

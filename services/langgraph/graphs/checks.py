@@ -26,14 +26,10 @@ CHECKS_DIRECTIVE = "@orchestrator checks"
 (`services.worker_wrapper.directives`)."""
 
 
-async def _testing(state: FlowState, deps: FlowDeps) -> None:
-    """The project is `testing` while its checks run (set as the directive goes out)."""
-    await set_project_status(deps, state, ProjectStatus.TESTING)
-
-
 async def _checks_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, SendMessageCommand, FlowState]:
+    await set_project_status(deps, state, ProjectStatus.TESTING)
     command = SendMessageCommand(
         request_id=request_id,
         worker_id=worker_of(state, "checks"),
@@ -136,7 +132,7 @@ async def _fix_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) 
 
 CHECKS = AwaitedStep(
     "checks", 55, "running the project's checks", lambda t: t.checks_s + t.create_worker_s,
-    _checks_request, _checks_answer, counter="checks_round", alongside=_testing,
+    _checks_request, _checks_answer, counter="checks_round",
 )  # fmt: skip
 FIX = AwaitedStep(
     "fix", 60, "the agent is fixing the failing checks", lambda t: t.agent_s + t.create_worker_s,

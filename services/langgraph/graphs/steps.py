@@ -68,8 +68,6 @@ Build = Callable[[FlowState, FlowDeps, str], Awaitable[tuple[str, BaseModel, Flo
 Accept = Callable[[FlowState, FlowDeps, dict[str, Any]], Awaitable[FlowState]]
 """(state, deps, answer payload) → state update; raises `StepFailedError`."""
 Run = Callable[[FlowState, FlowDeps], Awaitable[FlowState]]
-Alongside = Callable[[FlowState, FlowDeps], Awaitable[None]]
-"""(state, deps) → work done while a request is published (it does not shape the request)."""
 
 _FAILURES = (StepFailedError, GitError, RegistryError)
 """Expected failures of a step: they fail the task (others are retried)."""
@@ -166,9 +164,6 @@ class AwaitedStep:
     far (its `accept` adds one); each run's request id ends with `#<run>`."""
     quiet: bool = False
     """The step sends no progress event (cleanup after the task's terminal event)."""
-    alongside: Alongside | None = None
-    """Work done while the request is published (a status change the request does not
-    depend on); the node waits for both, so its answer is taken after it."""
 
     def request_id(self, state: FlowState) -> str:
         """The request id of this step of this flow."""
@@ -223,11 +218,7 @@ def send_node(step: AwaitedStep) -> Node:
                     report(deps, state, step.name, step.pct, step.label),
                     step.build(state, deps, request_id),
                 )
-            published = deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
-            if step.alongside is None:
-                await published
-            else:
-                await asyncio.gather(published, step.alongside(state, deps))
+            await deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
             timeout_s = step.timeout_s(deps.settings.timeouts)
             return FlowState(
                 **update,
