@@ -26,4 +26,5 @@ async def test_twenty_workers_at_once(manager: ManagerRunner, client: Client) ->
     deleted = await asyncio.gather(*(client.delete(i) for i in ids))
     assert all(d.success for d in deleted)
     assert {(await client.record(i)).status for i in ids} == {"stopped"}
-    assert processes_with("--manager-id test-manager") == []
+    # this manager's wrappers only (another run's share the manager id, not the home)
+    assert processes_with(f"--home {manager.data_dir.resolve()}") == []
