@@ -67,7 +67,8 @@ from shared.logs import configure_logging
 from shared.settings import Settings
 
 async def main() -> None:
-    configure_logging("WARNING", "console")
+    import os
+    configure_logging(os.environ.get("BENCH_MANAGER_LOG", "WARNING"), "console")
     values = json.loads(sys.argv[3])
     redis = aioredis.Redis.from_url(sys.argv[2])
     settings = WorkerManagerSettings(**values)
@@ -129,6 +130,12 @@ async def _seed(redis: aioredis.Redis, count: int) -> None:
         await records.finish(worker_id, "stopped", error="task done")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """`name=json` of `--pool-setting`."""
+    name, _, value = text.partition("=")
+    return name, json.loads(value)
+
+
 def _start_manager(code: str, redis_url: str, values: dict[str, Any]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", _SERVE, code, redis_url, json.dumps(values)],
@@ -148,7 +155,12 @@ async def measure(options: argparse.Namespace, redis_url: str, work: Path) -> di
         "manager_id": MANAGER_ID,
         "idle_timeout_s": 0.0,
         "start_timeout_s": TIMEOUT_S,
-        "pool": {"size": options.pool, "prewarm": ["claude-code/developer"], "idle_s": 3600.0},
+        "pool": {
+            "size": options.pool,
+            "prewarm": ["claude-code/developer"],
+            "idle_s": 3600.0,
+            **dict(_setting(text) for text in options.pool_setting),
+        },
     }
     manager = _start_manager(options.code, redis_url, values)
     bus = Bus(redis, actor=registry.Actor.LANGGRAPH)
@@ -161,7 +173,7 @@ async def measure(options: argparse.Namespace, redis_url: str, work: Path) -> di
             raise RuntimeError(f"{type(command).__name__} failed: {answer.error}")
         return answer
 
-    samples: dict[str, list[float]] = {"create_ms": [], "cpu_ms": [], "commands": []}
+    samples: dict[str, list[float]] = {"create_ms": [], "cpu_ms": [], "commands": [], "warm": []}
     try:
         await _warm(redis, options.pool)
         await asyncio.sleep(1.0)
@@ -173,6 +185,7 @@ async def measure(options: argparse.Namespace, redis_url: str, work: Path) -> di
             started = time.perf_counter()
             created = await call(CreateWorkerCommand(request_id=new_id(), config=config))
             samples["create_ms"].append((time.perf_counter() - started) * 1000)
+            samples["warm"].append(float(created.worker_id.startswith("warm-")))
             await call(
                 SendMessageCommand(
                     request_id=new_id(), worker_id=created.worker_id, message="note", timeout=60
@@ -206,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-s", type=float, default=5.0, help="a worker's life (5 s)")
     parser.add_argument("--finished", type=int, default=1000, help="finished records (1000)")
     parser.add_argument("--code", default=str(ROOT), help="the checkout the manager runs")
+    parser.add_argument(
+        "--pool-setting",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a setting of the pool (`workers.pool`), e.g. idle_priority=false",
+    )
     options = parser.parse_args(argv)
     options.code = str(Path(options.code).resolve())
     if min(options.tasks, options.pool) < 1 or options.finished < 0 or options.hold_s < 0:
@@ -221,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    warm = int(sum(samples["warm"]))
     load = os.getloadavg()
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
@@ -229,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
             f"manager {options.code} ; {options.tasks} tasks one at a time, pool "
             f"{options.pool}, each worker kept {options.hold_s:g} s, "
             f"{options.finished} finished records in the registry"
+            + (f"; pool settings {', '.join(options.pool_setting)}" if options.pool_setting else "")
         )
         print(
             f"per task (median): manager CPU {medians['cpu_ms']:.0f} ms, Redis commands "
-            f"{medians['commands']:.0f}, create p50 {medians['create_ms']:.0f} ms "
+            f"{medians['commands']:.0f}, create p50 {medians['create_ms']:.0f} ms, max "
+            f"{max(samples['create_ms']):.0f} ms ({warm} of {options.tasks} took a warm worker) "
             f"(load at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})"
         )
     figures = {"context": info, "options": vars(options), "medians": medians, "samples": samples}
