@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.registry import WORKER_INDEX_KEY, worker_record_key
 
 __all__ = [
+    "ACTIVE_INDEX",
     "API_KEYS",
     "REGISTRY_INDEX",
     "bind_key",
@@ -16,6 +17,11 @@ __all__ = [
 
 REGISTRY_INDEX = WORKER_INDEX_KEY
 """A set of every worker id the registry knows (its layout is shared: `shared.registry`)."""
+
+ACTIVE_INDEX = "workers:active"
+"""A set of the ids of the workers not finished yet (warming, warm, starting, running, busy):
+what the monitor reads every pass, so its cost follows the running workers, never the
+finished ones (whose records stay in `REGISTRY_INDEX` until they expire)."""
 
 API_KEYS = "workers:api-keys"
 """A hash: worker id → id of the user-scoped API key minted for it (never the secret)."""

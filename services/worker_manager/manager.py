@@ -299,7 +299,7 @@ class WorkerManager:
         log.info("worker_created", worker_id=worker_id, adapter=record.adapter, warm=True)
 
     async def _refuse_shared_volume(self, name: str) -> None:
-        for other in await self.registry.all():
+        for other in await self.registry.active():
             if other.is_live and other.keep_session and other.name == name:
                 raise InvalidWorkerConfigError(
                     f"the session volume of {name!r} is in use by worker {other.worker_id}"

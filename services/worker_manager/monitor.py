@@ -49,8 +49,10 @@ class WorkerMonitor:
         owned = await self.runtime.list_owned(self.settings.manager_id)
         adopted: list[str] = []
         dropped: list[str] = []
-        known: set[str] = await self.manager.pool.adopt(owned)
-        for record in await self.registry.all():
+        await self.registry.reindex()  # the one full read: later passes read the active set
+        records = await self.registry.active()
+        known: set[str] = await self.manager.pool.adopt(owned, records)
+        for record in records:
             if not self._mine(record):
                 continue
             known.add(record.worker_id)
@@ -77,7 +79,7 @@ class WorkerMonitor:
         """Delete every live worker of this manager at once (and stop its warm ones); answer
         the ids of the live ones."""
         await self.manager.pool.drain(reason)
-        mine = [record.worker_id for record in await self.registry.all() if self._mine(record)]
+        mine = [record.worker_id for record in await self.registry.active() if self._mine(record)]
         results = await asyncio.gather(
             *(self.manager.delete(worker_id, reason=reason) for worker_id in mine),
             return_exceptions=True,
@@ -92,14 +94,28 @@ class WorkerMonitor:
         await self.manager.mark_failed(record, detail)
 
     async def check_once(self) -> None:
-        """One pass: mark dead workers failed, stop idle ones, revoke leftover keys."""
+        """One pass: mark dead workers failed, stop idle ones, revoke leftover keys; every
+        `pool.background_s`, the warm pool's pass too. It reads the unfinished workers only
+        (`WorkerRegistry.active`, two round trips), and a worker's record again only when
+        something is to be done about it."""
         now = time.time()
-        records = await self.registry.all()
-        self._observe([record for record in records if self._mine(record)])
-        for record in records:
-            if not self._mine(record) or record.worker_id in self.manager.busy:
+        records = await self.registry.active()
+        mine = [record for record in records if self._mine(record)]
+        self._observe(mine)
+        for record in mine:
+            if record.worker_id in self.manager.busy:
                 continue
             alive = not record.runtime_ref or await self.runtime.is_alive(record.runtime_ref)
+            beat = record.heartbeat_at
+            silent = bool(beat) and now - beat > self.settings.heartbeat_timeout_s
+            idle_s = now - max(record.last_activity_at, record.created_at)
+            idle = (
+                self.settings.idle_timeout_s > 0
+                and record.status == "running"
+                and idle_s > self.settings.idle_timeout_s
+            )
+            if alive and not silent and not idle:
+                continue
             if await self.manager.being_deleted(record.worker_id):
                 continue  # a delete (here or at another replica): its stop is not a death
             current = await self.registry.get(record.worker_id)
@@ -109,23 +125,22 @@ class WorkerMonitor:
                 detail = (await self.runtime.exit_info(record.runtime_ref)).detail
                 await self._failed(record, detail)
                 await self.runtime.stop(record.runtime_ref, grace_s=0)  # its leftovers
-                continue
-            beat = record.heartbeat_at
-            if beat and now - beat > self.settings.heartbeat_timeout_s:
+            elif silent:
                 await self.runtime.stop(record.runtime_ref, grace_s=0)
                 await self._failed(record, f"no heartbeat for {now - beat:.0f} s")
-                continue
-            idle_s = now - max(record.last_activity_at, record.created_at)
-            if (
-                self.settings.idle_timeout_s > 0
-                and record.status == "running"
-                and idle_s > self.settings.idle_timeout_s
-            ):
+            else:
                 await self.manager.delete(record.worker_id, reason=f"idle for {idle_s:.0f} s")
-        await self.manager.pool.check()
-        await self.manager.api_keys.sweep(self.manager.is_live)
+        await self.manager.pool.check_if_due(records)
+        active = {record.worker_id for record in records}
+
+        async def is_live(worker_id: str) -> bool:
+            # unfinished at this pass's read: kept (a finish releases its own keys); any
+            # other (created since the read, or finished) is read again before a revoke
+            return worker_id in active or await self.manager.is_live(worker_id)
+
+        await self.manager.api_keys.sweep(is_live)
         if self.settings.redis_acl:
-            await self.manager.redis_users.sweep(self.manager.is_live)
+            await self.manager.redis_users.sweep(is_live)
 
     @staticmethod
     def _observe(records: list[WorkerRecord]) -> None:

@@ -7,9 +7,16 @@ the manager then prepares the task's workspace in the worker's own directory and
 task's environment to it (`bind`), and the wrapper goes on as a freshly started one. A
 claimed worker never becomes `warm` again: it serves one task and ends with it.
 
-The pool refills in the background after every take, after a warm worker dies (the monitor's
-pass), and after a manager restart (`adopt` keeps the previous run's warm workers). A pool no
-create used for `pool.idle_s` shrinks to nothing. Starts are bounded by
+The pool refills in the background after every take, after a warm worker dies (the pool's
+background pass, every `pool.background_s` in the monitor's loop, on the records the
+monitor's pass read), and after a manager restart (`adopt` keeps the previous run's warm
+workers). A pool no create used for `pool.idle_s` shrinks to nothing. That pass drops a warm
+worker (dead, silent, idle) only through an atomic check that it is still warm
+(`WorkerRegistry.retire_warm`): one a create claimed meanwhile is the create's.
+
+Waiting costs little: a warm worker heartbeats every `pool.heartbeat_s` (10 s, not the bound
+workers' rate), a starting one is looked at less and less often, and, on the local runtime,
+both run at the lowest CPU priority until claimed (`cpu_priority.py`). Starts are bounded by
 `pool.spawn_concurrency`. A create that finds no warm worker ready (a burst larger than the
 pool, the first create of a pool) starts its own worker at once, as without a pool, rather
 than wait for the refill: a burst costs what it costs without a pool, less the warm ones.
@@ -34,6 +41,7 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.exceptions import RedisError
 
+from services.worker_manager import cpu_priority
 from services.worker_manager import workspace as files
 from services.worker_manager.agent_env import with_orchestrator_on_path
 from services.worker_manager.errors import WorkerManagerError, WorkerStartError
@@ -52,7 +60,10 @@ PoolKey = tuple[str, str]
 """(agent, profile) of one pool (the runtime is the manager's)."""
 _BIND_TTL_S = 60
 _POLL_S = 0.05
-"""How often a starting warm worker's record is read (a refill in the background)."""
+"""How often a starting warm worker's record is read at first (a refill in the background;
+a create takes a worker that became warm without waiting for this look)..."""
+_POLL_MAX_S = 0.25
+"""... and at most, growing by half each time."""
 
 
 def parse_key(text: str) -> PoolKey:
@@ -80,6 +91,8 @@ class WarmPool:
     """Workers a create claimed while their start still ran (see `_claim_ready`)."""
     _spawns: asyncio.Semaphore | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _checked_at: float | None = None
+    """When the background pass last ran (monotonic)."""
 
     @property
     def size(self) -> int:
@@ -137,6 +150,7 @@ class WarmPool:
             and record.runtime_ref
             and await self.manager.runtime.is_alive(record.runtime_ref)
         ):
+            await self._set_priority(record.runtime_ref, idle=False)  # before its task starts
             return record
         await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
@@ -233,6 +247,8 @@ class WarmPool:
         )
         env = files.allowlisted_env(files.process_env(), settings.env_allowlist, {})
         env["PATH"] = with_orchestrator_on_path(env.get("PATH"))
+        # waiting, it beats (and wakes) seldom; its binding carries the bound workers' rate
+        beat_s = min(settings.pool.heartbeat_s, settings.heartbeat_timeout_s / 3)
         env.update(
             {
                 "WORKER_WARM": "1",
@@ -240,7 +256,7 @@ class WarmPool:
                 "WORKER_REDIS_URL": manager.redis_url,
                 "WORKER_REGISTRY_KEY": registry_key(worker_id),
                 "WORKER_BIND_KEY": bind_key(worker_id),
-                "WORKER_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+                "WORKER_HEARTBEAT_INTERVAL_S": str(beat_s),
             }
         )
         self.spawning[worker_id] = key
@@ -265,7 +281,9 @@ class WarmPool:
                 await self._drop(worker_id, None, str(exc))
                 raise
             await manager.registry.update(worker_id, runtime_ref=ref)
+            await self._set_priority(ref, idle=True)  # its imports yield to the tasks' work
             deadline = time.monotonic() + settings.start_timeout_s
+            poll_s = _POLL_S
             while time.monotonic() < deadline:
                 current = await manager.registry.get(worker_id)
                 if current is None or current.status not in WARM_STATUSES:
@@ -277,11 +295,24 @@ class WarmPool:
                     detail = (await manager.runtime.exit_info(ref)).detail
                     await self._drop(worker_id, current, detail)
                     raise WorkerStartError(f"warm worker {worker_id} exited: {detail}")
-                await asyncio.sleep(_POLL_S)
+                await asyncio.sleep(poll_s)
+                poll_s = min(poll_s * 1.5, _POLL_MAX_S)
             await self._drop(worker_id, await manager.registry.get(worker_id), "not ready in time")
             raise WorkerStartError(f"warm worker {worker_id} was not ready in time")
         finally:
             self.spawning.pop(worker_id, None)
+
+    async def _set_priority(self, ref: str, *, idle: bool) -> None:
+        """The lowest CPU priority for a warm worker of the local runtime (`idle`), or the
+        manager's back (`pool.idle_priority`; never fails a start or a claim)."""
+        if not self.manager.settings.pool.idle_priority or self.manager.runtime.name != "local":
+            return
+        pid = cpu_priority.pid_of_ref(ref)
+        if pid is not None:
+            if idle:
+                await cpu_priority.lower(pid)
+            else:
+                await cpu_priority.restore(pid)
 
     async def _drop(self, worker_id: str, record: WorkerRecord | None, detail: str) -> None:
         """Stop a warm worker's process, fail its record, release what it held, remove it."""
@@ -322,11 +353,12 @@ class WarmPool:
             and record.runtime == self.manager.runtime.name
         )
 
-    async def adopt(self, owned: dict[str, str]) -> set[str]:
-        """Keep the previous run's warm workers whose process runs (drop the others); answer
-        the ids of every warm record of this manager (so the monitor leaves them alone)."""
+    async def adopt(self, owned: dict[str, str], records: list[WorkerRecord]) -> set[str]:
+        """Keep the previous run's warm workers whose process runs (drop the others), among
+        the unfinished `records`; answer the ids of every warm record of this manager (so
+        the monitor leaves them alone)."""
         seen: set[str] = set()
-        for record in await self.manager.registry.all():
+        for record in records:
             if not self._mine(record):
                 continue
             seen.add(record.worker_id)
@@ -351,8 +383,22 @@ class WarmPool:
             )
         return seen
 
-    async def check(self) -> None:
-        """One pass: drop dead or silent warm workers, shrink idle pools, refill the rest."""
+    async def check_if_due(self, records: list[WorkerRecord]) -> None:
+        """The background pass (`check`) when `pool.background_s` went by since the last."""
+        now = time.monotonic()
+        due = self._checked_at is None or (
+            now - self._checked_at >= self.manager.settings.pool.background_s
+        )
+        if due:
+            self._checked_at = now
+            await self.check(records)
+
+    async def check(self, records: list[WorkerRecord]) -> None:
+        """One pass over the unfinished `records` (the monitor's read): drop dead or silent
+        warm workers, shrink idle pools, refill the rest. A worker is dropped only when it is
+        still warm at that moment (`retire_warm`, atomic): a create may have claimed it since
+        the records were read, and then it is the create's (its process runs, or the create
+        finds it dead itself)."""
         settings = self.manager.settings
         now = time.time()
         idle = {
@@ -361,32 +407,41 @@ class WarmPool:
             if key not in self.prewarmed()
             and time.monotonic() - self.used_at.get(key, 0.0) > settings.pool.idle_s
         }
-        for record in await self.manager.registry.all():
+        for record in records:
             if not self._mine(record) or record.worker_id in self.spawning:
                 continue
             key = (record.agent, record.profile)
             if record.status == "warm" and (key in idle or not self.enabled):
-                if await self.manager.registry.claim_warm(record.worker_id):  # nobody else's
+                if await self.manager.registry.retire_warm(
+                    record.worker_id, "stopped", error="warm pool idle"
+                ):
                     await self._retire(record.worker_id, record, "warm pool idle")
                 continue
             if not record.runtime_ref:
                 continue
             if not await self.manager.runtime.is_alive(record.runtime_ref):
                 detail = (await self.manager.runtime.exit_info(record.runtime_ref)).detail
-                await self._drop(record.worker_id, record, f"warm worker died: {detail}")
+                await self._drop_if_warm(record, f"warm worker died: {detail}")
                 continue
             beat = record.heartbeat_at
             if beat and now - beat > settings.heartbeat_timeout_s:
-                await self._drop(record.worker_id, record, f"no heartbeat for {now - beat:.0f} s")
+                await self._drop_if_warm(record, f"no heartbeat for {now - beat:.0f} s")
         for key in idle:
             self.used_at.pop(key, None)
             log.info("warm_pool_shrunk", agent=key[0], profile=key[1])
         self.fill_all()
 
+    async def _drop_if_warm(self, record: WorkerRecord, detail: str) -> None:
+        """`_drop` a warm worker the pass found dead or silent, unless a create claimed it."""
+        if await self.manager.registry.retire_warm(record.worker_id, "failed", error=detail):
+            await self._drop(record.worker_id, record, detail)
+        else:
+            log.info("warm_worker_claimed_meanwhile", worker_id=record.worker_id, seen=detail)
+
     async def drain(self, reason: str) -> None:
         """Stop every warm worker of this manager (shutdown with `stop_workers_on_exit`)."""
         for task in list(self._tasks):
             task.cancel()
-        for record in await self.manager.registry.all():
+        for record in await self.manager.registry.active():
             if self._mine(record):
                 await self._retire(record.worker_id, record, reason)

@@ -135,6 +135,19 @@ class PoolSettings(BaseModel):
     spawn_concurrency: int = Field(default=2, ge=1, le=64)
     """Warm wrappers starting at once: an interpreter start is CPU-bound, and more at once
     than cores only makes every one of them later."""
+    background_s: float = Field(default=10.0, gt=0)
+    """How often the pool's background pass runs (in the monitor's loop): warm workers that
+    died or went silent are dropped, pools unused for `idle_s` shrink, and the pools are
+    topped up (a take refills its pool at once, without waiting for it)."""
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    """How often a warm worker heartbeats (and wakes from its wait for a binding, which a
+    push ends at once); at most a third of `heartbeat_timeout_s`. A bound worker beats every
+    `heartbeat_interval_s`."""
+    idle_priority: bool = True
+    """Run warm workers of the local runtime at the lowest CPU priority until a create
+    claims them (then back to the manager's): starting and waiting, they yield the CPU to
+    the tasks' workers (`cpu_priority.py`). Only where the priority can be given back (root,
+    or an autogroup's nice; else the warm workers keep the normal priority)."""
 
 
 class WorkerManagerSettings(Section):
