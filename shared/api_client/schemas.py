@@ -294,14 +294,15 @@ PROJECT_BACK_STATUSES = frozenset(
 
 class TaskUpdate(BaseModel):
     """Change a task (services and admins): its status along the lifecycle, its result, and
-    with the end of an engineering task, the status its project goes back to."""
+    with the task's end, the status its project goes back to."""
 
     status: TaskStatus | None = None
     result: JsonObject | None = None
     project_status: ProjectStatus | None = None
-    """Only with the end of an engineering task (the task completed, failed or cancelled
-    after this change): the status its project goes back to (`scaffolded`, `active` or
-    `failed`), in the same transaction. Applied when the project is still in work
+    """Only with the end of the task (completed, failed or cancelled after this change; the
+    engineering flow sends it, whatever the task's type): the status its project goes back
+    to (`scaffolded`, `active` or `failed`), in the same transaction. Applied when the
+    project is still in work
     (`developing` or `testing`) and no other engineering task of the project is queued or
     running; else the project keeps its status. Each step follows the project lifecycle
     (from `testing` through `developing`)."""

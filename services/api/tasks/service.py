@@ -266,7 +266,7 @@ class TaskService:
         return task
 
     async def _project_back(self, task: Task, target: ProjectStatus) -> None:
-        """An engineering task ended: its project goes back to `target` (`TaskUpdate.
+        """A task ended: its project goes back to `target` (`TaskUpdate.
         project_status`) unless another engineering task of the project is open or the
         project left its work meanwhile (deploying, failed, archived: it keeps that). Under
         the project's row lock (as `release_turns`), so of two tasks ending at once the
@@ -355,12 +355,7 @@ class TaskService:
 
 
 def _check_project_back(task: Task) -> None:
-    """`project_status` comes only with the end of an engineering task."""
-    if task.type != TaskType.ENGINEERING.value:
-        raise InvalidRequestError(
-            f"only an engineering task gives its project back, not a {task.type} task",
-            field="project_status",
-        )
+    """`project_status` comes only with the end of the task."""
     if TaskStatus(task.status) not in _ENDED:
         raise InvalidRequestError(
             f"the project goes back when its task ends; the task is {task.status}",
