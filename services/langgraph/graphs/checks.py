@@ -4,7 +4,6 @@ most `fix_rounds` times; still failing, the task fails and nothing is integrated
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from services.langgraph.graphs.state import FlowState
@@ -41,10 +40,7 @@ async def _checks_request(
 
 async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     report = report_of("checks", answer)
-    _, remote = await asyncio.gather(
-        set_project_status(deps, state, ProjectStatus.DEVELOPING),
-        deps.git.head_of(state["repo_full_name"], state["branch"]),
-    )
+    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
     round_ = state.get("checks_round", 0) + 1
     head = report.get("head")
     problems: list[str] = []
@@ -70,8 +66,11 @@ async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any
     update = FlowState(checks_round=round_, checks=[*state.get("checks", []), run])
     if passed:
         return FlowState(**update, checked_head=head, checks_next="integrate")
+    # passed (or failed for good), the project stays `testing` through the integration: the
+    # task's end gives it back (through `developing`); a fix round is development again
     fixes = state.get("fix_round", 0)
     if fixes < deps.settings.fix_rounds:
+        await set_project_status(deps, state, ProjectStatus.DEVELOPING)
         return FlowState(**update, checks_next="fix")
     error = f"checks: still failing after {fixes} fix rounds; nothing was integrated\n"
     return FlowState(
