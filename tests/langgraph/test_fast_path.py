@@ -20,6 +20,7 @@ from services.langgraph.main import open_actor
 from services.langgraph.store import FlowStore
 from shared.api_client.schemas import ProjectUpdate, TaskUpdate
 from shared.contracts import (
+    AgentRunRecord,
     CreateWorkerCommand,
     ProgressEvent,
     ProjectStatus,
@@ -32,6 +33,16 @@ from shared.messaging import Bus
 from shared.registry import Actor
 from tests.support.langgraph import GraphSystem, langgraph
 
+SPEC_RUN = AgentRunRecord(
+    agent="fake-agent",
+    status="success",
+    prompt_chars=100,
+    input_tokens=1_000,
+    output_tokens=100,
+    cost_usd=0.25,
+    duration_ms=50,
+    exit_code=0,
+)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -80,6 +91,7 @@ async def test_the_requests_of_one_task(graph_system: GraphSystem, fresh_s: floa
     run is recorded once. Within the freshness window no acting step but `integrate` asks
     whether the task was cancelled; with none every acting step asks."""
     project = await graph_system.project("Requests", scaffolded=True)
+    graph_system.workers.run = SPEC_RUN
     counting = _counting(graph_system)
     async with langgraph(graph_system, status_fresh_s=fresh_s):
         task_id = await graph_system.task(project.id, "spec")
@@ -96,10 +108,17 @@ async def test_the_requests_of_one_task(graph_system: GraphSystem, fresh_s: floa
             ("GET", "/api/projects/P"): 1,  # start (prepare)
             ("PATCH", "/api/projects/P"): 2,  # developing, testing
             ("POST", "/api/tasks/T/budget-hold"): 1,
+            ("POST", "/api/tasks/T/runs"): 1,  # the spec's run, with the checks' request
             ("GET", "/api/tasks/T"): cancel_reads,
         }
     )
-    assert counting.by_method() == {"PATCH": 4, "GET": 1 + cancel_reads, "POST": 1}
+    assert counting.by_method() == {"PATCH": 4, "GET": 1 + cancel_reads, "POST": 2}
+    runs = await graph_system.admin.list_runs(task_id)
+    assert [(r.step, r.run_key, r.cost_usd) for r in runs] == [
+        ("send_spec", f"{task_id}~send_spec", 0.25)
+    ]
+    assert task.result is not None
+    assert (task.result["agent_runs"], task.result["agent_cost_usd"]) == (1, 0.25)
 
 
 async def test_a_failed_create_worker_gives_the_project_back(graph_system: GraphSystem) -> None:

@@ -4,6 +4,7 @@ most `fix_rounds` times; still failing, the task fails and nothing is integrated
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from services.langgraph.graphs.state import FlowState
@@ -13,6 +14,7 @@ from services.langgraph.graphs.worker_steps import (
     commands_stream,
     report_of,
     set_project_status,
+    store_pending_run,
     worker_of,
 )
 from services.langgraph.ports import FlowDeps
@@ -28,14 +30,17 @@ CHECKS_DIRECTIVE = "@orchestrator checks"
 async def _checks_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, SendMessageCommand, FlowState]:
-    await set_project_status(deps, state, ProjectStatus.TESTING)
+    # the spec's run record (kept by `send_spec`) is stored alongside: off the agent's path
+    await asyncio.gather(
+        set_project_status(deps, state, ProjectStatus.TESTING), store_pending_run(state, deps)
+    )
     command = SendMessageCommand(
         request_id=request_id,
         worker_id=worker_of(state, "checks"),
         message=f"{CHECKS_DIRECTIVE}\nRun the project's checks in this workspace.",
         timeout=max(int(deps.settings.timeouts.checks_s), 1),
     )
-    return commands_stream(), command, FlowState()
+    return commands_stream(), command, FlowState(pending_run=None)
 
 
 async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:

@@ -62,13 +62,12 @@ from services.langgraph.graphs.worker_steps import (
     record_run,
     run_record,
     set_project_status,
-    store_run,
+    store_pending_run,
 )
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
 from services.langgraph.observe import observe_step
 from services.langgraph.ports import FlowDeps
 from shared import registry
-from shared.api_client.schemas import AgentRunCreate
 from shared.contracts import (
     BaseResult,
     CreateWorkerCommand,
@@ -259,7 +258,7 @@ async def _send_request(
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     response = SendMessageResponse.model_validate(answer)
-    if response.success:  # the run's record is stored by `verify`, alongside its reads
+    if response.success:  # its run's record is stored by the checks' request, off this path
         body, counted = run_record(state, "send_spec", response)
         pending = None if body is None else body.model_dump(mode="json")
         return FlowState(**counted, agent_response=response.response, pending_run=pending)
@@ -296,12 +295,8 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
     """Find the agent's commit on the remote: the sha it named, else its branch's new head."""
     full_name, branch = state["repo_full_name"], state["branch"]
     base_sha = state.get("base_sha")
-    pending = state.get("pending_run")
-    stored = store_run(state, deps, AgentRunCreate.model_validate(pending)) if pending else None
-    branch_head, base_head, _ = await asyncio.gather(
-        deps.git.head_of(full_name, branch),
-        deps.git.head_of(full_name, state["base_branch"]),
-        stored or asyncio.sleep(0),
+    branch_head, base_head = await asyncio.gather(
+        deps.git.head_of(full_name, branch), deps.git.head_of(full_name, state["base_branch"])
     )
     heads = {branch: branch_head, state["base_branch"]: base_head}
     sha: str | None = None
@@ -316,7 +311,7 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
         sha = next((head for head in heads.values() if head and head != base_sha), None)
     if sha is None:
         raise StepFailedError("verify", f"no new commit reached {full_name} (branch {branch})")
-    return FlowState(task_head=sha, checks_after="spec", pending_run=None)
+    return FlowState(task_head=sha, checks_after="spec")
 
 
 async def _delete_request(
@@ -398,8 +393,11 @@ async def _on_end(state: FlowState, deps: FlowDeps) -> ProjectStatus | None:
     (`active`, `failed`), else `scaffolded`. The API applies it in the same transaction
     unless another engineering task of the project is still open or the project left its
     work meanwhile (deploying...), through `developing` from `testing`."""
-    await deps.store.leave_turn_queue(state["project_id"], state["task_id"])
-    await deps.store.release_turn(state["project_id"], state["task_id"])
+    await asyncio.gather(
+        deps.store.leave_turn_queue(state["project_id"], state["task_id"]),
+        deps.store.release_turn(state["project_id"], state["task_id"]),
+        store_pending_run(state, deps),  # a flow stopped before its checks' request
+    )
     before = state.get("status_before")
     if not before:
         return None  # the task never began its work

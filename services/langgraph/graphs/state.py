@@ -66,8 +66,8 @@ class FlowState(TypedDict, total=False):
     agent_runs: int
     """The agent's last answer (the spec's, a fix's, a resolution's)."""
     pending_run: dict[str, Any] | None
-    """The record of the spec's agent run, stored by `verify` alongside its own reads (its
-    `run_key` makes a second store after a crash a no-op)."""
+    """The record of the spec's agent run, stored by the checks' request alongside its own
+    call (else by the task's end; its `run_key` makes a second store a no-op)."""
     commit_sha: str
     files_changed: list[str]
     progress_pct: int

@@ -21,6 +21,7 @@ __all__ = [
     "report_of",
     "run_record",
     "set_project_status",
+    "store_pending_run",
     "store_run",
     "worker_of",
 ]
@@ -113,6 +114,15 @@ async def store_run(state: FlowState, deps: FlowDeps, body: AgentRunCreate) -> N
         await deps.api.record_run(state["task_id"], body)
     except ApiCallError as error:
         log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
+
+
+async def store_pending_run(state: FlowState, deps: FlowDeps) -> None:
+    """Store the spec's run record the flow kept (`pending_run`), if any: by the checks'
+    request alongside its own call, else by the task's end (its `run_key` makes a second
+    store after a crash a no-op)."""
+    pending = state.get("pending_run")
+    if pending:
+        await store_run(state, deps, AgentRunCreate.model_validate(pending))
 
 
 async def agent_answer(
