@@ -7,7 +7,6 @@ code depends on one small Protocol.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -61,23 +60,6 @@ class ApiAdapter:
     async def set_project_status(self, project_id: str, status: ProjectStatus) -> ProjectDTO:
         """Move a project along its lifecycle."""
         return await _call(self.client.update_project(project_id, ProjectUpdate(status=status)))
-
-    async def active_engineering(self, project_id: str) -> set[str]:
-        """Ids of the project's engineering tasks that are queued or running."""
-        pages = await asyncio.gather(
-            *(
-                _call(
-                    self.client.list_tasks(
-                        status=status,
-                        project_id=project_id,
-                        task_type=TaskType.ENGINEERING,
-                        limit=100,
-                    )
-                )
-                for status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-            )
-        )
-        return {task.id for page in pages for task in page.items}
 
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers (the first page, up to 100)."""

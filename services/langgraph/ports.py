@@ -71,10 +71,6 @@ class ApiPort(Protocol):
         """Move a project along its lifecycle (409 when the lifecycle refuses it)."""
         ...
 
-    async def active_engineering(self, project_id: str) -> set[str]:
-        """Ids of the project's engineering tasks that are queued or running."""
-        ...
-
     async def list_servers(self, status: ServerStatus | None = None) -> list[ServerDTO]:
         """Deploy servers, optionally of one status."""
         ...

@@ -66,6 +66,11 @@ class LanggraphSettings(Section):
     """How often waiting flows are checked for answers, deadlines and cancellations."""
     cancel_poll_s: float = 2.0
     """How often the API is asked which running tasks were cancelled."""
+    status_fresh_s: float = Field(default=1.0, ge=0)
+    """A step that acts skips asking the API whether its task was cancelled when the flow
+    read the task's status less than this long ago (`start` moving it to running, the last
+    step's check): a cancel in that window is honoured at the next step that asks, or by the
+    sweeper while the flow waits. 0: every acting step asks."""
     lock_ttl_ms: int = 30_000
     """Lease of the per-task lock that keeps two replicas from advancing one flow at once."""
     shutdown_grace_s: float = 5.0

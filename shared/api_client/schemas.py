@@ -34,6 +34,7 @@ from shared.contracts._types import UtcDatetime
 
 __all__ = [
     "MODULES",
+    "PROJECT_BACK_STATUSES",
     "SECRET_NAME_PATTERN",
     "SECRET_VALUE_MAX",
     "AgentRunCreate",
@@ -285,11 +286,36 @@ class TaskSchedule(TaskDTO):
     turn behind an earlier open task of the project (task order)."""
 
 
+PROJECT_BACK_STATUSES = frozenset(
+    {ProjectStatus.SCAFFOLDED, ProjectStatus.ACTIVE, ProjectStatus.FAILED}
+)
+"""What a project may go back to when an engineering task ends (`TaskUpdate.project_status`)."""
+
+
 class TaskUpdate(BaseModel):
-    """Change a task (services and admins): its status along the lifecycle, its result."""
+    """Change a task (services and admins): its status along the lifecycle, its result, and
+    with the task's end, the status its project goes back to."""
 
     status: TaskStatus | None = None
     result: JsonObject | None = None
+    project_status: ProjectStatus | None = None
+    """Only with the end of the task (completed, failed or cancelled after this change; the
+    engineering flow sends it, whatever the task's type): the status its project goes back
+    to (`scaffolded`, `active` or `failed`), in the same transaction. Applied when the
+    project is still in work
+    (`developing` or `testing`) and no other engineering task of the project is queued or
+    running; else the project keeps its status. Each step follows the project lifecycle
+    (from `testing` through `developing`)."""
+
+    @field_validator("project_status")
+    @classmethod
+    def _project_back(cls, value: ProjectStatus | None) -> ProjectStatus | None:
+        if value is not None and value not in PROJECT_BACK_STATUSES:
+            allowed = ", ".join(sorted(s.value for s in PROJECT_BACK_STATUSES))
+            raise ValueError(
+                f"a project goes back to one of {allowed} when its task ends, not {value.value!r}"
+            )
+        return value
 
 
 class ServerStatus(StrEnum):

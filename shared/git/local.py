@@ -195,20 +195,24 @@ class LocalGitProvider:
         return CommitDiff(summary.sha, summary.subject, summary.author, text, truncated)
 
     async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
-        """`git update-ref` with the old value: atomic, so a retry never moves it twice."""
+        """`git update-ref` with the old value: atomic, so a retry never moves it twice.
+
+        Two git processes when it moves (the ancestry, then the compare-and-swap); the
+        branch is read only when the swap did not happen (moved elsewhere, or a retry)."""
         path = await self._existing(full_name)
         if branch.startswith("-"):
             raise ValueError(f"not a branch name: {branch!r}")
         ref = f"refs/heads/{branch}"
-        current = await rev_parse(path, ref)
-        if current == new:
-            return True
-        if current != expected:
-            return False
+        new, expected = check_sha(new), check_sha(expected)
         if not await self.is_ancestor(full_name, expected, new):
+            current = await rev_parse(path, ref)
+            if current == new:
+                return True
+            if current != expected:
+                return False  # moved elsewhere meanwhile: left alone
             raise ProviderError(f"{new[:12]} does not descend from {branch} ({expected[:12]})")
         code, _, _ = await run_git(
-            "update-ref", "-m", "orchestrator: integrate", ref, check_sha(new), check_sha(expected),
+            "update-ref", "-m", "orchestrator: integrate", ref, new, expected,
             cwd=path, check=False,
         )  # fmt: skip
         return code == 0 or await rev_parse(path, ref) == new

@@ -3,8 +3,10 @@ and (GitHub) pull requests opened and merged; on real bare repositories."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -67,6 +69,32 @@ async def test_fast_forward_is_a_compare_and_swap(
     assert await provider.head_of("octo/app", "main") == task
     with pytest.raises(ProviderError, match="does not descend"):
         await provider.fast_forward("octo/app", "main", expected=task, new=other)
+    assert await provider.head_of("octo/app", "main") == task
+
+
+async def test_fast_forward_runs_two_git_processes(
+    provider: LocalGitProvider, worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving the branch costs two git processes (ancestry, compare-and-swap); a retry and
+    a branch moved elsewhere read the branch once more and still answer right."""
+    main, task, other = await _history(provider, worktree)
+    commands: list[str] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def counting(program: str, *args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        commands.append(str(args[0]) if args else program)
+        return await spawn(program, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", counting)
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)
+    assert commands == ["merge-base", "update-ref"]
+    commands.clear()
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)  # retry
+    assert commands == ["merge-base", "update-ref", "rev-parse"]
+    commands.clear()
+    assert not await provider.fast_forward("octo/app", "main", expected=main, new=other)
+    assert len(commands) == 3
+    monkeypatch.undo()
     assert await provider.head_of("octo/app", "main") == task
 
 

@@ -124,6 +124,8 @@ class FakeWorkerManager:
     sent: asyncio.Event = field(default_factory=asyncio.Event)
     counter: int = 0
     agent_command: list[str] | None = None
+    run: AgentRunRecord | None = None
+    """The run record the default agent's successful answers carry (None: none)."""
     """The agent CLI run in the workspace (prompt on stdin), instead of the instant agent."""
     directive_hold: asyncio.Event | None = None
     """When set, directives (checks, merge) are answered only once this event is set."""
@@ -234,7 +236,10 @@ class FakeWorkerManager:
         sha = await commit_all(work, "agent work")
         await push(work, context["repo_url"], context["branch"])
         return SendMessageResponse(
-            request_id=command.request_id, success=True, response=f"Done. Commit {sha}."
+            request_id=command.request_id,
+            success=True,
+            response=f"Done. Commit {sha}.",
+            run=self.run,
         )
 
     async def _run_command(self, command: SendMessageCommand, work: Path) -> SendMessageResponse:

@@ -110,6 +110,8 @@ async def test_sigkill_after_worker_created_resumes_without_second_worker(
         graph_system.workers.hold.set()  # the agent answers while langgraph is down
         with langgraph_process(graph_system, redis_url, api_url, log_path):
             task = await graph_system.wait_final(task_id, timeout_s=60)
+            # the worker is deleted after the task's end is recorded: wait for the flow's end
+            await graph_system.wait_idle(timeout_s=60)
     assert task.status == TaskStatus.COMPLETED, log_path.read_text()[-3000:]
     assert graph_system.workers.count(CreateWorkerCommand) == 1
     sends = {

@@ -162,6 +162,17 @@ class TaskRepository:
         )
         return int(await self.session.scalar(query) or 0)
 
+    async def count_open_engineering(self, project_id: str, *, besides: str) -> int:
+        """How many of the project's engineering tasks other than `besides` are open
+        (queued, waiting for their turn or not, or running)."""
+        query = select(func.count(Task.id)).where(
+            Task.status.in_(_OPEN),
+            Task.project_id == project_id,
+            Task.type == "engineering",
+            Task.id != besides,
+        )
+        return int(await self.session.scalar(query) or 0)
+
     async def waiting_engineering(self, project_id: str, *, limit: int) -> Sequence[Task]:
         """The project's oldest `limit` engineering tasks waiting for their turn (queued, not
         released, with an owner to run them for), oldest first. Reads only open tasks (the

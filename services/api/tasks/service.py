@@ -47,7 +47,7 @@ from services.api.errors import (
     InvalidTransitionError,
     NotFoundError,
 )
-from services.api.lifecycle import TASK_TRANSITIONS, check_transition
+from services.api.lifecycle import PROJECT_TRANSITIONS, TASK_TRANSITIONS, check_transition
 from services.api.observe import annotate_current_span
 from services.api.outbox.repository import OutboxRepository
 from services.api.projects.service import ProjectService
@@ -255,11 +255,38 @@ class TaskService:
             task.status = change.status.value
         if "result" in change.model_fields_set:
             task.result = change.result
+        if change.project_status is not None:
+            _check_project_back(task)
         task.updated_at = utc_now()
         await self.tasks.flush()
         if change.status in _ENDED:
             await self._ended(task)
+        if change.project_status is not None:
+            await self._project_back(task, change.project_status)
         return task
+
+    async def _project_back(self, task: Task, target: ProjectStatus) -> None:
+        """A task ended: its project goes back to `target` (`TaskUpdate.
+        project_status`) unless another engineering task of the project is open or the
+        project left its work meanwhile (deploying, failed, archived: it keeps that). Under
+        the project's row lock (as `release_turns`), so of two tasks ending at once the
+        later one sees the earlier one ended; every step checked against the lifecycle."""
+        project = await self.tasks.lock_project(task.project_id)
+        if project is None:
+            return
+        # a statement after the one that took the lock (see `TaskRepository.turns`)
+        if await self.tasks.count_open_engineering(task.project_id, besides=task.id):
+            return
+        current = ProjectStatus(project.status)
+        if current not in (ProjectStatus.DEVELOPING, ProjectStatus.TESTING):
+            return
+        steps = [ProjectStatus.DEVELOPING] if current == ProjectStatus.TESTING else []
+        for status in [*steps, target]:
+            check_transition("project", PROJECT_TRANSITIONS, current, status)
+            current = status
+        project.status = current.value
+        project.updated_at = utc_now()
+        await self.tasks.flush()
 
     async def cancel(
         self, principal: Principal, task_id: str, *, correlation_id: str | None = None
@@ -325,6 +352,15 @@ class TaskService:
         if task.deadline_at is not None:
             return task.deadline_at
         return task.created_at + timedelta(seconds=self.deadlines.of(task.type))
+
+
+def _check_project_back(task: Task) -> None:
+    """`project_status` comes only with the end of the task."""
+    if TaskStatus(task.status) not in _ENDED:
+        raise InvalidRequestError(
+            f"the project goes back when its task ends; the task is {task.status}",
+            field="project_status",
+        )
 
 
 async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:

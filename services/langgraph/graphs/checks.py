@@ -14,6 +14,7 @@ from services.langgraph.graphs.worker_steps import (
     commands_stream,
     report_of,
     set_project_status,
+    store_pending_run,
     worker_of,
 )
 from services.langgraph.ports import FlowDeps
@@ -29,22 +30,22 @@ CHECKS_DIRECTIVE = "@orchestrator checks"
 async def _checks_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, SendMessageCommand, FlowState]:
-    await set_project_status(deps, state, ProjectStatus.TESTING)
+    # the spec's run record (kept by `send_spec`) is stored alongside: off the agent's path
+    await asyncio.gather(
+        set_project_status(deps, state, ProjectStatus.TESTING), store_pending_run(state, deps)
+    )
     command = SendMessageCommand(
         request_id=request_id,
         worker_id=worker_of(state, "checks"),
         message=f"{CHECKS_DIRECTIVE}\nRun the project's checks in this workspace.",
         timeout=max(int(deps.settings.timeouts.checks_s), 1),
     )
-    return commands_stream(), command, FlowState()
+    return commands_stream(), command, FlowState(pending_run=None)
 
 
 async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     report = report_of("checks", answer)
-    _, remote = await asyncio.gather(
-        set_project_status(deps, state, ProjectStatus.DEVELOPING),
-        deps.git.head_of(state["repo_full_name"], state["branch"]),
-    )
+    remote = await deps.git.head_of(state["repo_full_name"], state["branch"])
     round_ = state.get("checks_round", 0) + 1
     head = report.get("head")
     problems: list[str] = []
@@ -70,8 +71,11 @@ async def _checks_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any
     update = FlowState(checks_round=round_, checks=[*state.get("checks", []), run])
     if passed:
         return FlowState(**update, checked_head=head, checks_next="integrate")
+    # passed (or failed for good), the project stays `testing` through the integration: the
+    # task's end gives it back (through `developing`); a fix round is development again
     fixes = state.get("fix_round", 0)
     if fixes < deps.settings.fix_rounds:
+        await set_project_status(deps, state, ProjectStatus.DEVELOPING)
         return FlowState(**update, checks_next="fix")
     error = f"checks: still failing after {fixes} fix rounds; nothing was integrated\n"
     return FlowState(

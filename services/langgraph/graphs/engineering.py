@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
 from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.checks import CHECKS, FIX
-from services.langgraph.graphs.common import finish, start
+from services.langgraph.graphs.common import announce_start, finish, mark_running
 from services.langgraph.graphs.integration import INTEGRATE, MERGE, RESOLVE, turn_wait
 from services.langgraph.graphs.state import FlowState, project_modules
 from services.langgraph.graphs.steps import (
@@ -48,6 +51,8 @@ from services.langgraph.graphs.steps import (
     PlainStep,
     add_awaited_step,
     add_plain_step,
+    forward_pct,
+    guarded,
     report,
     route,
     route_awaited,
@@ -55,9 +60,12 @@ from services.langgraph.graphs.steps import (
 from services.langgraph.graphs.worker_steps import (
     commands_stream,
     record_run,
+    run_record,
     set_project_status,
+    store_pending_run,
 )
 from services.langgraph.naming import SCAFFOLDED, repo_full_name_of, results_stream
+from services.langgraph.observe import observe_step
 from services.langgraph.ports import FlowDeps
 from shared import registry
 from shared.contracts import (
@@ -74,6 +82,8 @@ from shared.contracts import (
     TaskStatus,
     WorkerConfig,
 )
+from shared.git import GitError
+from shared.registry import RegistryError
 
 __all__ = [
     "build_engineering_graph",
@@ -136,18 +146,22 @@ async def _create_request(
     state: FlowState, deps: FlowDeps, request_id: str
 ) -> tuple[str, CreateWorkerCommand, FlowState]:
     full_name = state["repo_full_name"]
-    repo, base_sha = await asyncio.gather(
-        deps.git.get_repo(full_name), deps.git.head_of(full_name, state["base_branch"])
-    )
-    if repo is None:
-        raise StepFailedError("create_worker", f"repository {full_name} does not exist")
     # the project's status as `prepare` (or `scaffold`) read it a moment ago
     before = state.get("status_before") or state.get("project_status")
     if not before:  # a flow checkpointed before `prepare` kept it
         before = (await deps.api.get_project(state["project_id"])).status.value
-    _, budget = await asyncio.gather(
-        set_project_status(deps, state, ProjectStatus.DEVELOPING), _month_budget(state, deps)
+    # every call at once; the project is `developing` from here, so any failure keeps
+    # `status_before` and `finish` gives the project back
+    kept = {"status_before": before}
+    repo, base_sha, _, budget = await _at_once(
+        kept,
+        deps.git.get_repo(full_name),
+        deps.git.head_of(full_name, state["base_branch"]),
+        set_project_status(deps, state, ProjectStatus.DEVELOPING),
+        _month_budget(state, deps),
     )
+    if repo is None:
+        raise StepFailedError("create_worker", f"repository {full_name} does not exist", kept=kept)
     settings = deps.settings
     command = CreateWorkerCommand(
         request_id=request_id,
@@ -169,6 +183,23 @@ async def _create_request(
         },
     )
     return commands_stream(), command, FlowState(base_sha=base_sha, status_before=before)
+
+
+async def _at_once(kept: dict[str, Any], *calls: Awaitable[Any]) -> list[Any]:
+    """The calls' results, run at once; the first expected failure (a failed step, git, a
+    4xx of the API) fails the step keeping `kept`; anything else propagates (retried)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, StepFailedError):
+            raise StepFailedError(result.step, result.reason, kept={**result.kept, **kept})
+        if isinstance(result, (GitError, RegistryError)) or (
+            isinstance(result, ApiCallError) and result.status_code in range(400, 500)
+        ):
+            raise StepFailedError("create_worker", str(result), kept=kept) from result
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 async def _month_budget(state: FlowState, deps: FlowDeps) -> dict[str, str]:
@@ -227,13 +258,15 @@ async def _send_request(
 
 async def _send_answer(state: FlowState, deps: FlowDeps, answer: dict[str, Any]) -> FlowState:
     response = SendMessageResponse.model_validate(answer)
+    if response.success:  # its run's record is stored by the checks' request, off this path
+        body, counted = run_record(state, "send_spec", response)
+        pending = None if body is None else body.model_dump(mode="json")
+        return FlowState(**counted, agent_response=response.response, pending_run=pending)
     recorded = await record_run(state, deps, "send_spec", response)
-    if not response.success:
-        error = response.error or "the agent did not answer"
-        if await _worker_died(state, deps):
-            return FlowState(**recorded, **await _replaceworker_of(state, deps, error))
-        raise StepFailedError("send_spec", error, kept=recorded)
-    return FlowState(**recorded, agent_response=response.response)
+    error = response.error or "the agent did not answer"
+    if await _worker_died(state, deps):
+        return FlowState(**recorded, **await _replaceworker_of(state, deps, error))
+    raise StepFailedError("send_spec", error, kept=recorded)
 
 
 async def _worker_died(state: FlowState, deps: FlowDeps) -> bool:
@@ -354,33 +387,23 @@ def engineering_details(state: FlowState) -> dict[str, Any]:
     }
 
 
-async def _on_end(state: FlowState, deps: FlowDeps) -> None:
-    """The task ended: its integration turn is given back; unless another engineering task
-    of the project still runs, the project goes back to what it was (`active`, `failed`),
-    else to `scaffolded`."""
-    await deps.store.leave_turn_queue(state["project_id"], state["task_id"])
-    await deps.store.release_turn(state["project_id"], state["task_id"])
-    if not state.get("status_before"):
-        return  # the task never began its work
-    try:
-        active, project = await asyncio.gather(
-            deps.api.active_engineering(state["project_id"]),
-            deps.api.get_project(state["project_id"]),
-        )
-        if active - {state["task_id"]}:
-            return
-    except ApiCallError as error:
-        log.warning("project_status_not_restored", task_id=state["task_id"], error=str(error))
-        return
-    if project.status not in (ProjectStatus.DEVELOPING, ProjectStatus.TESTING):
-        return
+async def _on_end(state: FlowState, deps: FlowDeps) -> ProjectStatus | None:
+    """The task ended: its integration turn is given back, and the status its project goes
+    back to is sent with the task's final status (`TaskUpdate.project_status`): what it was
+    (`active`, `failed`), else `scaffolded`. The API applies it in the same transaction
+    unless another engineering task of the project is still open or the project left its
+    work meanwhile (deploying...), through `developing` from `testing`."""
+    await asyncio.gather(
+        deps.store.leave_turn_queue(state["project_id"], state["task_id"]),
+        deps.store.release_turn(state["project_id"], state["task_id"]),
+        store_pending_run(state, deps),  # a flow stopped before its checks' request
+    )
     before = state.get("status_before")
-    target = ProjectStatus.SCAFFOLDED
+    if not before:
+        return None  # the task never began its work
     if before in (ProjectStatus.ACTIVE.value, ProjectStatus.FAILED.value):
-        target = ProjectStatus(before)
-    if project.status == ProjectStatus.TESTING:
-        await set_project_status(deps, state, ProjectStatus.DEVELOPING)
-    await set_project_status(deps, state, target)
+        return ProjectStatus(before)
+    return ProjectStatus.SCAFFOLDED
 
 
 def _cleanup(state: FlowState) -> str:
@@ -399,11 +422,34 @@ def _after_delete(state: FlowState) -> str:
     return END if state.get("finished") else "finish"
 
 
+async def _start(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowState:
+    """`start` and `prepare` in one node (one checkpoint): the task moved to running and
+    the project read at once; the `prepare` node stays for flows checkpointed before it."""
+    deps = runtime.context
+    began_at = time.monotonic()
+    began, prepared = await asyncio.gather(
+        mark_running(deps, state),
+        guarded(PREPARE.name, state, lambda: _prepare(state, deps)),
+    )
+    if began.get("outcome") is not None:  # the task ended already: nothing was prepared
+        return began
+    await announce_start(deps, state)
+    if prepared.get("outcome") is None:
+        await report(deps, state, PREPARE.name, PREPARE.pct, PREPARE.label)
+        prepared = FlowState(**prepared, progress_pct=forward_pct(state, PREPARE.pct))
+    observe_step(state, PREPARE.name, time.monotonic() - began_at, prepared)
+    return FlowState(**began, **prepared)
+
+
 def _after_start(state: FlowState) -> str:
     outcome = state.get("outcome", "running")
     if outcome == "skipped":
         return END
-    return PREPARE.name if outcome == "running" else "finish"
+    if outcome != "running":
+        return "finish"
+    if state.get("repo_full_name"):  # prepared in `start`
+        return _after_prepare(state)
+    return PREPARE.name  # a flow checkpointed by a `start` that did not prepare
 
 
 def _after_spec(state: FlowState) -> str:
@@ -441,8 +487,8 @@ def _after_prepare(state: FlowState) -> str:
 def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> EngineeringGraph:
     """The compiled engineering graph on a checkpointer."""
     graph: Graph = StateGraph(FlowState, context_schema=FlowDeps)
-    graph.add_node("start", start)
-    add_plain_step(graph, PREPARE)
+    graph.add_node("start", _start)
+    add_plain_step(graph, PREPARE)  # flows checkpointed before `start` prepared
     for step in (SCAFFOLD, CREATE_WORKER, SEND_SPEC, CHECKS, FIX, MERGE, RESOLVE, DELETE_WORKER):
         add_awaited_step(graph, step)
     add_plain_step(graph, VERIFY)

@@ -19,7 +19,7 @@ from langgraph.types import interrupt
 
 from services.langgraph.errors import ApiCallError, StepFailedError
 from services.langgraph.graphs.state import FlowState, Resume, request_id_for
-from services.langgraph.graphs.steps import AwaitedStep, PlainStep
+from services.langgraph.graphs.steps import AwaitedStep, PlainStep, check_not_cancelled
 from services.langgraph.graphs.worker_steps import (
     agent_answer,
     commands_stream,
@@ -44,7 +44,14 @@ async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
     (one task of a project at a time, from its first integrate until it lands or ends)."""
     project_id, task_id = state["project_id"], state["task_id"]
     ttl_ms = int(deps.settings.timeouts.integration_turn_s * 1000)
-    holder = await deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms)
+    # the cancel check (every time: this step moves the base branch), the turn and the
+    # base's head at once; a task polling for its turn reads the base once it has it
+    polling = bool(state.get("integration_waiting"))
+    read, holder, base_head = await asyncio.gather(
+        check_not_cancelled(deps, state),
+        deps.store.take_turn(project_id, task_id, ttl_ms=ttl_ms),
+        _no_head() if polling else deps.git.head_of(state["repo_full_name"], state["base_branch"]),
+    )
     if holder != task_id and await _ended(deps, holder):
         log.info("integration_turn_broken", project_id=project_id, holder=holder)
         await deps.store.release_turn(project_id, holder)
@@ -59,8 +66,11 @@ async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
                 f"waited {now - since:.0f} s for task {holder} to integrate; "
                 f"{state['base_branch']} is unchanged",
             )
-        return FlowState(integration_waiting=True, turn_wait_since=since, turn_holder=holder)
-    update = await _integrate_in_turn(state, deps)
+        waiting = FlowState(integration_waiting=True, turn_wait_since=since, turn_holder=holder)
+        return FlowState(**read, **waiting)
+    if polling:
+        base_head = await deps.git.head_of(state["repo_full_name"], state["base_branch"])
+    update = await _integrate_in_turn(state, deps, base_head)
     if update.get("integrated"):
         await deps.store.release_turn(project_id, task_id)
     elif state.get("merge_round", 0) >= deps.settings.integrate_attempts:
@@ -70,7 +80,11 @@ async def _integrate(state: FlowState, deps: FlowDeps) -> FlowState:
             f"{state['base_branch']} kept moving: merged it {merges} times; "
             f"{state['base_branch']} is unchanged",
         )
-    return FlowState(**update, integration_waiting=False, turn_wait_since=None)
+    return FlowState(**read, **update, integration_waiting=False, turn_wait_since=None)
+
+
+async def _no_head() -> str | None:
+    return None
 
 
 async def _ended(deps: FlowDeps, task_id: str) -> bool:
@@ -104,13 +118,16 @@ async def turn_wait(state: FlowState, *, runtime: Runtime[FlowDeps]) -> FlowStat
     return FlowState()
 
 
-async def _integrate_in_turn(state: FlowState, deps: FlowDeps) -> FlowState:
+async def _integrate_in_turn(state: FlowState, deps: FlowDeps, base_head: str | None) -> FlowState:
+    """Land the checked head on the base, whose head was `base_head` when this task had
+    its turn (read at once with taking it: a base moved meanwhile by the task that held
+    the turn before is not an ancestor of the head either way, and the compare-and-swap
+    refuses a stale `base_head`)."""
     git, full_name = deps.git, state["repo_full_name"]
     base, branch = state["base_branch"], state["branch"]
     head = state.get("checked_head")
     if not head:
         raise StepFailedError("integrate", "no checked commit to integrate")
-    base_head = await git.head_of(full_name, base)
     if base_head is None:
         raise StepFailedError("integrate", f"{full_name} has no branch {base}")
     title = f"Task {state['task_id']}: {_title(state.get('spec'))}"
@@ -240,7 +257,7 @@ async def _resolve_answer(state: FlowState, deps: FlowDeps, answer: dict[str, An
 
 INTEGRATE = PlainStep(
     "integrate", 80, "integrating into the base branch", _integrate,
-    quiet_when="integration_waiting",
+    quiet_when="integration_waiting", asks_cancel=True,
 )  # fmt: skip
 MERGE = AwaitedStep(
     "merge", 70, "merging the base branch into the task branch",

@@ -42,6 +42,9 @@ class FlowState(TypedDict, total=False):
     """Epoch seconds: when the step now awaited times out."""
     warnings: list[str]
     spec: str | None
+    status_read_at: float
+    """Epoch seconds: when the flow last read its task's status (not cancelled then); a step
+    within `status_fresh_s` of it does not ask again."""
     finished: bool
     """`finish` recorded the task's final status and result (cleanup may follow)."""
     # engineering
@@ -62,6 +65,9 @@ class FlowState(TypedDict, total=False):
     """What the task's agent runs cost so far (their records' `cost_usd`)."""
     agent_runs: int
     """The agent's last answer (the spec's, a fix's, a resolution's)."""
+    pending_run: dict[str, Any] | None
+    """The record of the spec's agent run, stored by the checks' request alongside its own
+    call (else by the task's end; its `run_key` makes a second store a no-op)."""
     commit_sha: str
     files_changed: list[str]
     progress_pct: int

@@ -46,7 +46,9 @@ __all__ = [
     "add_awaited_step",
     "add_plain_step",
     "check_not_cancelled",
+    "check_not_cancelled_unless_fresh",
     "forward_pct",
+    "guarded",
     "report",
 ]
 
@@ -93,11 +95,24 @@ async def report(deps: FlowDeps, state: FlowState, step: str, pct: int, message:
     await deps.bus.progress(state["task_id"], event)
 
 
-async def check_not_cancelled(deps: FlowDeps, state: FlowState) -> None:
-    """Raise `TaskCancelledError` when the task was cancelled through the API."""
+async def check_not_cancelled(deps: FlowDeps, state: FlowState) -> FlowState:
+    """Raise `TaskCancelledError` when the task was cancelled through the API; else the
+    state update saying when its status was read (`status_read_at`)."""
+    read_at = deps.clock_s()  # the status read is at least this fresh
     task = await deps.api.get_task(state["task_id"])
     if task.status == TaskStatus.CANCELLED:
         raise TaskCancelledError(f"task {state['task_id']} was cancelled")
+    return FlowState(status_read_at=read_at)
+
+
+async def check_not_cancelled_unless_fresh(deps: FlowDeps, state: FlowState) -> FlowState:
+    """`check_not_cancelled`, unless the flow read its task's status less than
+    `status_fresh_s` ago (then nothing is asked: a cancel in that window is honoured by the
+    next step that asks, or by the sweeper while the flow waits)."""
+    read_at = state.get("status_read_at")
+    if read_at is not None and 0 <= deps.clock_s() - read_at < deps.settings.status_fresh_s:
+        return FlowState()
+    return await check_not_cancelled(deps, state)
 
 
 def _failed(step: str, error: Exception) -> FlowState:
@@ -115,7 +130,7 @@ def _api_failure(error: ApiCallError) -> bool:
     return error.status_code is not None and 400 <= error.status_code < 500
 
 
-async def _guarded(
+async def guarded(
     step: str, state: FlowState, work: Callable[[], Awaitable[FlowState]]
 ) -> FlowState:
     try:
@@ -142,6 +157,9 @@ class PlainStep:
     reads_only: bool = False
     """The step changes nothing outside the flow (it only reads): it runs without asking
     the API whether the task was cancelled; the next step that acts asks."""
+    asks_cancel: bool = False
+    """The step asks whether its task was cancelled itself, every time (`check_not_cancelled`,
+    alongside its other reads, before it acts): `integrate`, which moves the base branch."""
 
 
 @dataclass(frozen=True)
@@ -182,18 +200,19 @@ def plain_node(step: PlainStep) -> Node:
         deps = runtime.context
 
         async def work() -> FlowState:
-            if not step.reads_only:
-                await check_not_cancelled(deps, state)
+            read = FlowState()
+            if not (step.reads_only or step.asks_cancel):
+                read = await check_not_cancelled_unless_fresh(deps, state)
             if step.quiet_when and state.get(step.quiet_when):
                 update = await step.run(state, deps)
             else:  # the event and the step's work are independent: at once
                 _, update = await asyncio.gather(
                     report(deps, state, step.name, step.pct, step.label), step.run(state, deps)
                 )
-            return FlowState(**update, progress_pct=forward_pct(state, step.pct))
+            return FlowState(**{**read, **update}, progress_pct=forward_pct(state, step.pct))
 
         started = time.monotonic()
-        update = await _guarded(step.name, state, work)
+        update = await guarded(step.name, state, work)
         observe_step(state, step.name, time.monotonic() - started, update)
         return update
 
@@ -208,8 +227,9 @@ def send_node(step: AwaitedStep) -> Node:
         deps = runtime.context
 
         async def work() -> FlowState:
+            read = FlowState()
             if not step.tolerant:
-                await check_not_cancelled(deps, state)
+                read = await check_not_cancelled_unless_fresh(deps, state)
             request_id = step.request_id(state)
             if step.quiet:
                 stream, message, update = await step.build(state, deps, request_id)
@@ -221,7 +241,7 @@ def send_node(step: AwaitedStep) -> Node:
             await deps.bus.publish(stream, message, correlation_id=state["correlation_id"])
             timeout_s = step.timeout_s(deps.settings.timeouts)
             return FlowState(
-                **update,
+                **{**read, **update},
                 deadline_at=deps.clock_s() + timeout_s,
                 step_started_at=deps.clock_s(),
                 progress_pct=forward_pct(state, step.pct),
@@ -229,7 +249,7 @@ def send_node(step: AwaitedStep) -> Node:
 
         if step.tolerant:
             return await work()
-        return await _guarded(step.name, state, work)
+        return await guarded(step.name, state, work)
 
     node.__name__ = step.name
     return node

@@ -19,7 +19,10 @@ __all__ = [
     "commands_stream",
     "record_run",
     "report_of",
+    "run_record",
     "set_project_status",
+    "store_pending_run",
+    "store_run",
     "worker_of",
 ]
 
@@ -76,21 +79,50 @@ async def record_run(
 
     The record's `run_key` is the request id of the step's command (`<task>~<step>[#n]`),
     the same when the answer is handled again after a crash: the API stores it once."""
+    body, update = run_record(state, step, response)
+    if body is not None:
+        await store_run(state, deps, body)
+    return update
+
+
+def run_record(
+    state: FlowState, step: str, response: SendMessageResponse
+) -> tuple[AgentRunCreate | None, FlowState]:
+    """The record of the answer's agent run (None: it reported none, or a record the API
+    would refuse, logged) and the state's running cost and count of runs."""
     run = response.run
     if run is None:
-        return FlowState()
+        return None, FlowState()
+    update = FlowState(
+        agent_cost_usd=state.get("agent_cost_usd", 0.0) + run.cost_usd,
+        agent_runs=state.get("agent_runs", 0) + 1,
+    )
     fields = run.model_dump(exclude={"session_id"})
     try:
         body = AgentRunCreate.model_validate(
             {**fields, "step": step[:64], "run_key": response.request_id[:255] or None}
         )
-        await deps.api.record_run(state["task_id"], body)
-    except (ApiCallError, ValueError) as error:
+    except ValueError as error:
         log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
-    return FlowState(
-        agent_cost_usd=state.get("agent_cost_usd", 0.0) + run.cost_usd,
-        agent_runs=state.get("agent_runs", 0) + 1,
-    )
+        return None, update
+    return body, update
+
+
+async def store_run(state: FlowState, deps: FlowDeps, body: AgentRunCreate) -> None:
+    """Store an agent run's record (a failure is logged, never fails the flow)."""
+    try:
+        await deps.api.record_run(state["task_id"], body)
+    except ApiCallError as error:
+        log.warning("agent_run_not_recorded", task_id=state["task_id"], error=str(error)[:500])
+
+
+async def store_pending_run(state: FlowState, deps: FlowDeps) -> None:
+    """Store the spec's run record the flow kept (`pending_run`), if any: by the checks'
+    request alongside its own call, else by the task's end (its `run_key` makes a second
+    store after a crash a no-op)."""
+    pending = state.get("pending_run")
+    if pending:
+        await store_run(state, deps, AgentRunCreate.model_validate(pending))
 
 
 async def agent_answer(
