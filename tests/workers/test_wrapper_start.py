@@ -3,18 +3,25 @@ log lines never print a traceback's local variables (secrets included)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import redis.asyncio as aioredis
 from pydantic import AliasChoices, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.worker_manager.registry import WorkerRecord, WorkerRegistry
 from services.worker_wrapper.settings import WrapperSettings, wrapper_env
+from tests.support.waiting import eventually
+from tests.support.workers import Client, ManagerRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-live-9f8e7d6c5b4a-never-logged"
@@ -312,3 +319,78 @@ def test_structlog_default_would_show_locals() -> None:
         pytest.skip("rich is not installed: structlog's default prints no locals")
     done = _python(_RAISE)
     assert SECRET in done.stdout + done.stderr
+
+
+# -- a warm wrapper: its idle read, its adapter ------------------------------------------
+
+
+def test_warm_env_blocks_about_4_5_s_within_the_heartbeat_timeout() -> None:
+    """An idle read blocks 4.5 s, a third of a short heartbeat timeout at most, and never
+    less than the heartbeat interval; a bad number is a clear error."""
+    from services.worker_wrapper.warm import IDLE_BLOCK_S, WarmEnv
+
+    needed = {
+        "WORKER_ID": "w",
+        "WORKER_REDIS_URL": "redis://x",
+        "WORKER_REGISTRY_KEY": "k",
+        "WORKER_BIND_KEY": "b",
+    }
+    assert WarmEnv(needed).block_s == IDLE_BLOCK_S == 4.5
+    short = {"WORKER_HEARTBEAT_TIMEOUT_S": "3", "WORKER_HEARTBEAT_INTERVAL_S": "0.2"}
+    assert WarmEnv({**needed, **short}).block_s == 1.0
+    slow = {"WORKER_HEARTBEAT_TIMEOUT_S": "3", "WORKER_HEARTBEAT_INTERVAL_S": "2"}
+    assert WarmEnv({**needed, **slow}).block_s == 2.0
+    with pytest.raises(ValueError, match="WORKER_HEARTBEAT_TIMEOUT_S"):
+        WarmEnv({**needed, "WORKER_HEARTBEAT_TIMEOUT_S": "soon"})
+
+
+async def test_an_idle_warm_wrapper_blocks_in_redis_until_bound(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    """The warm wait's reads are BLPOPs of 4.5 s on the binding list (seen by MONITOR), and
+    the binding pushed meanwhile is answered."""
+    from services.worker_wrapper.warm import WarmEnv, wait_for_binding
+
+    key = f"test-warm:{uuid.uuid4().hex[:8]}"
+    await redis_client.hset(f"{key}:record", mapping={"status": "warming"})
+    warm = WarmEnv(
+        {
+            "WORKER_ID": "w",
+            "WORKER_REDIS_URL": redis_url,
+            "WORKER_REGISTRY_KEY": f"{key}:record",
+            "WORKER_BIND_KEY": f"{key}:bind",
+            "WORKER_HEARTBEAT_INTERVAL_S": "0.1",
+        }
+    )
+    async with redis_client.monitor() as monitor:
+        waiting = asyncio.create_task(wait_for_binding(warm))
+        while True:
+            command = (await monitor.next_command())["command"]
+            if command.startswith("BLPOP") and key in command:
+                break
+    assert command.split()[-1] == "4.5"
+    assert await redis_client.hget(f"{key}:record", "status") == b"warm"
+    await redis_client.rpush(f"{key}:bind", json.dumps({"WORKER_ID": "w", "X": "1"}))
+    assert await asyncio.wait_for(waiting, 30) == {"WORKER_ID": "w", "X": "1"}
+    await redis_client.delete(f"{key}:record")
+
+
+async def test_the_pool_names_the_adapter_its_warm_workers_preload(
+    manager: ManagerRunner, client: Client
+) -> None:
+    """A warm worker's environment carries WORKER_ADAPTER, the adapter a create for its pool
+    binds it to, and the manager's heartbeat timeout."""
+    await manager.start(pool={"size": 1, "prewarm": ["claude-code/developer"], "idle_s": 600.0})
+
+    async def one_warm() -> list[WorkerRecord]:
+        records = await WorkerRegistry(client.redis).all()
+        return [r for r in records if r.status == "warm"]
+
+    (warm,) = await eventually(one_warm, timeout_s=90, what="a warm worker")
+    env = psutil.Process(int(warm.runtime_ref.split(":", 1)[0])).environ()
+    assert env["WORKER_HEARTBEAT_TIMEOUT_S"]
+    created = await client.create()
+    assert created.success, created.error
+    assert created.worker_id == warm.worker_id
+    assert env["WORKER_ADAPTER"] == (await client.record(warm.worker_id)).adapter
+    assert (await client.delete(warm.worker_id)).success
