@@ -20,10 +20,11 @@ Figures:
   once without `WORKER_ADAPTER` and once with `WORKER_ADAPTER=claude-code` (preloaded).
 
 `--against REF` measures the same in a copy of the git revision REF (`git archive`, run
-with this interpreter and virtual environment), side by side with this checkout, in the same
-run and under the same load. Prints machine, date and load first; writes the text and the
-figures (JSON) to `bench/results/` (`shared/bench_record.py`). Bounded: every wait has a
-deadline; every process started here is stopped at the end.
+with this interpreter and virtual environment) side by side with this checkout, in the same
+run: the two take turns round by round, so a change of the machine's load falls on both.
+Prints machine, date and load first; writes the text and the figures (JSON) to
+`bench/results/` (`shared/bench_record.py`). Bounded: every wait has a deadline; every
+process started here is stopped at the end.
 """
 
 from __future__ import annotations
@@ -86,18 +87,15 @@ def run_once(argv: list[str], cwd: Path) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def floor_and_imports(tree: Path, rounds: int) -> dict[str, float]:
-    """The interpreter floor and the wrapper's imports, medians."""
-    floor = [run_once([sys.executable, "-c", "pass"], tree) for _ in range(rounds)]
-    imports = [
-        run_once([sys.executable, "-c", "import services.worker_wrapper.main"], tree)
-        for _ in range(rounds)
-    ]
+def floor_and_imports(tree: Path) -> dict[str, float]:
+    """One run of the interpreter floor and one of the wrapper's imports."""
+    floor = run_once([sys.executable, "-c", "pass"], tree)
+    imports = run_once([sys.executable, "-c", "import services.worker_wrapper.main"], tree)
     return {
-        "floor_wall_s": _median([w for w, _ in floor]),
-        "floor_cpu_s": _median([c for _, c in floor]),
-        "imports_wall_s": _median([w for w, _ in imports]),
-        "imports_cpu_s": _median([c for _, c in imports]),
+        "floor_wall_s": floor[0],
+        "floor_cpu_s": floor[1],
+        "imports_wall_s": imports[0],
+        "imports_cpu_s": imports[1],
     }
 
 
@@ -178,70 +176,58 @@ class Wrappers:
                 self.stop(proc)
         self.redis.close()
 
-    def cold(self, rounds: int, settle_s: float) -> dict[str, Any]:
-        """Spawn → `running`, with the task's environment from the start."""
-        walls, cpus, rss, uss = [], [], [], []
-        for _ in range(rounds):
-            worker_id = f"cold-{uuid.uuid4().hex[:8]}"
-            started = time.perf_counter()
-            proc = self.spawn(worker_id, self._task_env(worker_id), "starting")
-            self.wait_status(worker_id, proc, "running")
-            walls.append(time.perf_counter() - started)
-            cpus.append(_cpu_s(proc.pid))
-            time.sleep(settle_s)
-            memory = _memory_kib(proc.pid)
-            rss.append(memory[0])
-            uss.append(memory[1])
-            self.stop(proc)
-        return {
-            "wall_s": _median(walls),
-            "cpu_s": _median(cpus),
-            "cpu_min_s": min(cpus),
-            "idle_rss_kib": _median(rss),
-            "idle_uss_kib": _median(uss),
-        }
+    def cold(self, settle_s: float) -> dict[str, float]:
+        """One wrapper: spawn → `running`, with the task's environment from the start."""
+        worker_id = f"cold-{uuid.uuid4().hex[:8]}"
+        started = time.perf_counter()
+        proc = self.spawn(worker_id, self._task_env(worker_id), "starting")
+        self.wait_status(worker_id, proc, "running")
+        wall = time.perf_counter() - started
+        cpu = _cpu_s(proc.pid)
+        time.sleep(settle_s)
+        rss, uss = _memory_kib(proc.pid)
+        self.stop(proc)
+        return {"wall_s": wall, "cpu_s": cpu, "idle_rss_kib": rss, "idle_uss_kib": uss}
 
-    def warm(self, rounds: int, settle_s: float, idle_s: float, adapter: str) -> dict[str, Any]:
-        """Spawn → `warm`, idle size and CPU, bind → `running`."""
-        walls, cpus, rss, uss, binds, idle_cpu = [], [], [], [], [], []
-        for index in range(rounds):
-            worker_id = f"warm-{uuid.uuid4().hex[:8]}"
-            extra = {"WORKER_WARM": "1", "WORKER_BIND_KEY": f"bench-bind:{worker_id}"}
-            if adapter:
-                extra["WORKER_ADAPTER"] = adapter
-            started = time.perf_counter()
-            proc = self.spawn(worker_id, self._env(worker_id, extra), "warming")
-            self.wait_status(worker_id, proc, "warm")
-            walls.append(time.perf_counter() - started)
-            cpus.append(_cpu_s(proc.pid))
-            time.sleep(settle_s)
-            if index == 0 and idle_s > 0:
-                before = _cpu_s(proc.pid)
-                time.sleep(idle_s)
-                idle_cpu.append(_cpu_s(proc.pid) - before)
-            memory = _memory_kib(proc.pid)
-            rss.append(memory[0])
-            uss.append(memory[1])
-            self.redis.hset(f"bench-worker:{worker_id}", "status", "starting")
-            started = time.perf_counter()
-            self.redis.rpush(f"bench-bind:{worker_id}", json.dumps(self._task_env(worker_id)))
-            self.wait_status(worker_id, proc, "running")
-            binds.append(time.perf_counter() - started)
-            self.stop(proc)
-        return {
-            "adapter": adapter or None,
-            "to_warm_wall_s": _median(walls),
-            "to_warm_cpu_s": _median(cpus),
-            "idle_rss_kib": _median(rss),
-            "idle_uss_kib": _median(uss),
-            "idle_cpu_ms_per_s": (idle_cpu[0] / idle_s * 1000) if idle_cpu else None,
-            "bind_s": _median(binds),
-        }
+    def warm(self, settle_s: float, idle_s: float, adapter: str) -> dict[str, float]:
+        """One warm wrapper: spawn → `warm`, idle size (and CPU over `idle_s`), bind →
+        `running`."""
+        worker_id = f"warm-{uuid.uuid4().hex[:8]}"
+        extra = {"WORKER_WARM": "1", "WORKER_BIND_KEY": f"bench-bind:{worker_id}"}
+        if adapter:
+            extra["WORKER_ADAPTER"] = adapter
+        started = time.perf_counter()
+        proc = self.spawn(worker_id, self._env(worker_id, extra), "warming")
+        self.wait_status(worker_id, proc, "warm")
+        sample = {"to_warm_wall_s": time.perf_counter() - started, "to_warm_cpu_s": 0.0}
+        sample["to_warm_cpu_s"] = _cpu_s(proc.pid)
+        time.sleep(settle_s)
+        if idle_s > 0:
+            before = _cpu_s(proc.pid)
+            time.sleep(idle_s)
+            sample["idle_cpu_ms_per_s"] = (_cpu_s(proc.pid) - before) / idle_s * 1000
+        sample["idle_rss_kib"], sample["idle_uss_kib"] = _memory_kib(proc.pid)
+        self.redis.hset(f"bench-worker:{worker_id}", "status", "starting")
+        started = time.perf_counter()
+        self.redis.rpush(f"bench-bind:{worker_id}", json.dumps(self._task_env(worker_id)))
+        self.wait_status(worker_id, proc, "running")
+        sample["bind_s"] = time.perf_counter() - started
+        self.stop(proc)
+        return sample
+
+
+def medians(samples: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over the samples (those that have it)."""
+    names = {name for sample in samples for name in sample}
+    return {
+        name: _median([sample[name] for sample in samples if name in sample])
+        for name in sorted(names)
+    }
 
 
 @contextlib.contextmanager
 def source_tree(ref: str | None) -> Iterator[Path]:
-    """This checkout, or a copy of revision `ref` (`git archive`)."""
+    """A copy of revision `ref` (`git archive`); this checkout when there is none."""
     if ref is None:
         yield ROOT
         return
@@ -256,23 +242,46 @@ def source_tree(ref: str | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def measure(tree: Path, redis_url: str, options: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of one source tree."""
-    figures: dict[str, Any] = floor_and_imports(tree, options.rounds)
+def measure(
+    trees: dict[str, Path], redis_url: str, options: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Every figure of each source tree, the trees taking turns round by round (so that a
+    change of the machine's load falls on each alike)."""
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {
+        name: {"floor": [], "cold": [], "warm": [], "warm_claude": []} for name in trees
+    }
     with tempfile.TemporaryDirectory(prefix="bench-wrapper-") as work:
-        wrappers = Wrappers(tree, redis_url, Path(work))
+        wrappers = {
+            name: Wrappers(tree, redis_url, Path(work) / str(index))
+            for index, (name, tree) in enumerate(trees.items())
+        }
         try:
-            wrappers.cold(1, 0.0)  # the page cache warm for this tree
-            figures["cold"] = wrappers.cold(options.rounds, options.settle_s)
-            figures["warm"] = wrappers.warm(
-                options.warm_rounds, options.settle_s, options.idle_s, ""
-            )
-            figures["warm_claude"] = wrappers.warm(
-                options.warm_rounds, options.settle_s, 0.0, "claude-code"
-            )
+            for each in wrappers.values():
+                each.cold(0.0)  # compiled and in the page cache before the timed rounds
+            for _ in range(options.rounds):
+                for name, each in wrappers.items():
+                    samples[name]["floor"].append(floor_and_imports(each.tree))
+                    samples[name]["cold"].append(each.cold(options.settle_s))
+            for index in range(options.warm_rounds):
+                idle_s = options.idle_s if index == 0 else 0.0
+                for name, each in wrappers.items():
+                    samples[name]["warm"].append(each.warm(options.settle_s, idle_s, ""))
+                    claude = each.warm(options.settle_s, 0.0, "claude-code")
+                    samples[name]["warm_claude"].append(claude)
         finally:
-            wrappers.stop_all()
-    return figures
+            for each in wrappers.values():
+                each.stop_all()
+    runs: dict[str, dict[str, Any]] = {}
+    for name, kinds in samples.items():
+        cold = medians(kinds["cold"])
+        cold["cpu_min_s"] = min(sample["cpu_s"] for sample in kinds["cold"])
+        runs[name] = {
+            **medians(kinds["floor"]),
+            "cold": cold,
+            "warm": medians(kinds["warm"]) | {"adapter": None},
+            "warm_claude": medians(kinds["warm_claude"]) | {"adapter": "claude-code"},
+        }
+    return runs
 
 
 def _mib(kib: float) -> str:
@@ -283,7 +292,7 @@ def report(runs: dict[str, dict[str, Any]]) -> None:
     """Print the figures of each source tree."""
     for name, f in runs.items():
         cold, warm, claude = f["cold"], f["warm"], f["warm_claude"]
-        idle = warm["idle_cpu_ms_per_s"]
+        idle = warm.get("idle_cpu_ms_per_s")
         print(f"== {name}")
         print(
             f"interpreter floor (python -c pass): {f['floor_wall_s'] * 1000:.0f} ms wall, "
@@ -341,12 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     run_context = bench_record.context()
     started = time.perf_counter()
-    runs: dict[str, dict[str, Any]] = {}
-    with RedisServer() as server:
-        runs["this checkout"] = measure(ROOT, server.url, options)
+    with RedisServer() as server, source_tree(options.against) as other:
+        trees = {"this checkout": ROOT}
         if options.against:
-            with source_tree(options.against) as tree:
-                runs[options.against] = measure(tree, server.url, options)
+            trees[options.against] = other
+        runs = measure(trees, server.url, options)
     elapsed_s = time.perf_counter() - started
     load_after = [round(x, 2) for x in os.getloadavg()]
     figures: dict[str, Any] = {
