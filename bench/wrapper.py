@@ -17,7 +17,8 @@ Figures:
 - warm worker (`WORKER_WARM=1`, as the pool starts it): spawn to `warm`, its idle RSS and
   USS, the CPU it uses over `--idle-s` seconds of waiting (its reads block ~4.5 s each), and
   the bind: the task's environment pushed to its binding list → its record `running`;
-  once without `WORKER_ADAPTER` and once with `WORKER_ADAPTER=claude-code` (preloaded).
+  once without `WORKER_ADAPTER` and once with `WORKER_ADAPTER=builtin`, the adapter it is
+  then bound to, as the pool starts it (imported while warm).
 
 `--against REF` measures the same in a copy of the git revision REF (`git archive`, run
 with this interpreter and virtual environment) side by side with this checkout, in the same
@@ -248,7 +249,7 @@ def measure(
     """Every figure of each source tree, the trees taking turns round by round (so that a
     change of the machine's load falls on each alike)."""
     samples: dict[str, dict[str, list[dict[str, float]]]] = {
-        name: {"floor": [], "cold": [], "warm": [], "warm_claude": []} for name in trees
+        name: {"floor": [], "cold": [], "warm": [], "warm_preloaded": []} for name in trees
     }
     with tempfile.TemporaryDirectory(prefix="bench-wrapper-") as work:
         wrappers = {
@@ -266,8 +267,8 @@ def measure(
                 idle_s = options.idle_s if index == 0 else 0.0
                 for name, each in wrappers.items():
                     samples[name]["warm"].append(each.warm(options.settle_s, idle_s, ""))
-                    claude = each.warm(options.settle_s, 0.0, "claude-code")
-                    samples[name]["warm_claude"].append(claude)
+                    preloaded = each.warm(options.settle_s, 0.0, "builtin")
+                    samples[name]["warm_preloaded"].append(preloaded)
         finally:
             for each in wrappers.values():
                 each.stop_all()
@@ -279,7 +280,7 @@ def measure(
             **medians(kinds["floor"]),
             "cold": cold,
             "warm": medians(kinds["warm"]) | {"adapter": None},
-            "warm_claude": medians(kinds["warm_claude"]) | {"adapter": "claude-code"},
+            "warm_preloaded": medians(kinds["warm_preloaded"]) | {"adapter": "builtin"},
         }
     return runs
 
@@ -291,7 +292,7 @@ def _mib(kib: float) -> str:
 def report(runs: dict[str, dict[str, Any]]) -> None:
     """Print the figures of each source tree."""
     for name, f in runs.items():
-        cold, warm, claude = f["cold"], f["warm"], f["warm_claude"]
+        cold, warm, preloaded = f["cold"], f["warm"], f["warm_preloaded"]
         idle = warm.get("idle_cpu_ms_per_s")
         print(f"== {name}")
         print(
@@ -313,8 +314,9 @@ def report(runs: dict[str, dict[str, Any]]) -> None:
             f"{warm['bind_s'] * 1000:.0f} ms"
         )
         print(
-            f"warm worker, WORKER_ADAPTER=claude-code: idle RSS {_mib(claude['idle_rss_kib'])}, "
-            f"USS {_mib(claude['idle_uss_kib'])}; bind → running {claude['bind_s'] * 1000:.0f} ms"
+            f"warm worker, WORKER_ADAPTER=builtin (preloaded, as the pool starts it): idle RSS "
+            f"{_mib(preloaded['idle_rss_kib'])}, USS {_mib(preloaded['idle_uss_kib'])}; "
+            f"bind → running {preloaded['bind_s'] * 1000:.0f} ms"
         )
     if len(runs) == 2:
         (new_name, new), (old_name, old) = runs.items()

@@ -32,4 +32,4 @@ def test_the_wrapper_benchmark_prints_and_saves_every_figure() -> None:
     assert run["cold"]["cpu_s"] > 0
     assert run["cold"]["idle_uss_kib"] > 0
     assert run["warm"]["bind_s"] > 0
-    assert run["warm_claude"]["adapter"] == "claude-code"
+    assert run["warm_preloaded"]["adapter"] == "builtin"
