@@ -394,3 +394,23 @@ async def test_the_pool_names_the_adapter_its_warm_workers_preload(
     assert created.worker_id == warm.worker_id
     assert env["WORKER_ADAPTER"] == (await client.record(warm.worker_id)).adapter
     assert (await client.delete(warm.worker_id)).success
+
+
+def test_traces_still_work_in_a_worker_that_skips_unused_imports() -> None:
+    """With OTEL_* asking for traces, the worker's lazily imported tracing SDK exports its
+    spans although the SDK's metrics are marked absent."""
+    code = (
+        "from services.worker_wrapper.__main__ import skip_unused_imports\n"
+        "skip_unused_imports()\n"
+        "import services.worker_wrapper.main\n"
+        "from opentelemetry import trace\n"
+        "from shared.observability.tracing import configure_tracing, shutdown_tracing\n"
+        "assert configure_tracing('worker') is not None\n"
+        "with trace.get_tracer('t').start_as_current_span('worker-span'):\n"
+        "    pass\n"
+        "shutdown_tracing()\n"
+    )
+    done = _python(code, {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "bench"})
+    assert done.returncode == 0, done.stderr
+    assert '"name": "worker-span"' in done.stdout
+    assert '"service.name": "bench-worker"' in done.stdout
