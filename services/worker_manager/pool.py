@@ -43,8 +43,13 @@ from redis.exceptions import RedisError
 
 from services.worker_manager import cpu_priority
 from services.worker_manager import workspace as files
+from services.worker_manager.adapters import choose_adapter
 from services.worker_manager.agent_env import with_orchestrator_on_path
-from services.worker_manager.errors import WorkerManagerError, WorkerStartError
+from services.worker_manager.errors import (
+    InvalidWorkerConfigError,
+    WorkerManagerError,
+    WorkerStartError,
+)
 from services.worker_manager.keys import bind_key, registry_key
 from services.worker_manager.registry import WARM_STATUSES, WorkerRecord
 from services.worker_manager.runtime import WorkerSpec
@@ -257,8 +262,11 @@ class WarmPool:
                 "WORKER_REGISTRY_KEY": registry_key(worker_id),
                 "WORKER_BIND_KEY": bind_key(worker_id),
                 "WORKER_HEARTBEAT_INTERVAL_S": str(beat_s),
+                "WORKER_HEARTBEAT_TIMEOUT_S": str(settings.heartbeat_timeout_s),
             }
         )
+        with contextlib.suppress(InvalidWorkerConfigError):  # the create will say why
+            env["WORKER_ADAPTER"] = choose_adapter(settings, key[0])  # imported while warm
         self.spawning[worker_id] = key
         try:
             await manager.registry.put(record)

@@ -3,36 +3,63 @@
 Settings come from the environment (`WORKER_*`, see `settings.py`); the arguments only name
 the process in the process table, so the manager can find its workers after a restart (`--home`:
 the manager's data directory, which keeps two systems on one machine apart).
-With `WORKER_WARM=1` the wrapper first waits for its task's environment (`warm.py`).
+With `WORKER_WARM=1` the wrapper first waits for its task's environment (`warm.py`); with
+`WORKER_ADAPTER` in that warm environment it imports that adapter before waiting too.
+
+Run as a program, the wrapper first marks packages it never uses as absent
+(`skip_unused_imports`), which keeps a worker's start and its idle size down; its log lines
+never render local variables (`configure_worker_logs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import logging
 import os
 import sys
 
-import structlog
+__all__ = ["UNUSED_IN_WORKERS", "configure_worker_logs", "main", "skip_unused_imports"]
 
-from services.worker_wrapper.main import run_wrapper
-from services.worker_wrapper.settings import WrapperSettings
-from services.worker_wrapper.warm import WarmEnv, wait_for_binding
-from shared.observability.context import current_actor
-from shared.observability.tracing import TracingConfigError, configure_tracing, shutdown_tracing
+UNUSED_IN_WORKERS = ("rich", "colorama", "better_exceptions", "opentelemetry.sdk.metrics")
+"""Packages a worker never uses that its libraries import when present: structlog's pretty
+console (rich, colorama; rich's tracebacks printed every frame's local variables, secrets
+included) and redis-py's OpenTelemetry metrics hooks (the SDK's metrics, ~80 ms)."""
+
+
+def skip_unused_imports() -> None:
+    """Make `import` of `UNUSED_IN_WORKERS` fail in this process (as if not installed), so
+    the libraries that try them take their plain path. For the worker's own process only:
+    call it before anything else is imported (a package imported already stays)."""
+    for name in UNUSED_IN_WORKERS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the identifying arguments, read settings, serve until SIGTERM."""
+    import asyncio
+
+    from services.worker_wrapper.main import run_wrapper
+    from services.worker_wrapper.settings import WrapperSettings
+    from services.worker_wrapper.warm import WarmEnv, wait_for_binding
+    from shared.observability.context import current_actor
+    from shared.observability.tracing import (
+        TracingConfigError,
+        configure_tracing,
+        shutdown_tracing,
+    )
+
     parser = argparse.ArgumentParser(prog="python -m services.worker_wrapper")
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--manager-id", required=True)
     parser.add_argument("--home", help="the data directory of the manager that started it")
     args = parser.parse_args(argv)
     if os.environ.get("WORKER_WARM") == "1":
-        _configure_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))
+        configure_worker_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))
+        adapter = os.environ.get("WORKER_ADAPTER")
+        if adapter:
+            from services.worker_wrapper.agents import preload_adapter
+
+            preload_adapter(adapter)
         binding = asyncio.run(wait_for_binding(WarmEnv(dict(os.environ))))
         if binding is None:
             return 0
@@ -42,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.id != args.worker_id:
         print(f"--worker-id {args.worker_id} does not match WORKER_ID", file=sys.stderr)  # noqa: T201
         return 2
-    _configure_logs(settings.log_level)
+    configure_worker_logs(settings.log_level)
     current_actor.set("worker")
     try:
         configure_tracing("worker")
@@ -59,13 +86,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _configure_logs(level: str) -> None:
+def configure_worker_logs(level: str) -> None:
+    """structlog's console lines (on stdout, as before) at `level`, tracebacks as plain
+    text: the frames' file, line and code, never their local variables (a wrapper's locals
+    hold its task's environment, keys included)."""
+    import logging
+
+    import structlog
+
     structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stdout.isatty(), exception_formatter=structlog.dev.plain_traceback
+            ),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        )
+        ),
     )
 
 
 if __name__ == "__main__":
+    skip_unused_imports()
     sys.exit(main())

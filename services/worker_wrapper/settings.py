@@ -3,37 +3,54 @@
 The worker-manager builds this environment when it starts a worker; the wrapper strips
 every variable it reads (`WORKER_*`, `REDIS_URL`) before starting the agent, so the agent
 never sees the Redis address or the wrapper's controls.
+
+Read without pydantic-settings (whose import and sources cost a worker ~45 ms at every start):
+`wrapper_env` picks the variables out of the environment the way pydantic-settings would
+(prefix `WORKER_`, names case-insensitive, `REDIS_URL` as a fallback for `WORKER_REDIS_URL`,
+list and object fields as JSON) and pydantic validates them as before; values passed to
+`WrapperSettings(...)` win over the environment. `tests/workers/test_wrapper_start.py` pins that
+both readings agree, bad values included.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.worker_wrapper.agents.codex import CodexSandbox
-from services.worker_wrapper.agents.command import CommandOutputFormat
-from services.worker_wrapper.agents.factory_droid import AutonomyLevel
+from services.worker_wrapper.agents.kinds import AutonomyLevel, CodexSandbox, CommandOutputFormat
 from shared.droid_byok import DroidByok
 
-__all__ = ["CONTROL_ENV_PREFIXES", "AdapterName", "WrapperSettings"]
+__all__ = ["CONTROL_ENV_PREFIXES", "ENV_PREFIX", "AdapterName", "WrapperSettings", "wrapper_env"]
 
 AdapterName = Literal["claude-code", "factory-droid", "codex", "command", "builtin"]
 CONTROL_ENV_PREFIXES = ("WORKER_", "REDIS_URL", "ORCHESTRATOR_", "OTEL_")
 """Variables with these prefixes belong to the wrapper and never reach the agent (`OTEL_*`
 configure the wrapper's own traces and may hold an exporter's credentials)."""
+ENV_PREFIX = "WORKER_"
+_FALLBACKS = {"redis_url": ("redis_url",)}
+"""Fields also read from a variable without the prefix (names in lower case)."""
+_JSON_FIELDS = frozenset({"claude_command", "droid_command", "codex_command", "command_template"})
+"""Fields whose variable is JSON; a value that is not JSON is an error."""
+_JSON_OR_TEXT_FIELDS = frozenset({"droid_byok"})
+"""Fields whose variable is JSON when it parses (else the text goes to validation as is)."""
 
 
-class WrapperSettings(BaseSettings):
+class WrapperSettings(BaseModel):
     """Everything a wrapper needs to know; every field comes from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+    """Errors name the field and the problem, never the value (a Redis URL carries a
+    password)."""
 
     id: str
     """The worker id; names the streams `worker:{id}:input` / `worker:{id}:output`."""
-    redis_url: str = Field(validation_alias=AliasChoices("WORKER_REDIS_URL", "REDIS_URL"))
+    redis_url: str
+    """`WORKER_REDIS_URL`, or `REDIS_URL` when that is unset."""
     registry_key: str
     """The Redis hash of this worker in the manager's registry (heartbeats go there)."""
     workspace: Path
@@ -84,3 +101,43 @@ class WrapperSettings(BaseSettings):
     ready_key: str | None = None
     """A bound warm wrapper's binding list: the wrapper reports `running` only once the
     manager pushes `go` there (its workspace is ready; see `worker_manager/pool.py`)."""
+
+    def __init__(self, **values: Any) -> None:
+        """The given values over the environment's (every field may come from either)."""
+        super().__init__(**values)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        """The environment's values under the ones given."""
+        if not isinstance(data, dict):
+            return data
+        return {**wrapper_env(os.environ), **data}
+
+
+def wrapper_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The values of `WrapperSettings`' fields in `environ`, by field name, before
+    validation. A list field whose variable is not JSON is a `ValueError` naming the
+    variable (not its value)."""
+    lowered = {name.lower(): value for name, value in environ.items()}
+    prefix = ENV_PREFIX.lower()
+    found: dict[str, Any] = {}
+    for field in WrapperSettings.model_fields:
+        for name in (prefix + field, *_FALLBACKS.get(field, ())):
+            if name in lowered:
+                found[field] = _decode(field, name, lowered[name])
+                break
+    return found
+
+
+def _decode(field: str, variable: str, value: str) -> Any:
+    if field not in _JSON_FIELDS and field not in _JSON_OR_TEXT_FIELDS:
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        if field in _JSON_OR_TEXT_FIELDS:
+            return value
+        raise ValueError(
+            f'{variable.upper()} must be a JSON list of strings, e.g. ["claude", "--verbose"]'
+        ) from None

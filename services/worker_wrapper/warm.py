@@ -26,6 +26,9 @@ __all__ = ["WarmEnv", "wait_for_binding"]
 
 log = structlog.get_logger("services.worker_wrapper")
 
+IDLE_BLOCK_S = 4.5
+"""How long one idle read of the binding list blocks (unless the heartbeat timeout is short)."""
+
 _READY = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'warming' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'warm', 'heartbeat_at', ARGV[1])
@@ -50,8 +53,17 @@ class WarmEnv:
             self.bind_key = env["WORKER_BIND_KEY"]
         except KeyError as exc:
             raise ValueError(f"a warm wrapper needs {exc.args[0]} in its environment") from None
-        self.interval_s = float(env.get("WORKER_HEARTBEAT_INTERVAL_S", "2.0"))
-        self.orphan_after_s = float(env.get("WORKER_ORPHAN_AFTER_S", "600"))
+        try:
+            self.interval_s = float(env.get("WORKER_HEARTBEAT_INTERVAL_S", "2.0"))
+            self.timeout_s = float(env.get("WORKER_HEARTBEAT_TIMEOUT_S", "30"))
+            self.orphan_after_s = float(env.get("WORKER_ORPHAN_AFTER_S", "600"))
+        except ValueError:
+            raise ValueError(
+                "WORKER_HEARTBEAT_INTERVAL_S, WORKER_HEARTBEAT_TIMEOUT_S and "
+                "WORKER_ORPHAN_AFTER_S must be numbers of seconds"
+            ) from None
+        self.block_s = max(self.interval_s, min(IDLE_BLOCK_S, self.timeout_s / 3))
+        """How long one read of the binding list blocks (a heartbeat after each)."""
 
 
 async def wait_for_binding(warm: WarmEnv) -> dict[str, str] | None:
@@ -69,7 +81,7 @@ async def wait_for_binding(warm: WarmEnv) -> dict[str, str] | None:
         log.info("warm_worker_ready", worker_id=warm.worker_id)
         last_ok = time.monotonic()
         while not stopping.is_set():
-            popping = asyncio.create_task(_pop(redis, warm.bind_key, warm.interval_s))
+            popping = asyncio.create_task(_pop(redis, warm.bind_key, warm.block_s))
             stop_wait = asyncio.create_task(stopping.wait())
             await asyncio.wait({popping, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()

@@ -8,8 +8,6 @@ import socket
 import uuid
 from pathlib import Path
 
-import psutil
-
 from shared import registry
 
 __all__ = [
@@ -63,6 +61,8 @@ def consumer_died_here(name: str) -> bool:
         return False
     if host != consumer_host() or int(pid_text) == os.getpid():
         return False
+    import psutil  # here: most processes never call this (a worker's start skips ~20 ms)
+
     try:
         return psutil.Process(int(pid_text)).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

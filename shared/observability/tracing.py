@@ -20,23 +20,20 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
 from opentelemetry.trace import Link, Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.util.types import Attributes
 
 from shared.observability.context import current_actor
+
+if TYPE_CHECKING:  # the SDK is imported once traces are asked for (a worker's start skips it)
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
     "ActorTracerProvider",
@@ -89,6 +86,8 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter:
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is supported"
         )
     if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
         return ConsoleSpanExporter()
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -116,6 +115,9 @@ class ActorTracerProvider(TracerProvider):
         with self._lock:
             provider = self._providers.get(actor)
             if provider is None:
+                from opentelemetry.sdk.resources import Resource
+                from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
                 resource = Resource.create(
                     {"service.name": f"{self.prefix}-{actor}", "orchestrator.actor": actor}
                 )
@@ -217,6 +219,8 @@ def configure_tracing(
         return _configured
     if exporter is None and not tracing_requested(env):
         return None
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     span_exporter = exporter if exporter is not None else _exporter(env)
     prefix = (env.get("OTEL_SERVICE_NAME") or "orchestrator").strip() or "orchestrator"
     provider = ActorTracerProvider(prefix, BatchSpanProcessor(span_exporter), default_actor)

@@ -1,15 +1,19 @@
 """Coding agents behind one `Agent` protocol: Claude Code, Factory Droid, Codex, any command,
 built-in.
 
-`build_agent` picks the adapter the wrapper's settings name.
+`build_agent` picks the adapter the wrapper's settings name and imports only its module: a
+worker pays for the adapter it runs, not for all of them (the codex and droid adapters bring
+httpx, the built-in one the contracts). The adapter classes are importable from here as
+before; each is imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -18,17 +22,14 @@ from services.worker_wrapper.agents.base import (
     AgentRequest,
     AgentResult,
 )
-from services.worker_wrapper.agents.builtin import BuiltinAgent
-from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
-from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
-from services.worker_wrapper.agents.cli_agent import CliOptions
-from services.worker_wrapper.agents.codex import CodexAgent
-from services.worker_wrapper.agents.command import CommandAgent
-from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
-from services.worker_wrapper.agents.pricing import Budget
 from services.worker_wrapper.errors import AgentConfigError
 
 if TYPE_CHECKING:
+    from services.worker_wrapper.agents.builtin import BuiltinAgent
+    from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
+    from services.worker_wrapper.agents.codex import CodexAgent
+    from services.worker_wrapper.agents.command import CommandAgent
+    from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
     from services.worker_wrapper.settings import WrapperSettings
 
 __all__ = [
@@ -43,9 +44,44 @@ __all__ = [
     "CommandAgent",
     "FactoryDroidAgent",
     "build_agent",
+    "preload_adapter",
     "resolve_user",
 ]
 
+
+_ADAPTER_MODULES = {
+    "BuiltinAgent": "builtin",
+    "ClaudeCodeAgent": "claude_code",
+    "CodexAgent": "codex",
+    "CommandAgent": "command",
+    "FactoryDroidAgent": "factory_droid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The adapter classes, imported when first asked for."""
+    module = _ADAPTER_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def preload_adapter(adapter: str) -> None:
+    """Import the modules adapter `adapter` (a `WORKER_ADAPTER` value) runs with, ahead of
+    its task (a warm wrapper); an unknown name imports nothing (the bound settings refuse it)."""
+    for module in _ADAPTER_IMPORTS.get(adapter, ()):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_ADAPTER_IMPORTS: dict[str, tuple[str, ...]] = {
+    "claude-code": ("claude_code", "pricing"),
+    "factory-droid": ("factory_droid", "pricing"),
+    "codex": ("codex", "pricing"),
+    "command": ("command",),
+    "builtin": ("builtin", "builtin_po"),
+}
 
 _NUMERIC_USER = re.compile(r"^(?P<uid>\d+)(?::(?P<gid>\d+))?$")
 
@@ -74,6 +110,23 @@ def resolve_user(name: str | None) -> tuple[int, int] | None:
 def build_agent(settings: WrapperSettings) -> Agent:
     """The adapter named by `settings.adapter`, configured from the settings."""
     run_as = resolve_user(settings.agent_user)
+    if settings.adapter == "command":
+        from services.worker_wrapper.agents.command import CommandAgent
+
+        return CommandAgent(
+            settings.command_template,
+            output_format=settings.command_output_format,
+            kill_grace_s=settings.kill_grace_s,
+            run_as=run_as,
+        )
+    if settings.adapter not in ("claude-code", "factory-droid", "codex"):
+        from services.worker_wrapper.agents.builtin import BuiltinAgent
+        from services.worker_wrapper.agents.builtin_po import BuiltinPoAgent
+
+        return BuiltinPoAgent(fallback=BuiltinAgent())
+    from services.worker_wrapper.agents.cli_agent import CliOptions
+    from services.worker_wrapper.agents.pricing import Budget
+
     budgets: list[Budget] = []
     if settings.month_budget_usd is not None:
         month = Budget(settings.month_budget_usd, settings.month_spent_usd, what="user month")
@@ -85,6 +138,8 @@ def build_agent(settings: WrapperSettings) -> Agent:
         budgets=budgets,
     )
     if settings.adapter == "claude-code":
+        from services.worker_wrapper.agents.claude_code import ClaudeCodeAgent
+
         return ClaudeCodeAgent(
             settings.claude_command,
             permission_mode=settings.claude_permission_mode,
@@ -94,6 +149,8 @@ def build_agent(settings: WrapperSettings) -> Agent:
             **options,
         )
     if settings.adapter == "factory-droid":
+        from services.worker_wrapper.agents.factory_droid import FactoryDroidAgent
+
         return FactoryDroidAgent(
             settings.droid_command,
             autonomy=settings.droid_autonomy,
@@ -102,20 +159,13 @@ def build_agent(settings: WrapperSettings) -> Agent:
             factory_home=settings.session_dir / "droid-home",
             **options,
         )
-    if settings.adapter == "codex":
-        return CodexAgent(
-            settings.codex_command,
-            model=settings.codex_model,
-            base_url=settings.codex_base_url,
-            sandbox=settings.codex_sandbox,
-            max_retries=settings.codex_max_retries,
-            **options,
-        )
-    if settings.adapter == "command":
-        return CommandAgent(
-            settings.command_template,
-            output_format=settings.command_output_format,
-            kill_grace_s=settings.kill_grace_s,
-            run_as=run_as,
-        )
-    return BuiltinPoAgent(fallback=BuiltinAgent())
+    from services.worker_wrapper.agents.codex import CodexAgent
+
+    return CodexAgent(
+        settings.codex_command,
+        model=settings.codex_model,
+        base_url=settings.codex_base_url,
+        sandbox=settings.codex_sandbox,
+        max_retries=settings.codex_max_retries,
+        **options,
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Unpack
+from typing import Any, Unpack
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -27,13 +27,13 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.cli_agent import CliAgent, CliOptions
+from services.worker_wrapper.agents.kinds import CodexSandbox
 from services.worker_wrapper.agents.metering import UsageRelay
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
 
 __all__ = ["CodexAgent", "CodexSandbox", "CodexStreamParser"]
 
-CodexSandbox = Literal["bypass", "danger-full-access", "workspace-write"]
 """`bypass`: no sandbox and no approvals (the worker is the sandbox); the others are Codex's
 own sandbox modes (they need a kernel that allows them, and block network access)."""
 

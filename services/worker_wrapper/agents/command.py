@@ -13,7 +13,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -26,12 +25,12 @@ from services.worker_wrapper.agents.claude_code import ClaudeStreamParser
 from services.worker_wrapper.agents.cli_agent import run_stream_agent, write_prompt_file
 from services.worker_wrapper.agents.codex import CodexStreamParser
 from services.worker_wrapper.agents.factory_droid import DroidStreamParser
+from services.worker_wrapper.agents.kinds import CommandOutputFormat
 from services.worker_wrapper.agents.streams import error_text
 from services.worker_wrapper.errors import AgentConfigError
 
 __all__ = ["CommandAgent", "CommandOutputFormat", "TextStreamParser"]
 
-CommandOutputFormat = Literal["text", "claude-stream-json", "droid-stream-json", "codex-json"]
 _PLACEHOLDERS = ("{workspace}", "{prompt_file}", "{session_id}")
 
 

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Unpack
+from typing import Any, Unpack
 
 from services.worker_wrapper.agents.base import (
     ActivitySink,
@@ -37,14 +37,13 @@ from services.worker_wrapper.agents.base import (
     AgentResult,
 )
 from services.worker_wrapper.agents.cli_agent import CliAgent, CliOptions, write_prompt_file
+from services.worker_wrapper.agents.kinds import AutonomyLevel
 from services.worker_wrapper.agents.metering import UsageRelay
 from services.worker_wrapper.agents.stream_json import StreamJsonParser
 from services.worker_wrapper.agents.streams import error_text
 from shared.droid_byok import DroidByok
 
 __all__ = ["AutonomyLevel", "DroidByok", "DroidStreamParser", "FactoryDroidAgent"]
-
-AutonomyLevel = Literal["low", "medium", "high"]
 
 
 def byok_settings(

@@ -17,8 +17,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["CliOutcome", "drop_privileges_argv", "kill_process_tree", "run_cli"]
 
@@ -42,6 +44,8 @@ class CliOutcome:
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
+    import psutil  # here, as in kill_process_tree: a worker that never kills skips its import
+
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -55,6 +59,8 @@ def kill_process_tree(pid: int, *, grace_s: float = 2.0) -> None:
     code. Descendants that left the group (their own session) are found through the
     process table before anything is signalled, and killed too.
     """
+    import psutil
+
     strays = _descendants(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
