@@ -187,3 +187,81 @@ async def test_published_rows_are_purged_at_most_once_per_interval(
     assert await relay.publish_pending() == 1
     assert await all_rows(api.database) == 0
     assert len(await redis_client.xrange(DEPLOY.name) or []) == 6
+
+
+async def test_a_batch_is_published_in_one_round_trip_each_row_with_its_correlation(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Every pending row of a batch goes to Redis in one `add_many` (no single `add`), each
+    with its own task's correlation id, in order; the relay counts the batch."""
+    engineering = await create_tasks(api, 3, TaskType.ENGINEERING)
+    deploy = await create_tasks(api, 2, TaskType.DEPLOY)
+    bus = Bus(redis_client, actor=registry.Actor.API)
+    transport = bus.publisher.transport
+    calls: list[str] = []
+    add_many, add = transport.add_many, transport.add
+
+    async def counted_add_many(*args: object, **kwargs: object) -> list[str]:
+        calls.append("add_many")
+        return await add_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def counted_add(*args: object, **kwargs: object) -> str:
+        calls.append("add")
+        return await add(*args, **kwargs)  # type: ignore[arg-type]
+
+    transport.add_many = counted_add_many  # type: ignore[method-assign]
+    transport.add = counted_add  # type: ignore[method-assign]
+    relay = OutboxRelay(api.database, bus)
+    assert await relay.publish_pending() == 5
+    assert calls == ["add_many"]
+    assert (relay.published, relay.batches) == (5, 1)
+    assert await relay.publish_pending() == 0
+    assert relay.batches == 1  # an empty batch is no round trip
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == engineering  # type: ignore[attr-defined]
+    assert [m.task_id for _, m in await stream_messages(redis_client, DEPLOY.name)] == deploy  # type: ignore[attr-defined]
+    async with api.database.sessionmaker() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    correlations = {row.correlation_id for row in rows}
+    assert len(correlations) == 5  # each task its own
+    published = await stream_messages(redis_client, ENGINEERING.name) + await stream_messages(
+        redis_client, DEPLOY.name
+    )
+    assert {env.correlation_id for env, _ in published} == correlations
+
+
+async def test_a_row_that_does_not_decode_ends_the_batch_before_it(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """The rows before a broken row are published and marked; the broken row records its
+    error and stays pending, with the rows after it, and the relay raises; the same again
+    on the next batch (the order of the stream is kept)."""
+    first = await create_tasks(api, 2, TaskType.ENGINEERING)
+    async with api.database.sessionmaker() as session:
+        broken = OutboxMessage(
+            stream=ENGINEERING.name,
+            message_type="NoSuchMessage",
+            payload="{}",
+            correlation_id="broken",
+        )
+        session.add(broken)
+        await session.commit()
+        broken_id = broken.id
+    after = await create_tasks(api, 1, TaskType.ENGINEERING)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    for attempt in (1, 2):
+        try:
+            await relay.publish_pending()
+        except registry.WrongMessageTypeError:
+            pass
+        else:
+            raise AssertionError("the broken row did not fail its batch")
+        pending = await pending_rows(api.database)
+        assert pending[0].id == broken_id
+        assert len(pending) == 2  # the broken row and the task created after it
+        assert pending[0].attempts == attempt
+        assert "NoSuchMessage" in (pending[0].last_error or "")
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == first  # type: ignore[attr-defined]
+    assert after[0] not in {m.task_id for _, m in sent}  # type: ignore[attr-defined]
+    assert relay.batches == 1
