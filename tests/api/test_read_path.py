@@ -36,7 +36,8 @@ async def _revoke_in_database(database: Database, secret: str) -> None:
 
 @contextmanager
 def counted_commits(database: Database) -> Iterator[list[int]]:
-    """Count the commits the engine sees while inside."""
+    """Count the commits the engine sees while inside, and the direct path's (a create's
+    transaction on a direct connection, `direct.py`)."""
     seen = [0]
 
     def on_commit(_connection: object) -> None:
@@ -44,10 +45,12 @@ def counted_commits(database: Database) -> Iterator[list[int]]:
 
     engine = database.engine.sync_engine
     event.listen(engine, "commit", on_commit)
+    direct = database.direct.commits
     try:
         yield seen
     finally:
         event.remove(engine, "commit", on_commit)
+        seen[0] += database.direct.commits - direct
 
 
 async def test_a_revocation_through_this_process_applies_at_once(api: ApiHarness) -> None:

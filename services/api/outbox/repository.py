@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Row, Table, bindparam, delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.db import utc_now
@@ -15,7 +15,7 @@ from services.api.outbox.models import OutboxMessage
 from shared import registry
 from shared.observability.tracing import current_traceparent
 
-__all__ = ["OUTBOX_WRITTEN", "OutboxRepository", "PendingRow"]
+__all__ = ["OUTBOX_INSERT", "OUTBOX_WRITTEN", "OutboxRepository", "PendingRow", "row_values"]
 
 OUTBOX_WRITTEN = "outbox_written"
 """Key in `session.info` telling the request to wake the relay after its commit."""
@@ -49,6 +49,45 @@ PendingRow = Row[Any, Any, Any, Any, Any, Any, Any]
 traceparent, created_at."""
 
 
+OUTBOX_INSERT = (
+    insert(_OUTBOX)
+    .values(
+        {
+            name: bindparam(name, type_=_OUTBOX.c[name].type)
+            for name in (
+                "stream",
+                "message_type",
+                "payload",
+                "correlation_id",
+                "created_at",
+                "attempts",
+                "traceparent",
+            )
+        }
+    )
+    .inline()
+)
+"""An outbox row's insert on the table, with the values of `row_values` (the direct
+create, `services/api/direct.py`)."""
+
+
+def row_values(
+    stream: str, message: BaseModel, *, correlation_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """The columns of the outbox row of `message` for `stream` (its type checked against
+    the stream's now): what `OutboxRepository.add` and the direct create insert."""
+    registry.resolve(stream).check(message)
+    return {
+        "stream": stream,
+        "message_type": registry.message_type_name(type(message)),
+        "payload": message.model_dump_json(),
+        "correlation_id": correlation_id,
+        "created_at": now or utc_now(),
+        "attempts": 0,
+        "traceparent": current_traceparent(),
+    }
+
+
 class OutboxRepository:
     """Outbox rows of one session."""
 
@@ -61,15 +100,7 @@ class OutboxRepository:
         """Queue `message` for `stream` in the caller's transaction (type checked now);
         `flush=False`: inserted with the session's next flush (one round trip for several
         rows)."""
-        registry.resolve(stream).check(message)
-        row = OutboxMessage(
-            stream=stream,
-            message_type=registry.message_type_name(type(message)),
-            payload=message.model_dump_json(),
-            correlation_id=correlation_id,
-            created_at=utc_now(),
-            traceparent=current_traceparent(),
-        )
+        row = OutboxMessage(**row_values(stream, message, correlation_id=correlation_id))
         self.session.add(row)
         if flush:
             await self.session.flush()
