@@ -38,12 +38,13 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Insert, Select
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql.dml import UpdateBase
 
 __all__ = ["UNAVAILABLE", "DirectReads", "DirectTransaction", "Unavailable"]
 
@@ -108,29 +109,57 @@ class DirectTransaction:
     ) -> dict[str, Any] | None:
         """The first row of `statement` as a dict by column key, None when there is none."""
         compiled = self._reads._compile(statement)
-        row = await self._run(compiled, params, fetch=True)
-        return None if row is None else compiled.row(row)
+        rows = await self._run(compiled, [params], "one")
+        return compiled.row(rows[0]) if rows else None
 
-    async def execute(self, statement: Insert, params: Mapping[str, Any]) -> None:
+    async def fetch_all(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Every row of `statement`, as dicts by column key."""
+        compiled = self._reads._compile(statement)
+        return [compiled.row(row) for row in await self._run(compiled, [params], "all")]
+
+    async def execute(self, statement: UpdateBase, params: Mapping[str, Any]) -> None:
         """Run a write statement (its values bound as the engine binds them)."""
-        await self._run(self._reads._compile_write(statement), params, fetch=False)
+        await self._run(self._reads._compile_write(statement), [params], "none")
+
+    async def execute_many(
+        self, statement: UpdateBase, params: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run a write statement once per set of values, in one round trip."""
+        if params:
+            await self._run(self._reads._compile_write(statement), params, "many")
 
     async def _run(
-        self, compiled: _Compiled, params: Mapping[str, Any], *, fetch: bool
-    ) -> tuple[Any, ...] | None:
-        values = compiled.values(params)
+        self, compiled: _Compiled, params: Sequence[Mapping[str, Any]], mode: str
+    ) -> list[tuple[Any, ...]]:
+        values = [compiled.values(one) for one in params]
         for listener in self._reads.listeners:
             listener(compiled.sql)
+        connection = self._connection
         try:
-            if isinstance(self._connection, sqlite3.Connection):
-                cursor = self._connection.execute(compiled.sql, values)
-                found: tuple[Any, ...] | None = cursor.fetchone() if fetch else None
-                return found
-            if fetch:
-                record = await self._connection.fetchrow(compiled.sql, *values)
-                return None if record is None else tuple(record.values())
-            await self._connection.execute(compiled.sql, *values)
-            return None
+            if isinstance(connection, sqlite3.Connection):
+                if mode == "many":
+                    connection.executemany(compiled.sql, values)
+                    return []
+                cursor = connection.execute(compiled.sql, values[0])
+                if mode == "one":
+                    found = cursor.fetchone()
+                    return [] if found is None else [found]
+                return list(cursor.fetchall()) if mode == "all" else []
+            if mode == "many":
+                await connection.executemany(compiled.sql, values)
+                return []
+            if mode == "none":
+                await connection.execute(compiled.sql, *values[0])
+                return []
+            if mode == "one":
+                record = await connection.fetchrow(compiled.sql, *values[0])
+                return [] if record is None else [tuple(record.values())]
+            return [
+                tuple(record.values())
+                for record in await connection.fetch(compiled.sql, *values[0])
+            ]
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -159,7 +188,7 @@ class DirectReads:
         self.max_size = max_size
         self.backend = parsed.get_backend_name()
         self._compiled: dict[Select[Any], _Compiled] = {}
-        self._compiled_writes: dict[Insert, _Compiled] = {}
+        self._compiled_writes: dict[UpdateBase, _Compiled] = {}
         self._sqlite_path: str | None = None
         self._sqlite: sqlite3.Connection | None = None
         self._sqlite_writer: sqlite3.Connection | None = None
@@ -202,7 +231,7 @@ class DirectReads:
             self._compiled[statement] = found
         return found
 
-    def _compile_write(self, statement: Insert) -> _Compiled:
+    def _compile_write(self, statement: UpdateBase) -> _Compiled:
         found = self._compiled_writes.get(statement)
         if found is None:
             compiled = statement.compile(dialect=self.dialect)
@@ -210,6 +239,7 @@ class DirectReads:
             found = _Compiled(
                 sql=str(compiled),
                 params=params,
+                fixed={name: value for name, value in compiled.params.items() if value is not None},
                 names=(),
                 processors=(),
                 binds=tuple(
@@ -248,6 +278,34 @@ class DirectReads:
         if row is None:
             return None
         return compiled.row(row)
+
+    async def fetch_all(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]] | Unavailable:
+        """Every row of `statement` as dicts by column key, `UNAVAILABLE` when the direct
+        path cannot answer (read through a session then)."""
+        if not self.enabled:
+            return UNAVAILABLE
+        compiled = self._compile(statement)
+        values = compiled.values(params)
+        for listener in self.listeners:
+            listener(compiled.sql)
+        try:
+            if self._sqlite_path is not None:
+                rows = self._sqlite_rows(compiled.sql, values)
+            else:
+                pool = self._pg_pool or await self._open_pool()
+                async with pool.acquire() as connection:
+                    records = await connection.fetch(compiled.sql, *values)
+                rows = [tuple(record.values()) for record in records]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure: the session path answers
+            self.fallbacks += 1
+            log.warning("direct read unavailable (%s); reading through a session", error)
+            self._discard_sqlite()
+            return UNAVAILABLE
+        return [compiled.row(row) for row in rows]
 
     async def write(
         self,
@@ -381,6 +439,11 @@ class DirectReads:
             self._sqlite = connection
         found: tuple[Any, ...] | None = self._sqlite.execute(sql, values).fetchone()
         return found
+
+    def _sqlite_rows(self, sql: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        self._sqlite_row("SELECT 1", ())  # opens the connection when needed
+        assert self._sqlite is not None
+        return list(self._sqlite.execute(sql, values).fetchall())
 
     def _discard_sqlite(self) -> None:
         if self._sqlite is not None:

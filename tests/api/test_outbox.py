@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import random
 
+import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from services.api.db import Database
+from services.api.direct import UNAVAILABLE, Unavailable
 from services.api.outbox.models import OutboxMessage
 from services.api.outbox.relay import OutboxRelay
 from shared import registry
@@ -265,3 +267,73 @@ async def test_a_row_that_does_not_decode_ends_the_batch_before_it(
     assert [m.task_id for _, m in sent] == first  # type: ignore[attr-defined]
     assert after[0] not in {m.task_id for _, m in sent}  # type: ignore[attr-defined]
     assert relay.batches == 1
+
+
+async def test_a_batch_runs_on_the_direct_connections_not_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Past its first batch (which purges), a batch is the SELECT of the pending rows and
+    one UPDATE for them, run on the direct connections (`direct.py`): no session statement."""
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    await create_tasks(api, 1, TaskType.DEPLOY)
+    assert await relay.publish_pending() == 1  # the first purge
+    await create_tasks(api, 3, TaskType.DEPLOY)
+    engine: list[str] = []
+    direct: list[str] = []
+
+    def on_execute(*args: object) -> None:
+        engine.append(str(args[2]))
+
+    sync_engine = api.database.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", on_execute)
+    api.database.direct.listeners.append(direct.append)
+    try:
+        assert await relay.publish_pending() == 3
+    finally:
+        api.database.direct.listeners.remove(direct.append)
+        event.remove(sync_engine, "before_cursor_execute", on_execute)
+    assert engine == []
+    assert [sql.split()[0] for sql in direct] == ["SELECT", "UPDATE"]
+    assert await pending_rows(api.database) == []
+    assert api.database.direct.fallbacks == 0
+
+
+async def test_without_the_direct_path_a_batch_goes_through_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the direct path cannot answer (its reads and writes `UNAVAILABLE`), the relay
+    publishes and marks its batch through a session: every row once, none left pending."""
+    created = await create_tasks(api, 3, TaskType.ENGINEERING)
+    direct = api.database.direct
+
+    async def unavailable(*_args: object, **_kwargs: object) -> Unavailable:
+        return UNAVAILABLE
+
+    monkeypatch.setattr(direct, "fetch_all", unavailable)
+    monkeypatch.setattr(direct, "write", unavailable)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    assert await relay.publish_pending() == 3
+    assert await relay.publish_pending() == 0
+    assert await pending_rows(api.database) == []
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == created  # type: ignore[attr-defined]
+
+
+async def test_on_sqlite_a_mark_that_cannot_be_written_directly_goes_through_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite reads the batch directly, publishes it, and marks it in a direct write; when
+    that write is `UNAVAILABLE` (another process holds the lock), the rows published are
+    marked through a session: not published twice."""
+    if not api.database.is_sqlite:
+        pytest.skip("SQLite's batch: read, publish, then mark")
+    created = await create_tasks(api, 2, TaskType.DEPLOY)
+
+    async def unavailable(*_args: object, **_kwargs: object) -> Unavailable:
+        return UNAVAILABLE
+
+    monkeypatch.setattr(api.database.direct, "write", unavailable)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    assert await relay.publish_pending() == 2
+    assert await relay.publish_pending() == 0
+    assert [m.task_id for _, m in await stream_messages(redis_client, DEPLOY.name)] == created  # type: ignore[attr-defined]
