@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.outbox.models import OutboxMessage
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from services.api.users.models import User
@@ -17,6 +18,7 @@ __all__ = [
     "CREATE_PROJECT",
     "CREATE_PROJECT_LOCKED",
     "CREATE_TURNS",
+    "TASK_AND_OUTBOX_INSERT",
     "TASK_INSERT",
     "TASK_READ",
     "TaskRepository",
@@ -116,6 +118,29 @@ TASK_INSERT = (
     .inline()
 )
 """A new task's insert on the table (the direct create; the other columns NULL)."""
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+TASK_AND_OUTBOX_INSERT = (
+    insert(_OUTBOX)
+    .values(
+        {
+            name: bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type)
+            for name in (
+                "stream",
+                "message_type",
+                "payload",
+                "correlation_id",
+                "created_at",
+                "attempts",
+                "traceparent",
+            )
+        }
+    )
+    .inline()
+    .add_cte(TASK_INSERT.cte("new_task"))
+)
+"""PostgreSQL: `TASK_INSERT` and the task's outbox row in one statement (a data-modifying
+`WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
+(`services.api.outbox.repository.row_values`)."""
 
 
 class TaskRepository:

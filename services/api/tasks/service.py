@@ -57,6 +57,7 @@ from services.api.tasks.repository import (
     CREATE_PROJECT,
     CREATE_PROJECT_LOCKED,
     CREATE_TURNS,
+    TASK_AND_OUTBOX_INSERT,
     TASK_INSERT,
     TASK_READ,
     TaskRepository,
@@ -413,17 +414,22 @@ async def create_task_direct(
         released = stream is not None and user_id is not None and (not engineering or room > 0)
         if released:
             task["released_at"] = now  # its turn (or a deploy): its message now
-        await tx.execute(TASK_INSERT, task)
-        if released:
-            assert stream is not None
-            assert user_id is not None
-            message = _message_of(
-                task["id"], task["project_id"], task["correlation_id"], request.type, user_id
-            )
-            await tx.execute(
-                OUTBOX_INSERT, row_values(stream, message, correlation_id=task["correlation_id"])
-            )
-        return TaskCreated.model_validate(task), released
+        if not released:
+            await tx.execute(TASK_INSERT, task)
+            return TaskCreated.model_validate(task), False
+        assert stream is not None
+        assert user_id is not None
+        message = _message_of(
+            task["id"], task["project_id"], task["correlation_id"], request.type, user_id
+        )
+        row = row_values(stream, message, correlation_id=task["correlation_id"])
+        if database.direct.backend == "sqlite":  # in process: no round trip to save
+            await tx.execute(TASK_INSERT, task)
+            await tx.execute(OUTBOX_INSERT, row)
+        else:  # one statement, one round trip
+            outbox = {f"outbox_{name}": value for name, value in row.items()}
+            await tx.execute(TASK_AND_OUTBOX_INSERT, {**task, **outbox})
+        return TaskCreated.model_validate(task), True
 
     created = await database.direct.write(work, lock=database.write_lock)
     if not isinstance(created, Unavailable):
