@@ -388,15 +388,22 @@ class DirectReads:
             raise
         except Exception as error:  # noqa: BLE001 - no connection: the session path answers
             return self._unavailable(error)
+        idle = [False]
+        """Set once the connection is known to be out of the transaction (committed or
+        rolled back): otherwise (cancelled mid-statement, a failed rollback) it is closed,
+        never handed back to the pool inside a transaction or a cancelled query."""
         try:
-            return await self._pg_transaction(connection, work)
+            return await self._pg_transaction(connection, work, idle)
         finally:
-            if connection.is_in_transaction():  # cancelled mid-way: never back to the pool
+            if not idle[0] or connection.is_in_transaction():
                 connection.terminate()
             await pool.release(connection)
 
     async def _pg_transaction(
-        self, connection: Any, work: Callable[[DirectTransaction], Awaitable[T | Unavailable]]
+        self,
+        connection: Any,
+        work: Callable[[DirectTransaction], Awaitable[T | Unavailable]],
+        idle: list[bool],
     ) -> T | Unavailable:
         try:
             await connection.execute("BEGIN")
@@ -407,29 +414,32 @@ class DirectReads:
         try:
             result = await work(DirectTransaction(self, connection))
         except _DriverError as error:
-            await self._rollback_pg(connection)
+            idle[0] = await self._rollback_pg(connection)
             return self._unavailable(error)
         except BaseException:
-            await self._rollback_pg(connection)
+            idle[0] = await self._rollback_pg(connection)
             raise
         if isinstance(result, Unavailable):
-            await self._rollback_pg(connection)
+            idle[0] = await self._rollback_pg(connection)
             return result
         await connection.execute("COMMIT")
+        idle[0] = True
         self.commits += 1
         return result
 
-    async def _rollback_pg(self, connection: Any) -> None:
+    async def _rollback_pg(self, connection: Any) -> bool:
+        """Roll back; False when that failed (the connection is then not reused)."""
         if connection.is_closed():
-            return
+            return False
         try:
             await connection.execute("ROLLBACK")
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the connection is unusable: not back in the pool
-            connection.terminate()
+            return False
+        return True
 
-    def _sqlite_row(self, sql: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def _sqlite_reader(self) -> sqlite3.Connection:
         if self._sqlite is None:
             assert self._sqlite_path is not None
             connection = sqlite3.connect(
@@ -437,13 +447,14 @@ class DirectReads:
             )
             connection.execute("PRAGMA query_only=ON")
             self._sqlite = connection
-        found: tuple[Any, ...] | None = self._sqlite.execute(sql, values).fetchone()
+        return self._sqlite
+
+    def _sqlite_row(self, sql: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        found: tuple[Any, ...] | None = self._sqlite_reader().execute(sql, values).fetchone()
         return found
 
     def _sqlite_rows(self, sql: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        self._sqlite_row("SELECT 1", ())  # opens the connection when needed
-        assert self._sqlite is not None
-        return list(self._sqlite.execute(sql, values).fetchall())
+        return list(self._sqlite_reader().execute(sql, values).fetchall())
 
     def _discard_sqlite(self) -> None:
         if self._sqlite is not None:

@@ -422,3 +422,36 @@ async def test_the_route_creates_through_the_session_when_the_direct_path_declin
             )
             assert (await admin.get_task(task.id)).id == task.id
             assert api.database.direct.commits == commits + (owner == free)
+
+
+async def test_a_write_cancelled_during_a_statement_does_not_reuse_its_connection(
+    database: Database,
+) -> None:
+    """PostgreSQL: cancelled while a statement runs on the server, the transaction's
+    connection is closed rather than handed back to the pool mid-query or inside the
+    transaction: the next writes (as many as the pool holds, and more) work, nothing of the
+    cancelled one is committed."""
+    if database.is_sqlite:
+        pytest.skip("SQLite's statements run in the event loop's thread: no await inside")
+    project = await new_project(database, await new_user(database))
+    started = asyncio.Event()
+
+    async def slow(tx: DirectTransaction) -> str:
+        await tx.execute(TASK_INSERT, task_row(project, new_id()))
+        started.set()
+        await tx.fetch_one(select(func.pg_sleep(30)), {})
+        return "never"
+
+    running = asyncio.create_task(database.direct.write(slow))
+    await started.wait()
+    await asyncio.sleep(0.1)  # the sleep is on the server now (not a figure: any moment works)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    for _ in range(database.direct.max_size + 2):
+        created = await directly(
+            database, ADMIN, TaskCreate(project_id=project, type=TaskType.DEPLOY)
+        )
+        assert isinstance(created, TaskCreated)
+    assert await count(database, Task) == database.direct.max_size + 2
+    assert database.direct.fallbacks == 0
