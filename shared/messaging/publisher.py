@@ -159,6 +159,7 @@ class Publisher:
         `traceparents`: the trace each message's publish belongs to (the outbox relay's rows
         were written by requests of different traces)."""
         batch: list[tuple[str, Fields]] = []
+        sent: list[tuple[str, str, str]] = []
         counts: dict[tuple[str, str], int] = {}
         traced = self.tracing.enabled
         message_ids = new_message_ids(len(items))
@@ -187,6 +188,7 @@ class Publisher:
                 if token is not None:
                     otel_context.detach(token)
             batch.append((stream, envelope.to_fields()))
+            sent.append((stream, message_type, envelope.correlation_id))
             labels = (resolve(stream).name, message_type)
             counts[labels] = counts.get(labels, 0) + 1
         if not batch:
@@ -194,6 +196,14 @@ class Publisher:
         ids = await self._retrying(batch[0][0], lambda: self.transport.add_many(batch))
         for labels, count in counts.items():
             self.metrics.published.labels(*labels).inc(count)
+        for (stream, message_type, correlation), entry_id in zip(sent, ids, strict=True):
+            log.debug(  # as `publish` logs each message
+                "published",
+                queue=stream,
+                type=message_type,
+                entry_id=entry_id,
+                correlation_id=correlation,
+            )
         return ids
 
     async def _retrying(self, stream: str, operation: Callable[[], Awaitable[T]]) -> T:
