@@ -81,13 +81,15 @@ def create_app(
     app.add_middleware(Observe)
     app.include_router(health_router)
     routers = (
+        # the tasks' routes first: a request is matched against the routes in order, and
+        # the hottest ones (a task's read, a create) no longer try every other router's
+        tasks_router,
         users_router,
         keys_router,
         projects_router,
         deploys_router,
         releases_router,
         secrets_router,
-        tasks_router,
         runs_router,
         servers_router,
     )

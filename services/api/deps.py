@@ -31,6 +31,7 @@ __all__ = [
     "authenticate",
     "credential_cache",
     "database",
+    "request_session",
     "session",
 ]
 
@@ -62,7 +63,15 @@ def credential_cache(request: Request) -> CredentialCache:
 
 
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request, committed when the handler returned, rolled back otherwise.
+    """One session per request (`request_session`)."""
+    async with request_session(request) as db_session:
+        yield db_session
+
+
+@contextlib.asynccontextmanager
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session of the request, committed when the block ended, rolled back otherwise
+    (the `session` dependency; a handler that needs a session only sometimes opens it).
 
     A read-only request (GET/HEAD/OPTIONS) that wrote nothing is not committed: its
     transaction is only rolled back when the session closes. On SQLite, requests that may

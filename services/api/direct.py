@@ -7,7 +7,8 @@ thread for each cursor call: several times the statement itself. Here:
 
 - PostgreSQL: an asyncpg pool of its own (at most `max_size` connections beside the
   engine's), statements prepared once per connection, no transaction (one statement is
-  atomic), no reset query on release (nothing but a single SELECT ever runs on it);
+  atomic), no reset query on release (a single SELECT, or a write's transaction ended
+  before the release);
 - SQLite: one connection of the standard `sqlite3` module used in the event loop's thread,
   `query_only`, without waiting for locks (`busy_timeout` 0). A primary-key read takes tens of
   microseconds, less than the hop to a thread; in WAL mode a reader is not blocked by writers.
@@ -18,24 +19,37 @@ their values go through the same result processors as the engine's (SQLite's dat
 JSON), so a row reads the same either way. Whenever the direct path cannot answer (no direct
 path, a busy SQLite, a connection lost), `fetch_one` returns `UNAVAILABLE` and the caller
 reads through its session instead: the direct path is only ever a shortcut.
+
+Direct writes (`write`): one short transaction of a few statements (the task create), on
+SQLite a second connection of the event loop's thread (`BEGIN IMMEDIATE`, without waiting
+for another process's lock, under the application's write lock), on PostgreSQL a connection
+of the same asyncpg pool. `write` returns `UNAVAILABLE` when the direct path could not
+answer before the commit (a busy SQLite, a driver error, a connection lost) or when the work
+itself asked for the session path (a rare case it does not handle): the transaction is
+rolled back and the caller does the whole work again through its session. Any other error
+of the work (a refusal of the request) rolls back and propagates; a failed COMMIT
+propagates too (its outcome may be unknown: never done twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql.dml import UpdateBase
 
-__all__ = ["UNAVAILABLE", "DirectReads", "Unavailable"]
+__all__ = ["UNAVAILABLE", "DirectReads", "DirectTransaction", "Unavailable"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Unavailable:
@@ -54,10 +68,107 @@ class _Compiled:
     params: tuple[str, ...]
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
+    binds: tuple[Callable[[Any], Any] | None, ...] = ()
+    """The dialect's bind processors of `params` (a write's values: SQLite's datetimes)."""
+    fixed: Mapping[str, Any] | None = None
+    """The values the statement holds itself (its constants), by name (no `IN` of a list:
+    its parameters would be expanded at execution)."""
+
+    def values(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The statement's positional values from `params`, processed as the engine would."""
+        if self.fixed:
+            params = {**self.fixed, **params}
+        if not self.binds:
+            return tuple(params[name] for name in self.params)
+        return tuple(
+            params[name] if process is None or params[name] is None else process(params[name])
+            for name, process in zip(self.params, self.binds, strict=True)
+        )
+
+    def row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A fetched row as a dict by column key, its values processed as the engine's."""
+        return {
+            name: value if process is None or value is None else process(value)
+            for name, value, process in zip(self.names, row, self.processors, strict=True)
+        }
+
+
+class _DriverError(Exception):
+    """A statement of a direct write failed in the driver (the session path answers)."""
+
+
+class DirectTransaction:
+    """The statements of one direct write (`DirectReads.write`), on its connection."""
+
+    def __init__(self, reads: DirectReads, connection: Any) -> None:
+        self._reads = reads
+        self._connection = connection
+
+    async def fetch_one(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The first row of `statement` as a dict by column key, None when there is none."""
+        compiled = self._reads._compile(statement)
+        rows = await self._run(compiled, [params], "one")
+        return compiled.row(rows[0]) if rows else None
+
+    async def fetch_all(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Every row of `statement`, as dicts by column key."""
+        compiled = self._reads._compile(statement)
+        return [compiled.row(row) for row in await self._run(compiled, [params], "all")]
+
+    async def execute(self, statement: UpdateBase, params: Mapping[str, Any]) -> None:
+        """Run a write statement (its values bound as the engine binds them)."""
+        await self._run(self._reads._compile_write(statement), [params], "none")
+
+    async def execute_many(
+        self, statement: UpdateBase, params: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run a write statement once per set of values, in one round trip."""
+        if params:
+            await self._run(self._reads._compile_write(statement), params, "many")
+
+    async def _run(
+        self, compiled: _Compiled, params: Sequence[Mapping[str, Any]], mode: str
+    ) -> list[tuple[Any, ...]]:
+        values = [compiled.values(one) for one in params]
+        for listener in self._reads.listeners:
+            listener(compiled.sql)
+        connection = self._connection
+        try:
+            if isinstance(connection, sqlite3.Connection):
+                if mode == "many":
+                    connection.executemany(compiled.sql, values)
+                    return []
+                cursor = connection.execute(compiled.sql, values[0])
+                if mode == "one":
+                    found = cursor.fetchone()
+                    return [] if found is None else [found]
+                return list(cursor.fetchall()) if mode == "all" else []
+            if mode == "many":
+                await connection.executemany(compiled.sql, values)
+                return []
+            if mode == "none":
+                await connection.execute(compiled.sql, *values[0])
+                return []
+            if mode == "one":
+                record = await connection.fetchrow(compiled.sql, *values[0])
+                return [] if record is None else [tuple(record.values())]
+            return [
+                tuple(record.values())
+                for record in await connection.fetch(compiled.sql, *values[0])
+            ]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise _DriverError(f"{type(error).__name__}: {error}") from error
 
 
 async def _no_reset(_connection: object) -> None:
-    """Nothing to reset: a direct connection runs single SELECTs only."""
+    """Nothing to reset: a direct connection runs single SELECTs, or a write's transaction
+    that ended (committed or rolled back) before its release, or was terminated."""
 
 
 async def _json_codecs(connection: Any) -> None:
@@ -77,13 +188,17 @@ class DirectReads:
         self.max_size = max_size
         self.backend = parsed.get_backend_name()
         self._compiled: dict[Select[Any], _Compiled] = {}
+        self._compiled_writes: dict[UpdateBase, _Compiled] = {}
         self._sqlite_path: str | None = None
         self._sqlite: sqlite3.Connection | None = None
+        self._sqlite_writer: sqlite3.Connection | None = None
         self._pg_dsn: str | None = None
         self._pg_pool: Any = None
         self._pg_lock = asyncio.Lock()
         self.listeners: list[Callable[[str], None]] = []
         """Called with each statement's SQL before it runs (tests count statements)."""
+        self.commits = 0
+        """Direct writes committed so far."""
         self.fallbacks = 0
         """How often the direct path could not answer and the caller used its session."""
         if self.backend == "sqlite":
@@ -106,6 +221,7 @@ class DirectReads:
             found = _Compiled(
                 sql=str(compiled),
                 params=tuple(compiled.positiontup or ()),
+                fixed={name: value for name, value in compiled.params.items() if value is not None},
                 names=tuple(str(column.key) for column in columns),
                 processors=tuple(
                     column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
@@ -113,6 +229,27 @@ class DirectReads:
                 ),
             )
             self._compiled[statement] = found
+        return found
+
+    def _compile_write(self, statement: UpdateBase) -> _Compiled:
+        found = self._compiled_writes.get(statement)
+        if found is None:
+            compiled = statement.compile(dialect=self.dialect)
+            params = tuple(compiled.positiontup or ())
+            found = _Compiled(
+                sql=str(compiled),
+                params=params,
+                fixed={name: value for name, value in compiled.params.items() if value is not None},
+                names=(),
+                processors=(),
+                binds=tuple(
+                    compiled.binds[name]
+                    .type.dialect_impl(self.dialect)
+                    .bind_processor(self.dialect)
+                    for name in params
+                ),
+            )
+            self._compiled_writes[statement] = found
         return found
 
     async def fetch_one(
@@ -140,12 +277,169 @@ class DirectReads:
             return UNAVAILABLE
         if row is None:
             return None
-        return {
-            name: value if process is None or value is None else process(value)
-            for name, value, process in zip(compiled.names, row, compiled.processors, strict=True)
-        }
+        return compiled.row(row)
 
-    def _sqlite_row(self, sql: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    async def fetch_all(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> list[dict[str, Any]] | Unavailable:
+        """Every row of `statement` as dicts by column key, `UNAVAILABLE` when the direct
+        path cannot answer (read through a session then)."""
+        if not self.enabled:
+            return UNAVAILABLE
+        compiled = self._compile(statement)
+        values = compiled.values(params)
+        for listener in self.listeners:
+            listener(compiled.sql)
+        try:
+            if self._sqlite_path is not None:
+                rows = self._sqlite_rows(compiled.sql, values)
+            else:
+                pool = self._pg_pool or await self._open_pool()
+                async with pool.acquire() as connection:
+                    records = await connection.fetch(compiled.sql, *values)
+                rows = [tuple(record.values()) for record in records]
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure: the session path answers
+            self.fallbacks += 1
+            log.warning("direct read unavailable (%s); reading through a session", error)
+            self._discard_sqlite()
+            return UNAVAILABLE
+        return [compiled.row(row) for row in rows]
+
+    async def write(
+        self,
+        work: Callable[[DirectTransaction], Awaitable[T | Unavailable]],
+        *,
+        lock: asyncio.Lock | None = None,
+    ) -> T | Unavailable:
+        """`work` in one transaction on a direct connection, committed when it returned;
+        `UNAVAILABLE` (rolled back) when the direct path could not answer before the commit
+        or `work` returned `UNAVAILABLE`: the caller does the work through its session then.
+        `lock`: held for the whole transaction (SQLite's writers of this process)."""
+        if not self.enabled:
+            return UNAVAILABLE
+        if self._sqlite_path is not None:
+            async with lock or contextlib.nullcontext():
+                return await self._sqlite_write(work)
+        return await self._pg_write(work)
+
+    def _unavailable(self, error: BaseException) -> Unavailable:
+        self.fallbacks += 1
+        log.warning("direct write unavailable (%s); writing through a session", error)
+        return UNAVAILABLE
+
+    async def _sqlite_write(
+        self, work: Callable[[DirectTransaction], Awaitable[T | Unavailable]]
+    ) -> T | Unavailable:
+        try:
+            connection = self._sqlite_writer or self._open_sqlite_writer()
+            connection.execute("BEGIN IMMEDIATE")  # fails at once while another process writes
+        except sqlite3.Error as error:
+            self._discard_sqlite_writer()
+            return self._unavailable(error)
+        try:
+            result = await work(DirectTransaction(self, connection))
+        except BaseException as error:
+            self._rollback_sqlite(connection)
+            if isinstance(error, _DriverError):
+                return self._unavailable(error)
+            raise
+        if isinstance(result, Unavailable):
+            self._rollback_sqlite(connection)
+            return result
+        try:
+            connection.execute("COMMIT")
+        except BaseException:
+            self._rollback_sqlite(connection)
+            raise
+        self.commits += 1
+        return result
+
+    def _open_sqlite_writer(self) -> sqlite3.Connection:
+        assert self._sqlite_path is not None
+        connection = sqlite3.connect(
+            self._sqlite_path, isolation_level=None, check_same_thread=False, timeout=0
+        )
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        self._sqlite_writer = connection
+        return connection
+
+    def _rollback_sqlite(self, connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._discard_sqlite_writer()
+
+    def _discard_sqlite_writer(self) -> None:
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
+            self._sqlite_writer = None
+
+    async def _pg_write(
+        self, work: Callable[[DirectTransaction], Awaitable[T | Unavailable]]
+    ) -> T | Unavailable:
+        try:
+            pool = self._pg_pool or await self._open_pool()
+            connection = await pool.acquire()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - no connection: the session path answers
+            return self._unavailable(error)
+        idle = [False]
+        """Set once the connection is known to be out of the transaction (committed or
+        rolled back): otherwise (cancelled mid-statement, a failed rollback) it is closed,
+        never handed back to the pool inside a transaction or a cancelled query."""
+        try:
+            return await self._pg_transaction(connection, work, idle)
+        finally:
+            if not idle[0] or connection.is_in_transaction():
+                connection.terminate()
+            await pool.release(connection)
+
+    async def _pg_transaction(
+        self,
+        connection: Any,
+        work: Callable[[DirectTransaction], Awaitable[T | Unavailable]],
+        idle: list[bool],
+    ) -> T | Unavailable:
+        try:
+            await connection.execute("BEGIN")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a lost connection: the session path answers
+            return self._unavailable(error)
+        try:
+            result = await work(DirectTransaction(self, connection))
+        except _DriverError as error:
+            idle[0] = await self._rollback_pg(connection)
+            return self._unavailable(error)
+        except BaseException:
+            idle[0] = await self._rollback_pg(connection)
+            raise
+        if isinstance(result, Unavailable):
+            idle[0] = await self._rollback_pg(connection)
+            return result
+        await connection.execute("COMMIT")
+        idle[0] = True
+        self.commits += 1
+        return result
+
+    async def _rollback_pg(self, connection: Any) -> bool:
+        """Roll back; False when that failed (the connection is then not reused)."""
+        if connection.is_closed():
+            return False
+        try:
+            await connection.execute("ROLLBACK")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the connection is unusable: not back in the pool
+            return False
+        return True
+
+    def _sqlite_reader(self) -> sqlite3.Connection:
         if self._sqlite is None:
             assert self._sqlite_path is not None
             connection = sqlite3.connect(
@@ -153,8 +447,14 @@ class DirectReads:
             )
             connection.execute("PRAGMA query_only=ON")
             self._sqlite = connection
-        found: tuple[Any, ...] | None = self._sqlite.execute(sql, values).fetchone()
+        return self._sqlite
+
+    def _sqlite_row(self, sql: str, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        found: tuple[Any, ...] | None = self._sqlite_reader().execute(sql, values).fetchone()
         return found
+
+    def _sqlite_rows(self, sql: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return list(self._sqlite_reader().execute(sql, values).fetchall())
 
     def _discard_sqlite(self) -> None:
         if self._sqlite is not None:
@@ -184,6 +484,7 @@ class DirectReads:
     async def close(self) -> None:
         """Close the direct connections (opened again if used after)."""
         self._discard_sqlite()
+        self._discard_sqlite_writer()
         pool, self._pg_pool = self._pg_pool, None
         if pool is not None:
             await pool.close()

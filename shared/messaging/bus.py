@@ -73,10 +73,21 @@ class Bus:
         )
 
     async def publish_many(
-        self, items: Sequence[tuple[str, BaseModel]], *, correlation_id: str | None = None
+        self,
+        items: Sequence[tuple[str, BaseModel]],
+        *,
+        correlation_id: str | None = None,
+        correlation_ids: Sequence[str | None] | None = None,
+        traceparents: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """Write several messages in one round trip; returns their entry ids."""
-        return await self.publisher.publish_many(items, correlation_id=correlation_id)
+        """Write several messages in one round trip; returns their entry ids
+        (`Publisher.publish_many`: a correlation id and a trace per message, if given)."""
+        return await self.publisher.publish_many(
+            items,
+            correlation_id=correlation_id,
+            correlation_ids=correlation_ids,
+            traceparents=traceparents,
+        )
 
     # consuming ----------------------------------------------------------------------------
 

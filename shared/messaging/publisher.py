@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from pydantic import BaseModel
 
 from shared import registry
@@ -145,27 +147,48 @@ class Publisher:
         return entry_id
 
     async def publish_many(
-        self, items: Sequence[tuple[str, BaseModel]], *, correlation_id: str | None = None
+        self,
+        items: Sequence[tuple[str, BaseModel]],
+        *,
+        correlation_id: str | None = None,
+        correlation_ids: Sequence[str | None] | None = None,
+        traceparents: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """Write several messages in one round trip; returns their entry ids in order."""
+        """Write several messages in one round trip; returns their entry ids in order.
+        `correlation_ids`: each message's own (else `correlation_id`, else the message's);
+        `traceparents`: the trace each message's publish belongs to (the outbox relay's rows
+        were written by requests of different traces)."""
         batch: list[tuple[str, Fields]] = []
+        sent: list[tuple[str, str, str]] = []
         counts: dict[tuple[str, str], int] = {}
         traced = self.tracing.enabled
         message_ids = new_message_ids(len(items))
-        for (stream, message), message_id in zip(items, message_ids, strict=True):
+        for number, ((stream, message), message_id) in enumerate(
+            zip(items, message_ids, strict=True)
+        ):
             message_type = registry.message_type_name(type(message))
-            span = PublishSpan(self.tracing, stream, message_type) if traced else NO_TRACEPARENT
-            with span as traceparent:
-                envelope = self.envelope(
-                    stream,
-                    message,
-                    correlation_id=correlation_id,
-                    traceparent=traceparent,
-                    message_id=message_id,
-                )
-                if isinstance(span, PublishSpan):
-                    span.annotate(envelope.correlation_id, task_of_request(message))
+            own = correlation_ids[number] if correlation_ids is not None else None
+            parent = traceparents[number] if traced and traceparents is not None else None
+            token = None
+            if parent:  # the span's parent: the trace of the request that wrote the row
+                token = otel_context.attach(propagate.extract({"traceparent": parent}))
+            try:
+                span = PublishSpan(self.tracing, stream, message_type) if traced else NO_TRACEPARENT
+                with span as traceparent:
+                    envelope = self.envelope(
+                        stream,
+                        message,
+                        correlation_id=own or correlation_id,
+                        traceparent=traceparent,
+                        message_id=message_id,
+                    )
+                    if isinstance(span, PublishSpan):
+                        span.annotate(envelope.correlation_id, task_of_request(message))
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
             batch.append((stream, envelope.to_fields()))
+            sent.append((stream, message_type, envelope.correlation_id))
             labels = (resolve(stream).name, message_type)
             counts[labels] = counts.get(labels, 0) + 1
         if not batch:
@@ -173,6 +196,14 @@ class Publisher:
         ids = await self._retrying(batch[0][0], lambda: self.transport.add_many(batch))
         for labels, count in counts.items():
             self.metrics.published.labels(*labels).inc(count)
+        for (stream, message_type, correlation), entry_id in zip(sent, ids, strict=True):
+            log.debug(  # as `publish` logs each message
+                "published",
+                queue=stream,
+                type=message_type,
+                entry_id=entry_id,
+                correlation_id=correlation,
+            )
         return ids
 
     async def _retrying(self, stream: str, operation: Callable[[], Awaitable[T]]) -> T:

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import random
 
+import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from services.api.db import Database
+from services.api.direct import UNAVAILABLE, Unavailable
 from services.api.outbox.models import OutboxMessage
 from services.api.outbox.relay import OutboxRelay
 from shared import registry
@@ -187,3 +189,151 @@ async def test_published_rows_are_purged_at_most_once_per_interval(
     assert await relay.publish_pending() == 1
     assert await all_rows(api.database) == 0
     assert len(await redis_client.xrange(DEPLOY.name) or []) == 6
+
+
+async def test_a_batch_is_published_in_one_round_trip_each_row_with_its_correlation(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Every pending row of a batch goes to Redis in one `add_many` (no single `add`), each
+    with its own task's correlation id, in order; the relay counts the batch."""
+    engineering = await create_tasks(api, 3, TaskType.ENGINEERING)
+    deploy = await create_tasks(api, 2, TaskType.DEPLOY)
+    bus = Bus(redis_client, actor=registry.Actor.API)
+    transport = bus.publisher.transport
+    calls: list[str] = []
+    add_many, add = transport.add_many, transport.add
+
+    async def counted_add_many(*args: object, **kwargs: object) -> list[str]:
+        calls.append("add_many")
+        return await add_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def counted_add(*args: object, **kwargs: object) -> str:
+        calls.append("add")
+        return await add(*args, **kwargs)  # type: ignore[arg-type]
+
+    transport.add_many = counted_add_many  # type: ignore[method-assign]
+    transport.add = counted_add  # type: ignore[method-assign]
+    relay = OutboxRelay(api.database, bus)
+    assert await relay.publish_pending() == 5
+    assert calls == ["add_many"]
+    assert (relay.published, relay.batches) == (5, 1)
+    assert await relay.publish_pending() == 0
+    assert relay.batches == 1  # an empty batch is no round trip
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == engineering  # type: ignore[attr-defined]
+    assert [m.task_id for _, m in await stream_messages(redis_client, DEPLOY.name)] == deploy  # type: ignore[attr-defined]
+    async with api.database.sessionmaker() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    correlations = {row.correlation_id for row in rows}
+    assert len(correlations) == 5  # each task its own
+    published = await stream_messages(redis_client, ENGINEERING.name) + await stream_messages(
+        redis_client, DEPLOY.name
+    )
+    assert {env.correlation_id for env, _ in published} == correlations
+
+
+async def test_a_row_that_does_not_decode_ends_the_batch_before_it(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """The rows before a broken row are published and marked; the broken row records its
+    error and stays pending, with the rows after it, and the relay raises; the same again
+    on the next batch (the order of the stream is kept)."""
+    first = await create_tasks(api, 2, TaskType.ENGINEERING)
+    async with api.database.sessionmaker() as session:
+        broken = OutboxMessage(
+            stream=ENGINEERING.name,
+            message_type="NoSuchMessage",
+            payload="{}",
+            correlation_id="broken",
+        )
+        session.add(broken)
+        await session.commit()
+        broken_id = broken.id
+    after = await create_tasks(api, 1, TaskType.ENGINEERING)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    for attempt in (1, 2):
+        try:
+            await relay.publish_pending()
+        except registry.WrongMessageTypeError:
+            pass
+        else:
+            raise AssertionError("the broken row did not fail its batch")
+        pending = await pending_rows(api.database)
+        assert pending[0].id == broken_id
+        assert len(pending) == 2  # the broken row and the task created after it
+        assert pending[0].attempts == attempt
+        assert "NoSuchMessage" in (pending[0].last_error or "")
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == first  # type: ignore[attr-defined]
+    assert after[0] not in {m.task_id for _, m in sent}  # type: ignore[attr-defined]
+    assert relay.batches == 1
+
+
+async def test_a_batch_runs_on_the_direct_connections_not_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis
+) -> None:
+    """Past its first batch (which purges), a batch is the SELECT of the pending rows and
+    one UPDATE for them, run on the direct connections (`direct.py`): no session statement."""
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    await create_tasks(api, 1, TaskType.DEPLOY)
+    assert await relay.publish_pending() == 1  # the first purge
+    await create_tasks(api, 3, TaskType.DEPLOY)
+    engine: list[str] = []
+    direct: list[str] = []
+
+    def on_execute(*args: object) -> None:
+        engine.append(str(args[2]))
+
+    sync_engine = api.database.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", on_execute)
+    api.database.direct.listeners.append(direct.append)
+    try:
+        assert await relay.publish_pending() == 3
+    finally:
+        api.database.direct.listeners.remove(direct.append)
+        event.remove(sync_engine, "before_cursor_execute", on_execute)
+    assert engine == []
+    assert [sql.split()[0] for sql in direct] == ["SELECT", "UPDATE"]
+    assert await pending_rows(api.database) == []
+    assert api.database.direct.fallbacks == 0
+
+
+async def test_without_the_direct_path_a_batch_goes_through_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the direct path cannot answer (its reads and writes `UNAVAILABLE`), the relay
+    publishes and marks its batch through a session: every row once, none left pending."""
+    created = await create_tasks(api, 3, TaskType.ENGINEERING)
+    direct = api.database.direct
+
+    async def unavailable(*_args: object, **_kwargs: object) -> Unavailable:
+        return UNAVAILABLE
+
+    monkeypatch.setattr(direct, "fetch_all", unavailable)
+    monkeypatch.setattr(direct, "write", unavailable)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    assert await relay.publish_pending() == 3
+    assert await relay.publish_pending() == 0
+    assert await pending_rows(api.database) == []
+    sent = await stream_messages(redis_client, ENGINEERING.name)
+    assert [m.task_id for _, m in sent] == created  # type: ignore[attr-defined]
+
+
+async def test_on_sqlite_a_mark_that_cannot_be_written_directly_goes_through_a_session(
+    api: ApiHarness, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite reads the batch directly, publishes it, and marks it in a direct write; when
+    that write is `UNAVAILABLE` (another process holds the lock), the rows published are
+    marked through a session: not published twice."""
+    if not api.database.is_sqlite:
+        pytest.skip("SQLite's batch: read, publish, then mark")
+    created = await create_tasks(api, 2, TaskType.DEPLOY)
+
+    async def unavailable(*_args: object, **_kwargs: object) -> Unavailable:
+        return UNAVAILABLE
+
+    monkeypatch.setattr(api.database.direct, "write", unavailable)
+    relay = OutboxRelay(api.database, Bus(redis_client, actor=registry.Actor.API))
+    assert await relay.publish_pending() == 2
+    assert await relay.publish_pending() == 0
+    assert [m.task_id for _, m in await stream_messages(redis_client, DEPLOY.name)] == created  # type: ignore[attr-defined]

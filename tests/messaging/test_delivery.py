@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from shared import registry
-from shared.messaging import Bus, MessageContext, Metrics, Retry
+from shared.messaging import Bus, Envelope, MessageContext, Metrics, Retry
+from shared.messaging.envelope import envelope_fields
 from shared.registry import Actor
 from tests.support.messaging import Running, engineering, read_entries
 from tests.support.waiting import eventually
@@ -316,3 +317,42 @@ async def test_upkeep_sets_the_pending_and_age_gauges(
     assert metrics.pending.labels(ENGINEERING, "langgraph")._value.get() == 2
     assert metrics.lag.labels(ENGINEERING, "langgraph")._value.get() == 0
     assert metrics.oldest_pending_age_s.labels(ENGINEERING, "langgraph")._value.get() >= 0
+
+
+async def test_publish_many_gives_each_message_its_correlation_and_trace(
+    redis_client: aioredis.Redis,
+) -> None:
+    """`publish_many` with a correlation id and a parent trace per message (the outbox
+    relay's rows come from different requests): each envelope carries its own correlation
+    id, and each PRODUCER span is a child in its own message's trace; a message without a
+    parent starts a trace of its own."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    bus = Bus(redis_client, actor=Actor.API, tracer_provider=provider)
+    parents = [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        None,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ]
+    await bus.publish_many(
+        [(ENGINEERING, engineering(f"t-{number}")) for number in range(3)],
+        correlation_ids=["c-0", None, "c-2"],
+        traceparents=parents,
+    )
+    entries = await read_entries(redis_client, ENGINEERING)
+    envelopes = [Envelope.from_fields(envelope_fields(fields)) for _, fields in entries]
+    assert [envelope.correlation_id for envelope in envelopes[::2]] == ["c-0", "c-2"]
+    assert envelopes[1].correlation_id not in ("c-0", "c-2", "")
+    spans = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.PRODUCER]
+    assert len(spans) == 3
+    traces = [f"{span.context.trace_id:032x}" for span in spans if span.context is not None]
+    assert traces[0] == "0af7651916cd43dd8448eb211c80319c"
+    assert traces[2] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert traces[1] not in (traces[0], traces[2])
+    assert [span.parent.span_id if span.parent else None for span in spans][::2] == [
+        0xB7AD6B7169203331,
+        0x00F067AA0BA902B7,
+    ]
+    for envelope, trace in zip(envelopes, traces, strict=True):
+        assert envelope.traceparent.split("-")[1] == trace

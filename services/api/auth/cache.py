@@ -11,6 +11,7 @@ most `api.auth_cache_ttl_s` (docs/scale.md). `auth_cache_ttl_s = 0` turns the ca
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.api.auth.principal import Principal
@@ -28,6 +29,8 @@ class CredentialCache:
     _entries: dict[str, tuple[Principal, float]] = field(default_factory=dict)
     generation: int = 0
     """Bumped by every `clear`; a lookup stores only if it did not change meanwhile."""
+    clock: Callable[[], float] = time.monotonic
+    """The time the entries expire by (tests move it instead of waiting)."""
 
     def get(self, key_hash: str) -> Principal | None:
         """The cached principal, or None (absent or expired)."""
@@ -35,7 +38,7 @@ class CredentialCache:
         if found is None:
             return None
         principal, expires = found
-        if time.monotonic() >= expires:
+        if self.clock() >= expires:
             self._entries.pop(key_hash, None)
             return None
         return principal
@@ -46,7 +49,7 @@ class CredentialCache:
             return
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key_hash] = (principal, time.monotonic() + self.ttl_s)
+        self._entries[key_hash] = (principal, self.clock() + self.ttl_s)
 
     def clear(self) -> None:
         """Forget every credential (a revocation)."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Row, Table, bindparam, delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.db import utc_now
@@ -15,7 +15,16 @@ from services.api.outbox.models import OutboxMessage
 from shared import registry
 from shared.observability.tracing import current_traceparent
 
-__all__ = ["OUTBOX_WRITTEN", "OutboxRepository", "PendingRow"]
+__all__ = [
+    "LAG",
+    "MARK_ONE_PUBLISHED",
+    "OUTBOX_INSERT",
+    "OUTBOX_WRITTEN",
+    "PENDING",
+    "OutboxRepository",
+    "PendingRow",
+    "row_values",
+]
 
 OUTBOX_WRITTEN = "outbox_written"
 """Key in `session.info` telling the request to wake the relay after its commit."""
@@ -43,10 +52,67 @@ _MARK_PUBLISHED = (
     .values(published_at=bindparam("now"), attempts=_OUTBOX.c.attempts + 1, last_error=None)
 )
 """The relay's statements, built once."""
+PENDING = _PENDING
+"""The oldest unpublished rows (bind `limit`), locked where the database can (the relay's
+direct batch, `OutboxRelay.publish_pending`)."""
+LAG = select(
+    func.count(_OUTBOX.c.id).label("waiting"), func.min(_OUTBOX.c.created_at).label("oldest")
+).where(_OUTBOX.c.published_at.is_(None))
+"""How many rows wait to be published, and when the oldest of them was written."""
+MARK_ONE_PUBLISHED = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id", type_=_OUTBOX.c.id.type))
+    .values(
+        published_at=bindparam("now", type_=_OUTBOX.c.published_at.type),
+        attempts=_OUTBOX.c.attempts + 1,
+        last_error=null(),
+    )
+)
+"""`_MARK_PUBLISHED` for one row (run for each row of a batch in one round trip,
+`DirectTransaction.execute_many`: no list to expand)."""
 
 PendingRow = Row[Any, Any, Any, Any, Any, Any, Any]
 """A pending row as the relay reads it: id, stream, message_type, payload, correlation_id,
 traceparent, created_at."""
+
+
+OUTBOX_INSERT = (
+    insert(_OUTBOX)
+    .values(
+        {
+            name: bindparam(name, type_=_OUTBOX.c[name].type)
+            for name in (
+                "stream",
+                "message_type",
+                "payload",
+                "correlation_id",
+                "created_at",
+                "attempts",
+                "traceparent",
+            )
+        }
+    )
+    .inline()
+)
+"""An outbox row's insert on the table, with the values of `row_values` (the direct
+create, `services/api/direct.py`)."""
+
+
+def row_values(
+    stream: str, message: BaseModel, *, correlation_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """The columns of the outbox row of `message` for `stream` (its type checked against
+    the stream's now): what `OutboxRepository.add` and the direct create insert."""
+    registry.resolve(stream).check(message)
+    return {
+        "stream": stream,
+        "message_type": registry.message_type_name(type(message)),
+        "payload": message.model_dump_json(),
+        "correlation_id": correlation_id,
+        "created_at": now or utc_now(),
+        "attempts": 0,
+        "traceparent": current_traceparent(),
+    }
 
 
 class OutboxRepository:
@@ -61,15 +127,7 @@ class OutboxRepository:
         """Queue `message` for `stream` in the caller's transaction (type checked now);
         `flush=False`: inserted with the session's next flush (one round trip for several
         rows)."""
-        registry.resolve(stream).check(message)
-        row = OutboxMessage(
-            stream=stream,
-            message_type=registry.message_type_name(type(message)),
-            payload=message.model_dump_json(),
-            correlation_id=correlation_id,
-            created_at=utc_now(),
-            traceparent=current_traceparent(),
-        )
+        row = OutboxMessage(**row_values(stream, message, correlation_id=correlation_id))
         self.session.add(row)
         if flush:
             await self.session.flush()

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.outbox.models import OutboxMessage
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from services.api.users.models import User
 from shared.contracts import TaskDTO
 
-__all__ = ["TASK_READ", "TaskRepository"]
+__all__ = [
+    "CREATE_PROJECT",
+    "CREATE_PROJECT_LOCKED",
+    "CREATE_TURNS",
+    "TASK_AND_OUTBOX_INSERT",
+    "TASK_INSERT",
+    "TASK_READ",
+    "TaskRepository",
+]
 
 _OPEN = ("queued", "running")
 
@@ -54,6 +63,84 @@ _TURNS = select(
     .exists(),
 )
 """A project's engineering turns in use, and whether a task waits for one."""
+
+
+_USERS = User.__table__
+CREATE_PROJECT = (
+    select(
+        _PROJECTS.c.id,
+        _PROJECTS.c.status,
+        _PROJECTS.c.owner_id,
+        _PROJECTS.c.parallel_tasks,
+        _USERS.c.monthly_budget_usd.is_not(None).label("owner_capped"),
+    )
+    .select_from(_PROJECTS.outerjoin(_USERS, _USERS.c.id == _PROJECTS.c.owner_id))
+    .where(_PROJECTS.c.id == bindparam("project_id"))
+)
+"""The direct create's project (the columns it needs) and whether its owner has a monthly
+cap of their own."""
+CREATE_PROJECT_LOCKED = CREATE_PROJECT.with_for_update(key_share=True, of=_PROJECTS)
+"""`CREATE_PROJECT`, its row locked until the transaction ends (as `lock_project`)."""
+CREATE_TURNS = select(
+    select(func.count(_TASKS.c.id))
+    .where(
+        or_(*(_TASKS.c.status == status for status in _OPEN)),
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.type == "engineering",
+        _TASKS.c.released_at.is_not(None),
+    )
+    .scalar_subquery()
+    .label("released_open"),
+    _TURNS.selected_columns[1].label("waiting"),
+)
+"""`TaskRepository.turns` with named columns and no `IN` list (the direct create's
+statements are compiled once, with their constants)."""
+TASK_INSERT = (
+    insert(cast(Table, _TASKS))
+    .values(
+        {
+            name: bindparam(name, type_=_TASKS.c[name].type)
+            for name in (
+                "id",
+                "project_id",
+                "user_id",
+                "type",
+                "status",
+                "spec",
+                "correlation_id",
+                "created_at",
+                "deadline_at",
+                "redrive_count",
+                "released_at",
+            )
+        }
+    )
+    .inline()
+)
+"""A new task's insert on the table (the direct create; the other columns NULL)."""
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+TASK_AND_OUTBOX_INSERT = (
+    insert(_OUTBOX)
+    .values(
+        {
+            name: bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type)
+            for name in (
+                "stream",
+                "message_type",
+                "payload",
+                "correlation_id",
+                "created_at",
+                "attempts",
+                "traceparent",
+            )
+        }
+    )
+    .inline()
+    .add_cte(TASK_INSERT.cte("new_task"))
+)
+"""PostgreSQL: `TASK_INSERT` and the task's outbox row in one statement (a data-modifying
+`WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
+(`services.api.outbox.repository.row_values`)."""
 
 
 class TaskRepository:

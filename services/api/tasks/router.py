@@ -6,10 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from services.api.deps import BearerDep, CallerDep, PageDep, SessionDep, authenticate, database
+from services.api.deps import (
+    BearerDep,
+    CallerDep,
+    PageDep,
+    SessionDep,
+    authenticate,
+    database,
+    request_session,
+)
+from services.api.direct import Unavailable
 from services.api.json_body import model_response
 from services.api.tasks.models import Task
-from services.api.tasks.service import TaskService, read_task
+from services.api.tasks.service import TaskService, create_task_direct, read_task
 from shared.api_client.schemas import Page, TaskCreateBody, TaskCreated, TaskSchedule, TaskUpdate
 from shared.api_client.text import Identifier
 from shared.contracts import TaskDTO, TaskStatus, TaskType
@@ -47,13 +56,34 @@ CorrelationHeader = Annotated[
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskCreated)
 async def create_task(
     body: TaskCreateBody,
+    request: Request,
     caller: CallerDep,
-    tasks: ServiceDep,
     correlation_id: CorrelationHeader = None,
 ) -> Response:
     """Create a queued task; engineering and deploy tasks start their flow (via the outbox)."""
-    task = await tasks.create(caller, body, correlation_id=correlation_id)
-    return model_response(TaskCreated.model_validate(task), status.HTTP_201_CREATED)
+    # the hot write (chat turns, the flow's own tasks): one transaction on a direct
+    # connection, without a session (services/api/direct.py); through the session for the
+    # cases it leaves (caps, waiting turns, a busy database)
+    deadlines: TaskDeadlines = request.app.state.task_deadlines
+    cap: float | None = getattr(request.app.state, "monthly_budget_usd", None)
+    created = await create_task_direct(
+        database(request),
+        caller,
+        body,
+        correlation_id=correlation_id,
+        deadlines=deadlines,
+        monthly_budget_usd=cap,
+    )
+    if isinstance(created, Unavailable):
+        async with request_session(request) as db_session:
+            task = await TaskService(db_session, deadlines, cap).create(
+                caller, body, correlation_id=correlation_id
+            )
+        return model_response(TaskCreated.model_validate(task), status.HTTP_201_CREATED)
+    task_created, wrote_outbox = created
+    if wrote_outbox:  # its outbox row is committed: the relay publishes it now
+        request.app.state.relay_wake.set()
+    return model_response(task_created, status.HTTP_201_CREATED)
 
 
 @router.get("")

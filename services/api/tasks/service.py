@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
 from services.api.db import Database, utc_now
-from services.api.direct import Unavailable
+from services.api.direct import UNAVAILABLE, DirectTransaction, Unavailable
 from services.api.errors import (
     ConflictError,
     InvalidRequestError,
@@ -49,13 +49,21 @@ from services.api.errors import (
 )
 from services.api.lifecycle import PROJECT_TRANSITIONS, TASK_TRANSITIONS, check_transition
 from services.api.observe import annotate_current_span
-from services.api.outbox.repository import OutboxRepository
+from services.api.outbox.repository import OUTBOX_INSERT, OutboxRepository, row_values
 from services.api.projects.service import ProjectService
 from services.api.runs.caps import check_cap, check_month_cap
 from services.api.tasks.models import Task
-from services.api.tasks.repository import TASK_READ, TaskRepository
+from services.api.tasks.repository import (
+    CREATE_PROJECT,
+    CREATE_PROJECT_LOCKED,
+    CREATE_TURNS,
+    TASK_AND_OUTBOX_INSERT,
+    TASK_INSERT,
+    TASK_READ,
+    TaskRepository,
+)
 from shared import registry
-from shared.api_client.schemas import TaskUpdate
+from shared.api_client.schemas import TaskCreated, TaskUpdate
 from shared.contracts import (
     DeployMessage,
     EngineeringMessage,
@@ -70,7 +78,7 @@ from shared.deploys import commit_of_spec
 from shared.observability.metrics import SystemMetrics
 from shared.settings import TaskDeadlines
 
-__all__ = ["TaskService", "read_task"]
+__all__ = ["TaskService", "create_task_direct", "read_task"]
 
 _QUEUE_OF: dict[TaskType, str] = {
     TaskType.ENGINEERING: registry.get("engineering:queue").name,
@@ -115,17 +123,15 @@ class TaskService:
         a turn does the create go through `release_turns` (the oldest are released first)."""
         engineering = request.type == TaskType.ENGINEERING
         found = await self.tasks.project_for_create(request.project_id, lock=engineering)
-        if found is None or not principal.can_see_owner(found[0].owner_id):
-            raise NotFoundError(f"project {request.project_id!r} not found", field="project_id")
-        project, owner_cap = found
-        if project.status == ProjectStatus.ARCHIVED.value:
-            raise InvalidRequestError("the project is archived", field="project_id")
-        if request.type == TaskType.DEPLOY:
-            try:
-                commit_of_spec(request.spec)  # `commit <sha>` pins the deploy (shared.deploys)
-            except ValueError as error:
-                raise InvalidRequestError(str(error), field="spec") from None
-        user_id = project.owner_id if project.owner_id is not None else principal.user_id
+        project = None if found is None else found[0]
+        user_id = _check_create(
+            principal,
+            request,
+            None if project is None else (project.status, project.owner_id),
+        )
+        assert found is not None  # else `_check_create` raised
+        assert project is not None
+        owner_cap = found[1]
         if engineering and user_id is not None:
             if project.owner_id is not None:
                 cap = owner_cap if owner_cap is not None else self.monthly_budget_usd
@@ -151,7 +157,7 @@ class TaskService:
         )
         stream = _QUEUE_OF.get(request.type)
         if stream is not None and user_id is None:
-            raise InvalidRequestError("the project has no owner to run it for", field="project_id")
+            raise _no_owner_to_run()
         self.session.add(task)
         if engineering and room > 0 and waiting:
             await self.tasks.flush()
@@ -363,6 +369,112 @@ def _check_project_back(task: Task) -> None:
         )
 
 
+def _check_create(
+    principal: Principal, request: TaskCreate, project: tuple[str, int | None] | None
+) -> int | None:
+    """The refusals of a create that its project decides, in order (both paths): `project`
+    is its (status, owner id), None when there is none. Returns the user the task runs for
+    (the project's owner, else the caller)."""
+    if project is None or not principal.can_see_owner(project[1]):
+        raise NotFoundError(f"project {request.project_id!r} not found", field="project_id")
+    status, owner_id = project
+    if status == ProjectStatus.ARCHIVED.value:
+        raise InvalidRequestError("the project is archived", field="project_id")
+    if request.type == TaskType.DEPLOY:
+        try:
+            commit_of_spec(request.spec)  # `commit <sha>` pins the deploy (shared.deploys)
+        except ValueError as error:
+            raise InvalidRequestError(str(error), field="spec") from None
+    return owner_id if owner_id is not None else principal.user_id
+
+
+def _no_owner_to_run() -> InvalidRequestError:
+    return InvalidRequestError("the project has no owner to run it for", field="project_id")
+
+
+async def create_task_direct(
+    database: Database,
+    principal: Principal,
+    request: TaskCreate,
+    *,
+    correlation_id: str | None = None,
+    deadlines: TaskDeadlines,
+    monthly_budget_usd: float | None = None,
+) -> tuple[TaskCreated, bool] | Unavailable:
+    """`TaskService.create` in one transaction on a direct connection (`direct.py`), without
+    a session: the same refusals, the same rows (the task, its outbox row when released) and
+    the same task, committed here; returned with whether its outbox row was written.
+    `UNAVAILABLE` (nothing written) for what it leaves to the session path: an engineering
+    task whose user has a monthly cap (the cap's reads), whose project has no owner (the
+    caller's own cap), or that gives a turn to tasks waiting for one (`release_turns`); and
+    whenever the direct path cannot answer (a busy SQLite, a connection lost)."""
+    engineering = request.type == TaskType.ENGINEERING
+    stream = _QUEUE_OF.get(request.type)
+
+    async def work(tx: DirectTransaction) -> tuple[TaskCreated, bool] | Unavailable:
+        found = await tx.fetch_one(
+            CREATE_PROJECT_LOCKED if engineering else CREATE_PROJECT,
+            {"project_id": request.project_id},
+        )
+        project = None if found is None else (found["status"], found["owner_id"])
+        user_id = _check_create(principal, request, project)
+        assert found is not None  # else `_check_create` raised
+        room = 0
+        if engineering and user_id is not None:
+            if found["owner_id"] is None:
+                return UNAVAILABLE  # the caller's own cap: the session path reads it
+            if found["owner_capped"] or monthly_budget_usd is not None:
+                return UNAVAILABLE  # a cap to check: the session path reads the month
+        if engineering:
+            turns = await tx.fetch_one(CREATE_TURNS, {"project_id": found["id"]})
+            assert turns is not None
+            room = max(1, found["parallel_tasks"]) - int(turns["released_open"] or 0)
+            if room > 0 and turns["waiting"]:
+                return UNAVAILABLE  # a turn for waiting tasks: `release_turns`, oldest first
+        if stream is not None and user_id is None:
+            raise _no_owner_to_run()
+        now = utc_now()
+        task: dict[str, Any] = {
+            "id": new_id(),
+            "project_id": found["id"],
+            "user_id": user_id,
+            "type": request.type.value,
+            "status": TaskStatus.QUEUED.value,
+            "spec": request.spec,
+            "correlation_id": correlation_id or new_id(),
+            "created_at": now,
+            "deadline_at": now + timedelta(seconds=deadlines.of(request.type.value)),
+            "redrive_count": 0,
+            "released_at": None,
+        }
+        released = stream is not None and user_id is not None and (not engineering or room > 0)
+        if released:
+            task["released_at"] = now  # its turn (or a deploy): its message now
+        if not released:
+            await tx.execute(TASK_INSERT, task)
+            return TaskCreated.model_validate(task), False
+        assert stream is not None
+        assert user_id is not None
+        message = _message_of(
+            task["id"], task["project_id"], task["correlation_id"], request.type, user_id
+        )
+        row = row_values(stream, message, correlation_id=task["correlation_id"])
+        if database.direct.backend == "sqlite":  # in process: no round trip to save
+            await tx.execute(TASK_INSERT, task)
+            await tx.execute(OUTBOX_INSERT, row)
+        else:  # one statement, one round trip
+            outbox = {f"outbox_{name}": value for name, value in row.items()}
+            await tx.execute(TASK_AND_OUTBOX_INSERT, {**task, **outbox})
+        return TaskCreated.model_validate(task), True
+
+    created = await database.direct.write(work, lock=database.write_lock)
+    if not isinstance(created, Unavailable):
+        task_type, task_id, correlation = created[0].type, created[0].id, created[0].correlation_id
+        SystemMetrics.default().tasks_created.labels(task_type.value).inc()
+        annotate_current_span(task_id=task_id, correlation_id=correlation)
+    return created
+
+
 async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:
     """`TaskService.read` without a session: one direct read of the task joined with
     its project's owner (`direct.py`), through a session only when the direct path cannot
@@ -398,11 +510,18 @@ def _count_final(task: Task, status: str) -> None:
 
 def _message(task: Task, task_type: TaskType, user_id: int) -> BaseModel:
     """The queue message that starts the task's flow."""
+    return _message_of(task.id, task.project_id, task.correlation_id, task_type, user_id)
+
+
+def _message_of(
+    task_id: str, project_id: str, correlation_id: str, task_type: TaskType, user_id: int
+) -> BaseModel:
+    """The queue message that starts a task's flow, from its fields."""
     fields = {
-        "task_id": task.id,
-        "project_id": task.project_id,
+        "task_id": task_id,
+        "project_id": project_id,
         "user_id": user_id,
-        "correlation_id": task.correlation_id,
+        "correlation_id": correlation_id,
     }
     if task_type == TaskType.DEPLOY:
         return DeployMessage.model_validate(fields)
