@@ -150,7 +150,13 @@ class WarmPool:
             and record.runtime_ref
             and await self.manager.runtime.is_alive(record.runtime_ref)
         ):
+            restoring = time.monotonic()
             await self._set_priority(record.runtime_ref, idle=False)  # before its task starts
+            log.debug(
+                "warm_worker_claimed",
+                worker_id=worker_id,
+                priority_ms=round((time.monotonic() - restoring) * 1000, 1),
+            )
             return record
         await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
