@@ -273,6 +273,7 @@ class WorkerManager:
         # The workspace is made while the wrapper takes its binding (and imports, connects);
         # the wrapper reports `running` only once released, after the workspace is ready.
         preparing = asyncio.ensure_future(asyncio.to_thread(prepare))
+        released = False
         try:
             try:
                 if account is not None:  # hand_over's answer, known beforehand
@@ -293,13 +294,18 @@ class WorkerManager:
                     await asyncio.wait({preparing})
                     preparing.result()
                 step("credentials")
-                await self.pool.bind(record, env)
+                # files ready already (none to clone, or quicker than the above): the binding
+                # releases the worker too, one round trip instead of two
+                released = preparing.done() and not preparing.cancelled()
+                released = released and preparing.exception() is None
+                await self.pool.bind(record, env, go=released)
                 step("bind")
             finally:  # never clean up a worker whose files are still being written
                 await asyncio.wait({preparing})
             preparing.result()
             step("files")
-            await self.pool.release(worker_id)
+            if not released:
+                await self.pool.release(worker_id)
             # a released wrapper reports `running` within milliseconds: poll it closely
             await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
             step("ready")
