@@ -49,6 +49,12 @@ _PROC = Path("/proc")
 _AUTOGROUP_SWITCH = _PROC / "sys/kernel/sched_autogroup_enabled"
 _RETRIES = 5
 _RETRY_S = 0.11
+"""A lower's retries on EAGAIN (in the background: it waits a whole window each time)."""
+_RESTORE_RETRIES = 30
+_RESTORE_RETRY_S = 0.02
+"""A restore's (on a create's path): it looks every 20 ms for the end of the window (100 ms
+after the machine's last unprivileged change), ahead of the lowers' 110 ms retries, so a
+claim waits for at most about one window, not behind the refills' lowers."""
 
 
 def pid_of_ref(ref: str) -> int | None:
@@ -135,13 +141,15 @@ def _set_threads(pid: int, nice: int, only_above: int | None = None) -> bool:
     return done
 
 
-async def _with_retries(pid: int, nice: int) -> bool:
-    for attempt in range(_RETRIES):
+async def _with_retries(
+    pid: int, nice: int, *, retries: int = _RETRIES, every_s: float = _RETRY_S
+) -> bool:
+    for attempt in range(retries):
         try:
             return _set_autogroup(pid, nice)
         except OSError:
-            if attempt + 1 < _RETRIES:
-                await asyncio.sleep(_RETRY_S)
+            if attempt + 1 < retries:
+                await asyncio.sleep(every_s)
     log.info("cpu_priority_not_set", pid=pid, knob="autogroup", error="busy (EAGAIN)")
     return False
 
@@ -165,7 +173,9 @@ async def restore(pid: int) -> bool:
         normal = _normal_autogroup_nice()
         current = autogroup_nice(pid)
         if current is not None and current != normal:
-            ok = await _with_retries(pid, normal)
+            ok = await _with_retries(
+                pid, normal, retries=_RESTORE_RETRIES, every_s=_RESTORE_RETRY_S
+            )
     normal = _normal_nice()
     if any(nice > normal for nice in thread_nices(pid).values()):
         if can_restore_nice(normal):

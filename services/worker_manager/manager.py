@@ -118,6 +118,7 @@ class WorkerManager:
 
     async def create(self, command: CreateWorkerCommand) -> str:
         """Start a worker and wait until its wrapper takes input; answer its id."""
+        started = time.monotonic()
         claimed = await self.redis.get(create_request_key(command.request_id))
         if claimed is not None:
             existing = await self._created_before(as_text(claimed))
@@ -147,6 +148,7 @@ class WorkerManager:
         ):
             # every check that can refuse the command is behind us: a claimed worker is bound
             warm = await self.pool.take(config.agent, context.get("profile", "developer"))
+        claimed_at = time.monotonic()
         worker_id = (
             warm.worker_id if warm is not None else f"{_slug(config.name)}-{uuid.uuid4().hex[:8]}"
         )
@@ -179,7 +181,9 @@ class WorkerManager:
         self.busy.add(worker_id)
         try:
             if warm is not None:
-                await self._bind_warm(command, record, env, key_request)
+                await self._bind_warm(
+                    command, record, env, key_request, steps={"claim": claimed_at - started}
+                )
                 self._prepare_next_clone(worker_id, context)
                 return worker_id
             await asyncio.to_thread(
@@ -192,8 +196,7 @@ class WorkerManager:
             # the wrapper's traces join the system's (its agent never sees these variables)
             env.update({k: v for k, v in source.items() if k.startswith("OTEL_")})
             env["AGENT_CAPABILITIES"] = ",".join(config.capabilities)
-            await self.registry.put(record)
-            await self.redis.set(create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S)
+            await self.registry.put(record, request=(command.request_id, _KEY_TTL_S))
             try:
                 if key_request is not None:  # minted once the record exists (see the sweep)
                     env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
@@ -242,9 +245,21 @@ class WorkerManager:
         record: WorkerRecord,
         env: dict[str, str],
         key_request: ApiKeyRequest | None,
+        *,
+        steps: dict[str, float] | None = None,
     ) -> None:
-        """Give a claimed warm worker its task: files, record, scoped credentials, binding."""
+        """Give a claimed warm worker its task: files, record, scoped credentials, binding.
+        `steps` gets how long each step took (s), logged with `worker_created`."""
         worker_id, context = record.worker_id, command.context
+        steps = {} if steps is None else steps
+        mark = time.monotonic()
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            steps[name] = now - mark
+            mark = now
+
         workspace, session_dir = Path(record.workspace), Path(record.session_dir)
         account = agent_account(self.settings)
 
@@ -258,6 +273,7 @@ class WorkerManager:
         # The workspace is made while the wrapper takes its binding (and imports, connects);
         # the wrapper reports `running` only once released, after the workspace is ready.
         preparing = asyncio.ensure_future(asyncio.to_thread(prepare))
+        released = False
         try:
             try:
                 if account is not None:  # hand_over's answer, known beforehand
@@ -266,10 +282,7 @@ class WorkerManager:
                     self._wrapper_env(record, record.adapter, workspace, session_dir, context)
                 )
                 env["AGENT_CAPABILITIES"] = ",".join(command.config.capabilities)
-                await self.registry.put(record)
-                await self.redis.set(
-                    create_request_key(command.request_id), worker_id, ex=_KEY_TTL_S
-                )
+                await self.registry.put(record, request=(command.request_id, _KEY_TTL_S))
                 if key_request is not None:
                     env[key_request.env_name] = await self.api_keys.issue(worker_id, key_request)
                 if self.settings.redis_acl:  # the same user, now allowed its task's stream too
@@ -280,13 +293,22 @@ class WorkerManager:
                 if self.runtime.mounts_workspace:  # the binding hands the files over: wait for them
                     await asyncio.wait({preparing})
                     preparing.result()
-                await self.pool.bind(record, env)
+                step("credentials")
+                # files ready already (none to clone, or quicker than the above): the binding
+                # releases the worker too, one round trip instead of two
+                released = preparing.done() and not preparing.cancelled()
+                released = released and preparing.exception() is None
+                await self.pool.bind(record, env, go=released)
+                step("bind")
             finally:  # never clean up a worker whose files are still being written
                 await asyncio.wait({preparing})
             preparing.result()
-            await self.pool.release(worker_id)
+            step("files")
+            if not released:
+                await self.pool.release(worker_id)
             # a released wrapper reports `running` within milliseconds: poll it closely
             await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
+            step("ready")
         except Exception as exc:  # a claimed worker is never left half-bound
             detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
             with contextlib.suppress(WorkerManagerError, RedisError):
@@ -296,7 +318,13 @@ class WorkerManager:
                     await self.registry.finish(worker_id, "failed", error=detail)
                 await self.release(worker_id)
             raise
-        log.info("worker_created", worker_id=worker_id, adapter=record.adapter, warm=True)
+        log.info(
+            "worker_created",
+            worker_id=worker_id,
+            adapter=record.adapter,
+            warm=True,
+            **{f"{name}_ms": round(seconds * 1000, 1) for name, seconds in steps.items()},
+        )
 
     async def _refuse_shared_volume(self, name: str) -> None:
         for other in await self.registry.active():

@@ -155,15 +155,22 @@ class WarmPool:
             and record.runtime_ref
             and await self.manager.runtime.is_alive(record.runtime_ref)
         ):
+            restoring = time.monotonic()
             await self._set_priority(record.runtime_ref, idle=False)  # before its task starts
+            log.debug(
+                "warm_worker_claimed",
+                worker_id=worker_id,
+                priority_ms=round((time.monotonic() - restoring) * 1000, 1),
+            )
             return record
         await self._drop(worker_id, record, "the warm worker was gone when claimed")
         return None
 
-    async def bind(self, record: WorkerRecord, env: dict[str, str]) -> None:
+    async def bind(self, record: WorkerRecord, env: dict[str, str], *, go: bool = False) -> None:
         """Hand a claimed worker its task's environment, as the runtime's worker sees it
         (popped by the wrapper at once; it expires from Redis if the wrapper died before
-        popping it)."""
+        popping it); with `go` (its workspace is ready already) it is released in the same
+        round trip (see `release`)."""
         worker_id = record.worker_id
         spec = WorkerSpec(
             worker_id=worker_id,
@@ -179,6 +186,8 @@ class WarmPool:
         async with self.manager.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.rpush(key, json.dumps(env))
+            if go:
+                pipe.rpush(key, "go")
             pipe.expire(key, _BIND_TTL_S)
             await pipe.execute()
 

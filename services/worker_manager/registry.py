@@ -22,7 +22,12 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from services.worker_manager.keys import ACTIVE_INDEX, REGISTRY_INDEX, registry_key
+from services.worker_manager.keys import (
+    ACTIVE_INDEX,
+    REGISTRY_INDEX,
+    create_request_key,
+    registry_key,
+)
 
 __all__ = [
     "LIVE_STATUSES",
@@ -124,10 +129,14 @@ class WorkerRegistry:
         self.redis = redis
         self.record_ttl_s = record_ttl_s
 
-    async def put(self, record: WorkerRecord) -> None:
-        """Write a whole record and index it."""
+    async def put(self, record: WorkerRecord, *, request: tuple[str, int] | None = None) -> None:
+        """Write a whole record and index it; with `request` (a create command's request id,
+        a TTL in s) also record, in the same round trip, that the command made this worker."""
         key = registry_key(record.worker_id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if request is not None:
+                request_id, ttl_s = request
+                pipe.set(create_request_key(request_id), record.worker_id, ex=ttl_s)
             pipe.hset(key, mapping=record.to_hash())
             pipe.persist(key)
             pipe.sadd(REGISTRY_INDEX, record.worker_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -159,7 +160,75 @@ def _check_out(
     candidates = [f"refs/remotes/origin/{name}" for name in (branch, base, default) if name]
     found = _refs_present(workspace / ".git", candidates)
     start = [ref.removeprefix("refs/remotes/") for ref in candidates if ref in found][:1]
+    if start and _start_branch_in_place(workspace / ".git", branch, f"refs/remotes/{start[0]}"):
+        return
     git(*here, "checkout", "-q", "-B", branch, *start)
+
+
+_SAFE_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+"""Branch names written as files here: no `..`, `@{`, spaces, quotes or leading dashes
+(anything else goes through git, which checks it)."""
+
+
+def _start_branch_in_place(git_dir: Path, branch: str, start_ref: str) -> bool:
+    """`git checkout -B branch start` without a git process, where it changes no file: the
+    checked-out commit is already `start`'s (a clone made or freshened at the remote's
+    default branch, a task starting from it) and the new branch is neither checked out nor
+    existing. Writes the branch's ref, its upstream (as git's `branch.autoSetupMerge` does
+    from a remote-tracking start) and HEAD; False, with nothing written, otherwise."""
+    name = start_ref.removeprefix("refs/remotes/origin/")
+    if (
+        not _SAFE_BRANCH.match(branch)
+        or branch.endswith(".lock")
+        or ".." in branch
+        or name == "HEAD"  # symbolic: left to git
+        or not _SAFE_BRANCH.match(name)
+    ):
+        return False
+    local = f"refs/heads/{branch}"
+    head = _read_ref(git_dir, "HEAD")
+    target = _read_ref(git_dir, start_ref)
+    if head is None or target is None or head != target or _refs_present(git_dir, [local]):
+        return False
+    if (git_dir / "HEAD").read_text(encoding="utf-8").strip() == f"ref: {local}":
+        return False
+    ref_file = git_dir / local
+    if any(part.exists() and part.is_file() for part in ref_file.parents):
+        return False  # a branch named like this one's directory (git would refuse too)
+    try:
+        ref_file.parent.mkdir(parents=True, exist_ok=True)
+        ref_file.write_text(f"{target}\n", encoding="utf-8")
+        with (git_dir / "config").open("a", encoding="utf-8") as config:
+            config.write(f'[branch "{branch}"]\n\tremote = origin\n\tmerge = refs/heads/{name}\n')
+        (git_dir / "HEAD").write_text(f"ref: {local}\n", encoding="utf-8")
+    except OSError:
+        return False
+    return True
+
+
+def _read_ref(git_dir: Path, ref: str, depth: int = 0) -> str | None:
+    """The commit a ref names (following symbolic refs), read from its files; None when
+    it cannot be told."""
+    if depth > 5:
+        return None
+    try:
+        text = (git_dir / ref).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        text = ""
+        try:
+            packed = (git_dir / "packed-refs").read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in packed.splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref and line[:1] not in "#^":
+                text = sha
+                break
+    except OSError:
+        return None
+    if text.startswith("ref: "):
+        return _read_ref(git_dir, text.removeprefix("ref: "), depth + 1)
+    return text if re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", text) else None
 
 
 def _refs_present(git_dir: Path, refs: list[str]) -> set[str]:

@@ -3,6 +3,7 @@ claimed. Setting a priority back needs root here (or RLIMIT_NICE): those tests s
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -89,3 +90,42 @@ async def test_a_process_of_the_managers_session_keeps_the_managers_autogroup(
     await cpu_priority.lower(session_child.pid)
     assert cpu_priority.autogroup_nice() == before
     await cpu_priority.restore(session_child.pid)
+
+
+async def test_a_restore_refused_for_a_while_looks_again_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel refuses an unprivileged autogroup change within 100 ms of another (EAGAIN,
+    machine-wide): a restore looks again every 20 ms (a claim waits about one window, not
+    a lower's 110 ms retries), a lower every 110 ms; both give up after their retries."""
+    calls: list[tuple[str, int]] = []
+    refusals = {"left": 3}
+
+    def refuse_then_set(pid: int, nice: int) -> bool:
+        calls.append(("set", nice))
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            raise OSError(errno.EAGAIN, "busy")
+        return True
+
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(cpu_priority, "_set_autogroup", refuse_then_set)
+    monkeypatch.setattr("services.worker_manager.cpu_priority.asyncio.sleep", no_sleep)
+    monkeypatch.setattr(cpu_priority, "uses_autogroup", lambda pid: True)
+    monkeypatch.setattr(
+        cpu_priority, "autogroup_nice", lambda pid="self": 19 if pid != "self" else 0
+    )
+    monkeypatch.setattr(cpu_priority, "thread_nices", lambda pid: {})
+    assert await cpu_priority.restore(4242)
+    assert slept == [0.02, 0.02, 0.02]
+    assert calls == [("set", 0)] * 4
+
+    slept.clear()
+    refusals["left"] = 100  # never allowed: a lower gives up after its 5 tries
+    monkeypatch.setattr(cpu_priority, "can_restore_nice", lambda normal: False)
+    assert not await cpu_priority.lower(4242)
+    assert slept == [0.11] * 4

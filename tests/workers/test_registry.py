@@ -9,7 +9,12 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.worker_manager.keys import ACTIVE_INDEX, REGISTRY_INDEX, registry_key
+from services.worker_manager.keys import (
+    ACTIVE_INDEX,
+    REGISTRY_INDEX,
+    create_request_key,
+    registry_key,
+)
 from services.worker_manager.registry import WorkerRecord, WorkerRegistry, as_text
 from tests.support.waiting import eventually
 from tests.support.workers import Client, ManagerRunner
@@ -54,6 +59,23 @@ async def test_put_and_finish_keep_the_set_right(redis_client: aioredis.Redis) -
     assert not await registry.fail_if_live("w-fail", "again")
     assert not await registry.retire_warm("w-run", "failed", error="late")
     assert await active_ids(redis_client) == set()
+
+
+async def test_put_records_the_create_request_with_the_record(
+    redis_client: aioredis.Redis,
+) -> None:
+    """`put(..., request=...)` writes the create command's request id → worker id (with its
+    TTL) in the record's transaction; without it no request key is written."""
+    registry = WorkerRegistry(redis_client)
+    await registry.put(record_of("w-req"), request=("req-1", 3600))
+    assert await redis_client.get(create_request_key("req-1")) == b"w-req"
+    assert 3500 < await redis_client.ttl(create_request_key("req-1")) <= 3600
+    assert (await registry.get("w-req")) is not None
+    assert "w-req" in await active_ids(redis_client)
+    await registry.put(record_of("w-plain"))
+    assert await redis_client.keys(create_request_key("*")) == [
+        create_request_key("req-1").encode()
+    ]
 
 
 async def test_retire_warm_leaves_a_claimed_worker_alone(redis_client: aioredis.Redis) -> None:

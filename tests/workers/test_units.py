@@ -130,3 +130,62 @@ def test_a_new_task_branch_starts_from_the_base_branch_as_it_is_now(tmp_path: Pa
     clone_repository(str(remote), tmp_path / "ws", "task/t-3", env, base="develop")
     assert git(tmp_path / "ws", "rev-parse", "HEAD").strip() == develop
     assert git(tmp_path / "ws", "branch", "--show-current").strip() == "task/t-3"
+
+
+def _state(workspace: Path) -> tuple[str, str, str, str, str]:
+    """What a task sees of its checkout: branch, commit, upstream, status, fsck."""
+    return (
+        git(workspace, "branch", "--show-current").strip(),
+        git(workspace, "rev-parse", "HEAD").strip(),
+        git(workspace, "rev-parse", "--abbrev-ref", "@{upstream}").strip(),
+        git(workspace, "status", "--porcelain", "--branch").strip(),
+        git(workspace, "fsck", "--no-dangling").strip(),
+    )
+
+
+@pytest.mark.parametrize("branch", ["task/t-4", "feature-x", "a/b/c"])
+def test_a_branch_started_without_git_is_the_branch_git_starts(tmp_path: Path, branch: str) -> None:
+    """A new task branch at the commit already checked out is written in place (no git
+    process): the same branch, commit, upstream and clean status as `git checkout -B`."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(remote), str(seed))
+    (seed / "file.txt").write_text("x\n")
+    git(seed, "add", "file.txt")
+    git(seed, "commit", "-q", "-m", "base")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    env = base_env()
+    clone_repository(str(remote), tmp_path / "fast", branch, env, base="main")
+    git(tmp_path, "clone", "-q", str(remote), str(tmp_path / "slow"))
+    git(tmp_path / "slow", "checkout", "-q", "-B", branch, "origin/main")
+    assert _state(tmp_path / "fast") == _state(tmp_path / "slow")
+    assert not (tmp_path / "fast" / ".git" / "logs" / "refs" / "heads" / branch).exists()
+    # and git goes on from it: a commit on the branch, pushed under its name
+    (tmp_path / "fast" / "file.txt").write_text("y\n")
+    git(tmp_path / "fast", "commit", "-q", "-am", "work")
+    git(tmp_path / "fast", "push", "-q", "origin", f"HEAD:{branch}")
+    assert (
+        git(remote, "rev-parse", branch).strip()
+        == git(tmp_path / "fast", "rev-parse", "HEAD").strip()
+    )
+
+
+@pytest.mark.parametrize("branch", ["main", "x..y", "-dash", "we ird", "task/@{1}", "a.lock"])
+def test_a_branch_git_must_judge_is_left_to_git(tmp_path: Path, branch: str) -> None:
+    """The current branch itself and names git may refuse are never written in place: git
+    starts (or refuses) them as before."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(remote), str(seed))
+    git(seed, "commit", "-q", "--allow-empty", "-m", "base")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    workspace = tmp_path / "ws"
+    try:
+        clone_repository(str(remote), workspace, branch, base_env(), base="main")
+    except WorkerStartError:
+        assert not (workspace / ".git" / "refs" / "heads" / branch).exists()
+        return
+    assert git(workspace, "branch", "--show-current").strip() == branch
+    assert "[branch" not in (workspace / ".git" / "config").read_text() or branch == "main"
