@@ -260,7 +260,10 @@ class Upkeep:
                 if removed:
                     log.info("trimmed", queue=stream, removed=removed, min_id=floor)
             spec_name = consumer.specs[stream].name
-            for info in await consumer.transport.groups(stream):
+            infos = await consumer.transport.groups(stream)
+            if not any(info.name == consumer.group for info in infos):
+                self._last_trim = 0.0  # its group not made yet: sample again next tick
+            for info in infos:
                 if info.name != consumer.group:
                     continue
                 labels = (spec_name, info.name)

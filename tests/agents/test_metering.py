@@ -115,6 +115,32 @@ def test_usage_records_of_the_three_apis() -> None:
     }
 
 
+async def test_once_the_cap_is_reached_no_new_request_reaches_the_model() -> None:
+    """The run's cap closes the relay (the CLI's process tree is being stopped): a response
+    under way is relayed whole, with its usage; a request after it (a CLI retrying before
+    the kill lands) is answered 402 by the relay and never reaches the model."""
+    script = ModelScript([Reply(text="one", input_tokens=10, output_tokens=2)] * 3)
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+    closed: list[bool] = []
+    body = {"model": MODEL, "input": [], "tools": [{"type": "function", "name": "x"}]}
+
+    def metered(model: str | None, usage: dict[str, Any]) -> None:
+        seen.append((model, usage))
+        closed.append(True)  # this response crossed the cap
+
+    with serve_openai(script) as fake:
+        relay = UsageRelay(f"{fake.url}/v1", metered, lambda: bool(closed))
+        async with relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+            first = await client.post("/responses", json=body)
+            retried = await client.post("/responses", json=body)
+    assert first.status_code == 200
+    assert "response.completed" in first.text
+    assert len(seen) == 1
+    assert retried.status_code == 402
+    assert retried.json()["error"]["message"] == "the task's budget is spent"
+    assert script.paths == ["/v1/responses"]
+
+
 async def test_an_unreachable_upstream_answers_502_without_credentials() -> None:
     """Nothing listens upstream: 502 naming the host (not the URL's user and password)."""
     port = free_port()

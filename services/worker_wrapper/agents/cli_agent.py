@@ -91,6 +91,8 @@ async def run_stream_agent(
             message = budget.exceeded(spent())
             if message is not None:
                 exceeded.append(message)
+                if isinstance(parser, StreamJsonParser):
+                    parser.over_budget = True  # its metering relay closes at once
                 stop.set()
 
     def on_line(line: str) -> None:

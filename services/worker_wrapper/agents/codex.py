@@ -231,7 +231,9 @@ class CodexAgent(CliAgent):
         if not self._budgets():
             return await self._run(request, on_activity, parser, None)
         try:
-            relay = UsageRelay(self.upstream(request.env), parser.add_metered_usage)
+            relay = UsageRelay(
+                self.upstream(request.env), parser.add_metered_usage, lambda: parser.over_budget
+            )
         except ValueError as exc:
             return AgentResult(status="error", error=str(exc))
         async with relay:

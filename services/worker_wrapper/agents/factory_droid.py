@@ -216,7 +216,9 @@ class FactoryDroidAgent(CliAgent):
         if not self._budgets():
             return await self._run(request, on_activity, parser, self.byok.base_url)
         try:
-            relay = UsageRelay(self.byok.base_url, parser.add_metered_usage)
+            relay = UsageRelay(
+                self.byok.base_url, parser.add_metered_usage, lambda: parser.over_budget
+            )
         except ValueError as exc:
             return AgentResult(status="error", error=str(exc))
         async with relay:

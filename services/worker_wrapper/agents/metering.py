@@ -155,7 +155,9 @@ class UsageRelay:
     """`async with UsageRelay(upstream, on_usage) as relay:` point the CLI at
     `relay.base_url` (the upstream's path on the relay's own address)."""
 
-    def __init__(self, upstream: str, on_usage: UsageSink) -> None:
+    def __init__(
+        self, upstream: str, on_usage: UsageSink, closed: Callable[[], bool] | None = None
+    ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"the model API's base URL is not http(s): {upstream!r}")
@@ -164,6 +166,10 @@ class UsageRelay:
         """The origin without any user or password (for error texts)."""
         self.path = parts.path.rstrip("/")
         self.on_usage = on_usage
+        self.closed = closed or (lambda: False)
+        """True once the run reached its cap: a new request is answered with an error
+        without reaching the model (a response already under way is relayed whole, so its
+        usage is counted as the model bills it)."""
         self._server: asyncio.Server | None = None
         self._client: httpx.AsyncClient | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -232,6 +238,9 @@ class UsageRelay:
             if lowered not in _NOT_FORWARDED:
                 headers.append((name, value))
         body = await _read_chunked(reader) if chunked else await reader.readexactly(length)
+        if self.closed():
+            await _refuse(writer, 402, "Payment Required", "the task's budget is spent")
+            return
         assert self._client is not None
         request = self._client.build_request(
             method,
@@ -244,13 +253,7 @@ class UsageRelay:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             reason = f"the relay cannot reach {self.host}: {type(exc).__name__}"
-            message = json.dumps({"error": {"message": reason}}).encode()
-            writer.write(
-                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(message)}\r\nConnection: close\r\n\r\n".encode()
-                + message
-            )
-            await writer.drain()
+            await _refuse(writer, 502, "Bad Gateway", reason)
             return
         try:
             status = f"HTTP/1.1 {response.status_code} {response.reason_phrase or 'Status'}\r\n"
@@ -270,6 +273,17 @@ class UsageRelay:
                 scanner.close()
         finally:
             await response.aclose()
+
+
+async def _refuse(writer: asyncio.StreamWriter, code: int, phrase: str, reason: str) -> None:
+    """Answer the CLI with an error of the relay's own (JSON, as the model APIs do)."""
+    message = json.dumps({"error": {"message": reason}}).encode()
+    writer.write(
+        f"HTTP/1.1 {code} {phrase}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(message)}\r\nConnection: close\r\n\r\n".encode()
+        + message
+    )
+    await writer.drain()
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

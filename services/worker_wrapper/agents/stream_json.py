@@ -44,6 +44,10 @@ class StreamJsonParser(ABC):
         """Usage of each model response seen by a metering relay (beside the stream)."""
         self.usage_listener: Callable[[], None] | None = None
         """Called when usage arrives other than through a stdout line (the budget check)."""
+        self.over_budget = False
+        """Set by the budget check once the run reached its cap: a metering relay then
+        lets no new request of the CLI reach its model (the process tree is being stopped;
+        a CLI that retries in the meantime is refused)."""
 
     def feed(self, line: str) -> list[AgentActivity]:
         """Take one stdout line; answer the activity it reports."""
