@@ -35,6 +35,7 @@ __all__ = [
     "autogroup_nice",
     "can_restore_nice",
     "lower",
+    "normal_autogroup_nice",
     "pid_of_ref",
     "restore",
     "thread_nices",
@@ -112,7 +113,10 @@ def _normal_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-def _normal_autogroup_nice() -> int:
+def normal_autogroup_nice() -> int:
+    """The autogroup nice a claimed worker gets back: the manager's own. A manager in the
+    root autogroup (one that never led a session, such as a child of init's: its
+    `/proc/self/autogroup` is empty) counts as nice 0, the root group's weight."""
     own = autogroup_nice() or 0
     return own if own >= 0 or os.geteuid() == 0 else 0
 
@@ -170,7 +174,7 @@ async def restore(pid: int) -> bool:
     it (or never lost it)."""
     ok = True
     if uses_autogroup(pid):
-        normal = _normal_autogroup_nice()
+        normal = normal_autogroup_nice()
         current = autogroup_nice(pid)
         if current is not None and current != normal:
             ok = await _with_retries(

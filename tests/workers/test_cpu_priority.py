@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ async def test_lower_then_restore(sleeper: subprocess.Popen[bytes]) -> None:
     assert await cpu_priority.restore(sleeper.pid)
     assert set(cpu_priority.thread_nices(sleeper.pid).values()) == {normal}
     if grouped:
-        assert cpu_priority.autogroup_nice(sleeper.pid) == cpu_priority.autogroup_nice()
+        assert cpu_priority.autogroup_nice(sleeper.pid) == cpu_priority.normal_autogroup_nice()
 
 
 async def test_a_process_of_the_managers_session_keeps_the_managers_autogroup(
@@ -129,3 +130,32 @@ async def test_a_restore_refused_for_a_while_looks_again_soon(
     monkeypatch.setattr(cpu_priority, "can_restore_nice", lambda normal: False)
     assert not await cpu_priority.lower(4242)
     assert slept == [0.11] * 4
+
+
+async def test_a_manager_in_the_root_autogroup_gives_back_nice_0(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A manager that never led a session (a child of init's, as CI starts it) is in the
+    root autogroup: its `/proc/self/autogroup` is empty. A claimed worker's autogroup gets
+    nice 0 back, the root group's, not the lowest."""
+    proc = tmp_path
+    (proc / "self").mkdir()
+    (proc / "self" / "autogroup").write_text("")
+    (proc / "4242").mkdir()
+    (proc / "4242" / "autogroup").write_text("/autogroup-77 nice 19\n")
+    monkeypatch.setattr(cpu_priority, "_PROC", proc)
+    assert cpu_priority.autogroup_nice() is None
+    assert cpu_priority.autogroup_nice(4242) == cpu_priority.IDLE_NICE
+    assert cpu_priority.normal_autogroup_nice() == 0
+
+    set_to: list[tuple[int, int]] = []
+
+    def record(pid: int, nice: int) -> bool:
+        set_to.append((pid, nice))
+        return True
+
+    monkeypatch.setattr(cpu_priority, "_set_autogroup", record)
+    monkeypatch.setattr(cpu_priority, "uses_autogroup", lambda pid: True)
+    monkeypatch.setattr(cpu_priority, "thread_nices", lambda pid: {})
+    assert await cpu_priority.restore(4242)
+    assert set_to == [(4242, 0)]

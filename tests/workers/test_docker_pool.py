@@ -9,6 +9,7 @@ to look at the task's environment from inside), as in test_docker_workers.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -264,8 +265,11 @@ async def test_a_warm_container_of_a_replaced_image_is_not_adopted(
         assert (await client.delete(created.worker_id)).success
         await docker_manager.stop()
     finally:
-        for container in engine_client.containers.list(all=True, filters={"ancestor": image_id}):
-            container.remove(force=True)
+        for container in engine_client.containers.list(
+            all=True, filters={"ancestor": image_id}, sparse=True
+        ):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)
         engine_client.images.remove(image_id, force=True)
 
 

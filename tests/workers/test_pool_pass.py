@@ -145,4 +145,4 @@ async def test_a_warm_worker_runs_at_the_lowest_priority_until_claimed(
     normal = os.getpriority(os.PRIO_PROCESS, 0)
     assert set(cpu_priority.thread_nices(pid).values()) == {normal}
     if cpu_priority.uses_autogroup(pid):
-        assert cpu_priority.autogroup_nice(pid) == cpu_priority.autogroup_nice()
+        assert cpu_priority.autogroup_nice(pid) == cpu_priority.normal_autogroup_nice()
