@@ -90,6 +90,8 @@ class ModelScript:
     paths: list[str] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     """The headers of every request, in order (lower-case names)."""
+    arrived: list[float] = field(default_factory=list)
+    """When each request arrived (`time.monotonic()`), in order."""
     served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -171,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             script.requests.append(body)
             script.paths.append(self.path)
             script.headers.append({k.lower(): v for k, v in self.headers.items()})
+            script.arrived.append(time.monotonic())
 
     def do_GET(self) -> None:
         """Probes some CLIs make (models list, health): a small valid answer."""

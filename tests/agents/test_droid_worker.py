@@ -43,6 +43,33 @@ def byok(url: str) -> dict[str, Any]:
     return {"base_url": url, "model": "scripted-model", "display_name": "Scripted"}
 
 
+def conversations(script: ModelScript, start: int, since: float) -> str:
+    """The conversation requests from `start` on, for a failure's message: when each came
+    (seconds after `since`), its first user text and what its last message holds."""
+
+    def text_of(message: dict[str, Any]) -> str:
+        content = message.get("content")
+        if isinstance(content, str):
+            return content[:60]
+        parts = content if isinstance(content, list) else []
+        return " | ".join(
+            str(part.get("text") or part.get("type"))[:60]
+            for part in parts
+            if isinstance(part, dict)
+        )
+
+    lines = []
+    for body, at in zip(script.requests[start:], script.arrived[start:], strict=True):
+        messages = body.get("messages") if body.get("tools") else None
+        if not messages:
+            continue
+        lines.append(
+            f"+{at - since:.2f}s {len(messages)} messages, first {text_of(messages[0])!r},"
+            f" last {text_of(messages[-1])!r}"
+        )
+    return "conversation requests since the spender's turns:\n" + "\n".join(lines)
+
+
 def developer_turns(workspace: Path) -> list[Reply | Failure]:
     """Create hello.py, add, commit, push (each git step in a call of its own), answer."""
     return [
@@ -145,14 +172,14 @@ async def test_droid_worker_timeout_kills_the_tree_and_a_cap_stops_it_within_one
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Under a task cap of $10 the BYOK model is reached through the wrapper's metering
+    """Under a task cap of $1.20 the BYOK model is reached through the wrapper's metering
     relay. One worker's request times out: the real droid's whole process tree is killed.
-    Another's second model response (400 000 input tokens at the table's default $15/Mtok:
-    $6 each) crosses the cap as it passes the relay: the run is stopped before that
+    Another's second model response (50 000 input tokens at the table's default $15/Mtok:
+    $0.75 each) crosses the cap as it passes the relay: the run is stopped before that
     response's command has run, and the spend recorded is the usage the fake reported."""
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     sleeper, late = f"droid-sleeper-{stamp}", tmp_path / "late.txt"
-    big = 400_000
+    big = 50_000  # well inside the model's context: no compaction (a request of its own)
     script = ModelScript([Reply(tools=(execute(f"bash -c 'sleep 600; : {sleeper}'"),))])
     spender_turns: list[Reply | Failure] = [
         Reply(tools=(execute("true"),), input_tokens=big),
@@ -163,7 +190,7 @@ async def test_droid_worker_timeout_kills_the_tree_and_a_cap_stops_it_within_one
         monkeypatch.setenv("HOME", str(empty_home))
         monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
         await manager.start(
-            droid_command=[str(droid_cli)], droid_byok=byok(fake.url), task_budget_usd=10.0
+            droid_command=[str(droid_cli)], droid_byok=byok(fake.url), task_budget_usd=1.2
         )
         slow = (await client.create(agent="factory-droid")).worker_id
         record = await client.record(slow)
@@ -172,7 +199,7 @@ async def test_droid_worker_timeout_kills_the_tree_and_a_cap_stops_it_within_one
         leftovers = [p for p in wrapper.children(recursive=True) if p.status() != "zombie"]
         # droid answers the SIGTERM by going on until the SIGKILL: the spender gets its own turns
         script.turns, script.served = spender_turns, 0
-        start = len(script.requests)
+        start, reset = len(script.requests), time.monotonic()
         spender = (
             await client.create(agent="factory-droid", context={"task_id": "t-cap"})
         ).worker_id
@@ -183,16 +210,16 @@ async def test_droid_worker_timeout_kills_the_tree_and_a_cap_stops_it_within_one
     assert leftovers == []
     assert not capped.success
     # the stop came at the second response's message_start: its input priced, its output
-    # known as the start's count of 1 token ($12.0016, and $0.0001 per side request)
-    assert capped.error.startswith("agent error: budget exceeded: task 12.001"), capped.error
-    assert capped.error.endswith("/10.0000 USD; the agent's process tree was stopped")
-    assert script.conversation_requests == 2
+    # known as the start's count of 1 token ($1.5016, and $0.0001 per side request)
+    assert capped.error.startswith("agent error: budget exceeded: task 1.501"), capped.error
+    assert capped.error.endswith("/1.2000 USD; the agent's process tree was stopped")
+    assert script.conversation_requests == 2, conversations(script, start, reset)
     await asyncio.sleep(3.5)
     assert not late.exists()
     assert capped.run is not None
     # the two responses, and droid's side requests (a title: no tools, the fake's 1 + 1 tokens)
     side = sum(1 for body in script.requests[start:] if not body.get("tools"))
-    tokens = (800_000 + side, 40 + side)
+    tokens = (100_000 + side, 40 + side)
     assert (capped.run.input_tokens, capped.run.output_tokens) == tokens
     assert capped.run.cost_usd == pytest.approx((tokens[0] * 15 + tokens[1] * 75) / 1e6)
     assert PLANTED_KEY not in capped.model_dump_json()
