@@ -60,10 +60,9 @@ def docker_manager(
     try:
         yield runner
     finally:
-        for container in engine_client.containers.list(  # sparse: no inspect per container,
-            all=True,  # which fails on one the manager removes meanwhile
-            filters={"label": f"{LABEL_MANAGER}={runner.manager_id}"},
-            sparse=True,
+        # sparse: no inspect per container, which fails on one the manager removes meanwhile
+        for container in engine_client.containers.list(
+            all=True, filters={"label": f"{LABEL_MANAGER}={runner.manager_id}"}, sparse=True
         ):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 container.remove(force=True)  # 409 while the manager removes it: fine
