@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 
 from services.api.main import run_api
+from shared.logs import configure_logging
 from shared.settings import Settings
+
+
+def setup_logs(settings: Settings) -> None:
+    """The system's log setup (plain tracebacks: never a frame's local variables)."""
+    configure_logging(settings.log_level, settings.log_format)
 
 
 async def _main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level)
+    setup_logs(settings)
     task = asyncio.create_task(run_api(settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -276,13 +276,20 @@ except RuntimeError:
 
 
 def test_worker_tracebacks_never_show_locals() -> None:
-    """The worker's log setup renders a crash's traceback (exception, function, line)
-    without the frames' local variables, with rich installed or not."""
+    """The worker's log setup, and the API's and the bot's entry points, render a crash's
+    traceback (exception, function, line) without the frames' local variables, with rich
+    installed or not."""
     setups = [
         "from services.worker_wrapper.__main__ import configure_worker_logs\n"
         "configure_worker_logs('INFO')\n",
         "from services.worker_wrapper.__main__ import configure_worker_logs, skip_unused_imports\n"
         "skip_unused_imports()\nconfigure_worker_logs('INFO')\n",
+        # the entry points `python -m services.api` and `python -m services.telegram_bot`
+        "from services.api.__main__ import setup_logs\n"
+        "from shared.settings import Settings\nsetup_logs(Settings(log_format='console'))\n",
+        "from services.telegram_bot.__main__ import setup_logs\n"
+        "from services.settings import SystemSettings\n"
+        "setup_logs(SystemSettings(log_format='console'))\n",
     ]
     for setup in setups:
         done = _python(setup + _RAISE)
