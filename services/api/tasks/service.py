@@ -54,6 +54,7 @@ from services.api.projects.service import ProjectService
 from services.api.runs.caps import check_cap, check_month_cap
 from services.api.tasks.models import Task
 from services.api.tasks.repository import (
+    CREATE_ENGINEERING,
     CREATE_PROJECT,
     CREATE_PROJECT_LOCKED,
     CREATE_TURNS,
@@ -425,7 +426,8 @@ async def create_task_direct(
                 return UNAVAILABLE  # the caller's own cap: the session path reads it
             if found["owner_capped"] or monthly_budget_usd is not None:
                 return UNAVAILABLE  # a cap to check: the session path reads the month
-        if engineering:
+        pg = database.direct.backend != "sqlite"
+        if engineering and not pg:
             turns = await tx.fetch_one(CREATE_TURNS, {"project_id": found["id"]})
             assert turns is not None
             room = max(1, found["parallel_tasks"]) - int(turns["released_open"] or 0)
@@ -447,6 +449,8 @@ async def create_task_direct(
             "redrive_count": 0,
             "released_at": None,
         }
+        if engineering and pg:  # the turns read, the task and its outbox row: one round trip
+            return await _create_engineering_pg(tx, task, request.type, found["parallel_tasks"])
         released = stream is not None and user_id is not None and (not engineering or room > 0)
         if released:
             task["released_at"] = now  # its turn (or a deploy): its message now
@@ -459,7 +463,7 @@ async def create_task_direct(
             task["id"], task["project_id"], task["correlation_id"], request.type, user_id
         )
         row = row_values(stream, message, correlation_id=task["correlation_id"])
-        if database.direct.backend == "sqlite":  # in process: no round trip to save
+        if not pg:  # in process: no round trip to save
             await tx.execute(TASK_INSERT, task)
             await tx.execute(OUTBOX_INSERT, row)
         else:  # one statement, one round trip
@@ -473,6 +477,36 @@ async def create_task_direct(
         SystemMetrics.default().tasks_created.labels(task_type.value).inc()
         annotate_current_span(task_id=task_id, correlation_id=correlation)
     return created
+
+
+async def _create_engineering_pg(
+    tx: DirectTransaction, task: dict[str, Any], task_type: TaskType, parallel_tasks: int
+) -> tuple[TaskCreated, bool] | Unavailable:
+    """The rest of `create_task_direct` for an engineering task on PostgreSQL, in one
+    statement (`CREATE_ENGINEERING`): the project's turns read, and the task inserted unless
+    a turn is free while tasks wait for one (`UNAVAILABLE` then: nothing was written),
+    released with its outbox row when a turn is free, waiting without one otherwise."""
+    user_id = task["user_id"]
+    assert user_id is not None  # the owner (`create_task_direct` declines a project without)
+    slots = max(1, parallel_tasks)
+    stream = _QUEUE_OF[task_type]
+    message = _message_of(
+        task["id"], task["project_id"], task["correlation_id"], task_type, user_id
+    )
+    row = row_values(stream, message, correlation_id=task["correlation_id"])
+    outbox = {f"outbox_{name}": value for name, value in row.items()}
+    turns = await tx.fetch_one(
+        CREATE_ENGINEERING,
+        {**task, "released_at": task["created_at"], "slots": slots, **outbox},
+    )
+    assert turns is not None
+    room = slots - int(turns["released_open"] or 0)
+    if room > 0 and turns["waiting"]:
+        return UNAVAILABLE  # a turn for waiting tasks: `release_turns`, oldest first
+    released = room > 0
+    if released:
+        task["released_at"] = task["created_at"]  # its turn: its message now
+    return TaskCreated.model_validate(task), released
 
 
 async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:
