@@ -9,7 +9,7 @@ system cannot run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -126,6 +126,10 @@ class GitPort(Protocol):
 
     async def head_of(self, full_name: str, branch: str) -> str | None:
         """The commit a branch points at, or None."""
+        ...
+
+    async def heads_of(self, full_name: str, branches: Sequence[str]) -> list[str | None]:
+        """`head_of` of each branch, in their order, asked at once."""
         ...
 
     async def commit_exists(self, full_name: str, sha: str) -> bool:

@@ -93,15 +93,13 @@ class FlowRunner:
                 await self.store.finish_flow(task_id)
                 return cast(FlowState, snapshot.values) if snapshot.values else None
             if not snapshot.interrupts:
-                await self._run(kind, task_id, None)
-            else:
-                resume = await self._resume_value(
-                    snapshot.interrupts[0].value, cast(FlowState, snapshot.values), reason
-                )
-                if resume is not None:
-                    await self._run(kind, task_id, Command(resume=resume))
-            after = await graph.aget_state(_config(task_id))
-            return cast(FlowState, after.values)
+                return await self._run(kind, task_id, None)
+            resume = await self._resume_value(
+                snapshot.interrupts[0].value, cast(FlowState, snapshot.values), reason
+            )
+            if resume is None:
+                return cast(FlowState, snapshot.values)
+            return await self._run(kind, task_id, Command(resume=resume))
 
     async def _resume_value(
         self, pending: object, values: FlowState, reason: KickReason
@@ -117,9 +115,12 @@ class FlowRunner:
 
     async def _run(
         self, kind: FlowKind, task_id: str, value: FlowState | Command[Any] | None
-    ) -> None:
+    ) -> FlowState:
+        """Advance the flow; its state after, as checkpointed (the run's last values: no
+        second read of the checkpoint)."""
         graph = self.graphs[kind]
         result = await graph.ainvoke(value, _config(task_id), context=self.deps, durability="sync")
         if "__interrupt__" not in result:
             await self.store.finish_flow(task_id)
             log.info("flow_ended", task_id=task_id, outcome=result.get("outcome"))
+        return cast(FlowState, {k: v for k, v in result.items() if k != "__interrupt__"})

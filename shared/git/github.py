@@ -7,8 +7,10 @@ entry carried by the environment, never in a URL, argv, log line or error text.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,10 @@ class GitHubProvider:
         if response.status_code != httpx.codes.OK:
             raise self._fail(response, f"get branch {branch} of {full_name}")
         return str(response.json()["commit"]["sha"])
+
+    async def heads_of(self, full_name: str, branches: Sequence[str]) -> list[str | None]:
+        """`head_of` of each branch, the requests at once."""
+        return list(await asyncio.gather(*(self.head_of(full_name, b) for b in branches)))
 
     async def _commit(self, full_name: str, sha: str) -> dict[str, Any] | None:
         path = f"{self._repo_path(full_name)}/commits/{check_sha(sha)}"

@@ -7,6 +7,7 @@ client (workers, deploys, people) can clone and push it like any remote.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class LocalGitProvider:
         self._default_branch = default_branch
         self._owner = owner
         self._create_lock = asyncio.Lock()
+        self._ancestry: dict[tuple[Path, str, str], None] = {}
 
     @property
     def name(self) -> str:
@@ -117,6 +119,32 @@ class LocalGitProvider:
             raise ValueError(f"not a branch name: {branch!r}")
         return await rev_parse(self.path_of(full_name), f"refs/heads/{branch}")
 
+    async def heads_of(self, full_name: str, branches: Sequence[str]) -> list[str | None]:
+        """`head_of` of each branch, in one `git for-each-ref` (a pattern also matches the
+        refs below it, so only exact names are taken). A branch pointing at anything but a
+        commit (never made by git itself) is left to `head_of`, which peels it."""
+        if await self.get_repo(full_name) is None:
+            return [None for _ in branches]
+        if any(branch.startswith("-") for branch in branches):
+            raise ValueError(f"not a branch name in {list(branches)!r}")
+        refs = [f"refs/heads/{branch}" for branch in branches]
+        _, out, _ = await run_git(
+            "for-each-ref", "--format=%(objecttype) %(objectname) %(refname)", "--", *refs,
+            cwd=self.path_of(full_name),
+        )  # fmt: skip
+        found: dict[str, tuple[str, str]] = {}
+        for line in out.splitlines():
+            kind, sha, ref = line.split(" ", 2)
+            found[ref] = (kind, sha)
+        heads: list[str | None] = []
+        for branch, ref in zip(branches, refs, strict=True):
+            kind, sha = found.get(ref, ("", ""))
+            if kind and kind != "commit":
+                heads.append(await self.head_of(full_name, branch))
+            else:
+                heads.append(sha or None)
+        return heads
+
     async def commit_exists(self, full_name: str, sha: str) -> bool:
         """True when the bare repository holds the commit."""
         if await self.get_repo(full_name) is None:
@@ -134,11 +162,24 @@ class LocalGitProvider:
     async def is_ancestor(self, full_name: str, ancestor: str, descendant: str) -> bool:
         """True when `descendant` contains `ancestor` (`git merge-base --is-ancestor`)."""
         path = await self._existing(full_name)
+        key = (path, check_sha(ancestor), check_sha(descendant))
+        if key in self._ancestry:
+            return True
         code, _, _ = await run_git(
-            "merge-base", "--is-ancestor", check_sha(ancestor), check_sha(descendant),
-            cwd=path, check=False,
-        )  # fmt: skip
+            "merge-base", "--is-ancestor", key[1], key[2], cwd=path, check=False
+        )
+        if code == 0 and len(key[1]) == len(key[2]) and len(key[1]) in (40, 64):
+            self._remember_ancestry(key)  # full ids only: a short one may become ambiguous
         return code == 0
+
+    def _remember_ancestry(self, key: tuple[Path, str, str]) -> None:
+        """Keep a `True` answer of `is_ancestor`: two commits' ancestry never changes (a
+        commit names its parents), so asking again, as `fast_forward` does right after the
+        flow's `integrate` asked, needs no git process. `False` is never kept (a commit
+        missing now may be pushed later). The oldest answers go past `_ANCESTRY_KEPT`."""
+        self._ancestry[key] = None
+        if len(self._ancestry) > _ANCESTRY_KEPT:
+            del self._ancestry[next(iter(self._ancestry))]
 
     async def diff_files(self, full_name: str, base: str, head: str) -> list[str]:
         """Paths that differ between two commits."""
@@ -197,8 +238,9 @@ class LocalGitProvider:
     async def fast_forward(self, full_name: str, branch: str, *, expected: str, new: str) -> bool:
         """`git update-ref` with the old value: atomic, so a retry never moves it twice.
 
-        Two git processes when it moves (the ancestry, then the compare-and-swap); the
-        branch is read only when the swap did not happen (moved elsewhere, or a retry)."""
+        Two git processes when it moves (the ancestry, then the compare-and-swap), one when
+        the ancestry was asked just before (kept); the branch is read only when the swap did
+        not happen (moved elsewhere, or a retry)."""
         path = await self._existing(full_name)
         if branch.startswith("-"):
             raise ValueError(f"not a branch name: {branch!r}")
@@ -229,6 +271,9 @@ class LocalGitProvider:
         """Local repositories have no pull requests."""
         raise ProviderError("the local git provider has no pull requests")
 
+
+_ANCESTRY_KEPT = 1024
+"""`is_ancestor` answers a provider keeps (about 0.2 MiB at most)."""
 
 _LOG_FORMAT = "%H%x1f%an%x1f%at%x1f%s%x1e"
 """sha, author, author time (epoch), subject; records end with RS (0x1e)."""

@@ -9,6 +9,7 @@ did a commit change.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -115,6 +116,11 @@ class GitProvider(Protocol):
 
     async def head_of(self, full_name: str, branch: str) -> str | None:
         """The commit `branch` points at, or None when the branch (or repository) is absent."""
+        ...
+
+    async def heads_of(self, full_name: str, branches: Sequence[str]) -> list[str | None]:
+        """`head_of` of each branch, in their order, asked at once (one git process for a
+        local repository)."""
         ...
 
     async def commit_exists(self, full_name: str, sha: str) -> bool:

@@ -15,6 +15,7 @@ from shared.git import (
     GitHubProvider,
     LocalGitProvider,
     ProviderError,
+    RepoNotFoundError,
     commit_all,
     push,
     rev_parse,
@@ -75,8 +76,9 @@ async def test_fast_forward_is_a_compare_and_swap(
 async def test_fast_forward_runs_two_git_processes(
     provider: LocalGitProvider, worktree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Moving the branch costs two git processes (ancestry, compare-and-swap); a retry and
-    a branch moved elsewhere read the branch once more and still answer right."""
+    """Moving the branch costs two git processes (ancestry, compare-and-swap); a retry
+    (its ancestry kept) and a branch moved elsewhere read the branch once more and still
+    answer right."""
     main, task, other = await _history(provider, worktree)
     commands: list[str] = []
     spawn = asyncio.create_subprocess_exec
@@ -90,12 +92,98 @@ async def test_fast_forward_runs_two_git_processes(
     assert commands == ["merge-base", "update-ref"]
     commands.clear()
     assert await provider.fast_forward("octo/app", "main", expected=main, new=task)  # retry
-    assert commands == ["merge-base", "update-ref", "rev-parse"]
+    assert commands == ["update-ref", "rev-parse"]
     commands.clear()
     assert not await provider.fast_forward("octo/app", "main", expected=main, new=other)
     assert len(commands) == 3
     monkeypatch.undo()
     assert await provider.head_of("octo/app", "main") == task
+
+
+def _counting_git(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands run from now on."""
+    commands: list[str] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def counting(program: str, *args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        commands.append(str(args[0]) if args else program)
+        return await spawn(program, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", counting)
+    return commands
+
+
+async def test_an_ancestry_asked_before_is_not_asked_again(
+    provider: LocalGitProvider, worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow's `integrate` asks the ancestry, then `fast_forward` needs it again: a kept
+    `True` answer (full commit ids) spares its git process, and the swap still happens."""
+    main, task, _ = await _history(provider, worktree)
+    commands = _counting_git(monkeypatch)
+    assert await provider.is_ancestor("octo/app", main, task)
+    assert await provider.is_ancestor("octo/app", main.upper(), task)  # the same commits
+    assert commands == ["merge-base"]
+    commands.clear()
+    assert await provider.fast_forward("octo/app", "main", expected=main, new=task)
+    assert commands == ["update-ref"]
+    monkeypatch.undo()
+    assert await provider.head_of("octo/app", "main") == task
+
+
+async def test_a_no_and_a_short_id_are_asked_again(
+    provider: LocalGitProvider, worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`False` is never kept: a commit missing from the repository now may be pushed later
+    (and then descends); neither are answers about abbreviated ids, which may become
+    ambiguous. A kept answer is the repository's own, not another's."""
+    main, task, _ = await _history(provider, worktree)
+    (worktree / "later.py").write_text("z = 3\n")
+    await commit_all(worktree, "later")
+    later = await rev_parse(worktree, "HEAD")
+    assert later is not None
+    assert not await provider.is_ancestor("octo/app", main, later)  # not pushed yet
+    await push(worktree, (await provider.create_repo("octo/app")).clone_url, "other")
+    assert await provider.is_ancestor("octo/app", main, later)
+    commands = _counting_git(monkeypatch)
+    assert await provider.is_ancestor("octo/app", main[:12], task)
+    assert await provider.is_ancestor("octo/app", main[:12], task)
+    assert commands == ["merge-base", "merge-base"]
+    commands.clear()
+    with pytest.raises(RepoNotFoundError):  # the kept answer is octo/app's only
+        await provider.is_ancestor("octo/nothing", main, later)
+    assert commands == []
+
+
+async def test_heads_of_reads_several_branches_in_one_process(
+    provider: LocalGitProvider, worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`heads_of` answers as `head_of` branch by branch, in the order asked, with one git
+    process: an absent branch is None, and so is a name whose refs are only below it
+    (`task` when `task/1` exists); a missing repository answers None for each."""
+    main, task, other = await _history(provider, worktree)
+    asked = ["task/1", "nothing", "main", "task", "other"]
+    one_by_one = [await provider.head_of("octo/app", branch) for branch in asked]
+    commands = _counting_git(monkeypatch)
+    heads = await provider.heads_of("octo/app", asked)
+    assert heads == one_by_one == [task, None, main, None, other]
+    assert commands == ["for-each-ref"]
+    assert await provider.heads_of("octo/none", ["main", "task/1"]) == [None, None]
+    with pytest.raises(ValueError, match="not a branch name"):
+        await provider.heads_of("octo/app", ["main", "--all"])
+
+
+async def test_heads_of_a_branch_not_at_a_commit_is_peeled(
+    provider: LocalGitProvider, worktree: Path
+) -> None:
+    """A branch set to an annotated tag (git refuses it; a person editing the ref file
+    may) answers the commit the tag names, as `head_of` does."""
+    main, task, _ = await _history(provider, worktree)
+    bare = provider.path_of("octo/app")
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    await run_git(*who, "tag", "-a", "-m", "release", "v1", task, cwd=bare)
+    tag = (await run_git("rev-parse", "refs/tags/v1", cwd=bare))[1].strip()
+    (bare / "refs" / "heads" / "tagged").write_text(f"{tag}\n")  # git update-ref refuses
+    assert await provider.heads_of("octo/app", ["tagged", "main"]) == [task, main]
 
 
 async def test_the_local_provider_has_no_pull_requests(provider: LocalGitProvider) -> None:
@@ -115,6 +203,19 @@ async def github(tmp_path: Path) -> AsyncIterator[tuple[GitHubProvider, FakeGitH
         yield provider, fake
     finally:
         await provider.aclose()
+
+
+async def test_github_heads_of_asks_each_branch(
+    github: tuple[GitHubProvider, FakeGitHub], worktree: Path
+) -> None:
+    """On GitHub `heads_of` is `head_of` of each branch, in the order asked."""
+    provider, fake = github
+    main, task, _ = await _history(LocalGitProvider(fake.root), worktree)
+    assert await provider.heads_of("octo/app", ["task/1", "nothing", "main"]) == [
+        task,
+        None,
+        main,
+    ]
 
 
 async def test_github_pull_request_opened_once_and_merged(

@@ -206,3 +206,51 @@ async def test_a_cancel_during_checks_is_honoured_by_integrate(graph_system: Gra
 
 def _config(task_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": task_id}}
+
+
+async def test_an_answer_reads_the_checkpoint_once(
+    graph_system: GraphSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivering an answer reads the flow's checkpoint once (to find what it waits for);
+    the state it hands back (the orphan-worker check reads `worker_id` in it) is the run's
+    last values, the same as the checkpoint read afterwards."""
+    project = await graph_system.project("Reads", scaffolded=True)
+    async with langgraph(graph_system) as actor:
+        runner = actor.runner
+        reads: list[str] = []
+        delivered: list[tuple[str, dict[str, Any] | None, int]] = []
+        graph = runner.graphs["engineering"]
+        read_state, deliver = graph.aget_state, runner.deliver
+
+        async def counting_read(config: RunnableConfig, **kwargs: Any) -> Any:
+            reads.append(str(config["configurable"]["thread_id"]))
+            return await read_state(config, **kwargs)
+
+        async def recording(request_id: str, answer: dict[str, Any]) -> Any:
+            before = len(reads)
+            state = await deliver(request_id, answer)
+            copy = None if state is None else dict(state)
+            delivered.append((request_id, copy, len(reads) - before))
+            return state
+
+        monkeypatch.setattr(graph, "aget_state", counting_read)
+        monkeypatch.setattr(runner, "deliver", recording)
+        task_id = await graph_system.task(project.id, "spec")
+        task = await graph_system.wait_final(task_id)
+        await graph_system.wait_idle()
+        monkeypatch.undo()
+        final = await runner.state_of(task_id)
+    assert task.status == TaskStatus.COMPLETED, task.result
+    steps = [request_id.rsplit("~", 1)[-1] for request_id, _, _ in delivered]
+    assert steps[0] == "create_worker", steps
+    assert steps[-1] == "delete_worker", steps
+    # asserted here, not in the handler (a failing handler is only retried); at least one
+    # read each, two when the sweeper kicked the flow meanwhile (its reads count too)
+    assert all(read >= 1 for _, _, read in delivered)
+    assert sum(read for _, _, read in delivered) < 2 * len(delivered)
+    created = delivered[0][1]
+    assert created is not None
+    assert created["worker_id"]  # what the orphan check reads
+    last = delivered[-1][1]
+    assert last is not None
+    assert last == dict(final)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -131,3 +132,37 @@ async def test_replicas_starting_together_set_up_the_checkpointer_once(tmp_path:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def test_every_router_runs_on_the_event_loop() -> None:
+    """LangGraph runs a sync router of an async graph in a thread of the default executor
+    (a thread hop at every edge of every flow); every router of both graphs is a coroutine
+    function, keeping its name and the flow's state as its input."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from services.langgraph.graphs.deploy import build_deploy_graph
+    from services.langgraph.graphs.engineering import build_engineering_graph
+    from services.langgraph.graphs.state import FlowState
+
+    for build in (build_engineering_graph, build_deploy_graph):
+        branches = build(InMemorySaver()).builder.branches
+        specs = [(name, spec) for by_name in branches.values() for name, spec in by_name.items()]
+        assert specs
+        for name, spec in specs:
+            path = cast(Any, spec.path)  # a RunnableCallable: its sync and async functions
+            assert path.func is None, name  # no sync function: nothing for the executor
+            assert path.afunc is not None, name
+            assert spec.input_schema is FlowState, name
+            assert name != "condition"  # its own name, not LangGraph's default
+
+
+async def test_a_router_on_the_loop_routes_as_the_plain_function() -> None:
+    """`branch`'s wrapper answers what the router answers."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from services.langgraph.graphs.engineering import build_engineering_graph
+
+    branches = build_engineering_graph(InMemorySaver()).builder.branches
+    router = cast(Any, branches["start"]["_after_start"].path).afunc
+    assert await router({"outcome": "skipped"}) == "__end__"
+    assert await router({"outcome": "failed"}) == "finish"

@@ -64,6 +64,7 @@ from services.langgraph.graphs.steps import (
     PlainStep,
     add_awaited_step,
     add_plain_step,
+    branch,
     report,
     route,
 )
@@ -409,7 +410,7 @@ def build_deploy_graph(checkpointer: BaseCheckpointSaver[str]) -> DeployGraph:
     graph.add_node(RECORD, _record)
     graph.add_node("finish", finish(deploy_result, details=deploy_extras))
     graph.add_edge(START, "start")
-    graph.add_conditional_edges("start", _after_start)
+    branch(graph, "start", _after_start)
     route(graph, ALLOCATE.name, DEPLOY.name, _to_release)
     route(graph, DEPLOY.name, f"{DEPLOY.name}_wait", _to_release)
     route(graph, f"{DEPLOY.name}_wait", HEALTH_CHECK.name, _to_stop)

@@ -51,6 +51,7 @@ from services.langgraph.graphs.steps import (
     PlainStep,
     add_awaited_step,
     add_plain_step,
+    branch,
     forward_pct,
     guarded,
     report,
@@ -295,9 +296,7 @@ async def _verify(state: FlowState, deps: FlowDeps) -> FlowState:
     """Find the agent's commit on the remote: the sha it named, else its branch's new head."""
     full_name, branch = state["repo_full_name"], state["branch"]
     base_sha = state.get("base_sha")
-    branch_head, base_head = await asyncio.gather(
-        deps.git.head_of(full_name, branch), deps.git.head_of(full_name, state["base_branch"])
-    )
+    branch_head, base_head = await deps.git.heads_of(full_name, [branch, state["base_branch"]])
     heads = {branch: branch_head, state["base_branch"]: base_head}
     sha: str | None = None
     for candidate in _SHA.findall(state.get("agent_response") or ""):
@@ -497,23 +496,23 @@ def build_engineering_graph(checkpointer: BaseCheckpointSaver[str]) -> Engineeri
         "finish", finish(engineering_result, details=engineering_details, on_end=_on_end)
     )
     graph.add_edge(START, "start")
-    graph.add_conditional_edges("start", _after_start)
-    graph.add_conditional_edges(PREPARE.name, _after_prepare)
+    branch(graph, "start", _after_start)
+    branch(graph, PREPARE.name, _after_prepare)
     route_awaited(graph, SCAFFOLD, CREATE_WORKER.name, _cleanup)
     route_awaited(graph, CREATE_WORKER, SEND_SPEC.name, _cleanup)
     route(graph, SEND_SPEC.name, f"{SEND_SPEC.name}_wait", _cleanup)
-    graph.add_conditional_edges(f"{SEND_SPEC.name}_wait", _after_spec)
+    branch(graph, f"{SEND_SPEC.name}_wait", _after_spec)
     route(graph, VERIFY.name, CHECKS.name, _cleanup)
     route(graph, CHECKS.name, f"{CHECKS.name}_wait", _cleanup)
-    graph.add_conditional_edges(f"{CHECKS.name}_wait", _after_checks)
+    branch(graph, f"{CHECKS.name}_wait", _after_checks)
     route_awaited(graph, FIX, CHECKS.name, _cleanup)
-    graph.add_conditional_edges(INTEGRATE.name, _after_integrate)
+    branch(graph, INTEGRATE.name, _after_integrate)
     graph.add_node("integrate_turn", turn_wait)
     route(graph, "integrate_turn", INTEGRATE.name, _cleanup)
     route(graph, MERGE.name, f"{MERGE.name}_wait", _cleanup)
-    graph.add_conditional_edges(f"{MERGE.name}_wait", _after_merge)
+    branch(graph, f"{MERGE.name}_wait", _after_merge)
     route_awaited(graph, RESOLVE, MERGE.name, _cleanup)
-    graph.add_conditional_edges("finish", _after_finish)
+    branch(graph, "finish", _after_finish)
     graph.add_edge(DELETE_WORKER.name, f"{DELETE_WORKER.name}_wait")
-    graph.add_conditional_edges(f"{DELETE_WORKER.name}_wait", _after_delete)
+    branch(graph, f"{DELETE_WORKER.name}_wait", _after_delete)
     return graph.compile(checkpointer=checkpointer)

@@ -12,6 +12,7 @@ clear error; anything unexpected propagates and the node is retried.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ __all__ = [
     "PlainStep",
     "add_awaited_step",
     "add_plain_step",
+    "branch",
     "check_not_cancelled",
     "check_not_cancelled_unless_fresh",
     "forward_pct",
@@ -319,6 +321,21 @@ StopRoute = Callable[[FlowState], str]
 """Where a flow goes once its outcome is no longer `running` (cleanup, then finish)."""
 
 
+def branch(graph: Graph, source: str, path: Callable[[FlowState], str]) -> None:
+    """`graph.add_conditional_edges(source, path)` with `path` run on the event loop.
+
+    LangGraph runs a plain (sync) router of an async graph in a thread of the default
+    executor (`run_in_executor`): a thread hop, its wake-ups and a context copy for a
+    dictionary lookup, at every edge of every flow. Wrapped in a coroutine function (same
+    name and type hints, so the branch keeps its name and input schema), it runs inline."""
+
+    @functools.wraps(path)
+    async def on_loop(state: FlowState) -> str:
+        return path(state)
+
+    graph.add_conditional_edges(source, on_loop)
+
+
 def route(graph: Graph, source: str, next_node: str, on_stop: StopRoute) -> None:
     """After `source`: on to `next_node` while the flow runs, else to `on_stop(state)`."""
 
@@ -328,7 +345,7 @@ def route(graph: Graph, source: str, next_node: str, on_stop: StopRoute) -> None
         return on_stop(state)
 
     choose.__name__ = f"after_{source}"
-    graph.add_conditional_edges(source, choose)
+    branch(graph, source, choose)
 
 
 def route_awaited(graph: Graph, step: AwaitedStep, next_node: str, on_stop: StopRoute) -> None:
