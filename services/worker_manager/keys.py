@@ -13,6 +13,7 @@ __all__ = [
     "deleting_key",
     "registry_key",
     "sent_request_key",
+    "started_key",
 ]
 
 REGISTRY_INDEX = WORKER_INDEX_KEY
@@ -51,3 +52,9 @@ def deleting_key(worker_id: str) -> str:
     """Set while a manager deletes the worker (any replica may take the delete command): the
     owner's monitor, which sees the process end, does not take the stop for a death."""
     return f"workers:deleting:{worker_id}"
+
+
+def started_key(worker_id: str) -> str:
+    """A list a bound warm wrapper pushes `running` onto as it reports `running` (`pool.py`):
+    the create waiting for it wakes at once instead of polling the record."""
+    return f"workers:started:{worker_id}"

@@ -46,6 +46,7 @@ from services.worker_manager.keys import (
     deleting_key,
     registry_key,
     sent_request_key,
+    started_key,
 )
 from services.worker_manager.mirrors import RepositoryMirrors
 from services.worker_manager.pool import WarmPool
@@ -74,7 +75,9 @@ _KEY_TTL_S = 7 * 86400
 _STOP_WAIT_S = 2.0
 _KEPT_ANSWERS_MAX = 1000
 _DELETING_TTL_S = 600
-_WARM_POLL_S = 0.005
+_STARTED_WAIT_S = 0.25
+"""The longest blocking pop of a bound warm wrapper's `started` list between two looks at
+its record and process (its word wakes the pop at once)."""
 
 
 def _slug(name: str) -> str:
@@ -290,6 +293,7 @@ class WorkerManager:
                         worker_id, context.get("task_id"), env["WORKER_REDIS_URL"]
                     )
                 env["WORKER_READY_KEY"] = bind_key(worker_id)
+                env["WORKER_STARTED_KEY"] = started_key(worker_id)
                 if self.runtime.mounts_workspace:  # the binding hands the files over: wait for them
                     await asyncio.wait({preparing})
                     preparing.result()
@@ -306,8 +310,11 @@ class WorkerManager:
             step("files")
             if not released:
                 await self.pool.release(worker_id)
-            # a released wrapper reports `running` within milliseconds: poll it closely
-            await self._wait_ready(worker_id, record.runtime_ref, poll_s=_WARM_POLL_S)
+            # a released wrapper reports `running` within milliseconds, and says so
+            started = started_key(worker_id)
+            await self._wait_ready(
+                worker_id, record.runtime_ref, poll_s=_STARTED_WAIT_S, started=started
+            )
             step("ready")
         except Exception as exc:  # a claimed worker is never left half-bound
             detail = str(exc) if isinstance(exc, WorkerManagerError) else f"bind failed: {exc!r}"
@@ -416,9 +423,14 @@ class WorkerManager:
                 return None
             await asyncio.sleep(0.05)
 
-    async def _wait_ready(self, worker_id: str, ref: str, *, poll_s: float = 0.05) -> None:
+    async def _wait_ready(
+        self, worker_id: str, ref: str, *, poll_s: float = 0.05, started: str | None = None
+    ) -> None:
+        """Until the worker reports `running`: its record looked at every `poll_s`, or, with
+        `started` (a bound warm wrapper pushes onto that list as it reports), a blocking pop
+        of that list between the looks, which wakes at once."""
         deadline = time.monotonic() + self.settings.start_timeout_s
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             record = await self.registry.get(worker_id)
             if record is not None and record.status in ("running", "busy"):
                 return
@@ -426,7 +438,10 @@ class WorkerManager:
                 detail = (await self.runtime.exit_info(ref)).detail
                 await self.registry.finish(worker_id, "failed", error=detail)
                 raise WorkerStartError(f"worker {worker_id} exited while starting: {detail}")
-            await asyncio.sleep(poll_s)
+            if started is None:
+                await asyncio.sleep(poll_s)
+            elif await self.redis.blpop([started], timeout=min(poll_s, left)) is not None:
+                return  # pushed right after `running` was written, in the same script
         await self.runtime.stop(ref, grace_s=0)
         error = f"worker {worker_id} was not ready within {self.settings.start_timeout_s:g} s"
         await self.registry.finish(worker_id, "failed", error=error)

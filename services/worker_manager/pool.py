@@ -53,6 +53,7 @@ from services.worker_manager.errors import (
 from services.worker_manager.keys import bind_key, registry_key
 from services.worker_manager.registry import WARM_STATUSES, WorkerRecord
 from services.worker_manager.runtime import WorkerSpec
+from shared import registry as queues
 
 if TYPE_CHECKING:
     from services.worker_manager.manager import WorkerManager
@@ -69,6 +70,11 @@ _POLL_S = 0.05
 a create takes a worker that became warm without waiting for this look)..."""
 _POLL_MAX_S = 0.25
 """... and at most, growing by half each time."""
+
+
+def input_stream_of(worker_id: str) -> str:
+    """`worker:{id}:input` of a worker."""
+    return queues.get("worker:{id}:input").format(id=worker_id)
 
 
 def parse_key(text: str) -> PoolKey:
@@ -342,6 +348,7 @@ class WarmPool:
                 await manager.runtime.stop(record.runtime_ref, grace_s=0)
         await manager.registry.finish(worker_id, "failed", error=detail)
         await manager.release(worker_id)
+        await self._forget_input(worker_id)
         await asyncio.to_thread(files.remove_tree, manager.settings.data_dir / worker_id)
         log.info("warm_worker_dropped", worker_id=worker_id, reason=detail)
 
@@ -358,7 +365,14 @@ class WarmPool:
                     record.runtime_ref, grace_s=manager.settings.stop_grace_s
                 )
         await manager.release(worker_id)
+        await self._forget_input(worker_id)
         await asyncio.to_thread(files.remove_tree, manager.settings.data_dir / worker_id)
+
+    async def _forget_input(self, worker_id: str) -> None:
+        """Delete the input stream a warm worker readied while waiting (its consumer group):
+        it never served, nobody else writes there."""
+        with contextlib.suppress(RedisError):
+            await self.manager.redis.delete(input_stream_of(worker_id))
 
     # watching -----------------------------------------------------------------------------
 

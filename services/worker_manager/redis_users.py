@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import structlog
 
-from services.worker_manager.keys import bind_key, registry_key
+from services.worker_manager.keys import bind_key, registry_key, started_key
 from shared import registry
 from shared.messaging.keys import idempotency_key, progress_stream
 from shared.registry import dead_letter_stream
@@ -58,8 +58,10 @@ _COMMANDS = (
     "exists",
     "expire",
     "pexpire",
-    # a warm worker's binding (pool.py)
+    # a warm worker's binding, its `go` and its word back (pool.py)
     "blpop",
+    "lpop",
+    "rpush",
     # the messaging runtime's Lua scripts, and the connection itself
     "evalsha",
     "eval",
@@ -90,6 +92,7 @@ def worker_rules(worker_id: str, task_id: str | None) -> tuple[list[str], list[s
         dead_letter_stream(input_stream),
         registry_key(worker_id),
         bind_key(worker_id),
+        started_key(worker_id),
     ]
     if task_id:
         keys.append(progress_stream(task_id))

@@ -17,6 +17,11 @@ import argparse
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.worker_wrapper.settings import WrapperSettings
+    from services.worker_wrapper.warm import WarmEnv
 
 __all__ = ["UNUSED_IN_WORKERS", "configure_worker_logs", "main", "skip_unused_imports"]
 
@@ -39,35 +44,89 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
 
     from services.worker_wrapper.main import run_wrapper
-    from services.worker_wrapper.settings import WrapperSettings
-    from services.worker_wrapper.warm import WarmEnv, wait_for_binding
-    from shared.observability.context import current_actor
-    from shared.observability.tracing import (
-        TracingConfigError,
-        configure_tracing,
-        shutdown_tracing,
-    )
+    from services.worker_wrapper.warm import WarmEnv
+    from shared.observability.tracing import shutdown_tracing
 
     parser = argparse.ArgumentParser(prog="python -m services.worker_wrapper")
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--manager-id", required=True)
     parser.add_argument("--home", help="the data directory of the manager that started it")
     args = parser.parse_args(argv)
-    if os.environ.get("WORKER_WARM") == "1":
-        configure_worker_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))
-        adapter = os.environ.get("WORKER_ADAPTER")
-        if adapter:
-            from services.worker_wrapper.agents import preload_adapter
+    try:
+        if os.environ.get("WORKER_WARM") == "1":
+            configure_worker_logs(os.environ.get("WORKER_LOG_LEVEL", "INFO"))
+            adapter = os.environ.get("WORKER_ADAPTER")
+            if adapter:
+                from services.worker_wrapper.agents import preload_adapter
 
-            preload_adapter(adapter)
-        binding = asyncio.run(wait_for_binding(WarmEnv(dict(os.environ))))
+                preload_adapter(adapter)
+            warm = WarmEnv(dict(os.environ))
+            # what was imported stays: keep the collector's passes off it while serving
+            gc.collect()
+            gc.freeze()
+            code = asyncio.run(_warm_then_serve(warm, args.worker_id))
+        else:
+            settings = _settings(args.worker_id)
+            if isinstance(settings, int):
+                return settings
+            asyncio.run(run_wrapper(settings))
+            code = 0
+    finally:
+        shutdown_tracing()
+    # the manager waits for this process to exit: skip the collector's walk over every
+    # imported module's objects at interpreter exit (about 70 ms); exit handlers still run
+    gc.freeze()
+    return code
+
+
+async def _warm_then_serve(warm: WarmEnv, worker_id: str) -> int:
+    """A warm wrapper's life, on one event loop and, when its binding keeps the address,
+    one Redis client: ready its input while warm, wait for its binding, then serve."""
+    import redis.asyncio as aioredis
+    import structlog
+    from redis.exceptions import RedisError
+
+    from services.worker_wrapper.main import prepare_input, run_wrapper
+    from services.worker_wrapper.warm import wait_for_binding
+
+    redis: aioredis.Redis = aioredis.Redis.from_url(warm.redis_url)
+    try:
+        groups_ready = False
+        try:
+            await prepare_input(redis, warm.worker_id)
+            groups_ready = True
+        except (RedisError, OSError) as exc:  # done again once bound
+            structlog.get_logger("services.worker_wrapper").warning(
+                "warm_prepare_failed", error=str(exc)
+            )
+        binding = await wait_for_binding(warm, redis)
         if binding is None:
             return 0
         os.environ.clear()  # the task's environment replaces the warm one entirely
         os.environ.update(binding)
+        settings = _settings(worker_id)
+        if isinstance(settings, int):
+            return settings
+        # a new address (its own Redis user's new password) needs a new client
+        same = settings.redis_url == warm.redis_url
+        await run_wrapper(
+            settings, redis=redis if same else None, groups_ready=groups_ready and same
+        )
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def _settings(worker_id: str) -> WrapperSettings | int:
+    """The settings from the environment, logs and traces configured; an exit code when
+    they do not fit (the error printed)."""
+    from services.worker_wrapper.settings import WrapperSettings
+    from shared.observability.context import current_actor
+    from shared.observability.tracing import TracingConfigError, configure_tracing
+
     settings = WrapperSettings()
-    if settings.id != args.worker_id:
-        print(f"--worker-id {args.worker_id} does not match WORKER_ID", file=sys.stderr)  # noqa: T201
+    if settings.id != worker_id:
+        print(f"--worker-id {worker_id} does not match WORKER_ID", file=sys.stderr)  # noqa: T201
         return 2
     configure_worker_logs(settings.log_level)
     current_actor.set("worker")
@@ -76,14 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except TracingConfigError as error:
         print(f"bad tracing configuration: {error}", file=sys.stderr)  # noqa: T201
         return 2
-    try:
-        asyncio.run(run_wrapper(settings))
-    finally:
-        shutdown_tracing()
-    # the manager waits for this process to exit: skip the collector's walk over every
-    # imported module's objects at interpreter exit (about 70 ms); exit handlers still run
-    gc.freeze()
-    return 0
+    return settings
 
 
 def configure_worker_logs(level: str) -> None:

@@ -101,6 +101,9 @@ class WrapperSettings(BaseModel):
     ready_key: str | None = None
     """A bound warm wrapper's binding list: the wrapper reports `running` only once the
     manager pushes `go` there (its workspace is ready; see `worker_manager/pool.py`)."""
+    started_key: str | None = None
+    """A bound warm wrapper's word back: it pushes `running` onto this list as it reports
+    `running`, so the manager waiting on it wakes at once instead of polling the record."""
 
     def __init__(self, **values: Any) -> None:
         """The given values over the environment's (every field may come from either)."""

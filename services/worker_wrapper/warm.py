@@ -7,6 +7,11 @@ everything, connected, and reported `warm` in its registry hash before any task 
 agent settings) onto the list `WORKER_BIND_KEY`; the wrapper pops it (so it leaves Redis at
 once), replaces its environment with it and goes on as a freshly started wrapper would. A
 wrapper is bound once: afterwards its registry status never goes back to `warm`.
+
+What does not depend on the task is done while warm (`__main__._warm_then_serve`): the
+imports (then frozen out of the collector's passes), the input stream's consumer group, the
+reporter's scripts; the binding is served on the same event loop, and on the same Redis
+connection when its address did not change.
 """
 
 from __future__ import annotations
@@ -66,10 +71,15 @@ class WarmEnv:
         """How long one read of the binding list blocks (a heartbeat after each)."""
 
 
-async def wait_for_binding(warm: WarmEnv) -> dict[str, str] | None:
+async def wait_for_binding(
+    warm: WarmEnv, redis: aioredis.Redis | None = None
+) -> dict[str, str] | None:
     """Report `warm`, heartbeat, and wait for the binding; answer its environment, or None
-    when the wrapper should exit instead (SIGTERM, its record no longer warm, Redis gone)."""
-    redis: aioredis.Redis = aioredis.Redis.from_url(warm.redis_url)
+    when the wrapper should exit instead (SIGTERM, its record no longer warm, Redis gone).
+    `redis`: the client to use (the caller's, kept open for serving), else one of its own."""
+    own_client = redis is None
+    if redis is None:
+        redis = aioredis.Redis.from_url(warm.redis_url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +117,8 @@ async def wait_for_binding(warm: WarmEnv) -> dict[str, str] | None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await redis.aclose()
+        if own_client:
+            await redis.aclose()
 
 
 async def _pop(redis: aioredis.Redis, key: str, timeout_s: float) -> Any:

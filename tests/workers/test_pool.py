@@ -152,10 +152,16 @@ async def test_an_idle_pool_shrinks_and_grows_back(manager: ManagerRunner, clien
     created = await client.create()
     assert created.success, created.error
     (warm,) = await full_pool(client, size=1)
+    warm_input = f"worker:{warm.worker_id}:input"
+    assert await client.redis.exists(warm_input)  # its consumer group, made while warm
     assert (await client.delete(created.worker_id)).success
 
     async def shrunk() -> bool:
-        return await warm_records(client) == [] and not running(pid_of(warm.runtime_ref))
+        return (
+            await warm_records(client) == []
+            and not running(pid_of(warm.runtime_ref))
+            and not await client.redis.exists(warm_input)  # never served: deleted
+        )
 
     await eventually(shrunk, timeout_s=15, what="the idle pool shrunk")
     assert (await client.record(warm.worker_id)).status == "stopped"

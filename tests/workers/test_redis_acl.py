@@ -124,6 +124,11 @@ async def test_a_worker_with_a_stolen_credential_reaches_only_its_own_keys(
     assert worker_username(worker_id) not in await acl_users(client.redis)
 
 
+async def _progress_has(client: Client, stream: str, text: str) -> bool:
+    """True once an event of the progress stream mentions `text`."""
+    return text in " ".join(str(f) for _, f in await client.redis.xrange(stream) or [])
+
+
 async def test_with_acl_users_the_builtin_agent_still_commits_and_reports_progress(
     manager: ManagerRunner, client: Client, tmp_path: Path
 ) -> None:
@@ -138,8 +143,11 @@ async def test_with_acl_users_the_builtin_agent_still_commits_and_reports_progre
     answer = await client.send(created.worker_id, "implement the spec")
     assert answer.success, answer.error
     assert answer.response.endswith(f"commit: {git(remote, 'rev-parse', 'feature')}")
-    progress = " ".join(str(f) for _, f in await client.redis.xrange("task_progress:t-acl") or [])
-    assert "agent answered" in progress
+    await eventually(  # published right after the answer: it may come a moment later
+        lambda: _progress_has(client, "task_progress:t-acl", "agent answered"),
+        timeout_s=20,
+        what="the agent's answer in the task's progress",
+    )
     record = await client.record(created.worker_id)
     assert record.heartbeat_at
     assert (await client.delete(created.worker_id)).success
@@ -169,9 +177,11 @@ async def test_with_acl_users_a_warm_worker_is_bound_released_and_serves(
     answer = await client.send(created.worker_id, "implement the spec")
     assert answer.success, answer.error
     assert answer.response.endswith(f"commit: {git(remote, 'rev-parse', 'feature')}")
-    stream = "task_progress:t-acl-warm"
-    progress = " ".join(str(f) for _, f in await client.redis.xrange(stream) or [])
-    assert "agent answered" in progress
+    await eventually(  # published right after the answer: it may come a moment later
+        lambda: _progress_has(client, "task_progress:t-acl-warm", "agent answered"),
+        timeout_s=20,
+        what="the agent's answer in the task's progress",
+    )
     assert (await client.delete(created.worker_id)).success
 
 
