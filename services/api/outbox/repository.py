@@ -31,6 +31,16 @@ OUTBOX_WRITTEN = "outbox_written"
 
 
 _OUTBOX = cast(Table, OutboxMessage.__table__)
+OUTBOX_COLUMNS = (
+    "stream",
+    "message_type",
+    "payload",
+    "correlation_id",
+    "created_at",
+    "attempts",
+    "traceparent",
+)
+"""The columns a new outbox row is written with (the others keep their defaults)."""
 _PENDING = (
     select(
         _OUTBOX.c.id,
@@ -78,20 +88,7 @@ traceparent, created_at."""
 
 OUTBOX_INSERT = (
     insert(_OUTBOX)
-    .values(
-        {
-            name: bindparam(name, type_=_OUTBOX.c[name].type)
-            for name in (
-                "stream",
-                "message_type",
-                "payload",
-                "correlation_id",
-                "created_at",
-                "attempts",
-                "traceparent",
-            )
-        }
-    )
+    .values({name: bindparam(name, type_=_OUTBOX.c[name].type) for name in OUTBOX_COLUMNS})
     .inline()
 )
 """An outbox row's insert on the table, with the values of `row_values` (the direct

@@ -9,6 +9,7 @@ from sqlalchemy import Integer, Table, and_, bindparam, case, func, insert, null
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.outbox.models import OutboxMessage
+from services.api.outbox.repository import OUTBOX_COLUMNS
 from services.api.projects.models import Project
 from services.api.tasks.models import Task
 from services.api.users.models import User
@@ -100,53 +101,6 @@ CREATE_TURNS = select(
 )
 """`TaskRepository.turns` with named columns and no `IN` list (the direct create's
 statements are compiled once, with their constants)."""
-TASK_INSERT = (
-    insert(cast(Table, _TASKS))
-    .values(
-        {
-            name: bindparam(name, type_=_TASKS.c[name].type)
-            for name in (
-                "id",
-                "project_id",
-                "user_id",
-                "type",
-                "status",
-                "spec",
-                "correlation_id",
-                "created_at",
-                "deadline_at",
-                "redrive_count",
-                "released_at",
-            )
-        }
-    )
-    .inline()
-)
-"""A new task's insert on the table (the direct create; the other columns NULL)."""
-_OUTBOX = cast(Table, OutboxMessage.__table__)
-TASK_AND_OUTBOX_INSERT = (
-    insert(_OUTBOX)
-    .values(
-        {
-            name: bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type)
-            for name in (
-                "stream",
-                "message_type",
-                "payload",
-                "correlation_id",
-                "created_at",
-                "attempts",
-                "traceparent",
-            )
-        }
-    )
-    .inline()
-    .add_cte(TASK_INSERT.cte("new_task"))
-)
-"""PostgreSQL: `TASK_INSERT` and the task's outbox row in one statement (a data-modifying
-`WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
-(`services.api.outbox.repository.row_values`)."""
-
 _TASK_COLUMNS = (
     "id",
     "project_id",
@@ -159,15 +113,30 @@ _TASK_COLUMNS = (
     "deadline_at",
     "redrive_count",
 )
-_OUTBOX_COLUMNS = (
-    "stream",
-    "message_type",
-    "payload",
-    "correlation_id",
-    "created_at",
-    "attempts",
-    "traceparent",
+TASK_INSERT = (
+    insert(cast(Table, _TASKS))
+    .values(
+        {
+            name: bindparam(name, type_=_TASKS.c[name].type)
+            for name in (*_TASK_COLUMNS, "released_at")
+        }
+    )
+    .inline()
 )
+"""A new task's insert on the table (the direct create; the other columns NULL)."""
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+TASK_AND_OUTBOX_INSERT = (
+    insert(_OUTBOX)
+    .values(
+        {name: bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type) for name in OUTBOX_COLUMNS}
+    )
+    .inline()
+    .add_cte(TASK_INSERT.cte("new_task"))
+)
+"""PostgreSQL: `TASK_INSERT` and the task's outbox row in one statement (a data-modifying
+`WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
+(`services.api.outbox.repository.row_values`)."""
+
 _turns = CREATE_TURNS.cte("turns")
 _has_turn = _turns.c.released_open < bindparam("slots", type_=Integer)
 _new_task = (
@@ -188,9 +157,9 @@ _new_task = (
 _new_outbox = (
     insert(_OUTBOX)
     .from_select(
-        list(_OUTBOX_COLUMNS),
+        list(OUTBOX_COLUMNS),
         select(
-            *(bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type) for name in _OUTBOX_COLUMNS)
+            *(bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type) for name in OUTBOX_COLUMNS)
         ).where(_new_task.c.released_at.is_not(None)),
     )
     .cte("new_outbox")
