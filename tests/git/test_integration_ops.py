@@ -80,14 +80,7 @@ async def test_fast_forward_runs_two_git_processes(
     (its ancestry kept) and a branch moved elsewhere read the branch once more and still
     answer right."""
     main, task, other = await _history(provider, worktree)
-    commands: list[str] = []
-    spawn = asyncio.create_subprocess_exec
-
-    async def counting(program: str, *args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
-        commands.append(str(args[0]) if args else program)
-        return await spawn(program, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", counting)
+    commands = _counting_git(monkeypatch)
     assert await provider.fast_forward("octo/app", "main", expected=main, new=task)
     assert commands == ["merge-base", "update-ref"]
     commands.clear()
