@@ -117,6 +117,7 @@ async def _serve(manager: WorkerManager, grace_s: float) -> None:
             shutdown_grace_s=grace_s,
         )
     finally:
+        manager.pool.stop_filling()
         if worker_settings.stop_workers_on_exit:
             # shielded and bounded: this runs while the actor is being cancelled
             deleting = asyncio.ensure_future(monitor.delete_all(reason="manager shutdown"))

@@ -469,10 +469,16 @@ class WarmPool:
         else:
             log.info("warm_worker_claimed_meanwhile", worker_id=record.worker_id, seen=detail)
 
-    async def drain(self, reason: str) -> None:
-        """Stop every warm worker of this manager (shutdown with `stop_workers_on_exit`)."""
+    def stop_filling(self) -> None:
+        """Cancel the warm starts in flight (the manager stops). A worker cancelled while
+        warming is left to the next run, which drops what it did not see become warm; none
+        of this run's starts outlives it to refill a pool nobody serves any more."""
         for task in list(self._tasks):
             task.cancel()
+
+    async def drain(self, reason: str) -> None:
+        """Stop every warm worker of this manager (shutdown with `stop_workers_on_exit`)."""
+        self.stop_filling()
         for record in await self.manager.registry.active():
             if self._mine(record):
                 await self._retire(record.worker_id, record, reason)

@@ -215,7 +215,11 @@ async def test_a_restarted_manager_adopts_its_warm_containers(
     await docker_manager.stop()
     await asyncio.to_thread(lambda: engine_client.containers.get(second.runtime_ref).kill())
     await docker_manager.start(pool={**POOL, "size": 2})
-    assert (await client.record(second.worker_id)).status == "failed"
+
+    async def dropped() -> bool:  # the run adopts once started (its start does not wait)
+        return (await client.record(second.worker_id)).status == "failed"
+
+    await eventually(dropped, timeout_s=60, what="the killed warm container dropped")
     assert container_of(engine_client, second.runtime_ref) is None
     assert (await client.record(first.worker_id)).status == "warm"
     created = await client.create()
@@ -280,15 +284,26 @@ async def test_an_idle_docker_pool_shrinks(
     await docker_manager.start(pool={"size": 1, "prewarm": [], "idle_s": 1.0})
     created = await client.create()
     assert created.success, created.error
-    (warm,) = await full_pool(client, not_={created.worker_id})
+
+    async def pooled() -> WorkerRecord | None:  # it may be ready and shrunk between two looks
+        others = [
+            r
+            for r in await WorkerRegistry(client.redis).all()
+            if r.worker_id != created.worker_id and r.runtime_ref
+        ]
+        return others[0] if others else None
+
+    warm = await eventually(pooled, timeout_s=120, what="the pool's container started")
+    assert warm is not None
     assert (await client.delete(created.worker_id)).success
 
     async def shrunk() -> bool:
         gone = container_of(engine_client, warm.runtime_ref) is None
-        return gone and await warm_records(client) == []
+        return gone and (await client.record(warm.worker_id)).status == "stopped"
 
-    await eventually(shrunk, timeout_s=60, what="the idle pool shrunk")
-    assert (await client.record(warm.worker_id)).status == "stopped"
+    await eventually(shrunk, timeout_s=120, what="the idle pool shrunk")
+    assert (await client.record(warm.worker_id)).error == "warm pool idle"  # it was warm
+    assert await warm_records(client) == []
 
 
 async def test_the_warm_credential_a_bound_container_shows_is_dead(

@@ -135,7 +135,11 @@ async def test_a_restarted_manager_adopts_its_warm_workers(
 
     await eventually(killed, what="the killed warm worker gone")
     await manager.start(pool=POOL)
-    assert (await client.record(second.worker_id)).status == "failed"
+
+    async def dropped() -> bool:  # the run adopts once started (its start does not wait)
+        return (await client.record(second.worker_id)).status == "failed"
+
+    await eventually(dropped, what="the dead warm worker dropped")
     assert running(pid_of(first.runtime_ref))
     assert (await client.record(first.worker_id)).status == "warm"
     created = await client.create()
@@ -143,6 +147,27 @@ async def test_a_restarted_manager_adopts_its_warm_workers(
     assert created.worker_id == first.worker_id  # the adopted one, the only one ready
     assert (await client.delete(created.worker_id)).success
     await full_pool(client)
+
+
+async def test_a_stopped_manager_starts_no_more_warm_workers(
+    manager: ManagerRunner, client: Client
+) -> None:
+    """Stopping the manager cancels its warm starts in flight: none lives on to refill the
+    pool of a run that ended when the next run drops the worker it was waiting for."""
+    registry = WorkerRegistry(client.redis)
+    await manager.start(pool={**POOL, "size": 1})
+
+    async def warming() -> WorkerRecord | None:
+        found = [r for r in await registry.all() if r.status == "warming" and r.runtime_ref]
+        return found[0] if found else None
+
+    record = await eventually(warming, what="a warm worker starting")
+    assert record is not None
+    await manager.stop()
+    # what the next run's adopt does to a worker it did not see become warm
+    assert await registry.retire_warm(record.worker_id, "failed", error="not adopted")
+    await asyncio.sleep(2.0)  # a start outliving its run polls the record within 0.25 s
+    assert [r.worker_id for r in await registry.all()] == [record.worker_id]
 
 
 async def test_an_idle_pool_shrinks_and_grows_back(manager: ManagerRunner, client: Client) -> None:
