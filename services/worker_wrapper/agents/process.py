@@ -57,24 +57,57 @@ def kill_process_tree(pid: int, *, grace_s: float = 2.0) -> None:
 
     Blocking (it waits up to `grace_s` and a little more); call it from a thread in async
     code. Descendants that left the group (their own session) are found through the
-    process table before anything is signalled, and killed too.
+    process table and killed too: those alive before the SIGTERM, and those the tree started
+    during the grace (a CLI may go on after the SIGTERM and start a tool's command in a
+    session of its own). For the second look the tree is frozen first (SIGSTOP), so that
+    nothing is started between the look and the SIGKILL.
     """
     import psutil
 
-    strays = _descendants(pid)
+    known = {proc.pid: proc for proc in _descendants(pid)}
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     try:
         leader = [psutil.Process(pid)]
     except psutil.Error:
         leader = []
-    _, alive = psutil.wait_procs(leader + strays, timeout=grace_s)
+    psutil.wait_procs(leader + list(known.values()), timeout=grace_s)
+    _freeze_tree(pid, leader, known)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    for proc in alive:
+    alive = []
+    for proc in known.values():
         with contextlib.suppress(psutil.Error):
             proc.kill()
+            alive.append(proc)
     psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _freeze_tree(pid: int, leader: list[psutil.Process], known: dict[int, psutil.Process]) -> None:
+    """Stop (SIGSTOP) the group led by `pid` and every process of the tree, until a look
+    finds no process not stopped yet; what the looks find is added to `known`."""
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGSTOP)
+    stopped: set[int] = set()
+    roots = [*leader, *known.values()]
+    for _ in range(64):  # each round stops what the last one found: a fork bomb ends too
+        fresh: list[psutil.Process] = []
+        for root in roots:
+            with contextlib.suppress(psutil.Error):
+                if root.pid not in stopped:
+                    root.suspend()
+                    stopped.add(root.pid)
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    if child.pid not in stopped and child.pid not in known:
+                        fresh.append(child)
+        if not fresh:
+            break
+        for proc in fresh:
+            known.setdefault(proc.pid, proc)
+        roots = fresh
 
 
 async def _read_lines(stream: asyncio.StreamReader, on_line: Callable[[str], None]) -> None:
