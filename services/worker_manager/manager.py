@@ -604,9 +604,13 @@ class WorkerManager:
             if record.status != "failed":
                 await self.registry.finish(worker_id, "stopped", error=reason)
             await self.release(worker_id)
-            # its last answer, kept for a send handled again (see `send`)
+            # its last answer (kept for a send handled again, see `send`) and its input: a
+            # finished worker's streams would otherwise stay in Redis for good, one pair a task
             with contextlib.suppress(RedisError):
-                await self.redis.delete(queues.get("worker:{id}:output").format(id=worker_id))
+                await self.redis.delete(
+                    queues.get("worker:{id}:output").format(id=worker_id),
+                    queues.get("worker:{id}:input").format(id=worker_id),
+                )
             await asyncio.to_thread(files.remove_tree, self.settings.data_dir / worker_id)
         finally:
             self.busy.discard(worker_id)

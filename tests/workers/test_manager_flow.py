@@ -56,6 +56,9 @@ async def test_create_send_delete(manager: ManagerRunner, client: Client) -> Non
     assert (await client.record(worker_id)).status == "stopped"
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not exists(workspace)
+    # nothing of the worker is left in Redis but its record
+    streams = [f"worker:{worker_id}:input", f"worker:{worker_id}:output"]
+    assert await client.redis.exists(*streams) == 0
 
 
 async def test_agent_failures_are_answered(manager: ManagerRunner, client: Client) -> None:
