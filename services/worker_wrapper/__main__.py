@@ -87,9 +87,9 @@ async def _warm_then_serve(warm: WarmEnv, worker_id: str) -> int:
     from redis.exceptions import RedisError
 
     from services.worker_wrapper.main import prepare_input, run_wrapper
-    from services.worker_wrapper.warm import wait_for_binding
+    from services.worker_wrapper.warm import redis_client, wait_for_binding
 
-    redis: aioredis.Redis = aioredis.Redis.from_url(warm.redis_url)
+    redis: aioredis.Redis = redis_client(warm.redis_url)
     try:
         groups_ready = False
         try:

@@ -18,6 +18,7 @@ from services.worker_wrapper.heartbeat import SCRIPTS, RegistryReporter, Release
 from services.worker_wrapper.service import WrapperService
 from services.worker_wrapper.session import SessionStore
 from services.worker_wrapper.settings import WrapperSettings
+from services.worker_wrapper.warm import IDLE_BLOCK_S, redis_client
 from shared import registry
 from shared.messaging import Bus
 
@@ -61,7 +62,7 @@ async def run_wrapper(
     consumer group exists already (`prepare_input`)."""
     own_client = redis is None
     if redis is None:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
     bus = _bus(redis, settings.id)
     reporter = RegistryReporter(redis, settings.registry_key)
     service = WrapperService(
@@ -140,7 +141,15 @@ async def _go_ahead(
     report `running`. `refused` when anything else comes, or nothing within
     `orphan_after_s` (the manager is gone)."""
     assert settings.ready_key is not None
-    popped = await redis.blpop([settings.ready_key], timeout=settings.orphan_after_s)
-    if popped is None or popped[1] != _GO:
+    # in reads of a few seconds, each well within the client's socket timeout
+    deadline = asyncio.get_running_loop().time() + settings.orphan_after_s
+    popped = None
+    while popped is None:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return "refused"
+        block_s = max(min(IDLE_BLOCK_S, left), 0.01)  # a timeout of 0 would block for ever
+        popped = await redis.blpop([settings.ready_key], timeout=block_s)
+    if popped[1] != _GO:
         return "refused"
     return await reporter.run_when_released(settings.ready_key, settings.started_key, popped=True)

@@ -27,12 +27,18 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-__all__ = ["WarmEnv", "wait_for_binding"]
+__all__ = ["SOCKET_TIMEOUT_S", "WarmEnv", "redis_client", "wait_for_binding"]
 
 log = structlog.get_logger("services.worker_wrapper")
 
 IDLE_BLOCK_S = 4.5
 """How long one idle read of the binding list blocks (unless the heartbeat timeout is short)."""
+SOCKET_TIMEOUT_S = 30.0
+"""The wrapper's Redis client reads with this timeout, far beyond any of its blocking reads
+(a few seconds each). redis-py's default (5 s) left a BLPOP of 4.5 s half a second: a
+wrapper whose loop ran late (a busy machine, a warm worker's lowest CPU priority) hit the
+client's timeout after Redis had popped its binding, which was then lost (and the `go` that
+followed it taken for a binding)."""
 
 _READY = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'warming' then return 0 end
@@ -79,7 +85,7 @@ async def wait_for_binding(
     `redis`: the client to use (the caller's, kept open for serving), else one of its own."""
     own_client = redis is None
     if redis is None:
-        redis = aioredis.Redis.from_url(warm.redis_url)
+        redis = redis_client(warm.redis_url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +125,11 @@ async def wait_for_binding(
             loop.remove_signal_handler(sig)
         if own_client:
             await redis.aclose()
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """The wrapper's Redis client (`SOCKET_TIMEOUT_S`)."""
+    return aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
 
 
 async def _pop(redis: aioredis.Redis, key: str, timeout_s: float) -> Any:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -333,8 +334,9 @@ def test_structlog_default_would_show_locals() -> None:
 
 def test_warm_env_blocks_about_4_5_s_within_the_heartbeat_timeout() -> None:
     """An idle read blocks 4.5 s, a third of a short heartbeat timeout at most, and never
-    less than the heartbeat interval; a bad number is a clear error."""
-    from services.worker_wrapper.warm import IDLE_BLOCK_S, WarmEnv
+    less than the heartbeat interval; a bad number is a clear error. The wrapper's client
+    waits for answers far longer than that."""
+    from services.worker_wrapper.warm import IDLE_BLOCK_S, WarmEnv, redis_client
 
     needed = {
         "WORKER_ID": "w",
@@ -349,6 +351,10 @@ def test_warm_env_blocks_about_4_5_s_within_the_heartbeat_timeout() -> None:
     assert WarmEnv({**needed, **slow}).block_s == 2.0
     with pytest.raises(ValueError, match="WORKER_HEARTBEAT_TIMEOUT_S"):
         WarmEnv({**needed, "WORKER_HEARTBEAT_TIMEOUT_S": "soon"})
+    # its client waits for an answer far longer than a read blocks: an answer that comes
+    # late (a busy machine) is never given up on after Redis popped the binding for it
+    client = redis_client("redis://127.0.0.1:1")
+    assert client.connection_pool.connection_kwargs["socket_timeout"] >= IDLE_BLOCK_S + 20
 
 
 async def test_an_idle_warm_wrapper_blocks_in_redis_until_bound(
@@ -421,3 +427,32 @@ def test_traces_still_work_in_a_worker_that_skips_unused_imports() -> None:
     assert done.returncode == 0, done.stderr
     assert '"name": "worker-span"' in done.stdout
     assert '"service.name": "bench-worker"' in done.stdout
+
+
+async def test_a_bound_wrapper_waits_for_its_go_longer_than_a_read_timeout(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """A workspace made slowly: the bound wrapper's wait for `go` goes on past its client's
+    read timeout (redis-py's default, 5 s), in reads that each end before it, and it starts
+    when `go` comes."""
+    from services.worker_wrapper.heartbeat import RegistryReporter
+    from services.worker_wrapper.main import _go_ahead
+
+    key = f"test-go:{uuid.uuid4().hex[:8]}"
+    await redis_client.hset(f"{key}:record", mapping={"status": "starting"})
+    settings = SimpleNamespace(
+        ready_key=f"{key}:ready", started_key=f"{key}:started", orphan_after_s=600.0
+    )
+    client = aioredis.Redis.from_url(redis_url)  # redis-py's default read timeout
+    try:
+        waiting = asyncio.create_task(
+            _go_ahead(client, RegistryReporter(client, f"{key}:record"), settings)  # type: ignore[arg-type]
+        )
+        await asyncio.sleep(6)
+        assert not waiting.done(), waiting.exception() if waiting.done() else None
+        await redis_client.rpush(f"{key}:ready", "go")
+        assert await asyncio.wait_for(waiting, 15) == "running"
+        assert await redis_client.hget(f"{key}:record", "status") == b"running"
+    finally:
+        await client.aclose()
+        await redis_client.delete(f"{key}:record", f"{key}:ready", f"{key}:started")
