@@ -36,7 +36,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from services.worker_manager.errors import RuntimeBackendError, WorkerStartError
 from services.worker_manager.local_runtime import WRAPPER_MODULE
-from services.worker_manager.runtime import WorkerExit, WorkerSpec
+from services.worker_manager.runtime import WorkerExit, WorkerSpec, poll_exit
 from services.worker_manager.settings import DockerSettings
 
 __all__ = ["LABEL_HOME", "LABEL_MANAGER", "LABEL_WORKER", "WRAPPER_CAPABILITIES", "DockerRuntime"]
@@ -315,6 +315,11 @@ class DockerRuntime:
         except NotFound:
             return False
         return bool(container.status == "running")
+
+    async def wait_exit(self, ref: str, *, timeout_s: float, poll_s: float) -> bool:
+        """True once the container stopped (looked at every `poll_s`), False after
+        `timeout_s`."""
+        return await poll_exit(self, ref, timeout_s=timeout_s, poll_s=poll_s)
 
     async def exit_info(self, ref: str) -> WorkerExit:
         """The container's exit code and the tail of its log."""

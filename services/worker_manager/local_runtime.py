@@ -27,8 +27,9 @@ from pathlib import Path
 import psutil
 
 from services.worker_manager.errors import RuntimeBackendError, WorkerStartError
-from services.worker_manager.runtime import WorkerExit, WorkerSpec
+from services.worker_manager.runtime import WorkerExit, WorkerSpec, poll_exit
 from services.worker_manager.settings import ResourceLimits
+from shared.messaging.cancel import wait_event
 
 __all__ = ["WRAPPER_MODULE", "LocalProcessRuntime", "tail_of"]
 
@@ -184,6 +185,32 @@ class LocalProcessRuntime:
     async def is_alive(self, ref: str) -> bool:
         """True while the wrapper process runs (the same process, not a recycled pid)."""
         return self._alive(ref)
+
+    async def wait_exit(self, ref: str, *, timeout_s: float, poll_s: float) -> bool:
+        """True once the wrapper process has exited, False while it still runs after
+        `timeout_s`: woken by the kernel through a pidfd in the event loop, so a long wait
+        costs nothing (looking every `poll_s` only where there is no pidfd)."""
+        pid, _, _ = _parse_ref(ref)
+        fd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):  # gone already, or no pidfd here
+            fd = os.pidfd_open(pid)
+        try:
+            # looked at after the open: a pidfd of a recycled pid fails this check
+            if not self._alive(ref):
+                return True
+            if fd is None:
+                return await poll_exit(self, ref, timeout_s=timeout_s, poll_s=poll_s)
+            loop = asyncio.get_running_loop()
+            exited = asyncio.Event()
+            loop.add_reader(fd, exited.set)
+            try:
+                await wait_event(exited, timeout_s)
+            finally:
+                loop.remove_reader(fd)
+            return not self._alive(ref)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     async def exit_info(self, ref: str) -> WorkerExit:
         """The exit code (for our own children) and the tail of the wrapper's log."""

@@ -534,9 +534,21 @@ class WorkerManager:
             await transport.delete(output_stream, drop)
 
     async def _watch_death(self, record: WorkerRecord, finished: asyncio.Event) -> str:
-        """Return (with an account of it) once the worker is dead or no longer live."""
+        """Return (with an account of it) once the worker is dead or no longer live.
+
+        Its process is watched through the runtime, which wakes this at its exit (the local
+        one without polling at all); its record, changed by others, is read every
+        `record_poll_s` and at the exit."""
+        ref = record.runtime_ref
         while not finished.is_set():
-            if await wait_event(finished, self.settings.liveness_poll_s):
+            if ref:
+                exited = await self.runtime.wait_exit(
+                    ref, timeout_s=self.settings.record_poll_s, poll_s=self.settings.liveness_poll_s
+                )
+            else:
+                exited = False
+                await wait_event(finished, self.settings.record_poll_s)
+            if finished.is_set():
                 break
             current = await self.registry.get(record.worker_id)
             if current is None or not current.is_live:
@@ -547,8 +559,8 @@ class WorkerManager:
                     )
                 status = current.status if current else "gone"
                 return f"worker {record.worker_id} was {status} while handling the request"
-            ref = current.runtime_ref or record.runtime_ref
-            if ref and not await self.runtime.is_alive(ref):
+            ref = current.runtime_ref or ref
+            if exited and ref and not await self.runtime.is_alive(ref):
                 detail = (await self.runtime.exit_info(ref)).detail
                 await self.mark_failed(current, detail)
                 await self.runtime.stop(ref, grace_s=0)  # whatever it left behind

@@ -8,13 +8,14 @@ container per worker with dropped capabilities and cgroup limits). Both serve th
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from services.worker_manager.settings import ResourceLimits
 
-__all__ = ["WorkerExit", "WorkerRuntime", "WorkerSpec"]
+__all__ = ["WorkerExit", "WorkerRuntime", "WorkerSpec", "poll_exit"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class WorkerRuntime(Protocol):
         """True while the worker's process/container runs."""
         ...
 
+    async def wait_exit(self, ref: str, *, timeout_s: float, poll_s: float) -> bool:
+        """True once the worker's process/container has ended, False while it still runs
+        after `timeout_s`. A runtime the kernel can wake at the exit (local: a pidfd) does
+        not poll; the others look every `poll_s` (`poll_exit`)."""
+        ...
+
     async def exit_info(self, ref: str) -> WorkerExit:
         """How a dead worker ended (exit code and log tail when known)."""
         ...
@@ -104,3 +111,16 @@ class WorkerRuntime(Protocol):
         """Make a claimed warm worker's prepared files its own and answer the environment
         its wrapper gets: `spec.env` as the worker sees it (paths, Redis URL)."""
         ...
+
+
+async def poll_exit(runtime: WorkerRuntime, ref: str, *, timeout_s: float, poll_s: float) -> bool:
+    """`WorkerRuntime.wait_exit` by looking: `is_alive` every `poll_s` (after the first
+    `poll_s`, so a short wait costs no look), until `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        await asyncio.sleep(max(min(poll_s, deadline - loop.time()), 0))
+        if not await runtime.is_alive(ref):
+            return True
+        if loop.time() >= deadline:
+            return False

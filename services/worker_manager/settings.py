@@ -222,7 +222,12 @@ class WorkerManagerSettings(Section):
     """Workers without activity for this long are stopped; 0 disables reaping."""
     monitor_interval_s: float = 1.0
     liveness_poll_s: float = 0.25
-    """How often a waiting send_message checks that its worker is still alive."""
+    """How often a waiting send_message checks that its worker's container still runs (the
+    Docker runtime; a local worker's exit wakes the manager at once, without looking)."""
+    record_poll_s: float = 1.0
+    """How often a waiting send_message reads its worker's record, for a worker failed or
+    stopped by someone else (the monitor, a delete, another replica) while its process
+    runs; such a stop ends the process too, which the runtime notices first."""
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 30.0
     """A worker whose heartbeat is older than this is considered dead."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,27 @@ async def test_two_systems_with_one_manager_id_own_only_their_own_workers(tmp_pa
     finally:
         await ours.stop(ref, grace_s=0)
     assert await ours.list_owned("m1") == {}
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+async def test_wait_exit_returns_at_the_exit_and_not_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    """wait_exit answers False while the process runs (after its timeout) and True as soon as
+    it exits: with a pidfd at once whatever `poll_s`, without one within `poll_s`."""
+    if not pidfd:
+
+        def no_pidfd(_pid: int, _flags: int = 0) -> int:
+            raise OSError(errno.ENODEV, "no pidfd here")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    runtime = _runtime(tmp_path, "exec sleep 100")
+    ref = await runtime.start(_spec(tmp_path))
+    poll_s = LONG_GRACE_S if pidfd else 0.05
+    assert not await runtime.wait_exit(ref, timeout_s=0.2, poll_s=poll_s)
+    waiting = asyncio.create_task(runtime.wait_exit(ref, timeout_s=LONG_GRACE_S, poll_s=poll_s))
+    await asyncio.sleep(0.1)
+    os.kill(int(ref.split(":", 1)[0]), signal.SIGKILL)
+    assert await asyncio.wait_for(waiting, timeout=5)
+    assert await runtime.wait_exit(ref, timeout_s=LONG_GRACE_S, poll_s=poll_s)
+    assert (await runtime.exit_info(ref)).exit_code == -9

@@ -116,6 +116,48 @@ async def test_sigkill_mid_request_fails_fast(manager: ManagerRunner, client: Cl
 
 
 @pytest.mark.slow
+async def test_a_killed_worker_is_noticed_at_its_exit_not_at_a_poll(
+    manager: ManagerRunner, client: Client
+) -> None:
+    """The wait for an answer is woken by the worker's exit: with every poll of the manager
+    (the send's, the monitor's) 60 s apart, the send still fails within seconds."""
+    import asyncio
+
+    await manager.start(liveness_poll_s=60, record_poll_s=60, monitor_interval_s=60)
+    worker_id = (await client.create(context={"task_id": "t-exit"})).worker_id
+    record = await client.record(worker_id)
+    pending = asyncio.create_task(client.send(worker_id, "[hang]", timeout_s=600))
+    await client.wait_status(worker_id, "busy")
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    os.kill(pid_of(record.runtime_ref), signal.SIGKILL)
+    answer = await asyncio.wait_for(pending, timeout=10)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert not answer.success
+    assert "died" in answer.error
+    assert "signal 9" in (await client.record(worker_id)).error
+    await eventually(lambda: processes_with(CHILD_MARKER) == [], timeout_s=5)
+
+
+@pytest.mark.slow
+async def test_a_worker_failed_by_another_while_running_ends_the_wait(
+    manager: ManagerRunner, client: Client
+) -> None:
+    """A worker whose record someone else failed (another replica's monitor) while its
+    process runs: the send's wait reads the record every `record_poll_s` and gives up."""
+    import asyncio
+
+    await manager.start(liveness_poll_s=60, record_poll_s=0.3, monitor_interval_s=60)
+    worker_id = (await client.create()).worker_id
+    pending = asyncio.create_task(client.send(worker_id, "[hang]", timeout_s=600))
+    await client.wait_status(worker_id, "busy")
+    assert await client.registry.fail_if_live(worker_id, "no heartbeat (elsewhere)")
+    answer = await asyncio.wait_for(pending, timeout=10)
+    assert not answer.success
+    assert "no heartbeat (elsewhere)" in answer.error
+
+
+@pytest.mark.slow
 async def test_restart_adopts_live_workers(manager: ManagerRunner, client: Client) -> None:
     """A manager restart keeps live workers: the next run relays to and deletes them."""
     await manager.start()
