@@ -29,6 +29,16 @@ itself asked for the session path (a rare case it does not handle): the transact
 rolled back and the caller does the whole work again through its session. Any other error
 of the work (a refusal of the request) rolls back and propagates; a failed COMMIT
 propagates too (its outcome may be unknown: never done twice).
+
+A write in one statement (`write_one`, PostgreSQL: a call of a function that writes, the
+engineering task create): no BEGIN and no COMMIT, the statement is its own transaction, one
+round trip. `UNAVAILABLE` when no connection could be had (nothing was sent) or the server
+refused the statement (an error it raised: its transaction was rolled back), so the caller
+does the work through its session and answers with its errors. A lost connection or a
+cancellation while the statement runs propagates, the connection closed: the statement may
+have committed all the same, so it is never done again (the request fails; a client that
+retries a cancelled create may create a second task, as with any write whose answer it
+lost).
 """
 
 from __future__ import annotations
@@ -332,6 +342,50 @@ class DirectReads:
                 return await self._sqlite_write(work)
         return await self._pg_write(work)
 
+    async def write_one(
+        self, statement: Select[Any], params: Mapping[str, Any], *, wrote: str
+    ) -> dict[str, Any] | Unavailable:
+        """PostgreSQL: run `statement`, which writes, in a transaction of its own (one round
+        trip); its (one) row as a dict by column key, whose column `wrote` tells whether it
+        wrote anything (counted in `commits`). `UNAVAILABLE` (nothing committed) on SQLite,
+        without a connection, or when the server refused the statement; a lost connection
+        or a cancellation propagates (the outcome is unknown: it may have committed)."""
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+        if self._pg_dsn is None:
+            return UNAVAILABLE
+        compiled = self._compile(statement)
+        values = compiled.values(params)
+        try:
+            pool = self._pg_pool or await self._open_pool()
+            connection = await pool.acquire()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - no connection: the session path answers
+            return self._unavailable(error)
+        for listener in self.listeners:
+            listener(compiled.sql)
+        idle = False
+        """Set once the statement ended on a connection still usable, outside a
+        transaction: otherwise it is closed, never handed back to the pool."""
+        try:
+            record = await connection.fetchrow(compiled.sql, *values)
+            idle = True
+        except asyncpg.PostgresError as error:
+            if isinstance(error, asyncpg.PostgresConnectionError):
+                raise  # lost on the way: the outcome is unknown
+            idle = True
+            return self._unavailable(error)  # refused: rolled back with its statement
+        finally:
+            with contextlib.suppress(asyncpg.InterfaceError):  # lost: the pool took it back
+                if not idle or connection.is_in_transaction():
+                    connection.terminate()
+            await pool.release(connection)
+        row = compiled.row(tuple(record.values()))
+        if row[wrote]:
+            self.commits += 1
+        return row
+
     def _unavailable(self, error: BaseException) -> Unavailable:
         self.fallbacks += 1
         log.warning("direct write unavailable (%s); writing through a session", error)
@@ -476,7 +530,7 @@ class DirectReads:
         return None if record is None else tuple(record.values())
 
     async def _open_pool(self) -> Any:
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+        import asyncpg
 
         async with self._pg_lock:
             if self._pg_pool is None:

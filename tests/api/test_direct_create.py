@@ -5,28 +5,34 @@ cases it leaves to the session path write nothing; failures roll back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import pytest
-from sqlalchemy import func, select
+from pydantic import BaseModel
+from sqlalchemy import delete, func, select
 
 from services.api.auth.principal import Principal
 from services.api.db import Database, utc_now
 from services.api.direct import UNAVAILABLE, DirectTransaction, Unavailable
 from services.api.errors import ApiError, NotFoundError
+from services.api.outbox import repository as outbox_repository
 from services.api.outbox.models import OutboxMessage
+from services.api.outbox.repository import row_values
 from services.api.projects.models import Project
+from services.api.tasks import service
 from services.api.tasks.models import Task
 from services.api.tasks.repository import TASK_INSERT
 from services.api.tasks.service import TaskService, create_task_direct
 from services.api.users.models import User
 from shared.api_client.schemas import TaskCreated
-from shared.contracts import ProjectStatus, TaskCreate, TaskType, new_id
+from shared.contracts import EngineeringMessage, ProjectStatus, TaskCreate, TaskType, new_id
 from shared.settings import TaskDeadlines
 from tests.support.api import ApiHarness
 
@@ -224,11 +230,11 @@ async def test_the_direct_create_writes_and_answers_as_the_session(
 
 @pytest.mark.parametrize("setup", [owned, turn_taken], ids=["free", "taken"])
 async def test_an_engineering_create_runs_few_statements(database: Database, setup: Setup) -> None:
-    """PostgreSQL: the project read under its lock, then one statement (`CREATE_ENGINEERING`)
-    reading the turns and writing the task, with its outbox row when a turn is free (two
-    round trips, the transaction's own aside); SQLite (no round trips): the project, the
-    turns, the task, its outbox row when released. Either way the rows of the session path
-    (`test_the_direct_create_writes_and_answers_as_the_session`)."""
+    """PostgreSQL: one statement, the call of `create_engineering_task` (migration 0015)
+    locking the project, reading the turns and writing the task, with its outbox row when a
+    turn is free, in the transaction of the call (one round trip); SQLite (no round trips):
+    the project, the turns, the task, its outbox row when released. Either way the rows of
+    the session path (`test_the_direct_create_writes_and_answers_as_the_session`)."""
     principal, project = await setup(database)
     seen: list[str] = []
     database.direct.listeners.append(seen.append)
@@ -246,8 +252,8 @@ async def test_an_engineering_create_runs_few_statements(database: Database, set
         inserts = ["INSERT INTO", "INSERT INTO"] if released else ["INSERT INTO"]
         assert firsts == ["SELECT projects.id,", "SELECT (SELECT", *inserts], seen
     else:
-        assert firsts == ["SELECT projects.id,", "WITH turns"], seen
-        assert "FOR NO KEY UPDATE" in seen[0]
+        assert len(seen) == 1, seen
+        assert "FROM create_engineering_task(" in seen[0], seen
     assert database.direct.fallbacks == 0
 
 
@@ -284,6 +290,8 @@ async def test_the_direct_create_refuses_as_the_session_and_writes_nothing(
         (ADMIN, TaskCreate(project_id=mine, type=TaskType.DEPLOY, spec="commit abc123")),
         (ADMIN, TaskCreate(project_id=ownerless, type=TaskType.DEPLOY)),
         (ADMIN, TaskCreate(project_id=ownerless, type=TaskType.ENGINEERING)),
+        (ADMIN, TaskCreate(project_id=archived, type=TaskType.ENGINEERING)),
+        (Principal(key_id=5, scope="user"), TaskCreate(project_id=mine, type=TaskType.ENGINEERING)),
     ]
     for principal, body in cases:
         expected = await refusal(through_session(database, principal, body))
@@ -484,3 +492,136 @@ async def test_a_write_cancelled_during_a_statement_does_not_reuse_its_connectio
         assert isinstance(created, TaskCreated)
     assert await count(database, Task) == database.direct.max_size + 2
     assert database.direct.fallbacks == 0
+
+
+async def test_the_queue_message_is_the_session_paths_byte_for_byte(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox payload of an engineering task is the JSON of its message, the one the
+    session path writes for it: on PostgreSQL rendered with a placeholder for the owner,
+    which the function of migration 0015 puts in."""
+    rendered: list[BaseModel] = []
+
+    def recording(stream: str, message: BaseModel, **fields: Any) -> dict[str, Any]:
+        rendered.append(message)
+        return row_values(stream, message, **fields)
+
+    monkeypatch.setattr(service, "row_values", recording)
+    monkeypatch.setattr(outbox_repository, "row_values", recording)
+    owner = await new_user(database)
+    payloads = []
+    for create in (through_session, directly):
+        body = TaskCreate(project_id=await new_project(database, owner), type=TaskType.ENGINEERING)
+        created = await create(database, ADMIN, body, correlation_id="turn:1.a-b")
+        assert isinstance(created, TaskCreated)
+        async with database.sessionmaker() as session:
+            payload = await session.scalar(
+                select(OutboxMessage.payload).where(OutboxMessage.correlation_id == "turn:1.a-b")
+            )
+            await session.execute(delete(OutboxMessage))
+            await session.commit()
+        message = rendered.pop()
+        assert isinstance(message, EngineeringMessage)
+        assert message.task_id == created.id
+        payloads.append((payload, message.model_copy(update={"user_id": owner}).model_dump_json()))
+    assert [written == expected for written, expected in payloads] == [True, True], payloads
+
+
+async def test_a_statement_the_server_refuses_falls_back_and_writes_nothing(
+    database: Database,
+) -> None:
+    """PostgreSQL: the call of the function refused by the server (here a correlation id
+    longer than its column: the route never sends one) is rolled back with its statement:
+    `UNAVAILABLE`, counted; its connection is reused, the next creates work."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL's engineering create in one call")
+    project = await new_project(database, await new_user(database), parallel_tasks=5)
+    body = TaskCreate(project_id=project, type=TaskType.ENGINEERING)
+    assert await directly(database, ADMIN, body, correlation_id="x" * 65) is UNAVAILABLE
+    assert database.direct.fallbacks == 1
+    assert (await count(database, Task), await count(database, OutboxMessage)) == (0, 0)
+    for _ in range(database.direct.max_size + 2):
+        assert isinstance(await directly(database, ADMIN, body), TaskCreated)
+    assert await count(database, Task) == database.direct.max_size + 2
+    assert database.direct.fallbacks == 1
+
+
+@contextlib.asynccontextmanager
+async def blocked_create(
+    database: Database, project: str
+) -> AsyncIterator[tuple[asyncio.Task[TaskCreated | Unavailable], asyncpg.Connection, int]]:
+    """A direct engineering create waiting on the server for the project's row, which
+    another transaction (the connection given, open until the end) holds locked; and the
+    create's server process id. At the end the lock is released and the create has ended."""
+    dsn = database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    blocker = await asyncpg.connect(dsn)
+    running = None
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", project)
+        running = asyncio.create_task(
+            directly(database, ADMIN, TaskCreate(project_id=project, type=TaskType.ENGINEERING))
+        )
+        monitor = await asyncpg.connect(dsn)  # outside the blocker's snapshot
+        try:
+            for _ in range(500):
+                pid = await monitor.fetchval(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%create_engineering_task(%'"
+                )
+                if pid is not None:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await monitor.close()
+        assert pid is not None, "the create did not wait for the lock in the function"
+        yield running, blocker, int(pid)
+    finally:
+        await blocker.close()
+        if running is not None:
+            await asyncio.wait([running])
+
+
+async def test_a_create_whose_connection_is_lost_fails_and_is_not_retried(
+    database: Database,
+) -> None:
+    """PostgreSQL: the connection lost during the call (its server process terminated
+    while it waits for the project's lock): the create fails, not done again through the
+    session (a call cut off later could have committed); the next creates work."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL's engineering create in one call")
+    project = await new_project(database, await new_user(database))
+    async with blocked_create(database, project) as (running, blocker, pid):
+        await blocker.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(asyncpg.PostgresConnectionError):
+            await running
+    assert database.direct.fallbacks == 0
+    assert await count(database, Task) == 0
+    other = await new_project(database, await new_user(database), parallel_tasks=9)
+    for _ in range(database.direct.max_size + 2):
+        created = await directly(
+            database, ADMIN, TaskCreate(project_id=other, type=TaskType.ENGINEERING)
+        )
+        assert isinstance(created, TaskCreated)
+
+
+async def test_a_create_cancelled_during_the_call_propagates_and_is_not_retried(
+    database: Database,
+) -> None:
+    """PostgreSQL: cancelled while the call runs on the server, the create raises
+    `CancelledError` (no fallback: whether it committed is not known to the API), its
+    connection is not handed back to the pool, and the next creates work."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL's engineering create in one call")
+    project = await new_project(database, await new_user(database))
+    async with blocked_create(database, project) as (running, _, _):
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    assert database.direct.fallbacks == 0
+    other = await new_project(database, await new_user(database), parallel_tasks=9)
+    for _ in range(database.direct.max_size + 2):
+        created = await directly(
+            database, ADMIN, TaskCreate(project_id=other, type=TaskType.ENGINEERING)
+        )
+        assert isinstance(created, TaskCreated)

@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, and_, bindparam, case, func, insert, null, or_, select
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from services.api.outbox.models import OutboxMessage
 from services.api.outbox.repository import OUTBOX_COLUMNS
@@ -16,9 +30,8 @@ from services.api.users.models import User
 from shared.contracts import TaskDTO
 
 __all__ = [
-    "CREATE_ENGINEERING",
+    "CREATE_ENGINEERING_TASK",
     "CREATE_PROJECT",
-    "CREATE_PROJECT_LOCKED",
     "CREATE_TURNS",
     "TASK_AND_OUTBOX_INSERT",
     "TASK_INSERT",
@@ -84,8 +97,6 @@ CREATE_PROJECT = (
 )
 """The direct create's project (the columns it needs) and whether its owner has a monthly
 cap of their own."""
-CREATE_PROJECT_LOCKED = CREATE_PROJECT.with_for_update(key_share=True, of=_PROJECTS)
-"""`CREATE_PROJECT`, its row locked until the transaction ends (as `lock_project`)."""
 CREATE_TURNS = select(
     select(func.count())
     .select_from(_TASKS)
@@ -137,44 +148,45 @@ TASK_AND_OUTBOX_INSERT = (
 `WITH`), one round trip instead of two; the outbox row's values are bound as `outbox_<column>`
 (`services.api.outbox.repository.row_values`)."""
 
-_turns = CREATE_TURNS.cte("turns")
-_has_turn = _turns.c.released_open < bindparam("slots", type_=Integer)
-_new_task = (
-    insert(cast(Table, _TASKS))
-    .from_select(
-        [*_TASK_COLUMNS, "released_at"],
-        select(
-            *(bindparam(name, type_=_TASKS.c[name].type) for name in _TASK_COLUMNS),
-            case(
-                (_has_turn, bindparam("released_at", type_=_TASKS.c.released_at.type)),
-                else_=null(),
-            ),
-        ).where(~and_(_has_turn, _turns.c.waiting)),
+_CREATE_ENGINEERING_ARGS: tuple[tuple[str, TypeEngine[Any]], ...] = (
+    ("project_id", String()),
+    ("sees_everything", Boolean()),
+    ("user_id", Integer()),
+    ("task_id", String()),
+    ("spec", Text()),
+    ("correlation_id", String()),
+    ("created_at", DateTime(timezone=True)),
+    ("deadline_at", DateTime(timezone=True)),
+    ("stream", String()),
+    ("message_type", String()),
+    ("payload_head", Text()),
+    ("payload_tail", Text()),
+    ("outbox_created_at", DateTime(timezone=True)),
+    ("traceparent", String()),
+)
+CREATE_ENGINEERING_TASK = select(
+    *func.create_engineering_task(
+        *(bindparam(name, type_=type_) for name, type_ in _CREATE_ENGINEERING_ARGS)
     )
-    .returning(_TASKS.c.released_at)
-    .cte("new_task")
-)
-_new_outbox = (
-    insert(_OUTBOX)
-    .from_select(
-        list(OUTBOX_COLUMNS),
-        select(
-            *(bindparam(f"outbox_{name}", type_=_OUTBOX.c[name].type) for name in OUTBOX_COLUMNS)
-        ).where(_new_task.c.released_at.is_not(None)),
+    .table_valued(
+        column("project_found", Boolean),
+        column("project_status", String),
+        column("project_owner_id", Integer),
+        column("project_parallel_tasks", Integer),
+        column("owner_capped", Boolean),
+        column("released_open", Integer),
+        column("waiting", Boolean),
+        column("task_created", Boolean),
+        column("task_released", Boolean),
     )
-    .cte("new_outbox")
+    .c
 )
-CREATE_ENGINEERING = (
-    select(_turns.c.released_open, _turns.c.waiting).add_cte(_new_task).add_cte(_new_outbox)
-)
-"""PostgreSQL, an engineering task: its project's turns (`CREATE_TURNS`), and in the same
-statement the task inserted unless a turn is free while tasks wait for one (the session path
-releases the oldest first), its `released_at` (bind the create time) set when a turn is
-free (`released_open` < bind `slots`, the project's `max(1, parallel_tasks)`), and then its
-outbox row (bound as `outbox_<column>`): one round trip where the turns and the insert took
-two. Run after the statement that locked the project (`CREATE_PROJECT_LOCKED`), so its
-snapshot holds the commits of the creates the lock waited for. Returns the turns it read;
-the caller tells from them what was written (nothing when a turn is free and tasks wait)."""
+"""PostgreSQL, an engineering task's create in one call of the function of migration 0015:
+the project locked (as `TaskRepository.lock_project`) and read (`CREATE_PROJECT`), its
+turns (`CREATE_TURNS`), the task and its outbox row written unless the project, the caller
+(bind `sees_everything` and `user_id`, `Principal.can_see_owner`) or the turns leave it to
+the session path; returns the project, the turns and what was written. The outbox payload
+is bound in two parts, around the owner's id (`payload_head`, `payload_tail`)."""
 
 
 class TaskRepository:

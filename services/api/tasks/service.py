@@ -54,9 +54,8 @@ from services.api.projects.service import ProjectService
 from services.api.runs.caps import check_cap, check_month_cap
 from services.api.tasks.models import Task
 from services.api.tasks.repository import (
-    CREATE_ENGINEERING,
+    CREATE_ENGINEERING_TASK,
     CREATE_PROJECT,
-    CREATE_PROJECT_LOCKED,
     CREATE_TURNS,
     TASK_AND_OUTBOX_INSERT,
     TASK_INSERT,
@@ -402,21 +401,23 @@ async def create_task_direct(
     deadlines: TaskDeadlines,
     monthly_budget_usd: float | None = None,
 ) -> tuple[TaskCreated, bool] | Unavailable:
-    """`TaskService.create` in one transaction on a direct connection (`direct.py`), without
-    a session: the same refusals, the same rows (the task, its outbox row when released) and
-    the same task, committed here; returned with whether its outbox row was written.
-    `UNAVAILABLE` (nothing written) for what it leaves to the session path: an engineering
-    task whose user has a monthly cap (the cap's reads), whose project has no owner (the
-    caller's own cap), or that gives a turn to tasks waiting for one (`release_turns`); and
-    whenever the direct path cannot answer (a busy SQLite, a connection lost)."""
+    """`TaskService.create` on a direct connection (`direct.py`), without a session: the
+    same refusals, the same rows (the task, its outbox row when released) and the same task,
+    committed here; returned with whether its outbox row was written. `UNAVAILABLE` (nothing
+    written) for what it leaves to the session path: an engineering task whose user has a
+    monthly cap (the cap's reads), whose project has no owner (the caller's own cap), or that
+    gives a turn to tasks waiting for one (`release_turns`); and whenever the direct path
+    cannot answer (a busy SQLite, a connection lost before the write, a statement the server
+    refused). On PostgreSQL an engineering task is one call of a function
+    (`_create_engineering_pg`), the other creates one transaction of a few statements."""
     engineering = request.type == TaskType.ENGINEERING
     stream = _QUEUE_OF.get(request.type)
+    pg = database.direct.backend == "postgresql"
 
     async def work(tx: DirectTransaction) -> tuple[TaskCreated, bool] | Unavailable:
-        found = await tx.fetch_one(
-            CREATE_PROJECT_LOCKED if engineering else CREATE_PROJECT,
-            {"project_id": request.project_id},
-        )
+        # no row lock: on PostgreSQL an engineering task is not created here, and SQLite's
+        # writers are serialised by its write lock
+        found = await tx.fetch_one(CREATE_PROJECT, {"project_id": request.project_id})
         project = None if found is None else (found["status"], found["owner_id"])
         user_id = _check_create(principal, request, project)
         assert found is not None  # else `_check_create` raised
@@ -426,8 +427,7 @@ async def create_task_direct(
                 return UNAVAILABLE  # the caller's own cap: the session path reads it
             if found["owner_capped"] or monthly_budget_usd is not None:
                 return UNAVAILABLE  # a cap to check: the session path reads the month
-        pg = database.direct.backend != "sqlite"
-        if engineering and not pg:
+        if engineering:
             turns = await tx.fetch_one(CREATE_TURNS, {"project_id": found["id"]})
             assert turns is not None
             room = max(1, found["parallel_tasks"]) - int(turns["released_open"] or 0)
@@ -435,25 +435,10 @@ async def create_task_direct(
                 return UNAVAILABLE  # a turn for waiting tasks: `release_turns`, oldest first
         if stream is not None and user_id is None:
             raise _no_owner_to_run()
-        now = utc_now()
-        task: dict[str, Any] = {
-            "id": new_id(),
-            "project_id": found["id"],
-            "user_id": user_id,
-            "type": request.type.value,
-            "status": TaskStatus.QUEUED.value,
-            "spec": request.spec,
-            "correlation_id": correlation_id or new_id(),
-            "created_at": now,
-            "deadline_at": now + timedelta(seconds=deadlines.of(request.type.value)),
-            "redrive_count": 0,
-            "released_at": None,
-        }
-        if engineering and pg:  # the turns read, the task and its outbox row: one round trip
-            return await _create_engineering_pg(tx, task, request.type, found["parallel_tasks"])
+        task = _new_task(request, correlation_id, deadlines, found["id"], user_id)
         released = stream is not None and user_id is not None and (not engineering or room > 0)
         if released:
-            task["released_at"] = now  # its turn (or a deploy): its message now
+            task["released_at"] = task["created_at"]  # its turn (or a deploy): its message now
         if not released:
             await tx.execute(TASK_INSERT, task)
             return TaskCreated.model_validate(task), False
@@ -471,7 +456,15 @@ async def create_task_direct(
             await tx.execute(TASK_AND_OUTBOX_INSERT, {**task, **outbox})
         return TaskCreated.model_validate(task), True
 
-    created = await database.direct.write(work, lock=database.write_lock)
+    created: tuple[TaskCreated, bool] | Unavailable
+    if engineering and pg:
+        if monthly_budget_usd is not None:
+            return UNAVAILABLE  # every user has a cap to check: the session path reads it
+        created = await _create_engineering_pg(
+            database, principal, request, correlation_id=correlation_id, deadlines=deadlines
+        )
+    else:
+        created = await database.direct.write(work, lock=database.write_lock)
     if not isinstance(created, Unavailable):
         task_type, task_id, correlation = created[0].type, created[0].id, created[0].correlation_id
         SystemMetrics.default().tasks_created.labels(task_type.value).inc()
@@ -479,34 +472,91 @@ async def create_task_direct(
     return created
 
 
+def _new_task(
+    request: TaskCreate,
+    correlation_id: str | None,
+    deadlines: TaskDeadlines,
+    project_id: str,
+    user_id: int | None,
+) -> dict[str, Any]:
+    """The columns of a new task of the direct create, created now, not yet released."""
+    now = utc_now()
+    return {
+        "id": new_id(),
+        "project_id": project_id,
+        "user_id": user_id,
+        "type": request.type.value,
+        "status": TaskStatus.QUEUED.value,
+        "spec": request.spec,
+        "correlation_id": correlation_id or new_id(),
+        "created_at": now,
+        "deadline_at": now + timedelta(seconds=deadlines.of(request.type.value)),
+        "redrive_count": 0,
+        "released_at": None,
+    }
+
+
+_OWNER_PLACEHOLDER = -1
+"""The user id a PostgreSQL engineering create renders its queue message with, before it
+knows the project's owner (no user has it)."""
+
+
 async def _create_engineering_pg(
-    tx: DirectTransaction, task: dict[str, Any], task_type: TaskType, parallel_tasks: int
+    database: Database,
+    principal: Principal,
+    request: TaskCreate,
+    *,
+    correlation_id: str | None,
+    deadlines: TaskDeadlines,
 ) -> tuple[TaskCreated, bool] | Unavailable:
-    """The rest of `create_task_direct` for an engineering task on PostgreSQL, in one
-    statement (`CREATE_ENGINEERING`): the project's turns read, and the task inserted unless
-    a turn is free while tasks wait for one (`UNAVAILABLE` then: nothing was written),
-    released with its outbox row when a turn is free, waiting without one otherwise."""
-    user_id = task["user_id"]
-    assert user_id is not None  # the owner (`create_task_direct` declines a project without)
-    slots = max(1, parallel_tasks)
-    stream = _QUEUE_OF[task_type]
+    """An engineering task's direct create on PostgreSQL in one round trip: one call of
+    `create_engineering_task` (migration 0015, `CREATE_ENGINEERING_TASK`), which locks the
+    project, counts its turns and writes the task and its outbox row in the transaction of
+    the call, or writes nothing and returns the project for the refusals (raised here, as
+    `create_task_direct`'s other paths raise them) and for what is left to the session path.
+
+    The queue message is the session path's, byte for byte: rendered here with a placeholder
+    for the owner's id, which the function puts in. A lost connection or a cancellation
+    during the call propagates: the task may have been created all the same (`direct.py`)."""
+    task = _new_task(request, correlation_id, deadlines, request.project_id, None)
+    stream = _QUEUE_OF[TaskType.ENGINEERING]
     message = _message_of(
-        task["id"], task["project_id"], task["correlation_id"], task_type, user_id
+        task["id"], task["project_id"], task["correlation_id"], request.type, _OWNER_PLACEHOLDER
     )
     row = row_values(stream, message, correlation_id=task["correlation_id"])
-    outbox = {f"outbox_{name}": value for name, value in row.items()}
-    turns = await tx.fetch_one(
-        CREATE_ENGINEERING,
-        {**task, "released_at": task["created_at"], "slots": slots, **outbox},
+    # once: the other values are strings in which a quote is escaped, and ids are not -1
+    head, tail = row["payload"].split(f'"user_id":{_OWNER_PLACEHOLDER}')
+    found = await database.direct.write_one(
+        CREATE_ENGINEERING_TASK,
+        {
+            "project_id": request.project_id,
+            "sees_everything": principal.sees_everything,
+            "user_id": principal.user_id,
+            "task_id": task["id"],
+            "spec": task["spec"],
+            "correlation_id": task["correlation_id"],
+            "created_at": task["created_at"],
+            "deadline_at": task["deadline_at"],
+            "stream": stream,
+            "message_type": row["message_type"],
+            "payload_head": f'{head}"user_id":',
+            "payload_tail": tail,
+            "outbox_created_at": row["created_at"],
+            "traceparent": row["traceparent"],
+        },
+        wrote="task_created",
     )
-    assert turns is not None
-    room = slots - int(turns["released_open"] or 0)
-    if room > 0 and turns["waiting"]:
-        return UNAVAILABLE  # a turn for waiting tasks: `release_turns`, oldest first
-    released = room > 0
-    if released:
+    if isinstance(found, Unavailable):
+        return found
+    project = (found["project_status"], found["project_owner_id"])
+    task["user_id"] = _check_create(principal, request, project if found["project_found"] else None)
+    if task["user_id"] is None:
+        raise _no_owner_to_run()
+    if not found["task_created"]:
+        return UNAVAILABLE  # no owner, a cap, or a turn for waiting tasks: the session path
+    if found["task_released"]:
         task["released_at"] = task["created_at"]  # its turn: its message now
-    return TaskCreated.model_validate(task), released
+    return TaskCreated.model_validate(task), bool(found["task_released"])
 
 
 async def read_task(database: Database, principal: Principal, task_id: str) -> TaskDTO:
